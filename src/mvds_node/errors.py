@@ -1,0 +1,61 @@
+"""The one exception tree of mvds-node.
+
+::
+
+    MvdsError
+     ├── ProtocolError
+     │    ├── LocalProtocolError   the caller misused the API (a bug in the calling code)
+     │    └── RemoteProtocolError  a peer sent something we refuse (never raised by the engine,
+     │                             which reports bad input as a ``PayloadRejected`` event instead)
+     ├── StoreError                the durable store failed or holds data we cannot read
+     └── TransportError            a carrier failed; ``Closed`` means we closed it, ``Broken``
+          ├── TransportClosed      means the peer or the network did
+          └── TransportBroken
+
+Every error the package raises on purpose derives from :class:`MvdsError`; there are no other roots.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "LocalProtocolError",
+    "MvdsError",
+    "ProtocolError",
+    "RemoteProtocolError",
+    "StoreError",
+    "TransportBroken",
+    "TransportClosed",
+    "TransportError",
+]
+
+
+class MvdsError(Exception):
+    """Base of every error mvds-node raises on purpose."""
+
+
+class ProtocolError(MvdsError):
+    """Something violated the MVDS protocol or the engine's contract."""
+
+
+class LocalProtocolError(ProtocolError):
+    """The calling code used the API wrongly (unknown group, oversized body, ...)."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """A peer sent data we refuse."""
+
+
+class StoreError(MvdsError):
+    """The store failed, or holds data that does not parse."""
+
+
+class TransportError(MvdsError):
+    """A transport could not carry a packet."""
+
+
+class TransportClosed(TransportError):
+    """The transport was closed by us; using it again is a bug in the caller."""
+
+
+class TransportBroken(TransportError):
+    """The peer or the network broke the transport."""

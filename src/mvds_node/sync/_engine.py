@@ -1,0 +1,918 @@
+"""The MVDS engine: a sans-IO state machine for one node and all its groups.
+
+Theory of operation
+-------------------
+Inputs are method calls, outputs are drained, and time only enters as ``now`` (seconds on any
+monotonic clock) and ``wall`` (Unix milliseconds, only for expiry)::
+
+    engine.send(group, body, now=..., timestamp=...)       # app -> engine
+    engine.receive_payload(peer, data, now=...)            # network -> engine
+    engine.handle_timer(now=...)                           # a deadline passed
+    engine.expire(wall=...)                                # wall clock moved
+    engine.payloads_to_send(now=...) -> [(peer, bytes)]    # engine -> network
+    engine.next_event() -> Event | None                    # engine -> app
+    engine.next_deadline() -> float | None                 # when to call handle_timer
+
+A driver calls ``payloads_to_send`` and drains ``next_event`` after every input, then waits until
+``next_deadline()``. Nothing here blocks, sleeps or reads a clock.
+
+Time is cut into epochs of ``SyncConfig.epoch_seconds``. The epoch counter is stored, and after a
+restart it continues from the stored value, so a schedule measured in epochs resumes where it
+stopped: running time counts, time spent switched off does not. Each peer gets at most one
+payload per epoch (2/MVDS), carrying every record due for it; a record created for a peer that
+already had its payload this epoch is due in the next one. A logical payload is split into
+several wire payloads only when it exceeds the size the carrier takes.
+
+Records (what we owe a peer for a message) live in the store, keyed by (message, peer), with the
+epoch they are next due; every change of record type goes through ``_state.TRANSITIONS``. The
+engine keeps in memory only what is derived or transient: the group table, the causal frontier
+of each group (messages without children, kept incrementally rather than scanned), consistent
+delivery's waiting lists, ACKs and ephemeral messages waiting for the next payload, and events.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Final, final
+
+from mvds_node.errors import LocalProtocolError
+from mvds_node.sync._config import DeliveryMode, Mode, RelayPolicy, SyncConfig
+from mvds_node.sync._events import (
+    Event,
+    GaveUp,
+    MessageAcked,
+    MessageDelivered,
+    MessageExpired,
+    PayloadRejected,
+)
+from mvds_node.sync._state import TRANSITIONS, Input, RecordType
+from mvds_node.sync._store import Record, Store, StoredMessage
+from mvds_node.sync._wire import (
+    ID_RECORD_SIZE,
+    ID_SIZE,
+    DecodedMessage,
+    decode_payload,
+    encode_message,
+    encode_payload,
+    message_id,
+    decode_stored,
+    payload_overhead,
+)
+
+__all__ = ["Engine", "EngineStatistics"]
+
+_NONE: Final = RecordType.NONE
+_OFFER: Final = RecordType.OFFER
+_REQUEST: Final = RecordType.REQUEST
+_MESSAGE: Final = RecordType.MESSAGE
+_DUE_CHUNK: Final = 4096
+_EXPIRE_CHUNK: Final = 1024
+
+
+@dataclass(slots=True)
+class EngineStatistics:
+    """Counters since the engine started; the simulator and benchmarks read them."""
+
+    payloads_sent: int = 0
+    bytes_sent: int = 0
+    payloads_received: int = 0
+    bytes_received: int = 0
+    acks_sent: int = 0
+    offers_sent: int = 0
+    requests_sent: int = 0
+    messages_sent: int = 0
+    messages_received: int = 0
+    duplicates_received: int = 0
+    messages_delivered: int = 0
+    records_rejected: int = 0
+    payloads_rejected: int = 0
+    gave_up: int = 0
+    expired: int = 0
+    events_dropped: int = 0
+
+
+@dataclass(slots=True)
+class _Outgoing:
+    acks: list[bytes]
+    offers: list[bytes]
+    requests: list[bytes]
+    messages: list[bytes]
+
+
+@final
+class Engine:
+    """One node's MVDS state machine.
+
+    Args:
+        store: where messages, membership and retransmission state are kept; the engine is its
+            only writer and restores its state from it.
+        config: limits, timing and behaviour.
+        now: the current time on the driver's monotonic clock.
+    """
+
+    def __init__(self, store: Store, *, config: SyncConfig | None = None, now: float) -> None:
+        self._store = store
+        self._cfg = cfg = config if config is not None else SyncConfig()
+        self._limits = cfg.limits
+        self._epoch_seconds = cfg.epoch_seconds
+        self._epoch0 = store.get_epoch()
+        self._now0 = now
+        self._epoch = self._epoch0
+        self.statistics = EngineStatistics()
+        self._events: deque[Event] = deque()
+        # Per peer: the last epoch in which its payload went out complete.
+        self._done_epoch: dict[bytes, int] = {}
+        self._drain_cut = False
+        self._acks: dict[bytes, dict[bytes, None]] = {}
+        self._ephemeral_out: dict[bytes, deque[bytes]] = {}
+        self._seen_ephemeral: dict[bytes, None] = {}
+        self._min_gap: dict[bytes, int] = {}
+        self._wall = 0
+        self._stored_epoch = self._epoch0
+        self._held_sender: dict[bytes, bytes] = {}
+        # Membership.
+        self._groups: dict[bytes, dict[bytes, Mode]] = {}
+        self._peer_groups: dict[bytes, set[bytes]] = {}
+        for group, members in store.load_groups().items():
+            self._groups[group] = {}
+            for peer, mode in members.items():
+                self._join(group, peer, Mode(mode))
+        # Causal frontier per group (ordered set), and consistent delivery's bookkeeping.
+        self._frontier: dict[bytes, dict[bytes, None]] = {
+            g: dict.fromkeys(store.frontier(g)) for g in self._groups
+        }
+        self._missing: dict[bytes, int] = {}
+        self._waiting: dict[bytes, list[bytes]] = {}
+        self._restore_held()
+        self._next_due: int | None = store.min_due_epoch()
+
+    # ------------------------------------------------------------------ clock
+
+    def _advance(self, now: float) -> int:
+        epoch = self._epoch0 + math.floor((now - self._now0) / self._epoch_seconds)
+        if epoch > self._epoch:
+            self._epoch = epoch
+        return self._epoch
+
+    def _epoch_start(self, epoch: int) -> float:
+        return self._now0 + (epoch - self._epoch0) * self._epoch_seconds
+
+    @property
+    def epoch(self) -> int:
+        """The current epoch (as of the last call that passed ``now``)."""
+        return self._epoch
+
+    def _first_due(self, peer: bytes) -> int:
+        """The epoch in which a new record for ``peer`` can go out."""
+        epoch = self._epoch
+        return epoch + 1 if self._done_epoch.get(peer) == epoch else epoch
+
+    def _schedule(self, epoch: int) -> None:
+        nd = self._next_due
+        if nd is None or epoch < nd:
+            self._next_due = epoch
+
+    # ------------------------------------------------------------- membership
+
+    def _join(self, group: bytes, peer: bytes, mode: Mode) -> None:
+        self._groups[group][peer] = mode
+        self._peer_groups.setdefault(peer, set()).add(group)
+
+    def add_group(self, group_id: bytes) -> None:
+        """Start syncing a group (idempotent)."""
+        if not 0 < len(group_id) <= self._limits.max_group_id_bytes:
+            raise LocalProtocolError(
+                f"group id must be 1..{self._limits.max_group_id_bytes} bytes, "
+                f"got {len(group_id)}"
+            )
+        if group_id in self._groups:
+            return
+        self._store.put_group(group_id)
+        self._groups[group_id] = {}
+        self._frontier[group_id] = dict.fromkeys(self._store.frontier(group_id))
+
+    def remove_group(self, group_id: bytes) -> None:
+        """Stop syncing a group; stored messages stay, pending records for it stop."""
+        members = self._groups.pop(group_id, None)
+        if members is None:
+            return
+        with self._store.transaction():
+            for peer in list(members):
+                self._drop_member_records(group_id, peer)
+                groups = self._peer_groups.get(peer)
+                if groups is not None:
+                    groups.discard(group_id)
+                    if not groups:
+                        del self._peer_groups[peer]
+            self._store.delete_group(group_id)
+        self._frontier.pop(group_id, None)
+
+    def add_peer(self, group_id: bytes, peer: bytes, *, mode: Mode = Mode.BATCH) -> None:
+        """Add ``peer`` to a group, or change its mode.
+
+        Raises:
+            LocalProtocolError: unknown group, or a peer ID longer than the limit.
+        """
+        if group_id not in self._groups:
+            raise LocalProtocolError(f"unknown group {group_id.hex()}")
+        if not 0 < len(peer) <= self._limits.max_peer_id_bytes:
+            raise LocalProtocolError(
+                f"peer id must be 1..{self._limits.max_peer_id_bytes} bytes, got {len(peer)}"
+            )
+        self._store.put_member(group_id, peer, mode.value)
+        self._join(group_id, peer, mode)
+
+    def remove_peer(self, group_id: bytes, peer: bytes) -> None:
+        """Remove ``peer`` from a group and drop what we still owed it there."""
+        members = self._groups.get(group_id)
+        if members is None or peer not in members:
+            return
+        with self._store.transaction():
+            self._drop_member_records(group_id, peer)
+            self._store.delete_member(group_id, peer)
+        del members[peer]
+        groups = self._peer_groups[peer]
+        groups.discard(group_id)
+        if not groups:
+            del self._peer_groups[peer]
+            self._acks.pop(peer, None)
+            self._ephemeral_out.pop(peer, None)
+
+    def _drop_member_records(self, group_id: bytes, peer: bytes) -> None:
+        doomed = [
+            r.key
+            for r in self._store.records_for_peer(peer)
+            if r.group_id == group_id or (r.type is _REQUEST and len(self._peer_groups[peer]) == 1)
+        ]
+        self._store.delete_records(doomed)
+
+    def groups(self) -> dict[bytes, dict[bytes, Mode]]:
+        """A copy of the group table: group ID -> {peer -> mode}."""
+        return {g: dict(m) for g, m in self._groups.items()}
+
+    def set_peer_latency(self, peer: bytes, seconds: float) -> None:
+        """Declare how long the carrier to ``peer`` may take to deliver a payload.
+
+        Retransmissions to the peer then wait at least twice this long, so a slow carrier (a file
+        on a USB stick, days) does not cause a retransmission storm. 0 restores the default.
+        """
+        gap = math.ceil(2 * seconds / self._epoch_seconds) if seconds > 0 else 0
+        if gap:
+            self._min_gap[peer] = gap
+        else:
+            self._min_gap.pop(peer, None)
+
+    # -------------------------------------------------------------- app input
+
+    def send(
+        self,
+        group_id: bytes,
+        body: bytes,
+        *,
+        now: float,
+        timestamp: int,
+        ephemeral: bool = False,
+        parents: Sequence[bytes] | None = None,
+        expires_at: int = 0,
+    ) -> bytes:
+        """Send a message to every peer of a group and return its ID.
+
+        A durable message is in the store when this returns. Its parents are the group's messages
+        without children (its causal frontier), unless ``parents`` names them. An ephemeral message
+        is sent once, in the next payload to each peer, and never stored, acknowledged,
+        retransmitted or named as a parent. A message with ``expires_at`` (Unix ms) is deleted
+        everywhere once the wall clock passes it, and is never named as a parent.
+
+        Call ``payloads_to_send`` next.
+
+        Raises:
+            LocalProtocolError: unknown group, body over the limit, bad parents or expiry.
+        """
+        limits = self._limits
+        members = self._groups.get(group_id)
+        if members is None:
+            raise LocalProtocolError(f"unknown group {group_id.hex()}")
+        if len(body) > limits.max_body_bytes:
+            raise LocalProtocolError(
+                f"body of {len(body)} bytes exceeds the limit of {limits.max_body_bytes}"
+            )
+        if not -(2**63) <= timestamp < 2**63:
+            raise LocalProtocolError("timestamp does not fit in int64")
+        if expires_at < 0 or expires_at >= 2**63:
+            raise LocalProtocolError("expires_at must be 0 or a positive int64")
+        self._advance(now)
+        mid = message_id(group_id, timestamp, body)
+        if ephemeral:
+            if parents:
+                raise LocalProtocolError("ephemeral messages have no parents")
+            wire = encode_message(group_id, timestamp, body, ephemeral=True)
+            cap = limits.max_ephemeral_queue
+            for peer in members:
+                queue = self._ephemeral_out.get(peer)
+                if queue is None:
+                    queue = self._ephemeral_out[peer] = deque(maxlen=cap)
+                queue.append(wire)
+            return mid
+        frontier = self._frontier[group_id]
+        if parents is None:
+            chosen = tuple(sorted(frontier))[: limits.max_parents]
+        else:
+            chosen = tuple(parents)
+            if len(chosen) > limits.max_parents or any(len(p) != ID_SIZE for p in chosen):
+                raise LocalProtocolError(
+                    f"parents must be at most {limits.max_parents} IDs of {ID_SIZE} bytes"
+                )
+            if mid in chosen:
+                raise LocalProtocolError("a message cannot be its own parent")
+        wire = encode_message(group_id, timestamp, body, parents=chosen, expires_at=expires_at)
+        store = self._store
+        with store.transaction():
+            if not store.add_message(
+                StoredMessage(mid, group_id, timestamp, wire, chosen, expires_at)
+            ):
+                return mid  # the same group, timestamp and body: the same message
+            records = []
+            for peer, mode in members.items():
+                kind = _MESSAGE if mode is Mode.BATCH else _OFFER
+                due = self._first_due(peer)
+                records.append(Record(mid, peer, kind, group_id, 0, due))
+                self._schedule(due)
+            if records:
+                store.put_records(records)
+        for p in chosen:
+            frontier.pop(p, None)
+        if not expires_at:
+            frontier[mid] = None
+        return mid
+
+    def reset_peer(self, peer: bytes, *, now: float) -> int:
+        """Re-arm every record for ``peer``: the application learned that it is back online.
+
+        Parked records (given up) are re-armed too, send counts restart, and everything goes out in
+        the peer's next payload. Returns the number of records re-armed. Call ``payloads_to_send``
+        next.
+        """
+        self._advance(now)
+        records = self._store.records_for_peer(peer)
+        due = self._first_due(peer)
+        for r in records:
+            r.parked = False
+            r.send_count = 0
+            r.first_epoch = -1
+            r.send_epoch = due
+        if records:
+            with self._store.transaction():
+                self._store.put_records(records)
+            self._schedule(due)
+        return len(records)
+
+    def handle_timer(self, *, now: float) -> None:
+        """Tell the engine that time passed (a deadline from ``next_deadline`` was reached).
+
+        Call ``payloads_to_send`` next.
+        """
+        self._advance(now)
+
+    def expire(self, *, wall: int) -> int:
+        """Delete every message whose expiry is at or before ``wall`` (Unix ms); return the count.
+
+        Expired messages leave the store and every peer's queue and are never sent again; each
+        yields a ``MessageExpired`` event. Messages received already expired are acknowledged but
+        not stored. Drain ``next_event`` next.
+        """
+        if wall > self._wall:
+            self._wall = wall
+        store = self._store
+        count = 0
+        while True:
+            batch = store.expired(wall, _EXPIRE_CHUNK)
+            if not batch:
+                return count
+            with store.transaction():
+                for m in batch:
+                    store.delete_message(m.id)
+            for m in batch:
+                self._forget(m)
+                self._push(MessageExpired(m.id, m.group_id))
+            count += len(batch)
+            self.statistics.expired += len(batch)
+
+    def next_expiry(self) -> int | None:
+        """The earliest expiry (Unix ms) among stored messages, for scheduling ``expire``."""
+        return self._store.next_expiry()
+
+    def _forget(self, m: StoredMessage) -> None:
+        frontier = self._frontier.get(m.group_id)
+        if frontier is not None:
+            frontier.pop(m.id, None)
+        self._missing.pop(m.id, None)
+        self._waiting.pop(m.id, None)
+        self._held_sender.pop(m.id, None)
+
+    # ---------------------------------------------------------- network input
+
+    def receive_payload(self, peer: bytes, data: bytes, *, now: float) -> None:
+        """Process a payload received from ``peer``. Never raises on remote input.
+
+        Invalid input is dropped (whole, or record by record) and reported as ``PayloadRejected``.
+        Drain ``next_event`` and call ``payloads_to_send`` next.
+        """
+        self._advance(now)
+        stats = self.statistics
+        stats.payloads_received += 1
+        stats.bytes_received += len(data)
+        if peer not in self._peer_groups:
+            self._reject(peer, "peer is not a member of any group", 1, whole=True)
+            return
+        decoded = decode_payload(data, self._limits)
+        if decoded.whole_payload_rejected:
+            for reason, n in decoded.dropped.items():
+                self._reject(peer, reason, n, whole=True)
+            return
+        dropped = decoded.dropped
+        store = self._store
+        deletes: list[tuple[bytes, bytes]] = []
+        puts: list[Record] = []
+        with store.transaction():
+            if decoded.acks:
+                self._on_acks(peer, decoded.acks, deletes)
+            if decoded.requests:
+                self._on_requests(peer, decoded.requests, puts, dropped)
+            if decoded.offers:
+                self._on_offers(peer, decoded.offers, puts, deletes)
+            if decoded.messages:
+                self._on_messages(peer, decoded.messages, puts, deletes, dropped)
+            if deletes:
+                store.delete_records(deletes)
+            if puts:
+                store.put_records(puts)
+        for reason, n in dropped.items():
+            self._reject(peer, reason, n, whole=False)
+
+    def _on_acks(
+        self, peer: bytes, acks: list[bytes], deletes: list[tuple[bytes, bytes]]
+    ) -> None:
+        get = self._store.get_record
+        push = self._push
+        for mid in acks:
+            r = get(mid, peer)
+            if r is None:
+                continue
+            if TRANSITIONS[(r.type, Input.GOT_ACK)] is _NONE:
+                deletes.append((mid, peer))
+                push(MessageAcked(mid, peer))
+
+    def _on_requests(
+        self, peer: bytes, requests: list[bytes], puts: list[Record], dropped: dict[str, int]
+    ) -> None:
+        store = self._store
+        peer_groups = self._peer_groups[peer]
+        due = self._first_due(peer)
+        for mid in requests:
+            m = store.get_message(mid)
+            if m is None:
+                dropped["request for a message we do not hold"] = (
+                    dropped.get("request for a message we do not hold", 0) + 1
+                )
+                continue
+            if m.group_id not in peer_groups:
+                dropped["request from a peer outside the message's group"] = (
+                    dropped.get("request from a peer outside the message's group", 0) + 1
+                )
+                continue
+            r = store.get_record(mid, peer)
+            if r is None:
+                r = Record(mid, peer, _NONE, m.group_id)
+            r.type = TRANSITIONS[(r.type, Input.GOT_REQUEST)]
+            r.send_epoch = due  # asked explicitly: answer in the next payload
+            r.parked = False
+            puts.append(r)
+            self._schedule(due)
+
+    def _on_offers(
+        self,
+        peer: bytes,
+        offers: list[bytes],
+        puts: list[Record],
+        deletes: list[tuple[bytes, bytes]],
+    ) -> None:
+        store = self._store
+        due = self._first_due(peer)
+        acks = None
+        for mid in offers:
+            r = store.get_record(mid, peer)
+            current = _NONE if r is None else r.type
+            if store.has_message(mid):
+                if TRANSITIONS[(current, Input.GOT_OFFER_HELD)] is _NONE and r is not None:
+                    deletes.append((mid, peer))
+                if self._cfg.ack_offers_we_have:
+                    if acks is None:
+                        acks = self._ack_queue(peer)
+                    acks[mid] = None
+                continue
+            new = TRANSITIONS[(current, Input.GOT_OFFER_MISSING)]
+            if r is None:
+                puts.append(Record(mid, peer, new, b"", 0, due))
+                self._schedule(due)
+
+    def _ack_queue(self, peer: bytes) -> dict[bytes, None]:
+        q = self._acks.get(peer)
+        if q is None:
+            q = self._acks[peer] = {}
+        elif len(q) >= self._limits.max_pending_acks:
+            del q[next(iter(q))]
+        return q
+
+    def _on_messages(
+        self,
+        peer: bytes,
+        messages: list[DecodedMessage],
+        puts: list[Record],
+        deletes: list[tuple[bytes, bytes]],
+        dropped: dict[str, int],
+    ) -> None:
+        store = self._store
+        stats = self.statistics
+        groups = self._groups
+        consistent = self._cfg.delivery is DeliveryMode.CONSISTENT
+        relay = self._cfg.relay
+        acks = self._ack_queue(peer)
+        ack_cap = self._limits.max_pending_acks
+        wall = self._wall
+        for m in messages:
+            mid = m.id
+            members = groups.get(m.group_id)
+            if members is None or peer not in members:
+                reason = (
+                    "message for a group we do not sync"
+                    if members is None
+                    else "message from a peer outside its group"
+                )
+                dropped[reason] = dropped.get(reason, 0) + 1
+                continue
+            stats.messages_received += 1
+            if m.ephemeral:
+                self._on_ephemeral(peer, m)
+                continue
+            # Whatever happens next, the peer has the message and we no longer ask anyone for it.
+            # Peers we were asking offered it to us, so they have it too: no relay to them.
+            has_it = {peer}
+            for r in store.records_for_message(mid):
+                if r.type is _REQUEST:
+                    has_it.add(r.peer)
+                step = (
+                    Input.GOT_MESSAGE_FROM_PEER if r.peer == peer else Input.GOT_MESSAGE_ELSEWHERE
+                )
+                if TRANSITIONS[(r.type, step)] is _NONE:
+                    deletes.append(r.key)
+            if len(acks) >= ack_cap:
+                del acks[next(iter(acks))]
+            acks[mid] = None
+            if m.expires_at and m.expires_at <= wall:
+                continue  # already expired here: acknowledge, never store or deliver
+            if store.has_message(mid):
+                stats.duplicates_received += 1
+                continue
+            held: list[bytes] = []
+            if consistent:
+                missing_parents = self._missing
+                held = [
+                    p for p in m.parents if p in missing_parents or not store.has_message(p)
+                ]
+            store.add_message(
+                StoredMessage(
+                    mid, m.group_id, m.timestamp, m.wire, m.parents, m.expires_at, not held
+                )
+            )
+            # Relay to the group's other members.
+            if relay is not RelayPolicy.NONE:
+                for q, mode in members.items():
+                    if q in has_it:
+                        continue
+                    share = (
+                        Input.SHARE_BATCH
+                        if relay is RelayPolicy.MODE and mode is Mode.BATCH
+                        else Input.SHARE_INTERACTIVE
+                    )
+                    due = self._first_due(q)
+                    puts.append(Record(mid, q, TRANSITIONS[(_NONE, share)], m.group_id, 0, due))
+                    self._schedule(due)
+            # Ask the peer that referenced them for parents we lack, at any depth: each parent
+            # that arrives is checked in turn.
+            for p in m.parents:
+                if not store.has_message(p) and store.get_record(p, peer) is None:
+                    due = self._first_due(peer)
+                    kind = TRANSITIONS[(_NONE, Input.MISSING_PARENT)]
+                    puts.append(Record(p, peer, kind, m.group_id, 0, due))
+                    self._schedule(due)
+            if held:
+                self._held_sender[mid] = peer
+                self._missing[mid] = len(held)
+                for p in held:
+                    self._waiting.setdefault(p, []).append(mid)
+            else:
+                self._deliver(
+                    mid, m.group_id, m.timestamp, m.body, m.parents, peer, m.expires_at, False
+                )
+
+    def _on_ephemeral(self, peer: bytes, m: DecodedMessage) -> None:
+        seen = self._seen_ephemeral
+        if m.id in seen:
+            self.statistics.duplicates_received += 1
+            return
+        seen[m.id] = None
+        if len(seen) > self._limits.ephemeral_dedup_window:
+            del seen[next(iter(seen))]
+        self.statistics.messages_delivered += 1
+        self._push(
+            MessageDelivered(m.id, m.group_id, m.timestamp, m.body, (), True, peer, m.expires_at)
+        )
+
+    def _deliver(
+        self,
+        mid: bytes,
+        group_id: bytes,
+        timestamp: int,
+        body: bytes,
+        parents: tuple[bytes, ...],
+        sender: bytes,
+        expires_at: int,
+        was_held: bool,
+    ) -> None:
+        """Hand a message to the app, then every held message that was waiting only for it."""
+        stack = [(mid, group_id, timestamp, body, parents, sender, expires_at, was_held)]
+        store = self._store
+        while stack:
+            mid, group_id, timestamp, body, parents, sender, expires_at, was_held = stack.pop()
+            if was_held:
+                store.mark_delivered(mid)
+            frontier = self._frontier.get(group_id)
+            if frontier is not None:
+                for p in parents:
+                    frontier.pop(p, None)
+                if not expires_at and not store.is_parent(mid):
+                    frontier[mid] = None
+            self.statistics.messages_delivered += 1
+            self._push(
+                MessageDelivered(
+                    mid, group_id, timestamp, body, parents, False, sender, expires_at
+                )
+            )
+            children = self._waiting.pop(mid, None)
+            if not children:
+                continue
+            ready = []
+            for child in children:
+                left = self._missing.get(child)
+                if left is None:
+                    continue
+                if left > 1:
+                    self._missing[child] = left - 1
+                    continue
+                del self._missing[child]
+                ready.append(child)
+            # Reverse so that the first-held child is delivered first.
+            for child in reversed(ready):
+                stored = store.get_message(child)
+                if stored is None:
+                    continue
+                c = decode_stored(stored.wire)
+                stack.append(
+                    (
+                        child,
+                        stored.group_id,
+                        stored.timestamp,
+                        c.body,
+                        stored.parents,
+                        self._held_sender.pop(child, b""),
+                        stored.expires_at,
+                        True,
+                    )
+                )
+
+    def _restore_held(self) -> None:
+        store = self._store
+        held = store.undelivered()
+        held_ids = {m.id for m in held}
+        for m in held:
+            missing = [p for p in m.parents if p in held_ids or not store.has_message(p)]
+            if missing:
+                self._missing[m.id] = len(missing)
+                for p in missing:
+                    self._waiting.setdefault(p, []).append(m.id)
+        for m in held:
+            if m.id not in self._missing:
+                # All parents arrived before a crash cut the delivery short.
+                c = decode_stored(m.wire)
+                self._deliver(
+                    m.id, m.group_id, m.timestamp, c.body, m.parents, b"", m.expires_at, True
+                )
+
+    # ----------------------------------------------------------------- output
+
+    def _push(self, event: Event) -> None:
+        events = self._events
+        if len(events) >= self._limits.max_queued_events:
+            events.popleft()
+            self.statistics.events_dropped += 1
+        events.append(event)
+
+    def _reject(self, peer: bytes, reason: str, count: int, *, whole: bool) -> None:
+        stats = self.statistics
+        if whole:
+            stats.payloads_rejected += 1
+        stats.records_rejected += count
+        self._push(PayloadRejected(peer, reason, count, whole))
+
+    def next_event(self) -> Event | None:
+        """Return the next event, or None when there is none."""
+        return self._events.popleft() if self._events else None
+
+    def events(self) -> list[Event]:
+        """Drain and return every queued event."""
+        out = list(self._events)
+        self._events.clear()
+        return out
+
+    def next_deadline(self) -> float | None:
+        """When the engine next needs ``handle_timer`` (and a drain), or None if never.
+
+        A value at or before the current time means "drain now".
+        """
+        epoch = self._epoch
+        best: int | None = None
+        if self._drain_cut:
+            best = epoch
+        nd = self._next_due
+        if nd is not None and (best is None or nd < best):
+            best = max(nd, epoch)
+        done = self._done_epoch
+        for table in (self._acks, self._ephemeral_out):
+            for peer, q in table.items():
+                if q:
+                    e = epoch + 1 if done.get(peer) == epoch else epoch
+                    if best is None or e < best:
+                        best = e
+        return None if best is None else self._epoch_start(best)
+
+    def payloads_to_send(
+        self, *, now: float, max_payload_bytes: int | None = None
+    ) -> list[tuple[bytes, bytes]]:
+        """Return the payloads due now, as ``(peer, payload)`` pairs, and mark them sent.
+
+        Each peer gets at most one payload per epoch, with every record due for it and the ACKs
+        waiting for it. A payload larger than ``max_payload_bytes`` (default: the limit peers
+        accept) is split into several. One call produces at most ``drain_budget_bytes``; if it stops
+        short, ``next_deadline`` says to call again at once.
+
+        The records count as transmitted when this returns; a payload the carrier then fails to
+        deliver is simply retransmitted later.
+        """
+        epoch = self._advance(now)
+        cap = max_payload_bytes or self._limits.max_payload_bytes
+        budget = self._cfg.drain_budget_bytes
+        out: dict[bytes, _Outgoing] = {}
+        used = 0
+        cut = False
+        store = self._store
+        done = self._done_epoch
+        nd = self._next_due
+        with store.transaction():
+            if nd is not None and nd <= epoch:
+                used, cut = self._drain_records(epoch, budget, out)
+                self._next_due = store.min_due_epoch()
+            if epoch != self._stored_epoch:
+                store.set_epoch(epoch)
+                self._stored_epoch = epoch
+        # ACKs and ephemeral messages ride along, or go alone if nothing else is due.
+        for table, kind in ((self._acks, 0), (self._ephemeral_out, 1)):
+            for peer, q in table.items():
+                if not q or done.get(peer) == epoch:
+                    continue
+                o = out.get(peer)
+                if o is None:
+                    o = out[peer] = _Outgoing([], [], [], [])
+                if kind == 0:
+                    o.acks.extend(q)
+                    used += ID_RECORD_SIZE * len(q)
+                else:
+                    o.messages.extend(q)
+                q.clear()
+        self._drain_cut = cut
+        result: list[tuple[bytes, bytes]] = []
+        stats = self.statistics
+        for peer, o in out.items():
+            if not cut:
+                done[peer] = epoch
+            stats.acks_sent += len(o.acks)
+            stats.offers_sent += len(o.offers)
+            stats.requests_sent += len(o.requests)
+            stats.messages_sent += len(o.messages)
+            for data in _split(o, cap):
+                stats.payloads_sent += 1
+                stats.bytes_sent += len(data)
+                result.append((peer, data))
+        return result
+
+    def _drain_records(
+        self,
+        epoch: int,
+        budget: int,
+        out: dict[bytes, _Outgoing],
+    ) -> tuple[int, bool]:
+        # Each chunk is written back before the next query, so transmitted records (now due
+        # later), parked and deleted ones drop out of the due set and every query makes progress.
+        store = self._store
+        cfg = self._cfg
+        max_attempts = cfg.give_up.max_attempts
+        max_age = cfg.give_up.max_age_epochs
+        next_epoch = cfg.backoff.next_epoch
+        min_gap = self._min_gap
+        groups = self._groups
+        used = 0
+        cut = False
+        while not cut:
+            due = store.due_records(epoch, _DUE_CHUNK)
+            if not due:
+                break
+            updates: list[Record] = []
+            deletes: list[tuple[bytes, bytes]] = []
+            wires = store.get_wires([r.message_id for r in due if r.type is _MESSAGE])
+            for r in due:
+                peer = r.peer
+                kind = r.type
+                if kind is not _REQUEST and peer not in groups.get(r.group_id, ()):
+                    deletes.append(r.key)  # the peer left the group
+                    continue
+                if (max_attempts is not None and r.send_count >= max_attempts) or (
+                    max_age is not None and r.first_epoch >= 0 and epoch - r.first_epoch >= max_age
+                ):
+                    r.parked = True
+                    updates.append(r)
+                    self.statistics.gave_up += 1
+                    self._push(GaveUp(r.message_id, peer, kind, r.send_count))
+                    continue
+                o = out.get(peer)
+                if o is None:
+                    o = out[peer] = _Outgoing([], [], [], [])
+                if kind is _MESSAGE:
+                    wire = wires.get(r.message_id)
+                    if wire is None:
+                        deletes.append(r.key)  # the message is gone (expired)
+                        continue
+                    o.messages.append(wire)
+                    used += payload_overhead(len(wire))
+                elif kind is _OFFER:
+                    o.offers.append(r.message_id)
+                    used += ID_RECORD_SIZE
+                else:
+                    o.requests.append(r.message_id)
+                    used += ID_RECORD_SIZE
+                count = r.send_count + 1
+                r.send_count = count
+                if r.first_epoch < 0:
+                    r.first_epoch = epoch
+                nxt = next_epoch(epoch=epoch, send_count=count, key=r.message_id + peer)
+                gap = min_gap.get(peer)
+                if gap is not None and nxt < epoch + gap:
+                    nxt = epoch + gap
+                r.send_epoch = nxt
+                updates.append(r)
+                if used >= budget:
+                    cut = True
+                    break
+            if deletes:
+                store.delete_records(deletes)
+            if updates:
+                store.put_records(updates)
+        return used, cut
+
+
+def _split(o: _Outgoing, cap: int) -> Iterable[bytes]:
+    """Encode one peer's records as payloads of at most ``cap`` bytes (one if they fit)."""
+    total = ID_RECORD_SIZE * (len(o.acks) + len(o.offers) + len(o.requests)) + sum(
+        payload_overhead(len(m)) for m in o.messages
+    )
+    if total <= cap:
+        yield encode_payload(o.acks, o.offers, o.requests, o.messages)
+        return
+    per_ids = max(1, cap // ID_RECORD_SIZE)
+    for ids_kind in ("acks", "offers", "requests"):
+        ids: list[bytes] = getattr(o, ids_kind)
+        for i in range(0, len(ids), per_ids):
+            chunk = ids[i : i + per_ids]
+            yield encode_payload(**{ids_kind: chunk})
+    batch: list[bytes] = []
+    size = 0
+    for m in o.messages:
+        n = payload_overhead(len(m))
+        if batch and size + n > cap:
+            yield encode_payload(messages=batch)
+            batch, size = [], 0
+        batch.append(m)
+        size += n
+    if batch:
+        yield encode_payload(messages=batch)

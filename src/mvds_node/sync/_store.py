@@ -1,0 +1,351 @@
+"""The store: what the engine keeps durably, behind one protocol, and an in-memory implementation.
+
+Theory of operation: the engine is the only writer. It wraps every input (a send, a received
+payload, a drain) in :meth:`Store.transaction`, so the durable state moves from one consistent
+state to the next; a crash loses at most the input in progress, never half of it. The store holds
+
+* messages, in their canonical wire encoding, with their group, parents, expiry and whether the
+  application has seen them (consistent delivery holds a message back until its parents are in);
+* group membership and each member's mode;
+* per-(message, peer) records with their send count and send epoch (the retransmission state);
+* the engine's epoch counter, so that schedules resume after a restart.
+
+ACKs, ephemeral messages and the causal frontier are not stored: ACKs are re-sent when a message is
+received again, ephemeral messages are by definition not kept, and the frontier is derived from the
+stored parents when the engine starts.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from typing import Protocol, final
+
+from mvds_node.sync._state import RecordType
+
+__all__ = ["MemoryStore", "Record", "Store", "StoredMessage"]
+
+
+@dataclass(slots=True)
+class Record:
+    """What we owe one peer for one message, and when we next transmit it."""
+
+    message_id: bytes
+    peer: bytes
+    type: RecordType
+    group_id: bytes
+    """The message's group; empty for a REQUEST of a message whose group we do not know yet."""
+    send_count: int = 0
+    send_epoch: int = 0
+    first_epoch: int = -1
+    """Epoch of the first transmission (-1 before it), for the give-up policy's age limit."""
+    parked: bool = False
+    """True once the give-up policy stopped it; parked records are never due."""
+
+    @property
+    def key(self) -> tuple[bytes, bytes]:
+        return (self.message_id, self.peer)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A durable message as the store keeps it."""
+
+    id: bytes
+    group_id: bytes
+    timestamp: int
+    wire: bytes
+    """The canonical ``Message`` encoding, sent as it is."""
+    parents: tuple[bytes, ...]
+    expires_at: int = 0
+    """Unix milliseconds after which the message is deleted everywhere (0: never)."""
+    delivered: bool = True
+    """False while consistent delivery holds the message back until its parents are delivered."""
+
+
+class Store(Protocol):
+    """Durable engine state. Methods are synchronous and must not block for long."""
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """Group the writes of one engine input; commit on success, roll back on error."""
+        ...
+
+    # Messages.
+    def has_message(self, message_id: bytes) -> bool: ...
+    def get_message(self, message_id: bytes) -> StoredMessage | None: ...
+    def get_wires(self, message_ids: Iterable[bytes]) -> dict[bytes, bytes]:
+        """Return the wire encoding of each of ``message_ids`` that is stored."""
+        ...
+
+    def add_message(self, message: StoredMessage) -> bool:
+        """Store ``message``; return False (and change nothing) if it is already stored."""
+        ...
+
+    def delete_message(self, message_id: bytes) -> None:
+        """Delete a message and every record about it."""
+        ...
+
+    def mark_delivered(self, message_id: bytes) -> None: ...
+    def undelivered(self) -> list[StoredMessage]:
+        """Messages held back by consistent delivery."""
+        ...
+
+    def is_parent(self, message_id: bytes) -> bool:
+        """Whether some stored message names ``message_id`` as a parent."""
+        ...
+
+    def frontier(self, group_id: bytes) -> list[bytes]:
+        """Delivered, non-expiring messages of the group that no stored message names as parent."""
+        ...
+
+    def expired(self, wall: int, limit: int) -> list[StoredMessage]:
+        """Up to ``limit`` messages whose expiry is at or before ``wall``."""
+        ...
+
+    def next_expiry(self) -> int | None: ...
+    def message_count(self) -> int: ...
+
+    # Membership.
+    def load_groups(self) -> dict[bytes, dict[bytes, str]]:
+        """Every group, with its members and the mode name of each."""
+        ...
+
+    def put_group(self, group_id: bytes) -> None: ...
+    def delete_group(self, group_id: bytes) -> None: ...
+    def put_member(self, group_id: bytes, peer: bytes, mode: str) -> None: ...
+    def delete_member(self, group_id: bytes, peer: bytes) -> None: ...
+
+    # Records.
+    def get_record(self, message_id: bytes, peer: bytes) -> Record | None: ...
+    def records_for_message(self, message_id: bytes) -> list[Record]: ...
+    def records_for_peer(self, peer: bytes) -> list[Record]: ...
+    def put_records(self, records: Iterable[Record]) -> None:
+        """Insert or replace records (keyed by message ID and peer)."""
+        ...
+
+    def delete_records(self, keys: Iterable[tuple[bytes, bytes]]) -> None: ...
+    def due_records(self, epoch: int, limit: int) -> list[Record]:
+        """Up to ``limit`` unparked records with ``send_epoch <= epoch``, earliest first."""
+        ...
+
+    def min_due_epoch(self) -> int | None:
+        """The smallest ``send_epoch`` of an unparked record, or None."""
+        ...
+
+    def record_count(self) -> int: ...
+
+    # Engine metadata.
+    def get_epoch(self) -> int: ...
+    def set_epoch(self, epoch: int) -> None: ...
+    def close(self) -> None: ...
+
+
+@final
+class MemoryStore:
+    """A :class:`Store` in memory, for tests, the simulator and nodes that need no durability.
+
+    Records are returned by reference; the engine writes them back with ``put_records``, which is
+    when the due index learns their new send epoch.
+    """
+
+    def __init__(self) -> None:
+        self._messages: dict[bytes, StoredMessage] = {}
+        self._parent_refs: dict[bytes, int] = {}
+        self._groups: dict[bytes, dict[bytes, str]] = {}
+        self._records: dict[tuple[bytes, bytes], Record] = {}
+        self._by_message: dict[bytes, set[bytes]] = {}
+        # Due index: epoch -> keys due then, plus a heap of epochs (lazily cleaned).
+        self._indexed: dict[tuple[bytes, bytes], int] = {}
+        self._buckets: dict[int, dict[tuple[bytes, bytes], None]] = {}
+        self._heap: list[int] = []
+        self._epoch = 0
+        self._closed = False
+
+    @contextmanager
+    def _txn(self) -> Iterator[None]:
+        yield
+
+    def transaction(self) -> AbstractContextManager[None]:
+        return self._txn()
+
+    # Messages.
+    def has_message(self, message_id: bytes) -> bool:
+        return message_id in self._messages
+
+    def get_message(self, message_id: bytes) -> StoredMessage | None:
+        return self._messages.get(message_id)
+
+    def get_wires(self, message_ids: Iterable[bytes]) -> dict[bytes, bytes]:
+        messages = self._messages
+        return {i: messages[i].wire for i in message_ids if i in messages}
+
+    def add_message(self, message: StoredMessage) -> bool:
+        if message.id in self._messages:
+            return False
+        self._messages[message.id] = message
+        refs = self._parent_refs
+        for p in message.parents:
+            refs[p] = refs.get(p, 0) + 1
+        return True
+
+    def delete_message(self, message_id: bytes) -> None:
+        message = self._messages.pop(message_id, None)
+        if message is not None:
+            for p in message.parents:
+                left = self._parent_refs.get(p, 0) - 1
+                if left > 0:
+                    self._parent_refs[p] = left
+                else:
+                    self._parent_refs.pop(p, None)
+        peers = self._by_message.get(message_id, ())
+        self.delete_records([(message_id, peer) for peer in list(peers)])
+
+    def mark_delivered(self, message_id: bytes) -> None:
+        message = self._messages.get(message_id)
+        if message is not None and not message.delivered:
+            self._messages[message_id] = StoredMessage(
+                message.id,
+                message.group_id,
+                message.timestamp,
+                message.wire,
+                message.parents,
+                message.expires_at,
+                True,
+            )
+
+    def undelivered(self) -> list[StoredMessage]:
+        return [m for m in self._messages.values() if not m.delivered]
+
+    def is_parent(self, message_id: bytes) -> bool:
+        return message_id in self._parent_refs
+
+    def frontier(self, group_id: bytes) -> list[bytes]:
+        return sorted(
+            m.id
+            for m in self._messages.values()
+            if m.group_id == group_id
+            and m.delivered
+            and not m.expires_at
+            and m.id not in self._parent_refs
+        )
+
+    def expired(self, wall: int, limit: int) -> list[StoredMessage]:
+        found = [m for m in self._messages.values() if m.expires_at and m.expires_at <= wall]
+        found.sort(key=lambda m: m.expires_at)
+        return found[:limit]
+
+    def next_expiry(self) -> int | None:
+        return min((m.expires_at for m in self._messages.values() if m.expires_at), default=None)
+
+    def message_count(self) -> int:
+        return len(self._messages)
+
+    # Membership.
+    def load_groups(self) -> dict[bytes, dict[bytes, str]]:
+        return {g: dict(members) for g, members in self._groups.items()}
+
+    def put_group(self, group_id: bytes) -> None:
+        self._groups.setdefault(group_id, {})
+
+    def delete_group(self, group_id: bytes) -> None:
+        self._groups.pop(group_id, None)
+
+    def put_member(self, group_id: bytes, peer: bytes, mode: str) -> None:
+        self._groups.setdefault(group_id, {})[peer] = mode
+
+    def delete_member(self, group_id: bytes, peer: bytes) -> None:
+        self._groups.get(group_id, {}).pop(peer, None)
+
+    # Records.
+    def get_record(self, message_id: bytes, peer: bytes) -> Record | None:
+        return self._records.get((message_id, peer))
+
+    def records_for_message(self, message_id: bytes) -> list[Record]:
+        records = self._records
+        return [records[(message_id, p)] for p in self._by_message.get(message_id, ())]
+
+    def records_for_peer(self, peer: bytes) -> list[Record]:
+        return [r for r in self._records.values() if r.peer == peer]
+
+    def _unindex(self, key: tuple[bytes, bytes]) -> None:
+        old = self._indexed.pop(key, None)
+        if old is not None:
+            bucket = self._buckets[old]
+            del bucket[key]
+            if not bucket:
+                del self._buckets[old]
+
+    def put_records(self, records: Iterable[Record]) -> None:
+        store = self._records
+        by_message = self._by_message
+        indexed = self._indexed
+        buckets = self._buckets
+        for r in records:
+            key = (r.message_id, r.peer)
+            store[key] = r
+            peers = by_message.get(r.message_id)
+            if peers is None:
+                by_message[r.message_id] = {r.peer}
+            else:
+                peers.add(r.peer)
+            new = None if r.parked else r.send_epoch
+            old = indexed.get(key)
+            if old == new:
+                continue
+            if old is not None:
+                self._unindex(key)
+            if new is not None:
+                indexed[key] = new
+                bucket = buckets.get(new)
+                if bucket is None:
+                    buckets[new] = {key: None}
+                    heapq.heappush(self._heap, new)
+                else:
+                    bucket[key] = None
+
+    def delete_records(self, keys: Iterable[tuple[bytes, bytes]]) -> None:
+        for key in keys:
+            if self._records.pop(key, None) is None:
+                continue
+            self._unindex(key)
+            peers = self._by_message.get(key[0])
+            if peers is not None:
+                peers.discard(key[1])
+                if not peers:
+                    del self._by_message[key[0]]
+
+    def _clean_heap(self) -> None:
+        heap = self._heap
+        while heap and heap[0] not in self._buckets:
+            heapq.heappop(heap)
+
+    def due_records(self, epoch: int, limit: int) -> list[Record]:
+        self._clean_heap()
+        out: list[Record] = []
+        records = self._records
+        # Walk the buckets in epoch order without disturbing the heap.
+        for e in sorted(e for e in self._buckets if e <= epoch):
+            for key in self._buckets[e]:
+                out.append(records[key])
+                if len(out) >= limit:
+                    return out
+        return out
+
+    def min_due_epoch(self) -> int | None:
+        self._clean_heap()
+        return self._heap[0] if self._heap else None
+
+    def record_count(self) -> int:
+        return len(self._records)
+
+    # Engine metadata.
+    def get_epoch(self) -> int:
+        return self._epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch = epoch
+
+    def close(self) -> None:
+        self._closed = True
