@@ -29,6 +29,7 @@ from mvds_node.sync import (
     MessageDelivered,
     Mode,
     ReferenceBackoff,
+    SQLiteStore,
     Store,
     SyncConfig,
     decode_payload,
@@ -65,10 +66,10 @@ class Setup:
     delivery: DeliveryMode = DeliveryMode.EVENTUAL
 
 
-B, I = Mode.BATCH, Mode.INTERACTIVE
+B, IA = Mode.BATCH, Mode.INTERACTIVE
 SETUPS = {
     "batch_basic": Setup("AB", ("AB",), {"A": B, "B": B}),
-    "interactive_basic": Setup("AB", ("AB",), {"A": I, "B": I}),
+    "interactive_basic": Setup("AB", ("AB",), {"A": IA, "B": IA}),
     "batch_retransmission_blackhole": Setup("AB", ("AB",), {"A": B, "B": B}),
     "batch_loss_then_recover": Setup("AB", ("AB",), {"A": B, "B": B}),
     "batch_ephemeral": Setup("AB", ("AB",), {"A": B, "B": B}),
@@ -77,12 +78,13 @@ SETUPS = {
     "missing_parent_consistent": Setup(
         "AB", ("AB",), {"A": B, "B": B}, delivery=DeliveryMode.CONSISTENT
     ),
-    "interactive_loss": Setup("AB", ("AB",), {"A": I, "B": I}),
-    "mixed_A_interactive_B_batch": Setup("AB", ("AB",), {"A": I, "B": B}),
+    "interactive_loss": Setup("AB", ("AB",), {"A": IA, "B": IA}),
+    "mixed_A_interactive_B_batch": Setup("AB", ("AB",), {"A": IA, "B": B}),
     "ephemeral_becomes_parent": Setup("AB", ("AB",), {"A": B, "B": B}),
 }
 
-# Where we differ from the Go code on purpose: scenario -> (epoch -> our traffic), and our deliveries.
+# Where we differ from the Go code on purpose: scenario -> (epoch -> our traffic), and our
+# deliveries.
 # Traffic is (sender, receiver, {record kind: [short ids]}).
 Traffic = list[tuple[str, str, dict[str, list[str]]]]
 
@@ -214,12 +216,13 @@ def replay(
         engine = net.add(peer_id(n), Engine(store, config=config, now=0.0))
         engine.add_group(GROUP)
         engines[n] = engine
-    for a, b in setup.links:
+    for link in setup.links:
+        a, b = link[0], link[1]
         engines[a].add_peer(GROUP, peer_id(b), mode=setup.modes[a])
         engines[b].add_peer(GROUP, peer_id(a), mode=setup.modes[b])
     appended: dict[int, list[dict[str, Any]]] = {}
-    for a in scenario["Appended"]:
-        appended.setdefault(a["epoch"], []).append(a)
+    for entry in scenario["Appended"]:
+        appended.setdefault(entry["epoch"], []).append(entry)
     last = max(e["epoch"] for e in scenario["Epochs"]) + extra_epochs
     delivered: dict[str, list[str]] = {n: [] for n in setup.nodes}
     for epoch in range(last + 1):
@@ -230,15 +233,15 @@ def replay(
                     delivered[n].append(f"{ev.message_id[:4].hex()}@e{epoch}")
             net.events[peer_id(n)].clear()
         # The Go driver appends after the epoch's sends: the record is due in the next round.
-        for a in appended.get(epoch, []):
-            mid = engines[a["node"]].send(
+        for entry in appended.get(epoch, []):
+            mid = engines[entry["node"]].send(
                 GROUP,
-                a["body"].encode(),
+                entry["body"].encode(),
                 now=net.now - 1.0,
-                timestamp=a["ts"],
-                ephemeral=a["ephemeral"],
+                timestamp=entry["ts"],
+                ephemeral=entry["ephemeral"],
             )
-            assert mid.hex() == a["id"]
+            assert mid.hex() == entry["id"]
     traffic: dict[int, Traffic] = {}
     payload_bytes: dict[tuple[int, str, str], bytes] = {}
     for t in net.log:
@@ -305,13 +308,12 @@ def test_sqlite_interactive_delivers() -> None:
     The Go trace ``sqlite_state_master_numbering/interactive_basic`` shows it; with our SQLite
     store the scenario runs exactly like the in-memory one.
     """
-    sqlite = pytest.importorskip("mvds_node.sync._sqlite")
     go_sqlite = scenarios("sqlite_state_master_numbering")["interactive_basic"]
     assert not go_sqlite["Delivered"].get("B"), "the Go SQLite trace is expected to fail"
-    stores: dict[str, Store] = {n: sqlite.SQLiteStore(":memory:") for n in "AB"}
+    stores: dict[str, Store] = {n: SQLiteStore.memory() for n in "AB"}
     try:
         ours = replay("interactive_basic", scenarios()["interactive_basic"], stores=stores)
     finally:
-        for s in stores.values():
-            s.close()
+        for store in stores.values():
+            store.close()
     assert ours.delivered == {"A": [], "B": ["74f5aad3@e3"]}

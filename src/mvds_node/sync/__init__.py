@@ -23,6 +23,7 @@ from mvds_node.sync._events import MessageAcked as MessageAcked
 from mvds_node.sync._events import MessageDelivered as MessageDelivered
 from mvds_node.sync._events import MessageExpired as MessageExpired
 from mvds_node.sync._events import PayloadRejected as PayloadRejected
+from mvds_node.sync._sqlite import SQLiteStore as SQLiteStore
 from mvds_node.sync._state import RecordType as RecordType
 from mvds_node.sync._store import MemoryStore as MemoryStore
 from mvds_node.sync._store import Record as Record
@@ -53,6 +54,7 @@ __all__ = [
     "RecordType",
     "ReferenceBackoff",
     "RelayPolicy",
+    "SQLiteStore",
     "Store",
     "StoredMessage",
     "SyncConfig",
