@@ -97,7 +97,7 @@ def test_4_ephemeral_sent_once_even_unacked() -> None:
 
 
 def test_5_ephemeral_never_a_parent() -> None:
-    net, a, _ = pair()
+    _, a, _ = pair()
     m1 = a.send(G, b"m1", now=0.0, timestamp=1)
     a.send(G, b"eph", now=0.0, timestamp=2, ephemeral=True)
     m2 = a.send(G, b"m2", now=0.0, timestamp=3)
@@ -106,7 +106,7 @@ def test_5_ephemeral_never_a_parent() -> None:
 
 
 def test_6_no_duplicate_delivery() -> None:
-    net, _, b = pair()
+    _, _, b = pair()
     wire = encode_message(G, 1, b"m1")
     payload = encode_payload(messages=[wire])
     for _ in range(3):

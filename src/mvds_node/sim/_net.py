@@ -64,7 +64,7 @@ class Net:
     round: int = 0
     offline: set[bytes] = field(default_factory=set)
     payloads: int = 0
-    bytes: int = 0
+    wire_bytes: int = 0
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
@@ -108,7 +108,7 @@ class Net:
         self._in_flight = held
         for sender, receiver, data in outgoing:
             self.payloads += 1
-            self.bytes += len(data)
+            self.wire_bytes += len(data)
             lost = receiver not in self.engines or receiver in self.offline
             if not lost and self.drop is not None:
                 lost = self.drop(self.round, sender, receiver)

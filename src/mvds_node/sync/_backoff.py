@@ -71,7 +71,9 @@ class ExponentialBackoff:
     def next_epoch(self, *, epoch: int, send_count: int, key: bytes) -> int:
         n = max(send_count, 1) - 1
         # Stop multiplying once past the cap so huge counts cannot overflow a float.
-        gap = self.cap_epochs if n >= 64 else min(self.cap_epochs, self.base_epochs * self.factor**n)
+        gap = (
+            self.cap_epochs if n >= 64 else min(self.cap_epochs, self.base_epochs * self.factor**n)
+        )
         extra = 0
         if self.jitter:
             digest = hashlib.blake2b(

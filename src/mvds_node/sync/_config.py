@@ -24,7 +24,9 @@ class Mode(enum.Enum):
     BATCH = "batch"
     """Send the full MESSAGE at once; best under loss (one successful leg instead of three)."""
     INTERACTIVE = "interactive"
-    """OFFER the ID first, send the MESSAGE only on REQUEST; saves bandwidth when peers often have it."""
+    """OFFER the ID first, send the MESSAGE only on REQUEST.
+
+    Saves bandwidth when peers often have the message already."""
 
 
 class DeliveryMode(enum.Enum):
@@ -40,7 +42,7 @@ class RelayPolicy(enum.Enum):
     """What we do with a message received from one group peer for the other group peers."""
 
     MODE = "mode"
-    """Relay in each peer's mode (MESSAGE to batch peers, OFFER to interactive ones), as the Go code."""
+    """Relay in each peer's mode (MESSAGE to batch, OFFER to interactive peers), as the Go code."""
     OFFER = "offer"
     """Relay by OFFER only: a peer that already has the message answers with an ACK, so a full
     mesh costs 32-byte IDs instead of full copies."""

@@ -94,8 +94,8 @@ def encode_message(
 ) -> bytes:
     """Serialise one ``Message``; ``with_metadata=False`` omits field 6004 (pre-4/MVDS-META peers).
 
-    With metadata, an empty ``Metadata`` is still written (``a2 f7 02 00``), as the Go reference does
-    for every message it appends.
+    With metadata, an empty ``Metadata`` is still written (``a2 f7 02 00``), as the Go reference
+    does for every message it appends.
     """
     parts = []
     if group_id:

@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""Developer entry point: one command each for the demo, the test suite and the chores.
+
+    python3 dev.py demo     run nodes syncing on the embedded defaults
+    python3 dev.py test     lint, type-check, check the gencode, run every test
+    python3 dev.py lint     only ruff, ruff format --check, mypy and the gencode check
+    python3 dev.py fmt      format the tree with ruff
+    python3 dev.py bench    run every benchmark under benchmarks/ (JSON on stdout)
+    python3 dev.py regen    regenerate the protobuf gencode
+
+Needs only Python >= 3.11: the first run creates ``.venv`` beside this file and installs the exact
+versions of ``requirements/lock.txt`` into it (and the package itself, editable). It is rebuilt
+when the lock file or ``pyproject.toml`` change. Extra arguments after ``test`` go to pytest.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+LOCK = ROOT / "requirements" / "lock.txt"
+STAMP = VENV / ".mvds-lock-stamp"
+PROTOS = ["src/mvds_node/sync/proto/mvds.proto"]
+
+
+def _bin(name: str) -> Path:
+    return VENV / ("Scripts" if os.name == "nt" else "bin") / name
+
+
+def _say(message: str) -> None:
+    print(f"dev.py: {message}", file=sys.stderr, flush=True)
+
+
+def _run(*argv: str | Path, env: dict[str, str] | None = None) -> None:
+    result = subprocess.run([str(a) for a in argv], cwd=ROOT, env=env, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"dev.py: failed ({result.returncode}): {' '.join(map(str, argv))}")
+
+
+def _wanted_stamp() -> str:
+    digest = hashlib.sha256()
+    for path in (LOCK, ROOT / "pyproject.toml"):
+        digest.update(path.read_bytes())
+    digest.update(sys.version.encode())
+    return digest.hexdigest()
+
+
+def ensure_venv() -> None:
+    """Create or refresh ``.venv`` so it holds exactly the locked versions."""
+    wanted = _wanted_stamp()
+    if STAMP.exists() and STAMP.read_text() == wanted and _bin("python").exists():
+        return
+    if VENV.exists():
+        _say("dependencies changed; rebuilding .venv")
+        shutil.rmtree(VENV)
+    _say("creating .venv and installing requirements/lock.txt (first run only)")
+    venv.EnvBuilder(with_pip=True).create(VENV)
+    pip: list[str | Path] = [_bin("python"), "-m", "pip", "--disable-pip-version-check", "-q"]
+    _run(*pip, "install", "-r", LOCK)
+    _run(*pip, "install", "--no-deps", "--no-build-isolation", "-e", ".")
+    STAMP.write_text(wanted)
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{_bin('python').parent}{os.pathsep}{env.get('PATH', '')}"
+    env.pop("PYTHONPATH", None)
+    env.setdefault("PYTHONHASHSEED", "0")
+    return env
+
+
+def regen(out: Path) -> None:
+    _run(
+        _bin("python"),
+        "-m",
+        "grpc_tools.protoc",
+        "-Isrc",
+        f"--python_out={out}",
+        f"--mypy_out={out}",
+        *PROTOS,
+        env=_env(),
+    )
+
+
+def check_gencode() -> None:
+    """Regenerate the protobuf code into a scratch folder; fail if it differs from the commit."""
+    with tempfile.TemporaryDirectory() as scratch:
+        regen(Path(scratch))
+        stale = []
+        for proto in PROTOS:
+            stem = proto.removeprefix("src/").removesuffix(".proto")
+            for suffix in ("_pb2.py", "_pb2.pyi"):
+                fresh = Path(scratch) / f"{stem}{suffix}"
+                committed = ROOT / "src" / f"{stem}{suffix}"
+                if not committed.exists() or not filecmp.cmp(fresh, committed, shallow=False):
+                    stale.append(str(committed.relative_to(ROOT)))
+        if stale:
+            raise SystemExit(
+                f"dev.py: gencode out of date: {', '.join(stale)} (run: python3 dev.py regen)"
+            )
+
+
+def lint() -> None:
+    env = _env()
+    _say("ruff check")
+    _run(_bin("ruff"), "check", ".", env=env)
+    _say("ruff format --check")
+    _run(_bin("ruff"), "format", "--check", ".", env=env)
+    _say("mypy --strict")
+    _run(_bin("mypy"), env=env)
+    _say("gencode check")
+    check_gencode()
+
+
+def test(pytest_args: list[str]) -> None:
+    lint()
+    _say("pytest")
+    _run(_bin("python"), "-m", "pytest", *pytest_args, env=_env())
+
+
+def main(argv: list[str]) -> None:
+    command = argv[0] if argv else "help"
+    rest = argv[1:]
+    if command in ("help", "-h", "--help"):
+        print(__doc__)
+        return
+    if command not in ("demo", "test", "lint", "fmt", "bench", "regen"):
+        raise SystemExit(f"dev.py: unknown command {command!r} (try: python3 dev.py help)")
+    ensure_venv()
+    env = _env()
+    if command == "demo":
+        _run(_bin("python"), "-m", "mvds_node.demo", *rest, env=env)
+    elif command == "test":
+        test(rest)
+    elif command == "lint":
+        lint()
+    elif command == "fmt":
+        _run(_bin("ruff"), "check", "--fix", ".", env=env)
+        _run(_bin("ruff"), "format", ".", env=env)
+    elif command == "bench":
+        for script in sorted((ROOT / "benchmarks").glob("*.py")):
+            _say(f"benchmark {script.name}")
+            _run(_bin("python"), script, *rest, env=env)
+    elif command == "regen":
+        regen(ROOT / "src")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
