@@ -1,0 +1,156 @@
+"""The ``Transport`` protocol every carrier implements, and the events carriers report.
+
+Theory of operation
+-------------------
+A transport carries *packets* (whole frames from ``_framing``, header included) between this
+node and peers named by opaque byte strings (for Noise-based transports, the 32-byte X25519 static
+key the peer proved). It knows nothing about MVDS: the sync engine above retransmits whatever a
+transport loses, so a transport may drop packets, but must say so through its capabilities:
+
+* ``reliable``: packets are not lost while the carrier is up (TCP), versus best effort (UDP).
+* ``max_payload``: the largest packet ``send`` accepts, header included. The engine sizes its
+  payloads to fit.
+* ``max_latency``: seconds within which a packet normally arrives. The engine's retransmission
+  is latency aware, so a file carried by hand is not resent every few seconds.
+
+Errors follow trio's resource contract, in our exception tree: after *we* call ``aclose()``,
+``send`` and ``receive`` raise :class:`~mvds_node.errors.TransportClosed`; if the carrier as a
+whole fails underneath us they raise :class:`~mvds_node.errors.TransportBroken`. A single peer
+going away is not an error of the transport: it is an event (:class:`PeerDown`), and packets for
+it are dropped and reported (:class:`PacketDropped`).
+
+Events are one fact each, frozen and slotted under :class:`TransportEvent`, and go out on a
+bounded channel that the transport never blocks on: when it is full, events are counted as
+dropped instead, because a node that is slow to read events must not stall the network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, final, runtime_checkable
+
+__all__ = [
+    "DialFailed",
+    "InputRejected",
+    "PacketDropped",
+    "PeerDown",
+    "PeerUp",
+    "Transport",
+    "TransportEvent",
+]
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """What the node needs from any carrier."""
+
+    @property
+    def reliable(self) -> bool:
+        """True if packets are not lost while the carrier is up."""
+        ...
+
+    @property
+    def max_payload(self) -> int:
+        """The largest packet, in bytes, header included, that :meth:`send` accepts."""
+        ...
+
+    @property
+    def max_latency(self) -> float:
+        """Seconds within which a sent packet normally arrives."""
+        ...
+
+    async def send(self, peer: bytes, packet: bytes) -> None:
+        """Hand one packet to the carrier for ``peer``.
+
+        Returns once the packet is queued or dropped; it never waits for a slow peer. A packet
+        that cannot go (unknown peer, full queue) is dropped and reported, not raised: the sync
+        layer retransmits.
+
+        Raises:
+            TransportClosed: we closed the transport.
+            TransportBroken: the carrier itself failed.
+            LocalProtocolError: the packet is larger than :attr:`max_payload` or not a frame.
+        """
+        ...
+
+    async def receive(self) -> tuple[bytes, bytes]:
+        """Wait for the next packet from any peer.
+
+        Returns:
+            ``(peer, packet)``.
+
+        Raises:
+            TransportClosed: we closed the transport (also wakes a task blocked here).
+            TransportBroken: the carrier itself failed.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Close the transport and everything it holds. Always closes, even if cancelled."""
+        ...
+
+
+class TransportEvent:
+    """Base of every transport event."""
+
+    __slots__ = ()
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class PeerUp(TransportEvent):
+    """A peer proved its identity and can be reached (its first live connection)."""
+
+    peer: bytes
+    address: str
+    outbound: bool
+    """True if we dialled it."""
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class PeerDown(TransportEvent):
+    """A peer's last live connection ended."""
+
+    peer: bytes
+    address: str
+    reason: str
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class InputRejected(TransportEvent):
+    """Bytes from the network were refused, and the connection or datagram they came on dropped."""
+
+    peer: bytes | None
+    """The proved identity, or None if the sender never proved one."""
+    address: str
+    reason: str
+    """A stable token: ``unknown-key``, ``handshake-failed``, ``handshake-timeout``,
+    ``bad-ciphertext``, ``too-many-connections``, or ``frame:<FrameErrorReason value>``."""
+    detail: str
+    """Human-readable detail for logs."""
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class PacketDropped(TransportEvent):
+    """A packet we were asked to send was dropped; the sync layer will retransmit."""
+
+    peer: bytes
+    reason: str
+    """``no-route`` (no connection and no address for the peer) or ``queue-full``."""
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class DialFailed(TransportEvent):
+    """An attempt to connect to a dialled peer failed; the next one is scheduled."""
+
+    peer: bytes
+    address: str
+    reason: str
+    """``unreachable``, ``timeout``, ``wrong-key`` or ``handshake-failed``."""
+    detail: str
+    retry_in: float
+    """Seconds until the next attempt."""

@@ -1,0 +1,701 @@
+"""The TCP transport: Noise XX on every connection, framed packets inside, many peers at once.
+
+Theory of operation
+-------------------
+A node is its static X25519 key (:class:`~mvds_node.transports._noise.Keypair`), and a peer is
+the static key it *proved* in the Noise XX handshake: addresses only say where to look. Every
+connection, accepted or dialled, first runs the handshake (bounded by ``handshake_timeout``), then
+carries frames from ``_framing`` over the encrypted :class:`NoiseStream`.
+
+*Who may connect.* The responder checks the initiator's key as soon as it is proved (message 3):
+it is accepted if ``accept_unknown`` is set, if we dial that key ourselves, or if the ``allow``
+set or callable says so; otherwise the connection is closed and an ``InputRejected`` event with
+reason ``unknown-key`` goes out. The dialler expects one particular key and checks it after
+message 2, *before* it reveals its own identity in message 3; a different key is a dial failure.
+
+*Tasks.* Everything runs inside :meth:`TcpTransport.serve` (or ``serve_listeners``): one
+accept loop per listener, one task per inbound connection, one dial loop per dialled peer.
+Each live connection has a reader and a writer task under its own cancel scope; when either
+ends, both end and the connection is closed. The service runs until cancelled or until
+:meth:`~TcpTransport.aclose`.
+
+*Sending.* Each peer has one bounded queue of packets. ``send()`` never waits: it puts the
+packet in the peer's queue, or, if the queue is full or we have no way to reach the peer, drops
+it and reports a ``PacketDropped`` event. The sync layer retransmits, so dropping is cheap, while
+waiting would let one slow or dead peer stall the node's sends to everyone else. Every live
+connection to the peer runs a writer that takes from that queue, so if two connections exist
+(both sides dialled at once), both drain it and a dying one costs at most the packet it was
+writing.
+
+*Receiving.* Readers feed a :class:`FrameDecoder` and put each complete, validated packet on one
+bounded channel that :meth:`~TcpTransport.receive` reads, together with the peer key. A reader
+waits when that channel is full, which pushes back on the peer through TCP; channel waits are
+FIFO, so peers take turns. Hostile input on a live connection (bytes that fail Noise
+authentication, a bad frame, a length that lies) closes that connection, reports an
+``InputRejected`` event with the reason, and touches nothing else.
+
+*Reconnecting.* A dial loop connects, runs the connection until it ends, and reconnects. Failed
+attempts back off exponentially with jitter (:class:`ReconnectPolicy`). A connection that stayed
+up for ``stable_after`` seconds resets the backoff and is redialled at once; a shorter one counts
+as a failure, so a peer that accepts and then drops us is not hammered.
+
+*Events* (:class:`~mvds_node.transports.TransportEvent`) go out on the bounded :attr:`events`
+channel; if nobody reads it they are counted as dropped, never waited for.
+
+Errors from the network are mapped once, here: ``OSError`` (trio maps it to
+``BrokenResourceError`` on streams), ``trio.TooSlowError`` and Noise/framing errors become
+events; only a bug raises out of the service.
+"""
+
+from __future__ import annotations
+
+import errno
+import random
+import socket
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from dataclasses import dataclass
+from typing import Final, TypeAlias, final
+
+import trio
+
+from mvds_node.errors import LocalProtocolError, TransportClosed
+from mvds_node.transports._base import (
+    DialFailed,
+    InputRejected,
+    PacketDropped,
+    PeerDown,
+    PeerUp,
+    TransportEvent,
+)
+from mvds_node.transports._framing import (
+    DEFAULT_LIMITS,
+    FrameDecoder,
+    FrameError,
+    FrameLimits,
+    decode_frame,
+)
+from mvds_node.transports._noise import KEY_SIZE, PROLOGUE, Keypair, NoiseError, PeerRefused
+from mvds_node.transports._noise_stream import NoiseStream
+
+__all__ = ["OpenStream", "ReconnectPolicy", "TcpStatistics", "TcpTransport"]
+
+OpenStream: TypeAlias = Callable[[str, int], Awaitable[trio.abc.Stream]]
+"""How to reach ``(host, port)``: ``trio.open_tcp_stream`` by default."""
+
+_RECEIVE_SIZE: Final = 65536
+# Accept errors that mean "out of resources right now" rather than "broken listener": wait and
+# try again, as trio.serve_listeners does.
+_ACCEPT_CAPACITY_ERRNOS: Final = frozenset(
+    {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+)
+_ACCEPT_RETRY_DELAY: Final = 0.1
+# Keepalive: notice a vanished peer (no FIN, no RST: a phone that lost its network) within about
+# a minute instead of the kernel default of two hours, so the dial loop can reconnect.
+_KEEPALIVE: Final = (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3))
+
+
+@final
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReconnectPolicy:
+    """Exponential backoff between attempts to reach a dialled peer."""
+
+    initial: float = 0.5
+    """Seconds before the first retry: short, because a restarting peer is often back at once."""
+    multiplier: float = 2.0
+    maximum: float = 60.0
+    """Longest wait: a phone that comes back is found within a minute, yet an absent peer costs
+    about one connection attempt a minute."""
+    jitter: float = 0.1
+    """Each delay is scaled by a random factor in ``1 ± jitter`` so that peers that lost the same
+    helper at once do not all come back in lockstep."""
+    stable_after: float = 10.0
+    """A connection that lasted this long resets the backoff."""
+
+    def __post_init__(self) -> None:
+        if not (0 < self.initial <= self.maximum and self.multiplier >= 1 and 0 <= self.jitter < 1):
+            raise ValueError(f"inconsistent reconnect policy: {self!r}")
+
+    def delay(self, failures: int, rng: random.Random) -> float:
+        """Seconds to wait after ``failures`` consecutive failures (1 or more)."""
+        exponent = min(max(failures - 1, 0), 64)  # 2.0**64 is still a float; 2.0**1100 is not
+        base = min(self.maximum, self.initial * self.multiplier**exponent)
+        if self.jitter:
+            base *= 1.0 + self.jitter * (2.0 * rng.random() - 1.0)
+        return base
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class TcpStatistics:
+    peers: int
+    """Peers with at least one live connection."""
+    connections: int
+    """Live connections (after the handshake)."""
+    handshakes: int
+    """Inbound connections still in the handshake."""
+    packets_sent: int
+    packets_received: int
+    packets_dropped: int
+    """Packets ``send()`` dropped (queue full, no route) or a forgotten peer's queue held."""
+    events_dropped: int
+    """Events lost because nobody drained :attr:`TcpTransport.events`."""
+
+
+@final
+class _Connection:
+    """One live, authenticated connection."""
+
+    def __init__(self, stream: NoiseStream, address: str, *, outbound: bool) -> None:
+        self.stream = stream
+        self.address = address
+        self.outbound = outbound
+        self.cancel_scope = trio.CancelScope()
+        self.reason: str | None = None
+
+    def finish(self, reason: str) -> None:
+        """End the connection (both tasks), remembering the first reason given."""
+        if self.reason is None:
+            self.reason = reason
+        self.cancel_scope.cancel()
+
+
+@final
+class _Peer:
+    """What we hold per peer key: the send queue, live connections, and where to dial it."""
+
+    def __init__(self, key: bytes, queue_size: int) -> None:
+        self.key = key
+        self.queue_send, self.queue_receive = trio.open_memory_channel[bytes](queue_size)
+        self.connections: list[_Connection] = []
+        self.address: tuple[str, int] | None = None
+        self.dial_scope: trio.CancelScope | None = None
+        self.dropped = False
+
+
+def _describe(stream: trio.abc.Stream) -> str:
+    if isinstance(stream, trio.SocketStream):
+        try:
+            host, port, *_ = stream.socket.getpeername()
+        except OSError:
+            return "unknown"
+        return f"{host}:{port}"
+    return type(stream).__name__
+
+
+def _tune(stream: trio.abc.Stream) -> None:
+    if not isinstance(stream, trio.SocketStream):
+        return
+    try:
+        stream.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for name, value in _KEEPALIVE:
+            option = getattr(socket, name, None)
+            if option is not None:
+                stream.setsockopt(socket.IPPROTO_TCP, option, value)
+    except OSError:
+        pass  # best effort; the connection works without it
+
+
+@final
+class TcpTransport:
+    """Noise-over-TCP carrier for many peers; implements :class:`~mvds_node.transports.Transport`.
+
+    Usage::
+
+        transport = TcpTransport(keypair, allow={friend_key})
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(transport.serve, "0.0.0.0", 7777)
+            transport.dial(friend_key, "192.0.2.7", 7777)
+            peer, packet = await transport.receive()
+    """
+
+    reliable: Final = True
+
+    def __init__(
+        self,
+        keypair: Keypair,
+        *,
+        allow: Callable[[bytes], bool] | Collection[bytes] = frozenset(),
+        accept_unknown: bool = False,
+        limits: FrameLimits = DEFAULT_LIMITS,
+        send_queue_size: int = 64,
+        receive_queue_size: int = 256,
+        event_queue_size: int = 256,
+        max_inbound_connections: int = 256,
+        handshake_timeout: float = 10.0,
+        reconnect: ReconnectPolicy | None = None,
+        max_latency: float = 1.0,
+        open_stream: OpenStream | None = None,
+        prologue: bytes = PROLOGUE,
+        rng: random.Random | None = None,
+    ) -> None:
+        """Create a transport; nothing runs until :meth:`serve` or :meth:`serve_listeners`.
+
+        Args:
+            keypair: this node's static identity.
+            allow: keys accepted from inbound connections: a collection (consulted live, so a
+                set may be changed later) or a callable.
+            accept_unknown: accept every key that completes a handshake.
+            limits: frame limits; ``max_payload`` is ``limits.max_frame_bytes``.
+            send_queue_size: packets queued per peer before ``send`` drops.
+            receive_queue_size: packets from all peers waiting for :meth:`receive`.
+            event_queue_size: events waiting in :attr:`events` before they are dropped.
+            max_inbound_connections: inbound connections (handshaking or live) at once; more are
+                closed at once.
+            handshake_timeout: seconds for connecting plus the handshake.
+            reconnect: backoff for dialled peers.
+            max_latency: what this transport advertises (seconds).
+            open_stream: how to reach an address; default ``trio.open_tcp_stream``. Pass another
+                to go through a proxy or, in tests, a memory network.
+            prologue: Noise prologue; both ends must agree.
+            rng: source of backoff jitter; default a fresh ``random.Random()``.
+        """
+        if min(send_queue_size, receive_queue_size, event_queue_size, max_inbound_connections) < 1:
+            raise ValueError("queue sizes and max_inbound_connections must be at least 1")
+        self._keypair = keypair
+        self._allow = allow
+        self._accept_unknown = accept_unknown
+        self._limits = limits
+        self._send_queue_size = send_queue_size
+        self._max_inbound = max_inbound_connections
+        self._handshake_timeout = handshake_timeout
+        self._reconnect = reconnect if reconnect is not None else ReconnectPolicy()
+        self.max_latency: Final = max_latency
+        self._open_stream: OpenStream = (
+            open_stream if open_stream is not None else trio.open_tcp_stream
+        )
+        self._prologue = prologue
+        self._rng = rng if rng is not None else random.Random()
+        self._inbound_send, self._inbound_receive = trio.open_memory_channel[tuple[bytes, bytes]](
+            receive_queue_size
+        )
+        self._events_send, self._events_receive = trio.open_memory_channel[TransportEvent](
+            event_queue_size
+        )
+        self._peers: dict[bytes, _Peer] = {}
+        self._nursery: trio.Nursery | None = None
+        self._closed = False
+        self._handshakes = 0
+        self._inbound_count = 0
+        self._packets_sent = 0
+        self._packets_received = 0
+        self._packets_dropped = 0
+        self._events_dropped = 0
+
+    # --- capabilities and introspection ------------------------------------------------------
+
+    @property
+    def public_key(self) -> bytes:
+        """Our identity as peers see it."""
+        return self._keypair.public
+
+    @property
+    def max_payload(self) -> int:
+        return self._limits.max_frame_bytes
+
+    @property
+    def events(self) -> trio.MemoryReceiveChannel[TransportEvent]:
+        """Peer up/down, rejected input, dropped packets and failed dials; ends after aclose()."""
+        return self._events_receive
+
+    def connected_peers(self) -> frozenset[bytes]:
+        """Keys of peers with at least one live connection."""
+        return frozenset(key for key, peer in self._peers.items() if peer.connections)
+
+    def statistics(self) -> TcpStatistics:
+        return TcpStatistics(
+            peers=len(self.connected_peers()),
+            connections=sum(len(peer.connections) for peer in self._peers.values()),
+            handshakes=self._handshakes,
+            packets_sent=self._packets_sent,
+            packets_received=self._packets_received,
+            packets_dropped=self._packets_dropped,
+            events_dropped=self._events_dropped,
+        )
+
+    # --- peers -------------------------------------------------------------------------------
+
+    def dial(self, peer: bytes, host: str, port: int) -> None:
+        """Keep a connection to ``peer`` at ``host:port``, reconnecting with backoff.
+
+        Calling it again for the same peer changes the address used from the next attempt on.
+        A dialled peer is also accepted on inbound connections. Takes effect at once if the
+        service is running, else when it starts.
+
+        Raises:
+            TransportClosed: the transport was closed.
+            LocalProtocolError: ``peer`` is not a 32-byte key.
+        """
+        if self._closed:
+            raise TransportClosed("transport was closed")
+        if len(peer) != KEY_SIZE:
+            raise LocalProtocolError(f"a peer key is {KEY_SIZE} bytes, got {len(peer)}")
+        state = self._peer(peer)
+        state.address = (host, port)
+        if self._nursery is not None and state.dial_scope is None:
+            self._start_dialing(self._nursery, state)
+
+    def forget(self, peer: bytes) -> None:
+        """Stop dialling ``peer``, close its connections and drop what is queued for it.
+
+        It may still connect to us if ``allow`` or ``accept_unknown`` admits it.
+        """
+        state = self._peers.get(peer)
+        if state is None:
+            return
+        state.address = None
+        for connection in state.connections:
+            connection.finish("forgotten")
+        self._drop_peer(state)
+
+    def _peer(self, key: bytes) -> _Peer:
+        state = self._peers.get(key)
+        if state is None:
+            state = self._peers[key] = _Peer(key, self._send_queue_size)
+        return state
+
+    def _drop_peer(self, state: _Peer) -> None:
+        if state.dropped:
+            return
+        state.dropped = True
+        if self._peers.get(state.key) is state:
+            del self._peers[state.key]
+        if state.dial_scope is not None:
+            state.dial_scope.cancel()
+            state.dial_scope = None
+        self._packets_dropped += state.queue_send.statistics().current_buffer_used
+        state.queue_send.close()
+        state.queue_receive.close()
+
+    def _accepts(self, key: bytes) -> bool:
+        if self._accept_unknown:
+            return True
+        state = self._peers.get(key)
+        if state is not None and state.address is not None:
+            return True
+        if callable(self._allow):
+            return bool(self._allow(key))
+        return key in self._allow
+
+    def _emit(self, event: TransportEvent) -> None:
+        try:
+            self._events_send.send_nowait(event)
+        except trio.WouldBlock:
+            self._events_dropped += 1
+        except trio.ClosedResourceError:
+            pass
+
+    # --- the service -------------------------------------------------------------------------
+
+    async def serve(
+        self,
+        host: str,
+        port: int,
+        *,
+        task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Listen on ``host:port`` and run the transport until cancelled or closed.
+
+        Use with ``nursery.start``: it reports the listeners once they are bound (``port=0``
+        picks a free port; read it from ``listeners[0].socket.getsockname()``). It returns when
+        :meth:`aclose` is called.
+
+        Raises:
+            OSError: the address could not be bound.
+            TransportClosed: the transport was closed before it started.
+            LocalProtocolError: the service is already running.
+        """
+        listeners = await trio.open_tcp_listeners(port, host=host)
+        await self._run(listeners, lambda: task_status.started(listeners))
+
+    async def serve_listeners(
+        self,
+        listeners: Sequence[trio.abc.Listener[trio.abc.Stream]],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Run the transport on the given listeners (none for a dial-only node).
+
+        The service owns the listeners and closes them when it ends. It returns when
+        :meth:`aclose` is called, and otherwise runs until cancelled.
+
+        Raises:
+            TransportClosed: the transport was closed before it started.
+            LocalProtocolError: the service is already running.
+        """
+        await self._run(listeners, task_status.started)
+
+    async def _run(
+        self,
+        listeners: Sequence[trio.abc.Listener[trio.abc.Stream]],
+        started: Callable[[], None],
+    ) -> None:
+        if self._closed or self._nursery is not None:
+            for listener in listeners:
+                await trio.aclose_forcefully(listener)
+            if self._closed:
+                raise TransportClosed("transport was closed")
+            raise LocalProtocolError("the transport's service is already running")
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                for listener in listeners:
+                    nursery.start_soon(self._accept_loop, nursery, listener)
+                for state in list(self._peers.values()):
+                    if state.address is not None and state.dial_scope is None:
+                        self._start_dialing(nursery, state)
+                started()
+                await trio.sleep_forever()
+        finally:
+            self._nursery = None
+
+    async def _accept_loop(
+        self, nursery: trio.Nursery, listener: trio.abc.Listener[trio.abc.Stream]
+    ) -> None:
+        async with listener:
+            while True:
+                try:
+                    stream = await listener.accept()
+                except OSError as exc:
+                    if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                        raise
+                    self._emit(
+                        InputRejected(None, "unknown", "too-many-connections", f"accept: {exc}")
+                    )
+                    await trio.sleep(_ACCEPT_RETRY_DELAY)
+                    continue
+                if self._inbound_count >= self._max_inbound:
+                    self._emit(
+                        InputRejected(
+                            None,
+                            _describe(stream),
+                            "too-many-connections",
+                            f"already {self._inbound_count} inbound connections",
+                        )
+                    )
+                    await trio.aclose_forcefully(stream)
+                    continue
+                self._inbound_count += 1
+                nursery.start_soon(self._inbound, stream)
+
+    async def _inbound(self, stream: trio.abc.Stream) -> None:
+        address = _describe(stream)
+        try:
+            _tune(stream)
+            self._handshakes += 1
+            try:
+                noise = await self._respond(stream, address)
+            finally:
+                self._handshakes -= 1
+            if noise is not None:
+                await self._run_connection(noise, address, outbound=False)
+        finally:
+            self._inbound_count -= 1
+            await trio.aclose_forcefully(stream)
+
+    async def _respond(self, stream: trio.abc.Stream, address: str) -> NoiseStream | None:
+        """The responder's handshake; failures become events (the stream is closed by then)."""
+        try:
+            with trio.fail_after(self._handshake_timeout):
+                return await NoiseStream.handshake(
+                    stream,
+                    self._keypair,
+                    initiator=False,
+                    prologue=self._prologue,
+                    accept=self._accepts,
+                )
+        except trio.TooSlowError:
+            self._emit(
+                InputRejected(
+                    None,
+                    address,
+                    "handshake-timeout",
+                    f"no handshake in {self._handshake_timeout}s",
+                )
+            )
+        except PeerRefused as exc:
+            self._emit(InputRejected(exc.remote_static, address, "unknown-key", str(exc)))
+        except NoiseError as exc:
+            self._emit(InputRejected(None, address, "handshake-failed", str(exc)))
+        except trio.BrokenResourceError as exc:
+            self._emit(InputRejected(None, address, "handshake-failed", f"connection lost: {exc}"))
+        return None
+
+    def _start_dialing(self, nursery: trio.Nursery, state: _Peer) -> None:
+        scope = state.dial_scope = trio.CancelScope()
+        nursery.start_soon(self._dial_task, state, scope)
+
+    async def _dial_task(self, state: _Peer, scope: trio.CancelScope) -> None:
+        with scope:
+            await self._dial_loop(state)
+
+    async def _dial_loop(self, state: _Peer) -> None:
+        failures = 0
+        while state.address is not None:
+            host, port = state.address
+            address = f"{host}:{port}"
+            began = trio.current_time()
+            outcome = await self._dial_once(state.key, host, port)
+            if isinstance(outcome, NoiseStream):
+                await self._run_connection(outcome, address, outbound=True)
+                if trio.current_time() - began >= self._reconnect.stable_after:
+                    failures = 0
+                    continue
+                failures += 1
+                await trio.sleep(self._reconnect.delay(failures, self._rng))
+                continue
+            failures += 1
+            delay = self._reconnect.delay(failures, self._rng)
+            reason, detail = outcome
+            self._emit(DialFailed(state.key, address, reason, detail, delay))
+            await trio.sleep(delay)
+
+    async def _dial_once(self, key: bytes, host: str, port: int) -> NoiseStream | tuple[str, str]:
+        """One attempt: a live stream, or ``(reason, detail)`` for a ``DialFailed`` event."""
+        try:
+            with trio.fail_after(self._handshake_timeout):
+                stream = await self._open_stream(host, port)
+                _tune(stream)
+                return await NoiseStream.handshake(
+                    stream,
+                    self._keypair,
+                    initiator=True,
+                    prologue=self._prologue,
+                    accept=lambda proved: proved == key,
+                )
+        except trio.TooSlowError:
+            return "timeout", f"no connection and handshake in {self._handshake_timeout}s"
+        except OSError as exc:
+            return "unreachable", str(exc)
+        except PeerRefused as exc:
+            return "wrong-key", str(exc)
+        except (NoiseError, trio.BrokenResourceError) as exc:
+            return "handshake-failed", str(exc)
+
+    # --- one live connection -----------------------------------------------------------------
+
+    async def _run_connection(self, stream: NoiseStream, address: str, *, outbound: bool) -> None:
+        key = stream.remote_static
+        state = self._peer(key)
+        connection = _Connection(stream, address, outbound=outbound)
+        if not outbound:
+            # A peer that reconnects to us replaces its older inbound connection, which may be
+            # half-open (its network changed and no FIN reached us).
+            for older in state.connections:
+                if not older.outbound:
+                    older.finish("replaced by a newer connection")
+        state.connections.append(connection)
+        if len(state.connections) == 1:
+            self._emit(PeerUp(key, address, outbound))
+        try:
+            with connection.cancel_scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._writer, connection, state)
+                    await self._reader(connection, key)
+        finally:
+            state.connections.remove(connection)
+            await trio.aclose_forcefully(stream)
+            if not state.connections:
+                self._emit(PeerDown(key, address, connection.reason or "closed"))
+                if state.address is None:
+                    # Nobody dials it: keep no queue for a peer that may never come back.
+                    self._drop_peer(state)
+
+    async def _reader(self, connection: _Connection, key: bytes) -> None:
+        decoder = FrameDecoder(limits=self._limits)
+        try:
+            while True:
+                data = await connection.stream.receive_some(_RECEIVE_SIZE)
+                if data:
+                    decoder.receive_data(data)
+                else:
+                    decoder.receive_eof()
+                while (packet := decoder.next_packet()) is not None:
+                    self._packets_received += 1
+                    await self._inbound_send.send((key, packet))
+                if not data:
+                    connection.finish("closed by peer")
+                    return
+        except FrameError as exc:
+            self._emit(
+                InputRejected(key, connection.address, f"frame:{exc.reason.value}", str(exc))
+            )
+            connection.finish(f"rejected input: {exc}")
+        except trio.BrokenResourceError as exc:
+            if isinstance(exc.__cause__, NoiseError):
+                self._emit(InputRejected(key, connection.address, "bad-ciphertext", str(exc)))
+            connection.finish(f"broken: {exc}")
+        except trio.ClosedResourceError:
+            connection.finish("closed")
+
+    async def _writer(self, connection: _Connection, state: _Peer) -> None:
+        try:
+            async for packet in state.queue_receive:
+                await connection.stream.send_all(packet)
+                self._packets_sent += 1
+            connection.finish("send queue closed")
+        except trio.BrokenResourceError as exc:
+            connection.finish(f"broken: {exc}")
+        except trio.ClosedResourceError:
+            connection.finish("closed")
+
+    # --- the Transport protocol --------------------------------------------------------------
+
+    async def send(self, peer: bytes, packet: bytes) -> None:
+        """Queue ``packet`` for ``peer``, or drop it and report ``PacketDropped``; never waits.
+
+        A peer we dial gets its packets queued even while it is unreachable (up to
+        ``send_queue_size``); a peer with neither a connection nor an address gets them dropped
+        (``no-route``).
+
+        Raises:
+            TransportClosed: we closed the transport.
+            LocalProtocolError: ``packet`` is larger than :attr:`max_payload` or not one frame.
+        """
+        await trio.lowlevel.checkpoint()
+        if self._closed:
+            raise TransportClosed("transport was closed")
+        if len(packet) > self.max_payload:
+            raise LocalProtocolError(f"packet of {len(packet)} bytes exceeds {self.max_payload}")
+        try:
+            decode_frame(packet, limits=self._limits)
+        except FrameError as exc:
+            raise LocalProtocolError(f"not a frame: {exc}") from exc
+        state = self._peers.get(peer)
+        if state is None:
+            self._drop(peer, "no-route")
+            return
+        try:
+            state.queue_send.send_nowait(bytes(packet))
+        except trio.WouldBlock:
+            self._drop(peer, "queue-full")
+
+    def _drop(self, peer: bytes, reason: str) -> None:
+        self._packets_dropped += 1
+        self._emit(PacketDropped(peer, reason))
+
+    async def receive(self) -> tuple[bytes, bytes]:
+        """Wait for the next ``(peer key, packet)`` from any connection.
+
+        Raises:
+            TransportClosed: we closed the transport (also wakes a task blocked here).
+        """
+        try:
+            return await self._inbound_receive.receive()
+        except (trio.ClosedResourceError, trio.EndOfChannel):
+            raise TransportClosed("transport was closed") from None
+
+    async def aclose(self) -> None:
+        """Stop the service, close every connection and listener, and end :attr:`events`.
+
+        Always closes, even if cancelled; a running :meth:`serve` returns.
+        """
+        if not self._closed:
+            self._closed = True
+            if self._nursery is not None:
+                self._nursery.cancel_scope.cancel()
+            for state in list(self._peers.values()):
+                self._drop_peer(state)
+            self._inbound_send.close()
+            self._inbound_receive.close()
+            self._events_send.close()
+        await trio.lowlevel.checkpoint()
