@@ -8,6 +8,7 @@
      │    └── RemoteProtocolError  a peer sent something we refuse (never raised by the engine,
      │                             which reports bad input as a ``PayloadRejected`` event instead)
      ├── StoreError                the durable store failed or holds data we cannot read
+ ├── ConfigError               a configuration or key file is missing, unreadable or invalid
      └── TransportError            a carrier failed; ``Closed`` means we closed it, ``Broken``
           ├── TransportClosed      means the peer or the network did
           └── TransportBroken
@@ -18,6 +19,7 @@ Every error the package raises on purpose derives from :class:`MvdsError`; there
 from __future__ import annotations
 
 __all__ = [
+    "ConfigError",
     "LocalProtocolError",
     "MvdsError",
     "ProtocolError",
@@ -47,6 +49,10 @@ class RemoteProtocolError(ProtocolError):
 
 class StoreError(MvdsError):
     """The store failed, or holds data that does not parse."""
+
+
+class ConfigError(MvdsError):
+    """A configuration or key file is missing, unreadable or invalid; the message says where."""
 
 
 class TransportError(MvdsError):

@@ -1,0 +1,542 @@
+"""Node configuration: a TOML file, every setting documented with its default.
+
+A node lives in one *data directory* holding ``config.toml``, ``identity.key`` (mode 0600), the
+SQLite store and, while it runs, a control socket. The directory is, in order: the one given on
+the command line or to :func:`load_config`, ``$MVDS_NODE_HOME``, or the platform's data directory
+(``$XDG_DATA_HOME/mvds-node``, i.e. ``~/.local/share/mvds-node`` on Linux;
+``~/Library/Application Support/mvds-node`` on macOS; ``%APPDATA%\\mvds-node`` on Windows).
+
+Parsing is strict: an unknown key is an error (a typo must not silently fall back to a default),
+and every error names the file and the setting. :func:`render_config` writes a configuration back
+as TOML with a comment on every setting, which is also how ``mvds-node init`` documents them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+import sys
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from mvds_node.errors import ConfigError
+from mvds_node.sync import DeliveryMode, Mode
+
+__all__ = [
+    "DiscoveryConfig",
+    "GroupConfig",
+    "MulticastConfig",
+    "NodeConfig",
+    "PeerConfig",
+    "default_data_dir",
+    "group_id_for",
+    "load_config",
+    "parse_address",
+    "render_config",
+]
+
+CONFIG_NAME = "config.toml"
+IDENTITY_NAME = "identity.key"
+STORE_NAME = "store.sqlite"
+CONTROL_NAME = "control.sock"
+
+
+def default_data_dir() -> Path:
+    """Where a node keeps its files when no directory is given."""
+    home = os.environ.get("MVDS_NODE_HOME")
+    if home:
+        return Path(home)
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "mvds-node"
+    if os.name == "nt":
+        return Path(os.environ.get("APPDATA", Path.home())) / "mvds-node"
+    xdg = os.environ.get("XDG_DATA_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".local" / "share") / "mvds-node"
+
+
+def group_id_for(name: str) -> bytes:
+    """The 32-byte MVDS group ID of a group known by ``name`` (when the config gives no ``id``)."""
+    return hashlib.sha256(b"mvds-node group\x00" + name.encode()).digest()
+
+
+def parse_address(text: str, *, where: str = "address") -> tuple[str, int]:
+    """``host:port`` (``[v6]:port`` for IPv6) to a tuple.
+
+    Raises:
+        ConfigError: not of that form, or the port is out of range.
+    """
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host:
+        raise ConfigError(f"{where}: expected host:port, got {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ConfigError(f"{where}: port {port_text!r} is not a number") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{where}: port {port} is out of range")
+    return host, port
+
+
+def _format_address(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@dataclass(frozen=True, slots=True)
+class PeerConfig:
+    """A peer this node knows: its key, and optionally where to dial it."""
+
+    key: bytes
+    """The peer's 32-byte X25519 public key (its identity)."""
+    name: str = ""
+    """A human name, shown in ``peers`` and ``status``."""
+    address: tuple[str, int] | None = None
+    """A static ``host:port`` to dial over TCP+Noise; without one the peer is dialled once LAN
+    discovery finds it, or waits for the peer to dial us."""
+
+
+@dataclass(frozen=True, slots=True)
+class GroupConfig:
+    """A group: the peers that sync its messages with us, and how."""
+
+    name: str
+    id: bytes
+    """The MVDS group ID (32 bytes); by default derived from the name (:func:`group_id_for`)."""
+    members: tuple[bytes, ...] = ()
+    """Peer keys that sync this group with us (each should also be under ``[[peers]]``)."""
+    mode: Mode = Mode.BATCH
+    """``batch``: send whole messages at once (best under loss); ``interactive``: offer IDs
+    first and send a message only when asked (saves bandwidth when peers often have it)."""
+    secret: bytes | None = None
+    """Optional 32-byte group key (hex): encrypts the group's multicast datagrams and the bundle
+    files exported for the whole group. Every member must have the same one."""
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveryConfig:
+    enabled: bool = False
+    """Announce this node and find peers with mDNS (zeroconf)."""
+    interfaces: tuple[str, ...] = ("127.0.0.1",)
+    """IP addresses of the interfaces mDNS runs on. Always explicit: a node never announces
+    itself on every interface it happens to have."""
+
+
+@dataclass(frozen=True, slots=True)
+class MulticastConfig:
+    enabled: bool = False
+    """Sync groups that have a ``secret`` over UDP multicast on the LAN as well."""
+    group: str = "239.255.77.77"
+    """Multicast group address (administratively scoped range: stays on the site)."""
+    port: int = 7701
+    interface: str = "127.0.0.1"
+    """IP address of the one interface datagrams go out on and are received from (TTL 1)."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """Everything a node needs to run; :func:`load_config` reads it from ``config.toml``."""
+
+    data_dir: Path
+    name: str = ""
+    """A human name for this node, shown in ``status``."""
+    listen: tuple[str, int] | None = ("0.0.0.0", 7700)
+    """Where to accept TCP+Noise connections; ``None`` (``listen = ""``) to only dial out."""
+    accept_unknown: bool = False
+    """Accept connections from keys that are not under ``[[peers]]``. Off by default: a peer is
+    the static key it proves, and unknown keys are refused."""
+    peers: tuple[PeerConfig, ...] = ()
+    groups: tuple[GroupConfig, ...] = ()
+    epoch_seconds: float = 0.5
+    """Length of the sync engine's epoch: at most one payload per peer per epoch."""
+    delivery: DeliveryMode = DeliveryMode.EVENTUAL
+    """``eventual``: deliver a message at once and fetch missing parents; ``consistent``: hold a
+    message until its parents are delivered."""
+    store_sync: Literal["normal", "full"] = "normal"
+    """SQLite durability: ``normal`` survives a crash of the process (kill -9); ``full`` also
+    survives power loss, at the cost of a disk flush per write."""
+    discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
+    multicast: MulticastConfig = field(default_factory=MulticastConfig)
+
+    @property
+    def config_path(self) -> Path:
+        return self.data_dir / CONFIG_NAME
+
+    @property
+    def identity_path(self) -> Path:
+        return self.data_dir / IDENTITY_NAME
+
+    @property
+    def store_path(self) -> Path:
+        return self.data_dir / STORE_NAME
+
+    @property
+    def control_path(self) -> Path:
+        return self.data_dir / CONTROL_NAME
+
+    def group(self, name_or_id: str | bytes) -> GroupConfig:
+        """The group with this name, hex ID or raw ID.
+
+        Raises:
+            ConfigError: no such group.
+        """
+        for g in self.groups:
+            if name_or_id in (g.name, g.id, g.id.hex()):
+                return g
+        shown = name_or_id.hex() if isinstance(name_or_id, bytes) else name_or_id
+        raise ConfigError(f"no group {shown!r} in {self.config_path}")
+
+    def peer(self, name_or_key: str | bytes) -> PeerConfig:
+        """The peer with this name, hex key (or a unique prefix of it) or raw key.
+
+        Raises:
+            ConfigError: no such peer, or the prefix is ambiguous.
+        """
+        found = [
+            p
+            for p in self.peers
+            if name_or_key in (p.key, p.name, p.key.hex())
+            or (
+                isinstance(name_or_key, str)
+                and len(name_or_key) >= 8
+                and p.key.hex().startswith(name_or_key.lower())
+            )
+        ]
+        if len(found) == 1:
+            return found[0]
+        shown = name_or_key.hex() if isinstance(name_or_key, bytes) else name_or_key
+        if not found:
+            raise ConfigError(f"no peer {shown!r} in {self.config_path}")
+        raise ConfigError(f"{shown!r} matches {len(found)} peers; give more of the key")
+
+    def with_peer(self, peer: PeerConfig) -> NodeConfig:
+        """A copy with ``peer`` added (or replacing the peer with the same key)."""
+        others = tuple(p for p in self.peers if p.key != peer.key)
+        return replace(self, peers=(*others, peer))
+
+    def with_group(self, group: GroupConfig) -> NodeConfig:
+        """A copy with ``group`` added (or replacing the group with the same ID)."""
+        others = tuple(g for g in self.groups if g.id != group.id)
+        return replace(self, groups=(*others, group))
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+class _Reader:
+    """Typed access to one TOML table that remembers which keys were read."""
+
+    def __init__(self, table: Mapping[str, Any], where: str) -> None:
+        self.table = table
+        self.where = where
+        self.seen: set[str] = set()
+
+    def _get(self, key: str, kind: type | tuple[type, ...], what: str) -> Any:
+        self.seen.add(key)
+        value = self.table[key]
+        if isinstance(value, bool) and kind is not bool:
+            raise ConfigError(f"{self.where}: {key} must be {what}, not {value!r}")
+        if not isinstance(value, kind):
+            raise ConfigError(f"{self.where}: {key} must be {what}, not {value!r}")
+        return value
+
+    def get_str(self, key: str, default: str) -> str:
+        if key not in self.table:
+            return default
+        value: str = self._get(key, str, "a string")
+        return value
+
+    def get_bool(self, key: str, default: bool) -> bool:
+        return bool(self._get(key, bool, "true or false")) if key in self.table else default
+
+    def get_int(self, key: str, default: int, low: int, high: int) -> int:
+        if key not in self.table:
+            return default
+        value: int = self._get(key, int, "an integer")
+        if not low <= value <= high:
+            raise ConfigError(f"{self.where}: {key} must be in {low}..{high}, not {value}")
+        return value
+
+    def get_float(self, key: str, default: float, low: float, high: float) -> float:
+        if key not in self.table:
+            return default
+        value = float(self._get(key, (int, float), "a number"))
+        if not low <= value <= high:
+            raise ConfigError(f"{self.where}: {key} must be in {low}..{high}, not {value}")
+        return value
+
+    def get_choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.get_str(key, default)
+        if value not in choices:
+            raise ConfigError(
+                f"{self.where}: {key} must be one of {', '.join(choices)}, not {value!r}"
+            )
+        return value
+
+    def get_key(self, key: str, *, required: bool) -> bytes | None:
+        if key not in self.table:
+            if required:
+                raise ConfigError(f"{self.where}: {key} is required")
+            return None
+        return _hex32(self.get_str(key, ""), f"{self.where}: {key}")
+
+    def get_list(self, key: str) -> list[Any]:
+        return list(self._get(key, list, "a list")) if key in self.table else []
+
+    def get_table(self, key: str) -> _Reader:
+        value = self._get(key, dict, "a table") if key in self.table else {}
+        return _Reader(value, f"{self.where} [{key}]")
+
+    def done(self) -> None:
+        unknown = sorted(set(self.table) - self.seen)
+        if unknown:
+            raise ConfigError(f"{self.where}: unknown setting {', '.join(map(repr, unknown))}")
+
+
+def _hex32(text: str, where: str) -> bytes:
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raise ConfigError(f"{where}: not hex") from None
+    if len(raw) != 32:
+        raise ConfigError(f"{where}: must be 32 bytes (64 hex digits), not {len(raw)}")
+    return raw
+
+
+def _check_ip(text: str, where: str) -> str:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        raise ConfigError(f"{where}: {text!r} is not an IP address") from None
+    return text
+
+
+def parse_config(doc: Mapping[str, Any], *, data_dir: Path, where: str) -> NodeConfig:
+    """Build a :class:`NodeConfig` from a parsed TOML document.
+
+    Raises:
+        ConfigError: a setting is unknown, of the wrong type or out of range.
+    """
+    top = _Reader(doc, where)
+    node = top.get_table("node")
+    listen_text = node.get_str("listen", "0.0.0.0:7700")
+    listen = parse_address(listen_text, where=f"{where}: node.listen") if listen_text else None
+    name = node.get_str("name", "")
+    accept_unknown = node.get_bool("accept_unknown", False)
+    node.done()
+
+    sync = top.get_table("sync")
+    epoch = sync.get_float("epoch_seconds", 0.5, 0.01, 3600.0)
+    delivery = DeliveryMode(sync.get_choice("delivery", "eventual", ("eventual", "consistent")))
+    store_sync: Literal["normal", "full"] = (
+        "full"
+        if sync.get_choice("store_sync", "normal", ("normal", "full")) == "full"
+        else "normal"
+    )
+    sync.done()
+
+    disc = top.get_table("discovery")
+    discovery = DiscoveryConfig(
+        enabled=disc.get_bool("enabled", False),
+        interfaces=tuple(
+            _check_ip(str(i), f"{where}: discovery.interfaces")
+            for i in (disc.get_list("interfaces") or ["127.0.0.1"])
+        ),
+    )
+    disc.done()
+
+    mc = top.get_table("multicast")
+    multicast = MulticastConfig(
+        enabled=mc.get_bool("enabled", False),
+        group=_check_ip(mc.get_str("group", "239.255.77.77"), f"{where}: multicast.group"),
+        port=mc.get_int("port", 7701, 1, 65535),
+        interface=_check_ip(mc.get_str("interface", "127.0.0.1"), f"{where}: multicast.interface"),
+    )
+    if not ipaddress.ip_address(multicast.group).is_multicast:
+        raise ConfigError(f"{where}: multicast.group {multicast.group} is not a multicast address")
+    mc.done()
+
+    peers: list[PeerConfig] = []
+    for i, entry in enumerate(top.get_list("peers")):
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: peers[{i}] must be a table")
+        p = _Reader(entry, f"{where}: peers[{i}]")
+        key = p.get_key("key", required=True)
+        assert key is not None
+        address_text = p.get_str("address", "")
+        peers.append(
+            PeerConfig(
+                key=key,
+                name=p.get_str("name", ""),
+                address=parse_address(address_text, where=f"{p.where}: address")
+                if address_text
+                else None,
+            )
+        )
+        p.done()
+    if len({p.key for p in peers}) != len(peers):
+        raise ConfigError(f"{where}: a peer key is listed twice under [[peers]]")
+
+    groups: list[GroupConfig] = []
+    for i, entry in enumerate(top.get_list("groups")):
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: groups[{i}] must be a table")
+        g = _Reader(entry, f"{where}: groups[{i}]")
+        gname = g.get_str("name", "")
+        if not gname:
+            raise ConfigError(f"{g.where}: name is required")
+        gid = g.get_key("id", required=False) or group_id_for(gname)
+        members = []
+        for m in g.get_list("members"):
+            if not isinstance(m, str):
+                raise ConfigError(f"{g.where}: members must be hex keys or peer names")
+            known = [p.key for p in peers if m in (p.name, p.key.hex())]
+            members.append(known[0] if known else _hex32(m, f"{g.where}: member {m!r}"))
+        groups.append(
+            GroupConfig(
+                name=gname,
+                id=gid,
+                members=tuple(dict.fromkeys(members)),
+                mode=Mode(g.get_choice("mode", "batch", ("batch", "interactive"))),
+                secret=g.get_key("secret", required=False),
+            )
+        )
+        g.done()
+    if len({g.id for g in groups}) != len(groups):
+        raise ConfigError(f"{where}: two groups have the same name or id")
+    top.seen.add("data_dir")
+    top.done()
+    return NodeConfig(
+        data_dir=data_dir,
+        name=name,
+        listen=listen,
+        accept_unknown=accept_unknown,
+        peers=tuple(peers),
+        groups=tuple(groups),
+        epoch_seconds=epoch,
+        delivery=delivery,
+        store_sync=store_sync,
+        discovery=discovery,
+        multicast=multicast,
+    )
+
+
+def load_config(data_dir: str | os.PathLike[str] | None = None) -> NodeConfig:
+    """Read ``config.toml`` from ``data_dir`` (default: :func:`default_data_dir`).
+
+    Raises:
+        ConfigError: the file is missing, is not TOML, or a setting is invalid.
+    """
+    directory = Path(data_dir) if data_dir is not None else default_data_dir()
+    path = directory / CONFIG_NAME
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no configuration (run `mvds-node init` first)") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    return parse_config(doc, data_dir=directory, where=str(path))
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _q(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
+
+
+def render_config(config: NodeConfig) -> str:
+    """The configuration as TOML, with a comment on every setting and its default."""
+    listen = _format_address(config.listen) if config.listen else ""
+    lines = [
+        "# mvds-node configuration. Every setting is optional unless marked; the value shown",
+        "# after 'default' is used when a setting is left out.",
+        "",
+        "[node]",
+        '# A human name for this node, shown by `status`. (default: "")',
+        f"name = {_q(config.name)}",
+        '# host:port for TCP+Noise connections; "" to only dial out. (default: "0.0.0.0:7700")',
+        f"listen = {_q(listen)}",
+        "# Accept connections from keys not listed under [[peers]]. (default: false)",
+        f"accept_unknown = {str(config.accept_unknown).lower()}",
+        "",
+        "[sync]",
+        "# Epoch length in seconds: at most one payload per peer per epoch. (default: 0.5)",
+        f"epoch_seconds = {config.epoch_seconds}",
+        '# "eventual": deliver at once, fetch missing parents; "consistent": hold a message',
+        '# until its parents are delivered. (default: "eventual")',
+        f"delivery = {_q(config.delivery.value)}",
+        '# "normal": survives kill -9; "full": also survives power loss, slower. '
+        '(default: "normal")',
+        f"store_sync = {_q(config.store_sync)}",
+        "",
+        "[discovery]",
+        "# Announce this node and find peers with mDNS. (default: false)",
+        f"enabled = {str(config.discovery.enabled).lower()}",
+        '# Interfaces (IP addresses) mDNS runs on; never all of them. (default: ["127.0.0.1"])',
+        f"interfaces = [{', '.join(_q(i) for i in config.discovery.interfaces)}]",
+        "",
+        "[multicast]",
+        "# Also sync groups that have a secret over UDP multicast. (default: false)",
+        f"enabled = {str(config.multicast.enabled).lower()}",
+        '# Group address and port. (defaults: "239.255.77.77", 7701)',
+        f"group = {_q(config.multicast.group)}",
+        f"port = {config.multicast.port}",
+        '# The one interface (IP address) datagrams use, TTL 1. (default: "127.0.0.1")',
+        f"interface = {_q(config.multicast.interface)}",
+    ]
+    lines += [
+        "",
+        "# Peers: key (required, 64 hex digits), name, address (host:port to dial; optional).",
+    ]
+    for p in config.peers:
+        lines += ["[[peers]]", f"key = {_q(p.key.hex())}"]
+        if p.name:
+            lines.append(f"name = {_q(p.name)}")
+        if p.address:
+            lines.append(f"address = {_q(_format_address(p.address))}")
+    lines += [
+        "",
+        "# Groups: name (required), id (default: derived from the name), members (peer names",
+        '# or keys), mode ("batch" or "interactive"; default "batch"), secret (64 hex digits;',
+        "# needed for multicast and for group bundles; the same on every member).",
+    ]
+    names = {p.key: p.name for p in config.peers if p.name}
+    for g in config.groups:
+        lines += ["[[groups]]", f"name = {_q(g.name)}"]
+        if g.id != group_id_for(g.name):
+            lines.append(f"id = {_q(g.id.hex())}")
+        members = ", ".join(_q(names.get(m) or m.hex()) for m in g.members)
+        lines += [f"members = [{members}]", f"mode = {_q(g.mode.value)}"]
+        if g.secret:
+            lines.append(f"secret = {_q(g.secret.hex())}")
+    return "\n".join(lines) + "\n"
+
+
+def save_config(config: NodeConfig) -> None:
+    """Write ``config.toml`` atomically (temporary file, fsync, rename).
+
+    Raises:
+        ConfigError: the file cannot be written.
+    """
+    path = config.config_path
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(render_config(config))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot write: {e.strerror}") from None

@@ -1,0 +1,132 @@
+"""The control socket: how ``mvds-node send``, ``status`` and friends talk to a running node.
+
+A running node (``mvds-node run``) listens on a Unix socket, ``control.sock`` in its data
+directory, readable only by its owner. Each connection carries one request and one response, each
+a single line of JSON: ``{"op": "send", ...}`` in, ``{"ok": true, ...}`` or
+``{"ok": false, "error": "..."}`` out. Requests are bounded in size; a malformed one gets an
+error response, never a crash. The CLI falls back to opening the store itself when no node runs.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, Final
+
+import trio
+
+from mvds_node.errors import MvdsError
+
+__all__ = ["ControlUnavailable", "call", "serve_control"]
+
+MAX_LINE: Final = 12 * 1024 * 1024
+"""A request carries at most one message body (engine limit 8 MiB) in base64, plus a little."""
+
+Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+class ControlUnavailable(MvdsError):
+    """No node answers on the control socket (it is not running)."""
+
+
+async def _read_line(stream: trio.SocketStream) -> bytes:
+    buf = bytearray()
+    while b"\n" not in buf:
+        chunk = await stream.receive_some(65536)
+        if not chunk:
+            break
+        buf += chunk
+        if len(buf) > MAX_LINE:
+            raise ValueError(f"request over {MAX_LINE} bytes")
+    return bytes(buf.split(b"\n", 1)[0])
+
+
+async def _serve_one(stream: trio.SocketStream, handler: Handler) -> None:
+    async with stream:
+        try:
+            with trio.fail_after(60):
+                line = await _read_line(stream)
+            request = json.loads(line)
+            if not isinstance(request, dict) or not isinstance(request.get("op"), str):
+                raise ValueError("a request is a JSON object with an 'op'")
+            response = await handler(request)
+        except (ValueError, MvdsError, OSError, trio.TooSlowError) as e:
+            response = {"ok": False, "error": str(e) or type(e).__name__}
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await stream.send_all(json.dumps(response).encode() + b"\n")
+
+
+async def serve_control(
+    path: Path,
+    handler: Handler,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Answer requests on the Unix socket ``path`` until cancelled; removes the socket after."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)  # a stale socket from a node that was killed
+    sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)
+    try:
+        await sock.bind(os.fspath(path))
+    finally:
+        os.umask(old_umask)
+    sock.listen(16)
+    listener = trio.SocketListener(sock)
+    try:
+        async with trio.open_nursery() as nursery:
+            task_status.started()
+            while True:
+                stream = await listener.accept()
+                nursery.start_soon(_serve_one, stream, handler)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        await trio.aclose_forcefully(listener)
+
+
+async def call(path: Path, request: dict[str, Any]) -> dict[str, Any]:
+    """Send one request to the node listening on ``path`` and return its response.
+
+    Bound it with ``trio.fail_after`` if the caller cannot wait (an export may take minutes).
+
+    Raises:
+        ControlUnavailable: no node listens there.
+    """
+    try:
+        stream = await trio.open_unix_socket(os.fspath(path))
+    except OSError as e:
+        raise ControlUnavailable(f"no node is running in {path.parent}") from e
+    async with stream:
+        await stream.send_all(json.dumps(request).encode() + b"\n")
+        buf = bytearray()
+        while True:
+            chunk = await stream.receive_some(65536)
+            if not chunk:
+                break
+            buf += chunk
+            if len(buf) > MAX_LINE:
+                raise ControlUnavailable("the node's answer is too long")
+    try:
+        response = json.loads(bytes(buf))
+    except ValueError:
+        raise ControlUnavailable(
+            "the node closed the control connection without answering"
+        ) from None
+    if not isinstance(response, dict):
+        raise ControlUnavailable("the node's answer is not a JSON object")
+    return response
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def unb64(text: object) -> bytes:
+    if not isinstance(text, str):
+        raise ValueError("expected base64 text")
+    return base64.b64decode(text, validate=True)

@@ -1,0 +1,737 @@
+"""The running node: joins the sans-IO engine, the SQLite store and the transports under Trio.
+
+Theory of operation
+-------------------
+Only this module runs the engine. One task, the *engine loop*, owns the cycle::
+
+    feed timers -> drain payloads to the carriers -> drain events to subscribers
+        -> wait for the next input, or the engine's next deadline, whichever comes first
+
+Inputs reach it through one bounded channel (the *inbox*): one receive task per transport puts
+``(transport, peer, packet)`` there, so a flood from the network waits in the carriers (TCP
+pushes back on the peer) instead of in our memory. Application calls (:meth:`Node.send`, group
+changes) run the engine directly from the caller's task, which is safe because Trio switches
+tasks only at ``await`` and no engine call awaits; they then wake the loop.
+
+*Durability.* :meth:`Node.send` returns once the SQLite transaction holding the message has
+committed, so a message ``send`` accepted survives ``kill -9``. Received messages are committed
+before they are acknowledged. Shutdown (cancellation, Ctrl-C) only closes: there is nothing in
+memory that the store does not already hold, except ephemeral traffic, which is by definition
+allowed to vanish.
+
+*Peers and carriers.* A peer is its X25519 key, whatever carries its packets: the engine keeps
+one acknowledgement space per peer, so a message sent over TCP may be acknowledged in a bundle
+file. For each payload the node picks the first carrier that reaches the peer now (a live TCP
+connection, or the memory hub in tests); if none does, the packet goes to TCP anyway, which drops
+it with a ``no-route`` event, and the engine retransmits later. When a peer comes up its records
+are re-armed (:meth:`Engine.reset_peer`), so a peer returning after a long absence gets what it
+missed at once rather than at the end of a long backoff.
+
+*Subscribers.* Delivered messages go to every open :meth:`Node.messages` stream through a bounded
+channel, waiting when one is full: a slow reader slows the node, it does not lose messages.
+Events (acks, peers coming and going, refused input) are advisory and never wait: when a
+subscriber's channel is full they are counted as dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import trio
+
+from mvds_node.errors import TransportClosed, TransportError
+from mvds_node.node._config import GroupConfig, NodeConfig, PeerConfig, save_config
+from mvds_node.node._identity import Identity, load_identity
+from mvds_node.sync import (
+    Engine,
+    GaveUp,
+    MessageAcked,
+    MessageDelivered,
+    MessageExpired,
+    PayloadRejected,
+    SQLiteStore,
+    SyncConfig,
+)
+from mvds_node.transports import (
+    HEADER_SIZE,
+    DialFailed,
+    FrameError,
+    Hello,
+    InputRejected,
+    NoSyncFrame,
+    PacketDropped,
+    PeerDown,
+    PeerUp,
+    Ping,
+    Pong,
+    SyncFrame,
+    TcpTransport,
+    Transport,
+    TransportEvent,
+    UnknownControl,
+    decode_frame,
+    encode_frame,
+)
+
+__all__ = [
+    "Message",
+    "Node",
+    "NodeEvent",
+    "NodeStatus",
+    "open_node",
+]
+
+_INBOX_SIZE: Final = 256
+"""Packets waiting for the engine loop. Enough for a burst from every peer; beyond it the
+carriers wait, which pushes back on the senders instead of growing our memory."""
+_INBOX_BATCH: Final = 256
+"""Packets the loop takes in one go before draining output, so acks go out promptly under load."""
+_SUBSCRIBER_BUFFER: Final = 1024
+"""Messages or events waiting for one subscriber."""
+_CONTROL_LINE_MAX: Final = 8 * 1024 * 1024 + 4096
+"""The longest request on the control socket: a message body at the engine's limit, base64."""
+
+
+# --------------------------------------------------------------------------- public types
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A message delivered to this node's application (durable or ephemeral)."""
+
+    group: str
+    """The group's name in our configuration."""
+    group_id: bytes
+    message_id: bytes
+    """The MVDS message ID (empty for an ephemeral NOSYNC message, which has none)."""
+    body: bytes
+    sender: bytes
+    """Key of the peer it came from (which may have relayed it)."""
+    timestamp: int
+    """Author's clock, Unix milliseconds (0 for ephemeral NOSYNC messages)."""
+    ephemeral: bool = False
+    parents: tuple[bytes, ...] = ()
+
+
+class NodeEvent:
+    """Base of the node's events; each subclass is one fact."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered(NodeEvent):
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class Acked(NodeEvent):
+    """A peer confirmed it has one of our messages."""
+
+    message_id: bytes
+    peer: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class GaveUpSending(NodeEvent):
+    """Retransmission of a record to a peer stopped (give-up policy); a reset re-arms it."""
+
+    message_id: bytes
+    peer: bytes
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Expired(NodeEvent):
+    message_id: bytes
+    group_id: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PeerConnected(NodeEvent):
+    peer: bytes
+    address: str
+
+
+@dataclass(frozen=True, slots=True)
+class PeerDisconnected(NodeEvent):
+    peer: bytes
+    address: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Refused(NodeEvent):
+    """Input from the network was refused; the node kept running and says why."""
+
+    peer: bytes | None
+    address: str
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class PeerStatus:
+    key: bytes
+    name: str
+    address: str | None
+    connected: bool
+    pending: int
+    """Records (messages, offers, requests) still waiting for this peer's acknowledgement."""
+    available_until_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class GroupStatus:
+    name: str
+    id: bytes
+    mode: str
+    members: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    """A snapshot of the node for people and scripts (``mvds-node status``)."""
+
+    key: bytes
+    name: str
+    listening: tuple[str, ...]
+    messages_stored: int
+    groups: tuple[GroupStatus, ...]
+    peers: tuple[PeerStatus, ...]
+    engine: dict[str, int]
+    events_dropped: int
+    refused: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key.hex(),
+            "name": self.name,
+            "listening": list(self.listening),
+            "messages_stored": self.messages_stored,
+            "groups": [
+                {
+                    "name": g.name,
+                    "id": g.id.hex(),
+                    "mode": g.mode,
+                    "members": [m.hex() for m in g.members],
+                }
+                for g in self.groups
+            ],
+            "peers": [
+                {
+                    "key": p.key.hex(),
+                    "name": p.name,
+                    "address": p.address,
+                    "connected": p.connected,
+                    "pending": p.pending,
+                    "available_until_ms": p.available_until_ms,
+                }
+                for p in self.peers
+            ],
+            "engine": self.engine,
+            "events_dropped": self.events_dropped,
+            "refused": self.refused,
+        }
+
+
+def wall_ms() -> int:
+    """Unix time in milliseconds, the unit of message timestamps and expiries."""
+    return time.time_ns() // 1_000_000
+
+
+# --------------------------------------------------------------------------- the node
+
+
+@dataclass
+class _Subscriber:
+    send: trio.MemorySendChannel[Any]
+    lossless: bool
+    dropped: int = 0
+
+
+@dataclass
+class _Inbox:
+    send: trio.MemorySendChannel[tuple[Transport, bytes, bytes] | None]
+    receive: trio.MemoryReceiveChannel[tuple[Transport, bytes, bytes] | None]
+
+
+class Node:
+    """A running mvds-node; get one from :func:`open_node`.
+
+    All methods must be called from the Trio thread that runs the node.
+    """
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        identity: Identity,
+        store: SQLiteStore,
+        *,
+        transports: Sequence[Transport] = (),
+        sync: SyncConfig | None = None,
+    ) -> None:
+        self.config = config
+        self.identity = identity
+        self._store = store
+        self._sync = sync or SyncConfig(
+            epoch_seconds=config.epoch_seconds, delivery=config.delivery
+        )
+        self._engine = Engine(store, config=self._sync, now=trio.current_time())
+        self._tcp = TcpTransport(
+            identity.noise,
+            allow=self._allowed,
+            accept_unknown=config.accept_unknown,
+        )
+        self._transports: list[Transport] = [*transports, self._tcp]
+        send, receive = trio.open_memory_channel[tuple[Transport, bytes, bytes] | None](_INBOX_SIZE)
+        self._inbox = _Inbox(send, receive)
+        self._messages: list[_Subscriber] = []
+        self._events: list[_Subscriber] = []
+        self._connected: dict[bytes, str] = {}
+        self._available_until: dict[bytes, int] = {}
+        self._listening: tuple[str, ...] = ()
+        self._refused = 0
+        self._events_dropped = 0
+        self._names = {g.id: g.name for g in config.groups}
+        self._max_payload = min(
+            self._sync.limits.max_payload_bytes, self._tcp.max_payload - HEADER_SIZE
+        )
+        self._nursery: trio.Nursery | None = None
+        self._apply_config()
+
+    # ----------------------------------------------------------------- configuration
+
+    def _allowed(self, key: bytes) -> bool:
+        return any(p.key == key for p in self.config.peers)
+
+    def _apply_config(self) -> None:
+        """Make the engine's groups and members match the configuration."""
+        engine = self._engine
+        current = engine.groups()
+        for group in self.config.groups:
+            if group.id not in current:
+                engine.add_group(group.id)
+            members = current.get(group.id, {})
+            for peer in group.members:
+                if peer != self.identity.public_key and members.get(peer) != group.mode:
+                    engine.add_peer(group.id, peer, mode=group.mode)
+            for peer in members:
+                if peer not in group.members:
+                    engine.remove_peer(group.id, peer)
+        self._names = {g.id: g.name for g in self.config.groups}
+
+    def _dial_static_peers(self) -> None:
+        for peer in self.config.peers:
+            if peer.address is not None:
+                self._tcp.dial(peer.key, *peer.address)
+
+    def add_peer(self, peer: PeerConfig, *, save: bool = False) -> None:
+        """Know ``peer`` (accept its connections) and dial it if it has an address."""
+        self.config = self.config.with_peer(peer)
+        if peer.address is not None:
+            self._tcp.dial(peer.key, *peer.address)
+        if save:
+            save_config(self.config)
+
+    def dial(self, peer: bytes, host: str, port: int) -> None:
+        """Dial a known peer at an address learned elsewhere (LAN discovery, a QR code)."""
+        self._tcp.dial(peer, host, port)
+
+    def add_group(self, group: GroupConfig, *, save: bool = False) -> None:
+        """Join ``group`` (or update its members and mode) from now on."""
+        self.config = self.config.with_group(group)
+        self._apply_config()
+        self._wake()
+        if save:
+            save_config(self.config)
+
+    def group(self, name_or_id: str | bytes) -> GroupConfig:
+        """The configured group with this name or ID. Raises ``ConfigError`` if none."""
+        return self.config.group(name_or_id)
+
+    # ----------------------------------------------------------------- sending
+
+    async def send(
+        self,
+        group: str | bytes,
+        body: bytes,
+        *,
+        ephemeral: bool = False,
+        expires_at: int = 0,
+    ) -> bytes:
+        """Send ``body`` to every member of ``group`` (its name or ID).
+
+        A durable message is committed to the store before this returns, and is delivered to
+        every member exactly once, retransmitted as long as it takes. An ephemeral message goes
+        out once, as a NOSYNC packet that never enters the sync engine or the store (typing
+        notices, presence); it returns ``b""``, since ephemeral messages have no ID.
+        ``expires_at`` (Unix ms) makes the message delete itself everywhere at that time.
+
+        Raises:
+            ConfigError: no such group.
+            LocalProtocolError: the body is over the limit or the expiry is invalid.
+        """
+        cfg = self.config.group(group)
+        await trio.lowlevel.checkpoint()
+        if ephemeral:
+            packet = encode_frame(NoSyncFrame(cfg.id, body))
+            for peer in cfg.members:
+                if peer != self.identity.public_key:
+                    await self._route(peer).send(peer, packet)
+            return b""
+        mid = self._engine.send(
+            cfg.id, body, now=trio.current_time(), timestamp=wall_ms(), expires_at=expires_at
+        )
+        self._wake()
+        return mid
+
+    def _wake(self) -> None:
+        with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError):
+            self._inbox.send.send_nowait(None)
+
+    def _route(self, peer: bytes) -> Transport:
+        for transport in self._transports:
+            if transport is self._tcp:
+                if peer in self._tcp.connected_peers():
+                    return transport
+            elif _reaches(transport, peer):
+                return transport
+        return self._tcp
+
+    # ----------------------------------------------------------------- subscriptions
+
+    @contextlib.asynccontextmanager
+    async def messages(self) -> AsyncIterator[trio.MemoryReceiveChannel[Message]]:
+        """Receive every message delivered from now on, in delivery order::
+
+            async with node.messages() as inbox:
+                async for message in inbox:
+                    ...
+
+        While the block runs, a reader that falls behind slows the node rather than missing
+        messages; leaving the block unsubscribes.
+        """
+        send, receive = trio.open_memory_channel[Message](_SUBSCRIBER_BUFFER)
+        sub = _Subscriber(send, lossless=True)
+        self._messages.append(sub)
+        try:
+            async with receive:
+                yield receive
+        finally:
+            self._messages.remove(sub)
+            send.close()
+
+    @contextlib.asynccontextmanager
+    async def events(self) -> AsyncIterator[trio.MemoryReceiveChannel[NodeEvent]]:
+        """Receive the node's events (delivered, acked, given up, expired, peers up and down,
+        refused input) from now on. Events that find this subscriber's buffer full are dropped
+        and counted in :meth:`status`."""
+        send, receive = trio.open_memory_channel[NodeEvent](_SUBSCRIBER_BUFFER)
+        sub = _Subscriber(send, lossless=False)
+        self._events.append(sub)
+        try:
+            async with receive:
+                yield receive
+        finally:
+            self._events.remove(sub)
+            send.close()
+
+    def _emit(self, event: NodeEvent) -> None:
+        for sub in self._events:
+            try:
+                sub.send.send_nowait(event)
+            except trio.WouldBlock:
+                sub.dropped += 1
+                self._events_dropped += 1
+            except trio.ClosedResourceError:
+                pass
+
+    async def _deliver(self, message: Message) -> None:
+        for sub in list(self._messages):
+            with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
+                await sub.send.send(message)
+        self._emit(Delivered(message))
+
+    # ----------------------------------------------------------------- status
+
+    def status(self) -> NodeStatus:
+        """A snapshot of identity, groups, peers (connected, pending records) and counters."""
+        pending: dict[bytes, int] = {}
+        for peer in {m for g in self.config.groups for m in g.members}:
+            pending[peer] = len(self._store.records_for_peer(peer))
+        known = {p.key: p for p in self.config.peers}
+        keys = dict.fromkeys([*known, *pending, *self._connected])
+        keys.pop(self.identity.public_key, None)
+        peers = tuple(
+            PeerStatus(
+                key=k,
+                name=known[k].name if k in known else "",
+                address=self._connected.get(k) or _static_address(known.get(k)),
+                connected=k in self._tcp.connected_peers(),
+                pending=pending.get(k, 0),
+                available_until_ms=self._available_until.get(k, 0),
+            )
+            for k in keys
+        )
+        stats = self._engine.statistics
+        return NodeStatus(
+            key=self.identity.public_key,
+            name=self.config.name,
+            listening=self._listening,
+            messages_stored=self._store.message_count(),
+            groups=tuple(
+                GroupStatus(g.name, g.id, g.mode.value, g.members) for g in self.config.groups
+            ),
+            peers=peers,
+            engine=dataclasses.asdict(stats),
+            events_dropped=self._events_dropped,
+            refused=self._refused,
+        )
+
+    # ----------------------------------------------------------------- the service
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the node until cancelled: listen, dial, sync. Reports started once listening."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            if self.config.listen is not None:
+                host, port = self.config.listen
+                listeners = await nursery.start(self._tcp.serve, host, port)
+                self._listening = tuple(_describe_listener(lst) for lst in listeners)
+            else:
+                await nursery.start(self._tcp.serve_listeners, [])
+            self._dial_static_peers()
+            for transport in self._transports:
+                nursery.start_soon(self._receive_task, transport)
+                events = getattr(transport, "events", None)
+                if events is not None:
+                    nursery.start_soon(self._transport_events_task, events)
+            nursery.start_soon(self._engine_loop)
+            task_status.started()
+
+    async def _receive_task(self, transport: Transport) -> None:
+        send = self._inbox.send
+        while True:
+            try:
+                peer, packet = await transport.receive()
+            except (TransportClosed, trio.EndOfChannel, trio.ClosedResourceError):
+                return
+            await send.send((transport, peer, packet))
+
+    async def _transport_events_task(
+        self, events: trio.MemoryReceiveChannel[TransportEvent]
+    ) -> None:
+        async for event in events:
+            if isinstance(event, PeerUp):
+                self._connected[event.peer] = event.address
+                self._engine.reset_peer(event.peer, now=trio.current_time())
+                self._emit(PeerConnected(event.peer, event.address))
+                self._wake()
+                with contextlib.suppress(TransportError):
+                    await self._tcp.send(event.peer, encode_frame(Hello()))
+            elif isinstance(event, PeerDown):
+                self._connected.pop(event.peer, None)
+                self._emit(PeerDisconnected(event.peer, event.address, event.reason))
+            elif isinstance(event, InputRejected):
+                self._refused += 1
+                self._emit(Refused(event.peer, event.address, event.reason, event.detail))
+            elif isinstance(event, (PacketDropped, DialFailed)):
+                pass  # the engine retransmits; dial failures are retried by the transport
+
+    async def _engine_loop(self) -> None:
+        engine = self._engine
+        receive = self._inbox.receive
+        while True:
+            now = trio.current_time()
+            engine.handle_timer(now=now)
+            wall = wall_ms()
+            expiry = engine.next_expiry()
+            if expiry is not None and expiry <= wall:
+                engine.expire(wall=wall)
+            await self._flush(now)
+            await self._drain_events()
+            deadline = engine.next_deadline()
+            expiry = engine.next_expiry()
+            if expiry is not None:
+                at = trio.current_time() + max(0.0, (expiry - wall_ms()) / 1000)
+                deadline = at if deadline is None else min(deadline, at)
+            with trio.move_on_at(math.inf if deadline is None else deadline):
+                item = await receive.receive()
+                self._handle(item)
+                for _ in range(_INBOX_BATCH - 1):
+                    try:
+                        item = receive.receive_nowait()
+                    except trio.WouldBlock:
+                        break
+                    self._handle(item)
+
+    async def _flush(self, now: float) -> None:
+        for peer, payload in self._engine.payloads_to_send(
+            now=now, max_payload_bytes=self._max_payload
+        ):
+            transport = self._route(peer)
+            with contextlib.suppress(TransportError):  # the engine retransmits
+                await transport.send(peer, encode_frame(SyncFrame(payload)))
+
+    async def _drain_events(self) -> None:
+        engine = self._engine
+        while (event := engine.next_event()) is not None:
+            if isinstance(event, MessageDelivered):
+                await self._deliver(
+                    Message(
+                        group=self._names.get(event.group_id, event.group_id.hex()),
+                        group_id=event.group_id,
+                        message_id=event.message_id,
+                        body=event.body,
+                        sender=event.sender,
+                        timestamp=event.timestamp,
+                        ephemeral=event.ephemeral,
+                        parents=event.parents,
+                    )
+                )
+            elif isinstance(event, MessageAcked):
+                self._emit(Acked(event.message_id, event.peer))
+            elif isinstance(event, GaveUp):
+                self._emit(GaveUpSending(event.message_id, event.peer, event.send_count))
+            elif isinstance(event, MessageExpired):
+                self._emit(Expired(event.message_id, event.group_id))
+            elif isinstance(event, PayloadRejected):
+                self._refused += 1
+                self._emit(Refused(event.peer, "", "payload", event.reason))
+
+    def _handle(self, item: tuple[Transport, bytes, bytes] | None) -> None:
+        if item is None:
+            return  # a wake-up: the loop drains output next
+        transport, peer, packet = item
+        try:
+            frame = decode_frame(packet)
+        except FrameError as e:
+            self._refused += 1
+            self._emit(Refused(peer, "", f"frame:{e.reason.value}", str(e)))
+            return
+        if isinstance(frame, SyncFrame):
+            self._engine.receive_payload(peer, frame.payload, now=trio.current_time())
+        elif isinstance(frame, NoSyncFrame):
+            self._receive_nosync(peer, frame)
+        elif isinstance(frame, Ping):
+            if self._nursery is not None:
+                self._nursery.start_soon(_send_quietly, transport, peer, Pong(frame.nonce))
+        elif isinstance(frame, Hello):
+            self._available_until[peer] = frame.available_until_ms
+        elif isinstance(frame, (Pong, UnknownControl)):
+            pass
+
+    def _receive_nosync(self, peer: bytes, frame: NoSyncFrame) -> None:
+        group = next((g for g in self.config.groups if g.id == frame.group_id), None)
+        if group is None or peer not in group.members:
+            self._refused += 1
+            self._emit(
+                Refused(
+                    peer,
+                    "",
+                    "nosync-not-member",
+                    f"ephemeral message for a group {peer.hex()[:8]} is not in with us",
+                )
+            )
+            return
+        message = Message(group.name, group.id, b"", frame.body, peer, 0, ephemeral=True)
+        # Ephemeral: never wait for a slow subscriber, a lost one is allowed.
+        for sub in self._messages:
+            with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError):
+                sub.send.send_nowait(message)
+        self._emit(Delivered(message))
+
+    async def aclose(self) -> None:
+        for transport in self._transports:
+            with contextlib.suppress(TransportError):
+                await transport.aclose()
+        self._inbox.send.close()
+
+
+async def _send_quietly(transport: Transport, peer: bytes, frame: Ping | Pong) -> None:
+    with contextlib.suppress(TransportError):
+        await transport.send(peer, encode_frame(frame))
+
+
+def _static_address(peer: PeerConfig | None) -> str | None:
+    if peer is None or peer.address is None:
+        return None
+    host, port = peer.address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _reaches(transport: Transport, peer: bytes) -> bool:
+    reaches: Callable[[bytes], bool] | None = getattr(transport, "reaches", None)
+    return bool(reaches(peer)) if reaches is not None else False
+
+
+def _describe_listener(listener: trio.SocketListener) -> str:
+    host, port = listener.socket.getsockname()[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _single(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    leaves = list(_leaves(group))
+    return leaves[0] if len(leaves) == 1 else None
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for e in exc.exceptions for leaf in _leaves(e)]
+    return [exc]
+
+
+@contextlib.asynccontextmanager
+async def open_node(
+    config: NodeConfig,
+    *,
+    identity: Identity | None = None,
+    transports: Sequence[Transport] = (),
+    sync: SyncConfig | None = None,
+) -> AsyncIterator[Node]:
+    """Open the node's store, start it, and yield it; stop and close everything on exit::
+
+        async with open_node(load_config()) as node:
+            await node.send("chat", b"hello")
+
+    Args:
+        config: see :func:`~mvds_node.node.load_config`.
+        identity: the node's keys; default: read ``identity.key`` from the data directory.
+        transports: extra carriers tried before TCP (for example a memory hub in tests).
+        sync: engine settings; default from ``config``.
+
+    Raises:
+        ConfigError: bad configuration or key file.
+        StoreError: the store cannot be opened (another process holds it, say).
+        OSError: the listen address cannot be bound.
+    """
+    ident = identity if identity is not None else load_identity(config.identity_path)
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    store = SQLiteStore(config.store_path, synchronous=config.store_sync)
+    try:
+        node = Node(config, ident, store, transports=transports, sync=sync)
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(node.run)
+                try:
+                    yield node
+                finally:
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # One error (the usual case): raise it as itself, not wrapped in a group.
+            single = _single(group)
+            if single is not None and not isinstance(single, trio.Cancelled):
+                raise single from None
+            raise
+        finally:
+            with trio.CancelScope(shield=True):
+                await node.aclose()
+    finally:
+        store.close()

@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import trio
+
+from mvds_node.errors import ConfigError
+from mvds_node.node import (
+    Acked,
+    GroupConfig,
+    Identity,
+    Node,
+    NodeConfig,
+    PeerConfig,
+    PeerConnected,
+    group_id_for,
+    open_node,
+    parse_address,
+)
+
+
+def config_for(tmp_path: Path, name: str, me: Identity, others: dict[str, Identity]) -> NodeConfig:
+    peers = tuple(PeerConfig(key=i.public_key, name=n) for n, i in others.items())
+    group = GroupConfig(name="chat", id=group_id_for("chat"), members=tuple(p.key for p in peers))
+    return NodeConfig(
+        data_dir=tmp_path / name,
+        name=name,
+        listen=("127.0.0.1", 0),
+        peers=peers,
+        groups=(group,),
+        epoch_seconds=0.05,
+    )
+
+
+def connect(a: Node, b: Node, b_name: str) -> None:
+    """Let ``a`` dial ``b`` at the address ``b`` listens on."""
+    host, port = parse_address(b.status().listening[0])
+    a.add_peer(PeerConfig(key=b.identity.public_key, name=b_name, address=(host, port)))
+
+
+async def test_two_nodes_sync_over_tcp_and_ack(tmp_path: Path) -> None:
+    alice, bob = Identity.generate(), Identity.generate()
+    with trio.fail_after(20):
+        async with (
+            open_node(config_for(tmp_path, "alice", alice, {"bob": bob}), identity=alice) as a,
+            open_node(config_for(tmp_path, "bob", bob, {"alice": alice}), identity=bob) as b,
+            b.messages() as inbox,
+            a.events() as a_events,
+        ):
+            connect(a, b, "bob")
+            ids = [await a.send("chat", f"hello {i}".encode()) for i in range(20)]
+            got = [await inbox.receive() for _ in range(20)]
+            assert sorted(m.body for m in got) == sorted(f"hello {i}".encode() for i in range(20))
+            assert {m.sender for m in got} == {alice.public_key}
+            assert {m.group for m in got} == {"chat"}
+            acked: set[bytes] = set()
+            async for event in a_events:
+                if isinstance(event, Acked):
+                    acked.add(event.message_id)
+                    if acked == set(ids):
+                        break
+            status = a.status()
+            (peer,) = status.peers
+            assert peer.key == bob.public_key and peer.connected and peer.pending == 0
+            assert status.messages_stored == 20
+
+
+async def test_ephemeral_goes_nosync_and_is_not_stored(tmp_path: Path) -> None:
+    alice, bob = Identity.generate(), Identity.generate()
+    with trio.fail_after(20):
+        async with (
+            open_node(config_for(tmp_path, "alice", alice, {"bob": bob}), identity=alice) as a,
+            open_node(config_for(tmp_path, "bob", bob, {"alice": alice}), identity=bob) as b,
+            b.messages() as inbox,
+            a.events() as a_events,
+        ):
+            connect(a, b, "bob")
+            async for event in a_events:
+                if isinstance(event, PeerConnected):
+                    break
+            assert await a.send("chat", b"typing...", ephemeral=True) == b""
+            message = await inbox.receive()
+            assert (message.body, message.ephemeral, message.message_id) == (
+                b"typing...",
+                True,
+                b"",
+            )
+            assert a.status().messages_stored == 0 and b.status().messages_stored == 0
+
+
+async def test_message_sent_offline_arrives_after_restart(tmp_path: Path) -> None:
+    alice, bob = Identity.generate(), Identity.generate()
+    a_cfg = config_for(tmp_path, "alice", alice, {"bob": bob})
+    b_cfg = config_for(tmp_path, "bob", bob, {"alice": alice})
+    with trio.fail_after(20):
+        async with open_node(a_cfg, identity=alice) as a:
+            mid = await a.send("chat", b"written while bob is away")
+        # Alice is gone; her message is in her store. Both come up; bob dials alice.
+        async with (
+            open_node(a_cfg, identity=alice) as a,
+            open_node(b_cfg, identity=bob) as b,
+            b.messages() as inbox,
+        ):
+            assert a.status().peers[0].pending == 1
+            connect(b, a, "alice")
+            message = await inbox.receive()
+            assert (message.message_id, message.body) == (mid, b"written while bob is away")
+
+
+async def test_unknown_group_is_a_clear_error(tmp_path: Path) -> None:
+    alice = Identity.generate()
+    with trio.fail_after(10):
+        async with open_node(config_for(tmp_path, "alice", alice, {}), identity=alice) as a:
+            with pytest.raises(ConfigError, match="no-such-group"):
+                await a.send("no-such-group", b"x")
+
+
+async def test_unknown_key_is_refused(tmp_path: Path) -> None:
+    alice, bob, mallory = Identity.generate(), Identity.generate(), Identity.generate()
+    with trio.fail_after(20):
+        a_cfg = config_for(tmp_path, "alice", alice, {"bob": bob})
+        m_cfg = config_for(tmp_path, "mallory", mallory, {"alice": alice})
+        async with (
+            open_node(a_cfg, identity=alice) as a,
+            open_node(replace(m_cfg, name="mallory"), identity=mallory) as m,
+            a.events() as a_events,
+        ):
+            connect(m, a, "alice")
+            async for event in a_events:
+                if type(event).__name__ == "Refused":
+                    assert getattr(event, "reason", "") == "unknown-key"
+                    break
+            assert a.status().refused >= 1
