@@ -68,13 +68,18 @@ def _varint(value: int) -> bytes:
     if value < 0:
         value += 1 << 64  # int64 fields encode negatives as ten-byte two's complement
     if value < 0x80:
-        return bytes((value,))
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
+        return _SMALL_VARINTS[value]
+    # Seven bits per byte, least significant first, continuation bit on all but the last.
+    n = (value.bit_length() + 6) // 7
+    out = bytearray(n)
+    for i in range(n - 1):
+        out[i] = (value & 0x7F) | 0x80
         value >>= 7
-    out.append(value)
+    out[n - 1] = value
     return bytes(out)
+
+
+_SMALL_VARINTS: Final = tuple(bytes((i,)) for i in range(0x80))
 
 
 def _delimited(tag: bytes, data: bytes) -> bytes:
