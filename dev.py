@@ -5,7 +5,8 @@
     python3 dev.py test     lint, type-check, check the gencode, run every test
     python3 dev.py lint     only ruff, ruff format --check, mypy and the gencode check
     python3 dev.py fmt      format the tree with ruff
-    python3 dev.py bench    run every benchmark under benchmarks/ (JSON on stdout)
+    python3 dev.py bench    run every benchmark under benchmarks/ (JSON on stdout);
+                            `bench NAME [args]` runs benchmarks/NAME.py alone
     python3 dev.py regen    regenerate the protobuf gencode
 
 Needs only Python >= 3.11: the first run creates ``.venv`` beside this file and installs the exact
@@ -147,7 +148,13 @@ def main(argv: list[str]) -> None:
         _run(_bin("ruff"), "check", "--fix", ".", env=env)
         _run(_bin("ruff"), "format", ".", env=env)
     elif command == "bench":
-        for script in sorted((ROOT / "benchmarks").glob("*.py")):
+        scripts = sorted((ROOT / "benchmarks").glob("*.py"))
+        if rest and not rest[0].startswith("-"):  # `bench NAME [args]`: only that one
+            scripts = [s for s in scripts if s.stem == rest[0]]
+            if not scripts:
+                raise SystemExit(f"dev.py: no benchmark named {rest[0]!r} in benchmarks/")
+            rest = rest[1:]
+        for script in scripts:
             _say(f"benchmark {script.name}")
             _run(_bin("python"), script, *rest, env=env)
     elif command == "regen":
