@@ -19,7 +19,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import Any, NoReturn
 
 import trio
 
@@ -188,6 +188,13 @@ def control_handler(node: Node) -> Callable[[dict[str, Any]], Awaitable[dict[str
                 expires_at=int(request.get("expires_at", 0)),
             )
             return {"ok": True, "id": mid.hex()}
+        if op == "send_many":
+            group = request.get("group")
+            bodies = request.get("bodies_b64")
+            if not isinstance(group, str) or not isinstance(bodies, list):
+                raise ValueError("send_many needs a group and a list of bodies")
+            ids = await node.send_many(group, [unb64(b) for b in bodies])
+            return {"ok": True, "ids": [i.hex() for i in ids]}
         if op == "status":
             return {"ok": True, "status": node.status().to_json(), "running": True}
         raise ValueError(f"unknown op {op!r}")
@@ -377,6 +384,20 @@ def _body(args: argparse.Namespace) -> bytes:
     return str(args.text).encode()
 
 
+async def _send_lines(config: NodeConfig, group: str, bodies: list[bytes]) -> tuple[int, bool]:
+    response = await _request(
+        config, {"op": "send_many", "group": group, "bodies_b64": [b64(b) for b in bodies]}
+    )
+    if response is not None:
+        return len(response["ids"]), True
+    offline = _Offline(config)
+    try:
+        ids = await offline.node().send_many(group, bodies)
+    finally:
+        offline.close()
+    return len(ids), False
+
+
 async def _send(config: NodeConfig, args: argparse.Namespace, body: bytes) -> tuple[str, bool]:
     expires_at = wall_ms() + int(args.expires_in * 1000) if args.expires_in else 0
     response = await _request(
@@ -404,6 +425,20 @@ async def _send(config: NodeConfig, args: argparse.Namespace, body: bytes) -> tu
 def cmd_send(args: argparse.Namespace) -> None:
     config = load_config(_data_dir(args))
     body = _body(args)
+    if args.lines:
+        if args.ephemeral or args.expires_in:
+            _fail("--lines sends durable messages; it takes no --ephemeral or --expires-in")
+        bodies = [line for line in body.splitlines() if line.strip()]
+        count, online = trio.run(_send_lines, config, args.group, bodies)
+        _emit(
+            args,
+            {"sent": count, "queued_offline": not online},
+            lambda: print(
+                f"sent {count} messages"
+                + ("" if online else " (node not running: they go out when you `mvds-node run`)")
+            ),
+        )
+        return
     mid, online = trio.run(_send, config, args, body)
     _emit(
         args,
@@ -416,10 +451,16 @@ def cmd_send(args: argparse.Namespace) -> None:
 
 
 async def _run(config: NodeConfig, args: argparse.Namespace) -> None:
-    out: TextIO = sys.stdout
+    # Output goes through an async stream: a reader that is slow to take our stdout (a full
+    # pipe) then slows only the printing tasks, never the node itself.
+    sys.stdout.flush()
+    out = trio.lowlevel.FdStream(os.dup(sys.stdout.fileno()))
+    out_lock = trio.Lock()
 
-    def show(document: dict[str, Any], human: str) -> None:
-        print(json.dumps(document) if args.json else human, file=out, flush=True)
+    async def show(document: dict[str, Any], human: str) -> None:
+        line = (json.dumps(document) if args.json else human) + "\n"
+        async with out_lock:
+            await out.send_all(line.encode())
 
     names = {p.key: p.name for p in config.peers if p.name}
 
@@ -427,7 +468,7 @@ async def _run(config: NodeConfig, args: argparse.Namespace) -> None:
         return "?" if key is None else names.get(key) or _short(key)
 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with open_node(config) as node, trio.open_nursery() as nursery:
+        async with out, open_node(config) as node, trio.open_nursery() as nursery:
             await nursery.start(serve_control, config.control_path, control_handler(node))
 
             async def stop_on_signal() -> None:
@@ -440,7 +481,7 @@ async def _run(config: NodeConfig, args: argparse.Namespace) -> None:
                     async for m in inbox:
                         text = m.body.decode(errors="replace")
                         tag = " (ephemeral)" if m.ephemeral else ""
-                        show(_message_json(m), f"[{m.group}] {who(m.sender)}: {text}{tag}")
+                        await show(_message_json(m), f"[{m.group}] {who(m.sender)}: {text}{tag}")
 
             async def print_events() -> None:
                 async with node.events() as events:
@@ -456,7 +497,7 @@ async def _run(config: NodeConfig, args: argparse.Namespace) -> None:
                         human = f"* {doc['type']} {who(peer)}"
                         if isinstance(event, Refused):
                             human += f": {event.reason} ({event.detail})"
-                        show(doc, human)
+                        await show(doc, human)
 
             async def chat(group: str) -> None:
                 stream = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
@@ -479,7 +520,7 @@ async def _run(config: NodeConfig, args: argparse.Namespace) -> None:
                 node.group(args.chat)  # fail early on a typo
                 nursery.start_soon(chat, args.chat)
             status = node.status()
-            show(
+            await show(
                 {
                     "type": "started",
                     "key": status.key.hex(),
@@ -539,6 +580,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("text", help='the message; "-" reads it from stdin')
     p.add_argument("--ephemeral", action="store_true", help="never stored (needs a running node)")
     p.add_argument("--expires-in", type=float, metavar="SECONDS", help="delete everywhere after")
+    p.add_argument(
+        "--lines", action="store_true", help="send each non-empty line as its own message"
+    )
     p.set_defaults(func=cmd_send)
 
     p = sub.add_parser("peers", help="list, add or remove peers")
