@@ -550,6 +550,8 @@ class Node:
         async for event in events:
             if isinstance(event, PeerUp):
                 self._connected[event.peer] = event.address
+                # Retransmission waits for the carrier's latency (TCP acks arrive within it).
+                self._engine.set_peer_latency(event.peer, self._tcp.max_latency)
                 self._engine.reset_peer(event.peer, now=trio.current_time())
                 self._emit(PeerConnected(event.peer, event.address))
                 self._wake()

@@ -37,6 +37,7 @@ import math
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from heapq import nsmallest
 from typing import Final, final
 
 from mvds_node.errors import LocalProtocolError
@@ -318,7 +319,12 @@ class Engine:
             return mid
         frontier = self._frontier[group_id]
         if parents is None:
-            chosen = tuple(sorted(frontier))[: limits.max_parents]
+            cap = limits.max_parents
+            # The smallest IDs, so that the choice is deterministic; a partial sort when the
+            # frontier is wide (many concurrent messages), where a full sort per send would cost.
+            chosen = (
+                tuple(sorted(frontier)) if len(frontier) <= cap else tuple(nsmallest(cap, frontier))
+            )
         else:
             chosen = tuple(parents)
             if len(chosen) > limits.max_parents or any(len(p) != ID_SIZE for p in chosen):
