@@ -36,7 +36,7 @@ from mvds_node.sync import (
 )
 from mvds_node.sync._config import GiveUpPolicy, Limits
 
-TRACES = Path(__file__).resolve().parents[3] / "shared" / "reference" / "mvds" / "traces.json"
+TRACES = Path(__file__).resolve().parent / "data" / "traces.json"
 GROUP = bytes(range(1, 33))
 NAMES = "ABC"
 
