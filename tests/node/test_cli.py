@@ -126,3 +126,31 @@ async def test_sigkill_mid_sync_loses_nothing(tmp_path: Path) -> None:
             for node in (alice, bob):
                 assert await node.stop() == 0
             nursery.cancel_scope.cancel()
+
+
+def test_bundle_carried_between_nodes_that_never_met(tmp_path: Path) -> None:
+    dirs = {n: tmp_path / n for n in ("alice", "bob")}
+    keys = {n: init(d, n) for n, d in dirs.items()}
+    befriend(dirs, keys)
+    lines = "".join(f"by hand {i}\n" for i in range(120)).encode()
+    cli("--dir", dirs["alice"], "send", "chat", "-", "--lines", stdin=lines)
+    stick = tmp_path / "usb-stick"
+    stick.mkdir()
+    out = json.loads(
+        cli("--dir", dirs["alice"], "--json", "export", stick / "for-bob", "--peer", "bob")
+    )
+    assert out["messages"] == 120
+    out = json.loads(cli("--dir", dirs["bob"], "--json", "import", stick / "for-bob"))
+    assert (out["messages_new"], out["sender_proved"]) == (120, True)
+    assert json.loads(cli("--dir", dirs["bob"], "--json", "status"))["messages_stored"] == 120
+    # Bob's acknowledgements travel back the same way.
+    cli("--dir", dirs["bob"], "export", stick / "for-alice", "--peer", "alice")
+    cli("--dir", dirs["alice"], "import", stick / "for-alice")
+    status = json.loads(cli("--dir", dirs["alice"], "--json", "status"))
+    assert [p["pending"] for p in status["peers"]] == [0]
+    # A damaged copy is refused with one clear line, and changes nothing.
+    data = (stick / "for-bob").read_bytes()
+    (stick / "damaged").write_bytes(data[: len(data) // 2])
+    out = cli("--dir", dirs["bob"], "import", stick / "damaged", check=False)
+    assert out.startswith("mvds-node: error: ") and "truncated" in out
+    assert json.loads(cli("--dir", dirs["bob"], "--json", "status"))["messages_stored"] == 120

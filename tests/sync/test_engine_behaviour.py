@@ -322,3 +322,14 @@ def test_restart_resumes_retransmission_without_duplicates(tmp_path: Path) -> No
         assert store.record_count() == 0
     finally:
         store.close()
+
+
+def test_parent_later_in_the_same_payload_is_not_requested() -> None:
+    _, _, b = pair()
+    wires = chain(5)
+    b.receive_payload(A, encode_payload([], [], [], list(reversed(wires))), now=0.0)
+    assert sorted(e.body for e in b.events() if isinstance(e, MessageDelivered)) == [
+        f"c{i}".encode() for i in range(5)
+    ]
+    # Nothing is asked for: every parent arrived in the payload, after its child.
+    assert b._store.records_for_peer(A) == []

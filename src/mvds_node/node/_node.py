@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ from typing import Any, Final
 import trio
 
 from mvds_node.errors import TransportClosed, TransportError
+from mvds_node.node._bundles import ExportResult, ImportResult, export_bundle, import_bundle
 from mvds_node.node._config import GroupConfig, NodeConfig, PeerConfig, save_config
 from mvds_node.node._identity import Identity, load_identity
 from mvds_node.sync import (
@@ -410,6 +412,72 @@ class Node:
             ids = [self._engine.send(cfg.id, body, now=now, timestamp=stamp) for body in bodies]
         self._wake()
         return ids
+
+    def export_bundle(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        peer: str | bytes | None = None,
+        group: str | bytes | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> ExportResult:
+        """Write a bundle file with what ``peer`` (or every member of ``group``) still needs.
+
+        A peer bundle is sealed to the peer's key; a group bundle to the group's secret. What
+        it carries counts as sent once the file is complete and on disk, with a latency of days
+        (no retransmission storm); it is sent again sooner if the peer shows up on a live
+        carrier. Runs in the node's thread: the node pauses while it writes.
+
+        Raises:
+            ConfigError: unknown peer or group.
+            BundleError: the file cannot be written, or the group has no secret.
+        """
+        kwargs: dict[str, Any] = {}
+        if peer is not None:
+            kwargs["peer"] = self.config.peer(peer).key if isinstance(peer, str) else peer
+        if group is not None:
+            cfg = self.config.group(group)
+            kwargs["group_id"] = cfg.id
+            kwargs["group_key"] = cfg.secret
+        result = export_bundle(
+            self._engine,
+            path,
+            sender=self.identity.noise,
+            now=trio.current_time(),
+            created_ms=wall_ms(),
+            progress=progress,
+            **kwargs,
+        )
+        self._wake()
+        return result
+
+    def import_bundle(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> ImportResult:
+        """Authenticate a bundle file completely, then apply it in one transaction.
+
+        Its messages are delivered (to :meth:`messages` subscribers) as if they had come from
+        the sender over the network; its acknowledgements stop our retransmissions. Importing
+        the same file again is harmless.
+
+        Raises:
+            BundleError: not a bundle, not for this node, damaged, or from an unknown key;
+                nothing was applied.
+        """
+        keys = {g.id: g.secret for g in self.config.groups if g.secret is not None}
+        result = import_bundle(
+            self._engine,
+            path,
+            keypair=self.identity.noise,
+            now=trio.current_time(),
+            group_keys=keys,
+            progress=progress,
+        )
+        self._wake()
+        return result
 
     def _wake(self) -> None:
         with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError):

@@ -24,6 +24,7 @@ from typing import Any, NoReturn
 import trio
 
 from mvds_node.errors import ConfigError, MvdsError
+from mvds_node.node._bundles import ExportResult, ImportResult
 from mvds_node.node._config import (
     GroupConfig,
     NodeConfig,
@@ -197,6 +198,22 @@ def control_handler(node: Node) -> Callable[[dict[str, Any]], Awaitable[dict[str
             return {"ok": True, "ids": [i.hex() for i in ids]}
         if op == "status":
             return {"ok": True, "status": node.status().to_json(), "running": True}
+        if op == "export":
+            path = request.get("path")
+            if not isinstance(path, str):
+                raise ValueError("export needs a path")
+            peer, group = request.get("peer"), request.get("group")
+            result = node.export_bundle(
+                path,
+                peer=peer if isinstance(peer, str) else None,
+                group=group if isinstance(group, str) else None,
+            )
+            return {"ok": True, "result": _export_json(result)}
+        if op == "import":
+            path = request.get("path")
+            if not isinstance(path, str):
+                raise ValueError("import needs a path")
+            return {"ok": True, "result": _import_json(node.import_bundle(path))}
         raise ValueError(f"unknown op {op!r}")
 
     return handle
@@ -450,6 +467,99 @@ def cmd_send(args: argparse.Namespace) -> None:
     )
 
 
+def _export_json(r: ExportResult) -> dict[str, Any]:
+    return {
+        "path": str(r.path),
+        "bytes": r.bytes,
+        "messages": r.messages,
+        "acks": r.acks,
+        "requests": r.requests,
+        "prerequisites": r.prerequisites,
+    }
+
+
+def _import_json(r: ImportResult) -> dict[str, Any]:
+    return {
+        "sender": r.sender.hex(),
+        "sender_proved": r.sender_proved,
+        "messages_new": r.messages_new,
+        "messages_known": r.messages_known,
+        "acks": r.acks,
+        "missing_prerequisites": r.missing_prerequisites,
+    }
+
+
+async def _bundle_op(config: NodeConfig, request: dict[str, Any], show: bool) -> dict[str, Any]:
+    response = await _request(config, request)
+    if response is not None:
+        result: dict[str, Any] = response["result"]
+        return result
+    offline = _Offline(config)
+    try:
+        node = offline.node()
+        bar = Progress("export" if request["op"] == "export" else "verify", enabled=show)
+        if request["op"] == "export":
+            return _export_json(
+                node.export_bundle(
+                    request["path"],
+                    peer=request.get("peer"),
+                    group=request.get("group"),
+                    progress=bar,
+                )
+            )
+        return _import_json(node.import_bundle(request["path"], progress=bar))
+    finally:
+        offline.close()
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    config = load_config(_data_dir(args))
+    if (args.peer is None) == (args.group is None):
+        _fail("say who the bundle is for: --peer NAME|KEY or --group NAME")
+    request = {
+        "op": "export",
+        "path": str(Path(args.file).resolve()),
+        "peer": args.peer,
+        "group": args.group,
+    }
+    result = trio.run(_bundle_op, config, request, sys.stderr.isatty() or args.progress)
+    _emit(
+        args,
+        result,
+        lambda: print(
+            f"wrote {result['path']}: {result['messages']} messages, {result['acks']} acks, "
+            f"{result['bytes']} bytes"
+            + (
+                f" ({result['prerequisites']} earlier messages the reader must already have)"
+                if result["prerequisites"]
+                else ""
+            )
+        ),
+    )
+
+
+def cmd_import(args: argparse.Namespace) -> None:
+    config = load_config(_data_dir(args))
+    request = {"op": "import", "path": str(Path(args.file).resolve())}
+    result = trio.run(_bundle_op, config, request, sys.stderr.isatty() or args.progress)
+    names = {p.key.hex(): p.name for p in config.peers if p.name}
+    sender = names.get(result["sender"]) or result["sender"][:16]
+    _emit(
+        args,
+        result,
+        lambda: print(
+            f"imported from {sender}: {result['messages_new']} new messages, "
+            f"{result['messages_known']} already here, {result['acks']} acks"
+            + (
+                f"; {result['missing_prerequisites']} earlier messages are still missing "
+                "(they come at the next sync with the sender)"
+                if result["missing_prerequisites"]
+                else ""
+            )
+        ),
+    )
+
+
 async def _run(config: NodeConfig, args: argparse.Namespace) -> None:
     # Output goes through an async stream: a reader that is slow to take our stdout (a full
     # pipe) then slows only the printing tasks, never the node itself.
@@ -607,6 +717,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", help="show identity, groups, peers and counters")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser(
+        "export", help="write a bundle file with what a peer or group still needs (sneakernet)"
+    )
+    p.add_argument("file", help="the bundle file to write")
+    p.add_argument("--peer", help="the peer it is for (name or key); sealed to its key")
+    p.add_argument("--group", help="or the group it is for; sealed with the group's secret")
+    p.add_argument("--progress", action="store_true", help="progress bar even when not a tty")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("import", help="verify a bundle file and apply it")
+    p.add_argument("file", help="the bundle file to read")
+    p.add_argument("--progress", action="store_true", help="progress bar even when not a tty")
+    p.set_defaults(func=cmd_import)
 
     return parser
 

@@ -64,7 +64,7 @@ from mvds_node.sync._wire import (
     payload_overhead,
 )
 
-__all__ = ["Engine", "EngineStatistics"]
+__all__ = ["Engine", "EngineStatistics", "ExportSnapshot"]
 
 _NONE: Final = RecordType.NONE
 _OFFER: Final = RecordType.OFFER
@@ -102,6 +102,28 @@ class _Outgoing:
     offers: list[bytes]
     requests: list[bytes]
     messages: list[bytes]
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class ExportSnapshot:
+    """What some peers still need from us, taken for a one-way carrier (a bundle file).
+
+    Taking it changes nothing; :meth:`Engine.commit_export` marks it sent once the carrier holds
+    it for sure (the file is complete and on disk). Dropping it is the abort.
+    """
+
+    peers: tuple[bytes, ...]
+    messages: tuple[bytes, ...]
+    """Wire encodings of the messages the peers lack (full messages, whatever the mode: a
+    one-way carrier cannot wait for a REQUEST)."""
+    requests: tuple[bytes, ...]
+    """IDs we are asking these peers for."""
+    acks: dict[bytes, tuple[bytes, ...]]
+    """Per peer, the IDs we acknowledge to it."""
+    prerequisites: tuple[bytes, ...]
+    """Parents of included messages that are not included: the reader should have them."""
+    records: tuple[Record, ...]
 
 
 @final
@@ -250,6 +272,10 @@ class Engine:
         ]
         self._store.delete_records(doomed)
 
+    def has_message(self, message_id: bytes) -> bool:
+        """Whether the message is stored here (received or sent, and not expired)."""
+        return self._store.has_message(message_id)
+
     def groups(self) -> dict[bytes, dict[bytes, Mode]]:
         """A copy of the group table: group ID -> {peer -> mode}."""
         return {g: dict(m) for g, m in self._groups.items()}
@@ -372,6 +398,81 @@ class Engine:
                 self._frontier[group] = dict.fromkeys(self._store.frontier(group))
             self._next_due = self._store.min_due_epoch()
             raise
+
+    def export_snapshot(self, peers: Sequence[bytes], *, now: float) -> ExportSnapshot:
+        """Collect what ``peers`` still need from us, without marking anything sent.
+
+        Every pending record for them counts, due or not (parked ones too): a file carried by
+        hand is the one chance to get them there. Pass the snapshot to :meth:`commit_export`
+        once it is safely written; until then nothing changes.
+        """
+        self._advance(now)
+        store = self._store
+        records: list[Record] = []
+        for peer in dict.fromkeys(peers):
+            records.extend(store.records_for_peer(peer))
+        wanted = [r.message_id for r in records if r.type is not _REQUEST]
+        found = store.get_wires(dict.fromkeys(wanted))
+        # Records are kept in creation order, so parents come before their children.
+        wires = {mid: found[mid] for mid in wanted if mid in found}
+        included = set(wires)
+        prerequisites: dict[bytes, None] = {}
+        for wire in wires.values():
+            for p in decode_stored(wire).parents:
+                if p not in included:
+                    prerequisites[p] = None
+        # ACK what we have of the groups we share with them: the ACK queue lives in memory, and
+        # a reader of a file cannot ask. An ACK for a message the peer did not send is ignored.
+        acks: dict[bytes, tuple[bytes, ...]] = {}
+        for peer in dict.fromkeys(peers):
+            ids = dict.fromkeys(self._acks.get(peer, {}))
+            for group in self._peer_groups.get(peer, ()):
+                ids.update(dict.fromkeys(store.recent_ids(group, self._limits.max_pending_acks)))
+            for mid in included:
+                ids.pop(mid, None)
+            if ids:
+                acks[peer] = tuple(ids)
+        return ExportSnapshot(
+            peers=tuple(dict.fromkeys(peers)),
+            messages=tuple(wires.values()),
+            requests=tuple(dict.fromkeys(r.message_id for r in records if r.type is _REQUEST)),
+            acks=acks,
+            prerequisites=tuple(prerequisites),
+            records=tuple(records),
+        )
+
+    def commit_export(
+        self, snapshot: ExportSnapshot, *, now: float, latency_seconds: float
+    ) -> None:
+        """Count ``snapshot`` as transmitted over a carrier that takes ``latency_seconds``.
+
+        Its records are next due after twice that latency (a file carried by hand is not
+        chased by retransmissions every few seconds), and its ACKs leave the queues. Records
+        that changed meanwhile (acknowledged, say) are left as they are.
+        """
+        epoch = self._advance(now)
+        gap = max(1, math.ceil(2 * latency_seconds / self._epoch_seconds))
+        store = self._store
+        updates = []
+        for r in snapshot.records:
+            current = store.get_record(r.message_id, r.peer)
+            if current is None or current.type is not r.type:
+                continue
+            current.send_count += 1
+            if current.first_epoch < 0:
+                current.first_epoch = epoch
+            current.send_epoch = max(current.send_epoch, epoch + gap)
+            current.parked = False
+            updates.append(current)
+        with store.transaction():
+            if updates:
+                store.put_records(updates)
+        self._next_due = store.min_due_epoch()
+        for peer, acks in snapshot.acks.items():
+            queue = self._acks.get(peer)
+            if queue:
+                for mid in acks:
+                    queue.pop(mid, None)
 
     def reset_peer(self, peer: bytes, *, now: float) -> int:
         """Re-arm every record for ``peer``: the application learned that it is back online.
@@ -565,6 +666,8 @@ class Engine:
         acks = self._ack_queue(peer)
         ack_cap = self._limits.max_pending_acks
         wall = self._wall
+        # A parent that comes later in this same payload is not missing: no REQUEST for it.
+        arriving = {m.id for m in messages} if len(messages) > 1 else ()
         for m in messages:
             mid = m.id
             members = groups.get(m.group_id)
@@ -630,7 +733,7 @@ class Engine:
             # Ask the peer that referenced them for parents we lack, at any depth: each parent
             # that arrives is checked in turn.
             for p in m.parents:
-                if p in frontier:
+                if p in frontier or p in arriving:
                     continue
                 if not store.has_message(p) and store.get_record(p, peer) is None:
                     due = self._first_due(peer)

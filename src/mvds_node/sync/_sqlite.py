@@ -143,6 +143,10 @@ _FRONTIER: Final = (
     "SELECT id FROM messages AS m WHERE group_id = ? AND delivered = 1 AND expires_at = 0 "
     "AND NOT EXISTS (SELECT 1 FROM parents WHERE parent = m.id) ORDER BY id"
 )
+_RECENT_IDS: Final = (
+    "SELECT id FROM messages WHERE group_id = ? AND delivered = 1 AND expires_at = 0 "
+    "ORDER BY rowid DESC LIMIT ?"
+)
 _EXPIRED: Final = (
     f"SELECT {_MESSAGE} FROM messages WHERE expires_at > 0 AND expires_at <= ? "
     "ORDER BY expires_at, rowid LIMIT ?"
@@ -167,7 +171,7 @@ _PUT_RECORD: Final = (
 _DELETE_RECORD: Final = "DELETE FROM records WHERE message_id = ? AND peer = ?"
 _GET_RECORD: Final = f"SELECT {_STATE} FROM records WHERE message_id = ? AND peer = ?"
 _MESSAGE_RECORDS: Final = f"SELECT peer, {_STATE} FROM records WHERE message_id = ?"
-_PEER_RECORDS: Final = f"SELECT message_id, {_STATE} FROM records WHERE peer = ?"
+_PEER_RECORDS: Final = f"SELECT message_id, {_STATE} FROM records WHERE peer = ? ORDER BY seq"
 _DUE_RECORDS: Final = (
     f"SELECT {_RECORD} FROM records WHERE parked = 0 AND send_epoch <= ? "
     "ORDER BY send_epoch, seq LIMIT ?"
@@ -571,6 +575,13 @@ class SQLiteStore:
         """
         try:
             return [r[0] for r in self._cur.execute(_FRONTIER, (group_id,)).fetchall()]
+        except sqlite3.Error as e:
+            raise self._error(e) from e
+
+    def recent_ids(self, group_id: bytes, limit: int) -> list[bytes]:
+        """IDs of up to ``limit`` delivered, non-expiring messages of the group, newest first."""
+        try:
+            return [r[0] for r in self._cur.execute(_RECENT_IDS, (group_id, limit)).fetchall()]
         except sqlite3.Error as e:
             raise self._error(e) from e
 

@@ -104,6 +104,10 @@ class Store(Protocol):
         """Up to ``limit`` messages whose expiry is at or before ``wall``."""
         ...
 
+    def recent_ids(self, group_id: bytes, limit: int) -> list[bytes]:
+        """IDs of up to ``limit`` of the group's delivered messages, newest stored first."""
+        ...
+
     def next_expiry(self) -> int | None: ...
     def message_count(self) -> int: ...
 
@@ -230,6 +234,15 @@ class MemoryStore:
             and not m.expires_at
             and m.id not in self._parent_refs
         )
+
+    def recent_ids(self, group_id: bytes, limit: int) -> list[bytes]:
+        out: list[bytes] = []
+        for m in reversed(self._messages.values()):
+            if len(out) >= limit:
+                break
+            if m.group_id == group_id and m.delivered:
+                out.append(m.id)
+        return out
 
     def expired(self, wall: int, limit: int) -> list[StoredMessage]:
         found = [m for m in self._messages.values() if m.expires_at and m.expires_at <= wall]
