@@ -1,110 +1,163 @@
-"""A demo of nodes syncing and catching up, on the embedded defaults.
+"""The demo behind ``python3 dev.py demo``: real nodes syncing on loopback, and a catch-up by file.
 
-Three engines (alice, bob, carol) share one group over an in-process network that loses,
-duplicates and reorders payloads. Alice and bob talk while carol is offline; carol comes back and
-catches up. Each node keeps its messages in its own SQLite store in a temporary directory (or in
-``--dir``). Run with ``python3 dev.py demo``.
+Three nodes with their own keys and SQLite stores in a temporary directory (or ``--dir``):
+
+1. alice and bob run and dial each other over TCP+Noise on 127.0.0.1; they chat, and every
+   message is delivered and acknowledged;
+2. carol never joins the network; alice writes a bundle file for her (a USB stick, say), and
+   carol imports it and has the whole conversation, in causal order;
+3. carol replies by writing a bundle back; alice imports it, learns what carol has (no more
+   retransmissions to her) and reads her reply, which bob then gets from alice over TCP.
+
+    python -m mvds_node.demo [--dir DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
-from mvds_node.sim import Net
-from mvds_node.sync import Engine, MessageDelivered, Mode, SyncConfig, message_id
-from mvds_node.sync._sqlite import SQLiteStore
+import trio
 
-GROUP = message_id(b"demo", 0, b"the demo group")
+from mvds_node.node import (
+    GroupConfig,
+    Identity,
+    Message,
+    Node,
+    NodeConfig,
+    PeerConfig,
+    PeerConnected,
+    group_id_for,
+    open_node,
+    parse_address,
+)
+
 NAMES = ("alice", "bob", "carol")
 
 
-def main(argv: list[str] | None = None, *, out: Callable[[str], None] = print) -> int:
-    parser = argparse.ArgumentParser(description="Three MVDS nodes syncing over a lossy link.")
-    parser.add_argument("--loss", type=float, default=0.3, help="payload loss rate (0..0.95)")
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--dir", type=Path, help="keep the node stores here")
-    args = parser.parse_args(argv)
-    if not 0 <= args.loss <= 0.95:
-        parser.error("--loss must be between 0 and 0.95")
-    with tempfile.TemporaryDirectory() as tmp:
-        base = args.dir or Path(tmp)
-        base.mkdir(parents=True, exist_ok=True)
-        return _run(base, args.loss, args.seed, out)
+def say(text: str) -> None:
+    print(text, flush=True)
 
 
-def _run(base: Path, loss: float, seed: int, out: Callable[[str], None]) -> int:
-    config = SyncConfig(epoch_seconds=1.0)
-    net = Net(seed=seed, loss=loss, duplicate=0.1, delay=0.1, reorder=True)
-    ids = {name: name.encode().ljust(32, b".") for name in NAMES}
-    stores = {name: SQLiteStore(base / f"{name}.db") for name in NAMES}
-    try:
-        nodes = {
-            name: net.add(ids[name], Engine(stores[name], config=config, now=0.0)) for name in NAMES
-        }
-        for name, node in nodes.items():
-            node.add_group(GROUP)
-            for other in NAMES:
-                if other != name:
-                    node.add_peer(GROUP, ids[other], mode=Mode.BATCH)
-        by_id = {v: k for k, v in ids.items()}
-        seen: dict[str, int] = dict.fromkeys(NAMES, 0)
-
-        def show() -> None:
-            for name in NAMES:
-                for ev in net.events[ids[name]]:
-                    if isinstance(ev, MessageDelivered):
-                        seen[name] += 1
-                        out(
-                            f"  round {net.round:3d}  {name:5s} got {ev.body.decode()!r}"
-                            f" (via {by_id.get(ev.sender, '?')})"
-                        )
-                net.events[ids[name]].clear()
-
-        out(f"Payload loss {loss:.0%}, 10% duplicated, 10% delayed, reordered. carol is offline.")
-        net.offline.add(ids["carol"])
-        lines = [
-            ("alice", "hi bob, carol is away"),
-            ("bob", "hi alice! she'll catch up later"),
-            ("alice", "lunch at noon?"),
-            ("bob", "sure"),
-        ]
-        for i, (who, text) in enumerate(lines):
-            nodes[who].send(GROUP, text.encode(), now=net.now, timestamp=1_700_000_000_000 + i)
-            for _ in range(3):
-                net.step()
-                show()
-
-        def alice_and_bob_have_both() -> bool:
-            show()
-            return seen["alice"] >= 2 and seen["bob"] >= 2
-
-        net.run_until(alice_and_bob_have_both, max_rounds=500)
-        out("carol comes back online.")
-        net.offline.discard(ids["carol"])
-        nodes["alice"].reset_peer(ids["carol"], now=net.now)
-        nodes["bob"].reset_peer(ids["carol"], now=net.now)
-
-        def carol_has_all() -> bool:
-            show()
-            return seen["carol"] >= len(lines)
-
-        rounds = net.run_until(carol_has_all, max_rounds=500)
-        out(f"carol caught up with {seen['carol']} messages in {rounds} rounds.")
-        net.run_until(net.quiet, max_rounds=5000)
-        out(
-            f"Network quiet after round {net.round}: "
-            f"{net.payloads} payloads, {net.wire_bytes} bytes; "
-            f"stores hold {', '.join(f'{n}: {stores[n].message_count()}' for n in NAMES)} messages."
+def configs(root: Path, ids: dict[str, Identity]) -> dict[str, NodeConfig]:
+    out = {}
+    for me in NAMES:
+        peers = tuple(PeerConfig(key=ids[n].public_key, name=n) for n in NAMES if n != me)
+        group = GroupConfig("chat", group_id_for("chat"), tuple(p.key for p in peers))
+        out[me] = NodeConfig(
+            data_dir=root / me,
+            name=me,
+            listen=("127.0.0.1", 0),
+            peers=peers,
+            groups=(group,),
+            epoch_seconds=0.1,
         )
-        return 0 if all(seen[n] >= 2 for n in NAMES) and seen["carol"] >= len(lines) else 1
-    finally:
-        for s in stores.values():
-            s.close()
+    return out
+
+
+async def run(root: Path) -> None:
+    ids = {n: Identity.generate() for n in NAMES}
+    names = {ids[n].public_key: n for n in NAMES}
+    cfg = configs(root, ids)
+    say(
+        f"Three nodes in {root}: " + ", ".join(f"{n} {ids[n].public_key.hex()[:12]}" for n in NAMES)
+    )
+
+    def show(who: str, m: Message) -> None:
+        say(f"  {who:5} got {m.body.decode()!r} from {names.get(m.sender, '?')}")
+
+    with trio.fail_after(60):
+        async with (
+            open_node(cfg["alice"], identity=ids["alice"]) as alice,
+            open_node(cfg["bob"], identity=ids["bob"]) as bob,
+            alice.messages() as alice_inbox,
+            bob.messages() as bob_inbox,
+            alice.events() as alice_events,
+        ):
+            say("\n1. alice and bob over TCP+Noise on loopback (carol is offline)")
+            host, port = parse_address(bob.status().listening[0])
+            alice.add_peer(PeerConfig(ids["bob"].public_key, "bob", (host, port)))
+            async for event in alice_events:
+                if isinstance(event, PeerConnected):
+                    say(f"  alice connected to bob at {event.address} (Noise XX, keys proved)")
+                    break
+            lines = [
+                (alice, "hi bob, carol is away this week"),
+                (bob, "I'll keep notes for her"),
+                (alice, "lunch on friday?"),
+                (bob, "sure"),
+            ]
+            for node, text in lines:
+                await node.send("chat", text.encode())
+                inbox = bob_inbox if node is alice else alice_inbox
+                show("bob" if node is alice else "alice", await inbox.receive())
+            await _until_acked(alice, ids["bob"].public_key)
+            say("  every message acknowledged; carol has " + _pending(alice, "carol"))
+
+            say("\n2. carol catches up from a file (she never joins the network)")
+            stick = root / "usb-stick"
+            stick.mkdir()
+            out = alice.export_bundle(stick / "for-carol.bundle", peer="carol")
+            say(f"  alice wrote {out.path.name}: {out.messages} messages, {out.bytes} bytes")
+            async with (
+                open_node(_no_listen(cfg["carol"]), identity=ids["carol"]) as carol,
+                carol.messages() as carol_inbox,
+            ):
+                result = carol.import_bundle(stick / "for-carol.bundle")
+                say(
+                    f"  carol imported it: {result.messages_new} new messages, sender "
+                    f"{names[result.sender]} proved by Noise_X"
+                )
+                for _ in range(result.messages_new):
+                    show("carol", await carol_inbox.receive())
+                again = carol.import_bundle(stick / "for-carol.bundle")
+                say(f"  importing it twice: {again.messages_new} new, {again.messages_known} known")
+
+                say("\n3. carol answers by file; alice relays her reply to bob over TCP")
+                await carol.send("chat", b"thanks both, friday works")
+                back = carol.export_bundle(stick / "for-alice.bundle", peer="alice")
+                say(f"  carol wrote {back.path.name}: {back.messages} message, {back.acks} acks")
+            result = alice.import_bundle(stick / "for-alice.bundle")
+            show("alice", await alice_inbox.receive())
+            show("bob", await bob_inbox.receive())
+            say(f"  alice: carol has {_pending(alice, 'carol')}")
+    say("\nDone. Everything above went through real sockets, Noise and SQLite stores.")
+
+
+def _no_listen(config: NodeConfig) -> NodeConfig:
+    return dataclasses.replace(config, listen=None)
+
+
+def _pending(node: Node, name: str) -> str:
+    peer = next(p for p in node.status().peers if p.name == name)
+    return "everything" if peer.pending == 0 else f"{peer.pending} messages still to get"
+
+
+async def _until_acked(node: Node, peer: bytes) -> None:
+    """Wait until ``peer`` acknowledged everything (checked at each event the node reports)."""
+    async with node.events() as events:
+        while next(p for p in node.status().peers if p.key == peer).pending:
+            with trio.move_on_after(0.5):
+                await events.receive()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="mvds-node demo")
+    parser.add_argument("--dir", help="keep the nodes' files here (default: a temporary dir)")
+    args = parser.parse_args(argv)
+    if args.dir:
+        root = Path(args.dir)
+        if root.exists() and any(root.iterdir()):
+            sys.exit(f"demo: {root} is not empty")
+        root.mkdir(parents=True, exist_ok=True)
+        trio.run(run, root)
+        return
+    with tempfile.TemporaryDirectory(prefix="mvds-demo-") as tmp:
+        trio.run(run, Path(tmp))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
