@@ -11,6 +11,7 @@ from mvds_node.node import (
     Acked,
     GroupConfig,
     Identity,
+    MulticastConfig,
     Node,
     NodeConfig,
     PeerConfig,
@@ -133,3 +134,36 @@ async def test_unknown_key_is_refused(tmp_path: Path) -> None:
                     assert getattr(event, "reason", "") == "unknown-key"
                     break
             assert a.status().refused >= 1
+
+
+async def test_nodes_sync_over_multicast_without_tcp(tmp_path: Path) -> None:
+    alice, bob = Identity.generate(), Identity.generate()
+    secret = bytes(range(32))
+    port = 20000 + int.from_bytes(alice.public_key[:2], "big") % 40000
+
+    def lan(cfg: NodeConfig) -> NodeConfig:
+        group = replace(cfg.groups[0], secret=secret)
+        mc = MulticastConfig(enabled=True, group="239.255.77.79", port=port, interface="127.0.0.1")
+        return replace(cfg, listen=None, groups=(group,), multicast=mc)
+
+    with trio.fail_after(20):
+        async with (
+            open_node(lan(config_for(tmp_path, "alice", alice, {"bob": bob})), identity=alice) as a,
+            open_node(lan(config_for(tmp_path, "bob", bob, {"alice": alice})), identity=bob) as b,
+            b.messages() as inbox,
+        ):
+            # Big enough to need several datagrams: the engine cuts payloads to fit.
+            bodies = [bytes([i]) * 500 for i in range(12)]
+            for body in bodies:
+                await a.send("chat", body)
+            got = [await inbox.receive() for _ in bodies]
+            assert sorted(m.body for m in got) == sorted(bodies)
+            assert {m.sender for m in got} == {alice.public_key}
+            await a.send("chat", b"typing", ephemeral=True)
+            ephemeral = await inbox.receive()
+            assert (ephemeral.body, ephemeral.ephemeral) == (b"typing", True)
+            # Bob's acks come back over multicast too (checked at each of Alice's events).
+            async with a.events() as events:
+                while a.status().peers[0].pending:
+                    with trio.move_on_after(0.1):
+                        await events.receive()

@@ -80,6 +80,7 @@ from mvds_node.transports import (
     decode_frame,
     encode_frame,
 )
+from mvds_node.transports._multicast import MulticastTransport
 
 __all__ = [
     "Message",
@@ -291,7 +292,26 @@ class Node:
             allow=self._allowed,
             accept_unknown=config.accept_unknown,
         )
-        self._transports: list[Transport] = [*transports, self._tcp]
+        # UDP multicast: one carrier per group with a secret, when enabled. A member that has
+        # no live TCP connection is reached there, with payloads cut to datagram size.
+        self._multicast: list[tuple[MulticastTransport, frozenset[bytes]]] = []
+        if config.multicast.enabled:
+            mc = config.multicast
+            for g in config.groups:
+                if g.secret is not None:
+                    carrier = MulticastTransport(
+                        identity.public_key,
+                        g.secret,
+                        group=mc.group,
+                        port=mc.port,
+                        interface=mc.interface,
+                    )
+                    self._multicast.append((carrier, frozenset(g.members)))
+        self._transports: list[Transport] = [
+            *transports,
+            self._tcp,
+            *(carrier for carrier, _ in self._multicast),
+        ]
         send, receive = trio.open_memory_channel[tuple[Transport, bytes, bytes] | None](_INBOX_SIZE)
         self._inbox = _Inbox(send, receive)
         self._messages: list[_Subscriber] = []
@@ -488,9 +508,20 @@ class Node:
             if transport is self._tcp:
                 if peer in self._tcp.connected_peers():
                     return transport
+            elif isinstance(transport, MulticastTransport):
+                if any(c is transport and peer in members for c, members in self._multicast):
+                    return transport
             elif _reaches(transport, peer):
                 return transport
         return self._tcp
+
+    def _datagram_cap(self, peer: bytes, *, on_tcp: bool) -> None:
+        """Cut the engine's payloads for ``peer`` to datagram size while multicast carries it."""
+        carriers = [c for c, members in self._multicast if peer in members]
+        if on_tcp or not carriers:
+            self._engine.set_peer_max_payload(peer, None)
+        else:
+            self._engine.set_peer_max_payload(peer, carriers[0].max_payload - HEADER_SIZE)
 
     # ----------------------------------------------------------------- subscriptions
 
@@ -595,6 +626,10 @@ class Node:
             else:
                 await nursery.start(self._tcp.serve_listeners, [])
             self._dial_static_peers()
+            for carrier, members in self._multicast:
+                await carrier.open()
+                for peer in members:
+                    self._datagram_cap(peer, on_tcp=False)
             for transport in self._transports:
                 nursery.start_soon(self._receive_task, transport)
                 events = getattr(transport, "events", None)
@@ -620,6 +655,7 @@ class Node:
                 self._connected[event.peer] = event.address
                 # Retransmission waits for the carrier's latency (TCP acks arrive within it).
                 self._engine.set_peer_latency(event.peer, self._tcp.max_latency)
+                self._datagram_cap(event.peer, on_tcp=True)
                 self._engine.reset_peer(event.peer, now=trio.current_time())
                 self._emit(PeerConnected(event.peer, event.address))
                 self._wake()
@@ -627,6 +663,7 @@ class Node:
                     await self._tcp.send(event.peer, encode_frame(Hello()))
             elif isinstance(event, PeerDown):
                 self._connected.pop(event.peer, None)
+                self._datagram_cap(event.peer, on_tcp=False)
                 self._emit(PeerDisconnected(event.peer, event.address, event.reason))
             elif isinstance(event, InputRejected):
                 self._refused += 1
@@ -666,8 +703,11 @@ class Node:
             now=now, max_payload_bytes=self._max_payload
         ):
             transport = self._route(peer)
+            frame = encode_frame(SyncFrame(payload))
+            if len(frame) > transport.max_payload:
+                continue  # one message too big for a datagram: it waits for a TCP connection
             with contextlib.suppress(TransportError):  # the engine retransmits
-                await transport.send(peer, encode_frame(SyncFrame(payload)))
+                await transport.send(peer, frame)
 
     async def _drain_events(self) -> None:
         engine = self._engine

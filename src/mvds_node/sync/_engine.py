@@ -154,6 +154,7 @@ class Engine:
         self._ephemeral_out: dict[bytes, deque[bytes]] = {}
         self._seen_ephemeral: dict[bytes, None] = {}
         self._min_gap: dict[bytes, int] = {}
+        self._peer_cap: dict[bytes, int] = {}
         self._wall = 0
         self._stored_epoch = self._epoch0
         self._held_sender: dict[bytes, bytes] = {}
@@ -279,6 +280,16 @@ class Engine:
     def groups(self) -> dict[bytes, dict[bytes, Mode]]:
         """A copy of the group table: group ID -> {peer -> mode}."""
         return {g: dict(m) for g, m in self._groups.items()}
+
+    def set_peer_max_payload(self, peer: bytes, nbytes: int | None) -> None:
+        """Cut payloads for ``peer`` to at most ``nbytes`` (a datagram carrier); None: no limit
+        beyond the one passed to :meth:`payloads_to_send`. A single message larger than this
+        still goes out alone in one payload, which such a carrier cannot take: the driver
+        routes it over another carrier."""
+        if nbytes is None:
+            self._peer_cap.pop(peer, None)
+        else:
+            self._peer_cap[peer] = max(ID_RECORD_SIZE, nbytes)
 
     def set_peer_latency(self, peer: bytes, seconds: float) -> None:
         """Declare how long the carrier to ``peer`` may take to deliver a payload.
@@ -941,7 +952,8 @@ class Engine:
             stats.offers_sent += len(o.offers)
             stats.requests_sent += len(o.requests)
             stats.messages_sent += len(o.messages)
-            for data in _split(o, cap):
+            peer_cap = self._peer_cap.get(peer)
+            for data in _split(o, cap if peer_cap is None else min(cap, peer_cap)):
                 stats.payloads_sent += 1
                 stats.bytes_sent += len(data)
                 result.append((peer, data))

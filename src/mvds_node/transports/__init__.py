@@ -1,10 +1,12 @@
 """Transports: the ``Transport`` protocol, packet framing, Noise sessions, and the carriers.
 
 Packets travel as frames (``_framing``: an 8-byte header, then a SYNC, NOSYNC or CONTROL body)
-over a carrier that implements :class:`Transport`: in memory (:class:`MemoryHub`) or Noise XX over
-TCP (:class:`TcpTransport`). :class:`NoiseStream` is the encrypted ``trio.abc.Stream`` under TCP,
-and :func:`seal_to`/:func:`open_sealed` serve carriers that cannot run a handshake. The wire
-format is documented byte by byte in ``docs/wire.md``.
+over a carrier that implements :class:`Transport`: in memory (:class:`MemoryHub`), Noise XX over
+TCP (:class:`TcpTransport`), or UDP multicast sealed with a group key
+(:class:`MulticastTransport`). Bundle files (:func:`write_bundle`, :func:`open_bundle`) carry
+payloads by hand. :class:`NoiseStream` is the encrypted ``trio.abc.Stream`` under TCP, and
+:func:`seal_to`/:func:`open_sealed` serve carriers that cannot run a handshake. The wire format
+is documented byte by byte in ``docs/wire.md``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ from mvds_node.transports._base import PeerDown as PeerDown
 from mvds_node.transports._base import PeerUp as PeerUp
 from mvds_node.transports._base import Transport as Transport
 from mvds_node.transports._base import TransportEvent as TransportEvent
+from mvds_node.transports._file import BundleError as BundleError
+from mvds_node.transports._file import BundleHeader as BundleHeader
+from mvds_node.transports._file import open_bundle as open_bundle
+from mvds_node.transports._file import write_bundle as write_bundle
 from mvds_node.transports._framing import AVAILABLE_ALWAYS as AVAILABLE_ALWAYS
 from mvds_node.transports._framing import AVAILABLE_UNKNOWN as AVAILABLE_UNKNOWN
 from mvds_node.transports._framing import DEFAULT_LIMITS as DEFAULT_LIMITS
@@ -42,6 +48,8 @@ from mvds_node.transports._memory import MemoryHub as MemoryHub
 from mvds_node.transports._memory import MemoryHubStatistics as MemoryHubStatistics
 from mvds_node.transports._memory import MemoryTransport as MemoryTransport
 from mvds_node.transports._memory import memory_transport_pair as memory_transport_pair
+from mvds_node.transports._multicast import BROADCAST as BROADCAST
+from mvds_node.transports._multicast import MulticastTransport as MulticastTransport
 from mvds_node.transports._noise import MAX_PLAINTEXT as MAX_PLAINTEXT
 from mvds_node.transports._noise import PROLOGUE as PROLOGUE
 from mvds_node.transports._noise import PROTOCOL_NAME as PROTOCOL_NAME
@@ -62,34 +70,37 @@ from mvds_node.transports._tcp import TcpTransport as TcpTransport
 __all__ = [
     "AVAILABLE_ALWAYS",
     "AVAILABLE_UNKNOWN",
-    "DEFAULT_LIMITS",
-    "HEADER_SIZE",
-    "MAGIC",
-    "MAX_PLAINTEXT",
-    "PROLOGUE",
-    "PROTOCOL_NAME",
-    "WIRE_VERSION",
+    "BROADCAST",
+    "BundleError",
+    "BundleHeader",
     "Capability",
     "ControlKind",
+    "DEFAULT_LIMITS",
     "DialFailed",
     "Frame",
     "FrameDecoder",
     "FrameError",
     "FrameErrorReason",
     "FrameLimits",
+    "HEADER_SIZE",
     "Hello",
     "InputRejected",
     "Keypair",
+    "MAGIC",
+    "MAX_PLAINTEXT",
     "MemoryHub",
     "MemoryHubStatistics",
     "MemoryTransport",
     "Mode",
+    "MulticastTransport",
     "NoSyncFrame",
     "NoiseError",
     "NoiseHandshake",
     "NoiseSession",
     "NoiseStream",
     "OpenStream",
+    "PROLOGUE",
+    "PROTOCOL_NAME",
     "PacketDropped",
     "PeerDown",
     "PeerRefused",
@@ -102,11 +113,14 @@ __all__ = [
     "TcpTransport",
     "Transport",
     "TransportEvent",
-    "Unsealed",
     "UnknownControl",
+    "Unsealed",
+    "WIRE_VERSION",
     "decode_frame",
     "encode_frame",
     "memory_transport_pair",
+    "open_bundle",
     "open_sealed",
     "seal_to",
+    "write_bundle",
 ]
