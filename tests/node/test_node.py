@@ -9,6 +9,7 @@ import trio
 from mvds_node.errors import ConfigError
 from mvds_node.node import (
     Acked,
+    DiscoveryConfig,
     GroupConfig,
     Identity,
     MulticastConfig,
@@ -167,3 +168,23 @@ async def test_nodes_sync_over_multicast_without_tcp(tmp_path: Path) -> None:
                 while a.status().peers[0].pending:
                     with trio.move_on_after(0.1):
                         await events.receive()
+
+
+async def test_nodes_find_each_other_by_mdns_and_sync(tmp_path: Path) -> None:
+    alice, bob = Identity.generate(), Identity.generate()
+
+    def mdns(cfg: NodeConfig) -> NodeConfig:
+        return replace(cfg, discovery=DiscoveryConfig(enabled=True, interfaces=("127.0.0.1",)))
+
+    with trio.fail_after(40):
+        async with (
+            open_node(
+                mdns(config_for(tmp_path, "alice", alice, {"bob": bob})), identity=alice
+            ) as a,
+            open_node(mdns(config_for(tmp_path, "bob", bob, {"alice": alice})), identity=bob) as b,
+            b.messages() as inbox,
+        ):
+            # No addresses configured anywhere: only mDNS can bring them together.
+            await a.send("chat", b"found you")
+            message = await inbox.receive()
+            assert (message.body, message.sender) == (b"found you", alice.public_key)

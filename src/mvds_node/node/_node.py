@@ -48,7 +48,14 @@ import trio
 
 from mvds_node.errors import TransportClosed, TransportError
 from mvds_node.node._bundles import ExportResult, ImportResult, export_bundle, import_bundle
-from mvds_node.node._config import GroupConfig, NodeConfig, PeerConfig, save_config
+from mvds_node.node._config import (
+    GroupConfig,
+    NodeConfig,
+    PeerConfig,
+    parse_address,
+    save_config,
+)
+from mvds_node.node._discovery import Discovery, PeerDiscovered
 from mvds_node.node._identity import Identity, load_identity
 from mvds_node.sync import (
     Engine,
@@ -636,7 +643,27 @@ class Node:
                 if events is not None:
                     nursery.start_soon(self._transport_events_task, events)
             nursery.start_soon(self._engine_loop)
+            if self.config.discovery.enabled and self._listening:
+                port = parse_address(self._listening[0])[1]
+                discovery = Discovery(
+                    self.identity.public_key,
+                    port,
+                    [g.id for g in self.config.groups],
+                    interfaces=self.config.discovery.interfaces,
+                )
+                await nursery.start(discovery.run)
+                nursery.start_soon(self._dial_discovered, discovery)
             task_status.started()
+
+    async def _dial_discovered(self, discovery: Discovery) -> None:
+        """Dial peers that LAN discovery finds, if the configuration knows their keys."""
+        async for event in discovery.events:
+            if (
+                isinstance(event, PeerDiscovered)
+                and self._allowed(event.key)
+                and event.key not in self._tcp.connected_peers()
+            ):
+                self._tcp.dial(event.key, event.addresses[0], event.port)
 
     async def _receive_task(self, transport: Transport) -> None:
         send = self._inbox.send
