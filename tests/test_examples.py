@@ -55,7 +55,7 @@ async def test_lan_chat_between_two_terminals(tmp_path: Path) -> None:
                         "run",
                         "--chat",
                         "chat",
-                    ],  # fmt: skip
+                    ],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                 )
