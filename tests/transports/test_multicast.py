@@ -6,13 +6,14 @@ import os
 import random
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import trio
 
 from mvds_node.errors import LocalProtocolError, TransportClosed
 from mvds_node.transports import InputRejected, Keypair
-from mvds_node.transports._multicast import BROADCAST, MulticastTransport
+from mvds_node.transports._multicast import BROADCAST, MulticastTransport, _session_key
 
 KEY = os.urandom(32)
 GROUP = "239.255.77.78"
@@ -147,3 +148,16 @@ async def test_close_wakes_a_blocked_receiver(members: list[MulticastTransport])
             nursery.start_soon(wait)
             await trio.testing.wait_all_tasks_blocked()
             await t.aclose()
+
+
+def test_documented_header_matches() -> None:
+    """The example in docs/wire.md section 4 is what the code writes."""
+    text = (Path(__file__).parents[2] / "docs" / "wire.md").read_text()
+    block = text.split("```multicast-header\n", 1)[1].split("```", 1)[0]
+    documented = bytes.fromhex("".join(line.split("#", 1)[0] for line in block.splitlines()))
+    t = MulticastTransport(b"\x01" * 32, b"\x03" * 32)
+    t._session = b"\x02" * 8
+    t._aead = _session_key(b"\x03" * 32, b"\x01" * 32, t._session)
+    datagram = t.seal(BROADCAST, b"")
+    assert datagram[:93] == documented
+    assert len(datagram) == 93 + 16

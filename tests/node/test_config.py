@@ -1,0 +1,70 @@
+"""Configuration: strict parsing, round trips, and the documentation of every default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mvds_node.errors import ConfigError
+from mvds_node.node import (
+    GroupConfig,
+    NodeConfig,
+    PeerConfig,
+    group_id_for,
+    load_config,
+    render_config,
+    save_config,
+)
+from mvds_node.sync import Mode
+
+DOC = Path(__file__).parents[2] / "docs" / "configuration.md"
+
+
+def test_docs_show_the_defaults_the_code_writes() -> None:
+    rendered = render_config(NodeConfig(data_dir=Path(".")))
+    assert rendered in DOC.read_text()
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    bob = PeerConfig(b"\x02" * 32, "bob", ("192.0.2.7", 7700))
+    config = NodeConfig(
+        data_dir=tmp_path,
+        name="alice",
+        listen=None,
+        peers=(bob, PeerConfig(b"\x03" * 32)),
+        groups=(
+            GroupConfig("chat", group_id_for("chat"), (bob.key,), Mode.INTERACTIVE, b"\x09" * 32),
+            GroupConfig("ops", b"\x07" * 32, (b"\x03" * 32,)),
+        ),
+        epoch_seconds=0.25,
+    )
+    save_config(config)
+    assert load_config(tmp_path) == config
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[node]\nlisten = 7\n", "listen must be a string"),
+        ("[node]\nlisen = '1.2.3.4:5'\n", "unknown setting 'lisen'"),
+        ("[sync]\nepoch_seconds = 0\n", "epoch_seconds must be in"),
+        ("[sync]\ndelivery = 'sometimes'\n", "delivery must be one of"),
+        ("[multicast]\ngroup = '10.0.0.1'\n", "not a multicast address"),
+        ("[discovery]\ninterfaces = ['eth0']\n", "not an IP address"),
+        ("[[peers]]\nkey = 'abcd'\n", "must be 32 bytes"),
+        ("[[groups]]\nmode = 'batch'\n", "name is required"),
+        ("[[groups]]\nname = 'x'\nmembers = ['nobody']\n", "member 'nobody'"),
+        ("not toml at all [", "not valid TOML"),
+    ],
+)
+def test_bad_settings_are_named(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / "config.toml").write_text(text)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(tmp_path)
+    assert str(tmp_path / "config.toml") in str(info.value)
+
+
+def test_missing_config_says_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="mvds-node init"):
+        load_config(tmp_path / "nowhere")
