@@ -102,6 +102,8 @@ _INBOX_SIZE: Final = 256
 carriers wait, which pushes back on the senders instead of growing our memory."""
 _INBOX_BATCH: Final = 256
 """Packets the loop takes in one go before draining output, so acks go out promptly under load."""
+RELIABLE_RETRANSMIT_SECONDS: Final = 30.0
+"""Retransmission gap (halved) for peers on a live TCP connection; see the PeerUp handling."""
 _SUBSCRIBER_BUFFER: Final = 1024
 """Messages or events waiting for one subscriber."""
 _CONTROL_LINE_MAX: Final = 8 * 1024 * 1024 + 4096
@@ -324,6 +326,7 @@ class Node:
         self._messages: list[_Subscriber] = []
         self._events: list[_Subscriber] = []
         self._connected: dict[bytes, str] = {}
+        self._congested: dict[bytes, int] = {}
         self._available_until: dict[bytes, int] = {}
         self._listening: tuple[str, ...] = ()
         self._refused = 0
@@ -581,7 +584,10 @@ class Node:
     async def _deliver(self, message: Message) -> None:
         for sub in list(self._messages):
             with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
-                await sub.send.send(message)
+                try:
+                    sub.send.send_nowait(message)  # the common case: room in the buffer
+                except trio.WouldBlock:
+                    await sub.send.send(message)  # a slow reader: wait for it
         self._emit(Delivered(message))
 
     # ----------------------------------------------------------------- status
@@ -680,8 +686,10 @@ class Node:
         async for event in events:
             if isinstance(event, PeerUp):
                 self._connected[event.peer] = event.address
-                # Retransmission waits for the carrier's latency (TCP acks arrive within it).
-                self._engine.set_peer_latency(event.peer, self._tcp.max_latency)
+                # TCP loses nothing while the connection lives, and a new connection re-arms
+                # everything (reset_peer below): retransmitting sooner would only resend what a
+                # busy peer has not acknowledged yet.
+                self._engine.set_peer_latency(event.peer, RELIABLE_RETRANSMIT_SECONDS)
                 self._datagram_cap(event.peer, on_tcp=True)
                 self._engine.reset_peer(event.peer, now=trio.current_time())
                 self._emit(PeerConnected(event.peer, event.address))
@@ -732,7 +740,22 @@ class Node:
             transport = self._route(peer)
             frame = encode_frame(SyncFrame(payload))
             if len(frame) > transport.max_payload:
-                continue  # one message too big for a datagram: it waits for a TCP connection
+                # One message too big for a datagram: it waits for a TCP connection.
+                self._engine.payload_not_sent(peer, payload, now=now)
+                continue
+            if transport is self._tcp and peer in self._connected:
+                # A live connection whose queue is full: the peer is busy, not gone. Hand the
+                # records back to the engine, retried after 1, 2, 4 ... 64 epochs while the
+                # congestion lasts, instead of a retransmission gap or a stalled loop.
+                if self._tcp.offer(peer, frame):
+                    self._congested.pop(peer, None)
+                else:
+                    n = self._congested[peer] = self._congested.get(peer, 0) + 1
+                    self._engine.payload_not_sent(
+                        peer, payload, now=now, retry_in_epochs=min(64, 2 ** (n - 1))
+                    )
+                await trio.lowlevel.checkpoint()
+                continue
             with contextlib.suppress(TransportError):  # the engine retransmits
                 await transport.send(peer, frame)
 

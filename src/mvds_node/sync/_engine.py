@@ -485,6 +485,44 @@ class Engine:
                 for mid in acks:
                     queue.pop(mid, None)
 
+    def payload_not_sent(
+        self, peer: bytes, payload: bytes, *, now: float, retry_in_epochs: int = 1
+    ) -> None:
+        """The carrier could not take ``payload`` (from :meth:`payloads_to_send`) for ``peer``.
+
+        Its records are due again ``retry_in_epochs`` epochs from now, their transmission
+        uncounted, and its ACKs go back to the queue: nothing waits out a retransmission gap for
+        a packet that never left. (A driver backs off ``retry_in_epochs`` while the carrier stays
+        congested.) Call ``payloads_to_send`` at the next deadline.
+        """
+        epoch = self._advance(now)
+        stats = self.statistics
+        stats.payloads_sent -= 1
+        stats.bytes_sent -= len(payload)
+        decoded = decode_payload(payload, self._limits)
+        store = self._store
+        updates = []
+        for mid in [*decoded.offers, *decoded.requests, *(m.id for m in decoded.messages)]:
+            r = store.get_record(mid, peer)
+            if r is None:
+                continue
+            r.send_count = max(0, r.send_count - 1)
+            r.send_epoch = epoch + max(1, retry_in_epochs)
+            updates.append(r)
+        if updates:
+            with store.transaction():
+                store.put_records(updates)
+            self._schedule(epoch + max(1, retry_in_epochs))
+        if decoded.acks:
+            queue = self._ack_queue(peer)
+            for mid in decoded.acks:
+                queue[mid] = None
+        for m in decoded.messages:
+            if m.ephemeral:
+                self._ephemeral_out.setdefault(
+                    peer, deque(maxlen=self._limits.max_ephemeral_queue)
+                ).append(m.wire)
+
     def reset_peer(self, peer: bytes, *, now: float) -> int:
         """Re-arm every record for ``peer``: the application learned that it is back online.
 
@@ -579,7 +617,7 @@ class Engine:
             if decoded.requests:
                 self._on_requests(peer, decoded.requests, puts, dropped)
             if decoded.offers:
-                self._on_offers(peer, decoded.offers, puts, deletes)
+                self._on_offers(peer, decoded.offers, puts, deletes, decoded.messages)
             if decoded.messages:
                 self._on_messages(peer, decoded.messages, puts, deletes, dropped)
             if deletes:
@@ -592,7 +630,9 @@ class Engine:
     def _on_acks(self, peer: bytes, acks: list[bytes], deletes: list[tuple[bytes, bytes]]) -> None:
         get = self._store.get_record
         push = self._push
-        for mid in acks:
+        # An ID acknowledged twice in one payload (the Go code appends one ACK per copy received)
+        # is one acknowledgement: one MessageAcked.
+        for mid in dict.fromkeys(acks):
             r = get(mid, peer)
             if r is None:
                 continue
@@ -619,7 +659,8 @@ class Engine:
                 )
                 continue
             r = store.get_record(mid, peer)
-            if r is None:
+            if r is None or r.type is _REQUEST:
+                # A REQUEST of ours is stale: we came to hold the message by our own send.
                 r = Record(mid, peer, _NONE, m.group_id)
             r.type = TRANSITIONS[(r.type, Input.GOT_REQUEST)]
             r.send_epoch = due  # asked explicitly: answer in the next payload
@@ -633,14 +674,23 @@ class Engine:
         offers: list[bytes],
         puts: list[Record],
         deletes: list[tuple[bytes, bytes]],
+        messages: list[DecodedMessage],
     ) -> None:
         store = self._store
         due = self._first_due(peer)
         acks = None
+        # A message in the same payload answers its own offer (the Go code sends both): asking
+        # for it would leave a REQUEST for a message we then hold.
+        arriving = {m.id for m in messages}
         for mid in offers:
+            if mid in arriving:
+                continue
             r = store.get_record(mid, peer)
             current = _NONE if r is None else r.type
             if store.has_message(mid):
+                if current is _REQUEST:
+                    # Stale: we came to hold the message by our own send; stop asking.
+                    current = TRANSITIONS[(current, Input.GOT_MESSAGE_ELSEWHERE)]
                 if TRANSITIONS[(current, Input.GOT_OFFER_HELD)] is _NONE and r is not None:
                     deletes.append((mid, peer))
                 if self._cfg.ack_offers_we_have:

@@ -652,6 +652,17 @@ class TcpTransport:
             LocalProtocolError: ``packet`` is larger than :attr:`max_payload` or not one frame.
         """
         await trio.lowlevel.checkpoint()
+        self.offer(peer, packet)
+
+    def offer(self, peer: bytes, packet: bytes) -> bool:
+        """:meth:`send` without the checkpoint: True if queued, False if dropped (and reported).
+
+        For a driver that wants to know at once, to tell its sync engine what did not go out.
+
+        Raises:
+            TransportClosed: we closed the transport.
+            LocalProtocolError: ``packet`` is larger than :attr:`max_payload` or not one frame.
+        """
         if self._closed:
             raise TransportClosed("transport was closed")
         if len(packet) > self.max_payload:
@@ -663,11 +674,13 @@ class TcpTransport:
         state = self._peers.get(peer)
         if state is None:
             self._drop(peer, "no-route")
-            return
+            return False
         try:
             state.queue_send.send_nowait(bytes(packet))
         except trio.WouldBlock:
             self._drop(peer, "queue-full")
+            return False
+        return True
 
     def _drop(self, peer: bytes, reason: str) -> None:
         self._packets_dropped += 1
