@@ -173,6 +173,8 @@ class Engine:
         self._waiting: dict[bytes, list[bytes]] = {}
         self._restore_held()
         self._next_due: int | None = store.min_due_epoch()
+        # IDs we have REQUEST records for (a superset: stale entries only cost a lookup).
+        self._requested: set[bytes] = set(store.request_ids())
 
     # ------------------------------------------------------------------ clock
 
@@ -624,18 +626,19 @@ class Engine:
                 store.delete_records(deletes)
             if puts:
                 store.put_records(puts)
+                requested = self._requested
+                for r in puts:
+                    if r.type is _REQUEST:
+                        requested.add(r.message_id)
         for reason, n in dropped.items():
             self._reject(peer, reason, n, whole=False)
 
     def _on_acks(self, peer: bytes, acks: list[bytes], deletes: list[tuple[bytes, bytes]]) -> None:
-        get = self._store.get_record
         push = self._push
         # An ID acknowledged twice in one payload (the Go code appends one ACK per copy received)
-        # is one acknowledgement: one MessageAcked.
-        for mid in dict.fromkeys(acks):
-            r = get(mid, peer)
-            if r is None:
-                continue
+        # is one acknowledgement: one MessageAcked. One lookup for the lot.
+        found = self._store.get_records(list(dict.fromkeys(acks)), peer)
+        for mid, r in found.items():
             if TRANSITIONS[(r.type, Input.GOT_ACK)] is _NONE:
                 deletes.append((mid, peer))
                 push(MessageAcked(mid, peer))
@@ -729,6 +732,10 @@ class Engine:
         wall = self._wall
         # A parent that comes later in this same payload is not missing: no REQUEST for it.
         arriving = {m.id for m in messages} if len(messages) > 1 else ()
+        requested = self._requested
+        # Parents named by earlier messages of this payload that were not stored then: when one
+        # of them arrives, it already has a child (no query needed to know it).
+        referenced: set[bytes] = set()
         for m in messages:
             mid = m.id
             members = groups.get(m.group_id)
@@ -744,22 +751,16 @@ class Engine:
             if m.ephemeral:
                 self._on_ephemeral(peer, m)
                 continue
-            # Whatever happens next, the peer has the message and we no longer ask anyone for it.
-            # Peers we were asking offered it to us, so they have it too: no relay to them.
-            has_it = {peer}
-            for r in store.records_for_message(mid):
-                if r.type is _REQUEST:
-                    has_it.add(r.peer)
-                step = (
-                    Input.GOT_MESSAGE_FROM_PEER if r.peer == peer else Input.GOT_MESSAGE_ELSEWHERE
-                )
-                if TRANSITIONS[(r.type, step)] is _NONE:
-                    deletes.append(r.key)
             if len(acks) >= ack_cap:
                 del acks[next(iter(acks))]
             acks[mid] = None
+            # Records about a message we did not hold can only be our REQUESTs for it, and
+            # ``_requested`` knows those: a new message costs no record lookup.
+            was_requested = mid in requested
             if m.expires_at and m.expires_at <= wall:
-                continue  # already expired here: acknowledge, never store or deliver
+                if was_requested:  # already expired here: stop asking, never store it
+                    self._clear_records(peer, mid, deletes, set())
+                continue
             frontier = self._frontier[m.group_id]
             held: list[bytes] = []
             if consistent:
@@ -777,7 +778,13 @@ class Engine:
                 )
             ):
                 stats.duplicates_received += 1
+                # The peer has it: stop offering or sending it there; stop asking for it.
+                self._clear_records(peer, mid, deletes, set())
                 continue
+            # Peers we were asking offered it to us, so they have it too: no relay to them.
+            has_it = {peer}
+            if was_requested:
+                self._clear_records(peer, mid, deletes, has_it)
             # Relay to the group's other members.
             if relay is not RelayPolicy.NONE:
                 for q, mode in members.items():
@@ -794,7 +801,10 @@ class Engine:
             # Ask the peer that referenced them for parents we lack, at any depth: each parent
             # that arrives is checked in turn.
             for p in m.parents:
-                if p in frontier or p in arriving:
+                if p in frontier:
+                    continue
+                referenced.add(p)
+                if p in arriving:
                     continue
                 if not store.has_message(p) and store.get_record(p, peer) is None:
                     due = self._first_due(peer)
@@ -808,8 +818,28 @@ class Engine:
                     self._waiting.setdefault(p, []).append(mid)
             else:
                 self._deliver(
-                    mid, m.group_id, m.timestamp, m.body, m.parents, peer, m.expires_at, False
+                    mid,
+                    m.group_id,
+                    m.timestamp,
+                    m.body,
+                    m.parents,
+                    peer,
+                    m.expires_at,
+                    False,
+                    maybe_parent=was_requested or mid in referenced,
                 )
+
+    def _clear_records(
+        self, peer: bytes, mid: bytes, deletes: list[tuple[bytes, bytes]], has_it: set[bytes]
+    ) -> None:
+        """``peer`` sent us ``mid``: drop the records that this ends, note who has it."""
+        for r in self._store.records_for_message(mid):
+            if r.type is _REQUEST:
+                has_it.add(r.peer)
+            step = Input.GOT_MESSAGE_FROM_PEER if r.peer == peer else Input.GOT_MESSAGE_ELSEWHERE
+            if TRANSITIONS[(r.type, step)] is _NONE:
+                deletes.append(r.key)
+        self._requested.discard(mid)
 
     def _on_ephemeral(self, peer: bytes, m: DecodedMessage) -> None:
         seen = self._seen_ephemeral
@@ -834,9 +864,16 @@ class Engine:
         sender: bytes,
         expires_at: int,
         was_held: bool,
+        *,
+        maybe_parent: bool = True,
     ) -> None:
-        """Hand a message to the app, then every held message that was waiting only for it."""
+        """Hand a message to the app, then every held message that was waiting only for it.
+
+        ``maybe_parent=False`` says no stored message can name this one as a parent yet (it
+        was neither requested nor named earlier in its payload), which saves a query.
+        """
         stack = [(mid, group_id, timestamp, body, parents, sender, expires_at, was_held)]
+        first = True
         store = self._store
         while stack:
             mid, group_id, timestamp, body, parents, sender, expires_at, was_held = stack.pop()
@@ -846,8 +883,10 @@ class Engine:
             if frontier is not None:
                 for p in parents:
                     frontier.pop(p, None)
-                if not expires_at and not store.is_parent(mid):
+                check = maybe_parent or not first
+                if not expires_at and not (check and store.is_parent(mid)):
                     frontier[mid] = None
+            first = False
             self.statistics.messages_delivered += 1
             self._push(
                 MessageDelivered(mid, group_id, timestamp, body, parents, False, sender, expires_at)
@@ -1003,7 +1042,8 @@ class Engine:
             stats.requests_sent += len(o.requests)
             stats.messages_sent += len(o.messages)
             peer_cap = self._peer_cap.get(peer)
-            for data in _split(o, cap if peer_cap is None else min(cap, peer_cap)):
+            peer_bytes = cap if peer_cap is None else min(cap, peer_cap)
+            for data in _split(o, peer_bytes, self._limits.max_records_per_payload):
                 stats.payloads_sent += 1
                 stats.bytes_sent += len(data)
                 result.append((peer, data))
@@ -1083,15 +1123,18 @@ class Engine:
         return used, cut
 
 
-def _split(o: _Outgoing, cap: int) -> Iterable[bytes]:
-    """Encode one peer's records as payloads of at most ``cap`` bytes (one if they fit)."""
+def _split(o: _Outgoing, cap: int, max_records: int) -> Iterable[bytes]:
+    """Encode one peer's records as payloads of at most ``cap`` bytes and ``max_records`` records
+    (one payload if they fit): a peer with our limits refuses a payload over either whole."""
     total = ID_RECORD_SIZE * (len(o.acks) + len(o.offers) + len(o.requests)) + sum(
         payload_overhead(len(m)) for m in o.messages
     )
-    if total <= cap:
+    count = len(o.acks) + len(o.offers) + len(o.requests) + len(o.messages)
+    max_records = max(1, max_records)
+    if total <= cap and count <= max_records:
         yield encode_payload(o.acks, o.offers, o.requests, o.messages)
         return
-    per_ids = max(1, cap // ID_RECORD_SIZE)
+    per_ids = min(max(1, cap // ID_RECORD_SIZE), max_records)
     for ids_kind in ("acks", "offers", "requests"):
         ids: list[bytes] = getattr(o, ids_kind)
         for i in range(0, len(ids), per_ids):
@@ -1101,7 +1144,7 @@ def _split(o: _Outgoing, cap: int) -> Iterable[bytes]:
     size = 0
     for m in o.messages:
         n = payload_overhead(len(m))
-        if batch and size + n > cap:
+        if batch and (size + n > cap or len(batch) >= max_records):
             yield encode_payload(messages=batch)
             batch, size = [], 0
         batch.append(m)

@@ -132,6 +132,12 @@ _GET_WIRES: Final = {
     n: f"SELECT id, wire FROM messages WHERE id IN ({', '.join('?' * n)})"
     for n in (2, 4, 8, 16, 32, 64)
 }
+_GET_PEER_RECORDS: Final = {
+    n: "SELECT message_id, type, group_id, send_count, send_epoch, first_epoch, parked "
+    f"FROM records WHERE peer = ? AND message_id IN "
+    f"({', '.join('?' * n)})"
+    for n in (2, 4, 8, 16, 32, 64)
+}
 _FIND_MESSAGE: Final = "SELECT rowid, parents FROM messages WHERE id = ?"
 _DELETE_MESSAGE: Final = "DELETE FROM messages WHERE rowid = ?"
 _DELETE_PARENT: Final = "DELETE FROM parents WHERE parent = ? AND child = ?"
@@ -143,6 +149,7 @@ _FRONTIER: Final = (
     "SELECT id FROM messages AS m WHERE group_id = ? AND delivered = 1 AND expires_at = 0 "
     "AND NOT EXISTS (SELECT 1 FROM parents WHERE parent = m.id) ORDER BY id"
 )
+_REQUEST_IDS: Final = "SELECT DISTINCT message_id FROM records WHERE type = 1"
 _RECENT_IDS: Final = (
     "SELECT id FROM messages WHERE group_id = ? AND delivered = 1 AND expires_at = 0 "
     "ORDER BY rowid DESC LIMIT ?"
@@ -578,6 +585,13 @@ class SQLiteStore:
         except sqlite3.Error as e:
             raise self._error(e) from e
 
+    def request_ids(self) -> list[bytes]:
+        """IDs with REQUEST records (one scan of the records; the engine asks at start-up)."""
+        try:
+            return [r[0] for r in self._cur.execute(_REQUEST_IDS).fetchall()]
+        except sqlite3.Error as e:
+            raise self._error(e) from e
+
     def recent_ids(self, group_id: bytes, limit: int) -> list[bytes]:
         """IDs of up to ``limit`` delivered, non-expiring messages of the group, newest first."""
         try:
@@ -673,6 +687,34 @@ class SQLiteStore:
             return Record(message_id, peer, _TYPES[kind], group, count, due, first, parked != 0)
         except KeyError as err:
             raise _unknown_type(err) from None
+
+    def get_records(self, message_ids: Iterable[bytes], peer: bytes) -> dict[bytes, Record]:
+        """The records for ``peer`` about each of ``message_ids`` that has one."""
+        ids = message_ids if isinstance(message_ids, list) else list(message_ids)
+        out: dict[bytes, Record] = {}
+        if len(ids) == 1:
+            r = self.get_record(ids[0], peer)
+            if r is not None:
+                out[ids[0]] = r
+            return out
+        self._check_open()
+        types = _TYPES
+        try:
+            for start in range(0, len(ids), _WIRES_CHUNK):
+                chunk = ids[start : start + _WIRES_CHUNK]
+                n = len(chunk)
+                size = 1 << (n - 1).bit_length() if n > 1 else 2
+                if size != n:  # repeat the last ID: duplicates in IN (...) are harmless
+                    chunk = chunk + [chunk[-1]] * (size - n)
+                for m, kind, group, count, due, first, parked in self._cur.execute(
+                    _GET_PEER_RECORDS[size], [peer, *chunk]
+                ).fetchall():
+                    out[m] = Record(m, peer, types[kind], group, count, due, first, parked != 0)
+        except sqlite3.Error as e:
+            raise self._error(e) from e
+        except KeyError as err:
+            raise _unknown_type(err) from None
+        return out
 
     def records_for_message(self, message_id: bytes) -> list[Record]:
         try:

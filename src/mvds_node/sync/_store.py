@@ -108,6 +108,10 @@ class Store(Protocol):
         """IDs of up to ``limit`` of the group's delivered messages, newest stored first."""
         ...
 
+    def request_ids(self) -> list[bytes]:
+        """IDs of the messages we have REQUEST records for (read once, at start-up)."""
+        ...
+
     def next_expiry(self) -> int | None: ...
     def message_count(self) -> int: ...
 
@@ -125,6 +129,10 @@ class Store(Protocol):
     def get_record(self, message_id: bytes, peer: bytes) -> Record | None: ...
     def records_for_message(self, message_id: bytes) -> list[Record]: ...
     def records_for_peer(self, peer: bytes) -> list[Record]: ...
+    def get_records(self, message_ids: Iterable[bytes], peer: bytes) -> dict[bytes, Record]:
+        """The records for ``peer`` about each of ``message_ids`` that has one."""
+        ...
+
     def put_records(self, records: Iterable[Record]) -> None:
         """Insert or replace records (keyed by message ID and peer)."""
         ...
@@ -235,6 +243,13 @@ class MemoryStore:
             and m.id not in self._parent_refs
         )
 
+    def request_ids(self) -> list[bytes]:
+        return list(
+            dict.fromkeys(
+                r.message_id for r in self._records.values() if r.type is RecordType.REQUEST
+            )
+        )
+
     def recent_ids(self, group_id: bytes, limit: int) -> list[bytes]:
         out: list[bytes] = []
         for m in reversed(self._messages.values()):
@@ -278,6 +293,15 @@ class MemoryStore:
     def records_for_message(self, message_id: bytes) -> list[Record]:
         records = self._records
         return [records[(message_id, p)] for p in self._by_message.get(message_id, ())]
+
+    def get_records(self, message_ids: Iterable[bytes], peer: bytes) -> dict[bytes, Record]:
+        records = self._records
+        out = {}
+        for mid in message_ids:
+            r = records.get((mid, peer))
+            if r is not None:
+                out[mid] = r
+        return out
 
     def records_for_peer(self, peer: bytes) -> list[Record]:
         return [r for r in self._records.values() if r.peer == peer]
