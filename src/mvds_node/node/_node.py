@@ -733,7 +733,20 @@ class Node:
                         break
                     self._handle(item)
 
+    async def _wait_for_congested_peers(self) -> None:
+        """Flow control: while a connected peer's send queue is over half full, give the
+        connection up to one epoch to drain before producing more, so a fast sender does not
+        pile payloads on a slower receiver. Other peers lose at most that one epoch, the pace
+        the engine keeps anyway (one payload per peer per epoch)."""
+        tcp = self._tcp
+        limit = tcp.send_queue_size // 2
+        with trio.move_on_after(self._sync.epoch_seconds):
+            while any(tcp.queued(p) > limit for p in self._connected):
+                await tcp.wait_sent()
+
     async def _flush(self, now: float) -> None:
+        await self._wait_for_congested_peers()
+        now = trio.current_time()
         for peer, payload in self._engine.payloads_to_send(
             now=now, max_payload_bytes=self._max_payload
         ):
@@ -745,15 +758,13 @@ class Node:
                 continue
             if transport is self._tcp and peer in self._connected:
                 # A live connection whose queue is full: the peer is busy, not gone. Hand the
-                # records back to the engine, retried after 1, 2, 4 ... 64 epochs while the
+                # records back to the engine, retried after 1, 2, 3 ... 8 epochs while the
                 # congestion lasts, instead of a retransmission gap or a stalled loop.
                 if self._tcp.offer(peer, frame):
                     self._congested.pop(peer, None)
                 else:
                     n = self._congested[peer] = self._congested.get(peer, 0) + 1
-                    self._engine.payload_not_sent(
-                        peer, payload, now=now, retry_in_epochs=min(64, 2 ** (n - 1))
-                    )
+                    self._engine.payload_not_sent(peer, payload, now=now, retry_in_epochs=min(8, n))
                 await trio.lowlevel.checkpoint()
                 continue
             with contextlib.suppress(TransportError):  # the engine retransmits

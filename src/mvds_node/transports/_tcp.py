@@ -272,6 +272,7 @@ class TcpTransport:
             event_queue_size
         )
         self._peers: dict[bytes, _Peer] = {}
+        self._drained: trio.Event | None = None
         self._nursery: trio.Nursery | None = None
         self._closed = False
         self._handshakes = 0
@@ -311,6 +312,21 @@ class TcpTransport:
             packets_dropped=self._packets_dropped,
             events_dropped=self._events_dropped,
         )
+
+    def queued(self, peer: bytes) -> int:
+        """Packets waiting in ``peer``'s send queue (for a driver's flow control)."""
+        state = self._peers.get(peer)
+        return 0 if state is None else state.queue_send.statistics().current_buffer_used
+
+    @property
+    def send_queue_size(self) -> int:
+        return self._send_queue_size
+
+    async def wait_sent(self) -> None:
+        """Wait until some connection has written a packet from its queue."""
+        if self._drained is None:
+            self._drained = trio.Event()
+        await self._drained.wait()
 
     # --- peers -------------------------------------------------------------------------------
 
@@ -632,6 +648,10 @@ class TcpTransport:
             async for packet in state.queue_receive:
                 await connection.stream.send_all(packet)
                 self._packets_sent += 1
+                drained = self._drained
+                if drained is not None:  # someone waits for a queue to shrink
+                    self._drained = None
+                    drained.set()
             connection.finish("send queue closed")
         except trio.BrokenResourceError as exc:
             connection.finish(f"broken: {exc}")
