@@ -330,6 +330,7 @@ def test_engine_accepts_status_fork_payloads(name: str) -> None:
 # --------------------------------------------------------- our encoders vs generated classes
 
 ID = st.binary(min_size=32, max_size=32)
+G4 = MESSAGES["m04"].group_id
 INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 
 
@@ -401,6 +402,20 @@ def test_hand_encoder_matches_generated_classes(
         assert d.wire == encode_message(
             group, ts, body, parents=parents, ephemeral=ephemeral, expires_at=expires_at
         )
+
+
+def test_length_prefixes_at_varint_boundaries() -> None:
+    # Body and message lengths each cross 127/128 and 16383/16384 somewhere in these ranges.
+    parents = [bytes([7]) * 32]
+    for body_len in [*range(40, 140), *range(16_280, 16_400)]:
+        body = bytes(range(256)) * (body_len // 256) + bytes(body_len % 256)
+        ours = encode_payload(messages=[encode_message(G4, body_len, body, parents=parents)])
+        pb = mvds_pb2.Message(group_id=G4, timestamp=body_len, body=body)
+        pb.metadata.parents.extend(parents)
+        expected = mvds_pb2.Payload(messages=[pb]).SerializeToString(deterministic=True)
+        assert ours == expected, body_len
+        (d,) = decode_payload(ours, Limits()).messages
+        assert d.body == body, body_len
 
 
 @settings(max_examples=200, deadline=None)
