@@ -30,7 +30,12 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 LOCK = ROOT / "requirements" / "lock.txt"
 STAMP = VENV / ".mvds-lock-stamp"
-PROTOS = ["src/mvds_node/sync/proto/mvds.proto"]
+PROTOS = [
+    "src/mvds_node/sync/proto/mvds.proto",
+    "src/mvds_node/remotelog/proto/remotelog.proto",
+    "src/mvds_node/remotelog/proto/cas.proto",
+    "src/mvds_node/remotelog/proto/ns.proto",
+]
 
 
 def _bin(name: str) -> Path:

@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 py=${PYTHON:-python}
 "$py" -m grpc_tools.protoc -Isrc \
   --python_out=src --mypy_out=src \
-  src/mvds_node/sync/proto/mvds.proto
+  src/mvds_node/sync/proto/mvds.proto src/mvds_node/remotelog/proto/*.proto

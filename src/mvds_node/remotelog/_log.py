@@ -1,0 +1,276 @@
+"""Writing and reading a remote log.
+
+:class:`LogWriter` appends a group's messages to its writer's log: the newest ``inline``
+messages ride inside the pages, older ones go to the CAS and are named by address; the head page
+lives in the NS, and when it holds ``page_size`` entries its oldest ones are frozen into a CAS
+page that the new head's ``tail`` points to. Each append costs one NS update, one CAS add per
+frozen page, and one per message stored by address (none when everything is inline). A writer
+that restarts reads its own head back from the NS and goes on from there.
+
+:class:`LogReader` polls a writer's head, checks its signature and that its sequence number
+never goes back, walks pages from the newest until it meets a message it already has, fetches
+the missing bodies (a bounded number at a time), and checks every object against its address
+and every message against its ID before handing the messages over, oldest first.
+
+The three modes of the spec are settings: fully replicated (``inline >= page_size``), pages
+with CAS mapping (``inline = 0``), linked list (``page_size = 1``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import trio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from google.protobuf.message import DecodeError
+
+from mvds_node.remotelog._backend import Backend, BackendError
+from mvds_node.remotelog._format import (
+    LogError,
+    Page,
+    Pair,
+    address_of,
+    log_name,
+    open_head,
+    parse_page,
+    public_key,
+    seal,
+    sign_head,
+    unseal,
+)
+from mvds_node.sync._wire import decode_stored
+
+__all__ = ["LogReader", "LogSettings", "LogWriter", "ReadResult"]
+
+_RECENT = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    page_size: int = 256
+    """Entries per page."""
+    inline: int = 64
+    """How many of the newest messages carry their bytes inside the page (the rest by CAS
+    address). ``inline >= page_size`` is a fully replicated log; 0 maps everything to the CAS."""
+    max_pages_per_poll: int = 10_000
+    """A reader walks at most this many pages in one poll (a hostile helper cannot loop it)."""
+    fetch_concurrency: int = 16
+    """CAS fetches in flight at once."""
+
+    def __post_init__(self) -> None:
+        if self.page_size < 1 or self.inline < 0:
+            raise ValueError("page_size must be >= 1 and inline >= 0")
+
+
+class LogWriter:
+    """Appends one writer's messages of one group to its remote log."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        signing: Ed25519PrivateKey,
+        group_id: bytes,
+        *,
+        settings: LogSettings | None = None,
+        group_key: bytes | None = None,
+    ) -> None:
+        self.backend = backend
+        self.signing = signing
+        self.writer = public_key(signing)
+        self.name = log_name(self.writer, group_id)
+        self.settings = settings or LogSettings()
+        self.group_key = group_key
+        self.seq = 0
+        self.head: list[Pair] = []  # newest first
+        self.tail = b""
+        self._loaded = False
+        # IDs appended lately (bounded), so that appending a message twice is harmless even
+        # after its entry left the head page.
+        self._recent: dict[bytes, None] = {}
+
+    def _seal(self, data: bytes) -> bytes:
+        return seal(self.group_key, data) if self.group_key is not None else data
+
+    async def load(self) -> None:
+        """Pick up where this writer's log stands in the NS (after a restart)."""
+        record = await self.backend.ns_fetch(self.name)
+        if record is not None:
+            head = open_head(record, self.name, self.writer)
+            log = head.log
+            if head.sealed:
+                if self.group_key is None:
+                    raise LogError(f"{self.name}: our own log is sealed and we have no key")
+                log = unseal(self.group_key, log, self.name)
+            page = parse_page(log, self.name)
+            self.seq, self.head, self.tail = head.seq, list(page.pairs), page.tail
+        self._loaded = True
+
+    async def append(self, messages: Sequence[tuple[bytes, bytes]]) -> None:
+        """Add ``(message ID, wire bytes)`` pairs, oldest first, and publish the new head.
+
+        Raises:
+            BackendError: the backend failed; nothing is lost, call again with the same
+                messages (entries already in the head are not added twice).
+        """
+        if not self._loaded:
+            await self.load()
+        s = self.settings
+        head = list(self.head)
+        present = {p.message_id for p in head} | self._recent.keys()
+        for mid, wire in messages:
+            if mid not in present:
+                head.insert(0, Pair(mid, b"", wire))
+                present.add(mid)
+        tail = self.tail
+        # Freeze full pages, oldest first: each points at the one before it.
+        while len(head) > s.page_size:
+            frozen, head = head[-s.page_size :], head[: -s.page_size]
+            frozen = [
+                await self._by_address(p, i, s.inline, len(head)) for i, p in enumerate(frozen)
+            ]
+            tail = await self.backend.cas_add(self._seal(Page(tuple(frozen), tail).encode()))
+        # Entries of the head that left the inline window go to the CAS.
+        head = [await self._by_address(p, i, s.inline, 0) for i, p in enumerate(head)]
+        log = self._seal(Page(tuple(head), tail).encode())
+        seq = self.seq + 1
+        record = sign_head(self.signing, self.name, seq, log, self.group_key is not None)
+        await self.backend.ns_update(self.name, record)
+        self.seq, self.head, self.tail = seq, head, tail
+        recent = self._recent
+        for mid, _ in messages:
+            recent[mid] = None
+        while len(recent) > _RECENT:
+            del recent[next(iter(recent))]
+
+    async def _by_address(self, pair: Pair, index: int, inline: int, newer: int) -> Pair:
+        if not pair.data or newer + index < inline:
+            return pair
+        address = await self.backend.cas_add(self._seal(pair.data))
+        return Pair(pair.message_id, address, b"")
+
+
+@dataclass
+class ReadResult:
+    messages: list[bytes] = field(default_factory=list)
+    """Wire bytes of the messages we lacked, oldest first, each checked against its ID."""
+    seq: int = 0
+    pages: int = 0
+    cas_gets: int = 0
+
+
+class LogReader:
+    """Reads one writer's log of one group."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        writer: bytes,
+        group_id: bytes,
+        *,
+        settings: LogSettings | None = None,
+        group_key: bytes | None = None,
+    ) -> None:
+        self.backend = backend
+        self.writer = writer
+        self.name = log_name(writer, group_id)
+        self.group_id = group_id
+        self.settings = settings or LogSettings()
+        self.group_key = group_key
+        self.seq = 0
+        """The highest head sequence seen; a lower one is a rollback."""
+
+    def _open(self, data: bytes, sealed: bool, where: str) -> bytes:
+        if not sealed:
+            return data
+        if self.group_key is None:
+            raise LogError(f"{where}: the log is sealed and we have no group key")
+        return unseal(self.group_key, data, where)
+
+    async def poll(self, known: Callable[[bytes], bool]) -> ReadResult:
+        """Fetch what is new since the messages we know.
+
+        Raises:
+            LogError: forged or rolled-back head, tampered page or content (nothing returned).
+            BackendError: the backend is unreachable (poll again later).
+        """
+        result = ReadResult(seq=self.seq)
+        record = await self.backend.ns_fetch(self.name)
+        if record is None:
+            return result
+        head = open_head(record, self.name, self.writer)
+        if head.seq < self.seq:
+            raise LogError(
+                f"{self.name}: head went back from sequence {self.seq} to {head.seq} (rollback)"
+            )
+        if head.seq == self.seq:
+            return result
+        wanted: list[Pair] = []  # newest first
+        seen: set[bytes] = set()
+        data = self._open(head.log, head.sealed, self.name)
+        page = parse_page(data, self.name)
+        while True:
+            result.pages += 1
+            reached_known = False
+            for p in page.pairs:
+                if p.message_id in seen:
+                    raise LogError(f"{self.name}: a message appears twice in the log")
+                seen.add(p.message_id)
+                if known(p.message_id):
+                    reached_known = True
+                    break
+                wanted.append(p)
+            if reached_known or not page.tail:
+                break
+            if result.pages >= self.settings.max_pages_per_poll:
+                break
+            raw = await self._get(page.tail, result)
+            page = parse_page(self._open(raw, head.sealed, self.name), self.name)
+        bodies = await self._fetch_all(wanted, head.sealed, result)
+        for p, wire in zip(wanted, bodies, strict=True):
+            self._check(p.message_id, wire)
+        result.messages = list(reversed(bodies))
+        result.seq = self.seq = head.seq
+        return result
+
+    async def _get(self, address: bytes, result: ReadResult) -> bytes:
+        result.cas_gets += 1
+        data = await self.backend.cas_get(address)
+        if data is None:
+            raise LogError(f"{self.name}: object {address.hex()[:16]} is missing from the CAS")
+        if address_of(data) != address:
+            raise LogError(f"{self.name}: object {address.hex()[:16]} does not match its address")
+        return data
+
+    async def _fetch_all(self, pairs: list[Pair], sealed: bool, result: ReadResult) -> list[bytes]:
+        out: list[bytes] = [p.data for p in pairs]
+        limit = trio.Semaphore(self.settings.fetch_concurrency)
+
+        async def fetch(i: int, address: bytes) -> None:
+            async with limit:
+                out[i] = self._open(await self._get(address, result), sealed, self.name)
+
+        try:
+            async with trio.open_nursery() as nursery:
+                for i, p in enumerate(pairs):
+                    if p.address:
+                        nursery.start_soon(fetch, i, p.address)
+        except BaseExceptionGroup as group:
+            # One failed fetch cancels the others: report it as itself.
+            first = group.exceptions[0]
+            while isinstance(first, BaseExceptionGroup):
+                first = first.exceptions[0]
+            if isinstance(first, (LogError, BackendError)):
+                raise first from None
+            raise
+        return out
+
+    def _check(self, message_id: bytes, wire: bytes) -> None:
+        try:
+            m = decode_stored(wire)
+        except DecodeError:
+            raise LogError(f"{self.name}: an entry is not an MVDS message") from None
+        if m.id != message_id:
+            raise LogError(f"{self.name}: message {message_id.hex()[:16]} does not match its ID")
+        if m.group_id != self.group_id:
+            raise LogError(f"{self.name}: message {message_id.hex()[:16]} is for another group")
