@@ -32,6 +32,7 @@ __all__ = [
     "MulticastConfig",
     "NodeConfig",
     "PeerConfig",
+    "RemoteLogConfig",
     "default_data_dir",
     "group_id_for",
     "load_config",
@@ -99,6 +100,9 @@ class PeerConfig:
     address: tuple[str, int] | None = None
     """A static ``host:port`` to dial over TCP+Noise; without one the peer is dialled once LAN
     discovery finds it, or waits for the peer to dial us."""
+    log_key: bytes | None = None
+    """The peer's Ed25519 public key (``mvds-node key`` prints it): with a remote log
+    configured, we read the peer's log, whose head it signs with this key."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +143,18 @@ class MulticastConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RemoteLogConfig:
+    url: str = ""
+    """Where logs live: ``file:///path`` (the embedded backend); empty to use none."""
+    page_size: int = 256
+    """Entries per page of our log."""
+    inline: int = 64
+    """How many of our newest messages ride inside the pages (the rest go to the CAS)."""
+    poll_seconds: float = 30.0
+    """How often peers' logs are read."""
+
+
+@dataclass(frozen=True, slots=True)
 class NodeConfig:
     """Everything a node needs to run; :func:`load_config` reads it from ``config.toml``."""
 
@@ -162,6 +178,7 @@ class NodeConfig:
     survives power loss, at the cost of a disk flush per write."""
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
     multicast: MulticastConfig = field(default_factory=MulticastConfig)
+    remote_log: RemoteLogConfig = field(default_factory=RemoteLogConfig)
 
     @property
     def config_path(self) -> Path:
@@ -361,6 +378,17 @@ def parse_config(doc: Mapping[str, Any], *, data_dir: Path, where: str) -> NodeC
         raise ConfigError(f"{where}: multicast.group {multicast.group} is not a multicast address")
     mc.done()
 
+    rl = top.get_table("remote_log")
+    remote_log = RemoteLogConfig(
+        url=rl.get_str("url", ""),
+        page_size=rl.get_int("page_size", 256, 1, 100_000),
+        inline=rl.get_int("inline", 64, 0, 100_000_000),
+        poll_seconds=rl.get_float("poll_seconds", 30.0, 0.01, 86400.0),
+    )
+    if remote_log.url and not remote_log.url.startswith("file://"):
+        raise ConfigError(f"{where}: remote_log.url: only file:// backends exist so far")
+    rl.done()
+
     peers: list[PeerConfig] = []
     for i, entry in enumerate(top.get_list("peers")):
         if not isinstance(entry, dict):
@@ -376,6 +404,7 @@ def parse_config(doc: Mapping[str, Any], *, data_dir: Path, where: str) -> NodeC
                 address=parse_address(address_text, where=f"{p.where}: address")
                 if address_text
                 else None,
+                log_key=p.get_key("log_key", required=False),
             )
         )
         p.done()
@@ -423,6 +452,7 @@ def parse_config(doc: Mapping[str, Any], *, data_dir: Path, where: str) -> NodeC
         store_sync=store_sync,
         discovery=discovery,
         multicast=multicast,
+        remote_log=remote_log,
     )
 
 
@@ -497,7 +527,19 @@ def render_config(config: NodeConfig) -> str:
     ]
     lines += [
         "",
-        "# Peers: key (required, 64 hex digits), name, address (host:port to dial; optional).",
+        "[remote_log]",
+        '# Where logs live, e.g. "file:///srv/mvds-log"; "" for none. (default: "")',
+        f"url = {_q(config.remote_log.url)}",
+        "# Entries per page, and how many newest messages ride inline. (defaults: 256, 64)",
+        f"page_size = {config.remote_log.page_size}",
+        f"inline = {config.remote_log.inline}",
+        "# Seconds between reads of the peers' logs. (default: 30.0)",
+        f"poll_seconds = {config.remote_log.poll_seconds}",
+    ]
+    lines += [
+        "",
+        "# Peers: key (required, 64 hex digits), name, address (host:port to dial; optional),",
+        "# log_key (its Ed25519 key from `mvds-node key`, to read its remote log; optional).",
     ]
     for p in config.peers:
         lines += ["[[peers]]", f"key = {_q(p.key.hex())}"]
@@ -505,6 +547,8 @@ def render_config(config: NodeConfig) -> str:
             lines.append(f"name = {_q(p.name)}")
         if p.address:
             lines.append(f"address = {_q(_format_address(p.address))}")
+        if p.log_key:
+            lines.append(f"log_key = {_q(p.log_key.hex())}")
     lines += [
         "",
         "# Groups: name (required), id (default: derived from the name), members (peer names",

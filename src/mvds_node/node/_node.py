@@ -57,6 +57,8 @@ from mvds_node.node._config import (
 )
 from mvds_node.node._discovery import Discovery, PeerDiscovered
 from mvds_node.node._identity import Identity, load_identity
+from mvds_node.node._remotelog import LogStatus, RemoteLogService, backend_for
+from mvds_node.remotelog import LogSettings
 from mvds_node.sync import (
     Engine,
     GaveUp,
@@ -220,6 +222,7 @@ class NodeStatus:
     engine: dict[str, int]
     events_dropped: int
     refused: int
+    logs: tuple[LogStatus, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -250,6 +253,20 @@ class NodeStatus:
             "engine": self.engine,
             "events_dropped": self.events_dropped,
             "refused": self.refused,
+            "logs": [
+                {
+                    "name": log.name,
+                    "peer": log.peer.hex(),
+                    "group": log.group,
+                    "mine": log.mine,
+                    "seq": log.seq,
+                    "last_poll_ms": log.last_poll_ms,
+                    "fetched": log.fetched,
+                    "queued": log.queued,
+                    "error": log.error,
+                }
+                for log in self.logs
+            ],
         }
 
 
@@ -337,6 +354,30 @@ class Node:
         )
         self._nursery: trio.Nursery | None = None
         self._apply_config()
+        self._remote_log: RemoteLogService | None = None
+        rl = config.remote_log
+        if rl.url:
+            log_keys = {p.key: p.log_key for p in config.peers if p.log_key}
+            self._remote_log = RemoteLogService(
+                backend=backend_for(rl.url),
+                data_dir=config.data_dir,
+                signing=identity.signing,
+                our_key=identity.public_key,
+                groups=[
+                    (
+                        g.name,
+                        g.id,
+                        g.secret,
+                        [(m, log_keys[m]) for m in g.members if m in log_keys],
+                    )
+                    for g in config.groups
+                ],
+                settings=LogSettings(page_size=rl.page_size, inline=rl.inline),
+                poll_seconds=rl.poll_seconds,
+                has_message=self._engine.has_message,
+                feed=self._feed_from_log,
+                refused=self._log_refused,
+            )
 
     # ----------------------------------------------------------------- configuration
 
@@ -421,6 +462,7 @@ class Node:
         mid = self._engine.send(
             cfg.id, body, now=trio.current_time(), timestamp=wall_ms(), expires_at=expires_at
         )
+        self._to_log(cfg.id, [mid])
         self._wake()
         return mid
 
@@ -440,6 +482,7 @@ class Node:
         stamp = wall_ms()
         with self._engine.batch():
             ids = [self._engine.send(cfg.id, body, now=now, timestamp=stamp) for body in bodies]
+        self._to_log(cfg.id, ids)
         self._wake()
         return ids
 
@@ -508,6 +551,24 @@ class Node:
         )
         self._wake()
         return result
+
+    def _feed_from_log(self, peer: bytes, payload: bytes) -> None:
+        self._engine.receive_payload(peer, payload, now=trio.current_time())
+        self._wake()
+
+    def _log_refused(self, peer: bytes, reason: str, detail: str) -> None:
+        self._refused += 1
+        self._emit(Refused(peer, "", reason, detail))
+
+    def _to_log(self, group_id: bytes, ids: Sequence[bytes]) -> None:
+        if self._remote_log is not None and ids:
+            wires = self._store.get_wires(list(ids))
+            self._remote_log.enqueue(group_id, [(i, wires[i]) for i in ids if i in wires])
+
+    async def poll_remote_logs(self) -> None:
+        """Read every peer's remote log now (they are also read every ``poll_seconds``)."""
+        if self._remote_log is not None:
+            await self._remote_log.poll_now()
 
     def _wake(self) -> None:
         with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError):
@@ -624,6 +685,7 @@ class Node:
             engine=dataclasses.asdict(stats),
             events_dropped=self._events_dropped,
             refused=self._refused,
+            logs=tuple(self._remote_log.status.values()) if self._remote_log else (),
         )
 
     # ----------------------------------------------------------------- the service
@@ -649,6 +711,8 @@ class Node:
                 if events is not None:
                     nursery.start_soon(self._transport_events_task, events)
             nursery.start_soon(self._engine_loop)
+            if self._remote_log is not None:
+                await nursery.start(self._remote_log.run)
             if self.config.discovery.enabled and self._listening:
                 port = parse_address(self._listening[0])[1]
                 discovery = Discovery(
@@ -839,6 +903,8 @@ class Node:
         self._emit(Delivered(message))
 
     async def aclose(self) -> None:
+        if self._remote_log is not None:
+            self._remote_log.close()
         for transport in self._transports:
             with contextlib.suppress(TransportError):
                 await transport.aclose()

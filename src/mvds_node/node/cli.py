@@ -248,7 +248,12 @@ def cmd_init(args: argparse.Namespace) -> None:
 
 def cmd_key(args: argparse.Namespace) -> None:
     identity = load_identity(_data_dir(args) / "identity.key")
-    _emit(args, {"key": identity.public_key.hex()}, lambda: print(identity.public_key.hex()))
+    key, log_key = identity.public_key.hex(), identity.signing_public_key.hex()
+    _emit(
+        args,
+        {"key": key, "log_key": log_key},
+        lambda: print(log_key if args.log else key),
+    )
 
 
 def cmd_peers(args: argparse.Namespace) -> None:
@@ -256,7 +261,10 @@ def cmd_peers(args: argparse.Namespace) -> None:
     if args.peers_command == "add":
         key = _parse_key(args.key)
         address = parse_address(args.address, where="--address") if args.address else None
-        config = config.with_peer(PeerConfig(key=key, name=args.name, address=address))
+        log_key = _parse_key(args.log_key) if args.log_key else None
+        config = config.with_peer(
+            PeerConfig(key=key, name=args.name, address=address, log_key=log_key)
+        )
         for name in args.group:
             group = _group_or_new(config, name)
             config = config.with_group(
@@ -677,6 +685,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("key", help="print this node's public key (give it to your peers)")
+    p.add_argument(
+        "--log", action="store_true", help="print the key that signs our remote log instead"
+    )
     p.set_defaults(func=cmd_key)
 
     p = sub.add_parser("run", help="run the node: sync, print messages and events")
@@ -701,6 +712,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("key", help="the peer's key (64 hex digits, from `mvds-node key`)")
     a.add_argument("--name", default="", help="a human name")
     a.add_argument("--address", help="host:port to dial it at")
+    a.add_argument("--log-key", help="its remote-log key (`mvds-node key --log` on its side)")
     a.add_argument("--group", action="append", default=[], help="add it to GROUP (repeatable)")
     r = psub.add_parser("remove", help="forget a peer")
     r.add_argument("key", help="its key, key prefix or name")

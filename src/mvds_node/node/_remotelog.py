@@ -1,0 +1,210 @@
+"""The node's remote log: upload our messages to our log, read our peers' logs.
+
+*Writing.* Every durable message the node sends is queued in ``remotelog.sqlite`` in the data
+directory, in its own transaction right after the message's, and one task per node uploads the
+queue in batches (:class:`~mvds_node.remotelog.LogWriter`). A backend that is down is retried
+with backoff (1 s doubling to a minute) in that task only: sync goes on meanwhile, and the queue
+survives restarts. A crash between the message's commit and the queue's loses the upload of that
+one message (it still syncs by every other carrier).
+
+*Reading.* For each group and each member whose log key we know, a reader polls the member's log
+every ``poll_seconds`` (and at start), and hands what we lack to the engine as a payload from
+that member: acknowledgements, dependencies and delivery work as if it had come over the
+network. A head that is forged, rolled back or points at tampered content is refused and
+reported; nothing from it enters the store.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import trio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from mvds_node.errors import ConfigError
+from mvds_node.remotelog import (
+    BackendError,
+    FileBackend,
+    LogError,
+    LogReader,
+    LogSettings,
+    LogWriter,
+)
+from mvds_node.remotelog._backend import Backend
+from mvds_node.sync import encode_payload
+
+__all__ = ["LogStatus", "RemoteLogService", "backend_for"]
+
+_BATCH: Final = 1000
+_FEED_CHUNK: Final = 500
+_MAX_BACKOFF: Final = 60.0
+
+
+def backend_for(url: str) -> Backend:
+    """The backend a ``remote_log.url`` names.
+
+    Raises:
+        ConfigError: a scheme we have no backend for.
+    """
+    if url.startswith("file://"):
+        return FileBackend(url.removeprefix("file://"))
+    raise ConfigError(f"remote_log.url: no backend for {url!r}")
+
+
+@dataclass
+class LogStatus:
+    """One log as ``status`` shows it."""
+
+    name: str
+    peer: bytes
+    group: str
+    mine: bool
+    seq: int = 0
+    last_poll_ms: int = 0
+    fetched: int = 0
+    """Messages taken from this log so far."""
+    queued: int = 0
+    """For our own log: messages waiting to be uploaded."""
+    error: str = ""
+
+
+class RemoteLogService:
+    """Runs the writer and the readers for one node; start it with ``nursery.start(run)``."""
+
+    def __init__(
+        self,
+        *,
+        backend: Backend,
+        data_dir: Path,
+        signing: Ed25519PrivateKey,
+        our_key: bytes,
+        groups: list[tuple[str, bytes, bytes | None, list[tuple[bytes, bytes]]]],
+        settings: LogSettings,
+        poll_seconds: float,
+        has_message: Callable[[bytes], bool],
+        feed: Callable[[bytes, bytes], None],
+        refused: Callable[[bytes, str, str], None],
+    ) -> None:
+        """``groups``: (name, group ID, group key, [(member X25519 key, member log key)])."""
+        self.backend = backend
+        self.settings = settings
+        self.poll_seconds = poll_seconds
+        self._has = has_message
+        self._feed = feed
+        self._refused = refused
+        self._db = sqlite3.connect(data_dir / "remotelog.sqlite", isolation_level=None)
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS queue (seq INTEGER PRIMARY KEY, grp BLOB NOT NULL, "
+            "id BLOB NOT NULL, wire BLOB NOT NULL)"
+        )
+        self._wake = trio.Event()
+        self.writers: dict[bytes, LogWriter] = {}
+        self.readers: list[tuple[LogReader, bytes]] = []
+        self.status: dict[str, LogStatus] = {}
+        self._locks: dict[str, trio.Lock] = {}
+        for name, group_id, key, members in groups:
+            writer = LogWriter(backend, signing, group_id, settings=settings, group_key=key)
+            self.writers[group_id] = writer
+            self.status[writer.name] = LogStatus(writer.name, our_key, name, True)
+            for member, log_key in members:
+                reader = LogReader(backend, log_key, group_id, settings=settings, group_key=key)
+                self.readers.append((reader, member))
+                self.status[reader.name] = LogStatus(reader.name, member, name, False)
+        self._refresh_queued()
+
+    def close(self) -> None:
+        self._db.close()
+
+    def enqueue(self, group_id: bytes, items: list[tuple[bytes, bytes]]) -> None:
+        """Queue our messages ``(id, wire)`` of a group for upload (durable on return)."""
+        if group_id not in self.writers or not items:
+            return
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT INTO queue (grp, id, wire) VALUES (?, ?, ?)",
+                [(group_id, mid, wire) for mid, wire in items],
+            )
+        self._refresh_queued()
+        self._wake.set()
+
+    def _refresh_queued(self) -> None:
+        counts = dict(self._db.execute("SELECT grp, count(*) FROM queue GROUP BY grp").fetchall())
+        for group_id, writer in self.writers.items():
+            self.status[writer.name].queued = counts.get(group_id, 0)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._upload_loop)
+            for reader, member in self.readers:
+                nursery.start_soon(self._read_loop, reader, member)
+            task_status.started()
+
+    async def _upload_loop(self) -> None:
+        backoff = 1.0
+        while True:
+            rows = self._db.execute(
+                "SELECT seq, grp, id, wire FROM queue ORDER BY seq LIMIT ?", (_BATCH,)
+            ).fetchall()
+            if not rows:
+                self._wake = trio.Event()
+                await self._wake.wait()
+                continue
+            group_id = rows[0][1]
+            batch = [r for r in rows if r[1] == group_id]
+            writer = self.writers.get(group_id)
+            status = self.status[writer.name] if writer else None
+            try:
+                if writer is not None:
+                    await writer.append([(r[2], r[3]) for r in batch])
+            except (BackendError, LogError) as e:
+                if status is not None:
+                    status.error = str(e)
+                await trio.sleep(backoff)  # retry later; sync goes on meanwhile
+                backoff = min(_MAX_BACKOFF, backoff * 2)
+                continue
+            backoff = 1.0
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.executemany("DELETE FROM queue WHERE seq = ?", [(r[0],) for r in batch])
+            if status is not None and writer is not None:
+                status.seq, status.error = writer.seq, ""
+            self._refresh_queued()
+
+    async def poll_now(self) -> None:
+        """Read every peer's log once, now (also done every ``poll_seconds``)."""
+        for reader, member in self.readers:
+            await self._poll(reader, member)
+
+    async def _read_loop(self, reader: LogReader, member: bytes) -> None:
+        while True:
+            await self._poll(reader, member)
+            await trio.sleep(self.poll_seconds)
+
+    async def _poll(self, reader: LogReader, member: bytes) -> None:
+        async with self._locks.setdefault(reader.name, trio.Lock()):  # one poll per log at once
+            await self._poll_locked(reader, member)
+
+    async def _poll_locked(self, reader: LogReader, member: bytes) -> None:
+        status = self.status[reader.name]
+        status.last_poll_ms = time.time_ns() // 1_000_000
+        try:
+            result = await reader.poll(self._has)
+        except LogError as e:
+            status.error = str(e)
+            self._refused(member, "remote-log", str(e))
+            return
+        except BackendError as e:
+            status.error = str(e)
+            return
+        status.error = ""
+        status.seq = result.seq
+        for i in range(0, len(result.messages), _FEED_CHUNK):
+            self._feed(member, encode_payload(messages=result.messages[i : i + _FEED_CHUNK]))
+        status.fetched += len(result.messages)

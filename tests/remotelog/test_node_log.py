@@ -1,0 +1,80 @@
+"""Nodes with a remote log: a reader catches up from a writer that is gone."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import trio
+
+from mvds_node.node import Identity, NodeConfig, Refused, group_id_for, open_node
+from mvds_node.node._config import RemoteLogConfig
+from mvds_node.remotelog import FileBackend, log_name
+from mvds_node.remotelog._format import Page, Pair, sign_head
+from mvds_node.sync import encode_message
+from tests.node.test_node import config_for
+
+
+def with_log(cfg: NodeConfig, url: str, others: dict[bytes, bytes]) -> NodeConfig:
+    peers = tuple(replace(p, log_key=others.get(p.key)) for p in cfg.peers)
+    return replace(
+        cfg,
+        listen=None,  # no network at all: only the log connects them
+        peers=peers,
+        remote_log=RemoteLogConfig(url=url, page_size=8, inline=3, poll_seconds=3600),
+    )
+
+
+async def test_reader_catches_up_while_the_writer_is_offline(tmp_path: Path) -> None:
+    alice, bob = Identity.generate(), Identity.generate()
+    url = f"file://{tmp_path / 'helper'}"
+    keys = {alice.public_key: alice.signing_public_key, bob.public_key: bob.signing_public_key}
+    a_cfg = with_log(config_for(tmp_path, "alice", alice, {"bob": bob}), url, keys)
+    b_cfg = with_log(config_for(tmp_path, "bob", bob, {"alice": alice}), url, keys)
+    with trio.fail_after(30):
+        async with open_node(a_cfg, identity=alice) as a:
+            await a.send_many("chat", [f"note {i}".encode() for i in range(30)])
+            await a.send("chat", b"last one")
+            async with a.events() as events:
+                while any(log.queued for log in a.status().logs):
+                    with trio.move_on_after(0.05):
+                        await events.receive()
+            (mine,) = [log for log in a.status().logs if log.mine]
+            assert mine.seq >= 1 and mine.error == ""
+        # Alice is gone. Bob, who never met her on any network, reads her log.
+        async with open_node(b_cfg, identity=bob) as b, b.messages() as inbox:
+            await b.poll_remote_logs()
+            got = [await inbox.receive() for _ in range(31)]
+            assert sorted(m.body for m in got) == sorted(
+                [f"note {i}".encode() for i in range(30)] + [b"last one"]
+            )
+            assert {m.sender for m in got} == {alice.public_key}
+            (theirs,) = [log for log in b.status().logs if not log.mine]
+            assert theirs.fetched == 31 and theirs.error == ""
+            # Polling again brings nothing twice.
+            await b.poll_remote_logs()
+            assert b.status().messages_stored == 31
+
+
+async def test_a_forged_log_is_refused(tmp_path: Path) -> None:
+    alice, bob, mallory = Identity.generate(), Identity.generate(), Identity.generate()
+    url = f"file://{tmp_path / 'helper'}"
+    b_cfg = with_log(
+        config_for(tmp_path, "bob", bob, {"alice": alice}),
+        url,
+        {alice.public_key: alice.signing_public_key},
+    )
+    # Mallory controls the helper and writes a head under alice's name, signed by herself.
+    name = log_name(alice.signing_public_key, group_id_for("chat"))
+    page = Page((Pair(b"x" * 32, b"", encode_message(group_id_for("chat"), 1, b"x")),), b"")
+    await FileBackend(tmp_path / "helper").ns_update(
+        name, sign_head(mallory.signing, name, 1, page.encode(), False)
+    )
+    with trio.fail_after(30):
+        async with open_node(b_cfg, identity=bob) as b, b.events() as events:
+            await b.poll_remote_logs()
+            event = await events.receive()
+            assert isinstance(event, Refused) and "another key" in event.detail
+            assert b.status().messages_stored == 0
+            (theirs,) = [log for log in b.status().logs if not log.mine]
+            assert "another key" in theirs.error
