@@ -145,7 +145,8 @@ class MulticastConfig:
 @dataclass(frozen=True, slots=True)
 class RemoteLogConfig:
     url: str = ""
-    """Where logs live: ``file:///path`` (the embedded backend); empty to use none."""
+    """Where logs live: ``file:///path`` (the embedded backend) or ``http://host:port`` (a
+    ``mvds-node helper serve``); empty to use none."""
     page_size: int = 256
     """Entries per page of our log."""
     inline: int = 64
@@ -385,8 +386,8 @@ def parse_config(doc: Mapping[str, Any], *, data_dir: Path, where: str) -> NodeC
         inline=rl.get_int("inline", 64, 0, 100_000_000),
         poll_seconds=rl.get_float("poll_seconds", 30.0, 0.01, 86400.0),
     )
-    if remote_log.url and not remote_log.url.startswith("file://"):
-        raise ConfigError(f"{where}: remote_log.url: only file:// backends exist so far")
+    if remote_log.url and not remote_log.url.startswith(("file://", "http://")):
+        raise ConfigError(f"{where}: remote_log.url: use file:///path or http://host:port")
     rl.done()
 
     peers: list[PeerConfig] = []

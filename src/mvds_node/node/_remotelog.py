@@ -36,6 +36,7 @@ from mvds_node.remotelog import (
     LogWriter,
 )
 from mvds_node.remotelog._backend import Backend
+from mvds_node.remotelog._http import HttpBackend
 from mvds_node.sync import encode_payload
 
 __all__ = ["LogStatus", "RemoteLogService", "backend_for"]
@@ -53,6 +54,8 @@ def backend_for(url: str) -> Backend:
     """
     if url.startswith("file://"):
         return FileBackend(url.removeprefix("file://"))
+    if url.startswith("http://"):
+        return HttpBackend(url)
     raise ConfigError(f"remote_log.url: no backend for {url!r}")
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import secrets
@@ -656,6 +657,29 @@ def cmd_run(args: argparse.Namespace) -> None:
     trio.run(_run, config, args)
 
 
+def cmd_helper(args: argparse.Namespace) -> None:
+    from mvds_node.remotelog._http import HelperLimits, serve_helper
+
+    host, port = parse_address(args.listen, where="--listen")
+    limits = HelperLimits(requests_per_second=args.rate, burst=max(1, int(args.rate * 2)))
+
+    async def run() -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                listeners = await nursery.start(
+                    functools.partial(serve_helper, args.dir_store, host, port, limits=limits)
+                )
+                bound = listeners[0].socket.getsockname()
+                print(
+                    f"helper serving {args.dir_store} on http://{bound[0]}:{bound[1]}", flush=True
+                )
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+                    return
+
+    trio.run(run)
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -738,6 +762,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group", help="or the group it is for; sealed with the group's secret")
     p.add_argument("--progress", action="store_true", help="progress bar even when not a tty")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("helper", help="run the HTTP helper that stores remote logs")
+    hsub = p.add_subparsers(dest="helper_command", metavar="ACTION", required=True)
+    h = hsub.add_parser("serve", help="serve the Twirp CAS and NS routes over HTTP")
+    h.add_argument("dir_store", metavar="DIR", help="where to store logs")
+    h.add_argument("--listen", default="127.0.0.1:8001", help="host:port (default 127.0.0.1:8001)")
+    h.add_argument("--rate", type=float, default=500.0, help="requests/s per client (default 500)")
+    h.set_defaults(func=cmd_helper)
 
     p = sub.add_parser("import", help="verify a bundle file and apply it")
     p.add_argument("file", help="the bundle file to read")

@@ -1,0 +1,76 @@
+"""End to end through the CLI: a writer uploads to the HTTP helper, stops; a reader that was
+offline starts later and catches up from the helper alone."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import trio
+
+from mvds_node.node import load_config, save_config
+from mvds_node.node._config import RemoteLogConfig
+from tests.node.cliutil import ENV, acli, cli, init, start
+
+
+def configure(directory: Path, url: str, peer_log_keys: dict[str, str]) -> None:
+    config = load_config(directory)
+    peers = tuple(
+        dataclasses.replace(p, log_key=bytes.fromhex(peer_log_keys[p.name])) for p in config.peers
+    )
+    save_config(
+        dataclasses.replace(
+            config,
+            listen=None,
+            peers=peers,
+            remote_log=RemoteLogConfig(url=url, page_size=16, inline=4, poll_seconds=0.2),
+        )
+    )
+
+
+async def test_reader_catches_up_from_the_http_helper(tmp_path: Path) -> None:
+    dirs = {n: tmp_path / n for n in ("alice", "bob")}
+    keys = {n: init(d, n) for n, d in dirs.items()}
+    log_keys = {n: cli("--dir", d, "key", "--log").strip() for n, d in dirs.items()}
+    for me, other in (("alice", "bob"), ("bob", "alice")):
+        cli("--dir", dirs[me], "peers", "add", keys[other], "--name", other, "--group", "chat",
+            "--log-key", log_keys[other])  # fmt: skip
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            helper_argv = [sys.executable, "-m", "mvds_node", "helper", "serve"]
+            helper_argv += [str(tmp_path / "helper"), "--listen", "127.0.0.1:0"]
+            helper = await trio.lowlevel.open_process(
+                helper_argv,
+                stdout=subprocess.PIPE,
+                env=ENV,
+            )
+            assert helper.stdout is not None
+            line = b""
+            while b"\n" not in line:
+                line += await helper.stdout.receive_some(4096)
+            url = line.decode().split(" on ")[1].strip()
+            for name in dirs:
+                configure(dirs[name], url, log_keys)
+            alice = await start(nursery, dirs["alice"])
+            lines = "".join(f"logged {i}\n" for i in range(40)).encode()
+            await acli("--dir", dirs["alice"], "send", "chat", "-", "--lines", stdin=lines)
+            for _ in range(300):  # until the upload queue is empty (bounded)
+                status = json.loads(await acli("--dir", dirs["alice"], "--json", "status"))
+                if all(log["queued"] == 0 for log in status["logs"]):
+                    break
+                await trio.sleep(0.1)
+            assert await alice.stop() == 0
+            # Bob was never online with alice; she is gone now. He reads her log.
+            bob = await start(nursery, dirs["bob"])
+            await bob.wait_for(lambda r: len(r.messages()) >= 40, "bob caught up from the log")
+            assert sorted(m["text"] for m in bob.messages()) == sorted(
+                f"logged {i}" for i in range(40)
+            )
+            assert await bob.stop() == 0
+            helper.terminate()
+            await helper.wait()
+            await helper.stdout.aclose()
+            nursery.cancel_scope.cancel()
