@@ -74,3 +74,42 @@ async def test_reader_catches_up_from_the_http_helper(tmp_path: Path) -> None:
             await helper.wait()
             await helper.stdout.aclose()
             nursery.cancel_scope.cancel()
+
+
+async def test_log_carried_by_hand_between_two_backends(tmp_path: Path) -> None:
+    dirs = {n: tmp_path / n for n in ("alice", "bob")}
+    keys = {n: init(d, n) for n, d in dirs.items()}
+    log_keys = {n: cli("--dir", d, "key", "--log").strip() for n, d in dirs.items()}
+    for me, other in (("alice", "bob"), ("bob", "alice")):
+        cli("--dir", dirs[me], "peers", "add", keys[other], "--name", other, "--group", "chat",
+            "--log-key", log_keys[other])  # fmt: skip
+    # Each has its own embedded backend: they share no helper and no network.
+    configure(dirs["alice"], f"file://{tmp_path / 'alice-log'}", log_keys)
+    configure(dirs["bob"], f"file://{tmp_path / 'bob-log'}", log_keys)
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            alice = await start(nursery, dirs["alice"])
+            lines = "".join(f"carried {i}\n" for i in range(25)).encode()
+            await acli("--dir", dirs["alice"], "send", "chat", "-", "--lines", stdin=lines)
+            for _ in range(300):
+                status = json.loads(await acli("--dir", dirs["alice"], "--json", "status"))
+                if all(log["queued"] == 0 for log in status["logs"]):
+                    break
+                await trio.sleep(0.1)
+            assert await alice.stop() == 0
+            out = json.loads(
+                await acli("--dir", dirs["alice"], "--json", "log", "export", tmp_path / "stick")
+            )
+            assert out["seq"] >= 1
+            damaged = tmp_path / "damaged"
+            damaged.write_bytes((tmp_path / "stick").read_bytes()[:-7])
+            refused = cli("--dir", dirs["bob"], "log", "import", damaged, check=False)
+            assert refused.startswith("mvds-node: error: ") and "truncated" in refused
+            await acli("--dir", dirs["bob"], "log", "import", tmp_path / "stick")
+            bob = await start(nursery, dirs["bob"])
+            await bob.wait_for(lambda r: len(r.messages()) >= 25, "bob caught up from the file")
+            assert sorted(m["text"] for m in bob.messages()) == sorted(
+                f"carried {i}" for i in range(25)
+            )
+            assert await bob.stop() == 0
+            nursery.cancel_scope.cancel()

@@ -657,6 +657,44 @@ def cmd_run(args: argparse.Namespace) -> None:
     trio.run(_run, config, args)
 
 
+def cmd_log(args: argparse.Namespace) -> None:
+    from mvds_node.node._remotelog import backend_for
+    from mvds_node.remotelog._archive import export_log, import_log
+
+    config = load_config(_data_dir(args))
+    if not config.remote_log.url:
+        _fail("no remote log configured: set [remote_log] url in config.toml")
+    backend = backend_for(config.remote_log.url)
+    if args.log_command == "export":
+        group = config.group(args.group) if args.group else (config.groups or [None])[0]
+        if group is None:
+            _fail("no group to export a log of")
+        if args.writer:
+            peer = config.peer(args.writer)
+            if peer.log_key is None:
+                _fail(f"no log key known for {args.writer} (peers add --log-key)")
+            writer = peer.log_key
+        else:
+            writer = load_identity(config.identity_path).signing_public_key
+        result = trio.run(
+            functools.partial(export_log, group_key=group.secret),
+            backend,
+            writer,
+            group.id,
+            Path(args.file),
+        )
+        what = f"wrote {args.file}: log {result.name}, sequence {result.seq}"
+    else:
+        keys = [g.secret for g in config.groups if g.secret is not None]
+        result = trio.run(functools.partial(import_log, group_keys=keys), backend, Path(args.file))
+        what = f"loaded {args.file}: log {result.name}, sequence {result.seq}"
+    _emit(
+        args,
+        {"name": result.name, "seq": result.seq, "objects": result.objects, "bytes": result.bytes},
+        lambda: print(f"{what}, {result.objects} objects, {result.bytes} bytes"),
+    )
+
+
 def cmd_helper(args: argparse.Namespace) -> None:
     from mvds_node.remotelog._http import HelperLimits, serve_helper
 
@@ -762,6 +800,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group", help="or the group it is for; sealed with the group's secret")
     p.add_argument("--progress", action="store_true", help="progress bar even when not a tty")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("log", help="carry a remote log by hand: export or import it as one file")
+    lsub = p.add_subparsers(dest="log_command", metavar="ACTION", required=True)
+    e = lsub.add_parser("export", help="write a log (pages and content) from our backend")
+    e.add_argument("file")
+    e.add_argument("--group", help="the group (default: the first)")
+    e.add_argument("--writer", help="a peer whose log to export (default: ours)")
+    i = lsub.add_parser("import", help="check a log file and load it into our backend")
+    i.add_argument("file")
+    p.set_defaults(func=cmd_log)
 
     p = sub.add_parser("helper", help="run the HTTP helper that stores remote logs")
     hsub = p.add_subparsers(dest="helper_command", metavar="ACTION", required=True)
