@@ -54,6 +54,15 @@ async def test_reader_catches_up_while_the_writer_is_offline(tmp_path: Path) -> 
             # Polling again brings nothing twice.
             await b.poll_remote_logs()
             assert b.status().messages_stored == 31
+        # Alice comes back; bob is gone. His acknowledgements, published next to his log, stop
+        # her retransmitting to him although they never met.
+        async with open_node(a_cfg, identity=alice) as a:
+            assert a.status().peers[0].pending == 31
+            await a.poll_remote_logs()
+            async with a.events() as events:
+                while a.status().peers[0].pending:
+                    with trio.move_on_after(0.05):
+                        await events.receive()
 
 
 async def test_a_forged_log_is_refused(tmp_path: Path) -> None:

@@ -36,6 +36,15 @@ from mvds_node.remotelog import (
     LogWriter,
 )
 from mvds_node.remotelog._backend import Backend
+from mvds_node.remotelog._format import (
+    acks_name,
+    decode_acks,
+    encode_acks,
+    open_head,
+    seal,
+    sign_head,
+    unseal,
+)
 from mvds_node.remotelog._http import HttpBackend
 from mvds_node.sync import encode_payload
 
@@ -90,6 +99,7 @@ class RemoteLogService:
         settings: LogSettings,
         poll_seconds: float,
         has_message: Callable[[bytes], bool],
+        held_ids: Callable[[bytes], list[bytes]],
         feed: Callable[[bytes, bytes], None],
         refused: Callable[[bytes, str, str], None],
     ) -> None:
@@ -98,6 +108,12 @@ class RemoteLogService:
         self.settings = settings
         self.poll_seconds = poll_seconds
         self._has = has_message
+        self._held_ids = held_ids
+        self._signing = signing
+        self._our_log_key = signing.public_key().public_bytes_raw()
+        self._ack_seq: dict[bytes, int] = {}
+        self._acked_seen: dict[tuple[bytes, bytes], int] = {}
+        self._group_keys: dict[bytes, bytes | None] = {}
         self._feed = feed
         self._refused = refused
         self._db = sqlite3.connect(data_dir / "remotelog.sqlite", isolation_level=None)
@@ -112,6 +128,7 @@ class RemoteLogService:
         self.status: dict[str, LogStatus] = {}
         self._locks: dict[str, trio.Lock] = {}
         for name, group_id, key, members in groups:
+            self._group_keys[group_id] = key
             writer = LogWriter(backend, signing, group_id, settings=settings, group_key=key)
             self.writers[group_id] = writer
             self.status[writer.name] = LogStatus(writer.name, our_key, name, True)
@@ -199,6 +216,14 @@ class RemoteLogService:
         status.last_poll_ms = time.time_ns() // 1_000_000
         try:
             result = await reader.poll(self._has)
+            for i in range(0, len(result.messages), _FEED_CHUNK):
+                chunk = result.messages[i : i + _FEED_CHUNK]
+                self._feed(member, encode_payload(messages=chunk))
+            status.fetched += len(result.messages)
+            status.seq = result.seq
+            if result.messages:
+                await self._publish_acks(reader.group_id)
+            await self._read_acks(reader, member)
         except LogError as e:
             status.error = str(e)
             self._refused(member, "remote-log", str(e))
@@ -207,7 +232,43 @@ class RemoteLogService:
             status.error = str(e)
             return
         status.error = ""
-        status.seq = result.seq
-        for i in range(0, len(result.messages), _FEED_CHUNK):
-            self._feed(member, encode_payload(messages=result.messages[i : i + _FEED_CHUNK]))
-        status.fetched += len(result.messages)
+
+    async def _publish_acks(self, group_id: bytes) -> None:
+        """Say, in our own acknowledgement record, which of the group's messages we hold: a
+        writer polling it stops retransmitting them, even if it never meets us."""
+        key = self._group_keys.get(group_id)
+        name = acks_name(self._our_log_key, group_id)
+        if group_id not in self._ack_seq:
+            current = await self.backend.ns_fetch(name)
+            self._ack_seq[group_id] = (
+                open_head(current, name, self._our_log_key).seq if current is not None else 0
+            )
+        data = encode_acks(self._held_ids(group_id))
+        if key is not None:
+            data = seal(key, data)
+        seq = self._ack_seq[group_id] + 1
+        await self.backend.ns_update(
+            name, sign_head(self._signing, name, seq, data, key is not None)
+        )
+        self._ack_seq[group_id] = seq
+
+    async def _read_acks(self, reader: LogReader, member: bytes) -> None:
+        """Acknowledgements the member published: fed to the engine as ACKs from it."""
+        name = acks_name(reader.writer, reader.group_id)
+        record = await self.backend.ns_fetch(name)
+        if record is None:
+            return
+        head = open_head(record, name, reader.writer)
+        seen = (member, reader.group_id)
+        if head.seq <= self._acked_seen.get(seen, 0):
+            return
+        data = head.log
+        if head.sealed:
+            key = self._group_keys.get(reader.group_id)
+            if key is None:
+                raise LogError(f"{name}: sealed and we have no key")
+            data = unseal(key, data, name)
+        ids = decode_acks(data, name)
+        for i in range(0, len(ids), 50_000):
+            self._feed(member, encode_payload(acks=ids[i : i + 50_000]))
+        self._acked_seen[seen] = head.seq

@@ -147,6 +147,17 @@ class FileBackend:
         except OSError as e:
             raise BackendError(f"{self.root}: cannot read: {e.strerror or e}") from None
 
+    async def cas_get_many(self, addresses: list[bytes]) -> list[bytes | None]:
+        """Several objects in one trip to a worker thread (a reader fetching a page's worth)."""
+
+        def read_all() -> list[bytes | None]:
+            return [_read_bounded(self._cas / a.hex()) if len(a) == 32 else None for a in addresses]
+
+        try:
+            return await trio.to_thread.run_sync(read_all)
+        except OSError as e:
+            raise BackendError(f"{self.root}: cannot read: {e.strerror or e}") from None
+
     async def ns_update(self, name: str, record: bytes) -> None:
         path = self._ns / _safe_name(name)
 

@@ -39,7 +39,10 @@ __all__ = [
     "Head",
     "LogError",
     "Page",
+    "acks_name",
     "address_of",
+    "decode_acks",
+    "encode_acks",
     "log_name",
     "open_head",
     "parse_page",
@@ -134,6 +137,25 @@ def parse_page(data: bytes, where: str) -> Page:
             raise LogError(f"{where}: an entry needs exactly one of a 32-byte address or data")
         pairs.append(Pair(p.remoteHash, p.localHash, p.data))
     return Page(tuple(pairs), pb.tail)
+
+
+def acks_name(writer: bytes, group_id: bytes) -> str:
+    """The NS name under which ``writer`` publishes the IDs it holds of a group."""
+    return log_name(writer, group_id) + "/acks"
+
+
+MAX_ACKS: Final = 100_000
+"""IDs in one acknowledgement record (the newest; 3.2 MB)."""
+
+
+def encode_acks(ids: list[bytes]) -> bytes:
+    return b"".join(ids[:MAX_ACKS])
+
+
+def decode_acks(data: bytes, where: str) -> list[bytes]:
+    if len(data) % 32 or len(data) > 32 * MAX_ACKS:
+        raise LogError(f"{where}: acknowledgement record of {len(data)} bytes is malformed")
+    return [data[i : i + 32] for i in range(0, len(data), 32)]
 
 
 def _signed_bytes(name: str, seq: int, log: bytes, sealed: bool) -> bytes:

@@ -192,11 +192,16 @@ class _Helper:
         """Only the key holder may update: a valid signed head, for its own name, going up."""
         parts = name.split("/")
         try:
-            writer = bytes.fromhex(parts[1]) if len(parts) == 3 and parts[0] == "mvds" else b""
+            shaped = parts[0] == "mvds" and (
+                len(parts) == 3 or (len(parts) == 4 and parts[3] == "acks")
+            )
+            writer = bytes.fromhex(parts[1]) if shaped else b""
         except ValueError:
             writer = b""
         if len(writer) != 32:
-            raise HttpError(400, "invalid_argument", "names are mvds/<writer key>/<group tag>")
+            raise HttpError(
+                400, "invalid_argument", "names are mvds/<writer key>/<group tag>[/acks]"
+            )
         try:
             head = open_head(record, name, writer)
         except LogError as e:
