@@ -145,8 +145,8 @@ class MulticastConfig:
 @dataclass(frozen=True, slots=True)
 class RemoteLogConfig:
     url: str = ""
-    """Where logs live: ``file:///path`` (the embedded backend) or ``http://host:port`` (a
-    ``mvds-node helper serve``); empty to use none."""
+    """Where logs live: ``file:///path`` (the embedded backend), ``http://host:port`` (a
+    ``mvds-node helper serve``) or ``redis://host:port``; empty to use none."""
     page_size: int = 256
     """Entries per page of our log."""
     inline: int = 64
@@ -386,8 +386,10 @@ def parse_config(doc: Mapping[str, Any], *, data_dir: Path, where: str) -> NodeC
         inline=rl.get_int("inline", 64, 0, 100_000_000),
         poll_seconds=rl.get_float("poll_seconds", 30.0, 0.01, 86400.0),
     )
-    if remote_log.url and not remote_log.url.startswith(("file://", "http://")):
-        raise ConfigError(f"{where}: remote_log.url: use file:///path or http://host:port")
+    if remote_log.url and not remote_log.url.startswith(("file://", "http://", "redis://")):
+        raise ConfigError(
+            f"{where}: remote_log.url: use file:///path, http://host:port or redis://host:port"
+        )
     rl.done()
 
     peers: list[PeerConfig] = []
@@ -529,7 +531,8 @@ def render_config(config: NodeConfig) -> str:
     lines += [
         "",
         "[remote_log]",
-        '# Where logs live, e.g. "file:///srv/mvds-log"; "" for none. (default: "")',
+        '# Where logs live: "file:///path", "http://host:port" (`mvds-node helper serve`)',
+        '# or "redis://host:port"; "" for none. (default: "")',
         f"url = {_q(config.remote_log.url)}",
         "# Entries per page, and how many newest messages ride inline. (defaults: 256, 64)",
         f"page_size = {config.remote_log.page_size}",

@@ -908,7 +908,7 @@ class Node:
 
     async def aclose(self) -> None:
         if self._remote_log is not None:
-            self._remote_log.close()
+            await self._remote_log.aclose()
         for transport in self._transports:
             with contextlib.suppress(TransportError):
                 await transport.aclose()

@@ -46,6 +46,7 @@ from mvds_node.remotelog._format import (
     unseal,
 )
 from mvds_node.remotelog._http import HttpBackend
+from mvds_node.remotelog._redis import RedisBackend
 from mvds_node.sync import encode_payload
 
 __all__ = ["LogStatus", "RemoteLogService", "backend_for"]
@@ -65,6 +66,8 @@ def backend_for(url: str) -> Backend:
         return FileBackend(url.removeprefix("file://"))
     if url.startswith("http://"):
         return HttpBackend(url)
+    if url.startswith("redis://"):
+        return RedisBackend(url)
     raise ConfigError(f"remote_log.url: no backend for {url!r}")
 
 
@@ -141,6 +144,12 @@ class RemoteLogService:
     def close(self) -> None:
         self._db.close()
 
+    async def aclose(self) -> None:
+        close = getattr(self.backend, "aclose_connection", None)
+        if close is not None:
+            await close()
+        self.close()
+
     def enqueue(self, group_id: bytes, items: list[tuple[bytes, bytes]]) -> None:
         """Queue our messages ``(id, wire)`` of a group for upload (durable on return)."""
         if group_id not in self.writers or not items:
@@ -164,6 +173,8 @@ class RemoteLogService:
             nursery.start_soon(self._upload_loop)
             for reader, member in self.readers:
                 nursery.start_soon(self._read_loop, reader, member)
+            if hasattr(self.backend, "watch") and self.readers:
+                nursery.start_soon(self._watch_loop)
             task_status.started()
 
     async def _upload_loop(self) -> None:
@@ -196,6 +207,24 @@ class RemoteLogService:
             if status is not None and writer is not None:
                 status.seq, status.error = writer.seq, ""
             self._refresh_queued()
+
+    async def _watch_loop(self) -> None:
+        """With a backend that announces updates (Redis pub/sub), read a log as soon as its
+        writer updates it, not at the next poll. Falls back to polling while it is down."""
+        by_name = {reader.name: (reader, member) for reader, member in self.readers}
+        acks = {reader.name + "/acks": (reader, member) for reader, member in self.readers}
+        backoff = 1.0
+        while True:
+            try:
+                async with self.backend.watch() as updates:  # type: ignore[attr-defined]
+                    backoff = 1.0
+                    async for name in updates:
+                        found = by_name.get(name) or acks.get(name)
+                        if found is not None:
+                            await self._poll(*found)
+            except BackendError:
+                await trio.sleep(backoff)
+                backoff = min(_MAX_BACKOFF, backoff * 2)
 
     async def poll_now(self) -> None:
         """Read every peer's log once, now (also done every ``poll_seconds``)."""
