@@ -3,7 +3,9 @@
 A writer appends N messages of 256 bytes (in batches of 100, as a node uploads them); then a
 reader that has none of them polls once and gets them all, checked against their IDs. Timed: the
 reader's poll. Counted: bytes the reader read, and its NS and CAS calls. Backends: the embedded
-file backend and our HTTP helper (in this process, on 127.0.0.1). Prints JSON.
+file backend, our HTTP helper (in this process, on 127.0.0.1), and real redis-server and
+nats-server (JetStream) processes on 127.0.0.1, started here (the Debian packages must be
+installed; ``dev.py test`` installs them). Prints JSON.
 
     python3 dev.py bench remote_log [--messages N]
 """
@@ -14,6 +16,7 @@ import argparse
 import functools
 import json
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,7 +29,12 @@ from mvds_node.remotelog import FileBackend, LogReader, LogSettings, LogWriter
 from mvds_node.remotelog._backend import Backend
 from mvds_node.remotelog._format import public_key
 from mvds_node.remotelog._http import HelperLimits, HttpBackend, serve_helper
+from mvds_node.remotelog._nats import NatsBackend
+from mvds_node.remotelog._redis import RedisBackend
 from mvds_node.sync import encode_message, message_id
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.remotelog.services import nats_server, redis_server
 
 G = bytes(range(32))
 MODES = {
@@ -102,7 +110,11 @@ async def case(backend: Backend, settings: LogSettings, n: int) -> dict[str, Any
 async def main_async(n: int) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        async with trio.open_nursery() as nursery:
+        async with (
+            redis_server(Path(tmp) / "redis") as redis_url,
+            nats_server(Path(tmp) / "nats") as nats_url,
+            trio.open_nursery() as nursery,
+        ):
             listeners = await nursery.start(
                 functools.partial(
                     serve_helper,
@@ -114,10 +126,13 @@ async def main_async(n: int) -> list[dict[str, Any]]:
             )
             url = f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}"
             for mode, settings in MODES.items():
-                for name, backend in (
+                backends: list[tuple[str, Backend]] = [
                     ("file", FileBackend(Path(tmp) / f"file-{len(out)}")),
                     ("http helper", HttpBackend(url)),
-                ):
+                    ("redis", RedisBackend(redis_url)),
+                    ("nats jetstream", NatsBackend(nats_url)),
+                ]
+                for name, backend in backends:
                     figures = {"messages": n, **await case(backend, settings, n)}
                     out.append({"backend": name, "mode": mode, **figures})
                     print(json.dumps(out[-1]), flush=True)

@@ -59,3 +59,32 @@ async def redis_server(tmp: Path) -> AsyncIterator[str]:
         process.kill()
         await process.wait()
         await process.stdout.aclose()
+
+
+@asynccontextmanager
+async def nats_server(tmp: Path) -> AsyncIterator[str]:
+    """A nats-server with JetStream on a free loopback port; yields its URL once it listens."""
+    binary = need("nats-server", "nats-server")
+    port = random.randint(20000, 60000)
+    os.makedirs(tmp, exist_ok=True)
+    process = await trio.lowlevel.open_process(
+        [binary, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(tmp)],
+        stderr=subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    try:
+        with trio.fail_after(20):
+            seen = b""
+            while b"Server is ready" not in seen:
+                chunk = await process.stderr.receive_some(4096)
+                if not chunk:
+                    raise RuntimeError(f"nats-server exited: {seen.decode(errors='replace')}")
+                seen = (seen + chunk)[-8192:]
+        yield f"nats://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        with trio.move_on_after(5):
+            await process.wait()
+        process.kill()
+        await process.wait()
+        await process.stderr.aclose()

@@ -146,7 +146,8 @@ class MulticastConfig:
 class RemoteLogConfig:
     url: str = ""
     """Where logs live: ``file:///path`` (the embedded backend), ``http://host:port`` (a
-    ``mvds-node helper serve``) or ``redis://host:port``; empty to use none."""
+    ``mvds-node helper serve``), ``redis://host:port`` or ``nats://host:port`` (JetStream);
+    empty to use none."""
     page_size: int = 256
     """Entries per page of our log."""
     inline: int = 64
@@ -386,9 +387,12 @@ def parse_config(doc: Mapping[str, Any], *, data_dir: Path, where: str) -> NodeC
         inline=rl.get_int("inline", 64, 0, 100_000_000),
         poll_seconds=rl.get_float("poll_seconds", 30.0, 0.01, 86400.0),
     )
-    if remote_log.url and not remote_log.url.startswith(("file://", "http://", "redis://")):
+    if remote_log.url and not remote_log.url.startswith(
+        ("file://", "http://", "redis://", "nats://")
+    ):
         raise ConfigError(
-            f"{where}: remote_log.url: use file:///path, http://host:port or redis://host:port"
+            f"{where}: remote_log.url: use file:///path, http://host:port, redis://host:port "
+            "or nats://host:port"
         )
     rl.done()
 
@@ -532,7 +536,7 @@ def render_config(config: NodeConfig) -> str:
         "",
         "[remote_log]",
         '# Where logs live: "file:///path", "http://host:port" (`mvds-node helper serve`)',
-        '# or "redis://host:port"; "" for none. (default: "")',
+        '# "redis://host:port" or "nats://host:port"; "" for none. (default: "")',
         f"url = {_q(config.remote_log.url)}",
         "# Entries per page, and how many newest messages ride inline. (defaults: 256, 64)",
         f"page_size = {config.remote_log.page_size}",

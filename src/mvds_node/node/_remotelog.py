@@ -46,6 +46,7 @@ from mvds_node.remotelog._format import (
     unseal,
 )
 from mvds_node.remotelog._http import HttpBackend
+from mvds_node.remotelog._nats import NatsBackend
 from mvds_node.remotelog._redis import RedisBackend
 from mvds_node.sync import encode_payload
 
@@ -68,6 +69,8 @@ def backend_for(url: str) -> Backend:
         return HttpBackend(url)
     if url.startswith("redis://"):
         return RedisBackend(url)
+    if url.startswith("nats://"):
+        return NatsBackend(url)
     raise ConfigError(f"remote_log.url: no backend for {url!r}")
 
 

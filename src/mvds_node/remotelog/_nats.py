@@ -1,0 +1,345 @@
+"""A NATS JetStream backend (``nats://host:port``), speaking the NATS protocol over Trio.
+
+* NS: a JetStream key-value bucket (stream ``KV_mvds``, subjects ``$KV.mvds.<key>``, one value
+  per key). An update reads the current value and its revision, refuses a record whose signed
+  sequence is not higher, and writes with ``Nats-Expected-Last-Subject-Sequence`` set to that
+  revision: a compare-and-set, so two writers cannot interleave. Readers can subscribe to
+  ``$KV.mvds.>`` (:meth:`NatsBackend.watch`) and hear updates at once.
+* CAS: a JetStream object store (stream ``OBJ_mvds``): chunks on ``$O.mvds.C.<nuid>``, then the
+  metadata on ``$O.mvds.M.<name>`` with a roll-up header, in the layout other NATS clients use,
+  the object named by its address.
+
+Reads use JetStream's direct get. One connection per backend, one request at a time; every size
+read from the server is bounded.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any, Final
+
+import trio
+from google.protobuf.message import DecodeError
+
+from mvds_node.remotelog._backend import BackendError
+from mvds_node.remotelog._format import MAX_OBJECT_BYTES, address_of
+from mvds_node.remotelog.proto import remotelog_pb2
+
+__all__ = ["NatsBackend"]
+
+BUCKET: Final = "mvds"
+KV_STREAM: Final = f"KV_{BUCKET}"
+OBJ_STREAM: Final = f"OBJ_{BUCKET}"
+CHUNK: Final = 128 * 1024
+_MAX_LINE: Final = 64 * 1024
+_MAX_MSG: Final = MAX_OBJECT_BYTES + 64 * 1024
+_TIMEOUT: Final = 10.0
+
+
+def _key(name: str) -> str:
+    """A NATS subject token for any name (base64url, no padding)."""
+    return base64.urlsafe_b64encode(name.encode()).decode().rstrip("=")
+
+
+class _Msg:
+    __slots__ = ("data", "headers", "reply", "status", "subject")
+
+    def __init__(
+        self, subject: str, reply: str, headers: dict[str, str], status: str, data: bytes
+    ) -> None:
+        self.subject, self.reply, self.headers, self.status, self.data = (
+            subject,
+            reply,
+            headers,
+            status,
+            data,
+        )
+
+
+class _Conn:
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.buf = bytearray()
+
+    async def _fill(self) -> None:
+        chunk = await self.stream.receive_some(65536)
+        if not chunk:
+            raise BackendError("nats closed the connection")
+        self.buf += chunk
+
+    async def _line(self) -> str:
+        while (i := self.buf.find(b"\r\n")) < 0:
+            if len(self.buf) > _MAX_LINE:
+                raise BackendError("nats sent an overlong line")
+            await self._fill()
+        line = bytes(self.buf[:i]).decode(errors="replace")
+        del self.buf[: i + 2]
+        return line
+
+    async def _exact(self, n: int) -> bytes:
+        if n > _MAX_MSG:
+            raise BackendError(f"nats message of {n} bytes is over the limit")
+        while len(self.buf) < n + 2:
+            await self._fill()
+        data = bytes(self.buf[:n])
+        del self.buf[: n + 2]
+        return data
+
+    async def next_msg(self) -> _Msg:
+        """The next MSG/HMSG; answers PINGs, skips +OK/PONG/INFO, raises on -ERR."""
+        while True:
+            line = await self._line()
+            op = line.split(" ", 1)[0].upper()
+            if op == "PING":
+                await self.stream.send_all(b"PONG\r\n")
+            elif op in ("PONG", "+OK", "INFO", ""):
+                continue
+            elif op == "-ERR":
+                raise BackendError(f"nats: {line[5:]}")
+            elif op == "MSG":
+                parts = line.split(" ")
+                subject, reply = parts[1], parts[3] if len(parts) == 5 else ""
+                data = await self._exact(int(parts[-1]))
+                return _Msg(subject, reply, {}, "", data)
+            elif op == "HMSG":
+                parts = line.split(" ")
+                subject, reply = parts[1], parts[3] if len(parts) == 6 else ""
+                hlen, total = int(parts[-2]), int(parts[-1])
+                raw = await self._exact(total)
+                head, data = raw[:hlen].decode(errors="replace"), raw[hlen:]
+                lines = head.split("\r\n")
+                status = lines[0][len("NATS/1.0") :].strip()
+                headers = {}
+                for h in lines[1:]:
+                    k, _, v = h.partition(":")
+                    if k:
+                        headers[k.strip()] = v.strip()
+                return _Msg(subject, reply, headers, status, data)
+            else:
+                raise BackendError(f"nats sent {line[:40]!r}")
+
+
+class NatsBackend:
+    """A :class:`~mvds_node.remotelog.Backend` on NATS JetStream (key-value and object store)."""
+
+    def __init__(self, url: str) -> None:
+        rest = url.removeprefix("nats://").rstrip("/")
+        host, _, port = rest.partition(":")
+        self.host = host or "127.0.0.1"
+        self.port = int(port or 4222)
+        self._conn: _Conn | None = None
+        self._inbox = f"_INBOX.{os.urandom(8).hex()}"
+        self._n = 0
+        self._lock = trio.Lock()
+        self._ready = False
+
+    async def _connect(self) -> _Conn:
+        stream = await trio.open_tcp_stream(self.host, self.port)
+        conn = _Conn(stream)
+        info = await conn._line()
+        if not info.startswith("INFO"):
+            await stream.aclose()
+            raise BackendError("not a NATS server")
+        options = {"verbose": False, "pedantic": False, "headers": True, "protocol": 1}
+        await stream.send_all(f"CONNECT {json.dumps(options)}\r\nPING\r\n".encode())
+        while (line := await conn._line()) != "PONG":
+            if line.startswith("-ERR"):
+                raise BackendError(f"nats: {line}")
+        return conn
+
+    async def aclose_connection(self) -> None:
+        if self._conn is not None:
+            await trio.aclose_forcefully(self._conn.stream)
+            self._conn = None
+            self._ready = False
+
+    async def _request(
+        self, subject: str, data: bytes = b"", headers: dict[str, str] | None = None
+    ) -> _Msg:
+        try:
+            with trio.fail_after(_TIMEOUT):
+                if self._conn is None:
+                    self._conn = await self._connect()
+                    await self._conn.stream.send_all(f"SUB {self._inbox}.* 1\r\n".encode())
+                conn = self._conn
+                self._n += 1
+                reply = f"{self._inbox}.{self._n}"
+                if headers:
+                    head = "NATS/1.0\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+                    hb = (head + "\r\n").encode()
+                    cmd = f"HPUB {subject} {reply} {len(hb)} {len(hb) + len(data)}\r\n"
+                    await conn.stream.send_all(cmd.encode() + hb + data + b"\r\n")
+                else:
+                    cmd = f"PUB {subject} {reply} {len(data)}\r\n"
+                    await conn.stream.send_all(cmd.encode() + data + b"\r\n")
+                while True:
+                    msg = await conn.next_msg()
+                    if msg.subject == reply:
+                        return msg
+        except (
+            OSError,
+            trio.BrokenResourceError,
+            trio.ClosedResourceError,
+            trio.TooSlowError,
+        ) as e:
+            await self.aclose_connection()
+            raise BackendError(f"nats {self.host}:{self.port} unreachable: {e!r}") from None
+        except (BackendError, ValueError, IndexError) as e:
+            await self.aclose_connection()
+            raise BackendError(f"nats: {e}") from None
+
+    async def _api(self, subject: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        msg = await self._request(subject, json.dumps(body).encode() if body is not None else b"")
+        try:
+            reply: dict[str, Any] = json.loads(msg.data)
+        except ValueError:
+            raise BackendError(f"nats: {subject} answered with non-JSON") from None
+        return reply
+
+    async def _ensure(self) -> None:
+        if self._ready:
+            return
+        async with self._lock:
+            for name, subjects, per_subject in (
+                (KV_STREAM, [f"$KV.{BUCKET}.>"], 1),
+                (OBJ_STREAM, [f"$O.{BUCKET}.C.>", f"$O.{BUCKET}.M.>"], -1),
+            ):
+                info = await self._api(f"$JS.API.STREAM.INFO.{name}")
+                if "error" not in info:
+                    continue
+                config = {
+                    "name": name,
+                    "subjects": subjects,
+                    "max_msgs_per_subject": per_subject,
+                    "discard": "new",
+                    "allow_rollup_hdrs": True,
+                    "allow_direct": True,
+                    "storage": "file",
+                    "num_replicas": 1,
+                }
+                created = await self._api(f"$JS.API.STREAM.CREATE.{name}", config)
+                if "error" in created and created["error"].get("err_code") != 10058:
+                    raise BackendError(f"nats: cannot create {name}: {created['error']}")
+            self._ready = True
+
+    async def _publish(self, subject: str, data: bytes, headers: dict[str, str] | None) -> int:
+        msg = await self._request(subject, data, headers)
+        try:
+            ack = json.loads(msg.data)
+        except ValueError:
+            raise BackendError(f"nats: no publish acknowledgement on {subject}") from None
+        if "error" in ack:
+            raise BackendError(f"nats refused {subject}: {ack['error'].get('description')}")
+        return int(ack["seq"])
+
+    async def _last(self, stream: str, subject: str) -> _Msg | None:
+        msg = await self._request(f"$JS.API.DIRECT.GET.{stream}.{subject}")
+        if msg.status.startswith("404"):
+            return None
+        if msg.status:
+            raise BackendError(f"nats direct get: {msg.status}")
+        return msg
+
+    # --- NS ---------------------------------------------------------------------------------
+
+    async def ns_fetch(self, name: str) -> bytes | None:
+        await self._ensure()
+        async with self._lock:
+            msg = await self._last(KV_STREAM, f"$KV.{BUCKET}.{_key(name)}")
+        return None if msg is None else msg.data
+
+    async def ns_update(self, name: str, record: bytes) -> None:
+        try:
+            seq = remotelog_pb2.SignedHead.FromString(record).seq
+        except DecodeError:
+            raise BackendError("an NS record must be a signed head") from None
+        await self._ensure()
+        subject = f"$KV.{BUCKET}.{_key(name)}"
+        async with self._lock:
+            current = await self._last(KV_STREAM, subject)
+            revision = 0
+            if current is not None:
+                revision = int(current.headers.get("Nats-Sequence", "0"))
+                old = remotelog_pb2.SignedHead.FromString(current.data).seq
+                if old >= seq:
+                    raise BackendError(f"nats refused {name}: sequence {seq} is not above {old}")
+            await self._publish(
+                subject, record, {"Nats-Expected-Last-Subject-Sequence": str(revision)}
+            )
+
+    @contextlib.asynccontextmanager
+    async def watch(self) -> AsyncIterator[AsyncIterator[str]]:
+        """Names as they are updated, on a connection of its own (subscribed on entry)."""
+        try:
+            conn = await self._connect()
+        except OSError as e:
+            raise BackendError(f"nats {self.host}:{self.port} unreachable: {e}") from None
+        async with conn.stream:
+            await conn.stream.send_all(f"SUB $KV.{BUCKET}.> 1\r\nPING\r\n".encode())
+
+            async def names() -> AsyncGenerator[str, None]:
+                prefix = f"$KV.{BUCKET}."
+                while True:
+                    msg = await conn.next_msg()
+                    token = msg.subject.removeprefix(prefix)
+                    with contextlib.suppress(ValueError):
+                        yield base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+
+            updates = names()
+            async with contextlib.aclosing(updates):
+                yield updates
+
+    # --- CAS --------------------------------------------------------------------------------
+
+    async def cas_add(self, data: bytes) -> bytes:
+        address = address_of(data)
+        await self._ensure()
+        meta_subject = f"$O.{BUCKET}.M.{_key(address.hex())}"
+        async with self._lock:
+            if await self._last(OBJ_STREAM, meta_subject) is not None:
+                return address  # content addressed: already there
+            nuid = os.urandom(11).hex()
+            chunks = 0
+            for i in range(0, max(1, len(data)), CHUNK):
+                await self._publish(f"$O.{BUCKET}.C.{nuid}", data[i : i + CHUNK], None)
+                chunks += 1
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).decode()
+            meta = {
+                "name": address.hex(),
+                "bucket": BUCKET,
+                "nuid": nuid,
+                "size": len(data),
+                "chunks": chunks,
+                "digest": f"SHA-256={digest}",
+            }
+            await self._publish(meta_subject, json.dumps(meta).encode(), {"Nats-Rollup": "sub"})
+        return address
+
+    async def cas_get(self, address: bytes) -> bytes | None:
+        await self._ensure()
+        async with self._lock:
+            meta_msg = await self._last(OBJ_STREAM, f"$O.{BUCKET}.M.{_key(address.hex())}")
+            if meta_msg is None:
+                return None
+            try:
+                meta = json.loads(meta_msg.data)
+                nuid, size, chunks = str(meta["nuid"]), int(meta["size"]), int(meta["chunks"])
+            except (ValueError, KeyError, TypeError):
+                raise BackendError("nats: object metadata is malformed") from None
+            if size > MAX_OBJECT_BYTES or chunks > MAX_OBJECT_BYTES // CHUNK + 1:
+                raise BackendError(f"nats: object of {size} bytes is over the limit")
+            parts: list[bytes] = []
+            seq = 1
+            for _ in range(chunks):
+                body = json.dumps({"seq": seq, "next_by_subj": f"$O.{BUCKET}.C.{nuid}"}).encode()
+                msg = await self._request(f"$JS.API.DIRECT.GET.{OBJ_STREAM}", body)
+                if msg.status:
+                    raise BackendError(f"nats: chunk of {address.hex()[:16]}: {msg.status}")
+                parts.append(msg.data)
+                seq = int(msg.headers.get("Nats-Sequence", "0")) + 1
+        return b"".join(parts)
