@@ -97,6 +97,9 @@ async def case(backend: Backend, settings: LogSettings, n: int) -> dict[str, Any
     result = await reader.poll(lambda m: False)
     read_s = time.perf_counter() - t
     assert len(result.messages) == n
+    close = getattr(backend, "aclose_connection", None)
+    if close is not None:
+        await close()
     return {
         "catch_up_seconds": round(read_s, 3),
         "write_seconds": round(write_s, 3),

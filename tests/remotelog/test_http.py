@@ -41,11 +41,16 @@ def messages(n: int) -> list[tuple[bytes, bytes]]:
 
 async def test_writer_and_reader_through_the_helper(helper: str) -> None:
     settings = LogSettings(page_size=10, inline=3)
-    writer = LogWriter(HttpBackend(helper), KEY, G, settings=settings)
+    writer_backend, reader_backend = HttpBackend(helper), HttpBackend(helper)
+    writer = LogWriter(writer_backend, KEY, G, settings=settings)
     await writer.append(messages(25))
-    reader = LogReader(HttpBackend(helper), public_key(KEY), G, settings=settings)
+    reader = LogReader(reader_backend, public_key(KEY), G, settings=settings)
     result = await reader.poll(lambda m: False)
     assert result.messages == [w for _, w in messages(25)]
+    # Every call rode one kept-alive connection per client.
+    assert writer_backend.calls > 1 and reader_backend.calls > 1
+    await writer_backend.aclose_connection()
+    await reader_backend.aclose_connection()
 
 
 async def test_only_the_key_holder_updates_a_name(helper: str) -> None:
@@ -62,6 +67,7 @@ async def test_only_the_key_holder_updates_a_name(helper: str) -> None:
         await backend.ns_update("not-a-log-name", sign_head(KEY, name, 9, b"", False))
     assert await backend.ns_fetch(name) == sign_head(KEY, name, 5, b"", False)
     assert await backend.ns_fetch(log_name(b"\x01" * 32, G)) is None
+    await backend.aclose_connection()
 
 
 async def raw(url: str, data: bytes) -> bytes:
@@ -103,6 +109,7 @@ async def test_rate_limit(tmp_path: Path, nursery: trio.Nursery) -> None:
         await backend.cas_get(b"\x00" * 32)
     with pytest.raises(BackendError, match="429"):
         await backend.cas_get(b"\x00" * 32)
+    await backend.aclose_connection()
 
 
 async def test_helper_down_is_a_backend_error() -> None:

@@ -14,8 +14,9 @@ is the one in the name, with a valid signature and a sequence number above the s
 a helper shared by many people cannot be used to forge or roll back anyone's log; it can only
 withhold it, which readers notice as a head that stops advancing.
 
-The HTTP parsing is deliberately small: one request per connection, ``Content-Length`` bodies
-only, and a clear error for anything else.
+The HTTP parsing is deliberately small: HTTP/1.1 with keep-alive (a client sends its requests
+one after another on one connection), ``Content-Length`` bodies only, and a clear error, after
+which the connection is closed, for anything else.
 """
 
 from __future__ import annotations
@@ -55,24 +56,37 @@ class HttpError(Exception):
         self.status, self.code, self.msg = status, code, msg
 
 
-async def _read_request(stream: trio.abc.Stream) -> tuple[str, str, bytes]:
-    buf = bytearray()
+class _Request:
+    __slots__ = ("body", "keep_alive", "method", "path")
+
+    def __init__(self, method: str, path: str, body: bytes, keep_alive: bool) -> None:
+        self.method, self.path, self.body, self.keep_alive = method, path, body, keep_alive
+
+
+async def _read_request(stream: trio.abc.Stream, buf: bytearray) -> _Request | None:
+    """The next request on a connection (``buf`` carries bytes between requests); None if the
+    client closed the connection between requests."""
     while b"\r\n\r\n" not in buf:
         if len(buf) > MAX_HEADER_BYTES:
             raise HttpError(431, "malformed", "request header too large")
         chunk = await stream.receive_some(65536)
         if not chunk:
+            if not buf:
+                return None
             raise HttpError(400, "malformed", "connection closed mid-request")
         buf += chunk
-    head, _, rest = bytes(buf).partition(b"\r\n\r\n")
-    if len(head) > MAX_HEADER_BYTES:
+    end = buf.index(b"\r\n\r\n")
+    if end > MAX_HEADER_BYTES:
         raise HttpError(431, "malformed", "request header too large")
+    head = bytes(buf[:end])
+    del buf[: end + 4]
     lines = head.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ")
     if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
         raise HttpError(400, "malformed", "not an HTTP/1.x request line")
     method, path = parts[0], parts[1]
-    length = None
+    keep_alive = parts[2] == "HTTP/1.1"
+    length = 0
     for line in lines[1:]:
         name, _, value = line.partition(":")
         name = name.strip().lower()
@@ -83,26 +97,30 @@ async def _read_request(stream: trio.abc.Stream) -> tuple[str, str, bytes]:
                 raise HttpError(400, "malformed", "bad Content-Length") from None
         elif name == "transfer-encoding":
             raise HttpError(501, "unimplemented", "only Content-Length bodies are accepted")
-    if length is None:
-        length = 0
+        elif name == "connection":
+            keep_alive = value.strip().lower() == "keep-alive" or (
+                keep_alive and value.strip().lower() != "close"
+            )
     if not 0 <= length <= MAX_BODY_BYTES:
         raise HttpError(413, "resource_exhausted", f"body over {MAX_BODY_BYTES} bytes")
-    body = bytearray(rest)
-    while len(body) < length:
-        chunk = await stream.receive_some(min(65536, length - len(body)))
+    while len(buf) < length:
+        chunk = await stream.receive_some(65536)
         if not chunk:
             raise HttpError(400, "malformed", "body shorter than Content-Length")
-        body += chunk
-    if len(body) > length:
-        raise HttpError(400, "malformed", "bytes after the body")
-    return method, path, bytes(body)
+        buf += chunk
+    body = bytes(buf[:length])
+    del buf[:length]
+    return _Request(method, path, body, keep_alive)
 
 
-async def _respond(stream: trio.abc.Stream, status: int, body: bytes, content_type: str) -> None:
+async def _respond(
+    stream: trio.abc.Stream, status: int, body: bytes, content_type: str, *, keep_alive: bool
+) -> None:
     reason = {200: "OK", 404: "Not Found", 429: "Too Many Requests"}.get(status, "Error")
+    connection = "keep-alive" if keep_alive else "close"
     head = (
         f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: {connection}\r\n\r\n"
     ).encode()
     await stream.send_all(head + body)
 
@@ -144,21 +162,39 @@ class _Helper:
         try:
             client = str(stream.socket.getpeername()[0])
             async with stream:
-                try:
-                    with trio.fail_after(_TIMEOUT):
-                        method, path, body = await _read_request(stream)
-                        if not self._allow(client):
-                            raise HttpError(429, "resource_exhausted", "too many requests")
-                        if method != "POST":
-                            raise HttpError(405, "bad_route", "Twirp routes take POST")
-                        reply = await self.route(path, body)
-                        await _respond(stream, 200, reply, "application/protobuf")
-                except HttpError as e:
-                    payload = json.dumps({"code": e.code, "msg": e.msg}).encode()
-                    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                        await _respond(stream, e.status, payload, "application/json")
-                except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError):
-                    pass
+                buf = bytearray()
+                while True:
+                    try:
+                        with trio.fail_after(_TIMEOUT):
+                            request = await _read_request(stream, buf)
+                            if request is None:
+                                return
+                            if not self._allow(client):
+                                raise HttpError(429, "resource_exhausted", "too many requests")
+                            if request.method != "POST":
+                                raise HttpError(405, "bad_route", "Twirp routes take POST")
+                            reply = await self.route(request.path, request.body)
+                            await _respond(
+                                stream,
+                                200,
+                                reply,
+                                "application/protobuf",
+                                keep_alive=request.keep_alive,
+                            )
+                            if not request.keep_alive:
+                                return
+                    except HttpError as e:
+                        # After a refused request the connection's framing is not to be trusted.
+                        payload = json.dumps({"code": e.code, "msg": e.msg}).encode()
+                        with contextlib.suppress(
+                            trio.BrokenResourceError, trio.ClosedResourceError
+                        ):
+                            await _respond(
+                                stream, e.status, payload, "application/json", keep_alive=False
+                            )
+                        return
+                    except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError):
+                        return
         finally:
             self.connections -= 1
 
@@ -248,34 +284,74 @@ class HttpBackend:
         self.host = host
         self.port = int(port or 80)
         self.calls = 0
+        self._stream: trio.SocketStream | None = None
+        self._buf = bytearray()
+        self._lock = trio.Lock()
+
+    async def _exchange(self, request: bytes) -> tuple[int, bytes]:
+        if self._stream is None:
+            self._stream = await trio.open_tcp_stream(self.host, self.port)
+            self._buf = bytearray()
+        stream, buf = self._stream, self._buf
+        await stream.send_all(request)
+        while b"\r\n\r\n" not in buf:
+            chunk = await stream.receive_some(65536)
+            if not chunk:
+                raise trio.BrokenResourceError("helper closed the connection")
+            buf += chunk
+            if len(buf) > MAX_HEADER_BYTES + MAX_BODY_BYTES:
+                raise BackendError("helper's answer is too large")
+        end = buf.index(b"\r\n\r\n")
+        head = bytes(buf[:end]).decode("latin-1")
+        del buf[: end + 4]
+        lines = head.split("\r\n")
+        status_parts = lines[0].split(" ")
+        status = int(status_parts[1]) if len(status_parts) > 1 and status_parts[1].isdigit() else 0
+        length, keep = 0, True
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "content-length":
+                length = int(value.strip())
+            elif name.strip().lower() == "connection" and value.strip().lower() == "close":
+                keep = False
+        if not 0 <= length <= MAX_BODY_BYTES:
+            raise BackendError("helper's answer is too large")
+        while len(buf) < length:
+            chunk = await stream.receive_some(65536)
+            if not chunk:
+                raise trio.BrokenResourceError("helper closed the connection mid-answer")
+            buf += chunk
+        payload = bytes(buf[:length])
+        del buf[:length]
+        if not keep:
+            await self.aclose_connection()
+        return status, payload
+
+    async def aclose_connection(self) -> None:
+        if self._stream is not None:
+            await trio.aclose_forcefully(self._stream)
+            self._stream = None
 
     async def _call(self, route: str, body: bytes) -> bytes | None:
         self.calls += 1
         request = (
             f"POST {route} HTTP/1.1\r\nHost: {self.host}\r\n"
-            f"Content-Type: application/protobuf\r\nContent-Length: {len(body)}\r\n"
-            "Connection: close\r\n\r\n"
+            f"Content-Type: application/protobuf\r\nContent-Length: {len(body)}\r\n\r\n"
         ).encode() + body
-        try:
-            with trio.fail_after(_TIMEOUT):
-                stream = await trio.open_tcp_stream(self.host, self.port)
-                async with stream:
-                    await stream.send_all(request)
-                    response = bytearray()
-                    while True:
-                        chunk = await stream.receive_some(65536)
-                        if not chunk:
-                            break
-                        response += chunk
-                        if len(response) > MAX_BODY_BYTES + MAX_HEADER_BYTES:
-                            raise BackendError("helper's answer is too large")
-        except (OSError, trio.TooSlowError, trio.BrokenResourceError) as e:
-            raise BackendError(f"helper {self.host}:{self.port} unreachable: {e}") from None
-        head, _, payload = bytes(response).partition(b"\r\n\r\n")
-        status_line = head.split(b"\r\n", 1)[0].split(b" ")
-        status = int(status_line[1]) if len(status_line) > 1 and status_line[1].isdigit() else 0
+        async with self._lock:
+            for attempt in (1, 2):  # a kept-alive connection the helper closed: retry once
+                try:
+                    with trio.fail_after(_TIMEOUT):
+                        status, payload = await self._exchange(request)
+                    break
+                except (OSError, trio.TooSlowError, trio.BrokenResourceError, ValueError) as e:
+                    await self.aclose_connection()
+                    if attempt == 2 or isinstance(e, trio.TooSlowError):
+                        raise BackendError(
+                            f"helper {self.host}:{self.port} unreachable: {e}"
+                        ) from None
         if status == 200:
-            return payload if len(payload) <= MAX_BODY_BYTES else b"\xff"  # refused by decoding
+            return payload
         if status == 404 and b'"not_found"' in payload:
             return None
         raise BackendError(f"helper answered {status}: {payload[:200].decode(errors='replace')}")
