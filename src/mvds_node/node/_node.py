@@ -761,6 +761,8 @@ class Node:
                 self._datagram_cap(event.peer, on_tcp=True)
                 self._engine.reset_peer(event.peer, now=trio.current_time())
                 self._emit(PeerConnected(event.peer, event.address))
+                if self._remote_log is not None:
+                    self._remote_log.kick()  # we are online again: read the logs now
                 self._wake()
                 with contextlib.suppress(TransportError):
                     await self._tcp.send(event.peer, encode_frame(Hello()))

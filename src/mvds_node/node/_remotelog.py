@@ -55,6 +55,7 @@ __all__ = ["LogStatus", "RemoteLogService", "backend_for"]
 _BATCH: Final = 1000
 _FEED_CHUNK: Final = 500
 _MAX_BACKOFF: Final = 60.0
+_UNREACHABLE: Final = "backend unreachable: "
 
 
 def backend_for(url: str) -> Backend:
@@ -129,6 +130,7 @@ class RemoteLogService:
             "id BLOB NOT NULL, wire BLOB NOT NULL)"
         )
         self._wake = trio.Event()
+        self._kicked = trio.Event()
         self.writers: dict[bytes, LogWriter] = {}
         self.readers: list[tuple[LogReader, bytes]] = []
         self.status: dict[str, LogStatus] = {}
@@ -234,10 +236,24 @@ class RemoteLogService:
         for reader, member in self.readers:
             await self._poll(reader, member)
 
+    def kick(self) -> None:
+        """Connectivity came back (a peer connected): read every log now, not at the next poll."""
+        self._kicked.set()
+        self._kicked = trio.Event()
+
     async def _read_loop(self, reader: LogReader, member: bytes) -> None:
+        delay = self.poll_seconds
         while True:
+            kicked = self._kicked
             await self._poll(reader, member)
-            await trio.sleep(self.poll_seconds)
+            # A backend that fails is asked again after 2, 4, 8 ... poll intervals (at most 10
+            # minutes), so a helper that is down is not hammered; any success resets the pace.
+            if self.status[reader.name].error.startswith(_UNREACHABLE):
+                delay = min(max(delay * 2, self.poll_seconds), max(self.poll_seconds, 600.0))
+            else:
+                delay = self.poll_seconds
+            with trio.move_on_after(delay):
+                await kicked.wait()
 
     async def _poll(self, reader: LogReader, member: bytes) -> None:
         async with self._locks.setdefault(reader.name, trio.Lock()):  # one poll per log at once
@@ -261,7 +277,7 @@ class RemoteLogService:
             self._refused(member, "remote-log", str(e))
             return
         except BackendError as e:
-            status.error = str(e)
+            status.error = f"{_UNREACHABLE}{e}"
             return
         status.error = ""
 
