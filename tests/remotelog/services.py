@@ -32,33 +32,42 @@ def need(binary: str, package: str) -> str:
 
 
 @asynccontextmanager
-async def redis_server(tmp: Path) -> AsyncIterator[str]:
-    """A redis-server on a free loopback port; yields its URL once it accepts connections."""
-    binary = need("redis-server", "redis-server")
-    port = random.randint(20000, 60000)
-    os.makedirs(tmp, exist_ok=True)
-    process = await trio.lowlevel.open_process(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp),
-         "--save", "", "--appendonly", "no", "--daemonize", "no", "--loglevel", "notice"],
-        stdout=subprocess.PIPE,
-    )  # fmt: skip
-    assert process.stdout is not None
+async def _server(argv: list[str], ready: bytes, *, on_stderr: bool) -> AsyncIterator[None]:
+    """Run a server until the block ends; enter once its log (stdout or stderr) says ``ready``."""
+    if on_stderr:
+        process = await trio.lowlevel.open_process(argv, stderr=subprocess.PIPE)
+    else:
+        process = await trio.lowlevel.open_process(argv, stdout=subprocess.PIPE)
+    log = process.stderr if on_stderr else process.stdout
+    assert log is not None
     try:
         with trio.fail_after(20):
             seen = b""
-            while b"Ready to accept connections" not in seen:
-                chunk = await process.stdout.receive_some(4096)
+            while ready not in seen:
+                chunk = await log.receive_some(4096)
                 if not chunk:
-                    raise RuntimeError(f"redis-server exited: {seen.decode(errors='replace')}")
+                    raise RuntimeError(f"{argv[0]} exited: {seen.decode(errors='replace')}")
                 seen = (seen + chunk)[-8192:]
-        yield f"redis://127.0.0.1:{port}"
+        yield
     finally:
         process.terminate()
         with trio.move_on_after(5):
             await process.wait()
         process.kill()
         await process.wait()
-        await process.stdout.aclose()
+        await log.aclose()
+
+
+@asynccontextmanager
+async def redis_server(tmp: Path) -> AsyncIterator[str]:
+    """A redis-server on a free loopback port; yields its URL once it accepts connections."""
+    binary = need("redis-server", "redis-server")
+    port = random.randint(20000, 60000)
+    os.makedirs(tmp, exist_ok=True)
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp)]
+    argv += ["--save", "", "--appendonly", "no", "--daemonize", "no"]
+    async with _server(argv, b"Ready to accept connections", on_stderr=False):
+        yield f"redis://127.0.0.1:{port}"
 
 
 @asynccontextmanager
@@ -67,24 +76,6 @@ async def nats_server(tmp: Path) -> AsyncIterator[str]:
     binary = need("nats-server", "nats-server")
     port = random.randint(20000, 60000)
     os.makedirs(tmp, exist_ok=True)
-    process = await trio.lowlevel.open_process(
-        [binary, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(tmp)],
-        stderr=subprocess.PIPE,
-    )
-    assert process.stderr is not None
-    try:
-        with trio.fail_after(20):
-            seen = b""
-            while b"Server is ready" not in seen:
-                chunk = await process.stderr.receive_some(4096)
-                if not chunk:
-                    raise RuntimeError(f"nats-server exited: {seen.decode(errors='replace')}")
-                seen = (seen + chunk)[-8192:]
+    argv = [binary, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(tmp)]
+    async with _server(argv, b"Server is ready", on_stderr=True):
         yield f"nats://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        with trio.move_on_after(5):
-            await process.wait()
-        process.kill()
-        await process.wait()
-        await process.stderr.aclose()

@@ -28,6 +28,7 @@ from google.protobuf.message import DecodeError
 
 from mvds_node.remotelog._backend import BackendError
 from mvds_node.remotelog._format import MAX_OBJECT_BYTES, address_of
+from mvds_node.remotelog._lines import LineReader
 from mvds_node.remotelog.proto import remotelog_pb2
 
 __all__ = ["NatsBackend"]
@@ -36,7 +37,6 @@ BUCKET: Final = "mvds"
 KV_STREAM: Final = f"KV_{BUCKET}"
 OBJ_STREAM: Final = f"OBJ_{BUCKET}"
 CHUNK: Final = 128 * 1024
-_MAX_LINE: Final = 64 * 1024
 _MAX_MSG: Final = MAX_OBJECT_BYTES + 64 * 1024
 _TIMEOUT: Final = 10.0
 
@@ -61,34 +61,15 @@ class _Msg:
         )
 
 
-class _Conn:
+class _Conn(LineReader):
     def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
-        self.buf = bytearray()
-
-    async def _fill(self) -> None:
-        chunk = await self.stream.receive_some(65536)
-        if not chunk:
-            raise BackendError("nats closed the connection")
-        self.buf += chunk
+        super().__init__(stream, "nats")
 
     async def _line(self) -> str:
-        while (i := self.buf.find(b"\r\n")) < 0:
-            if len(self.buf) > _MAX_LINE:
-                raise BackendError("nats sent an overlong line")
-            await self._fill()
-        line = bytes(self.buf[:i]).decode(errors="replace")
-        del self.buf[: i + 2]
-        return line
+        return (await self.line()).decode(errors="replace")
 
     async def _exact(self, n: int) -> bytes:
-        if n > _MAX_MSG:
-            raise BackendError(f"nats message of {n} bytes is over the limit")
-        while len(self.buf) < n + 2:
-            await self._fill()
-        data = bytes(self.buf[:n])
-        del self.buf[: n + 2]
-        return data
+        return await self.exact(n, _MAX_MSG)
 
     async def next_msg(self) -> _Msg:
         """The next MSG/HMSG; answers PINGs, skips +OK/PONG/INFO, raises on -ERR."""

@@ -21,6 +21,7 @@ from google.protobuf.message import DecodeError
 
 from mvds_node.remotelog._backend import BackendError
 from mvds_node.remotelog._format import MAX_OBJECT_BYTES, address_of
+from mvds_node.remotelog._lines import LineReader
 from mvds_node.remotelog.proto import remotelog_pb2
 
 __all__ = ["RedisBackend"]
@@ -40,28 +41,12 @@ return 1
 Reply = bytes | int | list["Reply"] | None
 
 
-class _Connection:
+class _Connection(LineReader):
     def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
-        self.buf = bytearray()
-
-    async def _fill(self) -> None:
-        chunk = await self.stream.receive_some(65536)
-        if not chunk:
-            raise BackendError("redis closed the connection")
-        self.buf += chunk
-
-    async def _line(self) -> bytes:
-        while (i := self.buf.find(b"\r\n")) < 0:
-            if len(self.buf) > 65536:
-                raise BackendError("redis sent an overlong line")
-            await self._fill()
-        line = bytes(self.buf[:i])
-        del self.buf[: i + 2]
-        return line
+        super().__init__(stream, "redis")
 
     async def read(self) -> Reply:
-        line = await self._line()
+        line = await self.line()
         kind, rest = line[:1], line[1:]
         if kind == b"+":
             return rest
@@ -73,13 +58,7 @@ class _Connection:
             n = int(rest)
             if n < 0:
                 return None
-            if n > _MAX_REPLY:
-                raise BackendError(f"redis reply of {n} bytes is over the limit")
-            while len(self.buf) < n + 2:
-                await self._fill()
-            data = bytes(self.buf[:n])
-            del self.buf[: n + 2]
-            return data
+            return await self.exact(n, _MAX_REPLY)
         if kind == b"*":
             n = int(rest)
             if n < 0:
