@@ -151,12 +151,32 @@ def ensure_services() -> None:
         _run(*install, env=env)
 
 
+JSIPFS = ROOT / "services" / "jsipfs"
+
+
+def ensure_jsipfs() -> bool:
+    """Install js-ipfs (the IPFS node of the IPFS backend tests) from the committed lock file."""
+    if (JSIPFS / "node_modules" / ".bin" / "jsipfs").exists():
+        return True
+    if not shutil.which("npm"):
+        _say("npm is missing: the IPFS backend tests need Node.js and npm")
+        return False
+    _say("installing js-ipfs (npm ci, about 30 s)")
+    result = subprocess.run(
+        ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+        cwd=JSIPFS,
+        check=False,
+    )
+    return result.returncode == 0
+
+
 def test(pytest_args: list[str]) -> None:
     lint()
     ensure_services()
+    have_ipfs = ensure_jsipfs()
     _say("pytest")
     env = _env()
-    if all(shutil.which(b) or Path(f"/usr/sbin/{b}").exists() for b in SERVICES):
+    if have_ipfs and all(shutil.which(b) or Path(f"/usr/sbin/{b}").exists() for b in SERVICES):
         env["MVDS_REQUIRE_SERVICES"] = "1"  # installed: a backend test may not skip
     _run(_bin("python"), "-m", "pytest", *pytest_args, env=env)
 

@@ -7,6 +7,7 @@ that says what to install.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -79,3 +80,68 @@ async def nats_server(tmp: Path) -> AsyncIterator[str]:
     argv = [binary, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(tmp)]
     async with _server(argv, b"Server is ready", on_stderr=True):
         yield f"nats://127.0.0.1:{port}"
+
+
+JSIPFS_DIR = Path(__file__).resolve().parents[2] / "services" / "jsipfs"
+
+
+def _free_port() -> int:
+    return random.randint(20000, 60000)
+
+
+@asynccontextmanager
+async def ipfs_node(repo: Path, *, online: bool = False) -> AsyncIterator[tuple[str, str]]:
+    """A js-ipfs node on 127.0.0.1 (no bootstrap, no mDNS); yields (RPC URL, swarm address)."""
+    binary = JSIPFS_DIR / "node_modules" / ".bin" / "jsipfs"
+    if not binary.exists():
+        message = "js-ipfs is not installed (services/jsipfs: npm ci; dev.py test does it)"
+        if os.environ.get("MVDS_REQUIRE_SERVICES") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    env = {
+        **os.environ,
+        "IPFS_PATH": str(repo),
+        "NODE_OPTIONS": f"--require {JSIPFS_DIR / 'polyfill.cjs'}",
+    }
+    api, swarm = _free_port(), _free_port()
+    await trio.run_process([str(binary), "init", "--profile", "test"], env=env, capture_stdout=True)
+    config_path = repo / "config"
+    config = json.loads(config_path.read_text())
+    config["Addresses"].update(
+        {
+            "Swarm": [f"/ip4/127.0.0.1/tcp/{swarm}"],
+            "API": f"/ip4/127.0.0.1/tcp/{api}",
+            "Gateway": f"/ip4/127.0.0.1/tcp/{_free_port()}",
+            "RPC": f"/ip4/127.0.0.1/tcp/{_free_port()}",
+            "Delegates": [],
+        }
+    )
+    config["Bootstrap"] = []
+    config["Discovery"]["MDNS"]["Enabled"] = False
+    config["Routing"] = {"Type": "dhtserver"}
+    config_path.write_text(json.dumps(config))
+    mode = ["--enable-namesys-pubsub"] if online else ["--offline"]
+    argv = [str(binary), "daemon", *mode, "--enable-preload=false"]
+    process = await trio.lowlevel.open_process(argv, env=env, stdout=subprocess.PIPE)
+    assert process.stdout is not None
+    try:
+        with trio.fail_after(60):
+            seen = b""
+            while b"Daemon is ready" not in seen:
+                chunk = await process.stdout.receive_some(4096)
+                if not chunk:
+                    raise RuntimeError(f"jsipfs exited: {seen.decode(errors='replace')}")
+                seen = (seen + chunk)[-16384:]
+        peer_id = next(
+            line.split("/p2p/")[1].strip()
+            for line in seen.decode(errors="replace").splitlines()
+            if "Swarm listening on" in line and "/p2p/" in line
+        )
+        yield f"ipfs://127.0.0.1:{api}", f"/ip4/127.0.0.1/tcp/{swarm}/p2p/{peer_id}"
+    finally:
+        process.terminate()
+        with trio.move_on_after(10):
+            await process.wait()
+        process.kill()
+        await process.wait()
+        await process.stdout.aclose()

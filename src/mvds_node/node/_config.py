@@ -103,6 +103,9 @@ class PeerConfig:
     log_key: bytes | None = None
     """The peer's Ed25519 public key (``mvds-node key`` prints it): with a remote log
     configured, we read the peer's log, whose head it signs with this key."""
+    ipns: str = ""
+    """With an ``ipfs://`` remote log: the IPNS id the peer publishes its log directory under
+    (``mvds-node key --ipns`` on its side)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,8 +149,8 @@ class MulticastConfig:
 class RemoteLogConfig:
     url: str = ""
     """Where logs live: ``file:///path`` (the embedded backend), ``http://host:port`` (a
-    ``mvds-node helper serve``), ``redis://host:port`` or ``nats://host:port`` (JetStream);
-    empty to use none."""
+    ``mvds-node helper serve``), ``redis://host:port``, ``nats://host:port`` (JetStream) or
+    ``ipfs://host:port`` (an IPFS node's RPC API); empty to use none."""
     page_size: int = 256
     """Entries per page of our log."""
     inline: int = 64
@@ -388,11 +391,11 @@ def parse_config(doc: Mapping[str, Any], *, data_dir: Path, where: str) -> NodeC
         poll_seconds=rl.get_float("poll_seconds", 30.0, 0.01, 86400.0),
     )
     if remote_log.url and not remote_log.url.startswith(
-        ("file://", "http://", "redis://", "nats://")
+        ("file://", "http://", "redis://", "nats://", "ipfs://")
     ):
         raise ConfigError(
-            f"{where}: remote_log.url: use file:///path, http://host:port, redis://host:port "
-            "or nats://host:port"
+            f"{where}: remote_log.url: use file:///path, http://host:port, redis://host:port, "
+            "nats://host:port or ipfs://host:port"
         )
     rl.done()
 
@@ -412,6 +415,7 @@ def parse_config(doc: Mapping[str, Any], *, data_dir: Path, where: str) -> NodeC
                 if address_text
                 else None,
                 log_key=p.get_key("log_key", required=False),
+                ipns=p.get_str("ipns", ""),
             )
         )
         p.done()
@@ -536,7 +540,8 @@ def render_config(config: NodeConfig) -> str:
         "",
         "[remote_log]",
         '# Where logs live: "file:///path", "http://host:port" (`mvds-node helper serve`)',
-        '# "redis://host:port" or "nats://host:port"; "" for none. (default: "")',
+        '# "redis://host:port", "nats://host:port" or "ipfs://host:port" (an IPFS node\'s',
+        '# RPC API); "" for none. (default: "")',
         f"url = {_q(config.remote_log.url)}",
         "# Entries per page, and how many newest messages ride inline. (defaults: 256, 64)",
         f"page_size = {config.remote_log.page_size}",
@@ -547,7 +552,8 @@ def render_config(config: NodeConfig) -> str:
     lines += [
         "",
         "# Peers: key (required, 64 hex digits), name, address (host:port to dial; optional),",
-        "# log_key (its Ed25519 key from `mvds-node key`, to read its remote log; optional).",
+        "# log_key (its Ed25519 key from `mvds-node key --log`, to read its remote log), ipns",
+        "# (its IPNS id from `mvds-node key --ipns`, for an ipfs:// remote log); optional.",
     ]
     for p in config.peers:
         lines += ["[[peers]]", f"key = {_q(p.key.hex())}"]
@@ -557,6 +563,8 @@ def render_config(config: NodeConfig) -> str:
             lines.append(f"address = {_q(_format_address(p.address))}")
         if p.log_key:
             lines.append(f"log_key = {_q(p.log_key.hex())}")
+        if p.ipns:
+            lines.append(f"ipns = {_q(p.ipns)}")
     lines += [
         "",
         "# Groups: name (required), id (default: derived from the name), members (peer names",

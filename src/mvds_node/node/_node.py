@@ -359,7 +359,12 @@ class Node:
         if rl.url:
             log_keys = {p.key: p.log_key for p in config.peers if p.log_key}
             self._remote_log = RemoteLogService(
-                backend=backend_for(rl.url),
+                backend=backend_for(
+                    rl.url,
+                    ipns_ids={
+                        p.log_key.hex(): p.ipns for p in config.peers if p.log_key and p.ipns
+                    },
+                ),
                 data_dir=config.data_dir,
                 signing=identity.signing,
                 our_key=identity.public_key,

@@ -46,6 +46,7 @@ from mvds_node.remotelog._format import (
     unseal,
 )
 from mvds_node.remotelog._http import HttpBackend
+from mvds_node.remotelog._ipfs import IpfsBackend
 from mvds_node.remotelog._nats import NatsBackend
 from mvds_node.remotelog._redis import RedisBackend
 from mvds_node.sync import encode_payload
@@ -58,7 +59,7 @@ _MAX_BACKOFF: Final = 60.0
 _UNREACHABLE: Final = "backend unreachable: "
 
 
-def backend_for(url: str) -> Backend:
+def backend_for(url: str, *, ipns_ids: dict[str, str] | None = None) -> Backend:
     """The backend a ``remote_log.url`` names.
 
     Raises:
@@ -72,6 +73,8 @@ def backend_for(url: str) -> Backend:
         return RedisBackend(url)
     if url.startswith("nats://"):
         return NatsBackend(url)
+    if url.startswith("ipfs://"):
+        return IpfsBackend(url, ipns_ids=ipns_ids)
     raise ConfigError(f"remote_log.url: no backend for {url!r}")
 
 

@@ -248,13 +248,27 @@ def cmd_init(args: argparse.Namespace) -> None:
 
 
 def cmd_key(args: argparse.Namespace) -> None:
-    identity = load_identity(_data_dir(args) / "identity.key")
+    directory = _data_dir(args)
+    identity = load_identity(directory / "identity.key")
     key, log_key = identity.public_key.hex(), identity.signing_public_key.hex()
-    _emit(
-        args,
-        {"key": key, "log_key": log_key},
-        lambda: print(log_key if args.log else key),
-    )
+    document = {"key": key, "log_key": log_key}
+    shown = log_key if args.log else key
+    if args.ipns:
+        from mvds_node.remotelog._ipfs import IpfsBackend
+
+        url = load_config(directory).remote_log.url
+        if not url.startswith("ipfs://"):
+            _fail("--ipns needs an ipfs:// remote log in config.toml")
+
+        async def own() -> str:
+            backend = IpfsBackend(url)
+            try:
+                return await backend.own_ipns_id()
+            finally:
+                await backend.aclose_connection()
+
+        shown = document["ipns"] = trio.run(own)
+    _emit(args, document, lambda: print(shown))
 
 
 def cmd_peers(args: argparse.Namespace) -> None:
@@ -264,7 +278,7 @@ def cmd_peers(args: argparse.Namespace) -> None:
         address = parse_address(args.address, where="--address") if args.address else None
         log_key = _parse_key(args.log_key) if args.log_key else None
         config = config.with_peer(
-            PeerConfig(key=key, name=args.name, address=address, log_key=log_key)
+            PeerConfig(key=key, name=args.name, address=address, log_key=log_key, ipns=args.ipns)
         )
         for name in args.group:
             group = _group_or_new(config, name)
@@ -750,6 +764,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--log", action="store_true", help="print the key that signs our remote log instead"
     )
+    p.add_argument(
+        "--ipns", action="store_true", help="print our IPNS id (ipfs:// remote log) instead"
+    )
     p.set_defaults(func=cmd_key)
 
     p = sub.add_parser("run", help="run the node: sync, print messages and events")
@@ -775,6 +792,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--name", default="", help="a human name")
     a.add_argument("--address", help="host:port to dial it at")
     a.add_argument("--log-key", help="its remote-log key (`mvds-node key --log` on its side)")
+    a.add_argument("--ipns", default="", help="its IPNS id (`mvds-node key --ipns` on its side)")
     a.add_argument("--group", action="append", default=[], help="add it to GROUP (repeatable)")
     r = psub.add_parser("remove", help="forget a peer")
     r.add_argument("key", help="its key, key prefix or name")

@@ -287,6 +287,8 @@ class HttpBackend:
         self._stream: trio.SocketStream | None = None
         self._buf = bytearray()
         self._lock = trio.Lock()
+        self.timeout = _TIMEOUT
+        """Seconds one request may take."""
 
     async def _exchange(self, request: bytes) -> tuple[int, bytes]:
         if self._stream is None:
@@ -332,24 +334,30 @@ class HttpBackend:
             await trio.aclose_forcefully(self._stream)
             self._stream = None
 
-    async def _call(self, route: str, body: bytes) -> bytes | None:
+    async def post(self, path: str, body: bytes, content_type: str) -> tuple[int, bytes]:
+        """One POST on the kept-alive connection: ``(status, body)``.
+
+        Raises:
+            BackendError: the server is unreachable or its answer is malformed or too large.
+        """
         self.calls += 1
         request = (
-            f"POST {route} HTTP/1.1\r\nHost: {self.host}\r\n"
-            f"Content-Type: application/protobuf\r\nContent-Length: {len(body)}\r\n\r\n"
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\n"
+            f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
         ).encode() + body
         async with self._lock:
-            for attempt in (1, 2):  # a kept-alive connection the helper closed: retry once
+            for attempt in (1, 2):  # a kept-alive connection the server closed: retry once
                 try:
-                    with trio.fail_after(_TIMEOUT):
-                        status, payload = await self._exchange(request)
-                    break
+                    with trio.fail_after(self.timeout):
+                        return await self._exchange(request)
                 except (OSError, trio.TooSlowError, trio.BrokenResourceError, ValueError) as e:
                     await self.aclose_connection()
                     if attempt == 2 or isinstance(e, trio.TooSlowError):
-                        raise BackendError(
-                            f"helper {self.host}:{self.port} unreachable: {e}"
-                        ) from None
+                        raise BackendError(f"{self.host}:{self.port} unreachable: {e}") from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _call(self, route: str, body: bytes) -> bytes | None:
+        status, payload = await self.post(route, body, "application/protobuf")
         if status == 200:
             return payload
         if status == 404 and b'"not_found"' in payload:
