@@ -29,12 +29,13 @@ from mvds_node.remotelog import FileBackend, LogReader, LogSettings, LogWriter
 from mvds_node.remotelog._backend import Backend
 from mvds_node.remotelog._format import public_key
 from mvds_node.remotelog._http import HelperLimits, HttpBackend, serve_helper
+from mvds_node.remotelog._ipfs import IpfsBackend
 from mvds_node.remotelog._nats import NatsBackend
 from mvds_node.remotelog._redis import RedisBackend
 from mvds_node.sync import encode_message, message_id
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.remotelog.services import nats_server, redis_server
+from tests.remotelog.services import ipfs_node, nats_server, redis_server
 
 G = bytes(range(32))
 MODES = {
@@ -110,12 +111,13 @@ async def case(backend: Backend, settings: LogSettings, n: int) -> dict[str, Any
     }
 
 
-async def main_async(n: int) -> list[dict[str, Any]]:
+async def main_async(n: int, only: set[str]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         async with (
             redis_server(Path(tmp) / "redis") as redis_url,
             nats_server(Path(tmp) / "nats") as nats_url,
+            ipfs_node(Path(tmp) / "ipfs") as (ipfs_url, _),
             trio.open_nursery() as nursery,
         ):
             listeners = await nursery.start(
@@ -134,8 +136,11 @@ async def main_async(n: int) -> list[dict[str, Any]]:
                     ("http helper", HttpBackend(url)),
                     ("redis", RedisBackend(redis_url)),
                     ("nats jetstream", NatsBackend(nats_url)),
+                    ("ipfs (js-ipfs)", IpfsBackend(ipfs_url)),
                 ]
                 for name, backend in backends:
+                    if only and name.split(" ")[0] not in only:
+                        continue
                     figures = {"messages": n, **await case(backend, settings, n)}
                     out.append({"backend": name, "mode": mode, **figures})
                     print(json.dumps(out[-1]), flush=True)
@@ -146,8 +151,11 @@ async def main_async(n: int) -> list[dict[str, Any]]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=10_000)
+    parser.add_argument(
+        "--only", action="append", default=[], help="file, http, redis, nats or ipfs (repeatable)"
+    )
     args = parser.parse_args(argv)
-    results = trio.run(main_async, args.messages)
+    results = trio.run(main_async, args.messages, set(args.only))
     print(json.dumps({"benchmark": "remote_log", "python": platform.python_version(),
                       "results": results}, indent=2))  # fmt: skip
 
