@@ -40,7 +40,7 @@ async def test_one_node_writer_restarts_and_reader_catches_up(tmp_path: Path) ->
             writer = LogWriter(again, KEY, G, settings=settings)
             await writer.append(messages(25)[20:])
             assert writer.seq == 2
-            own_id = await again.own_ipns_id()
+            own_id = await again.own_ipns_id(WRITER.hex())
             reader_backend = IpfsBackend(url, ipns_ids={WRITER.hex(): own_id})
             reader = LogReader(reader_backend, WRITER, G, settings=settings)
             result = await reader.poll(lambda m: False)
@@ -58,7 +58,7 @@ async def test_reader_node_fetches_name_and_content_over_ipfs(tmp_path: Path) ->
         ):
             writer_backend = IpfsBackend(url_a)
             await LogWriter(writer_backend, KEY, G, settings=settings).append(messages(12))
-            ipns_id = await writer_backend.own_ipns_id()
+            ipns_id = await writer_backend.own_ipns_id(WRITER.hex())
             await writer_backend.aclose_connection()  # the writer is gone; its IPFS node stays
             reader_backend = IpfsBackend(url_b, ipns_ids={WRITER.hex(): ipns_id})
             await reader_backend._json("swarm/connect", arg=addr_a)

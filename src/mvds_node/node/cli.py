@@ -263,7 +263,7 @@ def cmd_key(args: argparse.Namespace) -> None:
         async def own() -> str:
             backend = IpfsBackend(url)
             try:
-                return await backend.own_ipns_id()
+                return await backend.own_ipns_id(log_key)
             finally:
                 await backend.aclose_connection()
 

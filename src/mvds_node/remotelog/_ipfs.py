@@ -4,11 +4,12 @@
   multihash *is* our address in another spelling, so no mapping is stored: the CID is computed
   from the address. (These parameter forms are the ones both js-ipfs and Kubo accept.)
 * NS: IPNS names belong to IPFS keys, so each writer publishes one *directory* under one key it
-  generates (``key/gen``, named ``mvds-directory``): a small block mapping each of its log names
-  to the CID of that name's current record. ``ns_update`` stores the record as a block, updates
-  the directory and ``name/publish``es it. A reader resolves a writer's directory through the
-  writer's IPNS id, which it must be told (``ipns_ids``: log key hex -> IPNS id; a node learns
-  it from the peer's configuration, ``mvds-node key --ipns`` prints ours).
+  generates (``key/gen``, named ``mvds-directory-<log key prefix>``): a small block mapping each
+  of its log names to the CID of that name's current record. ``ns_update`` stores the record
+  as a block, updates the directory and ``name/publish``es it. A reader resolves a writer's
+  directory through the writer's IPNS id, which it must be told (``ipns_ids``: log key hex ->
+  IPNS id; a node learns it from the peer's configuration; ``mvds-node key --ipns`` prints
+  ours).
 
 The records themselves are signed and sequence-checked by the reader as with every backend;
 IPNS adds nothing to trust here, only reachability.
@@ -58,8 +59,8 @@ class IpfsBackend:
         self.http = HttpBackend("http://" + url.removeprefix("ipfs://"))
         self.http.timeout = 60.0  # IPNS publishing is slow on some nodes
         self.ipns_ids = dict(ipns_ids or {})
-        self._own_id: str | None = None
-        self._directory: dict[str, str] | None = None
+        self._own_ids: dict[str, str] = {}
+        self._directories: dict[str, dict[str, str]] = {}
 
     async def _rpc(self, command: str, body: bytes = b"", **args: str) -> Any:
         query = "&".join(f"{k.replace('_', '-')}={quote(v, safe='')}" for k, v in args.items())
@@ -111,18 +112,20 @@ class IpfsBackend:
 
     # --- NS ---------------------------------------------------------------------------------
 
-    async def own_ipns_id(self) -> str:
-        """Our directory's IPNS id (generating its key on first use); give it to readers."""
-        if self._own_id is None:
+    async def own_ipns_id(self, writer: str) -> str:
+        """The IPNS id of ``writer``'s directory on this node (its key is made on first use);
+        ``writer`` is the log key, hex. Give the id to readers."""
+        key_name = f"{DIRECTORY_KEY}-{writer[:32]}"
+        if key_name not in self._own_ids:
             keys = await self._json("key/list")
             for key in keys.get("Keys", []):
-                if key.get("Name") == DIRECTORY_KEY:
-                    self._own_id = str(key["Id"])
+                if key.get("Name") == key_name:
+                    self._own_ids[key_name] = str(key["Id"])
                     break
             else:
-                made = await self._json("key/gen", arg=DIRECTORY_KEY, type="ed25519")
-                self._own_id = str(made["Id"])
-        return self._own_id
+                made = await self._json("key/gen", arg=key_name, type="ed25519")
+                self._own_ids[key_name] = str(made["Id"])
+        return self._own_ids[key_name]
 
     async def _read_directory(self, ipns_id: str) -> dict[str, str] | None:
         try:
@@ -144,30 +147,36 @@ class IpfsBackend:
         return {str(k): str(v) for k, v in directory.items()}
 
     async def ns_update(self, name: str, record: bytes) -> None:
-        own = await self.own_ipns_id()
-        if self._directory is None:
-            self._directory = await self._read_directory(own) or {}
+        writer = _writer_of(name)
+        own = await self.own_ipns_id(writer)
+        if writer not in self._directories:
+            self._directories[writer] = await self._read_directory(own) or {}
         record_cid = cid_of(await self.cas_add(record))
-        directory = {**self._directory, name: record_cid}
+        directory = {**self._directories[writer], name: record_cid}
         block = json.dumps(directory, sort_keys=True).encode()
         directory_cid = cid_of(await self.cas_add(block))
         await self._json(
             "name/publish",
             arg=f"/ipfs/{directory_cid}",
-            key=DIRECTORY_KEY,
+            key=f"{DIRECTORY_KEY}-{writer[:32]}",
             allow_offline="true",
             lifetime="24h",
         )
-        self._directory = directory
+        self._directories[writer] = directory
 
     async def ns_fetch(self, name: str) -> bytes | None:
-        parts = name.split("/")
-        writer = parts[1] if len(parts) >= 3 else ""
-        # A writer we were told about, else ourselves (a writer reading its own log back).
-        ipns_id = self.ipns_ids.get(writer) or await self.own_ipns_id()
+        writer = _writer_of(name)
+        # A writer we were told about, else one whose key is on this node (our own log).
+        ipns_id = self.ipns_ids.get(writer) or await self.own_ipns_id(writer)
         directory = await self._read_directory(ipns_id)
         if directory is None or name not in directory:
             return None
-        cid = directory[name]
-        data: bytes = await self._rpc("block/get", arg=cid, timeout=GET_TIMEOUT)
+        data: bytes = await self._rpc("block/get", arg=directory[name], timeout=GET_TIMEOUT)
         return data
+
+
+def _writer_of(name: str) -> str:
+    parts = name.split("/")
+    if len(parts) < 3 or parts[0] != "mvds" or len(parts[1]) != 64:
+        raise BackendError(f"not a remote-log name: {name!r}")
+    return parts[1]
