@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 import trio
 
 from mvds_node.node import Identity, NodeConfig, Refused, group_id_for, open_node
 from mvds_node.node._config import RemoteLogConfig
 from mvds_node.remotelog import FileBackend, log_name
 from mvds_node.remotelog._format import Page, Pair, sign_head
+from mvds_node.remotelog._http import serve_helper
+from mvds_node.remotelog._ipfs import IpfsBackend
 from mvds_node.sync import encode_message
 from tests.node.test_node import config_for
+from tests.remotelog.services import ipfs_node, nats_server, redis_server
 
 
-def with_log(cfg: NodeConfig, url: str, others: dict[bytes, bytes]) -> NodeConfig:
-    peers = tuple(replace(p, log_key=others.get(p.key)) for p in cfg.peers)
+def with_log(
+    cfg: NodeConfig, url: str, others: dict[bytes, bytes], ipns: dict[bytes, str] | None = None
+) -> NodeConfig:
+    peers = tuple(
+        replace(p, log_key=others.get(p.key), ipns=(ipns or {}).get(p.key, "")) for p in cfg.peers
+    )
     return replace(
         cfg,
         listen=None,  # no network at all: only the log connects them
@@ -25,13 +35,47 @@ def with_log(cfg: NodeConfig, url: str, others: dict[bytes, bytes]) -> NodeConfi
     )
 
 
-async def test_reader_catches_up_while_the_writer_is_offline(tmp_path: Path) -> None:
+@asynccontextmanager
+async def backend_url(kind: str, tmp: Path) -> AsyncIterator[str]:
+    """A running backend of each kind, on 127.0.0.1."""
+    if kind == "file":
+        yield f"file://{tmp / 'store'}"
+    elif kind == "http":
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(serve_helper, str(tmp / "helper"), "127.0.0.1", 0)
+            yield f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}"
+            nursery.cancel_scope.cancel()
+    elif kind == "redis":
+        async with redis_server(tmp / "redis") as url:
+            yield url
+    elif kind == "nats":
+        async with nats_server(tmp / "nats") as url:
+            yield url
+    else:
+        async with ipfs_node(tmp / "ipfs") as (url, _):
+            yield url
+
+
+@pytest.mark.parametrize("kind", ["file", "http", "redis", "nats", "ipfs"])
+async def test_reader_catches_up_while_the_writer_is_offline(tmp_path: Path, kind: str) -> None:
     alice, bob = Identity.generate(), Identity.generate()
-    url = f"file://{tmp_path / 'helper'}"
     keys = {alice.public_key: alice.signing_public_key, bob.public_key: bob.signing_public_key}
-    a_cfg = with_log(config_for(tmp_path, "alice", alice, {"bob": bob}), url, keys)
-    b_cfg = with_log(config_for(tmp_path, "bob", bob, {"alice": alice}), url, keys)
-    with trio.fail_after(30):
+    async with backend_url(kind, tmp_path) as url:
+        ipns: dict[bytes, str] = {}
+        if kind == "ipfs":  # readers are told where each writer publishes
+            ipfs = IpfsBackend(url)
+            for who in (alice, bob):
+                ipns[who.public_key] = await ipfs.own_ipns_id(who.signing_public_key.hex())
+            await ipfs.aclose_connection()
+        a_cfg = with_log(config_for(tmp_path, "alice", alice, {"bob": bob}), url, keys, ipns)
+        b_cfg = with_log(config_for(tmp_path, "bob", bob, {"alice": alice}), url, keys, ipns)
+        await _catch_up_and_ack(a_cfg, b_cfg, alice, bob)
+
+
+async def _catch_up_and_ack(
+    a_cfg: NodeConfig, b_cfg: NodeConfig, alice: Identity, bob: Identity
+) -> None:
+    with trio.fail_after(60):
         async with open_node(a_cfg, identity=alice) as a:
             await a.send_many("chat", [f"note {i}".encode() for i in range(30)])
             await a.send("chat", b"last one")
