@@ -157,6 +157,9 @@ class RemoteLogConfig:
     """How many of our newest messages ride inside the pages (the rest go to the CAS)."""
     poll_seconds: float = 30.0
     """How often peers' logs are read."""
+    signed: bool = True
+    """False writes and reads the spec's bare RemoteLog in the NS (interop): no proof of the
+    writer and no rollback detection, and no sealing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,6 +392,7 @@ def parse_config(doc: Mapping[str, Any], *, data_dir: Path, where: str) -> NodeC
         page_size=rl.get_int("page_size", 256, 1, 100_000),
         inline=rl.get_int("inline", 64, 0, 100_000_000),
         poll_seconds=rl.get_float("poll_seconds", 30.0, 0.01, 86400.0),
+        signed=rl.get_bool("signed", True),
     )
     if remote_log.url and not remote_log.url.startswith(
         ("file://", "http://", "redis://", "nats://", "ipfs://")
@@ -548,6 +552,9 @@ def render_config(config: NodeConfig) -> str:
         f"inline = {config.remote_log.inline}",
         "# Seconds between reads of the peers' logs. (default: 30.0)",
         f"poll_seconds = {config.remote_log.poll_seconds}",
+        "# false: the NS holds the spec's bare RemoteLog (interop; unsigned, unsealed).",
+        "# (default: true)",
+        f"signed = {str(config.remote_log.signed).lower()}",
     ]
     lines += [
         "",

@@ -377,7 +377,7 @@ class Node:
                     )
                     for g in config.groups
                 ],
-                settings=LogSettings(page_size=rl.page_size, inline=rl.inline),
+                settings=LogSettings(page_size=rl.page_size, inline=rl.inline, signed=rl.signed),
                 poll_seconds=rl.poll_seconds,
                 has_message=self._engine.has_message,
                 held_ids=self._held_ids,

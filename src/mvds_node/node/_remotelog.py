@@ -140,11 +140,16 @@ class RemoteLogService:
         self._locks: dict[str, trio.Lock] = {}
         for name, group_id, key, members in groups:
             self._group_keys[group_id] = key
-            writer = LogWriter(backend, signing, group_id, settings=settings, group_key=key)
+            log_key_for_pages = key if settings.signed else None  # plain logs are never sealed
+            writer = LogWriter(
+                backend, signing, group_id, settings=settings, group_key=log_key_for_pages
+            )
             self.writers[group_id] = writer
             self.status[writer.name] = LogStatus(writer.name, our_key, name, True)
             for member, log_key in members:
-                reader = LogReader(backend, log_key, group_id, settings=settings, group_key=key)
+                reader = LogReader(
+                    backend, log_key, group_id, settings=settings, group_key=log_key_for_pages
+                )
                 self.readers.append((reader, member))
                 self.status[reader.name] = LogStatus(reader.name, member, name, False)
         self._refresh_queued()

@@ -166,6 +166,18 @@ def public_key(signing: Ed25519PrivateKey) -> bytes:
     return signing.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
+def signed_seq(record: bytes) -> int | None:
+    """The sequence number of a signed head, or None for another record (a plain log's bare
+    RemoteLog), which backends then store without a sequence check."""
+    try:
+        pb = remotelog_pb2.SignedHead.FromString(record)
+    except DecodeError:
+        return None
+    if len(pb.writer) != 32 or len(pb.signature) != 64:
+        return None
+    return int(pb.seq)
+
+
 def sign_head(signing: Ed25519PrivateKey, name: str, seq: int, log: bytes, sealed: bool) -> bytes:
     """The NS record for ``name``: the head page ``log`` at sequence ``seq``, signed."""
     pb = remotelog_pb2.SignedHead(

@@ -27,6 +27,7 @@ from google.protobuf.message import DecodeError
 
 from mvds_node.remotelog._backend import Backend, BackendError
 from mvds_node.remotelog._format import (
+    Head,
     LogError,
     Page,
     Pair,
@@ -57,6 +58,10 @@ class LogSettings:
     """A reader walks at most this many pages in one poll (a hostile helper cannot loop it)."""
     fetch_concurrency: int = 16
     """CAS fetches in flight at once."""
+    signed: bool = True
+    """False: the NS holds the spec's bare ``RemoteLog`` (the head page), for interop with
+    other implementations. Then nothing proves who wrote a head and a rolled-back head goes
+    unnoticed, and logs cannot be sealed; our HTTP helper accepts signed heads only."""
 
     def __post_init__(self) -> None:
         if self.page_size < 1 or self.inline < 0:
@@ -81,6 +86,8 @@ class LogWriter:
         self.name = log_name(self.writer, group_id)
         self.settings = settings or LogSettings()
         self.group_key = group_key
+        if not self.settings.signed and group_key is not None:
+            raise ValueError("a plain (unsigned) log cannot be sealed")
         self.seq = 0
         self.head: list[Pair] = []  # newest first
         self.tail = b""
@@ -95,7 +102,10 @@ class LogWriter:
     async def load(self) -> None:
         """Pick up where this writer's log stands in the NS (after a restart)."""
         record = await self.backend.ns_fetch(self.name)
-        if record is not None:
+        if record is not None and not self.settings.signed:
+            page = parse_page(record, self.name)
+            self.seq, self.head, self.tail = 1, list(page.pairs), page.tail
+        elif record is not None:
             head = open_head(record, self.name, self.writer)
             log = head.log
             if head.sealed:
@@ -134,7 +144,10 @@ class LogWriter:
         head = [await self._by_address(p, i, s.inline, 0) for i, p in enumerate(head)]
         log = self._seal(Page(tuple(head), tail).encode())
         seq = self.seq + 1
-        record = sign_head(self.signing, self.name, seq, log, self.group_key is not None)
+        if s.signed:
+            record = sign_head(self.signing, self.name, seq, log, self.group_key is not None)
+        else:
+            record = log  # the spec's RemoteLog, as it is
         await self.backend.ns_update(self.name, record)
         self.seq, self.head, self.tail = seq, head, tail
         recent = self._recent
@@ -179,6 +192,7 @@ class LogReader:
         self.group_key = group_key
         self.seq = 0
         """The highest head sequence seen; a lower one is a rollback."""
+        self._last_plain = b""
 
     def _open(self, data: bytes, sealed: bool, where: str) -> bytes:
         if not sealed:
@@ -198,7 +212,15 @@ class LogReader:
         record = await self.backend.ns_fetch(self.name)
         if record is None:
             return result
-        head = open_head(record, self.name, self.writer)
+        if not self.settings.signed:
+            # A bare RemoteLog: no signature, no sequence; "new" means "different".
+            digest = address_of(record)
+            if digest == self._last_plain:
+                return result
+            head = Head(self.writer, self.seq + 1, record, False)
+            self._last_plain = digest
+        else:
+            head = open_head(record, self.name, self.writer)
         if head.seq < self.seq:
             raise LogError(
                 f"{self.name}: head went back from sequence {self.seq} to {head.seq} (rollback)"

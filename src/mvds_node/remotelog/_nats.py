@@ -24,12 +24,10 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Final
 
 import trio
-from google.protobuf.message import DecodeError
 
 from mvds_node.remotelog._backend import BackendError
-from mvds_node.remotelog._format import MAX_OBJECT_BYTES, address_of
+from mvds_node.remotelog._format import MAX_OBJECT_BYTES, address_of, signed_seq
 from mvds_node.remotelog._lines import LineReader
-from mvds_node.remotelog.proto import remotelog_pb2
 
 __all__ = ["NatsBackend"]
 
@@ -235,10 +233,7 @@ class NatsBackend:
         return None if msg is None else msg.data
 
     async def ns_update(self, name: str, record: bytes) -> None:
-        try:
-            seq = remotelog_pb2.SignedHead.FromString(record).seq
-        except DecodeError:
-            raise BackendError("an NS record must be a signed head") from None
+        seq = signed_seq(record)
         await self._ensure()
         subject = f"$KV.{BUCKET}.{_key(name)}"
         async with self._lock:
@@ -246,8 +241,8 @@ class NatsBackend:
             revision = 0
             if current is not None:
                 revision = int(current.headers.get("Nats-Sequence", "0"))
-                old = remotelog_pb2.SignedHead.FromString(current.data).seq
-                if old >= seq:
+                old = signed_seq(current.data)
+                if seq is not None and old is not None and old >= seq:
                     raise BackendError(f"nats refused {name}: sequence {seq} is not above {old}")
             await self._publish(
                 subject, record, {"Nats-Expected-Last-Subject-Sequence": str(revision)}

@@ -17,12 +17,10 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Final
 
 import trio
-from google.protobuf.message import DecodeError
 
 from mvds_node.remotelog._backend import BackendError
-from mvds_node.remotelog._format import MAX_OBJECT_BYTES, address_of
+from mvds_node.remotelog._format import MAX_OBJECT_BYTES, address_of, signed_seq
 from mvds_node.remotelog._lines import LineReader
-from mvds_node.remotelog.proto import remotelog_pb2
 
 __all__ = ["RedisBackend"]
 
@@ -119,11 +117,12 @@ class RedisBackend:
         return reply if isinstance(reply, bytes) else None
 
     async def ns_update(self, name: str, record: bytes) -> None:
-        try:
-            seq = remotelog_pb2.SignedHead.FromString(record).seq
-        except DecodeError:
-            raise BackendError("an NS record must be a signed head") from None
+        seq = signed_seq(record)
         key = f"mvds:ns:{name}".encode()
+        if seq is None:  # a plain log's bare RemoteLog: no sequence to compare
+            await self._call(b"SET", key, record)
+            await self._call(b"PUBLISH", _CHANNEL, name.encode())
+            return
         done = await self._call(
             b"EVAL", _CAS_SCRIPT, b"2", key, key + b":seq", record, str(seq).encode(),
             name.encode(),
