@@ -94,10 +94,12 @@ async def _catch_up_and_ack(
             )
             assert {m.sender for m in got} == {alice.public_key}
             (theirs,) = [log for log in b.status().logs if not log.mine]
-            assert theirs.fetched == 31 and theirs.error == ""
-            # Polling again brings nothing twice.
+            assert (theirs.fetched, theirs.behind, theirs.error) == (31, 31, "")
+            # Polling again brings nothing twice: caught up.
             await b.poll_remote_logs()
             assert b.status().messages_stored == 31
+            (theirs,) = [log for log in b.status().logs if not log.mine]
+            assert theirs.behind == 0
         # Alice comes back; bob is gone. His acknowledgements, published next to his log, stop
         # her retransmitting to him although they never met.
         async with open_node(a_cfg, identity=alice) as a:

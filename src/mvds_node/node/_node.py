@@ -262,6 +262,7 @@ class NodeStatus:
                     "seq": log.seq,
                     "last_poll_ms": log.last_poll_ms,
                     "fetched": log.fetched,
+                    "behind": log.behind,
                     "queued": log.queued,
                     "error": log.error,
                 }

@@ -90,6 +90,9 @@ class LogStatus:
     last_poll_ms: int = 0
     fetched: int = 0
     """Messages taken from this log so far."""
+    behind: int = 0
+    """For a peer's log: how many of its messages we lacked at the last poll (0: caught up
+    then)."""
     queued: int = 0
     """For our own log: messages waiting to be uploaded."""
     error: str = ""
@@ -276,6 +279,7 @@ class RemoteLogService:
                 chunk = result.messages[i : i + _FEED_CHUNK]
                 self._feed(member, encode_payload(messages=chunk))
             status.fetched += len(result.messages)
+            status.behind = len(result.messages)
             status.seq = result.seq
             if result.messages:
                 await self._publish_acks(reader.group_id)

@@ -400,6 +400,7 @@ def cmd_status(args: argparse.Namespace) -> None:
         print(json.dumps(status))
         return
     state = "running" if status["running"] else "not running"
+    names = {p.key.hex(): p.name for p in config.peers if p.name}
     print(f"node {status['name'] or '-'} ({state})")
     print(f"  key       {status['key']}")
     if status["listening"]:
@@ -410,6 +411,15 @@ def cmd_status(args: argparse.Namespace) -> None:
     for p in status["peers"]:
         up = "connected" if p["connected"] else "not connected"
         print(f"  peer      {p['name'] or p['key'][:16]}: {up}, {p['pending']} pending")
+    for log in status.get("logs", []):
+        whose = "ours" if log["mine"] else (names.get(log["peer"]) or log["peer"][:16])
+        state = f"error: {log['error']}" if log["error"] else "ok"
+        extra = (
+            f"{log['queued']} queued"
+            if log["mine"]
+            else f"{log['fetched']} fetched, {log['behind']} behind at the last poll"
+        )
+        print(f"  log       {whose} ({log['group']}): sequence {log['seq']}, {extra}, {state}")
     e = status["engine"]
     print(
         f"  traffic   {e['payloads_sent']} payloads out ({e['bytes_sent']} B), "
