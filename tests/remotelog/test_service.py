@@ -57,6 +57,7 @@ async def test_backend_down_then_kick_reads_at_once(tmp_path: Path) -> None:
                 await trio.testing.wait_all_tasks_blocked()  # the poll finishes
                 assert fed == [body]
                 assert reader_status.error == ""
+                assert (reader_status.fetched, reader_status.behind) == (1, 1)
                 nursery.cancel_scope.cancel()
     finally:
         service.close()
