@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -30,7 +31,7 @@ def test_embedded_echo_bot() -> None:
 
 
 async def test_lan_chat_between_two_terminals(tmp_path: Path) -> None:
-    base = 20000 + (hash(str(tmp_path)) % 20000)
+    base = random.randint(20000, 60000)
     out = run_example(
         str(ROOT / "examples" / "lan_chat.py"),
         str(tmp_path / "chat"),
@@ -40,40 +41,41 @@ async def test_lan_chat_between_two_terminals(tmp_path: Path) -> None:
         str(base),
     )
     assert "run --chat chat" in out
-    with trio.fail_after(60):
-        procs = []
-        for name in ("alice", "bob"):
-            procs.append(
-                await trio.lowlevel.open_process(
-                    [
-                        sys.executable,
-                        "-m",
-                        "mvds_node",
-                        "--dir",
-                        str(tmp_path / "chat" / name),
-                        "--json",
-                        "run",
-                        "--chat",
-                        "chat",
-                    ],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
+    procs: list[trio.Process] = []
+    try:
+        with trio.fail_after(60):
+            for name in ("alice", "bob"):
+                procs.append(
+                    await trio.lowlevel.open_process(
+                        [
+                            *(sys.executable, "-m", "mvds_node"),
+                            *("--dir", str(tmp_path / "chat" / name)),
+                            *("--json", "run", "--chat", "chat"),
+                        ],
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE,
+                    )
                 )
+            alice, bob = procs
+            assert alice.stdin is not None and bob.stdout is not None
+            await alice.stdin.send_all(b"typed in alice's terminal\n")
+            buf = b""
+            while b"typed in alice's terminal" not in buf:
+                chunk = await bob.stdout.receive_some(65536)
+                assert chunk, "bob's node exited"
+                buf += chunk
+            message = next(
+                json.loads(line) for line in buf.splitlines() if b"typed in alice" in line
             )
-        alice, bob = procs
-        assert alice.stdin is not None and bob.stdout is not None
-        await alice.stdin.send_all(b"typed in alice's terminal\n")
-        buf = b""
-        while b"typed in alice's terminal" not in buf:
-            chunk = await bob.stdout.receive_some(65536)
-            assert chunk, "bob's node exited"
-            buf += chunk
-        message = next(json.loads(line) for line in buf.splitlines() if b"typed in alice" in line)
-        assert message["type"] == "message" and message["group"] == "chat"
+            assert message["type"] == "message" and message["group"] == "chat"
+            for p in procs:
+                p.terminate()
+                assert await p.wait() == 0
+    finally:
         for p in procs:
-            p.terminate()
-            assert await p.wait() == 0
-            if p.stdin is not None:
-                await p.stdin.aclose()
-            if p.stdout is not None:
-                await p.stdout.aclose()
+            if p.returncode is None:
+                p.kill()
+                await p.wait()
+            for stream in (p.stdin, p.stdout):
+                if stream is not None:
+                    await stream.aclose()

@@ -581,7 +581,9 @@ class Node:
             await self._remote_log.poll_now()
 
     def _wake(self) -> None:
-        with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError):
+        with contextlib.suppress(
+            trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError
+        ):
             self._inbox.send.send_nowait(None)
 
     def _route(self, peer: bytes) -> Transport:
@@ -621,11 +623,13 @@ class Node:
         sub = _Subscriber(send, lossless=True)
         self._messages.append(sub)
         try:
-            async with receive:
-                yield receive
+            yield receive
         finally:
+            # Unsubscribe before closing, with no checkpoint in between: the node never sends
+            # to a channel whose reader is gone.
             self._messages.remove(sub)
             send.close()
+            receive.close()
 
     @contextlib.asynccontextmanager
     async def events(self) -> AsyncIterator[trio.MemoryReceiveChannel[NodeEvent]]:
@@ -636,11 +640,13 @@ class Node:
         sub = _Subscriber(send, lossless=False)
         self._events.append(sub)
         try:
-            async with receive:
-                yield receive
+            yield receive
         finally:
+            # Unsubscribe before closing, with no checkpoint in between: the node never sends
+            # to a channel whose reader is gone.
             self._events.remove(sub)
             send.close()
+            receive.close()
 
     def _emit(self, event: NodeEvent) -> None:
         for sub in self._events:
@@ -649,8 +655,8 @@ class Node:
             except trio.WouldBlock:
                 sub.dropped += 1
                 self._events_dropped += 1
-            except trio.ClosedResourceError:
-                pass
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                pass  # a subscriber that is leaving
 
     async def _deliver(self, message: Message) -> None:
         for sub in list(self._messages):
@@ -910,7 +916,9 @@ class Node:
         message = Message(group.name, group.id, b"", frame.body, peer, 0, ephemeral=True)
         # Ephemeral: never wait for a slow subscriber, a lost one is allowed.
         for sub in self._messages:
-            with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError):
+            with contextlib.suppress(
+                trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError
+            ):
                 sub.send.send_nowait(message)
         self._emit(Delivered(message))
 
