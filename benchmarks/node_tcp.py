@@ -37,8 +37,9 @@ from mvds_node.node import (
 )
 
 
-def config(directory: Path, me: str, other: bytes) -> NodeConfig:
+def config(directory: Path, me: str, other: bytes, page_size: int = 4096) -> NodeConfig:
     return NodeConfig(
+        store_page_size=page_size,
         data_dir=directory / me,
         name=me,
         listen=("127.0.0.1", 0),
@@ -63,13 +64,13 @@ async def receiver(directory: str, messages: int) -> None:
         await trio.to_thread.run_sync(sys.stdin.read)
 
 
-async def run(messages: int, size: int, batch: int) -> dict[str, object]:
+async def run(messages: int, size: int, batch: int, page_size: int = 4096) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         alice = create_identity(root / "alice" / "identity.key")
         bob = create_identity(root / "bob" / "identity.key")
-        save_config(config(root, "alice", bob.public_key))
-        save_config(config(root, "bob", alice.public_key))
+        save_config(config(root, "alice", bob.public_key, page_size))
+        save_config(config(root, "bob", alice.public_key, page_size))
         process = await trio.lowlevel.open_process(
             [sys.executable, __file__, "--receiver", str(root / "bob"), str(messages)],
             stdin=subprocess.PIPE,
@@ -104,6 +105,7 @@ async def run(messages: int, size: int, batch: int) -> dict[str, object]:
         "messages": messages,
         "body_bytes": size,
         "send_batch": batch,
+        "store_page_size": page_size,
         "seconds_to_deliver": round(delivered, 3),
         "seconds_to_ack": round(elapsed, 3),
         "messages_per_second": round(messages / elapsed),
@@ -135,9 +137,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     scale = 10 if args.quick else 1
     results = [
-        trio.run(run, 50_000 // scale, 256, 1000),
-        trio.run(run, 5_000 // scale, 60_000, 100),
-    ]
+        trio.run(run, 50_000 // scale, 256, 1000, page_size) for page_size in (4096, 65536)
+    ] + [trio.run(run, 5_000 // scale, 60_000, 100, page_size) for page_size in (4096, 65536)]
     print(
         json.dumps(
             {

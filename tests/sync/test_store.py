@@ -695,3 +695,17 @@ def test_engines_sync_over_sqlite_stores_and_restart(tmp_path: Path) -> None:
     finally:
         for s in stores:
             s.close()
+
+
+def test_page_size_is_chosen_at_creation(tmp_path: Path) -> None:
+    from mvds_node.errors import LocalProtocolError
+    from mvds_node.sync import SQLiteStore
+
+    store = SQLiteStore(tmp_path / "big.db", page_size=65536)
+    assert store._con.execute("PRAGMA page_size").fetchone()[0] == 65536
+    store.close()
+    again = SQLiteStore(tmp_path / "big.db")  # an existing store keeps its page size
+    assert again._con.execute("PRAGMA page_size").fetchone()[0] == 65536
+    again.close()
+    with pytest.raises(LocalProtocolError, match="power of two"):
+        SQLiteStore(tmp_path / "bad.db", page_size=1000)

@@ -184,6 +184,9 @@ class NodeConfig:
     store_sync: Literal["normal", "full"] = "normal"
     """SQLite durability: ``normal`` survives a crash of the process (kill -9); ``full`` also
     survives power loss, at the cost of a disk flush per write."""
+    store_page_size: int = 4096
+    """SQLite page size of a new store: 4096 for many small messages sent one at a time,
+    65536 for bulk (large bodies, bursts). Fixed when the store is created."""
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
     multicast: MulticastConfig = field(default_factory=MulticastConfig)
     remote_log: RemoteLogConfig = field(default_factory=RemoteLogConfig)
@@ -363,6 +366,9 @@ def parse_config(doc: Mapping[str, Any], *, data_dir: Path, where: str) -> NodeC
         if sync.get_choice("store_sync", "normal", ("normal", "full")) == "full"
         else "normal"
     )
+    page_size = sync.get_int("store_page_size", 4096, 512, 65536)
+    if page_size & (page_size - 1):
+        raise ConfigError(f"{where}: sync.store_page_size must be a power of two")
     sync.done()
 
     disc = top.get_table("discovery")
@@ -465,6 +471,7 @@ def parse_config(doc: Mapping[str, Any], *, data_dir: Path, where: str) -> NodeC
         epoch_seconds=epoch,
         delivery=delivery,
         store_sync=store_sync,
+        store_page_size=page_size,
         discovery=discovery,
         multicast=multicast,
         remote_log=remote_log,
@@ -524,6 +531,9 @@ def render_config(config: NodeConfig) -> str:
         '# "normal": survives kill -9; "full": also survives power loss, slower. '
         '(default: "normal")',
         f"store_sync = {_q(config.store_sync)}",
+        "# SQLite page size of a new store: 4096 for messages sent one at a time, 65536 for",
+        "# bulk transfer. Fixed at creation. (default: 4096)",
+        f"store_page_size = {config.store_page_size}",
         "",
         "[discovery]",
         "# Announce this node and find peers with mDNS. (default: false)",

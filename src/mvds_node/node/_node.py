@@ -990,7 +990,9 @@ async def open_node(
     """
     ident = identity if identity is not None else load_identity(config.identity_path)
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    store = SQLiteStore(config.store_path, synchronous=config.store_sync)
+    store = SQLiteStore(
+        config.store_path, synchronous=config.store_sync, page_size=config.store_page_size
+    )
     try:
         node = Node(config, ident, store, transports=transports, sync=sync)
         try:

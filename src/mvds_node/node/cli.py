@@ -149,7 +149,9 @@ class _Offline:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         self.identity = load_identity(config.identity_path)
-        self.store = SQLiteStore(config.store_path, synchronous=config.store_sync)
+        self.store = SQLiteStore(
+            config.store_path, synchronous=config.store_sync, page_size=config.store_page_size
+        )
 
     def node(self) -> Node:
         return Node(self.config, self.identity, self.store)
