@@ -31,13 +31,19 @@ def configure(directory: Path, url: str, peer_log_keys: dict[str, str]) -> None:
     )
 
 
-async def test_reader_catches_up_from_the_http_helper(tmp_path: Path) -> None:
+def pair_with_log_keys(tmp_path: Path) -> tuple[dict[str, Path], dict[str, str]]:
+    """Alice and Bob, each knowing the other's key and remote-log key."""
     dirs = {n: tmp_path / n for n in ("alice", "bob")}
     keys = {n: init(d, n) for n, d in dirs.items()}
     log_keys = {n: cli("--dir", d, "key", "--log").strip() for n, d in dirs.items()}
     for me, other in (("alice", "bob"), ("bob", "alice")):
         cli("--dir", dirs[me], "peers", "add", keys[other], "--name", other, "--group", "chat",
             "--log-key", log_keys[other])  # fmt: skip
+    return dirs, log_keys
+
+
+async def test_reader_catches_up_from_the_http_helper(tmp_path: Path) -> None:
+    dirs, log_keys = pair_with_log_keys(tmp_path)
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
             helper_argv = [sys.executable, "-m", "mvds_node", "helper", "serve"]
@@ -77,12 +83,7 @@ async def test_reader_catches_up_from_the_http_helper(tmp_path: Path) -> None:
 
 
 async def test_log_carried_by_hand_between_two_backends(tmp_path: Path) -> None:
-    dirs = {n: tmp_path / n for n in ("alice", "bob")}
-    keys = {n: init(d, n) for n, d in dirs.items()}
-    log_keys = {n: cli("--dir", d, "key", "--log").strip() for n, d in dirs.items()}
-    for me, other in (("alice", "bob"), ("bob", "alice")):
-        cli("--dir", dirs[me], "peers", "add", keys[other], "--name", other, "--group", "chat",
-            "--log-key", log_keys[other])  # fmt: skip
+    dirs, log_keys = pair_with_log_keys(tmp_path)
     # Each has its own embedded backend: they share no helper and no network.
     configure(dirs["alice"], f"file://{tmp_path / 'alice-log'}", log_keys)
     configure(dirs["bob"], f"file://{tmp_path / 'bob-log'}", log_keys)
