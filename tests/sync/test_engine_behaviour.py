@@ -16,11 +16,14 @@ from mvds_node.sync import (
     ExponentialBackoff,
     GaveUp,
     GiveUpPolicy,
+    Limits,
     MemoryStore,
     MessageAcked,
     MessageDelivered,
     MessageExpired,
     Mode,
+    PayloadRejected,
+    RecordType,
     ReferenceBackoff,
     RelayPolicy,
     SQLiteStore,
@@ -333,3 +336,16 @@ def test_parent_later_in_the_same_payload_is_not_requested() -> None:
     ]
     # Nothing is asked for: every parent arrived in the payload, after its child.
     assert b._store.records_for_peer(A) == []
+
+
+def test_offers_of_unknown_ids_are_bounded() -> None:
+    b = engine(limits=Limits(max_pending_requests=10))
+    b.add_group(G)
+    b.add_peer(G, A, mode=Mode.INTERACTIVE)
+    fake = [bytes([i]) * 32 for i in range(50)]  # a hostile member offers IDs that do not exist
+    b.receive_payload(A, encode_payload([], fake, [], []), now=0.0)
+    requested = [r for r in b._store.records_for_peer(A) if r.type is RecordType.REQUEST]
+    assert len(requested) == 10
+    rejected = [e for e in b.events() if isinstance(e, PayloadRejected)]
+    assert sum(e.dropped for e in rejected) == 40
+    assert any("max_pending_requests" in e.reason for e in rejected)

@@ -84,6 +84,11 @@ class Limits:
     max_queued_events: int = 1_000_000
     # Recently seen ephemeral IDs, to suppress duplicates the network made (they are not stored).
     ephemeral_dedup_window: int = 4096
+    # Messages we are asking peers for (REQUEST records, from offers and from missing parents).
+    # Any group member can offer IDs that do not exist; past this many, further asks are dropped
+    # (and reported) until answers or acknowledgements bring the number down. A million is far
+    # beyond any honest backlog and about 100 MB of records at worst.
+    max_pending_requests: int = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)

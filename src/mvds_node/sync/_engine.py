@@ -70,6 +70,7 @@ _NONE: Final = RecordType.NONE
 _OFFER: Final = RecordType.OFFER
 _REQUEST: Final = RecordType.REQUEST
 _MESSAGE: Final = RecordType.MESSAGE
+_TOO_MANY_REQUESTS: Final = "too many outstanding requests (Limits.max_pending_requests)"
 _DUE_CHUNK: Final = 4096
 _EXPIRE_CHUNK: Final = 1024
 
@@ -175,6 +176,7 @@ class Engine:
         self._next_due: int | None = store.min_due_epoch()
         # IDs we have REQUEST records for (a superset: stale entries only cost a lookup).
         self._requested: set[bytes] = set(store.request_ids())
+        self._new_requests = 0
 
     # ------------------------------------------------------------------ clock
 
@@ -613,13 +615,14 @@ class Engine:
         store = self._store
         deletes: list[tuple[bytes, bytes]] = []
         puts: list[Record] = []
+        self._new_requests = 0
         with store.transaction():
             if decoded.acks:
                 self._on_acks(peer, decoded.acks, deletes)
             if decoded.requests:
                 self._on_requests(peer, decoded.requests, puts, dropped)
             if decoded.offers:
-                self._on_offers(peer, decoded.offers, puts, deletes, decoded.messages)
+                self._on_offers(peer, decoded.offers, puts, deletes, decoded.messages, dropped)
             if decoded.messages:
                 self._on_messages(peer, decoded.messages, puts, deletes, dropped)
             if deletes:
@@ -678,6 +681,7 @@ class Engine:
         puts: list[Record],
         deletes: list[tuple[bytes, bytes]],
         messages: list[DecodedMessage],
+        dropped: dict[str, int],
     ) -> None:
         store = self._store
         due = self._first_due(peer)
@@ -703,8 +707,19 @@ class Engine:
                 continue
             new = TRANSITIONS[(current, Input.GOT_OFFER_MISSING)]
             if r is None:
+                if not self._may_request(puts):
+                    dropped[_TOO_MANY_REQUESTS] = dropped.get(_TOO_MANY_REQUESTS, 0) + 1
+                    continue
                 puts.append(Record(mid, peer, new, b"", 0, due))
                 self._schedule(due)
+
+    def _may_request(self, puts: list[Record]) -> bool:
+        """Whether one more REQUEST fits under ``Limits.max_pending_requests`` (counting those
+        this payload already added to ``puts``); if so, count it."""
+        if len(self._requested) + self._new_requests >= self._limits.max_pending_requests:
+            return False
+        self._new_requests += 1
+        return True
 
     def _ack_queue(self, peer: bytes) -> dict[bytes, None]:
         q = self._acks.get(peer)
@@ -807,6 +822,9 @@ class Engine:
                 if p in arriving:
                     continue
                 if not store.has_message(p) and store.get_record(p, peer) is None:
+                    if not self._may_request(puts):
+                        dropped[_TOO_MANY_REQUESTS] = dropped.get(_TOO_MANY_REQUESTS, 0) + 1
+                        continue
                     due = self._first_due(peer)
                     kind = TRANSITIONS[(_NONE, Input.MISSING_PARENT)]
                     puts.append(Record(p, peer, kind, m.group_id, 0, due))
