@@ -36,7 +36,7 @@ import contextlib
 import math
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from heapq import nsmallest
 from typing import Final, final
 
@@ -389,9 +389,11 @@ class Engine:
                 self._schedule(due)
             if records:
                 store.put_records(records)
-        for p in chosen:
-            frontier.pop(p, None)
         if not expires_at:
+            # An expiring message is never a parent, so it cannot stand in for the messages it
+            # names: they stay in the frontier, and the next message names them.
+            for p in chosen:
+                frontier.pop(p, None)
             frontier[mid] = None
         return mid
 
@@ -489,6 +491,95 @@ class Engine:
                 for mid in acks:
                     queue.pop(mid, None)
 
+    def receive_payloads(self, peer: bytes, payloads: Iterable[bytes], *, now: float) -> None:
+        """Process ``payloads`` from ``peer`` as one input: all of them, or none.
+
+        For a carrier that hands over many payloads at once and must apply them whole (a bundle
+        file: its reader authenticates the file, then streams the payloads in here). Each payload
+        is handled as by :meth:`receive_payload`, all in one store transaction. If iterating
+        ``payloads`` raises (the file changed or vanished since it was authenticated), or the
+        store fails (disk full at commit), the exception propagates, the store rolls back, and
+        the engine brings its own state back in line with the store: what was undone is neither
+        delivered nor acknowledged, so a peer is never told we hold a message we do not have.
+        A store that cannot roll back (:class:`MemoryStore`) keeps what was applied, and the
+        engine keeps the deliveries and ACKs that go with it.
+
+        Do not call it inside :meth:`batch` (an inner block cannot roll the store back alone).
+        Drain ``next_event`` and call ``payloads_to_send`` next.
+        """
+        self._advance(now)
+        events = self._events.copy()
+        stats = replace(self.statistics)
+        acks = dict(self._acks.get(peer, {}))
+        seen = dict(self._seen_ephemeral)
+        try:
+            with self._store.transaction():
+                for payload in payloads:
+                    self.receive_payload(peer, payload, now=now)
+        except BaseException:
+            self._undo_receive(peer, events, stats, acks, seen)
+            raise
+
+    def _undo_receive(
+        self,
+        peer: bytes,
+        events: deque[Event],
+        stats: EngineStatistics,
+        acks: dict[bytes, None],
+        seen: dict[bytes, None],
+    ) -> None:
+        """After an aborted :meth:`receive_payloads`: derive the engine's state from the store
+        again, keeping of the aborted block only what the store kept (``events``, ``stats``,
+        ``acks`` and ``seen`` were copied before the block)."""
+        store = self._store
+        current = self._events
+        dropped = self.statistics.events_dropped - stats.events_dropped
+        pushed = len(current) - len(events) + dropped
+        new = list(current)[len(current) - pushed :] if pushed > 0 else []
+        kept = 0
+        for event in new:
+            if isinstance(event, MessageDelivered):
+                if event.ephemeral:  # the dedup window is restored: a retry delivers it
+                    continue
+                m = store.get_message(event.message_id)
+                if m is None or not m.delivered:
+                    continue
+                kept += 1
+            elif isinstance(event, MessageAcked):
+                if store.get_record(event.message_id, event.peer) is not None:
+                    continue
+            elif isinstance(event, PayloadRejected):
+                continue  # a retry reports it again
+            if len(events) >= self._limits.max_queued_events:
+                events.popleft()
+                stats.events_dropped += 1
+            events.append(event)
+        self._events = events
+        stats.messages_delivered += kept
+        self.statistics = stats
+        # ACK only what the store holds.
+        queue = self._acks.get(peer)
+        if queue is not None:
+            for mid in queue:
+                if mid not in acks and store.has_message(mid):
+                    acks[mid] = None
+            while len(acks) > self._limits.max_pending_acks:
+                del acks[next(iter(acks))]
+            if acks:
+                self._acks[peer] = acks
+            else:
+                del self._acks[peer]
+        self._seen_ephemeral = seen
+        self._requested = set(store.request_ids())
+        for group in self._groups:
+            self._frontier[group] = dict.fromkeys(store.frontier(group))
+        self._next_due = store.min_due_epoch()
+        senders = self._held_sender
+        self._missing = {}
+        self._waiting = {}
+        self._restore_held()
+        self._held_sender = {m: p for m, p in senders.items() if m in self._missing}
+
     def payload_not_sent(
         self, peer: bytes, payload: bytes, *, now: float, retry_in_epochs: int = 1
     ) -> None:
@@ -569,6 +660,8 @@ class Engine:
         while True:
             batch = store.expired(wall, _EXPIRE_CHUNK)
             if not batch:
+                if count and self._next_due is not None:
+                    self._next_due = store.min_due_epoch()  # their records are gone too
                 return count
             with store.transaction():
                 for m in batch:
@@ -633,6 +726,9 @@ class Engine:
                 for r in puts:
                     if r.type is _REQUEST:
                         requested.add(r.message_id)
+        if deletes and self._next_due is not None:
+            # What was acknowledged or answered may have been the next record due.
+            self._next_due = store.min_due_epoch()
         for reason, n in dropped.items():
             self._reject(peer, reason, n, whole=False)
 
@@ -899,8 +995,9 @@ class Engine:
                 store.mark_delivered(mid)
             frontier = self._frontier.get(group_id)
             if frontier is not None:
-                for p in parents:
-                    frontier.pop(p, None)
+                if not expires_at:  # an expiring child is never a parent: its parents stay
+                    for p in parents:
+                        frontier.pop(p, None)
                 check = maybe_parent or not first
                 if not expires_at and not (check and store.is_parent(mid)):
                     frontier[mid] = None
