@@ -49,6 +49,7 @@ from mvds_node.transports._memory import MemoryHubStatistics as MemoryHubStatist
 from mvds_node.transports._memory import MemoryTransport as MemoryTransport
 from mvds_node.transports._memory import memory_transport_pair as memory_transport_pair
 from mvds_node.transports._multicast import BROADCAST as BROADCAST
+from mvds_node.transports._multicast import MulticastStatistics as MulticastStatistics
 from mvds_node.transports._multicast import MulticastTransport as MulticastTransport
 from mvds_node.transports._noise import MAX_PLAINTEXT as MAX_PLAINTEXT
 from mvds_node.transports._noise import PROLOGUE as PROLOGUE
@@ -92,6 +93,7 @@ __all__ = [
     "MemoryHubStatistics",
     "MemoryTransport",
     "Mode",
+    "MulticastStatistics",
     "MulticastTransport",
     "NoSyncFrame",
     "NoiseError",
