@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from mvds_node.node._bundles import FILE_LATENCY, export_bundle, import_bundle
-from mvds_node.sync import Engine, MemoryStore, MessageDelivered, Mode, SQLiteStore, SyncConfig
-from mvds_node.transports import Keypair
+from mvds_node.sync import (
+    Engine,
+    MemoryStore,
+    MessageDelivered,
+    Mode,
+    SQLiteStore,
+    SyncConfig,
+    encode_payload,
+)
+from mvds_node.transports import Keypair, open_bundle
 from mvds_node.transports._file import BundleError
 
 G = b"G" * 32
@@ -134,3 +144,81 @@ def test_failed_write_marks_nothing_sent(tmp_path: Path, monkeypatch: pytest.Mon
     with pytest.raises(BundleError, match="cannot write"):
         export_bundle(alice, tmp_path / "no" / "dir", sender=ALICE, now=0.0, created_ms=1,
                       peer=BOB.public)  # fmt: skip
+
+
+def test_export_makes_each_payload_only_when_the_file_asks_for_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("mvds_node.node._bundles.CHUNK_BYTES", 2048)
+    seen: list[str] = []
+
+    def encode(*args: Any) -> bytes:
+        seen.append("made")
+        return encode_payload(*args)
+
+    monkeypatch.setattr("mvds_node.node._bundles.encode_payload", encode)
+    alice = node(ALICE, BOB)
+    for i in range(40):
+        alice.send(G, os.urandom(200), now=0.0, timestamp=i + 1)
+    out = export_bundle(
+        alice,
+        tmp_path / "b",
+        sender=ALICE,
+        now=0.0,
+        created_ms=1,
+        peer=BOB.public,
+        progress=lambda done, total: seen.append("written"),
+    )
+    chunks = open_bundle(tmp_path / "b", keypair=BOB).header.chunks
+    assert chunks > 3 and seen == ["made", "written"] * chunks
+    bob = node(BOB, ALICE)
+    assert import_bundle(bob, tmp_path / "b", keypair=BOB, now=0.0).messages_new == out.messages
+
+
+def test_a_bundle_gone_before_it_is_applied_changes_nothing(tmp_path: Path, bundle: bytes) -> None:
+    path = tmp_path / "stick" / "b"
+    path.parent.mkdir()
+    path.write_bytes(bundle)
+    bob = node(BOB, ALICE, store=SQLiteStore(tmp_path / "bob.db"))
+
+    def unplugged(done: int, total: int) -> None:
+        if done == total:
+            path.unlink()
+
+    with pytest.raises(BundleError, match=f"^{path}: cannot read: No such file") as info:
+        import_bundle(bob, path, keypair=BOB, now=0.0, progress=unplugged)
+    assert "\n" not in str(info.value)
+    assert bob._store.message_count() == 0 and bob.events() == []
+    assert bob.payloads_to_send(now=0.0) == []
+
+
+def test_apply_progress_follows_the_second_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("mvds_node.node._bundles.CHUNK_BYTES", 4096)
+    alice = node(ALICE, BOB)
+    for i in range(100):
+        alice.send(G, os.urandom(200), now=0.0, timestamp=i + 1)
+    path = tmp_path / "b"
+    export_bundle(alice, path, sender=ALICE, now=0.0, created_ms=1, peer=BOB.public)
+    bob = node(BOB, ALICE)
+    calls: list[tuple[str, int, int, int]] = []
+
+    def track(phase: str) -> Callable[[int, int], None]:
+        def progress(done: int, total: int) -> None:
+            calls.append((phase, done, total, bob.statistics.messages_received))
+
+        return progress
+
+    result = import_bundle(
+        bob, path, keypair=BOB, now=0.0, progress=track("verify"), apply_progress=track("apply")
+    )
+    total = open_bundle(path, keypair=BOB).header.chunks
+    assert total > 3 and result.messages_new == 100
+    assert [c[:3] for c in calls] == [
+        *(("verify", i, total) for i in range(1, total + 1)),
+        *(("apply", i, total) for i in range(1, total + 1)),
+    ]
+    # Each chunk is reported once the engine has taken it.
+    received = [c[3] for c in calls if c[0] == "apply"]
+    assert received == sorted(set(received)) and received[-1] == 100

@@ -3,10 +3,13 @@
 ``export_bundle`` takes what a peer (or every member of a group) still needs from the engine,
 writes it as one sealed file, and only after the file is complete and on disk counts it as sent,
 with a carrier latency of days so that the engine does not chase it with retransmissions.
-``import_bundle`` authenticates a whole file first, then feeds its payloads to the engine as if
-they had arrived from the sender over the network, in one store transaction: acknowledgements,
-dependencies and delivery work unchanged, a second import of the same file only finds
-duplicates, and a file that fails half-way changes nothing.
+The payloads are made one chunk at a time as the file is written, so the bundle is never held
+twice in memory. ``import_bundle`` authenticates a whole file first, then streams its payloads
+(authenticated again as they are read) into :meth:`Engine.receive_payloads` as if they had
+arrived from the sender over the network: acknowledgements, dependencies and delivery work
+unchanged, a second import of the same file only finds duplicates, and a file that fails
+half-way (or changes between the two passes) changes nothing, neither in the store nor in the
+engine's events and acknowledgement queues.
 """
 
 from __future__ import annotations
@@ -60,28 +63,39 @@ class ImportResult:
     sender the next time we sync with it)."""
 
 
-def _payloads(snapshot: ExportSnapshot) -> list[bytes]:
-    """Cut the snapshot into payloads of at most about :data:`CHUNK_BYTES`."""
-    acks = list(dict.fromkeys(a for ids in snapshot.acks.values() for a in ids))
-    out: list[bytes] = []
+def _plan(snapshot: ExportSnapshot, acks: list[bytes]) -> list[tuple[str, int, int]]:
+    """Cut the snapshot into payloads of at most about :data:`CHUNK_BYTES`: one (kind, start,
+    end) slice per payload, so that the count is known before any payload is made."""
     per_chunk = CHUNK_BYTES // ID_RECORD_SIZE
-    for i in range(0, len(acks), per_chunk):
-        out.append(encode_payload(acks[i : i + per_chunk]))
-    requests = list(snapshot.requests)
-    for i in range(0, len(requests), per_chunk):
-        out.append(encode_payload((), (), requests[i : i + per_chunk]))
-    batch: list[bytes] = []
-    size = 0
-    for wire in snapshot.messages:
+    plan = [("acks", i, i + per_chunk) for i in range(0, len(acks), per_chunk)]
+    plan += [("requests", i, i + per_chunk) for i in range(0, len(snapshot.requests), per_chunk)]
+    start, size = 0, 0
+    for index, wire in enumerate(snapshot.messages):
         cost = payload_overhead(len(wire))
-        if batch and size + cost > CHUNK_BYTES:
-            out.append(encode_payload((), (), (), batch))
-            batch, size = [], 0
-        batch.append(wire)
+        if index > start and size + cost > CHUNK_BYTES:
+            plan.append(("messages", start, index))
+            start, size = index, 0
         size += cost
-    if batch or not out:
-        out.append(encode_payload((), (), (), batch))
-    return out
+    if start < len(snapshot.messages) or not plan:
+        plan.append(("messages", start, len(snapshot.messages)))
+    return plan
+
+
+def _acks(snapshot: ExportSnapshot) -> list[bytes]:
+    return list(dict.fromkeys(a for ids in snapshot.acks.values() for a in ids))
+
+
+def _payloads(
+    snapshot: ExportSnapshot, acks: list[bytes], plan: list[tuple[str, int, int]]
+) -> Iterator[bytes]:
+    """The payloads of ``plan``, each made only when the writer asks for it."""
+    for kind, start, end in plan:
+        if kind == "acks":
+            yield encode_payload(acks[start:end])
+        elif kind == "requests":
+            yield encode_payload((), (), snapshot.requests[start:end])
+        else:
+            yield encode_payload((), (), (), snapshot.messages[start:end])
 
 
 def export_bundle(
@@ -117,13 +131,14 @@ def export_bundle(
         assert peer is not None
         peers = [peer]
     snapshot = engine.export_snapshot(peers, now=now)
-    payloads = _payloads(snapshot)
+    acks = _acks(snapshot)
+    plan = _plan(snapshot, acks)
     header = BundleHeader(
         sender=sender.public,
         recipient=peer,
         group_id=group_id,
         created_ms=created_ms,
-        chunks=len(payloads),
+        chunks=len(plan),
         messages=len(snapshot.messages),
         acks=sum(len(a) for a in snapshot.acks.values()),
         requests=len(snapshot.requests),
@@ -132,7 +147,12 @@ def export_bundle(
     )
     target = Path(path)
     size = write_bundle(
-        target, payloads, header, sender=sender, group_key=group_key, progress=progress
+        target,
+        _payloads(snapshot, acks, plan),
+        header,
+        sender=sender,
+        group_key=group_key,
+        progress=progress,
     )
     engine.commit_export(snapshot, now=now, latency_seconds=FILE_LATENCY)
     return ExportResult(
@@ -153,12 +173,20 @@ def import_bundle(
     now: float,
     group_keys: Mapping[bytes, bytes] | None = None,
     progress: Progress | None = None,
+    apply_progress: Progress | None = None,
 ) -> ImportResult:
-    """Authenticate the bundle at ``path`` completely, then apply it as one transaction.
+    """Authenticate the bundle at ``path`` completely, then apply it as one input.
+
+    The payloads are read (and authenticated) again as they are applied, with
+    :meth:`Engine.receive_payloads`: all of them, or none.
+
+    Args:
+        progress: called with (chunks verified, chunks in all) during the first pass.
+        apply_progress: called with (chunks applied, chunks in all) during the second.
 
     Raises:
-        BundleError: not a bundle, not for us, damaged, or from a key that shares no group with
-            us. Nothing was applied.
+        BundleError: not a bundle, not for us, damaged, changed since it was verified,
+            unreadable, or from a key that shares no group with us. Nothing was applied.
     """
     bundle = open_bundle(path, keypair=keypair, group_keys=group_keys, progress=progress)
     header = bundle.header
@@ -174,9 +202,9 @@ def import_bundle(
     before_received = stats.messages_received
     before_dup = stats.duplicates_received
     try:
-        with engine.batch():
-            for payload in _checked(bundle.payloads()):
-                engine.receive_payload(sender, payload, now=now)
+        engine.receive_payloads(
+            sender, _counted(bundle.payloads(), header.chunks, apply_progress), now=now
+        )
     except BundleError:
         raise
     except MvdsError as e:
@@ -193,7 +221,9 @@ def import_bundle(
     )
 
 
-def _checked(payloads: Iterator[bytes]) -> Iterator[bytes]:
-    # The file was authenticated when opened; reading it again re-checks every chunk, so a file
-    # changed in between fails here, inside the transaction, which then rolls back.
-    yield from payloads
+def _counted(payloads: Iterator[bytes], total: int, progress: Progress | None) -> Iterator[bytes]:
+    """``payloads``, reporting each one as applied when the engine asks for the next."""
+    for done, payload in enumerate(payloads, 1):
+        yield payload
+        if progress is not None:
+            progress(done, total)

@@ -536,16 +536,18 @@ class Node:
         path: str | os.PathLike[str],
         *,
         progress: Callable[[int, int], None] | None = None,
+        apply_progress: Callable[[int, int], None] | None = None,
     ) -> ImportResult:
-        """Authenticate a bundle file completely, then apply it in one transaction.
+        """Authenticate a bundle file completely, then apply it all or nothing.
 
         Its messages are delivered (to :meth:`messages` subscribers) as if they had come from
         the sender over the network; its acknowledgements stop our retransmissions. Importing
-        the same file again is harmless.
+        the same file again is harmless. ``progress`` follows the check of the file,
+        ``apply_progress`` the second pass that applies it; both get (chunks done, chunks).
 
         Raises:
-            BundleError: not a bundle, not for this node, damaged, or from an unknown key;
-                nothing was applied.
+            BundleError: not a bundle, not for this node, damaged, changed or gone since it was
+                checked, unreadable, or from an unknown key; nothing was applied.
         """
         keys = {g.id: g.secret for g in self.config.groups if g.secret is not None}
         result = import_bundle(
@@ -555,6 +557,7 @@ class Node:
             now=trio.current_time(),
             group_keys=keys,
             progress=progress,
+            apply_progress=apply_progress,
         )
         self._wake()
         return result

@@ -542,7 +542,11 @@ async def _bundle_op(config: NodeConfig, request: dict[str, Any], show: bool) ->
                     progress=bar,
                 )
             )
-        return _import_json(node.import_bundle(request["path"], progress=bar))
+        return _import_json(
+            node.import_bundle(
+                request["path"], progress=bar, apply_progress=Progress("apply", enabled=show)
+            )
+        )
     finally:
         offline.close()
 

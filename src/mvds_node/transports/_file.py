@@ -249,10 +249,17 @@ class OpenedBundle:
     _body_offset: int
 
     def payloads(self) -> Iterator[bytes]:
-        """The payloads, in order (the file is read and authenticated again as it goes)."""
-        with open(self.path, "rb") as f:
-            f.seek(self._body_offset)
-            yield from _chunks(f, self)
+        """The payloads, in order (the file is read and authenticated again as it goes).
+
+        Raises:
+            BundleError: the file changed since it was opened, or can no longer be read.
+        """
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self._body_offset)
+                yield from _chunks(f, self)
+        except OSError as e:
+            raise BundleError(f"{self.path}: cannot read: {e.strerror or e}") from None
 
 
 def _read_exact(f: BinaryIO, n: int, what: str) -> bytes:
@@ -298,49 +305,58 @@ def open_bundle(
     """
     p = Path(path)
     try:
-        f = open(p, "rb")  # noqa: SIM115 - closed below, after the size is known
+        with open(p, "rb") as f:
+            return _open(f, p, keypair, group_keys, progress)
     except OSError as e:
         raise BundleError(f"{p}: cannot read: {e.strerror or e}") from None
-    with f:
-        prefix = f.read(_PREFIX.size)
-        if len(prefix) < _PREFIX.size or not prefix.startswith(BUNDLE_MAGIC):
-            raise BundleError(f"{p}: not an mvds-node bundle")
-        _, version, kind, file_id, header_len = _PREFIX.unpack(prefix)
-        if version != BUNDLE_VERSION:
-            raise BundleError(f"{p}: bundle version {version} is not supported")
-        if not 0 < header_len <= MAX_HEADER_BYTES:
-            raise BundleError(f"{p}: bundle header claims {header_len} bytes")
-        sealed = _read_exact(f, header_len, "the header")
-        if kind == KIND_PEER:
-            try:
-                opened = open_sealed(keypair, sealed)
-            except NoiseError:
-                raise BundleError(
-                    f"{p}: not addressed to this node (or its header was altered)"
-                ) from None
-            header, content_key = BundleHeader.from_json(opened.plaintext)
-            if opened.sender != header.sender or header.recipient != keypair.public:
-                raise BundleError(f"{p}: bundle header does not match its seal")
-            proved = True
-        elif kind == KIND_GROUP:
-            tag, nonce, box = sealed[:8], sealed[8:20], sealed[20:]
-            keys = [k for k in (group_keys or {}).values() if group_key_tag(k) == tag]
-            if not keys:
-                raise BundleError(f"{p}: bundle is for a group whose key we do not have")
-            aad = BUNDLE_MAGIC + bytes([version, kind]) + file_id
-            try:
-                plain = ChaCha20Poly1305(keys[0]).decrypt(nonce, box, aad)
-            except (InvalidTag, ValueError):
-                raise BundleError(f"{p}: bundle header was altered") from None
-            header, content_key = BundleHeader.from_json(plain)
-            if header.group_id is None or (group_keys or {}).get(header.group_id) != keys[0]:
-                raise BundleError(f"{p}: bundle names a group this key does not belong to")
-            proved = False
-        else:
-            raise BundleError(f"{p}: unknown bundle kind {kind}")
-        bundle = OpenedBundle(p, header, proved, 0, content_key, file_id, _PREFIX.size + header_len)
-        for done, _ in enumerate(_chunks(f, bundle), 1):
-            if progress is not None:
-                progress(done, header.chunks)
-        size = f.tell()
+
+
+def _open(
+    f: BinaryIO,
+    p: Path,
+    keypair: Keypair,
+    group_keys: Mapping[bytes, bytes] | None,
+    progress: Progress | None,
+) -> OpenedBundle:
+    prefix = f.read(_PREFIX.size)
+    if len(prefix) < _PREFIX.size or not prefix.startswith(BUNDLE_MAGIC):
+        raise BundleError(f"{p}: not an mvds-node bundle")
+    _, version, kind, file_id, header_len = _PREFIX.unpack(prefix)
+    if version != BUNDLE_VERSION:
+        raise BundleError(f"{p}: bundle version {version} is not supported")
+    if not 0 < header_len <= MAX_HEADER_BYTES:
+        raise BundleError(f"{p}: bundle header claims {header_len} bytes")
+    sealed = _read_exact(f, header_len, "the header")
+    if kind == KIND_PEER:
+        try:
+            opened = open_sealed(keypair, sealed)
+        except NoiseError:
+            raise BundleError(
+                f"{p}: not addressed to this node (or its header was altered)"
+            ) from None
+        header, content_key = BundleHeader.from_json(opened.plaintext)
+        if opened.sender != header.sender or header.recipient != keypair.public:
+            raise BundleError(f"{p}: bundle header does not match its seal")
+        proved = True
+    elif kind == KIND_GROUP:
+        tag, nonce, box = sealed[:8], sealed[8:20], sealed[20:]
+        keys = [k for k in (group_keys or {}).values() if group_key_tag(k) == tag]
+        if not keys:
+            raise BundleError(f"{p}: bundle is for a group whose key we do not have")
+        aad = BUNDLE_MAGIC + bytes([version, kind]) + file_id
+        try:
+            plain = ChaCha20Poly1305(keys[0]).decrypt(nonce, box, aad)
+        except (InvalidTag, ValueError):
+            raise BundleError(f"{p}: bundle header was altered") from None
+        header, content_key = BundleHeader.from_json(plain)
+        if header.group_id is None or (group_keys or {}).get(header.group_id) != keys[0]:
+            raise BundleError(f"{p}: bundle names a group this key does not belong to")
+        proved = False
+    else:
+        raise BundleError(f"{p}: unknown bundle kind {kind}")
+    bundle = OpenedBundle(p, header, proved, 0, content_key, file_id, _PREFIX.size + header_len)
+    for done, _ in enumerate(_chunks(f, bundle), 1):
+        if progress is not None:
+            progress(done, header.chunks)
+    size = f.tell()
     return OpenedBundle(p, header, proved, size, content_key, file_id, _PREFIX.size + header_len)
