@@ -65,6 +65,25 @@ def test_bad_settings_are_named(tmp_path: Path, text: str, message: str) -> None
     assert str(tmp_path / "config.toml") in str(info.value)
 
 
+@pytest.mark.parametrize("interface", ["0.0.0.0", "", " ", "any", "*", "::", "255.255.255.255"])
+def test_multicast_must_name_its_one_interface(tmp_path: Path, interface: str) -> None:
+    (tmp_path / "config.toml").write_text(f"[multicast]\ninterface = '{interface}'\n")
+    with pytest.raises(ConfigError, match=r"multicast\.interface") as info:
+        load_config(tmp_path)
+    message = str(info.value)
+    assert str(tmp_path / "config.toml") in message and "\n" not in message
+    assert "name one interface by its IPv4 address" in message
+
+
+@pytest.mark.parametrize("interface", ["224.0.0.1", "fe80::1", "eth0"])
+def test_multicast_interface_is_one_ipv4_address(tmp_path: Path, interface: str) -> None:
+    (tmp_path / "config.toml").write_text(f"[multicast]\ninterface = '{interface}'\n")
+    with pytest.raises(ConfigError, match=r"multicast\.interface"):
+        load_config(tmp_path)
+    (tmp_path / "config.toml").write_text("[multicast]\ninterface = '192.168.1.20'\n")
+    assert load_config(tmp_path).multicast.interface == "192.168.1.20"
+
+
 def test_missing_config_says_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="mvds-node init"):
         load_config(tmp_path / "nowhere")

@@ -344,6 +344,25 @@ def _check_ip(text: str, where: str) -> str:
     return text
 
 
+def _check_interface(text: str, where: str) -> str:
+    """The multicast transport's one interface: an IPv4 address that names a single interface
+    (datagrams never go out on, or in from, every interface the machine has)."""
+    hint = 'name one interface by its IPv4 address, such as "192.168.1.20"'
+    try:
+        address = ipaddress.IPv4Address(text)
+    except ValueError:
+        if not text.strip():
+            raise ConfigError(f"{where} is empty; {hint}") from None
+        if text.strip() in ("any", "*", "all", "::"):
+            raise ConfigError(f"{where} {text!r} means every interface; {hint}") from None
+        raise ConfigError(f"{where}: {text!r} is not an IPv4 address; {hint}") from None
+    if address.is_unspecified or address == ipaddress.IPv4Address("255.255.255.255"):
+        raise ConfigError(f"{where} {text} means every interface; {hint}")
+    if address.is_multicast:
+        raise ConfigError(f"{where} {text} is a multicast address; {hint}")
+    return text
+
+
 def parse_config(doc: Mapping[str, Any], *, data_dir: Path, where: str) -> NodeConfig:
     """Build a :class:`NodeConfig` from a parsed TOML document.
 
@@ -386,7 +405,9 @@ def parse_config(doc: Mapping[str, Any], *, data_dir: Path, where: str) -> NodeC
         enabled=mc.get_bool("enabled", False),
         group=_check_ip(mc.get_str("group", "239.255.77.77"), f"{where}: multicast.group"),
         port=mc.get_int("port", 7701, 1, 65535),
-        interface=_check_ip(mc.get_str("interface", "127.0.0.1"), f"{where}: multicast.interface"),
+        interface=_check_interface(
+            mc.get_str("interface", "127.0.0.1"), f"{where}: multicast.interface"
+        ),
     )
     if not ipaddress.ip_address(multicast.group).is_multicast:
         raise ConfigError(f"{where}: multicast.group {multicast.group} is not a multicast address")
@@ -547,7 +568,8 @@ def render_config(config: NodeConfig) -> str:
         '# Group address and port. (defaults: "239.255.77.77", 7701)',
         f"group = {_q(config.multicast.group)}",
         f"port = {config.multicast.port}",
-        '# The one interface (IP address) datagrams use, TTL 1. (default: "127.0.0.1")',
+        "# The one interface (its IPv4 address) datagrams use, TTL 1; never 0.0.0.0.",
+        '# (default: "127.0.0.1")',
         f"interface = {_q(config.multicast.interface)}",
     ]
     lines += [
