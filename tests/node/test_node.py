@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from mvds_node.errors import ConfigError
+from mvds_node.errors import ConfigError, TransportBroken
 from mvds_node.node import (
     Acked,
     DiscoveryConfig,
@@ -17,10 +17,12 @@ from mvds_node.node import (
     NodeConfig,
     PeerConfig,
     PeerConnected,
+    TransportFailed,
     group_id_for,
     open_node,
     parse_address,
 )
+from mvds_node.node.cli import _event_json
 
 
 def config_for(tmp_path: Path, name: str, me: Identity, others: dict[str, Identity]) -> NodeConfig:
@@ -188,3 +190,60 @@ async def test_nodes_find_each_other_by_mdns_and_sync(tmp_path: Path) -> None:
             await a.send("chat", b"found you")
             message = await inbox.receive()
             assert (message.body, message.sender) == (b"found you", alice.public_key)
+
+
+class BreaksWhenTold:
+    """A carrier whose receive fails as a whole (its socket died) once ``broken`` is set."""
+
+    reliable = False
+    max_payload = 1200
+    max_latency = 0.0
+
+    def __init__(self) -> None:
+        self.broken = trio.Event()
+        self.receives = 0
+
+    async def send(self, peer: bytes, packet: bytes) -> None:
+        raise TransportBroken("the carrier failed")
+
+    async def receive(self) -> tuple[bytes, bytes]:
+        self.receives += 1
+        await self.broken.wait()
+        raise TransportBroken("the carrier failed")
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+
+async def test_a_broken_carrier_is_reported_and_the_node_runs_on(tmp_path: Path) -> None:
+    alice, bob = Identity.generate(), Identity.generate()
+    carrier = BreaksWhenTold()
+    with trio.fail_after(20):
+        async with (
+            open_node(
+                config_for(tmp_path, "alice", alice, {"bob": bob}),
+                identity=alice,
+                transports=(carrier,),
+            ) as a,
+            open_node(config_for(tmp_path, "bob", bob, {"alice": alice}), identity=bob) as b,
+            a.events() as a_events,
+            a.messages() as a_inbox,
+            b.messages() as b_inbox,
+        ):
+            carrier.broken.set()
+            async for event in a_events:
+                if isinstance(event, TransportFailed):
+                    assert event == TransportFailed(carrier, "the carrier failed")
+                    assert _event_json(event) == {
+                        "type": "transport-failed",
+                        "transport": "BreaksWhenTold",
+                        "detail": "the carrier failed",
+                    }
+                    break
+            # Alice still syncs both ways over her other carrier (TCP).
+            connect(a, b, "bob")
+            await a.send("chat", b"after the failure")
+            assert (await b_inbox.receive()).body == b"after the failure"
+            await b.send("chat", b"and back")
+            assert (await a_inbox.receive()).body == b"and back"
+            assert carrier.receives == 1  # the failed carrier is not read again

@@ -42,6 +42,7 @@ from mvds_node.node._node import PeerConnected as PeerConnected
 from mvds_node.node._node import PeerDisconnected as PeerDisconnected
 from mvds_node.node._node import PeerStatus as PeerStatus
 from mvds_node.node._node import Refused as Refused
+from mvds_node.node._node import TransportFailed as TransportFailed
 from mvds_node.node._node import open_node as open_node
 
 __all__ = [
@@ -64,6 +65,7 @@ __all__ = [
     "PeerDisconnected",
     "PeerStatus",
     "Refused",
+    "TransportFailed",
     "create_identity",
     "default_data_dir",
     "group_id_for",

@@ -46,7 +46,7 @@ from typing import Any, Final
 
 import trio
 
-from mvds_node.errors import TransportClosed, TransportError
+from mvds_node.errors import TransportBroken, TransportClosed, TransportError
 from mvds_node.node._bundles import ExportResult, ImportResult, export_bundle, import_bundle
 from mvds_node.node._config import (
     GroupConfig,
@@ -187,6 +187,15 @@ class Refused(NodeEvent):
     peer: bytes | None
     address: str
     reason: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class TransportFailed(NodeEvent):
+    """A carrier failed as a whole while receiving (``TransportBroken``): the node stops
+    reading from it and keeps running on its other carriers."""
+
+    transport: Transport
     detail: str
 
 
@@ -760,6 +769,9 @@ class Node:
             try:
                 peer, packet = await transport.receive()
             except (TransportClosed, trio.EndOfChannel, trio.ClosedResourceError):
+                return
+            except TransportBroken as e:
+                self._emit(TransportFailed(transport, str(e)))
                 return
             await send.send((transport, peer, packet))
 

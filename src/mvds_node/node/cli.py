@@ -49,6 +49,7 @@ from mvds_node.node._node import (
     PeerConnected,
     PeerDisconnected,
     Refused,
+    TransportFailed,
     open_node,
     wall_ms,
 )
@@ -138,6 +139,12 @@ def _event_json(event: NodeEvent) -> dict[str, Any] | None:
             "peer": event.peer.hex() if event.peer else None,
             "address": event.address,
             "reason": event.reason,
+            "detail": event.detail,
+        }
+    if isinstance(event, TransportFailed):
+        return {
+            "type": "transport-failed",
+            "transport": type(event.transport).__name__,
             "detail": event.detail,
         }
     return None
