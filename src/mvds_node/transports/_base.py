@@ -126,8 +126,11 @@ class InputRejected(TransportEvent):
     """The proved identity, or None if the sender never proved one."""
     address: str
     reason: str
-    """A stable token: ``unknown-key``, ``handshake-failed``, ``handshake-timeout``,
-    ``bad-ciphertext``, ``too-many-connections``, or ``frame:<FrameErrorReason value>``."""
+    """A stable token. From TCP: ``unknown-key``, ``handshake-failed``, ``handshake-timeout``,
+    ``too-many-connections``. From UDP multicast: ``too-short``, ``too-large``, ``bad-magic``,
+    ``unknown-version``, ``foreign-group``, ``replay``, ``own-sender``. From both:
+    ``bad-ciphertext`` (fails authentication) and ``frame:<FrameErrorReason value>`` (authentic,
+    but not a frame we accept)."""
     detail: str
     """Human-readable detail for logs."""
 
