@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import socket
 import struct
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
 import trio
@@ -410,3 +412,18 @@ def test_names_beyond_max_names_are_dropped_and_counted() -> None:
     discovery._note(f"b.{SERVICE_TYPE}", True)  # a change to a tracked name is kept
     assert discovery._pending == {f"a.{SERVICE_TYPE}": False, f"b.{SERVICE_TYPE}": True}
     assert discovery.statistics().names_dropped == 1
+
+
+def test_the_docs_name_only_thread_calls_discovery_makes() -> None:
+    """docs/node.md and docs/discovery.md say how zeroconf's thread is reached: every
+    ``trio.*``/``asyncio.*`` call they name for it is one the code makes."""
+    root = Path(__file__).parents[2]
+    code = (root / "src" / "mvds_node" / "node" / "_discovery.py").read_text()
+    node_md = (root / "docs" / "node.md").read_text()
+    section = node_md[node_md.index("## Discovery") :]
+    section = section[: section.index("\n## ", 1)]
+    discovery_md = (root / "docs" / "discovery.md").read_text()
+    names = set(re.findall(r"`((?:trio|asyncio)\.[a-z_.]+)", section + discovery_md))
+    assert "asyncio.run_coroutine_threadsafe" in names
+    for name in names:
+        assert name.split(".", 1)[1] in code, name
