@@ -653,6 +653,39 @@ def test_restart_resumes_the_retransmission_schedule(tmp_path: Path) -> None:
         store.close()
 
 
+def test_after_a_restart_the_next_message_names_the_same_parents(
+    new_store: StoreFactory,
+) -> None:
+    # An expiring message is never a parent, in the engine's frontier and in the store's, which
+    # a restarted engine rebuilds its frontier from.
+    def history(store: Store) -> Engine:
+        a = node(store)
+        m1 = a.send(G, b"m1", now=0.0, timestamp=1)
+        # From B: an expiring message on top of w, before w itself, then w.
+        w = wire(2, b"w")
+        z = wire(3, b"z", parents=(mid_of(2, b"w"),), expires_at=10**13)
+        a.receive_payload(B, encode_payload(messages=[z]), now=0.0)
+        a.receive_payload(B, encode_payload(messages=[w]), now=0.0)
+        # Ours: an expiring message on top of m1 and w.
+        e = a.send(G, b"secret", now=0.0, timestamp=4, expires_at=10**13)
+        stored = a._store.get_message(e)
+        assert stored is not None and stored.parents == tuple(sorted((m1, mid_of(2, b"w"))))
+        return a
+
+    def parents_of_next(a: Engine) -> tuple[bytes, ...]:
+        m = a.send(G, b"next", now=0.0, timestamp=5)
+        stored = a._store.get_message(m)
+        assert stored is not None
+        return stored.parents
+
+    expected = tuple(sorted((mid_of(1, b"m1"), mid_of(2, b"w"))))
+    assert parents_of_next(history(new_store())) == expected
+    store = new_store()
+    history(store)
+    restarted = Engine(store, config=config(), now=0.0)
+    assert parents_of_next(restarted) == expected
+
+
 def test_restart_of_the_receiver_delivers_no_duplicates(tmp_path: Path) -> None:
     path = tmp_path / "b.db"
     a = node()

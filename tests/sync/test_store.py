@@ -202,6 +202,22 @@ def test_frontier_rules(store: Store) -> None:
     assert mid(2) not in store.frontier(G)
 
 
+def test_expiring_children_are_never_parents(store: Store) -> None:
+    with store.transaction():
+        store.add_message(msg(1))
+        store.add_message(msg(2))
+        store.add_message(msg(3, 1, 2, expires_at=10))  # names 1 and 2, but expires
+        store.add_message(msg(4, 2, expires_at=10, delivered=False))
+    assert not store.is_parent(mid(1)) and not store.is_parent(mid(2))
+    assert store.frontier(G) == sorted([mid(1), mid(2)])
+    store.add_message(msg(5, 2))  # a lasting child hides its parent
+    assert store.is_parent(mid(2)) and not store.is_parent(mid(1))
+    assert store.frontier(G) == sorted([mid(1), mid(5)])
+    store.delete_message(mid(5))
+    assert not store.is_parent(mid(2))
+    assert store.frontier(G) == sorted([mid(1), mid(2)])
+
+
 def test_frontier_is_sorted(store: Store) -> None:
     with store.transaction():
         for n in range(40):

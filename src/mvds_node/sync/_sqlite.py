@@ -144,10 +144,15 @@ _DELETE_PARENT: Final = "DELETE FROM parents WHERE parent = ? AND child = ?"
 _DELETE_MESSAGE_RECORDS: Final = "DELETE FROM records WHERE message_id = ?"
 _MARK_DELIVERED: Final = "UPDATE messages SET delivered = 1 WHERE id = ? AND delivered = 0"
 _UNDELIVERED: Final = f"SELECT {_MESSAGE} FROM messages WHERE delivered = 0 ORDER BY rowid"
-_IS_PARENT: Final = "SELECT 1 FROM parents WHERE parent = ? LIMIT 1"
+# An expiring message is never a parent: only children that do not expire count.
+_IS_PARENT: Final = (
+    "SELECT 1 FROM parents AS p JOIN messages AS c ON c.id = p.child "
+    "WHERE p.parent = ? AND c.expires_at = 0 LIMIT 1"
+)
 _FRONTIER: Final = (
     "SELECT id FROM messages AS m WHERE group_id = ? AND delivered = 1 AND expires_at = 0 "
-    "AND NOT EXISTS (SELECT 1 FROM parents WHERE parent = m.id) ORDER BY id"
+    "AND NOT EXISTS (SELECT 1 FROM parents AS p JOIN messages AS c ON c.id = p.child "
+    "WHERE p.parent = m.id AND c.expires_at = 0) ORDER BY id"
 )
 _PAGE_SIZES: Final = frozenset(1 << n for n in range(9, 17))
 _REQUEST_IDS: Final = "SELECT DISTINCT message_id FROM records WHERE type = 1"
@@ -585,7 +590,8 @@ class SQLiteStore:
             raise self._error(e) from e
 
     def frontier(self, group_id: bytes) -> list[bytes]:
-        """Delivered, non-expiring messages of the group that no stored message names as parent.
+        """Delivered, non-expiring messages of the group that no stored, non-expiring message
+        names as parent.
 
         Sorted by ID. This reads every such message of the group: the engine asks once per group
         when it starts, and keeps the frontier itself from then on.

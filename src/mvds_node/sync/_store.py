@@ -93,11 +93,13 @@ class Store(Protocol):
         ...
 
     def is_parent(self, message_id: bytes) -> bool:
-        """Whether some stored message names ``message_id`` as a parent."""
+        """Whether some stored, non-expiring message names ``message_id`` as a parent (an
+        expiring message is never a parent, so the messages it names stay on the frontier)."""
         ...
 
     def frontier(self, group_id: bytes) -> list[bytes]:
-        """Delivered, non-expiring messages of the group that no stored message names as parent."""
+        """Delivered, non-expiring messages of the group that no stored, non-expiring message
+        names as parent."""
         ...
 
     def expired(self, wall: int, limit: int) -> list[StoredMessage]:
@@ -231,16 +233,18 @@ class MemoryStore:
         return [m for m in self._messages.values() if not m.delivered]
 
     def is_parent(self, message_id: bytes) -> bool:
-        return message_id in self._parent_refs
+        # The counts cover every child: a message nobody names (the usual case) is answered at
+        # once; otherwise only a child that does not expire makes it a parent.
+        if message_id not in self._parent_refs:
+            return False
+        return any(message_id in m.parents for m in self._messages.values() if not m.expires_at)
 
     def frontier(self, group_id: bytes) -> list[bytes]:
+        named = {p for m in self._messages.values() if not m.expires_at for p in m.parents}
         return sorted(
             m.id
             for m in self._messages.values()
-            if m.group_id == group_id
-            and m.delivered
-            and not m.expires_at
-            and m.id not in self._parent_refs
+            if m.group_id == group_id and m.delivered and not m.expires_at and m.id not in named
         )
 
     def request_ids(self) -> list[bytes]:
