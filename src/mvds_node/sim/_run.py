@@ -1,0 +1,778 @@
+"""The discrete-event simulator: real engines and a real remote log on a virtual clock.
+
+Theory of operation
+-------------------
+One heap holds ``(time, seq, kind, node, arg)`` events; ``seq`` breaks ties in the order events
+were scheduled, so a run is a pure function of its :class:`Scenario` and seed. The kinds are:
+
+* ``SEND``: a sender's application sends a message (then the sender's next one is scheduled);
+* ``WAKE``: a node's engine deadline (``next_deadline``) has come: drain it;
+* ``DELIVER``: a payload reaches a node, ``delay`` seconds after it was sent;
+* ``CONNECT``: a node comes online (only with ``hello``): it says hello to its peers, and it
+  reads its peers' remote logs at once;
+* ``LOG``: a node's periodic read of its peers' remote logs.
+
+No event visits every node: a node is only touched when something happens to it, and each node
+has at most one live ``WAKE`` (a later one that was overtaken is skipped when it comes up).
+Availability is evaluated lazily at the moment it matters: in the "epoch" model a node's state in
+period ``k`` is a keyed hash of (seed, node, k), in the "sessions" model each node has its own
+seeded generator of session lengths, consumed in time order. Either way the answer does not
+depend on the order of questions, which keeps runs reproducible.
+
+Every engine is a real :class:`~mvds_node.sync.Engine` over a :class:`~mvds_node.sync.MemoryStore`
+and sees only virtual ``now`` values. Engine deadlines are epoch starts; a node wakes a
+nanosecond after one, so that rounding in ``now / epoch_seconds`` can never put it in the epoch
+before (latencies are reported to the microsecond).
+
+The remote log is the real :class:`~mvds_node.remotelog.LogWriter` and
+:class:`~mvds_node.remotelog.LogReader` (and the real signed acknowledgement records) over an
+in-memory CAS/NS, :class:`SimBackend`. Its calls are ``async`` but never wait: the backend
+answers at once, and ``cas_get_many`` keeps the reader off its concurrent fetch path. So each
+call is driven to completion by sending into its coroutine once (:func:`drive`), inside the
+virtual clock, with no event loop and no wall-clock time; a coroutine that would really suspend
+is a bug and raises. This is both faster and more deterministic than running the simulation
+inside ``trio.run`` with a mock clock. The node's upload task is modelled by an upload queue
+that is flushed whenever the node and the helper are both online (at a send, a log read or on
+coming online); the acknowledgement records are those of ``mvds_node.node``'s remote-log service,
+built from the same format functions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import math
+import random
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Final, TypeVar
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from mvds_node.remotelog import BackendError, LogReader, LogSettings, LogWriter, MemoryBackend
+from mvds_node.remotelog._format import (
+    MAX_ACKS,
+    acks_name,
+    decode_acks,
+    encode_acks,
+    open_head,
+    public_key,
+    sign_head,
+)
+from mvds_node.sim._metrics import RECORD_TYPES, SWEEP_SCHEMA, NodeFigures, SimResult
+from mvds_node.sim._scenario import Scenario, with_overrides
+from mvds_node.sync import (
+    Backoff,
+    Engine,
+    ExponentialBackoff,
+    GaveUp,
+    GiveUpPolicy,
+    MemoryStore,
+    MessageDelivered,
+    Mode,
+    ReferenceBackoff,
+    RelayPolicy,
+    SyncConfig,
+    encode_payload,
+)
+from mvds_node.sync._wire import payload_overhead
+
+__all__ = ["ConstantBackoff", "SimBackend", "drive", "run", "sweep"]
+
+T = TypeVar("T")
+
+_EPS: Final = 1e-9
+HELLO_BYTES: Final = 20
+"""A CONTROL/HELLO frame: the 2-byte framing header and an 18-byte body (docs/wire.md)."""
+_FEED_CHUNK: Final = 500
+_ACK_CHUNK: Final = 50_000
+_MAX_DRAINS: Final = 64
+
+_SEND, _WAKE, _DELIVER, _CONNECT, _LOG = range(5)
+_M64: Final = (1 << 64) - 1
+
+
+def drive(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that never suspends to completion and return its value.
+
+    Raises:
+        RuntimeError: the coroutine suspended (it waits for something the simulator does not
+            provide).
+    """
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    coro.close()
+    raise RuntimeError("a remote-log call suspended inside the simulator")
+
+
+class SimBackend(MemoryBackend):
+    """The in-memory CAS/NS, answering at once, counting bytes per node, with an on/off switch.
+
+    ``meter`` is the node index to charge; ``down`` makes every call fail (helper offline).
+    """
+
+    def __init__(self, count: int) -> None:
+        super().__init__()
+        self.meter = 0
+        self.up = [0] * count
+        self.down_bytes = [0] * count
+
+    async def _call(self, name: str) -> None:
+        self.calls[name] += 1
+        if self.down:
+            raise BackendError("helper offline")
+
+    async def cas_add(self, data: bytes) -> bytes:
+        address = await super().cas_add(data)
+        self.up[self.meter] += len(data)
+        return address
+
+    async def cas_get(self, address: bytes) -> bytes | None:
+        data = await super().cas_get(address)
+        if data is not None:
+            self.down_bytes[self.meter] += len(data)
+        return data
+
+    async def cas_get_many(self, addresses: list[bytes]) -> list[bytes | None]:
+        await self._call("cas_get")
+        found = [self.cas.get(a) for a in addresses]
+        self.down_bytes[self.meter] += sum(len(d) for d in found if d is not None)
+        return found
+
+    async def ns_update(self, name: str, record: bytes) -> None:
+        await super().ns_update(name, record)
+        self.up[self.meter] += len(record)
+
+    async def ns_fetch(self, name: str) -> bytes | None:
+        record = await super().ns_fetch(name)
+        if record is not None:
+            self.down_bytes[self.meter] += len(record)
+        return record
+
+
+@dataclass(frozen=True, slots=True)
+class ConstantBackoff:
+    """Retransmit every ``gap`` epochs, however often the record went out (the design notes'
+    back-of-the-envelope figures assume this)."""
+
+    gap: int = 1
+
+    def next_epoch(self, *, epoch: int, send_count: int, key: bytes) -> int:
+        return epoch + max(1, self.gap)
+
+
+def _mix(a: int, b: int, c: int) -> int:
+    """A 64-bit keyed hash (splitmix64 finaliser) of three integers."""
+    x = (a * 0x9E3779B97F4A7C15 + b * 0xBF58476D1CE4E5B9 + c * 0x94D049BB133111EB) & _M64
+    x ^= x >> 30
+    x = (x * 0xBF58476D1CE4E5B9) & _M64
+    x ^= x >> 27
+    x = (x * 0x94D049BB133111EB) & _M64
+    return x ^ (x >> 31)
+
+
+class _Availability:
+    """When each of ``count`` parties is online (indexes beyond ``count`` always are)."""
+
+    def __init__(self, s: Scenario, p: float, count: int, salt: str) -> None:
+        self.p = p
+        self.count = count
+        self.always = p >= 1.0
+        self.never = p <= 0.0
+        self.period = s.period
+        self.last_period = math.ceil(s.duration / self.period) + 1
+        self.epoch_model = s.availability_model == "epoch"
+        self.key = int.from_bytes(hashlib.sha256(f"{s.seed}/{salt}".encode()).digest()[:8], "big")
+        self.threshold = int(p * 2.0**64)
+        self.mean_on = s.session_seconds
+        self.mean_off = s.session_seconds * (1.0 - p) / p if p > 0 else math.inf
+        self._rngs: dict[int, random.Random] = {}
+        self._first: dict[int, bool] = {}
+        self._switches: dict[int, list[float]] = {}
+        self._pos: dict[int, int] = {}
+        self._salt = f"{s.seed}/{salt}"
+
+    # -- the epoch model
+    def _on(self, i: int, k: int) -> bool:
+        return _mix(self.key, i, k) < self.threshold
+
+    # -- the sessions model: switch times drawn lazily, in order, per party
+    def _extend(self, i: int, t: float) -> list[float]:
+        sw = self._switches.get(i)
+        if sw is None:
+            rng = self._rngs[i] = random.Random(f"{self._salt}/{i}")
+            on = self._first[i] = rng.random() < self.p
+            sw = self._switches[i] = [
+                rng.expovariate(1.0 / (self.mean_on if on else self.mean_off))
+            ]
+            self._pos[i] = 0
+        rng = self._rngs[i]
+        while sw[-1] <= t:
+            on_after = self._first[i] ^ (len(sw) % 2 == 1)
+            sw.append(sw[-1] + rng.expovariate(1.0 / (self.mean_on if on_after else self.mean_off)))
+        return sw
+
+    def _state(self, i: int, t: float) -> tuple[bool, int]:
+        """Online at ``t``, and the index of the next switch after ``t``."""
+        sw = self._extend(i, t)
+        pos = self._pos[i]
+        while sw[pos] <= t:
+            pos += 1
+        self._pos[i] = pos
+        return self._first[i] ^ (pos % 2 == 1), pos
+
+    def online(self, i: int, t: float) -> bool:
+        if self.always or i >= self.count:
+            return True
+        if self.never:
+            return False
+        if self.epoch_model:
+            return self._on(i, int(t / self.period))
+        return self._state(i, t)[0]
+
+    def next_online(self, i: int, t: float) -> float | None:
+        """The first moment at or after ``t`` at which ``i`` is online (None: not in the run)."""
+        if self.always or i >= self.count:
+            return t
+        if self.never:
+            return None
+        if self.epoch_model:
+            first = int(t / self.period)
+            if self._on(i, first):
+                return t
+            for k in range(first + 1, self.last_period):
+                if self._on(i, k):
+                    return k * self.period
+            return None
+        on, pos = self._state(i, t)
+        return t if on else self._switches[i][pos]
+
+    def next_connect(self, i: int, t: float) -> float | None:
+        """The next moment after ``t`` at which ``i`` goes from offline to online."""
+        if self.always or self.never or i >= self.count:
+            return None
+        if self.epoch_model:
+            first = int(t / self.period) + 1
+            before = self._on(i, first - 1)
+            for k in range(first, self.last_period):
+                now = self._on(i, k)
+                if now and not before:
+                    return k * self.period
+                before = now
+            return None
+        on, pos = self._state(i, t)
+        # The switch at index j leaves the party online iff first ^ ((j + 1) odd).
+        j = pos if not on else pos + 1
+        sw = self._extend(i, self._switches[i][pos])
+        if j >= len(sw):
+            sw = self._extend(i, sw[-1])
+        return sw[j]
+
+
+def _backoff(s: Scenario) -> Backoff:
+    if s.backoff == "reference":
+        return ReferenceBackoff()
+    if s.backoff == "constant":
+        return ConstantBackoff(s.backoff_base)
+    return ExponentialBackoff(
+        base_epochs=s.backoff_base,
+        factor=s.backoff_factor,
+        cap_epochs=s.backoff_cap,
+        jitter=s.backoff_jitter,
+        seed=s.seed,
+    )
+
+
+def _groups(s: Scenario) -> list[list[int]]:
+    n = s.nodes
+    size = s.group_size if s.group_size and s.group_size < n else n
+    groups = [list(range(start, min(n, start + size))) for start in range(0, n, size)]
+    if len(groups) > 1 and len(groups[-1]) < 2:
+        groups[-2].extend(groups.pop())
+    return groups
+
+
+def _key(i: int) -> bytes:
+    return b"sim-node" + i.to_bytes(24, "big")
+
+
+@dataclass(slots=True)
+class _Node:
+    index: int
+    group: int
+    gid: bytes
+    key: bytes
+    engine: Engine
+    store: MemoryStore
+    peers: list[int]
+    mode: str
+    cache: bool
+    writer: LogWriter | None = None
+    readers: tuple[tuple[LogReader, int], ...] = ()
+    upload: list[tuple[bytes, bytes]] | None = None
+    signing: Ed25519PrivateKey | None = None
+    log_pub: bytes = b""
+    acks_seq: int = 0
+
+
+class _Sim:
+    def __init__(self, s: Scenario) -> None:
+        self.s = s
+        rng = random.Random(f"mvds-sim/{s.seed}/topology")
+        self.loss_rng = random.Random(f"mvds-sim/{s.seed}/loss")
+        groups = _groups(s)
+        n = s.nodes
+        total = n + s.caches * len(groups)
+        self.avail = _Availability(s, s.availability, n, "nodes")
+        self.helper = _Availability(s, s.log_availability, 1, "helper")
+        config = SyncConfig(
+            epoch_seconds=s.epoch_seconds,
+            backoff=_backoff(s),
+            give_up=GiveUpPolicy(max_attempts=s.max_attempts or None, max_age_epochs=None),
+            relay=RelayPolicy(s.relay),
+        )
+        peers: list[set[int]] = [set() for _ in range(total)]
+        group_of = [0] * total
+        members: list[list[int]] = []
+        self.caches_of: list[list[int]] = []
+        for g, regular in enumerate(groups):
+            caches = [n + g * s.caches + j for j in range(s.caches)]
+            self.caches_of.append(caches)
+            members.append(regular)
+            for i in regular + caches:
+                group_of[i] = g
+            for i in regular:
+                others = [q for q in regular if q != i]
+                picks = others if not s.sharing else rng.sample(others, min(s.sharing, len(others)))
+                for q in picks:
+                    peers[i].add(q)
+                    peers[q].add(i)
+            for c in caches:
+                for i in regular:
+                    peers[c].add(i)
+                    peers[i].add(c)
+        self.members = members
+        self.index = {_key(i): i for i in range(total)}
+        self.backend = SimBackend(total) if s.log else None
+        settings = LogSettings(page_size=s.log_page_size, inline=s.log_inline)
+        self.nodes: list[_Node] = []
+        for i in range(total):
+            g = group_of[i]
+            gid = hashlib.sha256(b"mvds-sim group" + g.to_bytes(8, "big")).digest()
+            cache = i >= n
+            local = members[g].index(i) if not cache else 0
+            if cache or s.mode == "batch":
+                mode = "batch"
+            elif s.mode == "interactive" or local < s.interactive_nodes:
+                mode = "interactive"
+            else:
+                mode = "batch"
+            store = MemoryStore()
+            engine = Engine(store, config=config, now=0.0)
+            engine.add_group(gid)
+            for q in sorted(peers[i]):
+                engine.add_peer(gid, _key(q), mode=Mode(mode))
+            node = _Node(i, g, gid, _key(i), engine, store, sorted(peers[i]), mode, cache)
+            if self.backend is not None and not cache:
+                seed = hashlib.sha256(f"mvds-sim log key {i}".encode()).digest()
+                node.signing = Ed25519PrivateKey.from_private_bytes(seed)
+                node.log_pub = public_key(node.signing)
+                node.writer = LogWriter(self.backend, node.signing, gid, settings=settings)
+                node.upload = []
+            self.nodes.append(node)
+        if self.backend is not None:
+            for node in self.nodes:
+                if node.cache:
+                    continue
+                sources = node.peers if s.log_readers == "peers" else members[node.group]
+                node.readers = tuple(
+                    (
+                        LogReader(
+                            self.backend,
+                            self.nodes[q].log_pub,
+                            node.gid,
+                            settings=settings,
+                        ),
+                        q,
+                    )
+                    for q in sources
+                    if q != node.index and not self.nodes[q].cache
+                )
+        self.acks_seen: dict[tuple[int, int], int] = {}
+        # Event queue and counters.
+        self.heap: list[tuple[float, int, int, int, Any]] = []
+        self.seq = 0
+        self.wake_at = [-1.0] * total
+        self.lost = [0]
+        self.bytes_received = [0] * total
+        self.hello_bytes = 0
+        self.hellos = 0
+        self.log_put = 0
+        self.log_get = 0
+        self.log_ack = 0
+        self.gave_up = 0
+        # Messages.
+        self.msg_index: dict[bytes, int] = {}
+        self.msg_time: list[float] = []
+        self.msg_min: list[int] = []
+        self.msg_expected: list[int] = []
+        self.msg_got: list[int] = []
+        self.sent_by = [0] * total
+        self.delivered_to = [0] * total
+        self.latencies: list[float] = []
+        self.min_bytes = 0
+        self.remaining = s.messages or -1
+        self.counters = [0] * total
+        # Schedule senders, connections and log reads.
+        for regular in members:
+            senders = regular if not s.senders else regular[: s.senders]
+            for i in senders:
+                self._push(rng.uniform(0.0, s.interval), _SEND, i, None)
+        if s.hello:
+            for node in self.nodes:
+                t = self.avail.next_connect(node.index, 0.0)
+                if t is not None:
+                    self._push(t + _EPS, _CONNECT, node.index, None)
+        if self.backend is not None:
+            for node in self.nodes:
+                if node.readers:
+                    self._push(rng.uniform(0.0, s.log_poll), _LOG, node.index, None)
+
+    def _push(self, t: float, kind: int, node: int, arg: Any) -> None:
+        self.seq += 1
+        heapq.heappush(self.heap, (t, self.seq, kind, node, arg))
+
+    # ------------------------------------------------------------------ engines
+
+    def _schedule(self, i: int, deadline: float | None, t: float) -> None:
+        if deadline is None:
+            return
+        when = deadline + _EPS if deadline > t else t + _EPS
+        current = self.wake_at[i]
+        if current > t and current <= when:
+            return  # a wake at or before this one is already queued
+        self.wake_at[i] = when
+        self._push(when, _WAKE, i, None)
+
+    def _poke(self, i: int, t: float) -> None:
+        """Something changed at node ``i``: drain it now, or when it is next online."""
+        if self.s.offline_sends == "deferred" and not self.avail.online(i, t):
+            back = self.avail.next_online(i, t)
+            if back is not None:
+                self._schedule(i, back, t)
+            return
+        deadline = self.nodes[i].engine.next_deadline()
+        if deadline is not None and deadline <= t:
+            self._drain(i, t)
+        else:
+            self._events(self.nodes[i], t)
+            self._schedule(i, deadline, t)
+
+    def _drain(self, i: int, t: float) -> None:
+        node = self.nodes[i]
+        engine = node.engine
+        deadline: float | None = None
+        for _ in range(_MAX_DRAINS):
+            out = engine.payloads_to_send(now=t)
+            for peer, data in out:
+                self._transmit(i, self.index[peer], data, t)
+            deadline = engine.next_deadline()
+            if not out or deadline is None or deadline > t:
+                break
+        self._events(node, t)
+        if deadline is not None and deadline <= t:
+            # Nothing more can go out in this epoch: look again at the next one.
+            es = self.s.epoch_seconds
+            deadline = (math.floor(t / es) + 1) * es
+        self._schedule(i, deadline, t)
+
+    def _transmit(self, src: int, dst: int, data: bytes, t: float) -> None:
+        s = self.s
+        if (s.offline_sends == "lost" and not self.avail.online(src, t)) or (
+            s.loss and self.loss_rng.random() < s.loss
+        ):
+            self.lost[0] += 1
+            return
+        self._push(t + s.delay, _DELIVER, dst, (src, data))
+
+    def _deliver(self, dst: int, src: int, data: bytes, t: float) -> None:
+        if not self.avail.online(dst, t):
+            self.lost[0] += 1
+            return
+        self.bytes_received[dst] += len(data)
+        node = self.nodes[dst]
+        node.engine.receive_payload(self.nodes[src].key, data, now=t)
+        self._poke(dst, t)
+
+    def _events(self, node: _Node, t: float) -> None:
+        events = node.engine.events()
+        if not events:
+            return
+        index = self.msg_index
+        for ev in events:
+            if type(ev) is MessageDelivered:
+                m = index.get(ev.message_id)
+                if m is None or node.cache:
+                    continue
+                self.latencies.append(t - self.msg_time[m])
+                self.msg_got[m] += 1
+                self.delivered_to[node.index] += 1
+                self.min_bytes += self.msg_min[m]
+            elif type(ev) is GaveUp:
+                self.gave_up += 1
+
+    # ------------------------------------------------------------------- inputs
+
+    def _send(self, i: int, t: float) -> None:
+        s = self.s
+        if self.remaining == 0:
+            return
+        self.remaining -= 1
+        node = self.nodes[i]
+        count = self.counters[i]
+        self.counters[i] = count + 1
+        tag = i.to_bytes(4, "big") + count.to_bytes(4, "big")
+        body = tag + b"." * (s.body_bytes - len(tag))
+        mid = node.engine.send(node.gid, body, now=t, timestamp=int(t * 1000))
+        stored = node.store.get_message(mid)
+        if stored is None:  # the same message again (cannot happen: the tag is unique)
+            raise RuntimeError("a sent message is not in the sender's store")
+        self.msg_index[mid] = len(self.msg_time)
+        self.msg_time.append(t)
+        self.msg_min.append(payload_overhead(len(stored.wire)))
+        self.msg_expected.append(len(self.members[node.group]) - 1)
+        self.msg_got.append(0)
+        self.sent_by[i] += 1
+        if node.upload is not None:
+            node.upload.append((mid, stored.wire))
+            if self.avail.online(i, t):
+                self._log_round(node, t, poll=False)
+        self._poke(i, t)
+        after = t + s.interval
+        if after < s.send_until and self.remaining != 0:
+            self._push(after, _SEND, i, None)
+
+    def _connect(self, i: int, t: float) -> None:
+        """``i`` came online: hello to its peers; each online peer answers, both re-arm."""
+        s = self.s
+        node = self.nodes[i]
+        answered = []
+        for q in node.peers:
+            self.hellos += 1
+            self.hello_bytes += HELLO_BYTES
+            if s.loss and self.loss_rng.random() < s.loss:
+                continue
+            if not self.avail.online(q, t):
+                continue
+            self.hellos += 1
+            self.hello_bytes += HELLO_BYTES
+            if s.loss and self.loss_rng.random() < s.loss:
+                continue
+            answered.append(q)
+        for q in answered:
+            peer = self.nodes[q]
+            peer.engine.reset_peer(node.key, now=t)
+            node.engine.reset_peer(peer.key, now=t)
+            self._drain(q, t)
+        if node.readers:
+            self._log_round(node, t, poll=True)
+        self._poke(i, t)
+        nxt = self.avail.next_connect(i, t)
+        if nxt is not None:
+            self._push(nxt + _EPS, _CONNECT, i, None)
+
+    def _log_tick(self, i: int, t: float) -> None:
+        s = self.s
+        node = self.nodes[i]
+        if not self.avail.online(i, t):
+            if s.offline_sends == "deferred":
+                back = self.avail.next_online(i, t)
+                if back is not None:
+                    self._push(back + _EPS, _LOG, i, None)
+                return
+            self._push(t + s.log_poll, _LOG, i, None)
+            return
+        self._log_round(node, t, poll=True)
+        self._poke(i, t)
+        self._push(t + s.log_poll, _LOG, i, None)
+
+    # -------------------------------------------------------------- remote log
+
+    def _log_round(self, node: _Node, t: float, *, poll: bool) -> None:
+        """Upload what is queued and, with ``poll``, read the peers' logs (and their acks)."""
+        backend = self.backend
+        if backend is None:
+            return
+        backend.down = not self.helper.online(0, t)
+        if backend.down:
+            return
+        backend.meter = node.index
+        if node.upload and node.writer is not None:
+            drive(node.writer.append(node.upload))
+            self.log_put += len(node.upload)
+            node.upload.clear()
+        if not poll:
+            return
+        engine = node.engine
+        fetched = False
+        for reader, q in node.readers:
+            result = drive(reader.poll(node.store.has_message))
+            if result.messages:
+                fetched = True
+                self.log_get += len(result.messages)
+                for start in range(0, len(result.messages), _FEED_CHUNK):
+                    chunk = result.messages[start : start + _FEED_CHUNK]
+                    engine.receive_payload(self.nodes[q].key, encode_payload(messages=chunk), now=t)
+        if self.s.log_acks:
+            if fetched:
+                self._publish_acks(node)
+            for reader, q in node.readers:
+                self._read_acks(node, reader, q, t)
+        self._events(node, t)
+
+    def _publish_acks(self, node: _Node) -> None:
+        assert self.backend is not None and node.signing is not None
+        ids = node.store.recent_ids(node.gid, MAX_ACKS)
+        name = acks_name(node.log_pub, node.gid)
+        node.acks_seq += 1
+        record = sign_head(node.signing, name, node.acks_seq, encode_acks(ids), False)
+        drive(self.backend.ns_update(name, record))
+        self.log_ack += len(ids)
+
+    def _read_acks(self, node: _Node, reader: LogReader, q: int, t: float) -> None:
+        assert self.backend is not None
+        name = acks_name(reader.writer, node.gid)
+        record = drive(self.backend.ns_fetch(name))
+        if record is None:
+            return
+        head = open_head(record, name, reader.writer)
+        seen = (node.index, q)
+        if head.seq <= self.acks_seen.get(seen, 0):
+            return
+        self.acks_seen[seen] = head.seq
+        ids = decode_acks(head.log, name)
+        for start in range(0, len(ids), _ACK_CHUNK):
+            payload = encode_payload(acks=ids[start : start + _ACK_CHUNK])
+            node.engine.receive_payload(self.nodes[q].key, payload, now=t)
+
+    # --------------------------------------------------------------------- loop
+
+    def run(self) -> SimResult:
+        s = self.s
+        heap = self.heap
+        pop = heapq.heappop
+        end = s.duration
+        wake_at = self.wake_at
+        while heap:
+            t, _, kind, i, arg = pop(heap)
+            if t > end:
+                break
+            if kind == _DELIVER:
+                self._deliver(i, arg[0], arg[1], t)
+            elif kind == _WAKE:
+                if wake_at[i] != t:
+                    continue  # overtaken by an earlier wake
+                wake_at[i] = -1.0
+                self._poke(i, t)
+            elif kind == _SEND:
+                self._send(i, t)
+            elif kind == _CONNECT:
+                self._connect(i, t)
+            else:
+                self._log_tick(i, t)
+        return self._result()
+
+    def _result(self) -> SimResult:
+        records = dict.fromkeys(RECORD_TYPES, 0)
+        figures = []
+        sync_bytes = 0
+        payloads = 0
+        backend = self.backend
+        for node in self.nodes:
+            st = node.engine.statistics
+            per = {
+                "ACK": st.acks_sent,
+                "OFFER": st.offers_sent,
+                "REQUEST": st.requests_sent,
+                "MESSAGE": st.messages_sent,
+            }
+            for k, v in per.items():
+                records[k] += v
+            sync_bytes += st.bytes_sent
+            payloads += st.payloads_sent
+            i = node.index
+            figures.append(
+                NodeFigures(
+                    node=i,
+                    group=node.group,
+                    role="cache" if node.cache else "member",
+                    mode=node.mode,
+                    sent=self.sent_by[i],
+                    delivered=self.delivered_to[i],
+                    bytes_sent=st.bytes_sent,
+                    bytes_received=self.bytes_received[i],
+                    log_bytes=(backend.up[i] + backend.down_bytes[i]) if backend else 0,
+                    records=per,
+                )
+            )
+        records["HELLO"] = self.hellos
+        records["LOG_PUT"] = self.log_put
+        records["LOG_GET"] = self.log_get
+        records["LOG_ACK"] = self.log_ack
+        expected = sum(self.msg_expected)
+        complete = sum(
+            1 for got, want in zip(self.msg_got, self.msg_expected, strict=True) if got >= want
+        )
+        return SimResult(
+            scenario=self.s,
+            messages=len(self.msg_time),
+            expected=expected,
+            delivered=len(self.latencies),
+            complete=complete,
+            latencies=self.latencies,
+            records=records,
+            sync_bytes=sync_bytes,
+            hello_bytes=self.hello_bytes,
+            log_up=sum(backend.up) if backend else 0,
+            log_down=sum(backend.down_bytes) if backend else 0,
+            payloads_sent=payloads,
+            payloads_lost=self.lost[0],
+            min_bytes=self.min_bytes,
+            gave_up=self.gave_up,
+            nodes=figures,
+        )
+
+
+def run(scenario: Scenario, *, seed: int | None = None) -> SimResult:
+    """Simulate ``scenario`` (with ``seed`` instead of its own, if given) and return the result.
+
+    The same scenario and seed always give the same result, byte for byte.
+    """
+    if seed is not None:
+        scenario = replace(scenario, seed=seed)
+    return _Sim(scenario).run()
+
+
+def sweep(
+    scenarios: Sequence[Scenario],
+    key: str,
+    values: Sequence[Any],
+    *,
+    progress: Callable[[Scenario, Any], None] | None = None,
+) -> dict[str, Any]:
+    """Run every scenario once per value of setting ``key``; return the sweep's JSON object
+    (schema ``mvds-node/sim-sweep/1``, see :mod:`mvds_node.sim._metrics`).
+
+    Raises:
+        ScenarioError: ``key`` is not a setting, or a value does not fit it.
+    """
+    runs = []
+    for base in scenarios:
+        for value in values:
+            scenario = with_overrides(base, {key: value})
+            if progress is not None:
+                progress(scenario, value)
+            runs.append({"scenario": base.name, "value": value, "result": run(scenario).to_dict()})
+    return {"schema": SWEEP_SCHEMA, "key": key, "values": list(values), "runs": runs}
