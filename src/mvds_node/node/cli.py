@@ -53,6 +53,7 @@ from mvds_node.node._node import (
     open_node,
     wall_ms,
 )
+from mvds_node.sim._cli import add_parser as add_sim_parser
 from mvds_node.sync import Mode, SQLiteStore
 
 __all__ = ["main"]
@@ -864,6 +865,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="the bundle file to read")
     p.add_argument("--progress", action="store_true", help="progress bar even when not a tty")
     p.set_defaults(func=cmd_import)
+
+    add_sim_parser(sub)
 
     return parser
 
