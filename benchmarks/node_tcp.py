@@ -6,20 +6,28 @@ devices would. Alice sends N messages in bulk (``send_many``,
 batches of ``--batch``) and the clock stops when Bob has delivered every one and Alice has seen
 every acknowledgement. Cases: 256-byte messages (count per second) and 60 KB messages (MB/s).
 
-    python3 dev.py bench node_tcp [--quick]
+    python3 dev.py bench node_tcp [--quick] [--only small|large] [--page-size N] [--repeat N]
+                                  [--profile DIR]
+
+``--repeat`` runs each case several times and reports every run and the median (the machine may
+be shared: a single run says little). ``--profile DIR`` writes cProfile statistics of both
+processes (``alice-*.prof``, ``bob-*.prof``) for ``python -m pstats``.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
+import os
 import platform
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import trio
 
@@ -36,6 +44,8 @@ from mvds_node.node import (
     save_config,
 )
 
+T = TypeVar("T")
+
 
 def config(directory: Path, me: str, other: bytes, page_size: int = 4096) -> NodeConfig:
     return NodeConfig(
@@ -47,6 +57,17 @@ def config(directory: Path, me: str, other: bytes, page_size: int = 4096) -> Nod
         groups=(GroupConfig("bench", group_id_for("bench"), (other,)),),
         epoch_seconds=0.05,
     )
+
+
+def _profiled(profile: str | None, name: str, fn: Callable[..., Awaitable[T]], *args: object) -> T:
+    """Run ``trio.run(fn, *args)``, under cProfile when ``profile`` names a directory."""
+    if not profile:
+        return trio.run(fn, *args)
+    profiler = cProfile.Profile()
+    try:
+        return profiler.runcall(lambda: trio.run(fn, *args))
+    finally:
+        profiler.dump_stats(os.path.join(profile, f"{name}.prof"))
 
 
 async def receiver(directory: str, messages: int) -> None:
@@ -64,15 +85,21 @@ async def receiver(directory: str, messages: int) -> None:
         await trio.to_thread.run_sync(sys.stdin.read)
 
 
-async def run(messages: int, size: int, batch: int, page_size: int = 4096) -> dict[str, object]:
+async def run(
+    messages: int, size: int, batch: int, page_size: int = 4096, profile: str | None = None
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         alice = create_identity(root / "alice" / "identity.key")
         bob = create_identity(root / "bob" / "identity.key")
         save_config(config(root, "alice", bob.public_key, page_size))
         save_config(config(root, "bob", alice.public_key, page_size))
+        tag = f"{size}-{page_size}-{time.monotonic_ns()}"
+        argv = [sys.executable, __file__, "--receiver", str(root / "bob"), str(messages)]
+        if profile:
+            argv += ["--profile", profile, "--tag", tag]
         process = await trio.lowlevel.open_process(
-            [sys.executable, __file__, "--receiver", str(root / "bob"), str(messages)],
+            argv,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
@@ -130,26 +157,71 @@ async def _lines(stream: trio.abc.ReceiveStream) -> AsyncIterator[str]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a tenth of the messages")
+    parser.add_argument(
+        "--only", choices=("small", "large"), help="only 256-byte or only 60 KB messages"
+    )
+    parser.add_argument(
+        "--page-size", type=int, action="append", help="store page size (repeatable)"
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="runs per case (median reported)")
+    parser.add_argument("--profile", metavar="DIR", help="write cProfile stats of both sides")
     parser.add_argument("--receiver", nargs=2, metavar=("DIR", "N"), help=argparse.SUPPRESS)
+    parser.add_argument("--tag", default="bob", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.receiver:
-        trio.run(receiver, args.receiver[0], int(args.receiver[1]))
+        _profiled(
+            args.profile, f"bob-{args.tag}", receiver, args.receiver[0], int(args.receiver[1])
+        )
         return
+    if args.profile:
+        os.makedirs(args.profile, exist_ok=True)
     scale = 10 if args.quick else 1
-    results = [
-        trio.run(run, 50_000 // scale, 256, 1000, page_size) for page_size in (4096, 65536)
-    ] + [trio.run(run, 5_000 // scale, 60_000, 100, page_size) for page_size in (4096, 65536)]
+    cases = []
+    if args.only != "large":
+        cases.append((50_000 // scale, 256, 1000))
+    if args.only != "small":
+        cases.append((5_000 // scale, 60_000, 100))
+    results = []
+    for messages, size, batch in cases:
+        for page_size in args.page_size or (4096, 65536):
+            runs = [
+                _profiled(
+                    args.profile,
+                    f"alice-{size}-{page_size}-{i}",
+                    run,
+                    messages,
+                    size,
+                    batch,
+                    page_size,
+                    args.profile,
+                )
+                for i in range(args.repeat)
+            ]
+            results.append(_summary(runs))
     print(
         json.dumps(
             {
                 "benchmark": "node_tcp",
                 "python": platform.python_version(),
                 "machine": platform.machine(),
+                "load_average": os.getloadavg(),
                 "results": results,
             },
             indent=2,
         )
     )
+
+
+def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One case: the median run's figures, and every run's rate when there were several."""
+    if len(runs) == 1:
+        return runs[0]
+    ordered = sorted(runs, key=lambda r: float(r["seconds_to_ack"]))
+    median = dict(ordered[len(ordered) // 2])
+    median["runs"] = len(runs)
+    median["messages_per_second_each"] = [r["messages_per_second"] for r in runs]
+    median["megabytes_per_second_each"] = [r["megabytes_per_second"] for r in runs]
+    return median
 
 
 if __name__ == "__main__":
