@@ -8,8 +8,9 @@ or draws global randomness. This test parses every module of the package (the ge
 * pure standard-library modules (hashing, data structures, typing, ...);
 * ``google.protobuf``, for the wire format;
 * ``sqlite3``, in ``_sqlite.py`` only: the durable store is the one place that touches a file,
-  and it does so through SQLite. It may also use ``os.fspath``/``os.PathLike`` to accept path
-  objects, and nothing else of ``os``;
+  through SQLite and, for large message bodies, its segment files. It may also use
+  ``os.fspath``/``os.PathLike`` to accept path objects and the file calls the segments need
+  (listed below), and nothing else of ``os`` (no clock, no environment, no processes);
 * other modules of ``mvds_node.sync``, and ``mvds_node.errors``.
 
 It also refuses calls that reach the outside world without an import statement (``open``,
@@ -74,7 +75,31 @@ PURE_STDLIB = frozenset(
 ALLOWED_PACKAGES = (PACKAGE, "mvds_node.errors", "google.protobuf")
 # Per file: modules allowed there only, and the only attributes of them that may be used.
 FILE_EXCEPTIONS: dict[str, dict[str, frozenset[str] | None]] = {
-    "_sqlite.py": {"sqlite3": None, "os": frozenset({"fspath", "PathLike"})},
+    "_sqlite.py": {
+        "sqlite3": None,
+        "os": frozenset(
+            {
+                "fspath",
+                "PathLike",
+                "path",
+                "name",
+                "open",
+                "close",
+                "pread",
+                "pwrite",
+                "fstat",
+                "ftruncate",
+                "fsync",
+                "fdatasync",
+                "makedirs",
+                "listdir",
+                "unlink",
+                "O_RDONLY",
+                "O_RDWR",
+                "O_CREAT",
+            }
+        ),
+    },
 }
 # Builtins that do I/O or import by name.
 FORBIDDEN_CALLS = frozenset(

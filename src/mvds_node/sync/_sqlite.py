@@ -28,9 +28,25 @@ The schema follows :class:`~mvds_node.sync.MemoryStore`, which defines the seman
   the engine benchmark's throughput).
 * ``meta``: the engine's epoch.
 
+Large bodies: a message whose wire encoding is at least :data:`EXTERNAL_MIN` bytes is not kept in
+the database. Its bytes are appended to a *segment file* (``<store>.bodies/00000001.seg``, ...),
+and the row holds the segment, offset and length instead (``seg``, ``pos``, ``size``). In SQLite
+such a body would be written twice (to the log, then at the checkpoint) through a chain of
+overflow pages; in a segment it is written once, in one call. The order of writes keeps the
+store's guarantees: the bytes are written before the row that refers to them, and the segment is
+flushed to the disk (``fdatasync``) before the transaction commits, so a committed row never
+refers to bytes that a crash, even a power loss, could lose. Bytes written by a transaction that
+did not commit (rolled back, or cut short by a crash) are referred to by nothing: the next write
+overwrites them, and opening the store cuts the last segment back to the end of its last
+committed body. A transaction writes to one segment; one that begins when the current segment
+holds 256 MiB starts the next. A segment is deleted once the last message in it is (expiry):
+messages expire roughly in the order they were stored, so segments empty out in that order too.
+Space of deleted messages inside a segment that still holds others is not reused.
+
 The file says what it is with ``PRAGMA application_id`` and which schema it holds with ``PRAGMA
 user_version``. A file of another application, of a newer schema, or not a database at all is
-refused with :class:`~mvds_node.errors.StoreError` before anything is written to it.
+refused with :class:`~mvds_node.errors.StoreError` before anything is written to it. A store of
+an older schema is migrated when it is opened, one transaction per version (``_MIGRATIONS``).
 
 Speed: a small transaction costs mostly the pages it writes to the log (every b-tree a send
 touches is at least one page, each a few microseconds of system calls, then copied again at the
@@ -59,13 +75,45 @@ from mvds_node.sync._store import Record, StoredMessage
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "SQLiteStore"]
 
-SCHEMA_VERSION: Final = 1
-"""The schema this code writes (``PRAGMA user_version``); files with a newer one are refused."""
+SCHEMA_VERSION: Final = 2
+"""The schema this code writes (``PRAGMA user_version``); files with a newer one are refused,
+older ones are migrated when opened (see ``_MIGRATIONS``)."""
 
 APPLICATION_ID: Final = 0x4D564453
 """``PRAGMA application_id`` of an mvds-node store: ``b"MVDS"``."""
 
 _ID_SIZE: Final = 32
+
+EXTERNAL_MIN: Final = 4096
+"""Wire encodings of at least this many bytes are kept in segment files, not in the database:
+such a row would spill into overflow pages anyway, and a body written once to a file costs a
+fraction of one written to the write-ahead log and again at the checkpoint."""
+_SEGMENT_BYTES: Final = 256 * 1024 * 1024
+"""A transaction that begins when the current segment holds this much starts a new one."""
+_MAX_OPEN_SEGMENTS: Final = 16
+"""Segments kept open for reading at once (older ones are reopened when read)."""
+
+# Records are a rowid table keyed by ``seq``, their creation order, with a unique index on
+# (message_id, peer): a new record appends to the table's last page and to the peer and due
+# indexes, and a transmission (which rewrites send_count and send_epoch) changes the row where it
+# is and the due index, not an index ordered by random message IDs. Only the key index is random.
+_RECORDS_TABLE: Final = """CREATE TABLE {name} (
+        seq INTEGER PRIMARY KEY,
+        message_id BLOB NOT NULL,
+        peer BLOB NOT NULL,
+        type INTEGER NOT NULL,
+        group_id BLOB NOT NULL,
+        send_count INTEGER NOT NULL,
+        send_epoch INTEGER NOT NULL,
+        first_epoch INTEGER NOT NULL,
+        parked INTEGER NOT NULL
+    )"""
+_RECORDS_INDEXES: Final = (
+    "CREATE UNIQUE INDEX records_key ON records (message_id, peer)",
+    # Ordered by (send_epoch, seq): seq is the rowid every index entry ends with.
+    "CREATE INDEX records_due ON records (send_epoch) WHERE parked = 0",
+    "CREATE INDEX records_peer ON records (peer)",
+)
 
 # One statement per entry: executed in order in the transaction that creates a store.
 _SCHEMA: Final = (
@@ -76,9 +124,13 @@ _SCHEMA: Final = (
         wire BLOB NOT NULL,
         parents BLOB NOT NULL,
         expires_at INTEGER NOT NULL,
-        delivered INTEGER NOT NULL
+        delivered INTEGER NOT NULL,
+        seg INTEGER,
+        pos INTEGER,
+        size INTEGER
     )""",
     "CREATE UNIQUE INDEX messages_id ON messages (id)",
+    "CREATE INDEX messages_seg ON messages (seg) WHERE seg IS NOT NULL",
     "CREATE INDEX messages_expiry ON messages (expires_at) WHERE expires_at > 0",
     "CREATE INDEX messages_held ON messages (delivered) WHERE delivered = 0",
     "CREATE INDEX messages_group ON messages (group_id) WHERE delivered = 1 AND expires_at = 0",
@@ -94,42 +146,54 @@ _SCHEMA: Final = (
         mode TEXT NOT NULL,
         PRIMARY KEY (group_id, peer)
     ) WITHOUT ROWID""",
-    """CREATE TABLE records (
-        message_id BLOB NOT NULL,
-        peer BLOB NOT NULL,
-        type INTEGER NOT NULL,
-        group_id BLOB NOT NULL,
-        send_count INTEGER NOT NULL,
-        send_epoch INTEGER NOT NULL,
-        first_epoch INTEGER NOT NULL,
-        parked INTEGER NOT NULL,
-        seq INTEGER NOT NULL,
-        PRIMARY KEY (message_id, peer)
-    ) WITHOUT ROWID""",
-    "CREATE INDEX records_due ON records (send_epoch, seq) WHERE parked = 0",
-    "CREATE INDEX records_peer ON records (peer)",
+    _RECORDS_TABLE.format(name="records"),
+    *_RECORDS_INDEXES,
     "CREATE TABLE meta (key TEXT NOT NULL PRIMARY KEY, value) WITHOUT ROWID",
     f"PRAGMA application_id = {APPLICATION_ID}",
     f"PRAGMA user_version = {SCHEMA_VERSION}",
 )
 
+# Version -> the statements that bring a store of that version to the next, in one transaction.
+_MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
+    # 1 -> 2: message bodies may live in segment files (seg, pos, size); records keyed by seq.
+    1: (
+        "ALTER TABLE messages ADD COLUMN seg INTEGER",
+        "ALTER TABLE messages ADD COLUMN pos INTEGER",
+        "ALTER TABLE messages ADD COLUMN size INTEGER",
+        "CREATE INDEX messages_seg ON messages (seg) WHERE seg IS NOT NULL",
+        _RECORDS_TABLE.format(name="records_v2"),
+        # Renumbered in the old order, so that duplicates (never written, but not enforced by
+        # schema 1) cannot break the copy.
+        "INSERT INTO records_v2 (seq, message_id, peer, type, group_id, send_count, send_epoch, "
+        "first_epoch, parked) SELECT row_number() OVER (ORDER BY seq, message_id, peer), "
+        "message_id, peer, type, group_id, send_count, send_epoch, first_epoch, parked "
+        "FROM records",
+        "DROP TABLE records",
+        "ALTER TABLE records_v2 RENAME TO records",
+        *_RECORDS_INDEXES,
+    ),
+}
+
 _BEGIN: Final = "BEGIN IMMEDIATE"
 _COMMIT: Final = "COMMIT"
 _ROLLBACK: Final = "ROLLBACK"
 
-_MESSAGE: Final = "id, group_id, timestamp, wire, parents, expires_at, delivered"
-_ADD_MESSAGE: Final = f"INSERT OR IGNORE INTO messages ({_MESSAGE}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+_MESSAGE: Final = "id, group_id, timestamp, wire, parents, expires_at, delivered, seg, pos, size"
+_ADD_MESSAGE: Final = (
+    f"INSERT OR IGNORE INTO messages ({_MESSAGE}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 _ADD_PARENT: Final = "INSERT OR IGNORE INTO parents (parent, child) VALUES (?, ?)"
 _HAS_MESSAGE: Final = "SELECT 1 FROM messages WHERE id = ?"
 _GET_MESSAGE: Final = (
-    "SELECT group_id, timestamp, wire, parents, expires_at, delivered FROM messages WHERE id = ?"
+    "SELECT group_id, timestamp, wire, parents, expires_at, delivered, seg, pos, size "
+    "FROM messages WHERE id = ?"
 )
-_GET_WIRE: Final = "SELECT wire FROM messages WHERE id = ?"
+_GET_WIRE: Final = "SELECT wire, seg, pos, size FROM messages WHERE id = ?"
 # get_wires looks IDs up in chunks; a chunk is padded to a power of two so that only a handful of
 # statements are ever prepared.
 _WIRES_CHUNK: Final = 64
 _GET_WIRES: Final = {
-    n: f"SELECT id, wire FROM messages WHERE id IN ({', '.join('?' * n)})"
+    n: f"SELECT id, wire, seg, pos, size FROM messages WHERE id IN ({', '.join('?' * n)})"
     for n in (2, 4, 8, 16, 32, 64)
 }
 _GET_PEER_RECORDS: Final = {
@@ -138,7 +202,9 @@ _GET_PEER_RECORDS: Final = {
     f"({', '.join('?' * n)})"
     for n in (2, 4, 8, 16, 32, 64)
 }
-_FIND_MESSAGE: Final = "SELECT rowid, parents FROM messages WHERE id = ?"
+_FIND_MESSAGE: Final = "SELECT rowid, parents, seg FROM messages WHERE id = ?"
+_SEGMENT_USED: Final = "SELECT 1 FROM messages WHERE seg = ? LIMIT 1"
+_SEGMENT_END: Final = "SELECT max(pos + size) FROM messages WHERE seg = ?"
 _DELETE_MESSAGE: Final = "DELETE FROM messages WHERE rowid = ?"
 _DELETE_PARENT: Final = "DELETE FROM parents WHERE parent = ? AND child = ?"
 _DELETE_MESSAGE_RECORDS: Final = "DELETE FROM records WHERE message_id = ?"
@@ -199,6 +265,21 @@ _SET_EPOCH: Final = "INSERT OR REPLACE INTO meta (key, value) VALUES ('epoch', ?
 _TYPES: Final = {t.value: t for t in RecordType}
 
 
+_O_CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
+# fdatasync skips the inode's timestamps; where it does not exist (macOS), fsync does the job.
+_fdatasync: Final = getattr(os, "fdatasync", os.fsync)
+
+
+def _fsync_directory(path: str) -> None:
+    if os.name == "nt":
+        return  # directories cannot be opened for fsync there
+    fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _describe(e: sqlite3.Error) -> str:
     """Say in words what an SQLite error means for the store."""
     name = getattr(e, "sqlite_errorname", None) or ""
@@ -236,8 +317,7 @@ def _split_ids(blob: bytes) -> tuple[bytes, ...]:
     return tuple([blob[i : i + _ID_SIZE] for i in range(0, n, _ID_SIZE)])
 
 
-def _messages(rows: list[tuple[bytes, bytes, int, bytes, bytes, int, int]]) -> list[StoredMessage]:
-    return [StoredMessage(m, g, t, w, _split_ids(p), x, d != 0) for m, g, t, w, p, x, d in rows]
+_MessageRow = tuple[bytes, bytes, int, bytes, bytes, int, int, int | None, int | None, int | None]
 
 
 @final
@@ -324,6 +404,19 @@ class SQLiteStore:
         self._path = os.fspath(path)
         self._closed = False
         self._message_count: int | None = None
+        # Segment files (see "Large bodies" in the module docstring); none for a memory database.
+        self._bodies: str | None = (
+            None
+            if self._path in ("", ":memory:") or self._path.startswith("file:")
+            else self._path + ".bodies"
+        )
+        self._seg = 0
+        self._seg_end = 0
+        self._seg_fd: int | None = None
+        self._readers: dict[int, int] = {}
+        self._unsynced = False
+        self._tx_end = 0
+        self._emptied: set[int] = set()
         try:
             # A process that holds the file: wait a moment (it may be exiting), then refuse.
             con = sqlite3.connect(
@@ -344,9 +437,13 @@ class SQLiteStore:
         self._tx = _Transaction(self)
         try:
             self._seq: int = con.execute(_MAX_SEQ).fetchone()[0] or 0
+            self._open_segments()
         except sqlite3.Error as e:
             self.close()
             raise StoreError(f"{self._path}: {_describe(e)}") from e
+        except OSError as e:
+            self.close()
+            raise StoreError(f"{self._path}: cannot open the body segments ({e})") from e
 
     @classmethod
     def memory(cls) -> SQLiteStore:
@@ -392,7 +489,7 @@ class SQLiteStore:
                     f"{SCHEMA_VERSION} this mvds-node understands; upgrade mvds-node"
                 )
             if version < SCHEMA_VERSION:
-                raise StoreError(f"{self._path}: unknown store schema version {version}")
+                self._migrate(con, version)
         # WAL: a commit appends to the log instead of rewriting pages in place.
         (mode,) = con.execute("PRAGMA journal_mode = WAL").fetchone()
         if mode not in ("wal", "memory"):
@@ -413,6 +510,120 @@ class SQLiteStore:
                 con.execute(_ROLLBACK)
                 raise
             con.execute(_COMMIT)
+
+    def _migrate(self, con: sqlite3.Connection, version: int) -> None:
+        """Bring a store of an older schema to this one, in one transaction per version."""
+        while version < SCHEMA_VERSION:
+            steps = _MIGRATIONS.get(version)
+            if steps is None:
+                raise StoreError(f"{self._path}: unknown store schema version {version}")
+            con.execute(_BEGIN)
+            try:
+                for statement in steps:
+                    con.execute(statement)
+                version += 1
+                con.execute(f"PRAGMA user_version = {version}")
+            except BaseException:
+                con.execute(_ROLLBACK)
+                raise
+            con.execute(_COMMIT)
+
+    # ------------------------------------------------------------------ segments
+
+    def _segment_path(self, seg: int) -> str:
+        assert self._bodies is not None
+        return os.path.join(self._bodies, f"{seg:08d}.seg")
+
+    def _open_segments(self) -> None:
+        """Find the segment to append to, and cut off what a crash left after its last body."""
+        if self._bodies is None or not os.path.isdir(self._bodies):
+            return
+        numbers = [
+            int(name[:-4])
+            for name in os.listdir(self._bodies)
+            if name.endswith(".seg") and name[:-4].isdigit()
+        ]
+        if not numbers:
+            return
+        self._seg = max(numbers)
+        end: int | None = self._con.execute(_SEGMENT_END, (self._seg,)).fetchone()[0]
+        self._seg_end = end or 0
+        fd = self._seg_fd = os.open(self._segment_path(self._seg), os.O_RDWR | _O_CLOEXEC)
+        # Bytes past the last committed body were written by a transaction that never
+        # committed: nothing refers to them.
+        if os.fstat(fd).st_size > self._seg_end:
+            os.ftruncate(fd, self._seg_end)
+
+    def _append(self, wire: bytes) -> tuple[int, int]:
+        """Write ``wire`` at the end of the current segment; return (segment, offset). The end
+        moves only when the row that refers to it is written (see add_message)."""
+        assert self._bodies is not None
+        fd = self._seg_fd
+        if fd is None:
+            if not self._seg:
+                self._seg = 1
+            os.makedirs(self._bodies, mode=0o700, exist_ok=True)
+            fd = os.open(self._segment_path(self._seg), os.O_RDWR | os.O_CREAT | _O_CLOEXEC, 0o600)
+            self._seg_fd = fd
+            self._seg_end = 0
+            _fsync_directory(self._bodies)  # the new file's name survives a power loss
+        pos = self._seg_end
+        view = memoryview(wire)
+        written = 0
+        while written < len(view):
+            written += os.pwrite(fd, view[written:], pos + written)
+        self._unsynced = True
+        return self._seg, pos
+
+    def _read(self, seg: int, pos: int, size: int) -> bytes:
+        fd = self._seg_fd if seg == self._seg else self._readers.get(seg)
+        try:
+            if fd is None:
+                if len(self._readers) >= _MAX_OPEN_SEGMENTS:
+                    self._close_readers()
+                fd = self._readers[seg] = os.open(self._segment_path(seg), os.O_RDONLY | _O_CLOEXEC)
+            data = os.pread(fd, size, pos)
+        except OSError as e:
+            raise StoreError(f"{self._path}: cannot read message body segment {seg} ({e})") from e
+        if len(data) != size:
+            raise StoreError(
+                f"{self._path}: message body segment {seg} is shorter than the store says "
+                f"({pos + len(data)} < {pos + size} bytes)"
+            )
+        return data
+
+    def _wire(self, wire: bytes, seg: int | None, pos: int | None, size: int | None) -> bytes:
+        if seg is None:
+            return wire
+        assert pos is not None and size is not None
+        return self._read(seg, pos, size)
+
+    def _messages(self, rows: list[_MessageRow]) -> list[StoredMessage]:
+        return [
+            StoredMessage(m, g, t, self._wire(w, s, o, n), _split_ids(p), x, d != 0)
+            for m, g, t, w, p, x, d, s, o, n in rows
+        ]
+
+    def _close_readers(self) -> None:
+        for fd in self._readers.values():
+            os.close(fd)
+        self._readers.clear()
+
+    def _drop_empty_segments(self) -> None:
+        """After a commit: remove the segments whose last message that commit deleted."""
+        emptied, self._emptied = self._emptied, set()
+        for seg in emptied:
+            if seg == self._seg:
+                continue  # still being appended to
+            try:
+                if self._cur.execute(_SEGMENT_USED, (seg,)).fetchone() is not None:
+                    continue
+                fd = self._readers.pop(seg, None)
+                if fd is not None:
+                    os.close(fd)
+                os.unlink(self._segment_path(seg))
+            except (sqlite3.Error, OSError):
+                pass  # left for a later deletion in the same segment to remove
 
     def _error(self, e: sqlite3.Error) -> StoreError:
         if self._closed:
@@ -441,10 +652,25 @@ class SQLiteStore:
             self._cur.execute(_BEGIN)
         except sqlite3.Error as e:
             raise self._error(e) from e
+        if self._seg_end >= _SEGMENT_BYTES and self._seg_fd is not None:
+            # Start a new segment; one transaction writes to one segment only.
+            os.close(self._seg_fd)
+            self._seg_fd = None
+            self._seg += 1
+            self._seg_end = 0
+        self._tx_end = self._seg_end
 
     def _commit(self) -> None:
         try:
+            if self._unsynced:
+                # Bodies reach the disk before the rows that refer to them can.
+                assert self._seg_fd is not None
+                _fdatasync(self._seg_fd)
+                self._unsynced = False
             self._cur.execute(_COMMIT)
+        except OSError as e:
+            self._rollback()
+            raise StoreError(f"{self._path}: cannot write message bodies ({e})") from e
         except sqlite3.Error as e:
             # Disk full or an I/O error at commit: leave no transaction half open.
             self._message_count = None
@@ -454,9 +680,15 @@ class SQLiteStore:
             except sqlite3.Error:
                 pass  # the commit's error is the one to report
             raise self._error(e) from e
+        if self._emptied:
+            self._drop_empty_segments()
 
     def _rollback(self) -> None:
         self._message_count = None  # recounted on demand
+        # Bodies written since the transaction began are unreferenced: overwrite them next time.
+        self._seg_end = self._tx_end
+        self._unsynced = False
+        self._emptied.clear()
         try:
             if self._con.in_transaction:
                 self._cur.execute(_ROLLBACK)
@@ -478,9 +710,15 @@ class SQLiteStore:
             raise self._error(e) from e
         if row is None:
             return None
-        group_id, timestamp, wire, parents, expires_at, delivered = row
+        group_id, timestamp, wire, parents, expires_at, delivered, seg, pos, size = row
         return StoredMessage(
-            message_id, group_id, timestamp, wire, _split_ids(parents), expires_at, delivered != 0
+            message_id,
+            group_id,
+            timestamp,
+            self._wire(wire, seg, pos, size),
+            _split_ids(parents),
+            expires_at,
+            delivered != 0,
         )
 
     def get_wires(self, message_ids: Iterable[bytes]) -> dict[bytes, bytes]:
@@ -491,7 +729,7 @@ class SQLiteStore:
             if len(ids) == 1:
                 row = execute(_GET_WIRE, (ids[0],)).fetchone()
                 if row is not None:
-                    out[ids[0]] = row[0]
+                    out[ids[0]] = self._wire(*row)
                 return out
             if not ids:
                 self._check_open()
@@ -502,7 +740,8 @@ class SQLiteStore:
                 size = 1 << (n - 1).bit_length()
                 if size != n:  # repeat the last ID: duplicates in IN (...) are harmless
                     chunk = chunk + [chunk[-1]] * (size - n)
-                out.update(execute(_GET_WIRES[size], chunk).fetchall())
+                for mid, wire, seg, pos, length in execute(_GET_WIRES[size], chunk).fetchall():
+                    out[mid] = wire if seg is None else self._read(seg, pos, length)
         except sqlite3.Error as e:
             raise self._error(e) from e
         return out
@@ -525,29 +764,45 @@ class SQLiteStore:
         else:
             blob = b""
         mid = message.id
+        wire = message.wire
+        size = len(wire)
         try:
             with self._tx:
                 cur = self._cur
+                if size >= EXTERNAL_MIN and self._bodies is not None:
+                    seg: int | None
+                    pos: int | None
+                    seg, pos = self._append(wire)
+                    wire = b""
+                else:
+                    seg = pos = None
                 cur.execute(
                     _ADD_MESSAGE,
                     (
                         mid,
                         message.group_id,
                         message.timestamp,
-                        message.wire,
+                        wire,
                         blob,
                         message.expires_at,
                         message.delivered,
+                        seg,
+                        pos,
+                        None if seg is None else size,
                     ),
                 )
                 if cur.rowcount != 1:
-                    return False  # already stored
+                    return False  # already stored (a body just written is overwritten next)
+                if pos is not None:
+                    self._seg_end = pos + size
                 if len(parents) == 1:
                     cur.execute(_ADD_PARENT, (blob, mid))
                 elif parents:
                     cur.executemany(_ADD_PARENT, [(p, mid) for p in parents])
         except sqlite3.Error as e:
             raise self._error(e) from e
+        except OSError as e:
+            raise StoreError(f"{self._path}: cannot write a message body ({e})") from e
         if self._message_count is not None:
             self._message_count += 1
         return True
@@ -558,8 +813,10 @@ class SQLiteStore:
                 cur = self._cur
                 row = cur.execute(_FIND_MESSAGE, (message_id,)).fetchone()
                 if row is not None:
-                    rowid, parents = row
+                    rowid, parents, seg = row
                     cur.execute(_DELETE_MESSAGE, (rowid,))
+                    if seg is not None:
+                        self._emptied.add(seg)
                     if parents:
                         cur.executemany(
                             _DELETE_PARENT, [(p, message_id) for p in _split_ids(parents)]
@@ -579,7 +836,7 @@ class SQLiteStore:
     def undelivered(self) -> list[StoredMessage]:
         """Messages held back by consistent delivery, in the order they were stored."""
         try:
-            return _messages(self._cur.execute(_UNDELIVERED).fetchall())
+            return self._messages(self._cur.execute(_UNDELIVERED).fetchall())
         except sqlite3.Error as e:
             raise self._error(e) from e
 
@@ -618,7 +875,7 @@ class SQLiteStore:
     def expired(self, wall: int, limit: int) -> list[StoredMessage]:
         """Up to ``limit`` messages whose expiry is at or before ``wall``, earliest first."""
         try:
-            return _messages(self._cur.execute(_EXPIRED, (wall, limit)).fetchall())
+            return self._messages(self._cur.execute(_EXPIRED, (wall, limit)).fetchall())
         except sqlite3.Error as e:
             raise self._error(e) from e
 
@@ -855,6 +1112,10 @@ class SQLiteStore:
         if self._closed:
             return
         self._closed = True
+        if self._seg_fd is not None:
+            os.close(self._seg_fd)
+            self._seg_fd = None
+        self._close_readers()
         try:
             self._con.close()
         except sqlite3.Error as e:
