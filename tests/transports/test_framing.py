@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -25,6 +27,7 @@ from mvds_node.transports import (
     decode_frame,
     encode_frame,
 )
+from mvds_node.transports._framing import check_frame
 
 SMALL = FrameLimits(max_body_bytes=64, max_group_id_bytes=8)
 
@@ -129,12 +132,31 @@ def header(version: int = 1, mode: int = 1, length: int = 0) -> bytes:
         (header(mode=3, length=17) + b"\x03" + b"\x00" * 16, FrameErrorReason.MALFORMED_BODY),
     ],
 )
-def test_decode_refusals(data: bytes, reason: FrameErrorReason) -> None:
+@pytest.mark.parametrize("decode", [decode_frame, check_frame])
+def test_decode_refusals(
+    data: bytes, reason: FrameErrorReason, decode: Callable[..., object]
+) -> None:
     with pytest.raises(FrameError) as info:
-        decode_frame(data, limits=SMALL)
+        decode(data, limits=SMALL)
     assert info.value.reason is reason
     assert isinstance(info.value, RemoteProtocolError)
     assert str(info.value).startswith(reason.value)
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=100))
+def test_fuzz_check_frame_agrees_with_decode_frame(data: bytes) -> None:
+    reason = None
+    try:
+        decode_frame(data, limits=SMALL)
+    except FrameError as e:
+        reason = e.reason
+    if reason is None:
+        check_frame(data, limits=SMALL)
+    else:
+        with pytest.raises(FrameError) as info:
+            check_frame(data, limits=SMALL)
+        assert info.value.reason is reason
 
 
 def test_decoder_splits_a_stream_at_every_byte() -> None:

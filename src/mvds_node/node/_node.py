@@ -89,6 +89,8 @@ from mvds_node.transports import (
     decode_frame,
     encode_frame,
 )
+from mvds_node.transports._framing import Mode as FrameMode
+from mvds_node.transports._framing import check_frame
 from mvds_node.transports._multicast import MulticastTransport
 
 __all__ = [
@@ -898,6 +900,13 @@ class Node:
             return  # a wake-up: the loop drains output next
         transport, peer, packet = item
         try:
+            if len(packet) > HEADER_SIZE and packet[3] == FrameMode.SYNC:
+                # The common case, and up to megabytes: the engine reads the payload where it
+                # is, without a copy into a SyncFrame.
+                check_frame(packet)
+                with memoryview(packet) as view:
+                    self._engine.receive_payload(peer, view[HEADER_SIZE:], now=trio.current_time())
+                return
             frame = decode_frame(packet)
         except FrameError as e:
             self._refused += 1

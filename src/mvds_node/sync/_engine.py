@@ -72,6 +72,7 @@ _REQUEST: Final = RecordType.REQUEST
 _MESSAGE: Final = RecordType.MESSAGE
 _TOO_MANY_REQUESTS: Final = "too many outstanding requests (Limits.max_pending_requests)"
 _DUE_CHUNK: Final = 4096
+_WIRES_AHEAD: Final = 64
 _EXPIRE_CHUNK: Final = 1024
 
 
@@ -686,7 +687,9 @@ class Engine:
 
     # ---------------------------------------------------------- network input
 
-    def receive_payload(self, peer: bytes, data: bytes, *, now: float) -> None:
+    def receive_payload(
+        self, peer: bytes, data: bytes | bytearray | memoryview, *, now: float
+    ) -> None:
         """Process a payload received from ``peer``. Never raises on remote input.
 
         Invalid input is dropped (whole, or record by record) and reported as ``PayloadRejected``.
@@ -1187,8 +1190,18 @@ class Engine:
                 break
             updates: list[Record] = []
             deletes: list[tuple[bytes, bytes]] = []
-            wires = store.get_wires([r.message_id for r in due if r.type is _MESSAGE])
-            for r in due:
+            # Wires are read a slice at a time, as the budget allows: a budget of large messages
+            # is used up long before a chunk of due records is.
+            wires: dict[bytes, bytes] = {}
+            fetched = 0
+            for i, r in enumerate(due):
+                if i == fetched:
+                    fetched += _WIRES_AHEAD
+                    wires.update(
+                        store.get_wires(
+                            [x.message_id for x in due[i:fetched] if x.type is _MESSAGE]
+                        )
+                    )
                 peer = r.peer
                 kind = r.type
                 if kind is not _REQUEST and peer not in groups.get(r.group_id, ()):

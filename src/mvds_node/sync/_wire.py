@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import struct
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, cast
 
 from google.protobuf.message import DecodeError
 
@@ -184,7 +184,7 @@ def _valid_ids(ids: object, out: list[bytes], result: DecodedPayload, kind: str)
             result.drop(f"{kind} id of {len(raw)} bytes (want {ID_SIZE})")
 
 
-def decode_payload(data: bytes, limits: Limits) -> DecodedPayload:
+def decode_payload(data: bytes | bytearray | memoryview, limits: Limits) -> DecodedPayload:
     """Parse and validate a payload received from a peer. Never raises.
 
     Oversized or unparsable payloads are rejected whole. Otherwise each record is checked on its own
@@ -197,7 +197,8 @@ def decode_payload(data: bytes, limits: Limits) -> DecodedPayload:
         result.whole_payload_rejected = True
         return result
     try:
-        pb = mvds_pb2.Payload.FromString(data)
+        # The runtime (upb) parses any buffer; its stubs only say bytes.
+        pb = mvds_pb2.Payload.FromString(cast(bytes, data))
     except DecodeError as exc:
         result.drop(f"not a protobuf payload: {exc}")
         result.whole_payload_rejected = True

@@ -63,6 +63,7 @@ __all__ = [
     "Pong",
     "SyncFrame",
     "UnknownControl",
+    "check_frame",
     "decode_frame",
     "encode_frame",
 ]
@@ -379,21 +380,23 @@ def _decode_body(mode: int, body: bytes, limits: FrameLimits) -> Frame:
     return UnknownControl(kind, body[1:])
 
 
-def decode_frame(
+def check_frame(
     data: bytes | bytearray | memoryview, *, limits: FrameLimits = DEFAULT_LIMITS
-) -> Frame:
-    """Decode one whole packet (a datagram, a file): exactly one frame and nothing after it.
-
-    Args:
-        data: the packet.
-        limits: bounds on sizes.
-
-    Returns:
-        The frame.
+) -> None:
+    """Check that ``data`` is exactly one acceptable frame, as :func:`decode_frame` would, without
+    building the frame: a SYNC body is opaque here, so a large one is not copied.
 
     Raises:
         FrameError: the packet is not exactly one acceptable frame; ``reason`` says why.
     """
+    if len(data) >= HEADER_SIZE and data[3] == Mode.SYNC:
+        _check_whole(data, limits)
+    else:
+        decode_frame(data, limits=limits)
+
+
+def _check_whole(data: bytes | bytearray | memoryview, limits: FrameLimits) -> int:
+    """Check the header and the length of a whole packet; return where its body ends."""
     if len(data) > limits.max_frame_bytes:
         raise FrameError(
             FrameErrorReason.OVERSIZED,
@@ -412,6 +415,25 @@ def decode_frame(
         raise FrameError(
             FrameErrorReason.TRAILING_BYTES, f"{len(data) - end} bytes after a {length}-byte body"
         )
+    return end
+
+
+def decode_frame(
+    data: bytes | bytearray | memoryview, *, limits: FrameLimits = DEFAULT_LIMITS
+) -> Frame:
+    """Decode one whole packet (a datagram, a file): exactly one frame and nothing after it.
+
+    Args:
+        data: the packet.
+        limits: bounds on sizes.
+
+    Returns:
+        The frame.
+
+    Raises:
+        FrameError: the packet is not exactly one acceptable frame; ``reason`` says why.
+    """
+    end = _check_whole(data, limits)
     return _decode_body(data[3], bytes(data[HEADER_SIZE:end]), limits)
 
 
@@ -489,7 +511,10 @@ class FrameDecoder:
     def _take(self, n: int) -> bytes | None:
         if len(self._buffer) - self._cursor < n:
             return None
-        chunk = bytes(self._buffer[self._cursor : self._cursor + n])
+        # One copy, through a view (slicing the bytearray first would copy twice); the view is
+        # released before the buffer is resized again.
+        with memoryview(self._buffer) as view:
+            chunk = bytes(view[self._cursor : self._cursor + n])
         self._cursor += n
         return chunk
 
@@ -503,7 +528,9 @@ class FrameDecoder:
         self._error = error
         return error
 
-    def _next(self) -> tuple[bytes, Frame] | None:
+    def _next(self, *, build: bool = True) -> tuple[bytes, Frame | None] | None:
+        """The next packet, validated, and its frame if ``build`` (a SYNC body is opaque here:
+        checking it needs no copy of it)."""
         if self._error is not None:
             raise self._error
         try:
@@ -522,10 +549,12 @@ class FrameDecoder:
                     )
                 )
             return None
-        try:
-            frame = _decode_body(packet[3], packet[HEADER_SIZE:], self._limits)
-        except FrameError as exc:
-            raise self._fail(exc) from None
+        frame = None
+        if build or packet[3] != Mode.SYNC:
+            try:
+                frame = _decode_body(packet[3], packet[HEADER_SIZE:], self._limits)
+            except FrameError as exc:
+                raise self._fail(exc) from None
         self._commit()
         return packet, frame
 
@@ -539,7 +568,7 @@ class FrameDecoder:
         Raises:
             FrameError: the stream broke a framing rule, or ended inside a frame.
         """
-        item = self._next()
+        item = self._next(build=False)
         return None if item is None else item[0]
 
     def next_frame(self) -> Frame | None:

@@ -113,7 +113,8 @@ class _MessageReader:
         size = int.from_bytes(self._buffer[:2], "big")
         if len(self._buffer) < 2 + size:
             return None
-        message = bytes(self._buffer[2 : 2 + size])
+        with memoryview(self._buffer) as view:  # one copy (a bytearray slice would be two)
+            message = bytes(view[2 : 2 + size])
         del self._buffer[: 2 + size]
         return message
 

@@ -72,7 +72,7 @@ from mvds_node.transports._framing import (
     FrameDecoder,
     FrameError,
     FrameLimits,
-    decode_frame,
+    check_frame,
 )
 from mvds_node.transports._noise import KEY_SIZE, PROLOGUE, Keypair, NoiseError, PeerRefused
 from mvds_node.transports._noise_stream import NoiseStream
@@ -688,7 +688,7 @@ class TcpTransport:
         if len(packet) > self.max_payload:
             raise LocalProtocolError(f"packet of {len(packet)} bytes exceeds {self.max_payload}")
         try:
-            decode_frame(packet, limits=self._limits)
+            check_frame(packet, limits=self._limits)
         except FrameError as exc:
             raise LocalProtocolError(f"not a frame: {exc}") from exc
         state = self._peers.get(peer)
