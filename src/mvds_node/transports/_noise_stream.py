@@ -6,10 +6,12 @@ On the wire, every Noise message (handshake or transport) travels as a u16 big-e
 then the message, so the receiver knows where each ciphertext ends on a byte stream. After the
 three-message XX handshake (:class:`~mvds_node.transports._noise.NoiseHandshake`), ``send_all``
 cuts the caller's bytes into plaintext chunks of at most 65519 bytes (so that each ciphertext is
-a legal Noise message, see ``_noise.py``), encrypts each and writes it; ``receive_some`` reads
-whole messages, decrypts them and hands out plaintext, buffering whatever the caller's
-``max_bytes`` did not take. Message boundaries carry no meaning for the caller: this is a byte
-stream, like the one underneath.
+a legal Noise message, see ``_noise.py``), encrypts them and writes them about a megabyte at a
+time; ``receive_some`` reads several messages' worth at once, decrypts the whole messages it has
+and hands out plaintext, buffering whatever the caller's ``max_bytes`` did not take. Each write or
+read may pass through the scheduler, where other tasks can run for a long while (an application
+storing a batch of messages), so a bulk transfer makes few of them. Message boundaries carry no
+meaning for the caller: this is a byte stream, like the one underneath.
 
 The model is trio's ``SSLStream``: a sans-IO protocol object driven by a thin async layer. It is
 simpler because Noise, unlike TLS, has no renegotiation or alerts after the handshake: sending
@@ -41,6 +43,7 @@ Trio's stream contract, and how we keep it:
 from __future__ import annotations
 
 import operator
+import struct
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Final, final
@@ -59,12 +62,20 @@ from mvds_node.transports._noise import (
     length_prefixed,
 )
 
+_U16: Final = struct.Struct(">H")
+
 __all__ = ["NoiseStream"]
 
-# How much we ask the stream underneath for at once: one maximal Noise message and its prefix, so
-# a big transfer needs one read per message, not several.
+# How much we ask the stream underneath for at once: during the handshake one maximal Noise
+# message and its prefix; afterwards several, so that a bulk transfer costs one read (and one
+# trip through the scheduler) per few messages rather than one or more per message.
 _RECEIVE_SIZE: Final = MAX_NOISE_MESSAGE + 2
+_BULK_RECEIVE_SIZE: Final = 4 * _RECEIVE_SIZE
 _DEFAULT_MAX_BYTES: Final = 65536
+# send_all hands the stream underneath at most this many encrypted bytes per write: large enough
+# that a big packet goes out in a few writes (each write may pass through the scheduler, where
+# other tasks can run for a long while), small enough to bound the copy.
+_SEND_BATCH: Final = 16 * (MAX_NOISE_MESSAGE + 2)
 
 
 @final
@@ -103,6 +114,13 @@ class _MessageReader:
     @property
     def buffered(self) -> int:
         return len(self._buffer)
+
+    @property
+    def complete_messages(self) -> int:
+        """1 if at least one whole message is buffered, else 0 (it does not count further)."""
+        if len(self._buffer) < 2:
+            return 0
+        return 1 if len(self._buffer) >= 2 + int.from_bytes(self._buffer[:2], "big") else 0
 
     def leftover(self) -> bytes:
         return bytes(self._buffer)
@@ -243,9 +261,20 @@ class NoiseStream(trio.abc.Stream):
             if not view:
                 await trio.lowlevel.checkpoint()
                 return
+            # Encrypt up to _SEND_BATCH bytes of messages, then write them in one call.
+            encrypt = self._session.encrypt
+            batch: list[bytes] = []
+            size = 0
             for start in range(0, len(view), MAX_PLAINTEXT):
-                message = self._session.encrypt(view[start : start + MAX_PLAINTEXT])
-                await self._write(length_prefixed(message))
+                message = encrypt(view[start : start + MAX_PLAINTEXT])
+                batch.append(_U16.pack(len(message)))
+                batch.append(message)
+                size += 2 + len(message)
+                if size >= _SEND_BATCH:
+                    await self._write(b"".join(batch))
+                    batch, size = [], 0
+            if batch:
+                await self._write(b"".join(batch))
 
     async def _write(self, data: bytes) -> None:
         try:
@@ -298,28 +327,44 @@ class NoiseStream(trio.abc.Stream):
                 raise self._receive_broken
             checkpointed = False
             while self._offset == len(self._plaintext) and not self._eof:
-                message = self._reader.next_message()
-                if message is None:
-                    data = await self.transport_stream.receive_some(_RECEIVE_SIZE)
+                if self._reader.complete_messages == 0:
+                    data = await self.transport_stream.receive_some(_BULK_RECEIVE_SIZE)
                     checkpointed = True
                     if not data:
                         self._end_of_stream()
                     else:
                         self._reader.receive_data(data)
                     continue
-                try:
-                    # An empty plaintext is legal Noise; it simply adds no bytes.
-                    self._plaintext = self._session.decrypt(message)
-                    self._offset = 0
-                except NoiseError as exc:
-                    self._receive_broken = trio.BrokenResourceError(str(exc))
-                    self._receive_broken.__cause__ = exc
-                    raise self._receive_broken from exc
+                # Decrypt every whole message buffered, up to max_bytes of plaintext: one call
+                # hands a bulk reader several messages. (An empty plaintext is legal Noise; it
+                # simply adds no bytes.)
+                self._plaintext = self._decrypt_buffered(max_bytes)
+                self._offset = 0
             if not checkpointed:
                 await trio.lowlevel.checkpoint()
+            if self._offset == 0 and len(self._plaintext) <= max_bytes:
+                chunk, self._plaintext = self._plaintext, b""  # all of it: no copy
+                return chunk
             chunk = self._plaintext[self._offset : self._offset + max_bytes]
             self._offset += len(chunk)
             return chunk
+
+    def _decrypt_buffered(self, max_bytes: int) -> bytes:
+        """Decrypt whole buffered messages until their plaintext reaches ``max_bytes`` (at least
+        one message: the caller takes what exceeds it on its next call)."""
+        parts: list[bytes] = []
+        size = 0
+        decrypt = self._session.decrypt
+        while size < max_bytes and (message := self._reader.next_message()) is not None:
+            try:
+                plaintext = decrypt(message)
+            except NoiseError as exc:
+                self._receive_broken = trio.BrokenResourceError(str(exc))
+                self._receive_broken.__cause__ = exc
+                raise self._receive_broken from exc
+            parts.append(plaintext)
+            size += len(plaintext)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def _end_of_stream(self) -> None:
         if self._reader.buffered:

@@ -82,7 +82,8 @@ __all__ = ["OpenStream", "ReconnectPolicy", "TcpStatistics", "TcpTransport"]
 OpenStream: TypeAlias = Callable[[str, int], Awaitable[trio.abc.Stream]]
 """How to reach ``(host, port)``: ``trio.open_tcp_stream`` by default."""
 
-_RECEIVE_SIZE: Final = 65536
+# Plaintext per read from a connection: several Noise messages at once during a bulk transfer.
+_RECEIVE_SIZE: Final = 256 * 1024
 # Accept errors that mean "out of resources right now" rather than "broken listener": wait and
 # try again, as trio.serve_listeners does.
 _ACCEPT_CAPACITY_ERRNOS: Final = frozenset(
