@@ -11,15 +11,21 @@ display is needed, no backend is switched for the rest of the process (a noteboo
 its own), and no figure is left registered in pyplot's global list. The size and resolution are
 fixed (:data:`FIGSIZE` at :data:`DPI`) and the PNG carries no "Software" text chunk, so the same
 data gives the same bytes on the same matplotlib version.
+
+:func:`plot_result` and :func:`plot_sweep` draw the JSON documents of ``mvds-node sim --json``
+(schemas ``mvds-node/sim-result/1`` and ``mvds-node/sim-sweep/1``, see
+:mod:`mvds_node.sim._metrics`); they are what ``mvds-node sim --plot DIR`` calls. They read only
+the documented keys, so a document saved earlier (or merged from several runs) draws the same.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mvds_node.errors import MvdsError
 
@@ -34,6 +40,8 @@ __all__ = [
     "latency_cdf",
     "lines",
     "multiplier_vs",
+    "plot_result",
+    "plot_sweep",
 ]
 
 FIGSIZE: tuple[float, float] = (8.0, 5.0)
@@ -276,3 +284,189 @@ def multiplier_vs(
         steps=False,
         ylim=None,
     )
+
+
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def _slug(text: str) -> str:
+    """``text`` as a file-name part: runs of other characters become one ``-``."""
+    return _SAFE.sub("-", text).strip("-.") or "run"
+
+
+def _unit_for(seconds: float) -> str:
+    """The latency unit in which ``seconds`` (the largest latency) reads best."""
+    if seconds < 1.0:
+        return "ms"
+    if seconds < 600.0:
+        return "s"
+    if seconds < 3 * 3600.0:
+        return "min"
+    return "h"
+
+
+def _spans_decades(values: Sequence[float]) -> bool:
+    """True if the positive ``values`` span two decades or more (a log axis reads better)."""
+    positive = [v for v in values if v > 0]
+    return len(positive) >= 2 and max(positive) >= 100 * min(positive)
+
+
+def _check_schema(doc: Mapping[str, Any], suffix: str) -> None:
+    schema = doc.get("schema")
+    if not isinstance(schema, str) or not schema.endswith(suffix):
+        raise ValueError(f"not a mvds-node/{suffix} document (schema {schema!r})")
+
+
+def plot_result(
+    doc: Mapping[str, Any], out_dir: str | os.PathLike[str], *, name: str | None = None
+) -> list[Path]:
+    """Draw one simulation result (``mvds-node/sim-result/1``) as a latency CDF.
+
+    The curve is the share of all expected deliveries made within a given latency, so the gap
+    to 1 is the share never delivered, and the legend says how many were. The unit (ms, s, min,
+    h) follows the largest latency; the x-axis is logarithmic when the latencies span two
+    decades or more.
+
+    Args:
+        doc: the result, as printed by ``mvds-node sim --json``.
+        out_dir: an existing folder for the PNG.
+        name: the file's stem; by default ``<scenario>-seed<seed>``.
+
+    Returns:
+        The PNG written: ``<stem>-latency.png``.
+
+    Raises:
+        ValueError: ``doc`` is not a result document.
+        PlotUnavailable: matplotlib is not installed.
+        OSError: the file could not be written.
+    """
+    _check_schema(doc, "sim-result/1")
+    scenario = doc["scenario"]
+    label = str(scenario["name"])
+    stem = _slug(name or f"{label}-seed{scenario['seed']}")
+    latencies = [float(x) for x in doc["latencies"]]
+    expected = int(doc["deliveries"]["expected"])
+    ratio = float(doc["deliveries"]["ratio"])
+    multiplier = doc["multiplier"]["bytes"]
+    times = "-" if multiplier is None else f"x{multiplier:.1f}"
+    title = (
+        f"{label} (seed {scenario['seed']}): {ratio * 100:.1f} % delivered, "
+        f"bytes {times} the minimum"
+    )
+    path = latency_cdf(
+        {label: latencies},
+        Path(out_dir) / f"{stem}-latency.png",
+        title=title,
+        unit=_unit_for(max(latencies, default=0.0)),
+        totals={label: max(expected, len(latencies))},
+        logx=_spans_decades(latencies),
+    )
+    return [path]
+
+
+_SWEEP_CHARTS: tuple[tuple[str, str, str], ...] = (
+    ("multiplier", "bandwidth multiplier (bytes sent / minimum)", "Bandwidth multiplier"),
+    ("delivered", "fraction of deliveries made", "Delivery ratio"),
+    ("latency", "median latency (s)", "Median latency (p50)"),
+    ("bytes", "bytes per member (sync sent + received, log up + down)", "Bandwidth per member"),
+)
+
+
+def _sweep_figures(result: Mapping[str, Any]) -> dict[str, float | None]:
+    """The figures each sweep chart draws, from one run's result."""
+    nodes = result["nodes"]
+    per_member = (
+        float(nodes["bytes_sent"]["mean"])
+        + float(nodes["bytes_received"]["mean"])
+        + float(nodes["log_bytes"]["mean"])
+    )
+    return {
+        "multiplier": result["multiplier"]["bytes"],
+        "delivered": float(result["deliveries"]["ratio"]),
+        "latency": result["latency"]["p50"],
+        "bytes": per_member,
+    }
+
+
+def plot_sweep(
+    doc: Mapping[str, Any], out_dir: str | os.PathLike[str], *, name: str | None = None
+) -> list[Path]:
+    """Draw a sweep (``mvds-node/sim-sweep/1``): four charts against the swept setting.
+
+    One line per scenario, one point per value: the bandwidth multiplier (bytes), the delivery
+    ratio, the median latency and the mean bytes per member. Runs of the same scenario and value
+    (several seeds merged into one document) are drawn as their mean. A value at which a figure
+    is undefined (no delivery: no multiplier, no latency) is left out of that chart.
+
+    Axes: the multiplier, latency and bytes charts are logarithmic in y (they span decades); the
+    delivery ratio is linear from 0 to 1. The x-axis is logarithmic when the values are
+    positive numbers spanning a decade or more (availability 0.05 to 1, group sizes 2 to 1,000).
+    Values that are not numbers (a sweep of ``mode``) are placed at 0, 1, 2 ... in the order of
+    the document and named in the x-axis label.
+
+    Args:
+        doc: the sweep, as printed by ``mvds-node sim --sweep ... --json``.
+        out_dir: an existing folder for the PNGs.
+        name: the files' stem; by default ``sweep-<key>``.
+
+    Returns:
+        The PNGs written, in the order above: ``<stem>-multiplier.png``,
+        ``<stem>-delivered.png``, ``<stem>-latency.png``, ``<stem>-bytes.png``.
+
+    Raises:
+        ValueError: ``doc`` is not a sweep document.
+        PlotUnavailable: matplotlib is not installed.
+        OSError: the files could not be written.
+    """
+    _check_schema(doc, "sim-sweep/1")
+    key = str(doc["key"])
+    stem = _slug(name or f"sweep-{key}")
+    values: list[Any] = list(doc.get("values") or [])
+    for entry in doc["runs"]:
+        if entry["value"] not in values:
+            values.append(entry["value"])
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    if numeric:
+        position = {v: float(v) for v in values}
+        xlabel = key
+        positive = [float(v) for v in values if v > 0]
+        logx = len(positive) == len(values) and len(values) > 1
+        logx = logx and max(positive) >= 10 * min(positive)
+    else:
+        position = {v: float(i) for i, v in enumerate(values)}
+        xlabel = f"{key}: " + ", ".join(f"{i} = {v}" for i, v in enumerate(values))
+        logx = False
+    # scenario -> value -> chart -> the figures of each run (seed) at that point
+    points: dict[str, dict[Any, dict[str, list[float]]]] = {}
+    for entry in doc["runs"]:
+        at = points.setdefault(str(entry["scenario"]), {}).setdefault(entry["value"], {})
+        for chart, figure in _sweep_figures(entry["result"]).items():
+            if figure is not None:
+                at.setdefault(chart, []).append(float(figure))
+    out = Path(out_dir)
+    paths = []
+    for chart, ylabel, title in _SWEEP_CHARTS:
+        series = {
+            scenario: sorted(
+                (position[value], sum(figs[chart]) / len(figs[chart]))
+                for value, figs in by_value.items()
+                if figs.get(chart)
+            )
+            for scenario, by_value in points.items()
+        }
+        ratio = chart == "delivered"
+        if not ratio:  # a log axis cannot place 0 (e.g. a latency of 0 s when all are online)
+            series = {s: [(x, y) for x, y in pts if y > 0] for s, pts in series.items()}
+        paths.append(
+            lines(
+                series,
+                out / f"{stem}-{chart}.png",
+                title=f"{title} against {key}",
+                xlabel=xlabel,
+                ylabel=ylabel,
+                logx=logx,
+                logy=not ratio,
+                ylim=(0.0, 1.05) if ratio else None,
+            )
+        )
+    return paths
