@@ -50,7 +50,8 @@ async def test_reader_catches_up_in_every_mode(mode: str) -> None:
         assert result.cas_gets == pages - 1  # one round trip per page, none per message
     if mode == "pages with CAS mapping":
         assert result.cas_gets == pages - 1 + 100
-    # Nothing new: a second poll fetches nothing.
+    # Once they are stored, the cursor moves to the head: a second poll fetches nothing.
+    assert reader.commit(result, lambda mid: True)
     again = await reader.poll(lambda mid: True)
     assert again.messages == [] and again.cas_gets == 0
 
@@ -62,6 +63,7 @@ async def test_incremental_poll_stops_at_what_we_have() -> None:
     await writer.append(first)
     reader = LogReader(backend, WRITER, G, settings=LogSettings(page_size=8, inline=0))
     have = {m for m, _ in first}
+    assert reader.commit(await reader.poll(have.__contains__), have.__contains__)
     await writer.append(second)
     result = await reader.poll(have.__contains__)
     assert result.messages == [w for _, w in second]

@@ -42,7 +42,7 @@ from mvds_node.remotelog._format import (
 )
 from mvds_node.sync._wire import decode_stored
 
-__all__ = ["LogReader", "LogSettings", "LogWriter", "ReadResult"]
+__all__ = ["Cursor", "LogReader", "LogSettings", "LogWriter", "ReadResult", "Resume"]
 
 _RECENT = 100_000
 
@@ -163,17 +163,54 @@ class LogWriter:
         return Pair(pair.message_id, address, b"")
 
 
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """How far a reader has read a log completely: the head sequence it read and the newest
+    message ID in the log at that head. The reader holds every message of the log up to there,
+    and the next poll walks from the head until it meets ``newest``."""
+
+    seq: int
+    newest: bytes
+    """Empty for a log that held no message."""
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """A walk that :attr:`LogSettings.max_pages_per_poll` cut short: it continues from ``tail``
+    (pages are immutable, so the address stays good) down to the reader's cursor, and then the
+    cursor becomes ``target``."""
+
+    target: Cursor
+    tail: bytes
+
+
 @dataclass
 class ReadResult:
     messages: list[bytes] = field(default_factory=list)
     """Wire bytes of the messages we lacked, oldest first, each checked against its ID."""
+    ids: list[bytes] = field(default_factory=list)
+    """Their IDs, in the same order."""
     seq: int = 0
+    """The head sequence the poll saw."""
     pages: int = 0
     cas_gets: int = 0
+    complete: bool = True
+    """False: the page bound stopped the walk; the next poll goes on from where it stopped."""
+    cursor: Cursor | None = None
+    """The reader's cursor once these messages are stored (see :meth:`LogReader.commit`)."""
+    resume: Resume | None = None
+    base: tuple[Cursor | None, Resume | None] = (None, None)
+    """The reader's state the poll started from."""
 
 
 class LogReader:
-    """Reads one writer's log of one group."""
+    """Reads one writer's log of one group.
+
+    The reader keeps a :class:`Cursor`: the position in the log up to which it holds every
+    message. :meth:`poll` walks from the head down to the cursor, skipping (not fetching) what
+    ``known`` says we have, and :meth:`commit` moves the cursor once the caller has stored what
+    the poll returned. Without a cursor (the first poll ever) the walk goes down the whole log.
+    """
 
     def __init__(
         self,
@@ -183,15 +220,24 @@ class LogReader:
         *,
         settings: LogSettings | None = None,
         group_key: bytes | None = None,
+        seq: int = 0,
+        cursor: Cursor | None = None,
+        resume: Resume | None = None,
     ) -> None:
+        """``seq``, ``cursor`` and ``resume``: the state a previous reader of this log left (its
+        attributes of the same names), to go on from there after a restart."""
         self.backend = backend
         self.writer = writer
         self.name = log_name(writer, group_id)
         self.group_id = group_id
         self.settings = settings or LogSettings()
         self.group_key = group_key
-        self.seq = 0
+        self.seq = seq
         """The highest head sequence seen; a lower one is a rollback."""
+        self.cursor = cursor
+        """Where this reader has read the log completely; None: nowhere yet."""
+        self.resume = resume
+        """A walk cut short by the page bound, to go on with at the next poll."""
         self._last_plain = b""
 
     def _open(self, data: bytes, sealed: bool, where: str) -> bytes:
@@ -202,22 +248,24 @@ class LogReader:
         return unseal(self.group_key, data, where)
 
     async def poll(self, known: Callable[[bytes], bool]) -> ReadResult:
-        """Fetch what is new since the messages we know.
+        """Fetch what the log holds past our cursor and ``known`` says we lack.
+
+        The cursor does not move: store the messages, then call :meth:`commit`.
 
         Raises:
             LogError: forged or rolled-back head, tampered page or content (nothing returned).
             BackendError: the backend is unreachable (poll again later).
         """
-        result = ReadResult(seq=self.seq)
+        cursor, resume = self.cursor, self.resume
+        result = ReadResult(seq=self.seq, cursor=cursor, resume=resume, base=(cursor, resume))
         record = await self.backend.ns_fetch(self.name)
         if record is None:
             return result
         if not self.settings.signed:
             # A bare RemoteLog: no signature, no sequence; "new" means "different".
             digest = address_of(record)
-            if digest == self._last_plain:
-                return result
-            head = Head(self.writer, self.seq + 1, record, False)
+            seq = self.seq if digest == self._last_plain else self.seq + 1
+            head = Head(self.writer, seq, record, False)
             self._last_plain = digest
         else:
             head = open_head(record, self.name, self.writer)
@@ -225,35 +273,83 @@ class LogReader:
             raise LogError(
                 f"{self.name}: head went back from sequence {self.seq} to {head.seq} (rollback)"
             )
-        if head.seq == self.seq:
+        if cursor is not None and head.seq < cursor.seq:
+            raise LogError(
+                f"{self.name}: head went back from sequence {cursor.seq} to {head.seq} (rollback)"
+            )
+        self.seq = result.seq = head.seq
+        if resume is None and cursor is not None and head.seq == cursor.seq:
             return result
-        wanted: list[Pair] = []  # newest first
+        segments: list[list[Pair]] = []  # each newest first; older segments first
         seen: set[bytes] = set()
-        data = self._open(head.log, head.sealed, self.name)
-        page = parse_page(data, self.name)
+        stop = cursor.newest if cursor is not None else None
         while True:
-            result.pages += 1
-            reached_known = False
-            for p in page.pairs:
-                if p.message_id in seen:
-                    raise LogError(f"{self.name}: a message appears twice in the log")
-                seen.add(p.message_id)
-                if known(p.message_id):
-                    reached_known = True
+            wanted: list[Pair] = []
+            if resume is not None:
+                target = resume.target
+                raw = await self._get(resume.tail, result)
+                page = parse_page(self._open(raw, head.sealed, self.name), self.name)
+            else:
+                page = parse_page(self._open(head.log, head.sealed, self.name), self.name)
+                target = Cursor(head.seq, page.pairs[0].message_id if page.pairs else b"")
+            newest = target.newest
+            while True:
+                result.pages += 1
+                reached = False
+                for p in page.pairs:
+                    if not newest:
+                        newest = p.message_id  # a head page without entries: the first met
+                    if p.message_id == stop:
+                        reached = True
+                        break
+                    if p.message_id in seen:
+                        raise LogError(f"{self.name}: a message appears twice in the log")
+                    seen.add(p.message_id)
+                    if not known(p.message_id):
+                        wanted.append(p)
+                if reached or not page.tail:
+                    break  # met the cursor, or went down the whole log
+                if result.pages >= self.settings.max_pages_per_poll:
+                    segments.append(wanted)
+                    result.complete = False
+                    result.resume = Resume(Cursor(target.seq, newest), page.tail)
                     break
-                wanted.append(p)
-            if reached_known or not page.tail:
+                raw = await self._get(page.tail, result)
+                page = parse_page(self._open(raw, head.sealed, self.name), self.name)
+            if not result.complete:
                 break
-            if result.pages >= self.settings.max_pages_per_poll:
+            segments.append(wanted)
+            cursor = result.cursor = Cursor(target.seq, newest)
+            stop = newest
+            resume = result.resume = None
+            if cursor.seq == head.seq or result.pages >= self.settings.max_pages_per_poll:
+                result.complete = cursor.seq == head.seq
                 break
-            raw = await self._get(page.tail, result)
-            page = parse_page(self._open(raw, head.sealed, self.name), self.name)
-        bodies = await self._fetch_all(wanted, head.sealed, result)
-        for p, wire in zip(wanted, bodies, strict=True):
-            self._check(p.message_id, wire)
-        result.messages = list(reversed(bodies))
-        result.seq = self.seq = head.seq
+        for wanted in reversed(segments):  # the newest segment first, like its pairs
+            for p, wire in zip(
+                wanted, await self._fetch_all(wanted, head.sealed, result), strict=True
+            ):
+                self._check(p.message_id, wire)
+                result.messages.append(wire)
+                result.ids.append(p.message_id)
+        result.messages.reverse()
+        result.ids.reverse()
         return result
+
+    def commit(self, result: ReadResult, held: Callable[[bytes], bool]) -> bool:
+        """Move the cursor to where ``result``'s poll reached, if every message it returned is
+        now ``held`` (stored, or one that can never be stored, such as an expired one).
+
+        Returns:
+            Whether the cursor moved. It does not when a message is missing (the next poll
+            fetches it again) or when the reader's state changed since that poll.
+        """
+        if result.base != (self.cursor, self.resume):
+            return False
+        if not all(held(mid) for mid in result.ids):
+            return False
+        self.cursor, self.resume = result.cursor, result.resume
+        return True
 
     async def _get(self, address: bytes, result: ReadResult) -> bytes:
         result.cas_gets += 1
