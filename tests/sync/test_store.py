@@ -439,6 +439,24 @@ def test_delete_records(store: Store) -> None:
     assert store.record_count() == 5
 
 
+def test_delete_acked(store: Store) -> None:
+    store.put_records(
+        [rec(n) for n in range(100)]
+        + [rec(0, peer=Q), rec(100, kind=REQUEST), rec(101, kind=OFFER)]
+    )
+    acked = [mid(n) for n in (*range(0, 100, 2), 100, 101, 102)]
+    done = store.delete_acked(acked + [mid(0)], P, frozenset({MESSAGE, OFFER}))
+    assert done == {mid(n) for n in (*range(0, 100, 2), 101)}, "not the REQUEST, not unknown"
+    assert store.get_record(mid(0), P) is None
+    assert store.get_record(mid(0), Q) is not None, "another peer's record stays"
+    assert store.get_record(mid(100), P) is not None
+    assert store.get_record(mid(1), P) is not None
+    assert store.record_count() == 103 - len(done)
+    assert store.delete_acked([], P, frozenset({MESSAGE})) == set()
+    assert store.delete_acked([mid(1)], P, frozenset()) == set()
+    assert store.delete_acked(iter([mid(1)]), P, frozenset({MESSAGE})) == {mid(1)}
+
+
 def test_epoch(store: Store) -> None:
     store.set_epoch(41)
     store.set_epoch(42)

@@ -71,6 +71,10 @@ _OFFER: Final = RecordType.OFFER
 _REQUEST: Final = RecordType.REQUEST
 _MESSAGE: Final = RecordType.MESSAGE
 _TOO_MANY_REQUESTS: Final = "too many outstanding requests (Limits.max_pending_requests)"
+# Record types an ACK ends (the others stay: an ACK of a message we asked for ends nothing).
+_ENDED_BY_ACK: Final = frozenset(
+    t for t in RecordType if t is not _NONE and TRANSITIONS[(t, Input.GOT_ACK)] is _NONE
+)
 _DUE_CHUNK: Final = 4096
 _WIRES_AHEAD: Final = 64
 _EXPIRE_CHUNK: Final = 1024
@@ -712,9 +716,10 @@ class Engine:
         deletes: list[tuple[bytes, bytes]] = []
         puts: list[Record] = []
         self._new_requests = 0
+        acked = False
         with store.transaction():
             if decoded.acks:
-                self._on_acks(peer, decoded.acks, deletes)
+                acked = self._on_acks(peer, decoded.acks)
             if decoded.requests:
                 self._on_requests(peer, decoded.requests, puts, dropped)
             if decoded.offers:
@@ -729,21 +734,25 @@ class Engine:
                 for r in puts:
                     if r.type is _REQUEST:
                         requested.add(r.message_id)
-        if deletes and self._next_due is not None:
+        if (deletes or acked) and self._next_due is not None:
             # What was acknowledged or answered may have been the next record due.
             self._next_due = store.min_due_epoch()
         for reason, n in dropped.items():
             self._reject(peer, reason, n, whole=False)
 
-    def _on_acks(self, peer: bytes, acks: list[bytes], deletes: list[tuple[bytes, bytes]]) -> None:
+    def _on_acks(self, peer: bytes, acks: list[bytes]) -> bool:
+        """Delete what the ACKs end; return whether anything was deleted."""
         push = self._push
         # An ID acknowledged twice in one payload (the Go code appends one ACK per copy received)
-        # is one acknowledgement: one MessageAcked. One lookup for the lot.
-        found = self._store.get_records(list(dict.fromkeys(acks)), peer)
-        for mid, r in found.items():
-            if TRANSITIONS[(r.type, Input.GOT_ACK)] is _NONE:
-                deletes.append((mid, peer))
-                push(MessageAcked(mid, peer))
+        # is one acknowledgement: one MessageAcked. The store deletes in one go, without reading
+        # the records first.
+        unique = list(dict.fromkeys(acks))
+        done = self._store.delete_acked(unique, peer, _ENDED_BY_ACK)
+        if done:
+            for mid in unique:
+                if mid in done:
+                    push(MessageAcked(mid, peer))
+        return bool(done)
 
     def _on_requests(
         self, peer: bytes, requests: list[bytes], puts: list[Record], dropped: dict[str, int]

@@ -196,6 +196,11 @@ _GET_WIRES: Final = {
     n: f"SELECT id, wire, seg, pos, size FROM messages WHERE id IN ({', '.join('?' * n)})"
     for n in (2, 4, 8, 16, 32, 64)
 }
+_DELETE_ACKED: Final = {
+    n: "DELETE FROM records WHERE peer = ? AND type IN (?, ?, ?) AND message_id IN "
+    f"({', '.join('?' * n)}) RETURNING message_id"
+    for n in (1, 2, 4, 8, 16, 32, 64)
+}
 _GET_PEER_RECORDS: Final = {
     n: "SELECT message_id, type, group_id, send_count, send_epoch, first_epoch, parked "
     f"FROM records WHERE peer = ? AND message_id IN "
@@ -1056,6 +1061,32 @@ class SQLiteStore:
                 self._check_open()
         except sqlite3.Error as e:
             raise self._error(e) from e
+
+    def delete_acked(
+        self, message_ids: Iterable[bytes], peer: bytes, types: frozenset[RecordType]
+    ) -> set[bytes]:
+        """Delete ``peer``'s records of these ``types`` about ``message_ids``; return the IDs
+        whose record was deleted. One statement per 64 IDs: an ACK needs no read first."""
+        ids = list(dict.fromkeys(message_ids))
+        kinds = [t.value for t in types][:3]
+        if not kinds or not ids:
+            self._check_open()
+            return set()
+        kinds += [kinds[-1]] * (3 - len(kinds))  # repeats in IN (...) are harmless
+        done: set[bytes] = set()
+        try:
+            with self._tx:
+                execute = self._cur.execute
+                for start in range(0, len(ids), _WIRES_CHUNK):
+                    chunk = ids[start : start + _WIRES_CHUNK]
+                    n = len(chunk)
+                    size = 1 << (n - 1).bit_length()
+                    if size != n:
+                        chunk = chunk + [chunk[-1]] * (size - n)
+                    done.update(r[0] for r in execute(_DELETE_ACKED[size], [peer, *kinds, *chunk]))
+        except sqlite3.Error as e:
+            raise self._error(e) from e
+        return done
 
     def due_records(self, epoch: int, limit: int) -> list[Record]:
         """Up to ``limit`` unparked records with ``send_epoch <= epoch``.

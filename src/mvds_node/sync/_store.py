@@ -140,6 +140,13 @@ class Store(Protocol):
         ...
 
     def delete_records(self, keys: Iterable[tuple[bytes, bytes]]) -> None: ...
+    def delete_acked(
+        self, message_ids: Iterable[bytes], peer: bytes, types: frozenset[RecordType]
+    ) -> set[bytes]:
+        """Delete ``peer``'s records of these ``types`` about ``message_ids`` (what an ACK from
+        it ends); return the IDs whose record was deleted."""
+        ...
+
     def due_records(self, epoch: int, limit: int) -> list[Record]:
         """Up to ``limit`` unparked records with ``send_epoch <= epoch``, earliest first."""
         ...
@@ -356,6 +363,18 @@ class MemoryStore:
                 peers.discard(key[1])
                 if not peers:
                     del self._by_message[key[0]]
+
+    def delete_acked(
+        self, message_ids: Iterable[bytes], peer: bytes, types: frozenset[RecordType]
+    ) -> set[bytes]:
+        records = self._records
+        done = set()
+        for mid in message_ids:
+            r = records.get((mid, peer))
+            if r is not None and r.type in types:
+                done.add(mid)
+        self.delete_records([(mid, peer) for mid in done])
+        return done
 
     def _clean_heap(self) -> None:
         heap = self._heap

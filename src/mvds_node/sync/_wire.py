@@ -12,6 +12,7 @@ valid and the reasons for what was not.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import struct
 from dataclasses import dataclass, field
@@ -64,7 +65,10 @@ def message_id(group_id: bytes, timestamp: int, body: bytes) -> bytes:
     return hashlib.sha256(_ID_PREFIX + group_id + _LE64.pack(timestamp) + body).digest()
 
 
+@functools.lru_cache(maxsize=4096)
 def _varint(value: int) -> bytes:
+    # Cached: the values repeat (lengths of same-sized messages, the one timestamp of a batch of
+    # sends), and the loop below costs microseconds per call.
     if value < 0:
         value += 1 << 64  # int64 fields encode negatives as ten-byte two's complement
     if value < 0x80:
