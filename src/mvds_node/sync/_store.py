@@ -173,7 +173,7 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._messages: dict[bytes, StoredMessage] = {}
-        self._parent_refs: dict[bytes, int] = {}
+        self._parent_refs: dict[bytes, int] = {}  # parent -> children that do not expire
         self._groups: dict[bytes, dict[bytes, str]] = {}
         self._records: dict[tuple[bytes, bytes], Record] = {}
         self._by_message: dict[bytes, set[bytes]] = {}
@@ -206,14 +206,15 @@ class MemoryStore:
         if message.id in self._messages:
             return False
         self._messages[message.id] = message
-        refs = self._parent_refs
-        for p in message.parents:
-            refs[p] = refs.get(p, 0) + 1
+        if not message.expires_at:  # an expiring message is never a parent: it names none
+            refs = self._parent_refs
+            for p in message.parents:
+                refs[p] = refs.get(p, 0) + 1
         return True
 
     def delete_message(self, message_id: bytes) -> None:
         message = self._messages.pop(message_id, None)
-        if message is not None:
+        if message is not None and not message.expires_at:
             for p in message.parents:
                 left = self._parent_refs.get(p, 0) - 1
                 if left > 0:
@@ -240,11 +241,8 @@ class MemoryStore:
         return [m for m in self._messages.values() if not m.delivered]
 
     def is_parent(self, message_id: bytes) -> bool:
-        # The counts cover every child: a message nobody names (the usual case) is answered at
-        # once; otherwise only a child that does not expire makes it a parent.
-        if message_id not in self._parent_refs:
-            return False
-        return any(message_id in m.parents for m in self._messages.values() if not m.expires_at)
+        # The counts cover the children that do not expire (only those make a parent).
+        return message_id in self._parent_refs
 
     def frontier(self, group_id: bytes) -> list[bytes]:
         named = {p for m in self._messages.values() if not m.expires_at for p in m.parents}
