@@ -378,6 +378,21 @@ PRESETS: Final[dict[str, Scenario]] = {
         hello=True,
         **{**_NOTES, "backoff": "exponential"},
     ),
+    "group": _base(
+        name="group",
+        description=(
+            "One fully meshed group of 10 (set nodes), every member sending every 10 s until "
+            "50 messages in all, always online; no relaying (each member sends its own "
+            "messages to every other member), exponential backoff"
+        ),
+        nodes=10,
+        senders=0,
+        interval=10.0,
+        messages=50,
+        relay="none",
+        backoff="exponential",
+        duration=600.0,
+    ),
     "scale": _base(
         name="scale",
         description=(
