@@ -22,8 +22,12 @@ async def test_backend_down_then_kick_reads_at_once(tmp_path: Path) -> None:
     fed: list[bytes] = []
     fed_event = trio.Event()
 
+    stored: set[bytes] = set()
+
     def feed(peer: bytes, payload: bytes) -> None:
-        fed.extend(m.body for m in decode_payload(payload, Limits()).messages)
+        messages = decode_payload(payload, Limits()).messages
+        fed.extend(m.body for m in messages)
+        stored.update(m.id for m in messages)
         fed_event.set()
 
     service = RemoteLogService(
@@ -34,8 +38,7 @@ async def test_backend_down_then_kick_reads_at_once(tmp_path: Path) -> None:
         groups=[("chat", G, None, [(PEER, public_key(theirs))])],
         settings=LogSettings(page_size=4, inline=2),
         poll_seconds=1000.0,  # only kicks can bring a read within this test
-        has_message=lambda mid: False,
-        held_ids=lambda group: [],
+        has_message=stored.__contains__,
         feed=feed,
         refused=lambda peer, reason, detail: None,
     )

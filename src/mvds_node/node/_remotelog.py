@@ -11,17 +11,27 @@ one message (it still syncs by every other carrier).
 every ``poll_seconds`` (and at start), and hands what we lack to the engine as a payload from
 that member: acknowledgements, dependencies and delivery work as if it had come over the
 network. A head that is forged, rolled back or points at tampered content is refused and
-reported; nothing from it enters the store.
+reported; nothing from it enters the store. Each reader's cursor (how far it has read the log
+completely) is kept in ``remotelog.sqlite`` and moves only once what the poll fetched is in the
+store, so a message that could not be stored is fetched again at the next poll, and a restart
+goes on from the cursor instead of walking the whole log.
+
+*Acknowledgements.* After a poll that moved a cursor, the node publishes its acknowledgement
+record: per member whose log it reads, the head sequence read completely (40 bytes a member). A
+writer that reads it acknowledges, as from that reader, the messages it published in the
+sequences the reader's position passed since the last record; for that it remembers which
+message went out in which of its heads (the ``published`` table, written in the transaction
+that takes them off the upload queue, and pruned once every member's position has passed them).
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -34,6 +44,7 @@ from mvds_node.remotelog import (
     LogReader,
     LogSettings,
     LogWriter,
+    log_name,
 )
 from mvds_node.remotelog._backend import Backend
 from mvds_node.remotelog._format import (
@@ -47,14 +58,23 @@ from mvds_node.remotelog._format import (
 )
 from mvds_node.remotelog._http import HttpBackend
 from mvds_node.remotelog._ipfs import IpfsBackend
+from mvds_node.remotelog._log import Cursor, ReadResult, Resume
 from mvds_node.remotelog._nats import NatsBackend
 from mvds_node.remotelog._redis import RedisBackend
 from mvds_node.sync import encode_payload
+from mvds_node.sync._wire import decode_stored
 
 __all__ = ["LogStatus", "RemoteLogService", "backend_for"]
 
 _BATCH: Final = 1000
 _FEED_CHUNK: Final = 500
+_FEED_BYTES: Final = 1024 * 1024
+"""Bytes of messages per payload handed to the engine: far below its payload limit (4 MiB), and
+one message at the body limit (1 MiB) still goes alone."""
+_ACK_CHUNK: Final = 50_000
+_PUBLISHED_MAX: Final = 100_000
+"""Rows of the ``published`` table kept per group when some member never publishes a position
+(the oldest go first; those messages are then acknowledged by sync only)."""
 _MAX_BACKOFF: Final = 60.0
 _UNREACHABLE: Final = "backend unreachable: "
 
@@ -112,20 +132,25 @@ class RemoteLogService:
         settings: LogSettings,
         poll_seconds: float,
         has_message: Callable[[bytes], bool],
-        held_ids: Callable[[bytes], list[bytes]],
         feed: Callable[[bytes, bytes], None],
         refused: Callable[[bytes, str, str], None],
+        held_ids: Callable[[bytes], list[bytes]] | None = None,
     ) -> None:
-        """``groups``: (name, group ID, group key, [(member X25519 key, member log key)])."""
+        """``groups``: (name, group ID, group key, [(member X25519 key, member log key)]).
+
+        ``held_ids`` is no longer used (acknowledgement records hold positions, not IDs); it is
+        accepted so that callers written for the old records keep working."""
+        del held_ids
         self.backend = backend
         self.settings = settings
         self.poll_seconds = poll_seconds
         self._has = has_message
-        self._held_ids = held_ids
         self._signing = signing
         self._our_log_key = signing.public_key().public_bytes_raw()
         self._ack_seq: dict[bytes, int] = {}
+        self._acks_published: dict[bytes, dict[bytes, int]] = {}
         self._acked_seen: dict[tuple[bytes, bytes], int] = {}
+        self._members: dict[bytes, frozenset[bytes]] = {}
         self._group_keys: dict[bytes, bytes | None] = {}
         self._feed = feed
         self._refused = refused
@@ -134,6 +159,23 @@ class RemoteLogService:
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS queue (seq INTEGER PRIMARY KEY, grp BLOB NOT NULL, "
             "id BLOB NOT NULL, wire BLOB NOT NULL)"
+        )
+        # How far each reader has read its log: the highest head sequence seen (rollbacks are
+        # noticed across restarts), the cursor, and a walk cut short by the page bound.
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, seen INTEGER NOT NULL, "
+            "seq INTEGER, newest BLOB, resume_seq INTEGER, resume_newest BLOB, resume_tail BLOB)"
+        )
+        # Which of our messages went out in which head of our log, for the acknowledgement
+        # records of our readers (they name head sequences).
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS published (grp BLOB NOT NULL, seq INTEGER NOT NULL, "
+            "id BLOB NOT NULL, PRIMARY KEY (grp, seq, id)) WITHOUT ROWID"
+        )
+        # Up to which of our head sequences each member's acknowledgements were fed to the engine.
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS acked (grp BLOB NOT NULL, member BLOB NOT NULL, "
+            "seq INTEGER NOT NULL, PRIMARY KEY (grp, member)) WITHOUT ROWID"
         )
         self._wake = trio.Event()
         self._kicked = trio.Event()
@@ -149,13 +191,56 @@ class RemoteLogService:
             )
             self.writers[group_id] = writer
             self.status[writer.name] = LogStatus(writer.name, our_key, name, True)
+            self._members[group_id] = frozenset(
+                [self._our_log_key, *(log_key for _, log_key in members)]
+            )
             for member, log_key in members:
                 reader = LogReader(
-                    backend, log_key, group_id, settings=settings, group_key=log_key_for_pages
+                    backend,
+                    log_key,
+                    group_id,
+                    settings=settings,
+                    group_key=log_key_for_pages,
+                    **self._load_cursor(log_name(log_key, group_id)),
                 )
                 self.readers.append((reader, member))
                 self.status[reader.name] = LogStatus(reader.name, member, name, False)
+                self.status[reader.name].seq = reader.seq
         self._refresh_queued()
+
+    def _load_cursor(self, name: str) -> dict[str, Any]:
+        row = self._db.execute(
+            "SELECT seen, seq, newest, resume_seq, resume_newest, resume_tail FROM cursors "
+            "WHERE name = ?",
+            (name,),
+        ).fetchone()
+        if row is None:
+            return {}
+        seen, seq, newest, resume_seq, resume_newest, resume_tail = row
+        cursor = Cursor(seq, newest) if seq is not None else None
+        resume = (
+            Resume(Cursor(resume_seq, resume_newest), resume_tail)
+            if resume_seq is not None
+            else None
+        )
+        return {"seq": seen, "cursor": cursor, "resume": resume}
+
+    def _save_cursor(self, reader: LogReader) -> None:
+        c, r = reader.cursor, reader.resume
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT OR REPLACE INTO cursors VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    reader.name,
+                    reader.seq,
+                    c.seq if c else None,
+                    c.newest if c else None,
+                    r.target.seq if r else None,
+                    r.target.newest if r else None,
+                    r.tail if r else None,
+                ),
+            )
 
     def close(self) -> None:
         self._db.close()
@@ -220,6 +305,12 @@ class RemoteLogService:
             with self._db:
                 self._db.execute("BEGIN")
                 self._db.executemany("DELETE FROM queue WHERE seq = ?", [(r[0],) for r in batch])
+                if writer is not None:
+                    self._db.executemany(
+                        "INSERT OR IGNORE INTO published VALUES (?, ?, ?)",
+                        [(group_id, writer.seq, r[2]) for r in batch],
+                    )
+                    self._bound_published(group_id)
             if status is not None and writer is not None:
                 status.seq, status.error = writer.seq, ""
             self._refresh_queued()
@@ -275,15 +366,17 @@ class RemoteLogService:
         status.last_poll_ms = time.time_ns() // 1_000_000
         try:
             result = await reader.poll(self._has)
-            for i in range(0, len(result.messages), _FEED_CHUNK):
-                chunk = result.messages[i : i + _FEED_CHUNK]
-                self._feed(member, encode_payload(messages=chunk))
+            for payload in _payloads(result.messages):
+                self._feed(member, payload)
+            moved = self._commit(reader, result)
+            self._save_cursor(reader)
             status.fetched += len(result.messages)
             status.behind = len(result.messages)
             status.seq = result.seq
-            if result.messages:
+            if moved and self.settings.signed:
                 await self._publish_acks(reader.group_id)
-            await self._read_acks(reader, member)
+            if self.settings.signed:
+                await self._read_acks(reader, member)
         except LogError as e:
             status.error = str(e)
             self._refused(member, "remote-log", str(e))
@@ -291,11 +384,36 @@ class RemoteLogService:
         except BackendError as e:
             status.error = f"{_UNREACHABLE}{e}"
             return
-        status.error = ""
+        if moved or not result.messages:
+            status.error = ""
+        else:
+            status.error = (
+                f"{reader.name}: fetched messages were not stored; they are fetched again at "
+                "the next poll"
+            )
+
+    def _commit(self, reader: LogReader, result: ReadResult) -> bool:
+        """Move the reader's cursor if every fetched message is in the store now. One that can
+        never be stored (ephemeral, or expired) does not hold the cursor back."""
+        wall = time.time_ns() // 1_000_000
+        never = set()
+        for mid, wire in zip(result.ids, result.messages, strict=True):
+            m = decode_stored(wire)
+            if m.ephemeral or (m.expires_at and m.expires_at <= wall):
+                never.add(mid)
+        return reader.commit(result, lambda mid: mid in never or self._has(mid))
 
     async def _publish_acks(self, group_id: bytes) -> None:
-        """Say, in our own acknowledgement record, which of the group's messages we hold: a
-        writer polling it stops retransmitting them, even if it never meets us."""
+        """Say, in our own acknowledgement record, how far we have read each member's log of the
+        group: a writer polling it stops retransmitting what we hold, even if it never meets us.
+        """
+        positions = {
+            r.writer: r.cursor.seq
+            for r, _ in self.readers
+            if r.group_id == group_id and r.cursor is not None
+        }
+        if not positions or self._acks_published.get(group_id) == positions:
+            return
         key = self._group_keys.get(group_id)
         name = acks_name(self._our_log_key, group_id)
         if group_id not in self._ack_seq:
@@ -303,7 +421,7 @@ class RemoteLogService:
             self._ack_seq[group_id] = (
                 open_head(current, name, self._our_log_key).seq if current is not None else 0
             )
-        data = encode_acks(self._held_ids(group_id))
+        data = encode_acks(positions)
         if key is not None:
             data = seal(key, data)
         seq = self._ack_seq[group_id] + 1
@@ -311,24 +429,93 @@ class RemoteLogService:
             name, sign_head(self._signing, name, seq, data, key is not None)
         )
         self._ack_seq[group_id] = seq
+        self._acks_published[group_id] = positions
 
     async def _read_acks(self, reader: LogReader, member: bytes) -> None:
-        """Acknowledgements the member published: fed to the engine as ACKs from it."""
-        name = acks_name(reader.writer, reader.group_id)
+        """The member's acknowledgement record: the messages we published up to the head
+        sequence it has read of our log are fed to the engine as ACKs from it.
+
+        Raises:
+            LogError: a record that is forged, sealed without our key, or malformed (too long,
+                unknown version, an entry for a key that is not a member); nothing changes.
+        """
+        group_id = reader.group_id
+        name = acks_name(reader.writer, group_id)
         record = await self.backend.ns_fetch(name)
         if record is None:
             return
         head = open_head(record, name, reader.writer)
-        seen = (member, reader.group_id)
+        seen = (member, group_id)
         if head.seq <= self._acked_seen.get(seen, 0):
             return
         data = head.log
         if head.sealed:
-            key = self._group_keys.get(reader.group_id)
+            key = self._group_keys.get(group_id)
             if key is None:
                 raise LogError(f"{name}: sealed and we have no key")
             data = unseal(key, data, name)
-        ids = decode_acks(data, name)
-        for i in range(0, len(ids), 50_000):
-            self._feed(member, encode_payload(acks=ids[i : i + 50_000]))
+        acks = decode_acks(data, name, members=self._members[group_id])
         self._acked_seen[seen] = head.seq
+        ids = list(acks.ids)  # a record of the old format: the IDs it holds
+        position = acks.positions.get(self._our_log_key)
+        if position is not None:
+            row = self._db.execute(
+                "SELECT seq FROM acked WHERE grp = ? AND member = ?", (group_id, member)
+            ).fetchone()
+            last = row[0] if row is not None else 0
+            if position > last:
+                ids += [
+                    mid
+                    for (mid,) in self._db.execute(
+                        "SELECT id FROM published WHERE grp = ? AND seq > ? AND seq <= ?",
+                        (group_id, last, position),
+                    )
+                ]
+            # A position that went back (the member lost its state) is taken as it is: what
+            # it reads again is acknowledged again, which is harmless.
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.execute(
+                    "INSERT OR REPLACE INTO acked VALUES (?, ?, ?)", (group_id, member, position)
+                )
+                self._prune_published(group_id)
+        for i in range(0, len(ids), _ACK_CHUNK):
+            self._feed(member, encode_payload(acks=ids[i : i + _ACK_CHUNK]))
+
+    def _prune_published(self, group_id: bytes) -> None:
+        """Forget what every member whose log we read has read past (call inside a
+        transaction)."""
+        members = [m for r, m in self.readers if r.group_id == group_id]
+        if not members:
+            return
+        marks = dict(
+            self._db.execute("SELECT member, seq FROM acked WHERE grp = ?", (group_id,)).fetchall()
+        )
+        floor = min(marks.get(m, 0) for m in members)
+        if floor > 0:
+            self._db.execute("DELETE FROM published WHERE grp = ? AND seq <= ?", (group_id, floor))
+
+    def _bound_published(self, group_id: bytes) -> None:
+        (count,) = self._db.execute(
+            "SELECT count(*) FROM published WHERE grp = ?", (group_id,)
+        ).fetchone()
+        if count > _PUBLISHED_MAX:
+            self._db.execute(
+                "DELETE FROM published WHERE grp = ? AND seq <= (SELECT seq FROM published "
+                "WHERE grp = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+                (group_id, group_id, _PUBLISHED_MAX),
+            )
+
+
+def _payloads(messages: list[bytes]) -> Iterator[bytes]:
+    """MVDS payloads carrying ``messages`` in order, each within the engine's limits."""
+    chunk: list[bytes] = []
+    size = 0
+    for wire in messages:
+        if chunk and (len(chunk) >= _FEED_CHUNK or size + len(wire) > _FEED_BYTES):
+            yield encode_payload(messages=chunk)
+            chunk, size = [], 0
+        chunk.append(wire)
+        size += len(wire)
+    if chunk:
+        yield encode_payload(messages=chunk)

@@ -12,6 +12,8 @@ Decisions the spec leaves open (``docs/remote-log.md`` explains them):
   noticed.
 * **Sealing**: with a group key, every page and CAS object is ChaCha20-Poly1305 ciphertext (the
   helper stores what it cannot read). Without one, records are the spec's messages as they are.
+* **Acknowledgement records** say, per writer, up to which head sequence the publisher has read
+  that writer's log completely: one 40-byte entry per member, whatever the history's length.
 """
 
 from __future__ import annotations
@@ -35,7 +37,12 @@ from mvds_node.errors import RemoteProtocolError
 from mvds_node.remotelog.proto import remotelog_pb2
 
 __all__ = [
+    "ACKS_V1",
+    "ACK_ENTRY_BYTES",
+    "MAX_ACKS",
+    "MAX_ACK_ENTRIES",
     "MAX_OBJECT_BYTES",
+    "Acks",
     "Head",
     "LogError",
     "Page",
@@ -140,22 +147,85 @@ def parse_page(data: bytes, where: str) -> Page:
 
 
 def acks_name(writer: bytes, group_id: bytes) -> str:
-    """The NS name under which ``writer`` publishes the IDs it holds of a group."""
+    """The NS name of ``writer``'s acknowledgement record for a group: how far it has read the
+    logs of the group's members."""
     return log_name(writer, group_id) + "/acks"
 
 
+ACKS_V1: Final = 0x01
+"""First byte of an acknowledgement record: positions, 40-byte entries."""
+ACK_ENTRY_BYTES: Final = 40
+"""A writer's log key (32 bytes) and the head sequence read completely (8 bytes, big endian)."""
+MAX_ACK_ENTRIES: Final = 1024
+"""Entries in one record: one per member whose log the publisher reads (41 KiB at most)."""
 MAX_ACKS: Final = 100_000
-"""IDs in one acknowledgement record (the newest; 3.2 MB)."""
+"""IDs in a record of the old format (a bare list of IDs), still accepted when read."""
 
 
-def encode_acks(ids: list[bytes]) -> bytes:
-    return b"".join(ids[:MAX_ACKS])
+@dataclass(frozen=True, slots=True)
+class Acks:
+    """A decoded acknowledgement record."""
+
+    positions: dict[bytes, int]
+    """Writer log key -> the head sequence of that writer's log that the publisher has read
+    completely: it holds every message the writer published up to that sequence."""
+    ids: tuple[bytes, ...] = ()
+    """Message IDs the publisher holds, from a record of the old format (no positions)."""
 
 
-def decode_acks(data: bytes, where: str) -> list[bytes]:
-    if len(data) % 32 or len(data) > 32 * MAX_ACKS:
+def encode_acks(positions: dict[bytes, int]) -> bytes:
+    """An acknowledgement record: ``ACKS_V1``, then one entry per writer, sorted by key.
+
+    Raises:
+        ValueError: more than :data:`MAX_ACK_ENTRIES` entries, a key that is not 32 bytes, or a
+            sequence outside 0..2**64-1.
+    """
+    if len(positions) > MAX_ACK_ENTRIES:
+        raise ValueError(f"{len(positions)} acknowledgement entries (at most {MAX_ACK_ENTRIES})")
+    out = bytearray([ACKS_V1])
+    for key in sorted(positions):
+        if len(key) != 32:
+            raise ValueError("a writer key is not 32 bytes")
+        out += key + struct.pack(">Q", positions[key])
+    return bytes(out)
+
+
+def decode_acks(data: bytes, where: str, *, members: frozenset[bytes] | None = None) -> Acks:
+    """Decode and check an acknowledgement record.
+
+    A record of the new format has an odd length (1 + 40 n); one of the old format is a bare
+    list of 32-byte IDs (an even length), so the two cannot be confused.
+
+    Args:
+        members: the log keys an entry may name (the group's members we know); None: any.
+
+    Raises:
+        LogError: a bad tag or length, too many entries, entries out of order or repeated, or an
+            entry for a key outside ``members``.
+    """
+    if len(data) % 32 == 0:  # the old format: IDs, newest first
+        if len(data) > 32 * MAX_ACKS:
+            raise LogError(
+                f"{where}: acknowledgement record of {len(data)} bytes is over the limit"
+            )
+        return Acks({}, tuple(data[i : i + 32] for i in range(0, len(data), 32)))
+    if len(data) > 1 + ACK_ENTRY_BYTES * MAX_ACK_ENTRIES:
+        raise LogError(f"{where}: acknowledgement record of {len(data)} bytes is over the limit")
+    if data[0] != ACKS_V1:
+        raise LogError(f"{where}: acknowledgement record of unknown version {data[0]}")
+    if (len(data) - 1) % ACK_ENTRY_BYTES:
         raise LogError(f"{where}: acknowledgement record of {len(data)} bytes is malformed")
-    return [data[i : i + 32] for i in range(0, len(data), 32)]
+    positions: dict[bytes, int] = {}
+    previous = b""
+    for i in range(1, len(data), ACK_ENTRY_BYTES):
+        key = data[i : i + 32]
+        if key <= previous:
+            raise LogError(f"{where}: acknowledgement entries out of order or repeated")
+        if members is not None and key not in members:
+            raise LogError(f"{where}: acknowledgement entry for {key.hex()[:16]}, not a member")
+        (positions[key],) = struct.unpack(">Q", data[i + 32 : i + ACK_ENTRY_BYTES])
+        previous = key
+    return Acks(positions)
 
 
 def _signed_bytes(name: str, seq: int, log: bytes, sealed: bool) -> bytes:

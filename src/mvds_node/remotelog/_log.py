@@ -8,9 +8,13 @@ frozen page, and one per message stored by address (none when everything is inli
 that restarts reads its own head back from the NS and goes on from there.
 
 :class:`LogReader` polls a writer's head, checks its signature and that its sequence number
-never goes back, walks pages from the newest until it meets a message it already has, fetches
-the missing bodies (a bounded number at a time), and checks every object against its address
-and every message against its ID before handing the messages over, oldest first.
+never goes back, walks pages from the newest down to its :class:`Cursor` (the newest message of
+the log when it last read it completely; the whole log the first time), skipping the messages
+it already has, fetches the missing bodies (a bounded number at a time), and checks every object
+against its address and every message against its ID before handing the messages over, oldest
+first. The cursor moves only when the caller says the messages are stored
+(:meth:`LogReader.commit`), so "read completely" means "holds every message up to there". A
+walk that the page bound cuts short goes on from the page where it stopped at the next poll.
 
 The three modes of the spec are settings: fully replicated (``inline >= page_size``), pages
 with CAS mapping (``inline = 0``), linked list (``page_size = 1``).
