@@ -51,7 +51,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from mvds_node.remotelog import BackendError, LogReader, LogSettings, LogWriter, MemoryBackend
 from mvds_node.remotelog._format import (
-    MAX_ACKS,
     acks_name,
     decode_acks,
     encode_acks,
@@ -315,6 +314,9 @@ class _Node:
     signing: Ed25519PrivateKey | None = None
     log_pub: bytes = b""
     acks_seq: int = 0
+    published: list[tuple[int, list[bytes]]] | None = None
+    """(head sequence of its log, IDs that went out in it), oldest first."""
+    acks_positions: dict[bytes, int] | None = None
 
 
 class _Sim:
@@ -401,6 +403,7 @@ class _Sim:
                     if q != node.index and not self.nodes[q].cache
                 )
         self.acks_seen: dict[tuple[int, int], int] = {}
+        self.acked_to: dict[tuple[int, int], int] = {}
         # Event queue and counters.
         self.heap: list[tuple[float, int, int, int, Any]] = []
         self.seq = 0
@@ -612,21 +615,25 @@ class _Sim:
         if node.upload and node.writer is not None:
             drive(node.writer.append(node.upload))
             self.log_put += len(node.upload)
+            if self.s.log_acks:
+                if node.published is None:
+                    node.published = []
+                node.published.append((node.writer.seq, [mid for mid, _ in node.upload]))
             node.upload.clear()
         if not poll:
             return
         engine = node.engine
-        fetched = False
+        moved = False
         for reader, q in node.readers:
             result = drive(reader.poll(node.store.has_message))
             if result.messages:
-                fetched = True
                 self.log_get += len(result.messages)
                 for start in range(0, len(result.messages), _FEED_CHUNK):
                     chunk = result.messages[start : start + _FEED_CHUNK]
                     engine.receive_payload(self.nodes[q].key, encode_payload(messages=chunk), now=t)
+            moved = reader.commit(result, node.store.has_message) or moved
         if self.s.log_acks:
-            if fetched:
+            if moved:
                 self._publish_acks(node)
             for reader, q in node.readers:
                 self._read_acks(node, reader, q, t)
@@ -634,14 +641,19 @@ class _Sim:
 
     def _publish_acks(self, node: _Node) -> None:
         assert self.backend is not None and node.signing is not None
-        ids = node.store.recent_ids(node.gid, MAX_ACKS)
+        positions = {r.writer: r.cursor.seq for r, _ in node.readers if r.cursor is not None}
+        if positions == node.acks_positions:
+            return
+        node.acks_positions = positions
         name = acks_name(node.log_pub, node.gid)
         node.acks_seq += 1
-        record = sign_head(node.signing, name, node.acks_seq, encode_acks(ids), False)
+        record = sign_head(node.signing, name, node.acks_seq, encode_acks(positions), False)
         drive(self.backend.ns_update(name, record))
-        self.log_ack += len(ids)
+        self.log_ack += len(positions)
 
     def _read_acks(self, node: _Node, reader: LogReader, q: int, t: float) -> None:
+        """``q``'s record: what ``node`` published in the heads ``q`` has read since the last
+        record becomes ACKs from ``q``."""
         assert self.backend is not None
         name = acks_name(reader.writer, node.gid)
         record = drive(self.backend.ns_fetch(name))
@@ -652,10 +664,19 @@ class _Sim:
         if head.seq <= self.acks_seen.get(seen, 0):
             return
         self.acks_seen[seen] = head.seq
-        ids = decode_acks(head.log, name)
+        position = decode_acks(head.log, name).positions.get(node.log_pub)
+        last = self.acked_to.get(seen, 0)
+        if position is None or position <= last or not node.published:
+            return
+        self.acked_to[seen] = position
+        ids = [mid for seq, batch in node.published if last < seq <= position for mid in batch]
         for start in range(0, len(ids), _ACK_CHUNK):
             payload = encode_payload(acks=ids[start : start + _ACK_CHUNK])
             node.engine.receive_payload(self.nodes[q].key, payload, now=t)
+        # Forget the heads every reader of this log has read past (readers are symmetric).
+        floor = min(self.acked_to.get((node.index, r), 0) for _, r in node.readers)
+        while node.published and node.published[0][0] <= floor:
+            node.published.pop(0)
 
     # --------------------------------------------------------------------- loop
 
