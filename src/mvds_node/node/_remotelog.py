@@ -151,6 +151,7 @@ class RemoteLogService:
         self._acks_published: dict[bytes, dict[bytes, int]] = {}
         self._acked_seen: dict[tuple[bytes, bytes], int] = {}
         self._members: dict[bytes, frozenset[bytes]] = {}
+        self._saved: dict[str, tuple[int, Cursor | None, Resume | None]] = {}
         self._group_keys: dict[bytes, bytes | None] = {}
         self._feed = feed
         self._refused = refused
@@ -227,6 +228,10 @@ class RemoteLogService:
 
     def _save_cursor(self, reader: LogReader) -> None:
         c, r = reader.cursor, reader.resume
+        state = (reader.seq, c, r)
+        if self._saved.get(reader.name) == state:
+            return  # an idle poll writes nothing
+        self._saved[reader.name] = state
         with self._db:
             self._db.execute("BEGIN")
             self._db.execute(
@@ -373,9 +378,9 @@ class RemoteLogService:
             status.fetched += len(result.messages)
             status.behind = len(result.messages)
             status.seq = result.seq
-            if moved and self.settings.signed:
-                await self._publish_acks(reader.group_id)
             if self.settings.signed:
+                # Also after a poll that moved nothing: a publication that failed is retried.
+                await self._publish_acks(reader.group_id)
                 await self._read_acks(reader, member)
         except LogError as e:
             status.error = str(e)
