@@ -442,7 +442,8 @@ class RemoteLogService:
 
         Raises:
             LogError: a record that is forged, sealed without our key, or malformed (too long,
-                unknown version, an entry for a key that is not a member); nothing changes.
+                unknown version, entries out of order); nothing changes. Entries for logs we do
+                not read are skipped.
         """
         group_id = reader.group_id
         name = acks_name(reader.writer, group_id)

@@ -197,11 +197,12 @@ def decode_acks(data: bytes, where: str, *, members: frozenset[bytes] | None = N
     list of 32-byte IDs (an even length), so the two cannot be confused.
 
     Args:
-        members: the log keys an entry may name (the group's members we know); None: any.
+        members: the log keys we care about (the group's members we know); entries for other
+            keys are skipped: the publisher may read logs of members we were not told about.
+            None: keep every entry.
 
     Raises:
-        LogError: a bad tag or length, too many entries, entries out of order or repeated, or an
-            entry for a key outside ``members``.
+        LogError: a bad tag or length, too many entries, or entries out of order or repeated.
     """
     if len(data) % 32 == 0:  # the old format: IDs, newest first
         if len(data) > 32 * MAX_ACKS:
@@ -221,10 +222,10 @@ def decode_acks(data: bytes, where: str, *, members: frozenset[bytes] | None = N
         key = data[i : i + 32]
         if key <= previous:
             raise LogError(f"{where}: acknowledgement entries out of order or repeated")
-        if members is not None and key not in members:
-            raise LogError(f"{where}: acknowledgement entry for {key.hex()[:16]}, not a member")
-        (positions[key],) = struct.unpack(">Q", data[i + 32 : i + ACK_ENTRY_BYTES])
         previous = key
+        if members is not None and key not in members:
+            continue
+        (positions[key],) = struct.unpack(">Q", data[i + 32 : i + ACK_ENTRY_BYTES])
     return Acks(positions)
 
 
