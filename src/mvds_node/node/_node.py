@@ -789,6 +789,8 @@ class Node:
                 self._engine.set_peer_latency(event.peer, RELIABLE_RETRANSMIT_SECONDS)
                 self._datagram_cap(event.peer, on_tcp=True)
                 self._engine.reset_peer(event.peer, now=trio.current_time())
+                # New messages for it are stored once and sent from memory while it is up.
+                self._engine.set_peer_reliable(event.peer, True, now=trio.current_time())
                 self._emit(PeerConnected(event.peer, event.address))
                 if self._remote_log is not None:
                     self._remote_log.kick()  # we are online again: read the logs now
@@ -797,6 +799,7 @@ class Node:
                     await self._tcp.send(event.peer, encode_frame(Hello()))
             elif isinstance(event, PeerDown):
                 self._connected.pop(event.peer, None)
+                self._engine.set_peer_reliable(event.peer, False, now=trio.current_time())
                 self._datagram_cap(event.peer, on_tcp=False)
                 self._emit(PeerDisconnected(event.peer, event.address, event.reason))
             elif isinstance(event, InputRejected):

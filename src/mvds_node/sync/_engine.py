@@ -38,6 +38,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from heapq import nsmallest
+from itertools import islice
 from typing import Final, final
 
 from mvds_node.errors import LocalProtocolError
@@ -160,6 +161,10 @@ class Engine:
         self._ephemeral_out: dict[bytes, deque[bytes]] = {}
         self._seen_ephemeral: dict[bytes, None] = {}
         self._min_gap: dict[bytes, int] = {}
+        # Peers on a reliable live carrier, and per peer the messages sent to it whose records
+        # were written as transmitted already (see set_peer_reliable): ID -> (kind, group).
+        self._reliable: set[bytes] = set()
+        self._fresh: dict[bytes, dict[bytes, tuple[RecordType, bytes]]] = {}
         self._peer_cap: dict[bytes, int] = {}
         self._wall = 0
         self._stored_epoch = self._epoch0
@@ -273,6 +278,7 @@ class Engine:
             del self._peer_groups[peer]
             self._acks.pop(peer, None)
             self._ephemeral_out.pop(peer, None)
+            self._fresh.pop(peer, None)
 
     def _drop_member_records(self, group_id: bytes, peer: bytes) -> None:
         doomed = [
@@ -311,6 +317,49 @@ class Engine:
             self._min_gap[peer] = gap
         else:
             self._min_gap.pop(peer, None)
+
+    def set_peer_reliable(self, peer: bytes, reliable: bool, *, now: float) -> None:
+        """Declare whether ``peer`` is reached now over a reliable, live connection (TCP).
+
+        While it is, a message sent to it has its record written once, at ``send``, in the state
+        of a record transmitted once (its retransmission due after the usual gap), and its first
+        transmission goes out from memory in the next payload, instead of the record being
+        written again when it is drained: a bulk sender stores each record once and deletes it
+        at the ACK. A crash before that first transmission loses nothing (the record is
+        durable, due at the retransmission time, and a reconnection re-arms it at once with
+        :meth:`reset_peer`). At most ``Limits.max_pending_acks`` messages per peer wait in
+        memory; beyond that, sends use the records as usual. Declaring the peer unreliable again
+        (the connection went down) re-arms the records of messages still waiting.
+
+        Call ``payloads_to_send`` next.
+        """
+        self._advance(now)
+        if reliable:
+            self._reliable.add(peer)
+            return
+        self._reliable.discard(peer)
+        waiting = self._fresh.pop(peer, None)
+        if not waiting:
+            return
+        records = self._store.get_records(list(waiting), peer)
+        due = self._first_due(peer)
+        for r in records.values():
+            r.send_count = 0
+            r.first_epoch = -1
+            r.send_epoch = due
+            r.parked = False
+        if records:
+            with self._store.transaction():
+                self._store.put_records(records.values())
+            self._schedule(due)
+
+    def _retransmit_epoch(self, peer: bytes, message_id: bytes, epoch: int, count: int) -> int:
+        """When a record transmitted ``count`` times, the last in ``epoch``, is next due."""
+        nxt = self._cfg.backoff.next_epoch(epoch=epoch, send_count=count, key=message_id + peer)
+        gap = self._min_gap.get(peer)
+        if gap is not None and nxt < epoch + gap:
+            nxt = epoch + gap
+        return nxt
 
     # -------------------------------------------------------------- app input
 
@@ -387,13 +436,30 @@ class Engine:
             ):
                 return mid  # the same group, timestamp and body: the same message
             records = []
+            fresh = []
+            reliable = self._reliable
             for peer, mode in members.items():
                 kind = _MESSAGE if mode is Mode.BATCH else _OFFER
+                if peer in reliable:
+                    waiting = self._fresh.get(peer)
+                    if waiting is None or len(waiting) < limits.max_pending_acks:
+                        # Written once, as transmitted; the transmission follows from memory.
+                        epoch = self._epoch
+                        due = self._retransmit_epoch(peer, mid, epoch, 1)
+                        records.append(Record(mid, peer, kind, group_id, 1, due, epoch))
+                        fresh.append((peer, kind))
+                        self._schedule(due)
+                        continue
                 due = self._first_due(peer)
                 records.append(Record(mid, peer, kind, group_id, 0, due))
                 self._schedule(due)
             if records:
                 store.put_records(records)
+        for peer, kind in fresh:
+            waiting = self._fresh.get(peer)
+            if waiting is None:
+                waiting = self._fresh[peer] = {}
+            waiting[mid] = (kind, group_id)
         if not expires_at:
             # An expiring message is never a parent, so it cannot stand in for the messages it
             # names: they stay in the frontier, and the next message names them.
@@ -631,6 +697,7 @@ class Engine:
         next.
         """
         self._advance(now)
+        self._fresh.pop(peer, None)  # their records are re-armed below
         records = self._store.records_for_peer(peer)
         due = self._first_due(peer)
         for r in records:
@@ -1107,7 +1174,7 @@ class Engine:
         if nd is not None and (best is None or nd < best):
             best = max(nd, epoch)
         done = self._done_epoch
-        for table in (self._acks, self._ephemeral_out):
+        for table in (self._acks, self._ephemeral_out, self._fresh):
             for peer, q in table.items():
                 if q:
                     e = epoch + 1 if done.get(peer) == epoch else epoch
@@ -1141,6 +1208,8 @@ class Engine:
             if nd is not None and nd <= epoch:
                 used, cut = self._drain_records(epoch, budget, out)
                 self._next_due = store.min_due_epoch()
+            if self._fresh and not cut:
+                used, cut = self._drain_fresh(epoch, budget, used, out)
             if epoch != self._stored_epoch:
                 store.set_epoch(epoch)
                 self._stored_epoch = epoch
@@ -1176,6 +1245,40 @@ class Engine:
                 result.append((peer, data))
         return result
 
+    def _drain_fresh(
+        self, epoch: int, budget: int, used: int, out: dict[bytes, _Outgoing]
+    ) -> tuple[int, bool]:
+        """First transmissions to reliable peers (see set_peer_reliable), oldest first, within
+        what is left of the budget; their records were written as transmitted already."""
+        store = self._store
+        groups = self._groups
+        done = self._done_epoch
+        for peer, waiting in self._fresh.items():
+            if not waiting or done.get(peer) == epoch:
+                continue
+            o = out.get(peer)
+            if o is None:
+                o = out[peer] = _Outgoing([], [], [], [])
+            while waiting:
+                chunk = list(islice(waiting, _WIRES_AHEAD))
+                wires = store.get_wires([m for m in chunk if waiting[m][0] is _MESSAGE])
+                for mid in chunk:
+                    kind, group = waiting.pop(mid)
+                    if peer not in groups.get(group, ()):
+                        continue  # the peer left the group
+                    if kind is _MESSAGE:
+                        wire = wires.get(mid)
+                        if wire is None:
+                            continue  # gone (expired) or never committed
+                        o.messages.append(wire)
+                        used += payload_overhead(len(wire))
+                    else:
+                        o.offers.append(mid)
+                        used += ID_RECORD_SIZE
+                    if used >= budget:
+                        return used, True
+        return used, False
+
     def _drain_records(
         self,
         epoch: int,
@@ -1188,8 +1291,7 @@ class Engine:
         cfg = self._cfg
         max_attempts = cfg.give_up.max_attempts
         max_age = cfg.give_up.max_age_epochs
-        next_epoch = cfg.backoff.next_epoch
-        min_gap = self._min_gap
+        retransmit_epoch = self._retransmit_epoch
         groups = self._groups
         used = 0
         cut = False
@@ -1244,11 +1346,7 @@ class Engine:
                 r.send_count = count
                 if r.first_epoch < 0:
                     r.first_epoch = epoch
-                nxt = next_epoch(epoch=epoch, send_count=count, key=r.message_id + peer)
-                gap = min_gap.get(peer)
-                if gap is not None and nxt < epoch + gap:
-                    nxt = epoch + gap
-                r.send_epoch = nxt
+                r.send_epoch = retransmit_epoch(peer, r.message_id, epoch, count)
                 updates.append(r)
                 if used >= budget:
                     cut = True
