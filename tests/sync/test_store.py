@@ -445,7 +445,7 @@ def test_delete_acked(store: Store) -> None:
         + [rec(0, peer=Q), rec(100, kind=REQUEST), rec(101, kind=OFFER)]
     )
     acked = [mid(n) for n in (*range(0, 100, 2), 100, 101, 102)]
-    done = store.delete_acked(acked + [mid(0)], P, frozenset({MESSAGE, OFFER}))
+    done = store.delete_acked([*acked, mid(0)], P, frozenset({MESSAGE, OFFER}))
     assert done == {mid(n) for n in (*range(0, 100, 2), 101)}, "not the REQUEST, not unknown"
     assert store.get_record(mid(0), P) is None
     assert store.get_record(mid(0), Q) is not None, "another peer's record stays"

@@ -498,8 +498,7 @@ class Node:
         await trio.lowlevel.checkpoint()
         now = trio.current_time()
         stamp = wall_ms()
-        with self._engine.batch():
-            ids = [self._engine.send(cfg.id, body, now=now, timestamp=stamp) for body in bodies]
+        ids = self._engine.send_many(cfg.id, bodies, now=now, timestamp=stamp)
         self._to_log(cfg.id, ids)
         self._wake()
         return ids

@@ -468,6 +468,93 @@ class Engine:
             frontier[mid] = None
         return mid
 
+    def send_many(
+        self, group_id: bytes, bodies: Sequence[bytes], *, now: float, timestamp: int
+    ) -> list[bytes]:
+        """Send several durable messages to a group, in order, as one input; return their IDs.
+
+        The same as calling :meth:`send` for each body inside :meth:`batch` (each message
+        names the one before it as its parent, the first names the frontier), with the store
+        written a table at a time instead of a message at a time. All of them are in the
+        store when this returns, or none (it raises). Call ``payloads_to_send`` next.
+
+        Raises:
+            LocalProtocolError: unknown group, a body over the limit, a bad timestamp.
+        """
+        limits = self._limits
+        members = self._groups.get(group_id)
+        if members is None:
+            raise LocalProtocolError(f"unknown group {group_id.hex()}")
+        if not -(2**63) <= timestamp < 2**63:
+            raise LocalProtocolError("timestamp does not fit in int64")
+        for body in bodies:
+            if len(body) > limits.max_body_bytes:
+                raise LocalProtocolError(
+                    f"body of {len(body)} bytes exceeds the limit of {limits.max_body_bytes}"
+                )
+        self._advance(now)
+        ids = [message_id(group_id, timestamp, body) for body in bodies]
+        with self.batch():
+            if len(set(ids)) != len(ids) or not self._send_new(group_id, bodies, ids, timestamp):
+                # A message already stored, or one twice: the general path says what each does.
+                return [self.send(group_id, b, now=now, timestamp=timestamp) for b in bodies]
+        return ids
+
+    def _send_new(
+        self, group_id: bytes, bodies: Sequence[bytes], ids: list[bytes], timestamp: int
+    ) -> bool:
+        """:meth:`send_many` when none of ``ids`` is stored yet; False (nothing done) if one is."""
+        if not ids:
+            return True
+        frontier = self._frontier[group_id]
+        cap = self._limits.max_parents
+        first = tuple(sorted(frontier)) if len(frontier) <= cap else tuple(nsmallest(cap, frontier))
+        messages = []
+        parents: tuple[bytes, ...] = first
+        for mid, body in zip(ids, bodies, strict=True):
+            wire = encode_message(group_id, timestamp, body, parents=parents)
+            messages.append(StoredMessage(mid, group_id, timestamp, wire, parents))
+            parents = (mid,)
+        store = self._store
+        if not store.add_messages(messages):
+            return False
+        members = self._groups[group_id]
+        records = []
+        fresh: list[tuple[bytes, RecordType]] = []
+        epoch = self._epoch
+        for peer, mode in members.items():
+            kind = _MESSAGE if mode is Mode.BATCH else _OFFER
+            waiting = self._fresh.get(peer) if peer in self._reliable else None
+            if peer in self._reliable and (
+                waiting is None or len(waiting) + len(ids) <= self._limits.max_pending_acks
+            ):
+                # Written once, as transmitted; the transmission follows from memory.
+                retransmit = self._retransmit_epoch
+                soonest = None
+                for mid in ids:
+                    due = retransmit(peer, mid, epoch, 1)
+                    records.append(Record(mid, peer, kind, group_id, 1, due, epoch))
+                    soonest = due if soonest is None or due < soonest else soonest
+                if soonest is not None:
+                    self._schedule(soonest)
+                fresh.append((peer, kind))
+                continue
+            due = self._first_due(peer)
+            records.extend(Record(mid, peer, kind, group_id, 0, due) for mid in ids)
+            self._schedule(due)
+        if records:
+            store.put_records(records)
+        for p in first:
+            frontier.pop(p, None)
+        frontier[ids[-1]] = None
+        for peer, kind in fresh:
+            waiting = self._fresh.get(peer)
+            if waiting is None:
+                waiting = self._fresh[peer] = {}
+            for mid in ids:
+                waiting[mid] = (kind, group_id)
+        return True
+
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
         """Commit every ``send`` inside the block in one store transaction.

@@ -65,7 +65,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Final, Literal, final
 
@@ -175,6 +175,9 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
 }
 
 _BEGIN: Final = "BEGIN IMMEDIATE"
+_SAVEPOINT: Final = "SAVEPOINT add_messages"
+_ROLLBACK_TO_SAVEPOINT: Final = "ROLLBACK TO add_messages"
+_RELEASE_SAVEPOINT: Final = "RELEASE add_messages"
 _COMMIT: Final = "COMMIT"
 _ROLLBACK: Final = "ROLLBACK"
 
@@ -810,6 +813,74 @@ class SQLiteStore:
             raise StoreError(f"{self._path}: cannot write a message body ({e})") from e
         if self._message_count is not None:
             self._message_count += 1
+        return True
+
+    def add_messages(self, messages: Sequence[StoredMessage]) -> bool:
+        """Store all of ``messages`` (distinct IDs) with one statement per table, or none of
+        them and return False if one is already stored.
+
+        Raises:
+            LocalProtocolError: a parent ID is not 32 bytes.
+        """
+        rows: list[tuple[object, ...]] = []
+        links: list[tuple[bytes, bytes]] = []
+        external = self._bodies is not None
+        start = self._seg_end
+        try:
+            with self._tx:
+                cur = self._cur
+                cur.execute(_SAVEPOINT)
+                try:
+                    for m in messages:
+                        parents = m.parents
+                        if any(len(p) != _ID_SIZE for p in parents):
+                            raise LocalProtocolError(f"parent IDs must be {_ID_SIZE} bytes")
+                        mid = m.id
+                        links.extend([(p, mid) for p in parents])
+                        wire = m.wire
+                        size = len(wire)
+                        seg = pos = length = None
+                        if size >= EXTERNAL_MIN and external:
+                            seg, pos = self._append(wire)
+                            self._seg_end = pos + size  # the next body goes after it
+                            wire, length = b"", size
+                        rows.append(
+                            (
+                                mid,
+                                m.group_id,
+                                m.timestamp,
+                                wire,
+                                b"".join(parents),
+                                m.expires_at,
+                                m.delivered,
+                                seg,
+                                pos,
+                                length,
+                            )
+                        )
+                    cur.executemany(_ADD_MESSAGE, rows)
+                    stored = cur.rowcount == len(rows)
+                    if stored and links:
+                        cur.executemany(_ADD_PARENT, links)
+                except BaseException:
+                    cur.execute(_ROLLBACK_TO_SAVEPOINT)
+                    cur.execute(_RELEASE_SAVEPOINT)
+                    raise
+                if not stored:  # one was there already: take none of them
+                    cur.execute(_ROLLBACK_TO_SAVEPOINT)
+                cur.execute(_RELEASE_SAVEPOINT)
+        except BaseException as e:
+            self._seg_end = start  # no row refers to the bodies written
+            if isinstance(e, sqlite3.Error):
+                raise self._error(e) from e
+            if isinstance(e, OSError):
+                raise StoreError(f"{self._path}: cannot write a message body ({e})") from e
+            raise
+        if not stored:
+            self._seg_end = start
+            return False
+        if self._message_count is not None:
+            self._message_count += len(rows)
         return True
 
     def delete_message(self, message_id: bytes) -> None:

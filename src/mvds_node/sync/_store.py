@@ -18,7 +18,7 @@ stored parents when the engine starts.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Protocol, final
@@ -81,6 +81,11 @@ class Store(Protocol):
 
     def add_message(self, message: StoredMessage) -> bool:
         """Store ``message``; return False (and change nothing) if it is already stored."""
+        ...
+
+    def add_messages(self, messages: Sequence[StoredMessage]) -> bool:
+        """Store every one of ``messages`` (distinct IDs), or none of them and return False if
+        one is already stored. For a batch of new messages: one call instead of one each."""
         ...
 
     def delete_message(self, message_id: bytes) -> None:
@@ -210,6 +215,14 @@ class MemoryStore:
             refs = self._parent_refs
             for p in message.parents:
                 refs[p] = refs.get(p, 0) + 1
+        return True
+
+    def add_messages(self, messages: Sequence[StoredMessage]) -> bool:
+        stored = self._messages
+        if any(m.id in stored for m in messages):
+            return False
+        for m in messages:
+            self.add_message(m)
         return True
 
     def delete_message(self, message_id: bytes) -> None:
