@@ -19,6 +19,13 @@ before they are acknowledged. Shutdown (cancellation, Ctrl-C) only closes: there
 memory that the store does not already hold, except ephemeral traffic, which is by definition
 allowed to vanish.
 
+*Pacing.* Trio runs one task at a time, so an application that sends in a tight loop would leave
+the connection writers only the moments between its calls. :meth:`Node.send` and
+:meth:`Node.send_many` therefore first wait (up to an epoch) while a connection has more than a
+couple of payloads queued: the application goes at the pace of the network, and the queues stay
+short. While a TCP connection to a peer is up, the engine writes the record of each new message
+for it once (:meth:`Engine.set_peer_reliable`).
+
 *Peers and carriers.* A peer is its X25519 key, whatever carries its packets: the engine keeps
 one acknowledgement space per peer, so a message sent over TCP may be acknowledged in a bundle
 file. For each payload the node picks the first carrier that reaches the peer now (a live TCP
@@ -106,6 +113,10 @@ _INBOX_SIZE: Final = 256
 carriers wait, which pushes back on the senders instead of growing our memory."""
 _INBOX_BATCH: Final = 256
 """Packets the loop takes in one go before draining output, so acks go out promptly under load."""
+_APP_QUEUE_LIMIT: Final = 2
+"""Packets a connection may have queued before :meth:`Node.send` and :meth:`Node.send_many` wait
+for it, up to an epoch (a burst of sends stays ahead of the network by about this many
+payloads)."""
 RELIABLE_RETRANSMIT_SECONDS: Final = 30.0
 """Retransmission gap (halved) for peers on a live TCP connection; see the PeerUp handling."""
 _SUBSCRIBER_BUFFER: Final = 1024
@@ -477,6 +488,7 @@ class Node:
                 if peer != self.identity.public_key:
                     await self._route(peer).send(peer, packet)
             return b""
+        await self._wait_for_congested_peers(_APP_QUEUE_LIMIT)  # see send_many
         mid = self._engine.send(
             cfg.id, body, now=trio.current_time(), timestamp=wall_ms(), expires_at=expires_at
         )
@@ -496,6 +508,11 @@ class Node:
         """
         cfg = self.config.group(group)
         await trio.lowlevel.checkpoint()
+        # Pace the application to the network: while a connection still has payloads queued,
+        # let its writer run (for up to an epoch) instead of storing more. Without this, an
+        # application that sends in a tight loop leaves the writer only the moments between its
+        # calls, and the queue grows while the network idles.
+        await self._wait_for_congested_peers(_APP_QUEUE_LIMIT)
         now = trio.current_time()
         stamp = wall_ms()
         ids = self._engine.send_many(cfg.id, bodies, now=now, timestamp=stamp)
@@ -834,13 +851,14 @@ class Node:
                         break
                     self._handle(item)
 
-    async def _wait_for_congested_peers(self) -> None:
-        """Flow control: while a connected peer's send queue is over half full, give the
-        connection up to one epoch to drain before producing more, so a fast sender does not
-        pile payloads on a slower receiver. Other peers lose at most that one epoch, the pace
-        the engine keeps anyway (one payload per peer per epoch)."""
+    async def _wait_for_congested_peers(self, limit: int | None = None) -> None:
+        """Flow control: while a connected peer's send queue holds more than ``limit`` packets
+        (default: half of it), give the connection up to one epoch to drain before producing
+        more, so a fast sender does not pile payloads on a slower receiver. Other peers lose at
+        most that one epoch, the pace the engine keeps anyway (one payload per peer per epoch)."""
         tcp = self._tcp
-        limit = tcp.send_queue_size // 2
+        if limit is None:
+            limit = tcp.send_queue_size // 2
         with trio.move_on_after(self._sync.epoch_seconds):
             while any(tcp.queued(p) > limit for p in self._connected):
                 await tcp.wait_sent()
