@@ -113,3 +113,53 @@ async def test_a_reader_restored_from_its_state_goes_on_and_notices_a_rollback()
     fresh = LogReader(backend, WRITER, G, settings=settings, seq=first.seq, cursor=first.cursor)
     with pytest.raises(LogError, match="rollback"):
         await fresh.poll(lambda m: False)
+
+
+async def test_a_head_without_entries_costs_a_reader_each_page_once() -> None:
+    backend = MemoryBackend()
+    settings = LogSettings(page_size=16, head_size=0, inline=1_000_000)
+    writer = LogWriter(backend, KEY, G, settings=settings)
+    sent = messages(25)
+    await writer.append(sent[:3])
+    # The head names one page holding the 3 messages with their bytes; nothing else is stored.
+    assert len(backend.cas) == 1
+    reader = LogReader(backend, WRITER, G, settings=settings)
+    have: set[bytes] = set()
+
+    async def poll() -> tuple[list[bytes], int, int]:
+        result = await reader.poll(have.__contains__)
+        have.update(result.ids)
+        assert reader.commit(result, have.__contains__)
+        return result.ids, result.pages, result.cas_gets
+
+    first = await poll()
+    assert first == ([m for m, _ in sent[:3]], 2, 1)  # the head, then its page
+    page_1 = writer.tail
+    assert reader.cursor == Cursor(1, sent[2][0], page_1)
+    await writer.append(sent[3:5])
+    # The new page only: its tail is the cursor's page, which is not fetched again.
+    assert await poll() == ([m for m, _ in sent[3:5]], 2, 1)
+    assert reader.cursor == Cursor(2, sent[4][0], writer.tail)
+    assert await poll() == ([], 0, 0)  # the head alone: nothing new
+    await writer.append(sent[5:25])  # 20 messages: a page of 16, then one of 4 in front
+    assert len(backend.cas) == 4
+    assert await poll() == ([m for m, _ in sent[5:25]], 3, 2)
+    # A reader restored without the page address (state saved before it existed) stops by the
+    # message ID: it fetches the cursor's page once more, and nothing from it.
+    await writer.append(messages(1, start=25))
+    assert reader.cursor is not None
+    old = LogReader(
+        backend,
+        WRITER,
+        G,
+        settings=settings,
+        seq=reader.seq,
+        cursor=Cursor(reader.cursor.seq, reader.cursor.newest),
+    )
+    result = await old.poll(lambda m: False)
+    assert (result.ids, result.cas_gets) == ([messages(26)[-1][0]], 2)
+
+
+def test_head_size_must_not_be_negative() -> None:
+    with pytest.raises(ValueError, match="head_size"):
+        LogSettings(head_size=-1)

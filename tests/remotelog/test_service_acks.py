@@ -174,6 +174,13 @@ async def test_acks_are_exactly_the_messages_published_up_to_the_readers_positio
         db = sqlite3.connect(tmp_path / "a" / "remotelog.sqlite")
         assert db.execute("SELECT count(*) FROM published").fetchone() == (0,)
         assert b_engine.acked == []  # A published nothing B could acknowledge
+        # Nothing of A's awaits B's acknowledgement: A reads B's log head, not B's record.
+        fetches = backend.calls["ns_fetch"]
+        await a.poll_now()
+        assert backend.calls["ns_fetch"] == fetches + 1
+        await upload(a, batch(1, 9))
+        await a.poll_now()
+        assert backend.calls["ns_fetch"] == fetches + 3
 
 
 def hostile(key: Ed25519PrivateKey, data: bytes, seq: int = 1) -> bytes:
@@ -235,3 +242,54 @@ def test_acks_record_bytes() -> None:
     assert decode_acks(b"", "x").positions == {}  # an empty record of the old format
     with pytest.raises(ValueError, match="at most 1024"):
         encode_acks({bytes([i % 256, i // 256]) + b"\x00" * 30: 1 for i in range(1025)})
+
+
+async def test_the_cursor_keeps_its_page_across_a_restart(tmp_path: Path) -> None:
+    backend = MemoryBackend()
+    settings = LogSettings(page_size=4, head_size=0, inline=4)
+    writer_key, reader_key = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    writer = LogWriter(backend, writer_key, G, settings=settings)
+    await writer.append(batch(3, 0))
+    s, engine = service(backend, tmp_path, reader_key, A, public_key(writer_key))
+    async with running(s):
+        await s.poll_now()
+        cursor = s.readers[0][0].cursor
+    assert cursor == Cursor(1, batch(3, 0)[-1][0], writer.tail)
+    await writer.append(batch(2, 3))
+    again, engine = service(backend, tmp_path, reader_key, A, public_key(writer_key))
+    assert again.readers[0][0].cursor == cursor
+    gets = backend.calls["cas_get"]
+    async with running(again):
+        await again.poll_now()
+    assert engine.stored == {m for m, _ in batch(2, 3)}
+    assert backend.calls["cas_get"] == gets + 1  # the new page; the cursor's is not read again
+
+
+async def test_cursors_saved_without_a_page_address_are_read(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "remotelog.sqlite")
+    db.execute(
+        "CREATE TABLE cursors (name TEXT PRIMARY KEY, seen INTEGER NOT NULL, seq INTEGER, "
+        "newest BLOB, resume_seq INTEGER, resume_newest BLOB, resume_tail BLOB)"
+    )
+    writer_key = Ed25519PrivateKey.generate()
+    name = log_name(public_key(writer_key), G)
+    db.execute("INSERT INTO cursors VALUES (?, 3, 2, ?, NULL, NULL, NULL)", (name, b"n" * 32))
+    db.commit()
+    db.close()
+    s, _ = service(
+        MemoryBackend(), tmp_path, Ed25519PrivateKey.generate(), A, public_key(writer_key)
+    )
+    try:
+        reader = s.readers[0][0]
+        assert (reader.seq, reader.cursor) == (3, Cursor(2, b"n" * 32))
+        reader.cursor = Cursor(4, b"m" * 32, b"p" * 32)
+        s._save_cursor(reader)
+    finally:
+        s.close()
+    again, _ = service(
+        MemoryBackend(), tmp_path, Ed25519PrivateKey.generate(), A, public_key(writer_key)
+    )
+    try:
+        assert again.readers[0][0].cursor == Cursor(4, b"m" * 32, b"p" * 32)
+    finally:
+        again.close()

@@ -150,6 +150,9 @@ class RemoteLogService:
         self._ack_seq: dict[bytes, int] = {}
         self._acks_published: dict[bytes, dict[bytes, int]] = {}
         self._acked_seen: dict[tuple[bytes, bytes], int] = {}
+        # Members seen publishing positions: their record is read only while some message we
+        # published awaits their acknowledgement.
+        self._positions_known: set[tuple[bytes, bytes]] = set()
         self._members: dict[bytes, frozenset[bytes]] = {}
         self._saved: dict[str, tuple[int, Cursor | None, Resume | None]] = {}
         self._group_keys: dict[bytes, bytes | None] = {}
@@ -165,8 +168,15 @@ class RemoteLogService:
         # noticed across restarts), the cursor, and a walk cut short by the page bound.
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, seen INTEGER NOT NULL, "
-            "seq INTEGER, newest BLOB, resume_seq INTEGER, resume_newest BLOB, resume_tail BLOB)"
+            "seq INTEGER, newest BLOB, resume_seq INTEGER, resume_newest BLOB, resume_tail BLOB, "
+            "page BLOB, resume_page BLOB)"
         )
+        # The page addresses of the cursors (where a walk stops without fetching) came later:
+        # a file written before has no such columns, and its cursors stop by message ID.
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(cursors)")}
+        for column in ("page", "resume_page"):
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE cursors ADD COLUMN {column} BLOB")
         # Which of our messages went out in which head of our log, for the acknowledgement
         # records of our readers (they name head sequences).
         self._db.execute(
@@ -211,16 +221,16 @@ class RemoteLogService:
 
     def _load_cursor(self, name: str) -> dict[str, Any]:
         row = self._db.execute(
-            "SELECT seen, seq, newest, resume_seq, resume_newest, resume_tail FROM cursors "
-            "WHERE name = ?",
+            "SELECT seen, seq, newest, resume_seq, resume_newest, resume_tail, page, resume_page "
+            "FROM cursors WHERE name = ?",
             (name,),
         ).fetchone()
         if row is None:
             return {}
-        seen, seq, newest, resume_seq, resume_newest, resume_tail = row
-        cursor = Cursor(seq, newest) if seq is not None else None
+        seen, seq, newest, resume_seq, resume_newest, resume_tail, page, resume_page = row
+        cursor = Cursor(seq, newest, page or b"") if seq is not None else None
         resume = (
-            Resume(Cursor(resume_seq, resume_newest), resume_tail)
+            Resume(Cursor(resume_seq, resume_newest, resume_page or b""), resume_tail)
             if resume_seq is not None
             else None
         )
@@ -235,7 +245,8 @@ class RemoteLogService:
         with self._db:
             self._db.execute("BEGIN")
             self._db.execute(
-                "INSERT OR REPLACE INTO cursors VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO cursors (name, seen, seq, newest, resume_seq, "
+                "resume_newest, resume_tail, page, resume_page) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     reader.name,
                     reader.seq,
@@ -244,6 +255,8 @@ class RemoteLogService:
                     r.target.seq if r else None,
                     r.target.newest if r else None,
                     r.tail if r else None,
+                    c.page if c else None,
+                    r.target.page if r else None,
                 ),
             )
 
@@ -446,12 +459,14 @@ class RemoteLogService:
                 not read are skipped.
         """
         group_id = reader.group_id
+        seen = (member, group_id)
+        if seen in self._positions_known and not self._awaiting(group_id, member):
+            return  # nothing of ours awaits its acknowledgement: no need to read the record
         name = acks_name(reader.writer, group_id)
         record = await self.backend.ns_fetch(name)
         if record is None:
             return
         head = open_head(record, name, reader.writer)
-        seen = (member, group_id)
         if head.seq <= self._acked_seen.get(seen, 0):
             return
         data = head.log
@@ -462,6 +477,8 @@ class RemoteLogService:
             data = unseal(key, data, name)
         acks = decode_acks(data, name, members=self._members[group_id])
         self._acked_seen[seen] = head.seq
+        if len(data) % 2:  # positions (a record of the old format has an even length)
+            self._positions_known.add(seen)
         ids = list(acks.ids)  # a record of the old format: the IDs it holds
         position = acks.positions.get(self._our_log_key)
         if position is not None:
@@ -487,6 +504,18 @@ class RemoteLogService:
                 self._prune_published(group_id)
         for i in range(0, len(ids), _ACK_CHUNK):
             self._feed(member, encode_payload(acks=ids[i : i + _ACK_CHUNK]))
+
+    def _awaiting(self, group_id: bytes, member: bytes) -> bool:
+        """Whether a message we published in a head past ``member``'s position is still
+        unacknowledged by it."""
+        row = self._db.execute(
+            "SELECT seq FROM acked WHERE grp = ? AND member = ?", (group_id, member)
+        ).fetchone()
+        last = row[0] if row is not None else 0
+        found = self._db.execute(
+            "SELECT 1 FROM published WHERE grp = ? AND seq > ? LIMIT 1", (group_id, last)
+        ).fetchone()
+        return found is not None
 
     def _prune_published(self, group_id: bytes) -> None:
         """Forget what every member whose log we read has read past (call inside a

@@ -17,7 +17,11 @@ first. The cursor moves only when the caller says the messages are stored
 walk that the page bound cuts short goes on from the page where it stopped at the next poll.
 
 The three modes of the spec are settings: fully replicated (``inline >= page_size``), pages
-with CAS mapping (``inline = 0``), linked list (``page_size = 1``).
+with CAS mapping (``inline = 0``), linked list (``page_size = 1``). ``head_size`` bounds the head
+page on its own: every poll downloads the head, so with ``head_size = 0`` (a head that only names
+the newest page, each append freezing its messages into one page) an idle poll costs one small
+signed record, and a reader with a cursor, which remembers the page its cursor's message opens,
+downloads each page once.
 """
 
 from __future__ import annotations
@@ -54,7 +58,13 @@ _RECENT = 100_000
 @dataclass(frozen=True, slots=True)
 class LogSettings:
     page_size: int = 256
-    """Entries per page."""
+    """Entries per frozen page."""
+    head_size: int | None = None
+    """Entries the head page holds at most; None: ``page_size``. When an append would leave
+    more, the oldest entries of the head are frozen into CAS pages, ``page_size`` at a time
+    (the last one may be smaller). Every poll downloads the head, so a small head makes a poll
+    cheap: with 0 the head names only the newest page, each append freezes its messages into
+    one new page, and a reader with a cursor downloads each page once."""
     inline: int = 64
     """How many of the newest messages carry their bytes inside the page (the rest by CAS
     address). ``inline >= page_size`` is a fully replicated log; 0 maps everything to the CAS."""
@@ -70,6 +80,8 @@ class LogSettings:
     def __post_init__(self) -> None:
         if self.page_size < 1 or self.inline < 0:
             raise ValueError("page_size must be >= 1 and inline >= 0")
+        if self.head_size is not None and self.head_size < 0:
+            raise ValueError("head_size must be >= 0")
 
 
 class LogWriter:
@@ -137,9 +149,11 @@ class LogWriter:
                 head.insert(0, Pair(mid, b"", wire))
                 present.add(mid)
         tail = self.tail
-        # Freeze full pages, oldest first: each points at the one before it.
-        while len(head) > s.page_size:
-            frozen, head = head[-s.page_size :], head[: -s.page_size]
+        # Freeze pages, oldest first: each points at the one before it.
+        limit = s.page_size if s.head_size is None else s.head_size
+        while len(head) > limit:
+            size = min(s.page_size, len(head))
+            frozen, head = head[-size:], head[:-size]
             frozen = [
                 await self._by_address(p, i, s.inline, len(head)) for i, p in enumerate(frozen)
             ]
@@ -176,6 +190,10 @@ class Cursor:
     seq: int
     newest: bytes
     """Empty for a log that held no message."""
+    page: bytes = b""
+    """The CAS address of the frozen page whose first entry is ``newest`` (empty when that
+    entry was in the head page): a walk that reaches this address stops without fetching it,
+    since everything in it is held."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,22 +305,29 @@ class LogReader:
         segments: list[list[Pair]] = []  # each newest first; older segments first
         seen: set[bytes] = set()
         stop = cursor.newest if cursor is not None else None
+        stop_page = cursor.page if cursor is not None else b""
         while True:
             wanted: list[Pair] = []
+            page: Page | None
             if resume is not None:
                 target = resume.target
-                raw = await self._get(resume.tail, result)
-                page = parse_page(self._open(raw, head.sealed, self.name), self.name)
+                at = resume.tail  # the address of the page being read
+                page = None
+                if at != stop_page:
+                    raw = await self._get(at, result)
+                    page = parse_page(self._open(raw, head.sealed, self.name), self.name)
             else:
                 page = parse_page(self._open(head.log, head.sealed, self.name), self.name)
                 target = Cursor(head.seq, page.pairs[0].message_id if page.pairs else b"")
-            newest = target.newest
-            while True:
+                at = b""
+            newest, newest_page = target.newest, target.page
+            while page is not None:
                 result.pages += 1
                 reached = False
                 for p in page.pairs:
                     if not newest:
-                        newest = p.message_id  # a head page without entries: the first met
+                        # A head page without entries: the first met, and where.
+                        newest, newest_page = p.message_id, at
                     if p.message_id == stop:
                         reached = True
                         break
@@ -311,20 +336,21 @@ class LogReader:
                     seen.add(p.message_id)
                     if not known(p.message_id):
                         wanted.append(p)
-                if reached or not page.tail:
+                if reached or not page.tail or page.tail == stop_page:
                     break  # met the cursor, or went down the whole log
                 if result.pages >= self.settings.max_pages_per_poll:
                     segments.append(wanted)
                     result.complete = False
-                    result.resume = Resume(Cursor(target.seq, newest), page.tail)
+                    result.resume = Resume(Cursor(target.seq, newest, newest_page), page.tail)
                     break
-                raw = await self._get(page.tail, result)
+                at = page.tail
+                raw = await self._get(at, result)
                 page = parse_page(self._open(raw, head.sealed, self.name), self.name)
             if not result.complete:
                 break
             segments.append(wanted)
-            cursor = result.cursor = Cursor(target.seq, newest)
-            stop = newest
+            cursor = result.cursor = Cursor(target.seq, newest, newest_page)
+            stop, stop_page = newest, newest_page
             resume = result.resume = None
             if cursor.seq == head.seq or result.pages >= self.settings.max_pages_per_poll:
                 result.complete = cursor.seq == head.seq
