@@ -37,6 +37,18 @@ def test_batch_two_nodes_always_online_costs_one_message_and_one_ack() -> None:
     assert d["multiplier"]["records"] == 2.0
     assert d["multiplier"]["messages"] == 1.0
     assert d["multiplier"]["bytes"] == round(d["bytes"]["sync"] / d["minimum"]["bytes"], 6)
+    nothing = {"head": 0, "page": 0, "body": 0, "ack": 0}
+    assert d["breakdown"] == {
+        "sync": {
+            "ACK": 10 * ID_RECORD_SIZE,
+            "OFFER": 0,
+            "REQUEST": 0,
+            "MESSAGE": d["minimum"]["bytes"],
+        },
+        "hello": 0,
+        "log_up": nothing,
+        "log_down": nothing,
+    }
 
 
 def test_interactive_costs_offer_request_message_and_one_epoch() -> None:
@@ -133,6 +145,39 @@ def test_remote_log_delivers_when_sync_cannot_and_its_acks_stop_retransmissions(
     assert acked["records"]["LOG_ACK"] > 0
     assert acked["latencies"] == plain["latencies"]
     assert acked["records"]["MESSAGE"] < plain["records"]["MESSAGE"]
+
+
+def test_a_small_head_costs_each_message_one_page_up_and_one_down() -> None:
+    # Sync never delivers; a message every 10 s, each uploaded at once into its own page (the
+    # head only names it), the reader polls every 5 s. A message is 136 bytes (the minimum of
+    # a delivery is 141: a payload of that one message). Its page entry: ID (2 + 32) and data
+    # (1 + 2 + 136) inside a pair (1 + 2 + 173) = 176 bytes; every page but the first also
+    # names the one before it (2 + 32). The head record: writer key (2 + 32), sequence (2),
+    # the page of only a tail (2 + 34) and the signature (2 + 64) = 138 bytes.
+    scenario = Scenario(
+        nodes=2,
+        messages=3,
+        interval=10.0,
+        loss=0.999999,
+        log=True,
+        log_head_size=0,
+        log_poll=5.0,
+        duration=40.0,
+    )
+    d = run(scenario).to_dict()
+    assert d["deliveries"]["ratio"] == 1.0 and d["latency"]["max"] < 5.0
+    assert d["minimum"]["bytes"] == 3 * 141
+    pages = 176 + 2 * (176 + 34)
+    b = d["breakdown"]
+    assert b["log_up"] == {"head": 3 * 138, "page": pages, "body": 0, "ack": 0}
+    # Each page is downloaded once: a reader's cursor names the page it stopped in.
+    assert b["log_down"]["page"] == pages and b["log_down"]["body"] == 0
+    assert b["log_down"]["head"] % 138 == 0
+    assert d["bytes"]["log_down"] == pages + b["log_down"]["head"]
+    # The same with a head of up to 64 entries: every poll downloads all of them.
+    big = run(with_overrides(scenario, {"log_head_size": 64})).to_dict()["breakdown"]
+    assert big["log_down"]["page"] == 0
+    assert big["log_down"]["head"] > 3 * b["log_down"]["head"]
 
 
 def test_log_traffic_when_sync_already_delivered() -> None:

@@ -25,6 +25,9 @@ Definitions
   acknowledgement record).
 * Remote-log bytes are what crossed the helper's interface: NS records and CAS objects written
   (``log_up``) and read (``log_down``), including a head read that found nothing new.
+  ``breakdown`` splits every byte: sync bytes by record type, hellos, and the log's bytes each
+  way into signed log heads (``head``), frozen pages (``page``), message bodies stored by
+  address (``body``) and acknowledgement records (``ack``).
 
 JSON schema (``mvds-node/sim-result/1``); times in seconds, ratios in [0, 1]::
 
@@ -39,6 +42,10 @@ JSON schema (``mvds-node/sim-result/1``); times in seconds, ratios in [0, 1]::
       "records": {"ACK": int, "OFFER": int, "REQUEST": int, "MESSAGE": int, "HELLO": int,
                   "LOG_PUT": int, "LOG_GET": int, "LOG_ACK": int, "total": int},
       "bytes": {"sync": int, "hello": int, "log_up": int, "log_down": int, "total": int},
+      "breakdown": {"sync": {"ACK": int, "OFFER": int, "REQUEST": int, "MESSAGE": int},
+                    "hello": int,
+                    "log_up": {"head": int, "page": int, "body": int, "ack": int},
+                    "log_down": {"head": int, "page": int, "body": int, "ack": int}},
       "payloads": {"sent": int, "lost": int, "delivered": int},
       "minimum": {"records": int, "bytes": int},
       "multiplier": {"bytes": float|null, "records": float|null, "messages": float|null},
@@ -66,6 +73,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from mvds_node.sim._scenario import Scenario
+from mvds_node.sync._wire import ID_RECORD_SIZE
 
 __all__ = ["RECORD_TYPES", "NodeFigures", "SimResult", "percentile"]
 
@@ -140,6 +148,11 @@ class SimResult:
     hello_bytes: int
     log_up: int
     log_down: int
+    log_up_parts: dict[str, int]
+    """``log_up`` by what it carried: "head" (log heads), "page" (frozen pages), "body"
+    (messages stored by address), "ack" (acknowledgement records)."""
+    log_down_parts: dict[str, int]
+    """``log_down`` likewise."""
     payloads_sent: int
     payloads_lost: int
     min_bytes: int
@@ -162,6 +175,17 @@ class SimResult:
     @property
     def total_records(self) -> int:
         return sum(self.records.values())
+
+    def breakdown(self) -> dict[str, Any]:
+        """Where the bytes went: sync bytes by record type (an ACK, OFFER or REQUEST takes
+        ``ID_RECORD_SIZE`` bytes, a MESSAGE the rest), hellos, and remote-log bytes by part."""
+        ids = {k: self.records[k] * ID_RECORD_SIZE for k in ("ACK", "OFFER", "REQUEST")}
+        return {
+            "sync": {**ids, "MESSAGE": self.sync_bytes - sum(ids.values())},
+            "hello": self.hello_bytes,
+            "log_up": dict(self.log_up_parts),
+            "log_down": dict(self.log_down_parts),
+        }
 
     def latency(self, p: float) -> float | None:
         return percentile(self.latencies, p)
@@ -220,6 +244,7 @@ class SimResult:
                 "log_down": self.log_down,
                 "total": self.total_bytes,
             },
+            "breakdown": self.breakdown(),
             "payloads": {
                 "sent": self.payloads_sent,
                 "lost": self.payloads_lost,
@@ -284,6 +309,15 @@ class SimResult:
             ),
             ("payloads", f"{self.payloads_sent} sent, {self.payloads_lost} lost"),
         ]
+        b = self.breakdown()
+        parts = [
+            ("sync", ", ".join(f"{k} {v}" for k, v in b["sync"].items() if v)),
+            ("log up", ", ".join(f"{k} {v}" for k, v in b["log_up"].items() if v)),
+            ("log down", ", ".join(f"{k} {v}" for k, v in b["log_down"].items() if v)),
+        ]
+        where = "; ".join(f"{k}: {v}" for k, v in parts if v)
+        if where:
+            rows.append(("bytes by part", where))
         if self.gave_up:
             rows.append(("gave up", str(self.gave_up)))
         width = max(len(k) for k, _ in rows)

@@ -10,7 +10,8 @@ were scheduled, so a run is a pure function of its :class:`Scenario` and seed. T
 * ``DELIVER``: a payload reaches a node, ``delay`` seconds after it was sent;
 * ``CONNECT``: a node comes online (only with ``hello``): it says hello to its peers, and it
   reads its peers' remote logs at once;
-* ``LOG``: a node's periodic read of its peers' remote logs.
+* ``LOG``: a node's periodic read of its peers' remote logs (``log_poll`` seconds after its
+  last read, which may have been on coming online; a node offline then reads when it is back).
 
 No event visits every node: a node is only touched when something happens to it, and each node
 has at most one live ``WAKE`` (a later one that was overtaken is skipped when it comes up).
@@ -106,8 +107,20 @@ def drive(coro: Coroutine[Any, Any, T]) -> T:
     raise RuntimeError("a remote-log call suspended inside the simulator")
 
 
+LOG_PARTS: Final = ("head", "page", "body", "ack")
+"""What remote-log bytes carry: signed head records, frozen pages, message bodies stored by
+address, acknowledgement records."""
+
+
+def _cas_part(data: bytes) -> str:
+    """A CAS object is a page (a ``RemoteLog``: field 1 or 2, or empty) or a message body (an
+    MVDS ``Message``, whose first field is 6001). The simulator never seals."""
+    return "page" if data[:1] in (b"", b"\x0a", b"\x12") else "body"
+
+
 class SimBackend(MemoryBackend):
-    """The in-memory CAS/NS, answering at once, counting bytes per node, with an on/off switch.
+    """The in-memory CAS/NS, answering at once, counting bytes per node and per kind of object
+    (:data:`LOG_PARTS`), with an on/off switch.
 
     ``meter`` is the node index to charge; ``down`` makes every call fail (helper offline).
     """
@@ -117,6 +130,8 @@ class SimBackend(MemoryBackend):
         self.meter = 0
         self.up = [0] * count
         self.down_bytes = [0] * count
+        self.up_parts = dict.fromkeys(LOG_PARTS, 0)
+        self.down_parts = dict.fromkeys(LOG_PARTS, 0)
 
     async def _call(self, name: str) -> None:
         self.calls[name] += 1
@@ -126,28 +141,35 @@ class SimBackend(MemoryBackend):
     async def cas_add(self, data: bytes) -> bytes:
         address = await super().cas_add(data)
         self.up[self.meter] += len(data)
+        self.up_parts[_cas_part(data)] += len(data)
         return address
 
     async def cas_get(self, address: bytes) -> bytes | None:
         data = await super().cas_get(address)
         if data is not None:
             self.down_bytes[self.meter] += len(data)
+            self.down_parts[_cas_part(data)] += len(data)
         return data
 
     async def cas_get_many(self, addresses: list[bytes]) -> list[bytes | None]:
         await self._call("cas_get")
         found = [self.cas.get(a) for a in addresses]
-        self.down_bytes[self.meter] += sum(len(d) for d in found if d is not None)
+        for data in found:
+            if data is not None:
+                self.down_bytes[self.meter] += len(data)
+                self.down_parts[_cas_part(data)] += len(data)
         return found
 
     async def ns_update(self, name: str, record: bytes) -> None:
         await super().ns_update(name, record)
         self.up[self.meter] += len(record)
+        self.up_parts["ack" if name.endswith("/acks") else "head"] += len(record)
 
     async def ns_fetch(self, name: str) -> bytes | None:
         record = await super().ns_fetch(name)
         if record is not None:
             self.down_bytes[self.meter] += len(record)
+            self.down_parts["ack" if name.endswith("/acks") else "head"] += len(record)
         return record
 
 
@@ -317,6 +339,8 @@ class _Node:
     published: list[tuple[int, list[bytes]]] | None = None
     """(head sequence of its log, IDs that went out in it), oldest first."""
     acks_positions: dict[bytes, int] | None = None
+    last_read: float = -math.inf
+    """When it last read its peers' logs."""
 
 
 class _Sim:
@@ -358,7 +382,11 @@ class _Sim:
         self.members = members
         self.index = {_key(i): i for i in range(total)}
         self.backend = SimBackend(total) if s.log else None
-        settings = LogSettings(page_size=s.log_page_size, inline=s.log_inline)
+        settings = LogSettings(
+            page_size=s.log_page_size,
+            head_size=min(s.log_head_size, s.log_page_size),
+            inline=s.log_inline,
+        )
         self.nodes: list[_Node] = []
         for i in range(total):
             g = group_of[i]
@@ -403,6 +431,8 @@ class _Sim:
                     if q != node.index and not self.nodes[q].cache
                 )
         self.acks_seen: dict[tuple[int, int], int] = {}
+        self.acks_known: set[tuple[int, int]] = set()
+        """(writer, reader) pairs whose reader was seen publishing positions."""
         self.acked_to: dict[tuple[int, int], int] = {}
         # Event queue and counters.
         self.heap: list[tuple[float, int, int, int, Any]] = []
@@ -579,7 +609,7 @@ class _Sim:
             peer.engine.reset_peer(node.key, now=t)
             node.engine.reset_peer(peer.key, now=t)
             self._drain(q, t)
-        if node.readers:
+        if node.readers and node.last_read < t:
             self._log_round(node, t, poll=True)
         self._poke(i, t)
         nxt = self.avail.next_connect(i, t)
@@ -596,6 +626,10 @@ class _Sim:
                     self._push(back + _EPS, _LOG, i, None)
                 return
             self._push(t + s.log_poll, _LOG, i, None)
+            return
+        if t < node.last_read + s.log_poll:
+            # Read lately (on coming online): the period counts from that read, as in the node.
+            self._push(node.last_read + s.log_poll, _LOG, i, None)
             return
         self._log_round(node, t, poll=True)
         self._poke(i, t)
@@ -622,6 +656,7 @@ class _Sim:
             node.upload.clear()
         if not poll:
             return
+        node.last_read = t
         engine = node.engine
         moved = False
         for reader, q in node.readers:
@@ -642,7 +677,7 @@ class _Sim:
     def _publish_acks(self, node: _Node) -> None:
         assert self.backend is not None and node.signing is not None
         positions = {r.writer: r.cursor.seq for r, _ in node.readers if r.cursor is not None}
-        if positions == node.acks_positions:
+        if not positions or positions == node.acks_positions:
             return
         node.acks_positions = positions
         name = acks_name(node.log_pub, node.gid)
@@ -655,15 +690,20 @@ class _Sim:
         """``q``'s record: what ``node`` published in the heads ``q`` has read since the last
         record becomes ACKs from ``q``."""
         assert self.backend is not None
+        seen = (node.index, q)
+        published = node.published or []
+        waiting = bool(published) and published[-1][0] > self.acked_to.get(seen, 0)
+        if seen in self.acks_known and not waiting:
+            return  # nothing of ours awaits q's acknowledgement: no need to read its record
         name = acks_name(reader.writer, node.gid)
         record = drive(self.backend.ns_fetch(name))
         if record is None:
             return
         head = open_head(record, name, reader.writer)
-        seen = (node.index, q)
         if head.seq <= self.acks_seen.get(seen, 0):
             return
         self.acks_seen[seen] = head.seq
+        self.acks_known.add(seen)
         position = decode_acks(head.log, name).positions.get(node.log_pub)
         last = self.acked_to.get(seen, 0)
         if position is None or position <= last or not node.published:
@@ -758,6 +798,8 @@ class _Sim:
             hello_bytes=self.hello_bytes,
             log_up=sum(backend.up) if backend else 0,
             log_down=sum(backend.down_bytes) if backend else 0,
+            log_up_parts=dict(backend.up_parts) if backend else dict.fromkeys(LOG_PARTS, 0),
+            log_down_parts=dict(backend.down_parts) if backend else dict.fromkeys(LOG_PARTS, 0),
             payloads_sent=payloads,
             payloads_lost=self.lost[0],
             min_bytes=self.min_bytes,

@@ -137,12 +137,17 @@ class Scenario:
     log_availability: float = 1.0
     """Availability of the CAS/NS helper (same model and period as the nodes')."""
     log_poll: float = 30.0
-    """Seconds between two reads of the peers' logs by an online node; a node also reads them
-    when it comes online, if ``hello`` is on."""
+    """Seconds between two reads of the peers' logs by an online node, counted from the last
+    read; a node also reads them when it comes online, if ``hello`` is on."""
     log_acks: bool = False
-    """Acknowledgements through the log: a node that fetched messages publishes the IDs it
-    holds, and a writer reading them stops retransmitting those messages to that reader."""
+    """Acknowledgements through the log: a node that fetched messages publishes how far it has
+    read each log, and a writer reading that (while some of its messages await it) stops
+    retransmitting what the reader holds."""
     log_page_size: int = 64
+    log_head_size: int = 64
+    """Entries the head page holds at most (and at most ``log_page_size``); every head read
+    downloads them. 0: each upload freezes its messages into a new page and the head only
+    names it."""
     log_inline: int = 64
     log_readers: str = "peers"
     """Whose logs a node reads: its sync "peers" or every member of its "group"."""
@@ -166,6 +171,7 @@ class Scenario:
             "messages",
             "interactive_nodes",
             "max_attempts",
+            "log_head_size",
             "log_inline",
         ):
             if getattr(self, key) < 0:
@@ -368,14 +374,32 @@ PRESETS: Final[dict[str, Scenario]] = {
     "notes-best": _base(
         name="notes-best",
         description=(
-            "The notes' scenario with what the design offers against it: hello on coming "
-            "online (peers re-arm their records), an always-on remote log read on coming "
-            "online, acknowledgements through the log, exponential backoff"
+            "The notes' scenario with what the design offers against it, for the lowest "
+            "latency: hello on coming online (peers re-arm their records), an always-on remote "
+            "log read on coming online, whose head only names the newest page (each upload "
+            "one new page, read once), acknowledgements through the log, exponential backoff"
         ),
         mode="batch",
         log=True,
         log_acks=True,
+        log_head_size=0,
         hello=True,
+        **{**_NOTES, "backoff": "exponential"},
+    ),
+    "notes-lowest": _base(
+        name="notes-lowest",
+        description=(
+            "The notes' scenario for the fewest bytes at nearly the lowest latency: the remote "
+            "log carries the messages (small head, acknowledgements through the log, read "
+            "every 5 s while online, so at once on coming online), sync only offers IDs "
+            "(interactive) and retransmits after 64 epochs at the earliest; no hello"
+        ),
+        mode="interactive",
+        backoff_base=64,
+        log=True,
+        log_acks=True,
+        log_head_size=0,
+        log_poll=5.0,
         **{**_NOTES, "backoff": "exponential"},
     ),
     "group": _base(
