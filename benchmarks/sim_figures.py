@@ -14,6 +14,9 @@ Each experiment names the ``mvds-node sim`` command that reproduces one of its r
         [--out docs/simulation] [--raw DIR] [--jobs N]
 
 Runs in about a minute and a half on 2 cores (``--jobs 2``, the default is every core).
+``summary.json`` keeps the experiments of the parts not rerun. Each run's figures include
+``x_parts``: where its bytes went, each part (``sync MESSAGE``, ``hello``, ``log_up page``,
+``log_down head`` ...) over the minimum bytes, so that they add up to ``x_bytes``.
 """
 
 from __future__ import annotations
@@ -103,25 +106,30 @@ EXPERIMENTS: tuple[Experiment, ...] = (
     Experiment("helpers", "cache", "notes-cache"),
     Experiment("helpers", "log", "notes-log"),
     Experiment("helpers", "log + acks", "notes-log-acks"),
-    Experiment("helpers", "log + acks + hello (notes-best)", "notes-best"),
-    Experiment("helpers", "notes-best, poll 120 s", "notes-best", {"log_poll": 120.0}),
     Experiment(
         "helpers",
-        "notes-best, poll 120 s, no inline bodies",
+        "log + acks + hello, head of 64 entries",
         "notes-best",
-        {"log_poll": 120.0, "log_inline": 0},
+        {"log_head_size": 64},
     ),
     Experiment(
         "helpers",
-        "notes-best, interactive, poll 120 s",
+        "log + acks + hello, head of 8, no inline bodies",
         "notes-best",
-        {"mode": "interactive", "log_poll": 120.0},
+        {"log_head_size": 8, "log_page_size": 8, "log_inline": 0},
+    ),
+    Experiment("helpers", "log + acks + hello, small head (notes-best)", "notes-best"),
+    Experiment("helpers", "notes-best, no acks through the log", "notes-best", {"log_acks": False}),
+    Experiment("helpers", "notes-best, interactive", "notes-best", {"mode": "interactive"}),
+    Experiment("helpers", "lowest bytes (notes-lowest)", "notes-lowest"),
+    Experiment(
+        "helpers", "notes-lowest, no acks through the log", "notes-lowest", {"log_acks": False}
     ),
     Experiment(
         "helpers",
-        "log only (sync never delivers), poll 120 s",
-        "notes-best",
-        {"loss": 0.999999, "log_poll": 120.0},
+        "log only (sync never delivers)",
+        "notes-lowest",
+        {"loss": 0.999999},
     ),
     # 3. Availability from 5 % to 100 %.
     *(
@@ -132,7 +140,13 @@ EXPERIMENTS: tuple[Experiment, ...] = (
             seeds=SWEEP_SEEDS,
             sweep=("availability", AVAILABILITY),
         )
-        for name in ("notes-interactive", "notes-batch", "notes-cache", "notes-best")
+        for name in (
+            "notes-interactive",
+            "notes-batch",
+            "notes-cache",
+            "notes-best",
+            "notes-lowest",
+        )
     ),
     # 4. Group size: bytes per member, batch and interactive, no relaying.
     Experiment("groups", "group, batch", "group", seeds=(0,), sweep=("nodes", GROUP_SIZES)),
@@ -196,7 +210,23 @@ def _figures(doc: dict[str, Any]) -> dict[str, Any]:
         ),
         "records": {k: v for k, v in doc["records"].items() if v},
         "bytes": doc["bytes"],
+        "x_parts": _parts(doc),
     }
+
+
+def _parts(doc: dict[str, Any]) -> dict[str, float]:
+    """Where the bytes went, each part over the minimum bytes (so the parts add up to
+    ``x_bytes``): ``sync ACK``, ``hello``, ``log_up page``, ``log_down head`` ..."""
+    least = doc["minimum"]["bytes"]
+    if not least:
+        return {}
+    out: dict[str, float] = {}
+    for part, value in doc["breakdown"].items():
+        items = value.items() if isinstance(value, dict) else [("", value)]
+        for kind, n in items:
+            if n:
+                out[f"{part} {kind}".strip()] = round(n / least, 4)
+    return out
 
 
 _STATS = ("delivered", "p50", "p95", "x_bytes", "x_records", "x_messages", "bytes_per_member")
@@ -215,6 +245,10 @@ def _spread(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "min": min(values),
             "max": max(values),
         }
+    parts = sorted({k for r in runs for k in r["x_parts"]})
+    out["x_parts"] = {
+        k: round(sum(r["x_parts"].get(k, 0.0) for r in runs) / len(runs), 4) for k in parts
+    }
     return out
 
 
@@ -288,6 +322,7 @@ def main(argv: list[str] | None = None) -> None:
             entry["points"] = points
         summary["experiments"].append(entry)
     written = _plots(out, chosen, by_experiment)
+    summary["experiments"] = _merged(out / "summary.json", summary["experiments"], parts)
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     report = {
         "benchmark": "sim_figures",
@@ -300,6 +335,21 @@ def main(argv: list[str] | None = None) -> None:
     }
     json.dump(report, sys.stdout)
     print()
+
+
+def _merged(path: Path, fresh: list[dict[str, Any]], parts: Sequence[str]) -> list[dict[str, Any]]:
+    """The experiments of ``fresh`` and, for the parts not rerun, those already in ``path``,
+    in the order of :data:`EXPERIMENTS` (an experiment no longer listed is dropped)."""
+    kept: list[dict[str, Any]] = []
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())["experiments"]
+        except (ValueError, KeyError):
+            old = []
+        kept = [e for e in old if e.get("part") not in parts]
+    order = {e.name: i for i, e in enumerate(EXPERIMENTS)}
+    both = [e for e in kept + fresh if e["name"] in order]
+    return sorted(both, key=lambda e: order[e["name"]])
 
 
 def _plots(
@@ -345,8 +395,9 @@ def _plots(
             "batch (no helper)",
             "cache",
             "log",
-            "log + acks + hello (notes-best)",
-            "log only (sync never delivers), poll 120 s",
+            "log + acks + hello, small head (notes-best)",
+            "lowest bytes (notes-lowest)",
+            "log only (sync never delivers)",
         ),
     )
     if helpers:
