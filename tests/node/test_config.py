@@ -11,6 +11,7 @@ from mvds_node.node import (
     GroupConfig,
     NodeConfig,
     PeerConfig,
+    RemoteLogConfig,
     group_id_for,
     load_config,
     render_config,
@@ -43,6 +44,16 @@ def test_round_trip(tmp_path: Path) -> None:
     assert load_config(tmp_path) == config
 
 
+@pytest.mark.parametrize("head_size", [None, 0, 16])
+def test_remote_log_head_size_round_trips(tmp_path: Path, head_size: int | None) -> None:
+    log = RemoteLogConfig(url="file:///srv/logs", head_size=head_size)
+    config = NodeConfig(data_dir=tmp_path, remote_log=log)
+    save_config(config)
+    assert load_config(tmp_path).remote_log.head_size == head_size
+    if head_size is None:  # unset stays unset: the head then holds a page, as before
+        assert "\n# head_size = 0\n" in (tmp_path / "config.toml").read_text()
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -56,6 +67,7 @@ def test_round_trip(tmp_path: Path) -> None:
         ("[[groups]]\nmode = 'batch'\n", "name is required"),
         ("[[groups]]\nname = 'x'\nmembers = ['nobody']\n", "member 'nobody'"),
         ("not toml at all [", "not valid TOML"),
+        ("[remote_log]\nhead_size = -1\n", "head_size must be in"),
     ],
 )
 def test_bad_settings_are_named(tmp_path: Path, text: str, message: str) -> None:

@@ -13,7 +13,7 @@ import trio
 from mvds_node.node import Identity, NodeConfig, Refused, group_id_for, open_node
 from mvds_node.node._config import RemoteLogConfig
 from mvds_node.remotelog import FileBackend, log_name
-from mvds_node.remotelog._format import Page, Pair, sign_head
+from mvds_node.remotelog._format import Page, Pair, open_head, parse_page, sign_head, unseal
 from mvds_node.remotelog._http import serve_helper
 from mvds_node.remotelog._ipfs import IpfsBackend
 from mvds_node.sync import encode_message
@@ -109,6 +109,34 @@ async def _catch_up_and_ack(
                 while a.status().peers[0].pending:
                     with trio.move_on_after(0.05):
                         await events.receive()
+
+
+async def test_a_node_with_a_small_head_publishes_heads_that_only_name_a_page(
+    tmp_path: Path,
+) -> None:
+    """``[remote_log] head_size = 0``: what a reader downloads on every poll is one small
+    record; the messages are in pages, and a reader still catches up from them."""
+    alice, bob = Identity.generate(), Identity.generate()
+    keys = {alice.public_key: alice.signing_public_key, bob.public_key: bob.signing_public_key}
+    url = f"file://{tmp_path / 'store'}"
+    cfgs = [
+        with_log(config_for(tmp_path, name, who, {other_name: other}), url, keys)
+        for name, who, other_name, other in (
+            ("alice", alice, "bob", bob),
+            ("bob", bob, "alice", alice),
+        )
+    ]
+    a_cfg, b_cfg = (replace(c, remote_log=replace(c.remote_log, head_size=0)) for c in cfgs)
+    await _catch_up_and_ack(a_cfg, b_cfg, alice, bob)
+    name = log_name(alice.signing_public_key, group_id_for("chat"))
+    record = await FileBackend(tmp_path / "store").ns_fetch(name)
+    assert record is not None
+    head = open_head(record, name, alice.signing_public_key)
+    (group,) = [g for g in a_cfg.groups if g.name == "chat"]
+    data = unseal(group.secret, head.log, name) if head.sealed and group.secret else head.log
+    page = parse_page(data, name)
+    assert page.pairs == () and page.tail
+    assert len(record) < 300
 
 
 async def test_a_forged_log_is_refused(tmp_path: Path) -> None:

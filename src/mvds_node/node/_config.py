@@ -155,6 +155,12 @@ class RemoteLogConfig:
     """Entries per page of our log."""
     inline: int = 64
     """How many of our newest messages ride inside the pages (the rest go to the CAS)."""
+    head_size: int | None = None
+    """Entries the head page (in the NS) holds at most; None: ``page_size``. Every poll of a
+    reader downloads the head, so a small head makes polls cheap: with 0 an idle poll costs one
+    signed record of about 140 bytes instead of up to a whole page with inline bodies. The price
+    is paid when catching up from nothing: each upload then makes its own page, and pages are
+    fetched one after another."""
     poll_seconds: float = 30.0
     """How often peers' logs are read."""
     signed: bool = True
@@ -418,6 +424,7 @@ def parse_config(doc: Mapping[str, Any], *, data_dir: Path, where: str) -> NodeC
         url=rl.get_str("url", ""),
         page_size=rl.get_int("page_size", 256, 1, 100_000),
         inline=rl.get_int("inline", 64, 0, 100_000_000),
+        head_size=(rl.get_int("head_size", 0, 0, 100_000_000) if "head_size" in rl.table else None),
         poll_seconds=rl.get_float("poll_seconds", 30.0, 0.01, 86400.0),
         signed=rl.get_bool("signed", True),
     )
@@ -582,6 +589,13 @@ def render_config(config: NodeConfig) -> str:
         "# Entries per page, and how many newest messages ride inline. (defaults: 256, 64)",
         f"page_size = {config.remote_log.page_size}",
         f"inline = {config.remote_log.inline}",
+        "# Entries the head page holds; unset: page_size. 0 makes an idle poll one small",
+        "# record (~140 bytes); catching up from nothing then fetches a page per upload.",
+        (
+            f"head_size = {config.remote_log.head_size}"
+            if config.remote_log.head_size is not None
+            else "# head_size = 0"
+        ),
         "# Seconds between reads of the peers' logs. (default: 30.0)",
         f"poll_seconds = {config.remote_log.poll_seconds}",
         "# false: the NS holds the spec's bare RemoteLog (interop; unsigned, unsealed).",

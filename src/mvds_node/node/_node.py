@@ -400,10 +400,14 @@ class Node:
                     )
                     for g in config.groups
                 ],
-                settings=LogSettings(page_size=rl.page_size, inline=rl.inline, signed=rl.signed),
+                settings=LogSettings(
+                    page_size=rl.page_size,
+                    inline=rl.inline,
+                    head_size=rl.head_size,
+                    signed=rl.signed,
+                ),
                 poll_seconds=rl.poll_seconds,
                 has_message=self._engine.has_message,
-                held_ids=self._held_ids,
                 feed=self._feed_from_log,
                 refused=self._log_refused,
             )
@@ -592,9 +596,6 @@ class Node:
     def _feed_from_log(self, peer: bytes, payload: bytes) -> None:
         self._engine.receive_payload(peer, payload, now=trio.current_time())
         self._wake()
-
-    def _held_ids(self, group_id: bytes) -> list[bytes]:
-        return self._store.recent_ids(group_id, 100_000)
 
     def _log_refused(self, peer: bytes, reason: str, detail: str) -> None:
         self._refused += 1

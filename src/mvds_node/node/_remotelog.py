@@ -134,13 +134,8 @@ class RemoteLogService:
         has_message: Callable[[bytes], bool],
         feed: Callable[[bytes, bytes], None],
         refused: Callable[[bytes, str, str], None],
-        held_ids: Callable[[bytes], list[bytes]] | None = None,
     ) -> None:
-        """``groups``: (name, group ID, group key, [(member X25519 key, member log key)]).
-
-        ``held_ids`` is no longer used (acknowledgement records hold positions, not IDs); it is
-        accepted so that callers written for the old records keep working."""
-        del held_ids
+        """``groups``: (name, group ID, group key, [(member X25519 key, member log key)])."""
         self.backend = backend
         self.settings = settings
         self.poll_seconds = poll_seconds
