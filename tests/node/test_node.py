@@ -71,6 +71,40 @@ async def test_two_nodes_sync_over_tcp_and_ack(tmp_path: Path) -> None:
             assert status.messages_stored == 20
 
 
+async def test_bulk_sends_of_small_and_large_bodies_arrive_and_are_acked(tmp_path: Path) -> None:
+    # send_many over a live connection: records written once, bodies of 4 KiB and more in
+    # segment files on both sides, the sender paced by its connection's queue.
+    alice, bob = Identity.generate(), Identity.generate()
+    bodies = [(b"%03d " % i) * (3000 if i % 3 == 0 else 5) for i in range(150)]  # every third 12 KB
+    with trio.fail_after(30):
+        async with (
+            open_node(config_for(tmp_path, "alice", alice, {"bob": bob}), identity=alice) as a,
+            open_node(config_for(tmp_path, "bob", bob, {"alice": alice}), identity=bob) as b,
+            b.messages() as inbox,
+            a.events() as a_events,
+        ):
+            connect(a, b, "bob")
+            async for event in a_events:
+                if isinstance(event, PeerConnected):
+                    break
+            ids = []
+            for first in range(0, len(bodies), 50):
+                ids += await a.send_many("chat", bodies[first : first + 50])
+            got = [await inbox.receive() for _ in bodies]
+            assert [m.body for m in got] == bodies, "in order, each once"
+            assert [m.message_id for m in got] == ids
+            acked: set[bytes] = set()
+            async for event in a_events:
+                if isinstance(event, Acked):
+                    acked.add(event.message_id)
+                    if acked == set(ids):
+                        break
+            assert a.status().peers[0].pending == 0
+            for name in ("alice", "bob"):
+                segments = tmp_path / name / "store.sqlite.bodies"
+                assert sorted(x.name for x in segments.iterdir()) == ["00000001.seg"]
+
+
 async def test_ephemeral_goes_nosync_and_is_not_stored(tmp_path: Path) -> None:
     alice, bob = Identity.generate(), Identity.generate()
     with trio.fail_after(20):

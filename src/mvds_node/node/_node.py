@@ -47,7 +47,7 @@ import dataclasses
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -479,6 +479,8 @@ class Node:
         out once, as a NOSYNC packet that never enters the sync engine or the store (typing
         notices, presence); it returns ``b""``, since ephemeral messages have no ID.
         ``expires_at`` (Unix ms) makes the message delete itself everywhere at that time.
+        While a member's connection has more than two payloads queued, a durable send first
+        waits for it to drain, for up to an epoch (the application keeps the network's pace).
 
         Raises:
             ConfigError: no such group.
@@ -492,7 +494,7 @@ class Node:
                 if peer != self.identity.public_key:
                     await self._route(peer).send(peer, packet)
             return b""
-        await self._wait_for_congested_peers(_APP_QUEUE_LIMIT)  # see send_many
+        await self._wait_for_congested_peers(_APP_QUEUE_LIMIT, cfg.members)  # see send_many
         mid = self._engine.send(
             cfg.id, body, now=trio.current_time(), timestamp=wall_ms(), expires_at=expires_at
         )
@@ -504,7 +506,7 @@ class Node:
         """Send several durable messages to ``group`` in one store transaction.
 
         For bulk sending: one commit for all of them instead of one each. All of them are
-        committed when this returns, or none is (on error).
+        committed when this returns, or none is (on error). Paced like :meth:`send`.
 
         Raises:
             ConfigError: no such group.
@@ -516,7 +518,7 @@ class Node:
         # let its writer run (for up to an epoch) instead of storing more. Without this, an
         # application that sends in a tight loop leaves the writer only the moments between its
         # calls, and the queue grows while the network idles.
-        await self._wait_for_congested_peers(_APP_QUEUE_LIMIT)
+        await self._wait_for_congested_peers(_APP_QUEUE_LIMIT, cfg.members)
         now = trio.current_time()
         stamp = wall_ms()
         ids = self._engine.send_many(cfg.id, bodies, now=now, timestamp=stamp)
@@ -852,16 +854,22 @@ class Node:
                         break
                     self._handle(item)
 
-    async def _wait_for_congested_peers(self, limit: int | None = None) -> None:
+    async def _wait_for_congested_peers(
+        self, limit: int | None = None, peers: Collection[bytes] | None = None
+    ) -> None:
         """Flow control: while a connected peer's send queue holds more than ``limit`` packets
         (default: half of it), give the connection up to one epoch to drain before producing
         more, so a fast sender does not pile payloads on a slower receiver. Other peers lose at
-        most that one epoch, the pace the engine keeps anyway (one payload per peer per epoch)."""
+        most that one epoch, the pace the engine keeps anyway (one payload per peer per epoch).
+        ``peers`` limits the check to those peers (default: every connected peer)."""
         tcp = self._tcp
         if limit is None:
             limit = tcp.send_queue_size // 2
+        watched = self._connected if peers is None else [p for p in peers if p in self._connected]
+        if not watched:
+            return
         with trio.move_on_after(self._sync.epoch_seconds):
-            while any(tcp.queued(p) > limit for p in self._connected):
+            while any(tcp.queued(p) > limit for p in watched):
                 await tcp.wait_sent()
 
     async def _flush(self, now: float) -> None:
