@@ -91,6 +91,8 @@ FILE_EXCEPTIONS: dict[str, dict[str, frozenset[str] | None]] = {
                 "ftruncate",
                 "fsync",
                 "fdatasync",
+                "posix_fadvise",
+                "POSIX_FADV_DONTNEED",
                 "makedirs",
                 "listdir",
                 "unlink",

@@ -63,6 +63,7 @@ message that says what went wrong (corrupt file, disk full, locked by another pr
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from collections.abc import Iterable, Sequence
@@ -90,6 +91,13 @@ such a row would spill into overflow pages anyway, and a body written once to a 
 fraction of one written to the write-ahead log and again at the checkpoint."""
 _SEGMENT_BYTES: Final = 256 * 1024 * 1024
 """A transaction that begins when the current segment holds this much starts a new one."""
+_CACHED_BYTES: Final = 32 * 1024 * 1024
+"""Flushed segment bytes left in the page cache behind the end of the segment: newer bodies stay
+cached for the drain that reads them back soon after they are stored; older ones are released
+(``POSIX_FADV_DONTNEED``) once flushed, so a bulk of bodies does not fill the page cache and new
+writes reuse pages just released instead of claiming fresh memory (much slower on some virtual
+machines: 120-200 µs instead of 25 µs per 60 KB written)."""
+_fadvise: Final = getattr(os, "posix_fadvise", None)
 _MAX_OPEN_SEGMENTS: Final = 16
 """Segments kept open for reading at once (older ones are reopened when read)."""
 
@@ -420,6 +428,7 @@ class SQLiteStore:
         )
         self._seg = 0
         self._seg_end = 0
+        self._seg_released = 0  # the current segment's bytes before this left the page cache
         self._seg_fd: int | None = None
         self._readers: dict[int, int] = {}
         self._unsynced = False
@@ -573,7 +582,7 @@ class SQLiteStore:
             os.makedirs(self._bodies, mode=0o700, exist_ok=True)
             fd = os.open(self._segment_path(self._seg), os.O_RDWR | os.O_CREAT | _O_CLOEXEC, 0o600)
             self._seg_fd = fd
-            self._seg_end = 0
+            self._seg_end = self._seg_released = 0
             _fsync_directory(self._bodies)  # the new file's name survives a power loss
         pos = self._seg_end
         view = memoryview(wire)
@@ -582,6 +591,16 @@ class SQLiteStore:
             written += os.pwrite(fd, view[written:], pos + written)
         self._unsynced = True
         return self._seg, pos
+
+    def _release_flushed(self, fd: int) -> None:
+        """Let the page cache drop the flushed bytes more than ``_CACHED_BYTES`` behind the end
+        of the current segment (they are on the disk: dropping them loses nothing)."""
+        end = (self._seg_end - _CACHED_BYTES) & ~0xFFFF
+        if _fadvise is None or end <= self._seg_released:
+            return
+        with contextlib.suppress(OSError):  # advice only
+            _fadvise(fd, self._seg_released, end - self._seg_released, os.POSIX_FADV_DONTNEED)
+        self._seg_released = end
 
     def _read(self, seg: int, pos: int, size: int) -> bytes:
         fd = self._seg_fd if seg == self._seg else self._readers.get(seg)
@@ -661,11 +680,15 @@ class SQLiteStore:
         except sqlite3.Error as e:
             raise self._error(e) from e
         if self._seg_end >= _SEGMENT_BYTES and self._seg_fd is not None:
-            # Start a new segment; one transaction writes to one segment only.
+            # Start a new segment; one transaction writes to one segment only. The full one is
+            # flushed (every commit flushed it): its cached pages may go.
+            if _fadvise is not None:
+                with contextlib.suppress(OSError):
+                    _fadvise(self._seg_fd, 0, 0, os.POSIX_FADV_DONTNEED)
             os.close(self._seg_fd)
             self._seg_fd = None
             self._seg += 1
-            self._seg_end = 0
+            self._seg_end = self._seg_released = 0
         self._tx_end = self._seg_end
 
     def _commit(self) -> None:
@@ -675,6 +698,7 @@ class SQLiteStore:
                 assert self._seg_fd is not None
                 _fdatasync(self._seg_fd)
                 self._unsynced = False
+                self._release_flushed(self._seg_fd)
             self._cur.execute(_COMMIT)
         except OSError as e:
             self._rollback()
