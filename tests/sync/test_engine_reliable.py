@@ -1,10 +1,11 @@
 """Peers on a reliable live connection (``Engine.set_peer_reliable``): a send writes its record
 once, already counted as transmitted, and the first transmission goes out from memory.
 
-What must hold: the payloads are the ones the usual path produces (one per peer per epoch,
-parents before children, the drain budget respected); the record is written at the send and
-deleted at the ACK, never rewritten in between; and nothing is lost when the first transmission
-never happens (the carrier refuses the payload, the connection goes down, the process dies).
+What must hold: the payloads are the ones the usual path produces (one per peer per epoch unless
+a full payload's worth is waiting, parents before children, the drain budget respected); the
+record is written at the send and deleted at the ACK, never rewritten in between; and nothing is
+lost when the first transmission never happens (the carrier refuses the payload, the connection
+goes down, the process dies).
 """
 
 from __future__ import annotations
@@ -175,3 +176,22 @@ def test_a_peer_that_left_the_group_gets_nothing() -> None:
     a.remove_peer(G, B)
     assert a.payloads_to_send(now=0.0) == []
     assert a.payloads_to_send(now=100.0) == []
+
+
+def test_a_full_payload_waiting_goes_out_within_the_epoch_a_smaller_one_waits() -> None:
+    a = sender()
+    a.send(G, b"small", now=0.1, timestamp=1)
+    assert len(a.payloads_to_send(now=0.1)) == 1
+    a.send(G, b"later", now=0.2, timestamp=2)
+    assert a.payloads_to_send(now=0.2) == [], "one payload per epoch for what fits in one"
+    assert a.next_deadline() == 1.0
+    # A bulk sender stores a full payload's worth in the same epoch: it goes out at once.
+    big = [bytes([i]) * (LIMITS.max_payload_bytes // 4) for i in range(5)]
+    a.send_many(G, big, now=0.3, timestamp=3)
+    assert a.next_deadline() == 0.0, "due now, not at the next epoch"
+    out = a.payloads_to_send(now=0.3)
+    sent = [b for _, p in out for b in bodies(p)]
+    assert sent == [b"later", *big], "in order, the smaller send that waited first"
+    a.send(G, b"after", now=0.4, timestamp=4)
+    assert a.payloads_to_send(now=0.4) == [], "the epoch's rule holds again for small sends"
+    assert [b for _, p in a.payloads_to_send(now=1.0) for b in bodies(p)] == [b"after"]

@@ -165,6 +165,9 @@ class Engine:
         # were written as transmitted already (see set_peer_reliable): ID -> (kind, group).
         self._reliable: set[bytes] = set()
         self._fresh: dict[bytes, dict[bytes, tuple[RecordType, bytes]]] = {}
+        # Bytes of those messages' wires, about: a full payload's worth goes out without waiting
+        # for the next epoch (see _drain_fresh).
+        self._fresh_bytes: dict[bytes, int] = {}
         self._peer_cap: dict[bytes, int] = {}
         self._wall = 0
         self._stored_epoch = self._epoch0
@@ -279,6 +282,7 @@ class Engine:
             self._acks.pop(peer, None)
             self._ephemeral_out.pop(peer, None)
             self._fresh.pop(peer, None)
+            self._fresh_bytes.pop(peer, None)
 
     def _drop_member_records(self, group_id: bytes, peer: bytes) -> None:
         doomed = [
@@ -338,6 +342,7 @@ class Engine:
             self._reliable.add(peer)
             return
         self._reliable.discard(peer)
+        self._fresh_bytes.pop(peer, None)
         waiting = self._fresh.pop(peer, None)
         if not waiting:
             return
@@ -455,11 +460,13 @@ class Engine:
                 self._schedule(due)
             if records:
                 store.put_records(records)
+        fresh_bytes = self._fresh_bytes
         for peer, kind in fresh:
             waiting = self._fresh.get(peer)
             if waiting is None:
                 waiting = self._fresh[peer] = {}
             waiting[mid] = (kind, group_id)
+            fresh_bytes[peer] = fresh_bytes.get(peer, 0) + len(wire)
         if not expires_at:
             # An expiring message is never a parent, so it cannot stand in for the messages it
             # names: they stay in the frontier, and the next message names them.
@@ -547,12 +554,15 @@ class Engine:
         for p in first:
             frontier.pop(p, None)
         frontier[ids[-1]] = None
+        size = sum(len(m.wire) for m in messages) if fresh else 0
+        fresh_bytes = self._fresh_bytes
         for peer, kind in fresh:
             waiting = self._fresh.get(peer)
             if waiting is None:
                 waiting = self._fresh[peer] = {}
             for mid in ids:
                 waiting[mid] = (kind, group_id)
+            fresh_bytes[peer] = fresh_bytes.get(peer, 0) + size
         return True
 
     @contextlib.contextmanager
@@ -785,6 +795,7 @@ class Engine:
         """
         self._advance(now)
         self._fresh.pop(peer, None)  # their records are re-armed below
+        self._fresh_bytes.pop(peer, None)
         records = self._store.records_for_peer(peer)
         due = self._first_due(peer)
         for r in records:
@@ -1261,10 +1272,16 @@ class Engine:
         if nd is not None and (best is None or nd < best):
             best = max(nd, epoch)
         done = self._done_epoch
+        full = self._limits.max_payload_bytes
+        fresh_bytes = self._fresh_bytes
         for table in (self._acks, self._ephemeral_out, self._fresh):
             for peer, q in table.items():
                 if q:
-                    e = epoch + 1 if done.get(peer) == epoch else epoch
+                    e = epoch
+                    if done.get(peer) == epoch and not (
+                        table is self._fresh and fresh_bytes.get(peer, 0) >= full
+                    ):
+                        e = epoch + 1
                     if best is None or e < best:
                         best = e
         return None if best is None else self._epoch_start(best)
@@ -1275,7 +1292,8 @@ class Engine:
         """Return the payloads due now, as ``(peer, payload)`` pairs, and mark them sent.
 
         Each peer gets at most one payload per epoch, with every record due for it and the ACKs
-        waiting for it. A payload larger than ``max_payload_bytes`` (default: the limit peers
+        waiting for it; the one exception is a reliable peer (``set_peer_reliable``) with a full
+        payload's worth of new messages waiting, which gets them at once. A payload larger than ``max_payload_bytes`` (default: the limit peers
         accept) is split into several. One call produces at most ``drain_budget_bytes``; if it stops
         short, ``next_deadline`` says to call again at once.
 
@@ -1336,16 +1354,22 @@ class Engine:
         self, epoch: int, budget: int, used: int, out: dict[bytes, _Outgoing]
     ) -> tuple[int, bool]:
         """First transmissions to reliable peers (see set_peer_reliable), oldest first, within
-        what is left of the budget; their records were written as transmitted already."""
+        what is left of the budget; their records were written as transmitted already. A peer
+        that had its payload this epoch gets another one only if a full payload's worth
+        (``Limits.max_payload_bytes``) is waiting: a bulk sender's messages go out as they are
+        stored, while smaller sends still wait for the next epoch and go out together."""
         store = self._store
         groups = self._groups
         done = self._done_epoch
+        full = self._limits.max_payload_bytes
+        fresh_bytes = self._fresh_bytes
         for peer, waiting in self._fresh.items():
-            if not waiting or done.get(peer) == epoch:
+            if not waiting or (done.get(peer) == epoch and fresh_bytes.get(peer, 0) < full):
                 continue
             o = out.get(peer)
             if o is None:
                 o = out[peer] = _Outgoing([], [], [], [])
+            left = fresh_bytes.get(peer, 0)
             while waiting:
                 chunk = list(islice(waiting, _WIRES_AHEAD))
                 wires = store.get_wires([m for m in chunk if waiting[m][0] is _MESSAGE])
@@ -1359,11 +1383,14 @@ class Engine:
                             continue  # gone (expired) or never committed
                         o.messages.append(wire)
                         used += payload_overhead(len(wire))
+                        left -= len(wire)
                     else:
                         o.offers.append(mid)
                         used += ID_RECORD_SIZE
                     if used >= budget:
+                        fresh_bytes[peer] = max(0, left)
                         return used, True
+            fresh_bytes[peer] = 0
         return used, False
 
     def _drain_records(
