@@ -1293,9 +1293,10 @@ class Engine:
 
         Each peer gets at most one payload per epoch, with every record due for it and the ACKs
         waiting for it; the one exception is a reliable peer (``set_peer_reliable``) with a full
-        payload's worth of new messages waiting, which gets them at once. A payload larger than ``max_payload_bytes`` (default: the limit peers
-        accept) is split into several. One call produces at most ``drain_budget_bytes``; if it stops
-        short, ``next_deadline`` says to call again at once.
+        payload's worth of new messages waiting, which gets them at once. A payload larger than
+        ``max_payload_bytes`` (default: the limit peers accept) is split into several. One call
+        produces at most ``drain_budget_bytes``; if it stops short, ``next_deadline`` says to call
+        again at once.
 
         The records count as transmitted when this returns; a payload the carrier then fails to
         deliver is simply retransmitted later.
