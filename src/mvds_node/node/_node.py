@@ -114,9 +114,9 @@ carriers wait, which pushes back on the senders instead of growing our memory.""
 _INBOX_BATCH: Final = 256
 """Packets the loop takes in one go before draining output, so acks go out promptly under load."""
 _APP_QUEUE_LIMIT: Final = 2
-"""Packets a connection may have queued before :meth:`Node.send` and :meth:`Node.send_many` wait
-for it, up to an epoch (a burst of sends stays ahead of the network by about this many
-payloads)."""
+"""Packets a connection may have queued, the one being written included, before :meth:`Node.send`
+and :meth:`Node.send_many` wait for it, up to an epoch (a burst of sends stays ahead of the
+network by about this many payloads, and the connection's writer runs while the burst waits)."""
 RELIABLE_RETRANSMIT_SECONDS: Final = 30.0
 """Retransmission gap (halved) for peers on a live TCP connection; see the PeerUp handling."""
 _SUBSCRIBER_BUFFER: Final = 1024

@@ -171,6 +171,7 @@ class _Peer:
         self.address: tuple[str, int] | None = None
         self.dial_scope: trio.CancelScope | None = None
         self.dropped = False
+        self.writing = 0  # packets taken from the queue whose write has not finished
 
 
 def _describe(stream: trio.abc.Stream) -> str:
@@ -315,9 +316,12 @@ class TcpTransport:
         )
 
     def queued(self, peer: bytes) -> int:
-        """Packets waiting in ``peer``'s send queue (for a driver's flow control)."""
+        """Packets waiting in ``peer``'s send queue, and the one being written if any (for a
+        driver's flow control)."""
         state = self._peers.get(peer)
-        return 0 if state is None else state.queue_send.statistics().current_buffer_used
+        if state is None:
+            return 0
+        return state.queue_send.statistics().current_buffer_used + state.writing
 
     @property
     def send_queue_size(self) -> int:
@@ -647,7 +651,11 @@ class TcpTransport:
     async def _writer(self, connection: _Connection, state: _Peer) -> None:
         try:
             async for packet in state.queue_receive:
-                await connection.stream.send_all(packet)
+                state.writing += 1
+                try:
+                    await connection.stream.send_all(packet)
+                finally:
+                    state.writing -= 1
                 self._packets_sent += 1
                 drained = self._drained
                 if drained is not None:  # someone waits for a queue to shrink
