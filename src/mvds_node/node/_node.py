@@ -479,8 +479,9 @@ class Node:
         out once, as a NOSYNC packet that never enters the sync engine or the store (typing
         notices, presence); it returns ``b""``, since ephemeral messages have no ID.
         ``expires_at`` (Unix ms) makes the message delete itself everywhere at that time.
-        While a member's connection has more than two payloads queued, a durable send first
-        waits for it to drain, for up to an epoch (the application keeps the network's pace).
+        While a member's connection has more than two payloads queued or being written, a durable
+        send first waits for it to drain, for up to an epoch (the application keeps the network's
+        pace).
 
         Raises:
             ConfigError: no such group.
