@@ -4,7 +4,7 @@ all-or-nothing import (``receive_payloads``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from mvds_node.sync import (
     decode_payload,
     encode_payload,
 )
+from mvds_node.sync._wire import decode_stored
 
 G = b"G" * 32
 A, B, C = b"A" * 32, b"B" * 32, b"C" * 32
@@ -56,9 +57,9 @@ def delivered(e: Engine) -> list[bytes]:
     return [ev.body for ev in e.events() if isinstance(ev, MessageDelivered)]
 
 
-def carry(snapshot_messages: tuple[bytes, ...], acks: tuple[bytes, ...] = ()) -> bytes:
+def carry(snapshot_messages: Sequence[bytes], acks: tuple[bytes, ...] = ()) -> bytes:
     """One payload with what a snapshot holds (as a bundle reader would receive it)."""
-    return encode_payload(acks, (), (), snapshot_messages)
+    return encode_payload(acks, (), (), list(snapshot_messages))
 
 
 # --------------------------------------------------------------------------- snapshot
@@ -75,6 +76,39 @@ def test_snapshot_changes_nothing_and_dropping_it_is_the_abort() -> None:
     del snap  # abort: the live carrier still sends everything
     ((peer, payload),) = a.payloads_to_send(now=0.0)
     assert peer == B and len(decode_payload(payload, LIMITS).messages) == 5
+
+
+def test_snapshot_holds_ids_and_sizes_and_reads_bodies_a_slice_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = MemoryStore()
+    reads: list[int] = []
+    get_wires = store.get_wires
+
+    def counting(ids: Iterable[bytes]) -> dict[bytes, bytes]:
+        found = get_wires(ids)
+        reads.append(len(found))
+        return found
+
+    a = engine(B, store=store)
+    bodies = [i.to_bytes(2, "big") * 2500 for i in range(600)]
+    ids = [a.send(G, body, now=0.0, timestamp=i + 1) for i, body in enumerate(bodies)]
+    monkeypatch.setattr(store, "get_wires", counting)
+    snap = a.export_snapshot([B], now=0.0)
+    # Taking it read every body once, a chunk at a time, and kept none of them.
+    assert reads and max(reads) <= 256 and sum(reads) == 600
+    assert snap.messages.ids == tuple(ids) and len(snap.messages) == 600
+    assert all(size > 5000 for size in snap.messages.sizes)
+    reads.clear()
+    ten = snap.messages[100:110]
+    assert reads == [10]
+    assert [decode_stored(w).body for w in ten] == bodies[100:110]
+    assert [decode_stored(w).id for w in snap.messages] == ids
+    # A message gone from the store since (expired) is left out of the slice that names it.
+    store.delete_message(ids[101])
+    assert [decode_stored(w).id for w in snap.messages[100:103]] == [ids[100], ids[102]]
+    with pytest.raises(LookupError, match="no longer in the store"):
+        snap.messages[101]
 
 
 def test_snapshot_takes_full_messages_for_interactive_peers_and_records_not_yet_due() -> None:

@@ -70,8 +70,8 @@ def _plan(snapshot: ExportSnapshot, acks: list[bytes]) -> list[tuple[str, int, i
     plan = [("acks", i, i + per_chunk) for i in range(0, len(acks), per_chunk)]
     plan += [("requests", i, i + per_chunk) for i in range(0, len(snapshot.requests), per_chunk)]
     start, size = 0, 0
-    for index, wire in enumerate(snapshot.messages):
-        cost = payload_overhead(len(wire))
+    for index, length in enumerate(snapshot.messages.sizes):
+        cost = payload_overhead(length)
         if index > start and size + cost > CHUNK_BYTES:
             plan.append(("messages", start, index))
             start, size = index, 0

@@ -18,6 +18,7 @@ from mvds_node.sync._config import SyncConfig as SyncConfig
 from mvds_node.sync._engine import Engine as Engine
 from mvds_node.sync._engine import EngineStatistics as EngineStatistics
 from mvds_node.sync._engine import ExportSnapshot as ExportSnapshot
+from mvds_node.sync._engine import SnapshotMessages as SnapshotMessages
 from mvds_node.sync._events import Event as Event
 from mvds_node.sync._events import GaveUp as GaveUp
 from mvds_node.sync._events import MessageAcked as MessageAcked
@@ -43,6 +44,7 @@ __all__ = [
     "Event",
     "ExponentialBackoff",
     "ExportSnapshot",
+    "SnapshotMessages",
     "GaveUp",
     "GiveUpPolicy",
     "Limits",

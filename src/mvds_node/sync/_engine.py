@@ -39,7 +39,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from heapq import nsmallest
 from itertools import islice
-from typing import Final, final
+from typing import Final, final, overload
 
 from mvds_node.errors import LocalProtocolError
 from mvds_node.sync._config import DeliveryMode, Mode, RelayPolicy, SyncConfig
@@ -65,7 +65,7 @@ from mvds_node.sync._wire import (
     payload_overhead,
 )
 
-__all__ = ["Engine", "EngineStatistics", "ExportSnapshot"]
+__all__ = ["Engine", "EngineStatistics", "ExportSnapshot", "SnapshotMessages"]
 
 _NONE: Final = RecordType.NONE
 _OFFER: Final = RecordType.OFFER
@@ -111,6 +111,64 @@ class _Outgoing:
     messages: list[bytes]
 
 
+_EXPORT_CHUNK: Final = 256
+"""Messages read from the store at once while a snapshot is taken or its messages are read."""
+
+
+@final
+class SnapshotMessages(Sequence[bytes]):
+    """The wire encodings of a snapshot's messages, read from the store when asked for.
+
+    A snapshot holds the IDs and sizes only, so exporting thousands of large messages never
+    holds them in memory at once: a carrier asks for a slice (one payload's worth) at a time.
+    Read them before anything deletes messages from the store (a message gone meanwhile, by
+    expiry, is left out of the slice that names it).
+    """
+
+    __slots__ = ("_store", "ids", "sizes")
+
+    def __init__(self, store: Store, ids: tuple[bytes, ...], sizes: tuple[int, ...]) -> None:
+        self._store = store
+        self.ids = ids
+        """Message IDs, parents before their children."""
+        self.sizes = sizes
+        """The length of each wire encoding, to cut payloads before reading them."""
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @overload
+    def __getitem__(self, index: int) -> bytes: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[bytes]: ...
+    def __getitem__(self, index: int | slice) -> bytes | list[bytes]:
+        if isinstance(index, slice):
+            ids = self.ids[index]
+            found = self._store.get_wires(ids)
+            return [found[i] for i in ids if i in found]
+        mid = self.ids[index]
+        wire = self._store.get_wires([mid]).get(mid)
+        if wire is None:
+            raise LookupError(f"message {mid.hex()[:16]} is no longer in the store")
+        return wire
+
+    def __iter__(self) -> Iterator[bytes]:
+        for start in range(0, len(self.ids), _EXPORT_CHUNK):
+            yield from self[start : start + _EXPORT_CHUNK]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, SnapshotMessages):
+            return self.ids == other.ids
+        if isinstance(other, tuple | list):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"SnapshotMessages({len(self.ids)} messages, {sum(self.sizes)} bytes)"
+
+
 @final
 @dataclass(frozen=True, slots=True)
 class ExportSnapshot:
@@ -121,9 +179,9 @@ class ExportSnapshot:
     """
 
     peers: tuple[bytes, ...]
-    messages: tuple[bytes, ...]
+    messages: SnapshotMessages
     """Wire encodings of the messages the peers lack (full messages, whatever the mode: a
-    one-way carrier cannot wait for a REQUEST)."""
+    one-way carrier cannot wait for a REQUEST), read from the store a slice at a time."""
     requests: tuple[bytes, ...]
     """IDs we are asking these peers for."""
     acks: dict[bytes, tuple[bytes, ...]]
@@ -596,16 +654,25 @@ class Engine:
         records: list[Record] = []
         for peer in dict.fromkeys(peers):
             records.extend(store.records_for_peer(peer))
-        wanted = [r.message_id for r in records if r.type is not _REQUEST]
-        found = store.get_wires(dict.fromkeys(wanted))
-        # Records are kept in creation order, so parents come before their children.
-        wires = {mid: found[mid] for mid in wanted if mid in found}
-        included = set(wires)
+        # Records are kept in creation order, so parents come before their children. The
+        # bodies are read a chunk at a time and let go: the snapshot keeps IDs and sizes.
+        wanted = list(dict.fromkeys(r.message_id for r in records if r.type is not _REQUEST))
+        sizes: dict[bytes, int] = {}
         prerequisites: dict[bytes, None] = {}
-        for wire in wires.values():
-            for p in decode_stored(wire).parents:
-                if p not in included:
-                    prerequisites[p] = None
+        for start in range(0, len(wanted), _EXPORT_CHUNK):
+            chunk = wanted[start : start + _EXPORT_CHUNK]
+            found = store.get_wires(chunk)
+            for mid in chunk:
+                wire = found.get(mid)
+                if wire is None:
+                    continue
+                sizes[mid] = len(wire)
+                for p in decode_stored(wire).parents:
+                    if p not in sizes:
+                        prerequisites[p] = None
+        for mid in sizes:  # a parent named before it was seen (not in creation order)
+            prerequisites.pop(mid, None)
+        included = sizes.keys()
         # ACK what we have of the groups we share with them: the ACK queue lives in memory, and
         # a reader of a file cannot ask. An ACK for a message the peer did not send is ignored.
         acks: dict[bytes, tuple[bytes, ...]] = {}
@@ -619,7 +686,7 @@ class Engine:
                 acks[peer] = tuple(ids)
         return ExportSnapshot(
             peers=tuple(dict.fromkeys(peers)),
-            messages=tuple(wires.values()),
+            messages=SnapshotMessages(store, tuple(sizes), tuple(sizes.values())),
             requests=tuple(dict.fromkeys(r.message_id for r in records if r.type is _REQUEST)),
             acks=acks,
             prerequisites=tuple(prerequisites),
