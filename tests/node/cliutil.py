@@ -83,6 +83,14 @@ class Running:
                 raise AssertionError(f"node exited ({self.process.returncode}) before {what}")
             await self._changed.wait()
 
+    async def printed_more_than(self, count: int) -> None:
+        """Wait until the node has printed more than ``count`` lines (bounded by the caller's
+        fail_after): for conditions only a command can check, re-checked at each new line."""
+        while len(self.lines) <= count:
+            if self.process.returncode is not None:
+                raise AssertionError(f"node exited ({self.process.returncode})")
+            await self._changed.wait()
+
     def kill(self) -> None:
         self.process.send_signal(signal.SIGKILL)
 

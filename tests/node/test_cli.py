@@ -111,13 +111,13 @@ async def test_sigkill_mid_sync_loses_nothing(tmp_path: Path) -> None:
                 return status["messages_stored"], sum(p["pending"] for p in status["peers"])
 
             # Delivery is durable before it is printed, so a kill can cost a printed line but
-            # never a message: the store is the judge. Poll it, bounded by fail_after.
-            for _ in range(300):
-                if (await stored(dirs["bob"]))[0] == total and (await stored(dirs["alice"]))[
-                    1
-                ] == 0:
+            # never a message: the store is the judge. Alice's last ACK ends the transfer (Bob
+            # stores before he acknowledges), and she prints every ACK: check at each line.
+            for _ in range(10 * total):
+                seen = len(alice.lines)
+                if (await stored(dirs["alice"]))[1] == 0:
                     break
-                await trio.sleep(0.2)
+                await alice.printed_more_than(seen)
             assert await stored(dirs["bob"]) == (total, 0)
             # Nothing delivered twice within a run, and nothing re-delivered across the restart.
             after = [m["text"] for m in bob.messages()]

@@ -13,7 +13,7 @@ import trio
 
 from mvds_node.node import load_config, save_config
 from mvds_node.node._config import RemoteLogConfig
-from tests.node.cliutil import ENV, acli, cli, init, start
+from tests.node.cliutil import ENV, Running, acli, cli, init, start
 
 
 def configure(directory: Path, url: str, peer_log_keys: dict[str, str]) -> None:
@@ -29,6 +29,11 @@ def configure(directory: Path, url: str, peer_log_keys: dict[str, str]) -> None:
             remote_log=RemoteLogConfig(url=url, page_size=16, inline=4, poll_seconds=0.2),
         )
     )
+
+
+def uploaded(node: Running) -> int:
+    """Messages the running node reported in its log (``log-uploaded`` lines)."""
+    return sum(line["messages"] for line in node.lines if line["type"] == "log-uploaded")
 
 
 def pair_with_log_keys(tmp_path: Path) -> tuple[dict[str, Path], dict[str, str]]:
@@ -63,11 +68,7 @@ async def test_reader_catches_up_from_the_http_helper(tmp_path: Path) -> None:
             alice = await start(nursery, dirs["alice"])
             lines = "".join(f"logged {i}\n" for i in range(40)).encode()
             await acli("--dir", dirs["alice"], "send", "chat", "-", "--lines", stdin=lines)
-            for _ in range(300):  # until the upload queue is empty (bounded)
-                status = json.loads(await acli("--dir", dirs["alice"], "--json", "status"))
-                if all(log["queued"] == 0 for log in status["logs"]):
-                    break
-                await trio.sleep(0.1)
+            await alice.wait_for(lambda r: uploaded(r) >= 40, "alice's 40 messages in her log")
             assert await alice.stop() == 0
             # Bob was never online with alice; she is gone now. He reads her log.
             bob = await start(nursery, dirs["bob"])
@@ -92,11 +93,7 @@ async def test_log_carried_by_hand_between_two_backends(tmp_path: Path) -> None:
             alice = await start(nursery, dirs["alice"])
             lines = "".join(f"carried {i}\n" for i in range(25)).encode()
             await acli("--dir", dirs["alice"], "send", "chat", "-", "--lines", stdin=lines)
-            for _ in range(300):
-                status = json.loads(await acli("--dir", dirs["alice"], "--json", "status"))
-                if all(log["queued"] == 0 for log in status["logs"]):
-                    break
-                await trio.sleep(0.1)
+            await alice.wait_for(lambda r: uploaded(r) >= 25, "alice's 25 messages in her log")
             assert await alice.stop() == 0
             out = json.loads(
                 await acli("--dir", dirs["alice"], "--json", "log", "export", tmp_path / "stick")

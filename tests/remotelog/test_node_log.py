@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 import trio
 
-from mvds_node.node import Identity, NodeConfig, Refused, group_id_for, open_node
+from mvds_node.node import (
+    Identity,
+    LogUploaded,
+    NodeConfig,
+    Refused,
+    group_id_for,
+    open_node,
+)
 from mvds_node.node._config import RemoteLogConfig
 from mvds_node.remotelog import FileBackend, log_name
 from mvds_node.remotelog._format import Page, Pair, open_head, parse_page, sign_head, unseal
@@ -76,13 +83,16 @@ async def _catch_up_and_ack(
     a_cfg: NodeConfig, b_cfg: NodeConfig, alice: Identity, bob: Identity
 ) -> None:
     with trio.fail_after(60):
-        async with open_node(a_cfg, identity=alice) as a:
+        async with open_node(a_cfg, identity=alice) as a, a.events() as events:
             await a.send_many("chat", [f"note {i}".encode() for i in range(30)])
             await a.send("chat", b"last one")
-            async with a.events() as events:
-                while any(log.queued for log in a.status().logs):
-                    with trio.move_on_after(0.05):
-                        await events.receive()
+            uploaded = 0
+            while uploaded < 31:  # each LogUploaded says how many went up
+                event = await events.receive()
+                if isinstance(event, LogUploaded):
+                    assert event.group == "chat" and event.seq >= 1
+                    uploaded += event.messages
+            assert uploaded == 31 and not any(log.queued for log in a.status().logs)
             (mine,) = [log for log in a.status().logs if log.mine]
             assert mine.seq >= 1 and mine.error == ""
         # Alice is gone. Bob, who never met her on any network, reads her log.

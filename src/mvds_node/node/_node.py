@@ -204,6 +204,17 @@ class Refused(NodeEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class LogUploaded(NodeEvent):
+    """A batch of our messages of ``group`` is in our remote log: readers can fetch them even
+    when we are gone. ``queued`` of the group's messages still wait for upload."""
+
+    group: str
+    seq: int
+    messages: int
+    queued: int
+
+
+@dataclass(frozen=True, slots=True)
 class TransportFailed(NodeEvent):
     """A carrier failed as a whole while receiving (``TransportBroken``): the node stops
     reading from it and keeps running on its other carriers."""
@@ -410,6 +421,7 @@ class Node:
                 has_message=self._engine.has_message,
                 feed=self._feed_from_log,
                 refused=self._log_refused,
+                uploaded=self._log_uploaded,
             )
 
     # ----------------------------------------------------------------- configuration
@@ -599,6 +611,9 @@ class Node:
     def _feed_from_log(self, peer: bytes, payload: bytes) -> None:
         self._engine.receive_payload(peer, payload, now=trio.current_time())
         self._wake()
+
+    def _log_uploaded(self, group: str, seq: int, messages: int, queued: int) -> None:
+        self._emit(LogUploaded(group, seq, messages, queued))
 
     def _log_refused(self, peer: bytes, reason: str, detail: str) -> None:
         self._refused += 1

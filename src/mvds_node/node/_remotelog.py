@@ -134,8 +134,12 @@ class RemoteLogService:
         has_message: Callable[[bytes], bool],
         feed: Callable[[bytes, bytes], None],
         refused: Callable[[bytes, str, str], None],
+        uploaded: Callable[[str, int, int, int], None] | None = None,
     ) -> None:
-        """``groups``: (name, group ID, group key, [(member X25519 key, member log key)])."""
+        """``groups``: (name, group ID, group key, [(member X25519 key, member log key)]).
+
+        ``uploaded(group name, head sequence, messages, still queued)`` is called after each
+        batch of our messages is in the log."""
         self.backend = backend
         self.settings = settings
         self.poll_seconds = poll_seconds
@@ -153,6 +157,8 @@ class RemoteLogService:
         self._group_keys: dict[bytes, bytes | None] = {}
         self._feed = feed
         self._refused = refused
+        self._uploaded = uploaded
+        self._group_names: dict[bytes, str] = {}
         self._db = sqlite3.connect(data_dir / "remotelog.sqlite", isolation_level=None)
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute(
@@ -191,6 +197,7 @@ class RemoteLogService:
         self._locks: dict[str, trio.Lock] = {}
         for name, group_id, key, members in groups:
             self._group_keys[group_id] = key
+            self._group_names[group_id] = name
             log_key_for_pages = key if settings.signed else None  # plain logs are never sealed
             writer = LogWriter(
                 backend, signing, group_id, settings=settings, group_key=log_key_for_pages
@@ -327,6 +334,8 @@ class RemoteLogService:
             if status is not None and writer is not None:
                 status.seq, status.error = writer.seq, ""
             self._refresh_queued()
+            if status is not None and writer is not None and self._uploaded is not None:
+                self._uploaded(self._group_names[group_id], writer.seq, len(batch), status.queued)
 
     async def _watch_loop(self) -> None:
         """With a backend that announces updates (Redis pub/sub), read a log as soon as its

@@ -43,6 +43,7 @@ from mvds_node.node._node import (
     Delivered,
     Expired,
     GaveUpSending,
+    LogUploaded,
     Message,
     Node,
     NodeEvent,
@@ -141,6 +142,14 @@ def _event_json(event: NodeEvent) -> dict[str, Any] | None:
             "address": event.address,
             "reason": event.reason,
             "detail": event.detail,
+        }
+    if isinstance(event, LogUploaded):
+        return {
+            "type": "log-uploaded",
+            "group": event.group,
+            "seq": event.seq,
+            "messages": event.messages,
+            "queued": event.queued,
         }
     if isinstance(event, TransportFailed):
         return {
@@ -648,12 +657,17 @@ async def _run(config: NodeConfig, args: argparse.Namespace) -> None:
                         doc = _event_json(event)
                         if doc is None:
                             continue
-                        if isinstance(event, Acked) and not args.verbose:
+                        if isinstance(event, (Acked, LogUploaded)) and not args.verbose:
                             continue
                         peer = getattr(event, "peer", None)
                         human = f"* {doc['type']} {who(peer)}"
                         if isinstance(event, Refused):
                             human += f": {event.reason} ({event.detail})"
+                        elif isinstance(event, LogUploaded):
+                            human = (
+                                f"* log-uploaded [{event.group}] {event.messages} messages "
+                                f"(head {event.seq}, {event.queued} queued)"
+                            )
                         await show(doc, human)
 
             async def chat(group: str) -> None:
