@@ -110,7 +110,7 @@ async def test_stable_connection_resets_backoff(autojump_clock: trio.testing.Moc
         async with running(b, net), running(a, net, ("alice", 1)):
             b.dial(ALICE.public, "alice", 1)
             await next_event(b, PeerUp)
-            await trio.sleep(40)  # longer than stable_after
+            await trio.sleep(40)  # virtual time (autojump clock): longer than stable_after
             a.forget(BOB.public)  # Alice hangs up on Bob
             await next_event(b, PeerDown)
             await next_event(b, PeerUp)  # redialled at once: no backoff after a stable one
@@ -244,7 +244,7 @@ async def test_forget_stops_dialling_and_drops_the_queue(
             b.forget(ALICE.public)
             assert b.statistics().packets_dropped == 2
             attempts = len(net.attempts)
-            await trio.sleep(50)
+            await trio.sleep(50)  # virtual time (autojump clock): a forgotten peer is not redialled
             assert len(net.attempts) == attempts
             await b.send(ALICE.public, packet)
             assert await next_event(b, PacketDropped) == PacketDropped(ALICE.public, "no-route")

@@ -205,7 +205,7 @@ class TcpTransport:
 
         transport = TcpTransport(keypair, allow={friend_key})
         async with trio.open_nursery() as nursery:
-            listeners = await nursery.start(transport.serve, "0.0.0.0", 7777)
+            listeners = await nursery.start(transport.serve, "192.0.2.1", 7777)  # one interface
             transport.dial(friend_key, "192.0.2.7", 7777)
             peer, packet = await transport.receive()
     """
