@@ -362,10 +362,8 @@ class _Sim:
         peers: list[set[int]] = [set() for _ in range(total)]
         group_of = [0] * total
         members: list[list[int]] = []
-        self.caches_of: list[list[int]] = []
         for g, regular in enumerate(groups):
             caches = [n + g * s.caches + j for j in range(s.caches)]
-            self.caches_of.append(caches)
             members.append(regular)
             for i in regular + caches:
                 group_of[i] = g
