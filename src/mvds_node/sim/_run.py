@@ -429,8 +429,7 @@ class _Sim:
                     if q != node.index and not self.nodes[q].cache
                 )
         self.acks_seen: dict[tuple[int, int], int] = {}
-        self.acks_known: set[tuple[int, int]] = set()
-        """(writer, reader) pairs whose reader was seen publishing positions."""
+        """(writer, reader) -> the sequence of the reader's last acknowledgement record read."""
         self.acked_to: dict[tuple[int, int], int] = {}
         # Event queue and counters.
         self.heap: list[tuple[float, int, int, int, Any]] = []
@@ -691,7 +690,7 @@ class _Sim:
         seen = (node.index, q)
         published = node.published or []
         waiting = bool(published) and published[-1][0] > self.acked_to.get(seen, 0)
-        if seen in self.acks_known and not waiting:
+        if seen in self.acks_seen and not waiting:
             return  # nothing of ours awaits q's acknowledgement: no need to read its record
         name = acks_name(reader.writer, node.gid)
         record = drive(self.backend.ns_fetch(name))
@@ -701,7 +700,6 @@ class _Sim:
         if head.seq <= self.acks_seen.get(seen, 0):
             return
         self.acks_seen[seen] = head.seq
-        self.acks_known.add(seen)
         position = decode_acks(head.log, name).positions.get(node.log_pub)
         last = self.acked_to.get(seen, 0)
         if position is None or position <= last or not node.published:
