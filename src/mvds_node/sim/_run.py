@@ -435,7 +435,7 @@ class _Sim:
         self.heap: list[tuple[float, int, int, int, Any]] = []
         self.seq = 0
         self.wake_at = [-1.0] * total
-        self.lost = [0]
+        self.lost = 0
         self.bytes_received = [0] * total
         self.hello_bytes = 0
         self.hellos = 0
@@ -523,13 +523,13 @@ class _Sim:
         if (s.offline_sends == "lost" and not self.avail.online(src, t)) or (
             s.loss and self.loss_rng.random() < s.loss
         ):
-            self.lost[0] += 1
+            self.lost += 1
             return
         self._push(t + s.delay, _DELIVER, dst, (src, data))
 
     def _deliver(self, dst: int, src: int, data: bytes, t: float) -> None:
         if not self.avail.online(dst, t):
-            self.lost[0] += 1
+            self.lost += 1
             return
         self.bytes_received[dst] += len(data)
         node = self.nodes[dst]
@@ -797,7 +797,7 @@ class _Sim:
             log_up_parts=dict(backend.up_parts) if backend else dict.fromkeys(LOG_PARTS, 0),
             log_down_parts=dict(backend.down_parts) if backend else dict.fromkeys(LOG_PARTS, 0),
             payloads_sent=payloads,
-            payloads_lost=self.lost[0],
+            payloads_lost=self.lost,
             min_bytes=self.min_bytes,
             gave_up=self.gave_up,
             nodes=figures,
