@@ -45,7 +45,7 @@ import heapq
 import math
 import random
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -336,7 +336,7 @@ class _Node:
     signing: Ed25519PrivateKey | None = None
     log_pub: bytes = b""
     acks_seq: int = 0
-    published: list[tuple[int, list[bytes]]] | None = None
+    published: list[tuple[int, list[bytes]]] = field(default_factory=list)
     """(head sequence of its log, IDs that went out in it), oldest first."""
     acks_positions: dict[bytes, int] | None = None
     last_read: float = -math.inf
@@ -647,8 +647,6 @@ class _Sim:
             drive(node.writer.append(node.upload))
             self.log_put += len(node.upload)
             if self.s.log_acks:
-                if node.published is None:
-                    node.published = []
                 node.published.append((node.writer.seq, [mid for mid, _ in node.upload]))
             node.upload.clear()
         if not poll:
@@ -688,7 +686,7 @@ class _Sim:
         record becomes ACKs from ``q``."""
         assert self.backend is not None
         seen = (node.index, q)
-        published = node.published or []
+        published = node.published
         waiting = bool(published) and published[-1][0] > self.acked_to.get(seen, 0)
         if seen in self.acks_seen and not waiting:
             return  # nothing of ours awaits q's acknowledgement: no need to read its record
