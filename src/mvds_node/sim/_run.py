@@ -118,6 +118,11 @@ def _cas_part(data: bytes) -> str:
     return "page" if data[:1] in (b"", b"\x0a", b"\x12") else "body"
 
 
+def _ns_part(name: str) -> str:
+    """An NS record is an acknowledgement record or a log head."""
+    return "ack" if name.endswith("/acks") else "head"
+
+
 class SimBackend(MemoryBackend):
     """The in-memory CAS/NS, answering at once, counting bytes per node and per kind of object
     (:data:`LOG_PARTS`), with an on/off switch.
@@ -138,17 +143,23 @@ class SimBackend(MemoryBackend):
         if self.down:
             raise BackendError("helper offline")
 
+    def _up(self, part: str, data: bytes) -> None:
+        self.up[self.meter] += len(data)
+        self.up_parts[part] += len(data)
+
+    def _down(self, part: str, data: bytes) -> None:
+        self.down_bytes[self.meter] += len(data)
+        self.down_parts[part] += len(data)
+
     async def cas_add(self, data: bytes) -> bytes:
         address = await super().cas_add(data)
-        self.up[self.meter] += len(data)
-        self.up_parts[_cas_part(data)] += len(data)
+        self._up(_cas_part(data), data)
         return address
 
     async def cas_get(self, address: bytes) -> bytes | None:
         data = await super().cas_get(address)
         if data is not None:
-            self.down_bytes[self.meter] += len(data)
-            self.down_parts[_cas_part(data)] += len(data)
+            self._down(_cas_part(data), data)
         return data
 
     async def cas_get_many(self, addresses: list[bytes]) -> list[bytes | None]:
@@ -156,20 +167,17 @@ class SimBackend(MemoryBackend):
         found = [self.cas.get(a) for a in addresses]
         for data in found:
             if data is not None:
-                self.down_bytes[self.meter] += len(data)
-                self.down_parts[_cas_part(data)] += len(data)
+                self._down(_cas_part(data), data)
         return found
 
     async def ns_update(self, name: str, record: bytes) -> None:
         await super().ns_update(name, record)
-        self.up[self.meter] += len(record)
-        self.up_parts["ack" if name.endswith("/acks") else "head"] += len(record)
+        self._up(_ns_part(name), record)
 
     async def ns_fetch(self, name: str) -> bytes | None:
         record = await super().ns_fetch(name)
         if record is not None:
-            self.down_bytes[self.meter] += len(record)
-            self.down_parts["ack" if name.endswith("/acks") else "head"] += len(record)
+            self._down(_ns_part(name), record)
         return record
 
 
