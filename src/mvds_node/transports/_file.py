@@ -31,7 +31,7 @@ import os
 import secrets
 import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Final, final
 
@@ -358,5 +358,4 @@ def _open(
     for done, _ in enumerate(_chunks(f, bundle), 1):
         if progress is not None:
             progress(done, header.chunks)
-    size = f.tell()
-    return OpenedBundle(p, header, proved, size, content_key, file_id, _PREFIX.size + header_len)
+    return replace(bundle, size=f.tell())
