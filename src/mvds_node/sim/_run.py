@@ -293,11 +293,9 @@ class _Availability:
             return None
         on, pos = self._state(i, t)
         # The switch at index j leaves the party online iff first ^ ((j + 1) odd).
-        j = pos if not on else pos + 1
+        # Extending past switch ``pos`` makes switch ``pos + 1`` exist.
         sw = self._extend(i, self._switches[i][pos])
-        if j >= len(sw):
-            sw = self._extend(i, sw[-1])
-        return sw[j]
+        return sw[pos + 1] if on else sw[pos]
 
 
 def _backoff(s: Scenario) -> Backoff:
