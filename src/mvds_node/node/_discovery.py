@@ -169,11 +169,6 @@ class PeerDiscovered(DiscoveryEvent):
     groups: frozenset[str]
     """Tags (:func:`group_tag`) of the groups we share with it; never empty."""
 
-    @property
-    def peer_key(self) -> bytes:
-        """Alias of :attr:`key`."""
-        return self.key
-
 
 @final
 @dataclass(frozen=True, slots=True)
