@@ -280,8 +280,7 @@ def _usable_addresses(addresses: Sequence[str], *, allow_loopback: bool) -> tupl
         if (
             address.is_unspecified
             or address.is_multicast
-            or address.is_reserved
-            or address == ipaddress.IPv4Address("255.255.255.255")
+            or address.is_reserved  # 240.0.0.0/4, which holds the broadcast 255.255.255.255
             or (address.is_loopback and not allow_loopback)
         ):
             continue
