@@ -16,12 +16,12 @@ The argument parsing lives here so that the node's CLI only registers the comman
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 from pathlib import Path
 from typing import Any
 
-from mvds_node.errors import ConfigError
+from mvds_node.sim._metrics import SWEEP_SCHEMA
+from mvds_node.sim._plot import plot_result, plot_sweep
 from mvds_node.sim._run import run, sweep
 from mvds_node.sim._scenario import (
     PRESETS,
@@ -89,19 +89,10 @@ def _scenarios(args: argparse.Namespace) -> list[Scenario]:
 
 
 def _plot(document: dict[str, Any], directory: str) -> list[Path]:
-    try:
-        plot = importlib.import_module("mvds_node.sim._plot")
-    except ModuleNotFoundError as e:
-        if e.name == "matplotlib" or (e.name or "").startswith("matplotlib."):
-            raise ConfigError("--plot needs matplotlib: pip install 'mvds-node[plot]'") from None
-        raise ConfigError("--plot: plotting is not available in this installation") from None
-    name = "plot_sweep" if document.get("schema", "").endswith("sim-sweep/1") else "plot_result"
-    function = getattr(plot, name, None)
-    if function is None:
-        raise ConfigError(f"--plot: mvds_node.sim._plot has no {name}()")
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    return list(function(document, out))
+    draw = plot_sweep if document["schema"] == SWEEP_SCHEMA else plot_result
+    return draw(document, out)
 
 
 def cmd_sim(args: argparse.Namespace) -> None:
