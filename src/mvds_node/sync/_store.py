@@ -258,11 +258,11 @@ class MemoryStore:
         return message_id in self._parent_refs
 
     def frontier(self, group_id: bytes) -> list[bytes]:
-        named = {p for m in self._messages.values() if not m.expires_at for p in m.parents}
+        refs = self._parent_refs  # counts only children that do not expire
         return sorted(
             m.id
             for m in self._messages.values()
-            if m.group_id == group_id and m.delivered and not m.expires_at and m.id not in named
+            if m.group_id == group_id and m.delivered and not m.expires_at and m.id not in refs
         )
 
     def request_ids(self) -> list[bytes]:
