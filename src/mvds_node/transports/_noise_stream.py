@@ -116,11 +116,10 @@ class _MessageReader:
         return len(self._buffer)
 
     @property
-    def complete_messages(self) -> int:
-        """1 if at least one whole message is buffered, else 0 (it does not count further)."""
-        if len(self._buffer) < 2:
-            return 0
-        return 1 if len(self._buffer) >= 2 + int.from_bytes(self._buffer[:2], "big") else 0
+    def has_message(self) -> bool:
+        """Whether at least one whole message is buffered."""
+        buffer = self._buffer
+        return len(buffer) >= 2 and len(buffer) >= 2 + int.from_bytes(buffer[:2], "big")
 
     def leftover(self) -> bytes:
         return bytes(self._buffer)
@@ -327,7 +326,7 @@ class NoiseStream(trio.abc.Stream):
                 raise self._receive_broken
             checkpointed = False
             while self._offset == len(self._plaintext) and not self._eof:
-                if self._reader.complete_messages == 0:
+                if not self._reader.has_message:
                     data = await self.transport_stream.receive_some(_BULK_RECEIVE_SIZE)
                     checkpointed = True
                     if not data:
