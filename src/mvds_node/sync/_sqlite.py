@@ -66,7 +66,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Final, Literal, final
 
@@ -204,23 +204,24 @@ _GET_MESSAGE: Final = (
     "FROM messages WHERE id = ?"
 )
 _GET_WIRE: Final = "SELECT wire, seg, pos, size FROM messages WHERE id = ?"
-# get_wires looks IDs up in chunks; a chunk is padded to a power of two so that only a handful of
-# statements are ever prepared.
+# Lookups by many IDs go in chunks (_padded_chunks); a chunk is padded to a power of two so that
+# only a handful of statements are ever prepared.
 _WIRES_CHUNK: Final = 64
+_CHUNK_SIZES: Final = (1, 2, 4, 8, 16, 32, 64)
 _GET_WIRES: Final = {
     n: f"SELECT id, wire, seg, pos, size FROM messages WHERE id IN ({', '.join('?' * n)})"
-    for n in (2, 4, 8, 16, 32, 64)
+    for n in _CHUNK_SIZES
 }
 _DELETE_ACKED: Final = {
     n: "DELETE FROM records WHERE peer = ? AND type IN (?, ?, ?) AND message_id IN "
     f"({', '.join('?' * n)}) RETURNING message_id"
-    for n in (1, 2, 4, 8, 16, 32, 64)
+    for n in _CHUNK_SIZES
 }
 _GET_PEER_RECORDS: Final = {
     n: "SELECT message_id, type, group_id, send_count, send_epoch, first_epoch, parked "
     f"FROM records WHERE peer = ? AND message_id IN "
     f"({', '.join('?' * n)})"
-    for n in (2, 4, 8, 16, 32, 64)
+    for n in _CHUNK_SIZES
 }
 _FIND_MESSAGE: Final = "SELECT rowid, parents, seg FROM messages WHERE id = ?"
 _SEGMENT_USED: Final = "SELECT 1 FROM messages WHERE seg = ? LIMIT 1"
@@ -335,6 +336,18 @@ def _split_ids(blob: bytes) -> tuple[bytes, ...]:
     if n % _ID_SIZE:
         raise StoreError(f"the store holds a parent list of {n} bytes (not whole IDs)")
     return tuple([blob[i : i + _ID_SIZE] for i in range(0, n, _ID_SIZE)])
+
+
+def _padded_chunks(ids: list[bytes]) -> Iterator[tuple[int, list[bytes]]]:
+    """``ids`` in chunks of up to ``_WIRES_CHUNK``, each padded to a size in ``_CHUNK_SIZES``
+    by repeating its last ID (duplicates in ``IN (...)`` are harmless): ``(size, chunk)``."""
+    for start in range(0, len(ids), _WIRES_CHUNK):
+        chunk = ids[start : start + _WIRES_CHUNK]
+        n = len(chunk)
+        size = 1 << (n - 1).bit_length()
+        if size != n:
+            chunk = chunk + [chunk[-1]] * (size - n)
+        yield size, chunk
 
 
 _MessageRow = tuple[bytes, bytes, int, bytes, bytes, int, int, int | None, int | None, int | None]
@@ -777,12 +790,7 @@ class SQLiteStore:
             if not ids:
                 self._check_open()
                 return out
-            for start in range(0, len(ids), _WIRES_CHUNK):
-                chunk = ids[start : start + _WIRES_CHUNK]
-                n = len(chunk)
-                size = 1 << (n - 1).bit_length()
-                if size != n:  # repeat the last ID: duplicates in IN (...) are harmless
-                    chunk = chunk + [chunk[-1]] * (size - n)
+            for size, chunk in _padded_chunks(ids):
                 for mid, wire, seg, pos, length in execute(_GET_WIRES[size], chunk).fetchall():
                     out[mid] = wire if seg is None else self._read(seg, pos, length)
         except sqlite3.Error as e:
@@ -1084,12 +1092,7 @@ class SQLiteStore:
         self._check_open()
         types = _TYPES
         try:
-            for start in range(0, len(ids), _WIRES_CHUNK):
-                chunk = ids[start : start + _WIRES_CHUNK]
-                n = len(chunk)
-                size = 1 << (n - 1).bit_length() if n > 1 else 2
-                if size != n:  # repeat the last ID: duplicates in IN (...) are harmless
-                    chunk = chunk + [chunk[-1]] * (size - n)
+            for size, chunk in _padded_chunks(ids):
                 for m, kind, group, count, due, first, parked in self._cur.execute(
                     _GET_PEER_RECORDS[size], [peer, *chunk]
                 ).fetchall():
@@ -1183,12 +1186,7 @@ class SQLiteStore:
         try:
             with self._tx:
                 execute = self._cur.execute
-                for start in range(0, len(ids), _WIRES_CHUNK):
-                    chunk = ids[start : start + _WIRES_CHUNK]
-                    n = len(chunk)
-                    size = 1 << (n - 1).bit_length()
-                    if size != n:
-                        chunk = chunk + [chunk[-1]] * (size - n)
+                for size, chunk in _padded_chunks(ids):
                     done.update(r[0] for r in execute(_DELETE_ACKED[size], [peer, *kinds, *chunk]))
         except sqlite3.Error as e:
             raise self._error(e) from e
