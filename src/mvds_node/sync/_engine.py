@@ -498,33 +498,10 @@ class Engine:
                 StoredMessage(mid, group_id, timestamp, wire, chosen, expires_at)
             ):
                 return mid  # the same group, timestamp and body: the same message
-            records = []
-            fresh = []
-            reliable = self._reliable
-            for peer, mode in members.items():
-                kind = _MESSAGE if mode is Mode.BATCH else _OFFER
-                if peer in reliable:
-                    waiting = self._fresh.get(peer)
-                    if waiting is None or len(waiting) < limits.max_pending_acks:
-                        # Written once, as transmitted; the transmission follows from memory.
-                        epoch = self._epoch
-                        due = self._retransmit_epoch(peer, mid, epoch, 1)
-                        records.append(Record(mid, peer, kind, group_id, 1, due, epoch))
-                        fresh.append((peer, kind))
-                        self._schedule(due)
-                        continue
-                due = self._first_due(peer)
-                records.append(Record(mid, peer, kind, group_id, 0, due))
-                self._schedule(due)
+            records, fresh = self._new_records(group_id, (mid,))
             if records:
                 store.put_records(records)
-        fresh_bytes = self._fresh_bytes
-        for peer, kind in fresh:
-            waiting = self._fresh.get(peer)
-            if waiting is None:
-                waiting = self._fresh[peer] = {}
-            waiting[mid] = (kind, group_id)
-            fresh_bytes[peer] = fresh_bytes.get(peer, 0) + len(wire)
+        self._note_fresh(fresh, group_id, (mid,), len(wire))
         if not expires_at:
             # An expiring message is never a parent, so it cannot stand in for the messages it
             # names: they stay in the frontier, and the next message names them.
@@ -583,45 +560,57 @@ class Engine:
         store = self._store
         if not store.add_messages(messages):
             return False
-        members = self._groups[group_id]
-        records = []
-        fresh: list[tuple[bytes, RecordType]] = []
-        epoch = self._epoch
-        for peer, mode in members.items():
-            kind = _MESSAGE if mode is Mode.BATCH else _OFFER
-            waiting = self._fresh.get(peer) if peer in self._reliable else None
-            if peer in self._reliable and (
-                waiting is None or len(waiting) + len(ids) <= self._limits.max_pending_acks
-            ):
-                # Written once, as transmitted; the transmission follows from memory.
-                retransmit = self._retransmit_epoch
-                soonest = None
-                for mid in ids:
-                    due = retransmit(peer, mid, epoch, 1)
-                    records.append(Record(mid, peer, kind, group_id, 1, due, epoch))
-                    soonest = due if soonest is None or due < soonest else soonest
-                if soonest is not None:
-                    self._schedule(soonest)
-                fresh.append((peer, kind))
-                continue
-            due = self._first_due(peer)
-            records.extend(Record(mid, peer, kind, group_id, 0, due) for mid in ids)
-            self._schedule(due)
+        records, fresh = self._new_records(group_id, ids)
         if records:
             store.put_records(records)
         for p in first:
             frontier.pop(p, None)
         frontier[ids[-1]] = None
         size = sum(len(m.wire) for m in messages) if fresh else 0
+        self._note_fresh(fresh, group_id, ids, size)
+        return True
+
+    def _new_records(
+        self, group_id: bytes, ids: Sequence[bytes]
+    ) -> tuple[list[Record], list[tuple[bytes, RecordType]]]:
+        """The records of the new messages ``ids`` for every member of the group, scheduled,
+        and the reliable members whose first transmission goes out from memory, with their kind
+        of record (for :meth:`_note_fresh` once the records are stored)."""
+        records: list[Record] = []
+        fresh: list[tuple[bytes, RecordType]] = []
+        epoch = self._epoch
+        cap = self._limits.max_pending_acks
+        for peer, mode in self._groups[group_id].items():
+            kind = _MESSAGE if mode is Mode.BATCH else _OFFER
+            if peer in self._reliable:
+                waiting = self._fresh.get(peer)
+                if waiting is None or len(waiting) + len(ids) <= cap:
+                    # Written once, as transmitted; the transmission follows from memory.
+                    for mid in ids:
+                        due = self._retransmit_epoch(peer, mid, epoch, 1)
+                        records.append(Record(mid, peer, kind, group_id, 1, due, epoch))
+                        self._schedule(due)
+                    fresh.append((peer, kind))
+                    continue
+            due = self._first_due(peer)
+            records.extend(Record(mid, peer, kind, group_id, 0, due) for mid in ids)
+            self._schedule(due)
+        return records, fresh
+
+    def _note_fresh(
+        self,
+        fresh: list[tuple[bytes, RecordType]],
+        group_id: bytes,
+        ids: Sequence[bytes],
+        size: int,
+    ) -> None:
+        """Queue the first transmissions of ``ids`` (``size`` bytes of wires) to ``fresh``."""
         fresh_bytes = self._fresh_bytes
         for peer, kind in fresh:
-            waiting = self._fresh.get(peer)
-            if waiting is None:
-                waiting = self._fresh[peer] = {}
+            waiting = self._fresh.setdefault(peer, {})
             for mid in ids:
                 waiting[mid] = (kind, group_id)
             fresh_bytes[peer] = fresh_bytes.get(peer, 0) + size
-        return True
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
