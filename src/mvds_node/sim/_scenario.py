@@ -284,10 +284,6 @@ def parse_value(key: str, text: str) -> Any:
     return text
 
 
-def _base(**changes: Any) -> Scenario:
-    return Scenario(**changes)
-
-
 # The design notes' setting: two nodes, one sending every 5 s, each online 10 % of the time,
 # re-drawn every 1 s epoch; the Go code's retransmission schedule (which produced the notes'
 # figures). Thirty minutes of sending and thirty more for late messages to arrive. The notes
@@ -307,7 +303,7 @@ _NOTES: Final[dict[str, Any]] = {
 }
 
 PRESETS: Final[dict[str, Scenario]] = {
-    "go-default": _base(
+    "go-default": Scenario(
         name="go-default",
         description=(
             "The reference Go simulation's defaults: 3 nodes each sharing with 2, node 0 "
@@ -325,7 +321,7 @@ PRESETS: Final[dict[str, Scenario]] = {
         duration=180.0,
         send_for=120.0,
     ),
-    "notes-interactive": _base(
+    "notes-interactive": Scenario(
         name="notes-interactive",
         description=(
             "The design notes' scenario, interactive mode: 2 nodes each online 10 % of the "
@@ -335,13 +331,13 @@ PRESETS: Final[dict[str, Scenario]] = {
         mode="interactive",
         **_NOTES,
     ),
-    "notes-batch": _base(
+    "notes-batch": Scenario(
         name="notes-batch",
         description="The design notes' scenario in batch mode",
         mode="batch",
         **_NOTES,
     ),
-    "notes-cache": _base(
+    "notes-cache": Scenario(
         name="notes-cache",
         description=(
             "The design notes' estimate: the batch scenario plus one always-on cache node "
@@ -353,7 +349,7 @@ PRESETS: Final[dict[str, Scenario]] = {
         hello=True,
         **{**_NOTES, "backoff": "exponential"},
     ),
-    "notes-log": _base(
+    "notes-log": Scenario(
         name="notes-log",
         description=(
             "The batch scenario with an always-on remote log (in-memory CAS/NS): each node "
@@ -363,7 +359,7 @@ PRESETS: Final[dict[str, Scenario]] = {
         log=True,
         **{**_NOTES, "backoff": "exponential"},
     ),
-    "notes-log-acks": _base(
+    "notes-log-acks": Scenario(
         name="notes-log-acks",
         description="notes-log with acknowledgements through the log",
         mode="batch",
@@ -371,7 +367,7 @@ PRESETS: Final[dict[str, Scenario]] = {
         log_acks=True,
         **{**_NOTES, "backoff": "exponential"},
     ),
-    "notes-best": _base(
+    "notes-best": Scenario(
         name="notes-best",
         description=(
             "The notes' scenario with what the design offers against it, for the lowest "
@@ -386,7 +382,7 @@ PRESETS: Final[dict[str, Scenario]] = {
         hello=True,
         **{**_NOTES, "backoff": "exponential"},
     ),
-    "notes-lowest": _base(
+    "notes-lowest": Scenario(
         name="notes-lowest",
         description=(
             "The notes' scenario for the fewest bytes at nearly the lowest latency: the remote "
@@ -402,7 +398,7 @@ PRESETS: Final[dict[str, Scenario]] = {
         log_poll=5.0,
         **{**_NOTES, "backoff": "exponential"},
     ),
-    "group": _base(
+    "group": Scenario(
         name="group",
         description=(
             "One fully meshed group of 10 (set nodes), every member sending every 10 s until "
@@ -417,7 +413,7 @@ PRESETS: Final[dict[str, Scenario]] = {
         backoff="exponential",
         duration=600.0,
     ),
-    "scale": _base(
+    "scale": Scenario(
         name="scale",
         description=(
             "1,000 nodes in 500 one-to-one chats, both ends sending every 10 s until 100,000 "
