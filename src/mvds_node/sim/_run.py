@@ -338,7 +338,8 @@ class _Node:
     cache: bool
     writer: LogWriter | None = None
     readers: tuple[tuple[LogReader, int], ...] = ()
-    upload: list[tuple[bytes, bytes]] | None = None
+    upload: list[tuple[bytes, bytes]] = field(default_factory=list)
+    """(ID, stored wire) of the messages sent and not yet appended to its log."""
     signing: Ed25519PrivateKey | None = None
     log_pub: bytes = b""
     acks_seq: int = 0
@@ -414,7 +415,6 @@ class _Sim:
                 node.signing = Ed25519PrivateKey.from_private_bytes(seed)
                 node.log_pub = public_key(node.signing)
                 node.writer = LogWriter(self.backend, node.signing, gid, settings=settings)
-                node.upload = []
             self.nodes.append(node)
         if self.backend is not None:
             for node in self.nodes:
@@ -581,7 +581,7 @@ class _Sim:
         self.msg_expected.append(len(self.members[node.group]) - 1)
         self.msg_got.append(0)
         self.sent_by[i] += 1
-        if node.upload is not None:
+        if node.writer is not None:
             node.upload.append((mid, stored.wire))
             if self.avail.online(i, t):
                 self._log_round(node, t, poll=False)
