@@ -126,6 +126,15 @@ def test_get_wires_many_ids_in_any_form(store: Store) -> None:
     assert store.get_wires([]) == {}
 
 
+@pytest.mark.parametrize("n", [1, 63, 64, 65, 129])
+def test_get_wires_of_any_count(store: Store, n: int) -> None:
+    # Lookups go in chunks of up to 64 IDs; a last chunk of one ID is a chunk too.
+    with store.transaction():
+        for i in range(n):
+            store.add_message(msg(i))
+    assert store.get_wires([mid(i) for i in range(n)]) == {mid(i): b"wire %d" % i for i in range(n)}
+
+
 def test_duplicate_add_changes_nothing(store: Store) -> None:
     first = msg(2, 1, delivered=False)
     assert store.add_message(first)
