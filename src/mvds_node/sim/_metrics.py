@@ -66,10 +66,11 @@ A sweep (:func:`mvds_node.sim.sweep`) is ``{"schema": "mvds-node/sim-sweep/1", "
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final
 
 from mvds_node.sim._scenario import Scenario
@@ -89,7 +90,6 @@ RECORD_TYPES: Final = (
     "LOG_GET",
     "LOG_ACK",
 )
-_SYNC_TYPES: Final = ("ACK", "OFFER", "REQUEST", "MESSAGE")
 
 
 def percentile(ordered: Sequence[float], p: float) -> float | None:
@@ -106,30 +106,21 @@ def _r(x: float | None) -> float | None:
 
 @dataclass(slots=True)
 class NodeFigures:
+    """One node's row of ``per_node`` (fields in the order of the JSON)."""
+
     node: int
     group: int
     role: str
     mode: str
-    sent: int = 0
-    delivered: int = 0
-    bytes_sent: int = 0
-    bytes_received: int = 0
-    log_bytes: int = 0
-    records: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_SYNC_TYPES, 0))
+    sent: int
+    delivered: int
+    bytes_sent: int
+    bytes_received: int
+    log_bytes: int
+    records: dict[str, int]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "node": self.node,
-            "group": self.group,
-            "role": self.role,
-            "mode": self.mode,
-            "sent": self.sent,
-            "delivered": self.delivered,
-            "bytes_sent": self.bytes_sent,
-            "bytes_received": self.bytes_received,
-            "log_bytes": self.log_bytes,
-            "records": dict(self.records),
-        }
+        return dataclasses.asdict(self)
 
 
 @dataclass(slots=True)
