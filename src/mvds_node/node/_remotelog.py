@@ -464,7 +464,8 @@ class RemoteLogService:
         """
         group_id = reader.group_id
         seen = (member, group_id)
-        if seen in self._positions_known and not self._awaiting(group_id, member):
+        last = self._acked_through(group_id, member)
+        if seen in self._positions_known and not self._awaiting(group_id, last):
             return  # nothing of ours awaits its acknowledgement: no need to read the record
         name = acks_name(reader.writer, group_id)
         record = await self.backend.ns_fetch(name)
@@ -486,10 +487,6 @@ class RemoteLogService:
         ids = list(acks.ids)  # a record of the old format: the IDs it holds
         position = acks.positions.get(self._our_log_key)
         if position is not None:
-            row = self._db.execute(
-                "SELECT seq FROM acked WHERE grp = ? AND member = ?", (group_id, member)
-            ).fetchone()
-            last = row[0] if row is not None else 0
             if position > last:
                 ids += [
                     mid
@@ -509,13 +506,16 @@ class RemoteLogService:
         for i in range(0, len(ids), _ACK_CHUNK):
             self._feed(member, encode_payload(acks=ids[i : i + _ACK_CHUNK]))
 
-    def _awaiting(self, group_id: bytes, member: bytes) -> bool:
-        """Whether a message we published in a head past ``member``'s position is still
-        unacknowledged by it."""
+    def _acked_through(self, group_id: bytes, member: bytes) -> int:
+        """Up to which of our head sequences ``member``'s acknowledgements were fed (0: none)."""
         row = self._db.execute(
             "SELECT seq FROM acked WHERE grp = ? AND member = ?", (group_id, member)
         ).fetchone()
-        last = row[0] if row is not None else 0
+        return row[0] if row is not None else 0
+
+    def _awaiting(self, group_id: bytes, last: int) -> bool:
+        """Whether we published a message in a head past ``last`` (a member's position), which
+        that member has then not acknowledged yet."""
         found = self._db.execute(
             "SELECT 1 FROM published WHERE grp = ? AND seq > ? LIMIT 1", (group_id, last)
         ).fetchone()
