@@ -74,20 +74,45 @@ def _figure() -> tuple[Figure, Axes]:
     return figure, figure.add_subplot()
 
 
-def _draw(
+def lines(
     series: Mapping[str, Sequence[tuple[float, float]]],
     path: str | os.PathLike[str],
     *,
     title: str,
     xlabel: str,
     ylabel: str,
-    logx: bool,
-    logy: bool,
-    markers: bool,
-    steps: bool,
-    ylim: tuple[float, float] | None,
+    logx: bool = False,
+    logy: bool = False,
+    markers: bool = True,
+    steps: bool = False,
+    ylim: tuple[float, float] | None = None,
     hline: float | None = None,
 ) -> Path:
+    """Draw one line per named series of ``(x, y)`` points and write it as a PNG.
+
+    Points are drawn in the order given. The legend lists the series in the mapping's order.
+
+    Args:
+        series: legend label -> points. A series with no points still gets a legend entry.
+        path: the PNG file to write (replaced if it exists; its folder must exist). The format
+            is PNG whatever the suffix.
+        title: the chart's title.
+        xlabel: the x-axis label (name the unit).
+        ylabel: the y-axis label (name the unit).
+        logx: logarithmic x-axis.
+        logy: logarithmic y-axis.
+        markers: mark each point (for measured points); off for dense curves.
+        steps: draw a step after each point (``steps-post``), as for a CDF.
+        ylim: fixed ``(bottom, top)`` of the y-axis instead of fitting the data.
+        hline: draw a dashed grey horizontal line at this y (a CDF's 1).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        PlotUnavailable: matplotlib is not installed.
+        OSError: the file could not be written.
+    """
     figure, axes = _figure()
     for name, points in series.items():
         xs = [x for x, _ in points]
@@ -119,57 +144,6 @@ def _draw(
     out = Path(path)
     figure.savefig(out, format="png", metadata={"Software": None})
     return out
-
-
-def lines(
-    series: Mapping[str, Sequence[tuple[float, float]]],
-    path: str | os.PathLike[str],
-    *,
-    title: str,
-    xlabel: str,
-    ylabel: str,
-    logx: bool = False,
-    logy: bool = False,
-    markers: bool = True,
-    steps: bool = False,
-    ylim: tuple[float, float] | None = None,
-) -> Path:
-    """Draw one line per named series of ``(x, y)`` points and write it as a PNG.
-
-    Points are drawn in the order given. The legend lists the series in the mapping's order.
-
-    Args:
-        series: legend label -> points. A series with no points still gets a legend entry.
-        path: the PNG file to write (replaced if it exists; its folder must exist). The format
-            is PNG whatever the suffix.
-        title: the chart's title.
-        xlabel: the x-axis label (name the unit).
-        ylabel: the y-axis label (name the unit).
-        logx: logarithmic x-axis.
-        logy: logarithmic y-axis.
-        markers: mark each point (for measured points); off for dense curves.
-        steps: draw a step after each point (``steps-post``), as for a CDF.
-        ylim: fixed ``(bottom, top)`` of the y-axis instead of fitting the data.
-
-    Returns:
-        ``path`` as a :class:`~pathlib.Path`.
-
-    Raises:
-        PlotUnavailable: matplotlib is not installed.
-        OSError: the file could not be written.
-    """
-    return _draw(
-        series,
-        path,
-        title=title,
-        xlabel=xlabel,
-        ylabel=ylabel,
-        logx=logx,
-        logy=logy,
-        markers=markers,
-        steps=steps,
-        ylim=ylim,
-    )
 
 
 def latency_cdf(
@@ -225,7 +199,7 @@ def latency_cdf(
         points = [(ordered[0], 0.0)] if ordered else []
         points += [(x, (i + 1) / total) for i, x in enumerate(ordered)]
         curves[label] = points
-    return _draw(
+    return lines(
         curves,
         path,
         title=title,
@@ -272,7 +246,7 @@ def multiplier_vs(
         PlotUnavailable: matplotlib is not installed.
         OSError: the file could not be written.
     """
-    return _draw(
+    return lines(
         {name: sorted(points) for name, points in series.items()},
         path,
         title=title,
