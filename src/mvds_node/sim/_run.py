@@ -202,6 +202,41 @@ def _mix(a: int, b: int, c: int) -> int:
     return x ^ (x >> 31)
 
 
+class _Sessions:
+    """One party's on/off switch times in the sessions model, drawn lazily and in order."""
+
+    __slots__ = ("_rng", "first", "mean_off", "mean_on", "pos", "switches")
+
+    def __init__(self, seed: str, p: float, mean_on: float, mean_off: float) -> None:
+        self._rng = random.Random(seed)
+        self.mean_on = mean_on
+        self.mean_off = mean_off
+        self.first = self._rng.random() < p
+        """Online before the first switch."""
+        self.switches = [self._rng.expovariate(1.0 / (mean_on if self.first else mean_off))]
+        self.pos = 0
+        """The index of the next switch after the last time asked about."""
+
+    def extend(self, t: float) -> list[float]:
+        """The switch times, drawn at least past ``t``."""
+        sw = self.switches
+        while sw[-1] <= t:
+            on_after = self.first ^ (len(sw) % 2 == 1)
+            sw.append(
+                sw[-1] + self._rng.expovariate(1.0 / (self.mean_on if on_after else self.mean_off))
+            )
+        return sw
+
+    def state(self, t: float) -> tuple[bool, int]:
+        """Online at ``t``, and the index of the next switch after ``t``."""
+        sw = self.extend(t)
+        pos = self.pos
+        while sw[pos] <= t:
+            pos += 1
+        self.pos = pos
+        return self.first ^ (pos % 2 == 1), pos
+
+
 class _Availability:
     """When each of ``count`` parties is online (indexes beyond ``count`` always are)."""
 
@@ -217,40 +252,21 @@ class _Availability:
         self.threshold = int(p * 2.0**64)
         self.mean_on = s.session_seconds
         self.mean_off = s.session_seconds * (1.0 - p) / p if p > 0 else math.inf
-        self._rngs: dict[int, random.Random] = {}
-        self._first: dict[int, bool] = {}
-        self._switches: dict[int, list[float]] = {}
-        self._pos: dict[int, int] = {}
+        self._sessions: dict[int, _Sessions] = {}
         self._salt = f"{s.seed}/{salt}"
 
     # -- the epoch model
     def _on(self, i: int, k: int) -> bool:
         return _mix(self.key, i, k) < self.threshold
 
-    # -- the sessions model: switch times drawn lazily, in order, per party
-    def _extend(self, i: int, t: float) -> list[float]:
-        sw = self._switches.get(i)
-        if sw is None:
-            rng = self._rngs[i] = random.Random(f"{self._salt}/{i}")
-            on = self._first[i] = rng.random() < self.p
-            sw = self._switches[i] = [
-                rng.expovariate(1.0 / (self.mean_on if on else self.mean_off))
-            ]
-            self._pos[i] = 0
-        rng = self._rngs[i]
-        while sw[-1] <= t:
-            on_after = self._first[i] ^ (len(sw) % 2 == 1)
-            sw.append(sw[-1] + rng.expovariate(1.0 / (self.mean_on if on_after else self.mean_off)))
-        return sw
-
-    def _state(self, i: int, t: float) -> tuple[bool, int]:
-        """Online at ``t``, and the index of the next switch after ``t``."""
-        sw = self._extend(i, t)
-        pos = self._pos[i]
-        while sw[pos] <= t:
-            pos += 1
-        self._pos[i] = pos
-        return self._first[i] ^ (pos % 2 == 1), pos
+    # -- the sessions model
+    def _party(self, i: int) -> _Sessions:
+        party = self._sessions.get(i)
+        if party is None:
+            party = self._sessions[i] = _Sessions(
+                f"{self._salt}/{i}", self.p, self.mean_on, self.mean_off
+            )
+        return party
 
     def online(self, i: int, t: float) -> bool:
         if self.always or i >= self.count:
@@ -259,7 +275,7 @@ class _Availability:
             return False
         if self.epoch_model:
             return self._on(i, int(t / self.period))
-        return self._state(i, t)[0]
+        return self._party(i).state(t)[0]
 
     def next_online(self, i: int, t: float) -> float | None:
         """The first moment at or after ``t`` at which ``i`` is online (None: not in the run)."""
@@ -275,8 +291,9 @@ class _Availability:
                 if self._on(i, k):
                     return k * self.period
             return None
-        on, pos = self._state(i, t)
-        return t if on else self._switches[i][pos]
+        party = self._party(i)
+        on, pos = party.state(t)
+        return t if on else party.switches[pos]
 
     def next_connect(self, i: int, t: float) -> float | None:
         """The next moment after ``t`` at which ``i`` goes from offline to online."""
@@ -291,10 +308,11 @@ class _Availability:
                     return k * self.period
                 before = now
             return None
-        on, pos = self._state(i, t)
+        party = self._party(i)
+        on, pos = party.state(t)
         # The switch at index j leaves the party online iff first ^ ((j + 1) odd).
         # Extending past switch ``pos`` makes switch ``pos + 1`` exist.
-        sw = self._extend(i, self._switches[i][pos])
+        sw = party.extend(party.switches[pos])
         return sw[pos + 1] if on else sw[pos]
 
 
