@@ -236,6 +236,7 @@ class RemoteLogService:
             if resume_seq is not None
             else None
         )
+        self._saved[name] = (seen, cursor, resume)  # what the file holds already
         return {"seq": seen, "cursor": cursor, "resume": resume}
 
     def _save_cursor(self, reader: LogReader) -> None:
