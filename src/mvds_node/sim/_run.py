@@ -76,14 +76,16 @@ from mvds_node.sync import (
     encode_payload,
 )
 from mvds_node.sync._wire import payload_overhead
+from mvds_node.transports._framing import HEADER_SIZE, Hello, encode_frame
 
 __all__ = ["ConstantBackoff", "SimBackend", "drive", "run", "sweep"]
 
 T = TypeVar("T")
 
 _EPS: Final = 1e-9
-HELLO_BYTES: Final = 20
-"""A CONTROL/HELLO frame: the 2-byte framing header and an 18-byte body (docs/wire.md)."""
+HELLO_BYTES: Final = len(encode_frame(Hello())) - HEADER_SIZE
+"""The body of a CONTROL/HELLO frame (18 bytes, docs/wire.md). Like sync payloads, which are
+counted without their frame, it is counted without the 8-byte framing header."""
 _FEED_CHUNK: Final = 500
 _ACK_CHUNK: Final = 50_000
 _MAX_DRAINS: Final = 64
