@@ -32,7 +32,8 @@ Large bodies: a message whose wire encoding is at least :data:`EXTERNAL_MIN` byt
 the database. Its bytes are appended to a *segment file* (``<store>.bodies/00000001.seg``, ...),
 and the row holds the segment, offset and length instead (``seg``, ``pos``, ``size``). In SQLite
 such a body would be written twice (to the log, then at the checkpoint) through a chain of
-overflow pages; in a segment it is written once, in one call. The order of writes keeps the
+overflow pages; in a segment it is written once, in whole pages that bypass the page cache
+(:class:`~mvds_node.sync._segments.SegmentWriter`). The order of writes keeps the
 store's guarantees: the bytes are written before the row that refers to them, and the segment is
 flushed to the disk (``fdatasync``) before the transaction commits, so a committed row never
 refers to bytes that a crash, even a power loss, could lose. Bytes written by a transaction that
@@ -41,7 +42,8 @@ overwrites them, and opening the store cuts the last segment back to the end of 
 committed body. A transaction writes to one segment; one that begins when the current segment
 holds 256 MiB starts the next. A segment is deleted once the last message in it is (expiry):
 messages expire roughly in the order they were stored, so segments empty out in that order too.
-Space of deleted messages inside a segment that still holds others is not reused.
+Space of deleted messages inside a segment that still holds others is not reused. The bodies
+written last (up to 16 MiB) are also kept in memory, for the drain that sends them soon after.
 
 The file says what it is with ``PRAGMA application_id`` and which schema it holds with ``PRAGMA
 user_version``. A file of another application, of a newer schema, or not a database at all is
@@ -63,7 +65,6 @@ message that says what went wrong (corrupt file, disk full, locked by another pr
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
@@ -71,6 +72,7 @@ from types import TracebackType
 from typing import Final, Literal, final
 
 from mvds_node.errors import LocalProtocolError, StoreError
+from mvds_node.sync._segments import SegmentWriter
 from mvds_node.sync._state import RecordType
 from mvds_node.sync._store import Record, StoredMessage
 
@@ -91,17 +93,10 @@ such a row would spill into overflow pages anyway, and a body written once to a 
 fraction of one written to the write-ahead log and again at the checkpoint."""
 _SEGMENT_BYTES: Final = 256 * 1024 * 1024
 """A transaction that begins when the current segment holds this much starts a new one."""
-_CACHED_BYTES: Final = 32 * 1024 * 1024
-"""Flushed segment bytes left in the page cache behind the end of the segment: newer bodies stay
-cached for the drain that reads them back soon after they are stored; older ones are released
-(``POSIX_FADV_DONTNEED``) once flushed, so a bulk of bodies does not fill the page cache and new
-writes reuse pages just released instead of claiming fresh memory (much slower on some virtual
-machines: 120-200 µs instead of 25 µs per 60 KB written)."""
-_fadvise: Final = getattr(os, "posix_fadvise", None)
-_EARLY_WRITEBACK: Final = 1024 * 1024
-"""Written segment bytes after which their writeback to the disk is started at once (the same
-advice: pages still dirty are written out, not dropped), so that the flush before the commit finds
-most of a large transaction on the disk already instead of waiting for all of it."""
+_RECENT_BYTES: Final = 16 * 1024 * 1024
+"""Bodies most recently written to segments, kept in memory up to this many bytes: the drain that
+sends them reads them back soon after they are stored, and the segment writes bypass the page
+cache (see :mod:`mvds_node.sync._segments`), so without these that read would go to the disk."""
 _MAX_OPEN_SEGMENTS: Final = 16
 """Segments kept open for reading at once (older ones are reopened when read)."""
 
@@ -287,8 +282,6 @@ _TYPES: Final = {t.value: t for t in RecordType}
 
 
 _O_CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
-# fdatasync skips the inode's timestamps; where it does not exist (macOS), fsync does the job.
-_fdatasync: Final = getattr(os, "fdatasync", os.fsync)
 
 
 def _fsync_directory(path: str) -> None:
@@ -445,11 +438,10 @@ class SQLiteStore:
         )
         self._seg = 0
         self._seg_end = 0
-        self._seg_released = 0  # the current segment's bytes before this left the page cache
-        self._seg_started = 0  # ... and before this had their writeback started
-        self._seg_fd: int | None = None
+        self._writer: SegmentWriter | None = None  # appends to segment self._seg
         self._readers: dict[int, int] = {}
-        self._unsynced = False
+        self._recent: dict[tuple[int, int], bytes] = {}  # (segment, offset): wire
+        self._recent_bytes = 0
         self._tx_end = 0
         self._emptied: set[int] = set()
         try:
@@ -583,65 +575,61 @@ class SQLiteStore:
         self._seg = max(numbers)
         end: int | None = self._con.execute(_SEGMENT_END, (self._seg,)).fetchone()[0]
         self._seg_end = end or 0
-        fd = self._seg_fd = os.open(self._segment_path(self._seg), os.O_RDWR | _O_CLOEXEC)
+        path = self._segment_path(self._seg)
         # Bytes past the last committed body were written by a transaction that never
         # committed: nothing refers to them.
-        if os.fstat(fd).st_size > self._seg_end:
-            os.ftruncate(fd, self._seg_end)
+        if os.stat(path).st_size > self._seg_end:
+            os.truncate(path, self._seg_end)
+        self._writer = SegmentWriter(path, end=self._seg_end)
 
     def _append(self, wire: bytes) -> tuple[int, int]:
         """Write ``wire`` at the end of the current segment; return (segment, offset). The end
         moves only when the row that refers to it is written (see add_message)."""
         assert self._bodies is not None
-        fd = self._seg_fd
-        if fd is None:
+        writer = self._writer
+        if writer is None:
             if not self._seg:
                 self._seg = 1
             os.makedirs(self._bodies, mode=0o700, exist_ok=True)
-            fd = os.open(self._segment_path(self._seg), os.O_RDWR | os.O_CREAT | _O_CLOEXEC, 0o600)
-            self._seg_fd = fd
-            self._seg_end = self._seg_released = self._seg_started = 0
+            self._seg_end = 0
+            writer = self._writer = SegmentWriter(self._segment_path(self._seg))
             _fsync_directory(self._bodies)  # the new file's name survives a power loss
         pos = self._seg_end
-        view = memoryview(wire)
-        written = 0
-        while written < len(view):
-            written += os.pwrite(fd, view[written:], pos + written)
-        self._unsynced = True
-        # Whole pages only: a page the next body shares must stay cached (no read to complete it).
-        end = (pos + written) & ~0xFFF
-        if _fadvise is not None and end - self._seg_started >= _EARLY_WRITEBACK:
-            with contextlib.suppress(OSError):
-                _fadvise(fd, self._seg_started, end - self._seg_started, os.POSIX_FADV_DONTNEED)
-            self._seg_started = end
+        writer.write(pos, wire)
+        recent = self._recent
+        key = (self._seg, pos)
+        old = recent.pop(key, None)  # bytes of a rolled-back transaction, overwritten now
+        if old is not None:
+            self._recent_bytes -= len(old)
+        recent[key] = wire
+        self._recent_bytes += len(wire)
+        while self._recent_bytes > _RECENT_BYTES:
+            self._recent_bytes -= len(recent.pop(next(iter(recent))))
         return self._seg, pos
 
-    def _release_flushed(self, fd: int) -> None:
-        """Let the page cache drop the flushed bytes more than ``_CACHED_BYTES`` behind the end
-        of the current segment (they are on the disk: dropping them loses nothing)."""
-        end = (self._seg_end - _CACHED_BYTES) & ~0xFFFF
-        if _fadvise is None or end <= self._seg_released:
-            return
-        with contextlib.suppress(OSError):  # advice only
-            _fadvise(fd, self._seg_released, end - self._seg_released, os.POSIX_FADV_DONTNEED)
-        self._seg_released = end
-
     def _read(self, seg: int, pos: int, size: int) -> bytes:
-        fd = self._seg_fd if seg == self._seg else self._readers.get(seg)
+        data = self._recent.get((seg, pos))
+        if data is not None and len(data) == size:
+            return data
+        end = pos + size
+        staged = b""
+        fd = self._readers.get(seg)
         try:
+            if seg == self._seg and self._writer is not None:
+                end, staged = self._writer.staged(pos, size)  # not written to the file yet
             if fd is None:
                 if len(self._readers) >= _MAX_OPEN_SEGMENTS:
                     self._close_readers()
                 fd = self._readers[seg] = os.open(self._segment_path(seg), os.O_RDONLY | _O_CLOEXEC)
-            data = os.pread(fd, size, pos)
+            data = os.pread(fd, end - pos, pos) if end > pos else b""
         except OSError as e:
             raise StoreError(f"{self._path}: cannot read message body segment {seg} ({e})") from e
-        if len(data) != size:
+        if len(data) != end - pos:
             raise StoreError(
                 f"{self._path}: message body segment {seg} is shorter than the store says "
                 f"({pos + len(data)} < {pos + size} bytes)"
             )
-        return data
+        return data + staged if staged else data
 
     def _wire(self, wire: bytes, seg: int | None, pos: int | None, size: int | None) -> bytes:
         if seg is None:
@@ -703,26 +691,20 @@ class SQLiteStore:
             self._cur.execute(_BEGIN)
         except sqlite3.Error as e:
             raise self._error(e) from e
-        if self._seg_end >= _SEGMENT_BYTES and self._seg_fd is not None:
-            # Start a new segment; one transaction writes to one segment only. The full one is
-            # flushed (every commit flushed it): its cached pages may go.
-            if _fadvise is not None:
-                with contextlib.suppress(OSError):
-                    _fadvise(self._seg_fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            os.close(self._seg_fd)
-            self._seg_fd = None
+        if self._seg_end >= _SEGMENT_BYTES and self._writer is not None:
+            # Start a new segment; one transaction writes to one segment only (every commit
+            # flushed the full one).
+            self._writer.close()
+            self._writer = None
             self._seg += 1
-            self._seg_end = self._seg_released = self._seg_started = 0
+            self._seg_end = 0
         self._tx_end = self._seg_end
 
     def _commit(self) -> None:
         try:
-            if self._unsynced:
+            if self._writer is not None:
                 # Bodies reach the disk before the rows that refer to them can.
-                assert self._seg_fd is not None
-                _fdatasync(self._seg_fd)
-                self._unsynced = False
-                self._release_flushed(self._seg_fd)
+                self._writer.sync()
             self._cur.execute(_COMMIT)
         except OSError as e:
             self._rollback()
@@ -743,7 +725,6 @@ class SQLiteStore:
         self._message_count = None  # recounted on demand
         # Bodies written since the transaction began are unreferenced: overwrite them next time.
         self._seg_end = self._tx_end
-        self._unsynced = False
         self._emptied.clear()
         try:
             if self._con.in_transaction:
@@ -1247,9 +1228,10 @@ class SQLiteStore:
         if self._closed:
             return
         self._closed = True
-        if self._seg_fd is not None:
-            os.close(self._seg_fd)
-            self._seg_fd = None
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        self._recent.clear()
         self._close_readers()
         try:
             self._con.close()
