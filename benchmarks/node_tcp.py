@@ -21,6 +21,7 @@ import cProfile
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -77,10 +78,12 @@ async def receiver(directory: str, messages: int) -> None:
         print(node.status().listening[0], flush=True)
         delivered = 0
         async for _ in inbox:
+            if not delivered:
+                cpu = _cpu()  # from the first delivery on: the setup is not counted
             delivered += 1
             if delivered == messages:
                 break
-        print("done", flush=True)
+        print(f"done {_cpu() - cpu:.3f}", flush=True)
         # Stay up until the sender has seen every acknowledgement and closes our stdin.
         await trio.to_thread.run_sync(sys.stdin.read)
 
@@ -114,9 +117,11 @@ async def run(
                     break
             bodies = [i.to_bytes(8, "big") + b"\xab" * (size - 8) for i in range(messages)]
             start = time.perf_counter()
+            cpu = _cpu()
             for first in range(0, messages, batch):
                 await a.send_many("bench", bodies[first : first + batch])
-            assert await lines.__anext__() == "done"
+            done, receiver_cpu = (await lines.__anext__()).split()
+            assert done == "done"
             delivered = time.perf_counter() - start
             # Acknowledgements: Alice's records for Bob are gone once he acked everything. The
             # acked events themselves are advisory (dropped when a burst fills the buffer), so
@@ -125,6 +130,7 @@ async def run(
                 with trio.move_on_after(0.02):
                     await events.receive()
             elapsed = time.perf_counter() - start
+            sender_cpu = _cpu() - cpu
             stats = a.status().engine
         await process.stdin.aclose()
         await process.wait()
@@ -137,9 +143,17 @@ async def run(
         "seconds_to_ack": round(elapsed, 3),
         "messages_per_second": round(messages / elapsed),
         "megabytes_per_second": round(messages * size / elapsed / 1e6, 1),
+        "sender_cpu_seconds": round(sender_cpu, 3),
+        "receiver_cpu_seconds": float(receiver_cpu),
         "payloads_sent": stats["payloads_sent"],
         "bytes_sent": stats["bytes_sent"],
     }
+
+
+def _cpu() -> float:
+    """CPU seconds this process has used, in user and system mode."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 async def _lines(stream: trio.abc.ReceiveStream) -> AsyncIterator[str]:
