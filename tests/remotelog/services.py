@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
+import socket
 import subprocess
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -32,9 +32,18 @@ def need(binary: str, package: str) -> str:
     return path
 
 
+class _PortTaken(RuntimeError):
+    """The server could not listen: another process took the port since we picked it."""
+
+
 @asynccontextmanager
 async def _server(argv: list[str], ready: bytes, *, on_stderr: bool) -> AsyncIterator[None]:
-    """Run a server until the block ends; enter once its log (stdout or stderr) says ``ready``."""
+    """Run a server until the block ends; enter once its log (stdout or stderr) says ``ready``.
+
+    Raises:
+        _PortTaken: the server exited because its port is in use.
+        RuntimeError: the server exited for another reason.
+    """
     if on_stderr:
         process = await trio.lowlevel.open_process(argv, stderr=subprocess.PIPE)
     else:
@@ -47,7 +56,10 @@ async def _server(argv: list[str], ready: bytes, *, on_stderr: bool) -> AsyncIte
             while ready not in seen:
                 chunk = await log.receive_some(4096)
                 if not chunk:
-                    raise RuntimeError(f"{argv[0]} exited: {seen.decode(errors='replace')}")
+                    text = seen.decode(errors="replace")
+                    if "address already in use" in text.lower():
+                        raise _PortTaken(text)
+                    raise RuntimeError(f"{argv[0]} exited: {text}")
                 seen = (seen + chunk)[-8192:]
         yield
     finally:
@@ -59,15 +71,49 @@ async def _server(argv: list[str], ready: bytes, *, on_stderr: bool) -> AsyncIte
         await log.aclose()
 
 
+def _free_port() -> int:
+    """A loopback port free a moment ago (the kernel's pick). Another process may take it
+    before the server binds it; the servers below then start again on another."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+_ATTEMPTS = 5
+
+
+@asynccontextmanager
+async def _on_free_port(
+    make_argv: Callable[[int], list[str]], ready: bytes, *, on_stderr: bool
+) -> AsyncIterator[int]:
+    """Start the server ``make_argv(port)`` describes on a free port; yield the port."""
+    async with AsyncExitStack() as stack:
+        for attempt in range(_ATTEMPTS):
+            port = _free_port()
+            try:
+                server = _server(make_argv(port), ready, on_stderr=on_stderr)
+                await stack.enter_async_context(server)
+                break
+            except _PortTaken:
+                if attempt == _ATTEMPTS - 1:
+                    raise
+        yield port
+
+
 @asynccontextmanager
 async def redis_server(tmp: Path) -> AsyncIterator[str]:
     """A redis-server on a free loopback port; yields its URL once it accepts connections."""
     binary = need("redis-server", "redis-server")
-    port = random.randint(20000, 60000)
     os.makedirs(tmp, exist_ok=True)
-    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp)]
-    argv += ["--save", "", "--appendonly", "no", "--daemonize", "no"]
-    async with _server(argv, b"Ready to accept connections", on_stderr=False):
+
+    def argv(port: int) -> list[str]:
+        return [
+            *(binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp)),
+            *("--save", "", "--appendonly", "no", "--daemonize", "no"),
+        ]
+
+    async with _on_free_port(argv, b"Ready to accept connections", on_stderr=False) as port:
         yield f"redis://127.0.0.1:{port}"
 
 
@@ -75,18 +121,16 @@ async def redis_server(tmp: Path) -> AsyncIterator[str]:
 async def nats_server(tmp: Path) -> AsyncIterator[str]:
     """A nats-server with JetStream on a free loopback port; yields its URL once it listens."""
     binary = need("nats-server", "nats-server")
-    port = random.randint(20000, 60000)
     os.makedirs(tmp, exist_ok=True)
-    argv = [binary, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(tmp)]
-    async with _server(argv, b"Server is ready", on_stderr=True):
+
+    def argv(port: int) -> list[str]:
+        return [binary, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(tmp)]
+
+    async with _on_free_port(argv, b"Server is ready", on_stderr=True) as port:
         yield f"nats://127.0.0.1:{port}"
 
 
 JSIPFS_DIR = Path(__file__).resolve().parents[2] / "services" / "jsipfs"
-
-
-def _free_port() -> int:
-    return random.randint(20000, 60000)
 
 
 @asynccontextmanager

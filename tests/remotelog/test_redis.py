@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from mvds_node.remotelog._format import public_key, sign_head
 from mvds_node.remotelog._redis import RedisBackend
 from mvds_node.sync import encode_message, message_id
 
+from . import services
 from .services import redis_server
 
 G = b"G" * 32
@@ -110,3 +112,22 @@ async def test_nodes_over_redis_hear_updates_at_once(tmp_path: Path) -> None:
                 await a.send("chat", b"over redis")
                 message = await inbox.receive()
                 assert (message.body, message.sender) == (b"over redis", alice.public_key)
+
+
+async def test_a_server_whose_port_was_taken_starts_on_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The test servers' ports are picked free, yet another process may take one first."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        picks = [taken.getsockname()[1]]
+        free_port = services._free_port
+        monkeypatch.setattr(services, "_free_port", lambda: picks.pop() if picks else free_port())
+        async with redis_server(tmp_path) as url:
+            assert not picks, "the taken port was tried first"
+            assert url != f"redis://127.0.0.1:{taken.getsockname()[1]}"
+            backend = RedisBackend(url)
+            address = await backend.cas_add(b"stored")
+            assert await backend.cas_get(address) == b"stored"
+            await backend.aclose_connection()
