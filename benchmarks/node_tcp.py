@@ -83,7 +83,8 @@ async def receiver(directory: str, messages: int) -> None:
             delivered += 1
             if delivered == messages:
                 break
-        print(f"done {_cpu() - cpu:.3f}", flush=True)
+        used, faults = _since(cpu)
+        print(f"done {used:.3f} {faults}", flush=True)
         # Stay up until the sender has seen every acknowledgement and closes our stdin.
         await trio.to_thread.run_sync(sys.stdin.read)
 
@@ -120,7 +121,7 @@ async def run(
             cpu = _cpu()
             for first in range(0, messages, batch):
                 await a.send_many("bench", bodies[first : first + batch])
-            done, receiver_cpu = (await lines.__anext__()).split()
+            done, receiver_cpu, receiver_faults = (await lines.__anext__()).split()
             assert done == "done"
             delivered = time.perf_counter() - start
             # Acknowledgements: Alice's records for Bob are gone once he acked everything. The
@@ -130,7 +131,7 @@ async def run(
                 with trio.move_on_after(0.02):
                     await events.receive()
             elapsed = time.perf_counter() - start
-            sender_cpu = _cpu() - cpu
+            sender_cpu, sender_faults = _since(cpu)
             stats = a.status().engine
         await process.stdin.aclose()
         await process.wait()
@@ -145,15 +146,23 @@ async def run(
         "megabytes_per_second": round(messages * size / elapsed / 1e6, 1),
         "sender_cpu_seconds": round(sender_cpu, 3),
         "receiver_cpu_seconds": float(receiver_cpu),
+        "sender_page_faults": sender_faults,
+        "receiver_page_faults": int(receiver_faults),
         "payloads_sent": stats["payloads_sent"],
         "bytes_sent": stats["bytes_sent"],
     }
 
 
-def _cpu() -> float:
-    """CPU seconds this process has used, in user and system mode."""
+def _cpu() -> tuple[float, int]:
+    """CPU seconds this process has used (user and system mode), and its page faults (on a
+    virtual machine, each page of memory the process takes fresh costs microseconds)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    return usage.ru_utime + usage.ru_stime, usage.ru_minflt + usage.ru_majflt
+
+
+def _since(start: tuple[float, int]) -> tuple[float, int]:
+    cpu, faults = _cpu()
+    return cpu - start[0], faults - start[1]
 
 
 async def _lines(stream: trio.abc.ReceiveStream) -> AsyncIterator[str]:
