@@ -195,3 +195,25 @@ def test_a_full_payload_waiting_goes_out_within_the_epoch_a_smaller_one_waits() 
     a.send(G, b"after", now=0.4, timestamp=4)
     assert a.payloads_to_send(now=0.4) == [], "the epoch's rule holds again for small sends"
     assert [b for _, p in a.payloads_to_send(now=1.0) for b in bodies(p)] == [b"after"]
+
+
+def test_sends_of_a_batch_that_rolled_back_never_go_out(tmp_path: Path) -> None:
+    # Batch mode would offer the IDs first; an offer of a message that was never stored is
+    # as wrong as the message itself.
+    for mode in (Mode.INTERACTIVE, Mode.BATCH):
+        store = SQLiteStore(tmp_path / f"{mode.value}.db")
+        a = sender(store)
+        a.add_peer(G, B, mode=mode)
+        kept = a.send(G, b"kept", now=0.1, timestamp=1)
+        try:
+            with a.batch():
+                a.send(G, b"undone", now=0.2, timestamp=2)
+                a.send_many(G, [b"undone too", b"and this"], now=0.2, timestamp=3)
+                raise RuntimeError("the application gave up")
+        except RuntimeError:
+            pass
+        (out,) = a.payloads_to_send(now=0.3)
+        payload = decode_payload(out[1], LIMITS)
+        sent = [m.body for m in payload.messages] + [bytes(i) for i in payload.offers]
+        assert sent in ([b"kept"], [kept]), mode
+        store.close()

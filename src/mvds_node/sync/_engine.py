@@ -626,9 +626,16 @@ class Engine:
             with self._store.transaction():
                 yield
         except BaseException:
+            store = self._store
             for group in self._groups:
-                self._frontier[group] = dict.fromkeys(self._store.frontier(group))
-            self._next_due = self._store.min_due_epoch()
+                self._frontier[group] = dict.fromkeys(store.frontier(group))
+            self._next_due = store.min_due_epoch()
+            # First transmissions queued by the block's sends: their messages are gone.
+            for peer, waiting in self._fresh.items():
+                for mid in [m for m in waiting if not store.has_message(m)]:
+                    del waiting[mid]
+                if not waiting:
+                    self._fresh_bytes.pop(peer, None)
             raise
 
     def export_snapshot(self, peers: Sequence[bytes], *, now: float) -> ExportSnapshot:
