@@ -7,7 +7,7 @@ batches of ``--batch``) and the clock stops when Bob has delivered every one and
 every acknowledgement. Cases: 256-byte messages (count per second) and 60 KB messages (MB/s).
 
     python3 dev.py bench node_tcp [--quick] [--only small|large] [--page-size N] [--repeat N]
-                                  [--profile DIR]
+                                  [--keep-freed-memory-mib N] [--profile DIR]
 
 ``--repeat`` runs each case several times and reports every run and the median (the machine may
 be shared: a single run says little). ``--profile DIR`` writes cProfile statistics of both
@@ -48,9 +48,12 @@ from mvds_node.node import (
 T = TypeVar("T")
 
 
-def config(directory: Path, me: str, other: bytes, page_size: int = 4096) -> NodeConfig:
+def config(
+    directory: Path, me: str, other: bytes, page_size: int = 4096, keep_freed: int = 64
+) -> NodeConfig:
     return NodeConfig(
         store_page_size=page_size,
+        keep_freed_memory_mib=keep_freed,
         data_dir=directory / me,
         name=me,
         listen=("127.0.0.1", 0),
@@ -90,14 +93,19 @@ async def receiver(directory: str, messages: int) -> None:
 
 
 async def run(
-    messages: int, size: int, batch: int, page_size: int = 4096, profile: str | None = None
+    messages: int,
+    size: int,
+    batch: int,
+    page_size: int = 4096,
+    profile: str | None = None,
+    keep_freed: int = 64,
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         alice = create_identity(root / "alice" / "identity.key")
         bob = create_identity(root / "bob" / "identity.key")
-        save_config(config(root, "alice", bob.public_key, page_size))
-        save_config(config(root, "bob", alice.public_key, page_size))
+        save_config(config(root, "alice", bob.public_key, page_size, keep_freed))
+        save_config(config(root, "bob", alice.public_key, page_size, keep_freed))
         tag = f"{size}-{page_size}-{time.monotonic_ns()}"
         argv = [sys.executable, __file__, "--receiver", str(root / "bob"), str(messages)]
         if profile:
@@ -140,6 +148,7 @@ async def run(
         "body_bytes": size,
         "send_batch": batch,
         "store_page_size": page_size,
+        "keep_freed_memory_mib": keep_freed,
         "seconds_to_deliver": round(delivered, 3),
         "seconds_to_ack": round(elapsed, 3),
         "messages_per_second": round(messages / elapsed),
@@ -187,6 +196,12 @@ def main(argv: list[str] | None = None) -> None:
         "--page-size", type=int, action="append", help="store page size (repeatable)"
     )
     parser.add_argument("--repeat", type=int, default=1, help="runs per case (median reported)")
+    parser.add_argument(
+        "--keep-freed-memory-mib",
+        type=int,
+        default=64,
+        help="the nodes' keep_freed_memory_mib (0: the C allocator's defaults)",
+    )
     parser.add_argument("--profile", metavar="DIR", help="write cProfile stats of both sides")
     parser.add_argument("--receiver", nargs=2, metavar=("DIR", "N"), help=argparse.SUPPRESS)
     parser.add_argument("--tag", default="bob", help=argparse.SUPPRESS)
@@ -217,6 +232,7 @@ def main(argv: list[str] | None = None) -> None:
                     batch,
                     page_size,
                     args.profile,
+                    args.keep_freed_memory_mib,
                 )
                 for i in range(args.repeat)
             ]

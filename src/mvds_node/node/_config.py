@@ -180,6 +180,10 @@ class NodeConfig:
     accept_unknown: bool = False
     """Accept connections from keys that are not under ``[[peers]]``. Off by default: a peer is
     the static key it proves, and unknown keys are refused."""
+    keep_freed_memory_mib: int = 64
+    """Freed memory, in MiB, the C allocator keeps for reuse instead of returning it to the
+    system, so that the buffers of large messages do not each cost fresh pages (glibc only;
+    process-wide; see ``node/_memory.py``). 0 leaves the allocator as it is."""
     peers: tuple[PeerConfig, ...] = ()
     groups: tuple[GroupConfig, ...] = ()
     epoch_seconds: float = 0.5
@@ -381,6 +385,7 @@ def parse_config(doc: Mapping[str, Any], *, data_dir: Path, where: str) -> NodeC
     listen = parse_address(listen_text, where=f"{where}: node.listen") if listen_text else None
     name = node.get_str("name", "")
     accept_unknown = node.get_bool("accept_unknown", False)
+    keep_freed = node.get_int("keep_freed_memory_mib", 64, 0, 1024)
     node.done()
 
     sync = top.get_table("sync")
@@ -494,6 +499,7 @@ def parse_config(doc: Mapping[str, Any], *, data_dir: Path, where: str) -> NodeC
         name=name,
         listen=listen,
         accept_unknown=accept_unknown,
+        keep_freed_memory_mib=keep_freed,
         peers=tuple(peers),
         groups=tuple(groups),
         epoch_seconds=epoch,
@@ -549,6 +555,9 @@ def render_config(config: NodeConfig) -> str:
         f"listen = {_q(listen)}",
         "# Accept connections from keys not listed under [[peers]]. (default: false)",
         f"accept_unknown = {str(config.accept_unknown).lower()}",
+        "# MiB of freed memory kept for reuse instead of returned to the system (glibc; the",
+        "# whole process). 0 leaves the C allocator as it is. (default: 64)",
+        f"keep_freed_memory_mib = {config.keep_freed_memory_mib}",
         "",
         "[sync]",
         "# Epoch length in seconds: at most one payload per peer per epoch. (default: 0.5)",

@@ -64,6 +64,7 @@ from mvds_node.node._config import (
 )
 from mvds_node.node._discovery import Discovery, PeerDiscovered
 from mvds_node.node._identity import Identity, load_identity
+from mvds_node.node._memory import keep_freed_memory
 from mvds_node.node._remotelog import LogStatus, RemoteLogService, backend_for
 from mvds_node.remotelog import LogSettings
 from mvds_node.sync import (
@@ -1059,6 +1060,7 @@ async def open_node(
     """
     ident = identity if identity is not None else load_identity(config.identity_path)
     config.data_dir.mkdir(parents=True, exist_ok=True)
+    keep_freed_memory(config.keep_freed_memory_mib * 1024 * 1024)
     store = SQLiteStore(
         config.store_path, synchronous=config.store_sync, page_size=config.store_page_size
     )
