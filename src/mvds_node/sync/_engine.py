@@ -1087,7 +1087,6 @@ class Engine:
         # Parents named by earlier messages of this payload that were not stored then: when one
         # of them arrives, it already has a child (no query needed to know it).
         referenced: set[bytes] = set()
-        stored_all = not consistent and len(messages) > 1 and self._add_all(peer, messages)
         for m in messages:
             mid = m.id
             members = groups.get(m.group_id)
@@ -1124,7 +1123,7 @@ class Engine:
                     for p in m.parents
                     if p not in frontier and (p in missing_parents or not store.has_message(p))
                 ]
-            if not stored_all and not store.add_message(
+            if not store.add_message(
                 StoredMessage(
                     mid, m.group_id, m.timestamp, m.wire, m.parents, m.expires_at, not held
                 )
@@ -1183,31 +1182,6 @@ class Engine:
                     False,
                     maybe_parent=was_requested or mid in referenced,
                 )
-
-    def _add_all(self, peer: bytes, messages: list[DecodedMessage]) -> bool:
-        """The bulk case of eventual delivery: store every message of a payload with one
-        statement per table, when each of them would be stored (a lasting message of a group
-        ``peer`` is in with us). False, storing nothing, when one would not be or is here
-        already (a duplicate): the caller then stores them one by one, as it always can. With
-        eventual delivery nothing in the per-message steps depends on whether the payload's
-        later messages are stored yet (their IDs count as arriving, and a message is delivered
-        whatever its parents)."""
-        groups = self._groups
-        wall = self._wall
-        batch = []
-        for m in messages:
-            members = groups.get(m.group_id)
-            if (
-                members is None
-                or peer not in members
-                or m.ephemeral
-                or (m.expires_at and m.expires_at <= wall)
-            ):
-                return False
-            batch.append(
-                StoredMessage(m.id, m.group_id, m.timestamp, m.wire, m.parents, m.expires_at, True)
-            )
-        return self._store.add_messages(batch)
 
     def _clear_records(
         self, peer: bytes, mid: bytes, deletes: list[tuple[bytes, bytes]], has_it: set[bytes]
