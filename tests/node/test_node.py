@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,11 +19,14 @@ from mvds_node.node import (
     PeerConfig,
     PeerConnected,
     TransportFailed,
+    TransportRestored,
+    _node,
     group_id_for,
     open_node,
     parse_address,
 )
 from mvds_node.node.cli import _event_json
+from mvds_node.transports import MulticastTransport
 
 
 def config_for(tmp_path: Path, name: str, me: Identity, others: dict[str, Identity]) -> NodeConfig:
@@ -204,6 +208,81 @@ async def test_nodes_sync_over_multicast_without_tcp(tmp_path: Path) -> None:
                 while a.status().peers[0].pending:
                     with trio.move_on_after(0.1):
                         await events.receive()
+
+
+def _on_the_lan(secret: bytes, port: int) -> Callable[[NodeConfig], NodeConfig]:
+    def lan(cfg: NodeConfig) -> NodeConfig:
+        group = replace(cfg.groups[0], secret=secret)
+        mc = MulticastConfig(enabled=True, group="239.255.77.79", port=port, interface="127.0.0.1")
+        return replace(cfg, listen=None, groups=(group,), multicast=mc)
+
+    return lan
+
+
+async def test_a_failed_multicast_carrier_is_reopened_and_syncs_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The interface goes away under Bob's multicast sockets (his receive fails as a whole and
+    the sockets are gone), then comes back: he reopens them and hears Alice again, with no TCP
+    between them."""
+    alice, bob = Identity.generate(), Identity.generate()
+    lan = _on_the_lan(bytes(range(32)), 20000 + int.from_bytes(bob.public_key[:2], "big") % 40000)
+    monkeypatch.setattr(_node, "_REOPEN_DELAYS", (0.01,))
+    interface_gone = trio.Event()
+    real_receive = MulticastTransport.receive
+    failed: list[MulticastTransport] = []
+
+    async def receive(self: MulticastTransport) -> tuple[bytes, bytes]:
+        if self.node_id == bob.public_key and not failed:
+            await interface_gone.wait()
+            failed.append(self)
+            self._close_sockets()
+            raise TransportBroken("multicast receive failed: [Errno 19] No such device")
+        return await real_receive(self)
+
+    monkeypatch.setattr(MulticastTransport, "receive", receive)
+    with trio.fail_after(20):
+        async with (
+            open_node(lan(config_for(tmp_path, "bob", bob, {"alice": alice})), identity=bob) as b,
+            b.events() as events,
+            b.messages() as inbox,
+            open_node(lan(config_for(tmp_path, "alice", alice, {"bob": bob})), identity=alice) as a,
+        ):
+            interface_gone.set()
+            seen = []
+            async for event in events:
+                if isinstance(event, (TransportFailed, TransportRestored)):
+                    seen.append(event)
+                    if isinstance(event, TransportRestored):
+                        break
+            carrier = failed[0]
+            assert b.status().carriers_down == ()
+            assert seen == [
+                TransportFailed(carrier, "multicast receive failed: [Errno 19] No such device"),
+                TransportRestored(carrier),
+            ]
+            assert _event_json(seen[1]) == {
+                "type": "transport-restored",
+                "transport": "MulticastTransport",
+            }
+            await a.send("chat", b"heard again")
+            assert (await inbox.receive()).body == b"heard again"
+
+
+async def test_a_node_whose_multicast_interface_is_missing_starts_without_it(
+    tmp_path: Path,
+) -> None:
+    alice, bob = Identity.generate(), Identity.generate()
+    cfg = config_for(tmp_path, "alice", alice, {"bob": bob})
+    group = replace(cfg.groups[0], secret=bytes(32))
+    # 192.0.2.1 (TEST-NET-1) is on no interface of this machine.
+    mc = MulticastConfig(enabled=True, group="239.255.77.79", port=7701, interface="192.0.2.1")
+    with trio.fail_after(20):
+        async with open_node(replace(cfg, groups=(group,), multicast=mc), identity=alice) as a:
+            (down,) = a.status().carriers_down
+            assert down.startswith("multicast 239.255.77.79:7701 on 192.0.2.1: cannot open: ")
+            assert a.status().to_json()["carriers_down"] == [down]
+            assert a.status().listening, "TCP runs all the same"
 
 
 async def test_nodes_find_each_other_by_mdns_and_sync(tmp_path: Path) -> None:

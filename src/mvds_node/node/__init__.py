@@ -45,6 +45,7 @@ from mvds_node.node._node import PeerDisconnected as PeerDisconnected
 from mvds_node.node._node import PeerStatus as PeerStatus
 from mvds_node.node._node import Refused as Refused
 from mvds_node.node._node import TransportFailed as TransportFailed
+from mvds_node.node._node import TransportRestored as TransportRestored
 from mvds_node.node._node import open_node as open_node
 
 __all__ = [
@@ -70,6 +71,7 @@ __all__ = [
     "Refused",
     "RemoteLogConfig",
     "TransportFailed",
+    "TransportRestored",
     "create_identity",
     "default_data_dir",
     "group_id_for",

@@ -118,6 +118,8 @@ _APP_QUEUE_LIMIT: Final = 2
 """Packets a connection may have queued, the one being written included, before :meth:`Node.send`
 and :meth:`Node.send_many` wait for it, up to an epoch (a burst of sends stays ahead of the
 network by about this many payloads, and the connection's writer runs while the burst waits)."""
+_REOPEN_DELAYS: Final = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+"""Seconds between attempts to reopen a failed multicast carrier (the last one repeats)."""
 RELIABLE_RETRANSMIT_SECONDS: Final = 30.0
 """Retransmission gap (halved) for peers on a live TCP connection; see the PeerUp handling."""
 _SUBSCRIBER_BUFFER: Final = 1024
@@ -217,11 +219,20 @@ class LogUploaded(NodeEvent):
 
 @dataclass(frozen=True, slots=True)
 class TransportFailed(NodeEvent):
-    """A carrier failed as a whole while receiving (``TransportBroken``): the node stops
-    reading from it and keeps running on its other carriers."""
+    """A carrier failed as a whole (``TransportBroken``, or a multicast carrier that cannot
+    open: its interface is not there). The node keeps running on its other carriers. Its own
+    multicast carriers are reopened, with backoff, until :class:`TransportRestored`; a carrier
+    passed to :func:`open_node` is not read again."""
 
     transport: Transport
     detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class TransportRestored(NodeEvent):
+    """A multicast carrier that had failed is open again."""
+
+    transport: Transport
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +268,8 @@ class NodeStatus:
     events_dropped: int
     refused: int
     logs: tuple[LogStatus, ...] = ()
+    carriers_down: tuple[str, ...] = ()
+    """Carriers that failed and are not back (``TransportFailed``): what failed, and why."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -287,6 +300,7 @@ class NodeStatus:
             "engine": self.engine,
             "events_dropped": self.events_dropped,
             "refused": self.refused,
+            "carriers_down": list(self.carriers_down),
             "logs": [
                 {
                     "name": log.name,
@@ -383,6 +397,7 @@ class Node:
         self._listening: tuple[str, ...] = ()
         self._refused = 0
         self._events_dropped = 0
+        self._down: dict[int, str] = {}  # id(carrier): what failed, while it is down
         self._names = {g.id: g.name for g in config.groups}
         self._max_payload = min(
             self._sync.limits.max_payload_bytes, self._tcp.max_payload - HEADER_SIZE
@@ -752,6 +767,7 @@ class Node:
             events_dropped=self._events_dropped,
             refused=self._refused,
             logs=tuple(self._remote_log.status.values()) if self._remote_log else (),
+            carriers_down=tuple(self._down.values()),
         )
 
     # ----------------------------------------------------------------- the service
@@ -768,11 +784,11 @@ class Node:
                 await nursery.start(self._tcp.serve_listeners, [])
             self._dial_static_peers()
             for carrier, members in self._multicast:
-                await carrier.open()
-                for peer in members:
-                    self._datagram_cap(peer, on_tcp=False)
+                await nursery.start(self._multicast_task, carrier, members)
+            multicast = {id(carrier) for carrier, _ in self._multicast}
             for transport in self._transports:
-                nursery.start_soon(self._receive_task, transport)
+                if id(transport) not in multicast:  # those are read by their own task
+                    nursery.start_soon(self._receive_task, transport)
                 events = getattr(transport, "events", None)
                 if events is not None:
                     nursery.start_soon(self._transport_events_task, events)
@@ -809,9 +825,60 @@ class Node:
             except (TransportClosed, trio.EndOfChannel, trio.ClosedResourceError):
                 return
             except TransportBroken as e:
-                self._emit(TransportFailed(transport, str(e)))
+                self._carrier_failed(transport, str(e))
                 return
             await send.send((transport, peer, packet))
+
+    def _carrier_failed(self, transport: Transport, detail: str) -> None:
+        self._down[id(transport)] = f"{_describe_carrier(transport)}: {detail}"
+        self._emit(TransportFailed(transport, detail))
+
+    async def _multicast_task(
+        self,
+        carrier: MulticastTransport,
+        members: frozenset[bytes],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Open a multicast carrier and read it. When it fails, or cannot open (a laptop whose
+        LAN interface is gone, or not up yet when the node starts), report it once and try
+        again after 1, 2, 5 ... 60 seconds until it opens, then report it restored. Reports
+        started after the first attempt, whether it opened or not: the node runs without it."""
+        send = self._inbox.send
+        attempt = 0
+        down = False
+        while True:
+            try:
+                await (carrier.reopen() if attempt else carrier.open())
+            except TransportClosed:
+                return
+            except OSError as e:
+                if not down:
+                    self._carrier_failed(carrier, f"cannot open: {e}")
+                    down = True
+            else:
+                if down:
+                    self._down.pop(id(carrier), None)
+                    self._emit(TransportRestored(carrier))
+                    down = False
+                attempt = 0
+                for peer in members:
+                    self._datagram_cap(peer, on_tcp=False)
+            if attempt == 0:
+                task_status.started()  # (a second call is refused: once is enough)
+                task_status = trio.TASK_STATUS_IGNORED
+            if not down:
+                try:
+                    while True:
+                        peer, packet = await carrier.receive()
+                        await send.send((carrier, peer, packet))
+                except (TransportClosed, trio.EndOfChannel, trio.ClosedResourceError):
+                    return
+                except TransportBroken as e:
+                    self._carrier_failed(carrier, str(e))
+                    down = True
+            await trio.sleep(_REOPEN_DELAYS[min(attempt, len(_REOPEN_DELAYS) - 1)])
+            attempt += 1
 
     async def _transport_events_task(
         self, events: trio.MemoryReceiveChannel[TransportEvent]
@@ -1004,6 +1071,12 @@ class Node:
 async def _send_quietly(transport: Transport, peer: bytes, frame: Ping | Pong) -> None:
     with contextlib.suppress(TransportError):
         await transport.send(peer, encode_frame(frame))
+
+
+def _describe_carrier(transport: Transport) -> str:
+    if isinstance(transport, MulticastTransport):
+        return f"multicast {transport.group}:{transport.port} on {transport.interface}"
+    return type(transport).__name__
 
 
 def _static_address(peer: PeerConfig | None) -> str | None:

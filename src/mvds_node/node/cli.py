@@ -51,6 +51,7 @@ from mvds_node.node._node import (
     PeerDisconnected,
     Refused,
     TransportFailed,
+    TransportRestored,
     open_node,
     wall_ms,
 )
@@ -157,6 +158,8 @@ def _event_json(event: NodeEvent) -> dict[str, Any] | None:
             "transport": type(event.transport).__name__,
             "detail": event.detail,
         }
+    if isinstance(event, TransportRestored):
+        return {"type": "transport-restored", "transport": type(event.transport).__name__}
     return None
 
 
@@ -424,6 +427,8 @@ def cmd_status(args: argparse.Namespace) -> None:
     print(f"  key       {status['key']}")
     if status["listening"]:
         print(f"  listening {', '.join(status['listening'])}")
+    for down in status.get("carriers_down", []):
+        print(f"  down      {down}")
     print(f"  messages  {status['messages_stored']} stored")
     for g in status["groups"]:
         print(f"  group     {g['name']} ({g['mode']}, {len(g['members'])} members)")
@@ -663,6 +668,10 @@ async def _run(config: NodeConfig, args: argparse.Namespace) -> None:
                         human = f"* {doc['type']} {who(peer)}"
                         if isinstance(event, Refused):
                             human += f": {event.reason} ({event.detail})"
+                        elif isinstance(event, (TransportFailed, TransportRestored)):
+                            human = f"* {doc['type']} {doc['transport']}"
+                            if isinstance(event, TransportFailed):
+                                human += f": {event.detail}"
                         elif isinstance(event, LogUploaded):
                             human = (
                                 f"* log-uploaded [{event.group}] {event.messages} messages "

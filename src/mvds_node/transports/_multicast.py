@@ -314,6 +314,7 @@ class MulticastTransport:
         self._recv: trio.socket.SocketType | None = None
         self._send: trio.socket.SocketType | None = None
         self._closed = False
+        self._opened = False  # open() was called once: sockets missing since are a failure
         self._events_send, self._events_receive = trio.open_memory_channel[TransportEvent](
             event_queue_size
         )
@@ -368,6 +369,7 @@ class MulticastTransport:
             raise TransportClosed("multicast transport was closed")
         if self._recv is not None:
             raise LocalProtocolError("the transport is already open")
+        self._opened = True
         recv = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         send = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
@@ -392,6 +394,27 @@ class MulticastTransport:
             raise
         self._recv, self._send = recv, send
 
+    async def reopen(self) -> None:
+        """Close both sockets and :meth:`open` them again: after a :class:`TransportBroken`
+        (the interface went away, say), once the network may be back. Until it succeeds,
+        :meth:`send` and :meth:`receive` raise ``TransportBroken``.
+
+        Raises:
+            OSError: as :meth:`open`: the interface address is not there (yet).
+            TransportClosed: the transport was closed.
+        """
+        if self._closed:
+            raise TransportClosed("multicast transport was closed")
+        self._close_sockets()
+        await self.open()
+
+    def _close_sockets(self) -> None:
+        for sock in (self._recv, self._send):
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.close()
+        self._recv = self._send = None
+
     async def __aenter__(self) -> MulticastTransport:
         await self.open()
         return self
@@ -411,10 +434,7 @@ class MulticastTransport:
         """
         if not self._closed:
             self._closed = True
-            for sock in (self._recv, self._send):
-                if sock is not None:
-                    with contextlib.suppress(OSError):
-                        sock.close()
+            self._close_sockets()
             self._events_send.close()
         await trio.lowlevel.checkpoint()
 
@@ -546,6 +566,8 @@ class MulticastTransport:
         if self._closed:
             raise TransportClosed("multicast transport was closed")
         if self._send is None:
+            if self._opened:
+                raise TransportBroken("the multicast sockets are down (reopen() them)")
             raise LocalProtocolError("open() the transport first")
         self._check_size(packet)
         try:
@@ -584,6 +606,8 @@ class MulticastTransport:
         if self._closed:
             raise TransportClosed("multicast transport was closed")
         if self._recv is None:
+            if self._opened:
+                raise TransportBroken("the multicast sockets are down (reopen() them)")
             raise LocalProtocolError("open() the transport first")
         while True:
             try:
