@@ -349,6 +349,27 @@ async def test_use_before_open_and_double_open(members: list[MulticastTransport]
     await t.aclose()
 
 
+async def test_sockets_that_went_down_fail_until_reopened(
+    members: list[MulticastTransport],
+) -> None:
+    sender, receiver = members[0], members[1]
+    receiver._close_sockets()  # what a failed interface leaves behind
+    with pytest.raises(TransportBroken, match="reopen"):
+        await receiver.send(BROADCAST, frame("while down"))
+    with pytest.raises(TransportBroken, match="reopen"):
+        await receiver.receive()
+    await receiver.reopen()
+    await receiver.reopen()  # harmless when open: the sockets are made anew
+    with trio.fail_after(5):
+        await sender.send(BROADCAST, frame("after"))
+        assert await receiver.receive() == (sender.node_id, frame("after"))
+        await receiver.send(BROADCAST, frame("and back"))
+        assert await sender.receive() == (receiver.node_id, frame("and back"))
+    await receiver.aclose()
+    with pytest.raises(TransportClosed):
+        await receiver.reopen()
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
