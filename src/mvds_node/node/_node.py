@@ -845,8 +845,9 @@ class Node:
         again after 1, 2, 5 ... 60 seconds until it opens, then report it restored. Reports
         started after the first attempt, whether it opened or not: the node runs without it."""
         send = self._inbox.send
-        attempt = 0
+        attempt = 0  # failed attempts since the carrier last worked (picks the delay)
         down = False
+        started = False
         while True:
             try:
                 await (carrier.reopen() if attempt else carrier.open())
@@ -864,9 +865,9 @@ class Node:
                 attempt = 0
                 for peer in members:
                     self._datagram_cap(peer, on_tcp=False)
-            if attempt == 0:
-                task_status.started()  # (a second call is refused: once is enough)
-                task_status = trio.TASK_STATUS_IGNORED
+            if not started:
+                task_status.started()
+                started = True
             if not down:
                 try:
                     while True:
