@@ -464,6 +464,9 @@ def test_delete_acked(store: Store) -> None:
     assert store.delete_acked([], P, frozenset({MESSAGE})) == set()
     assert store.delete_acked([mid(1)], P, frozenset()) == set()
     assert store.delete_acked(iter([mid(1)]), P, frozenset({MESSAGE})) == {mid(1)}
+    # Every type at once, none left out.
+    everything = frozenset(RecordType)
+    assert store.delete_acked([mid(100), mid(3)], P, everything) == {mid(100), mid(3)}
 
 
 def test_epoch(store: Store) -> None:

@@ -207,9 +207,12 @@ _GET_WIRES: Final = {
     n: f"SELECT id, wire, seg, pos, size FROM messages WHERE id IN ({', '.join('?' * n)})"
     for n in _CHUNK_SIZES
 }
+_KINDS: Final = len(RecordType)
+"""Placeholders for record types in ``_DELETE_ACKED``: room for every type, so that a set of
+types is never cut short (the unused ones repeat a type given, which IN (...) ignores)."""
 _DELETE_ACKED: Final = {
-    n: "DELETE FROM records WHERE peer = ? AND type IN (?, ?, ?) AND message_id IN "
-    f"({', '.join('?' * n)}) RETURNING message_id"
+    n: f"DELETE FROM records WHERE peer = ? AND type IN ({', '.join('?' * _KINDS)}) AND "
+    f"message_id IN ({', '.join('?' * n)}) RETURNING message_id"
     for n in _CHUNK_SIZES
 }
 _GET_PEER_RECORDS: Final = {
@@ -1158,11 +1161,11 @@ class SQLiteStore:
         """Delete ``peer``'s records of these ``types`` about ``message_ids``; return the IDs
         whose record was deleted. One statement per 64 IDs: an ACK needs no read first."""
         ids = list(dict.fromkeys(message_ids))
-        kinds = [t.value for t in types][:3]
+        kinds = [t.value for t in types]
         if not kinds or not ids:
             self._check_open()
             return set()
-        kinds += [kinds[-1]] * (3 - len(kinds))  # repeats in IN (...) are harmless
+        kinds += [kinds[-1]] * (_KINDS - len(kinds))  # repeats in IN (...) are harmless
         done: set[bytes] = set()
         try:
             with self._tx:
