@@ -87,7 +87,7 @@ def test_multicast_must_name_its_one_interface(tmp_path: Path, interface: str) -
     assert "name one interface by its IPv4 address" in message
 
 
-@pytest.mark.parametrize("interface", ["224.0.0.1", "fe80::1", "eth0"])
+@pytest.mark.parametrize("interface", ["224.0.0.1", "240.0.0.1", "fe80::1", "eth0"])
 def test_multicast_interface_is_one_ipv4_address(tmp_path: Path, interface: str) -> None:
     (tmp_path / "config.toml").write_text(f"[multicast]\ninterface = '{interface}'\n")
     with pytest.raises(ConfigError, match=r"multicast\.interface"):

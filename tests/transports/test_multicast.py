@@ -380,6 +380,7 @@ async def test_sockets_that_went_down_fail_until_reopened(
         ({"group": "ff02::1"}, "IPv4"),
         ({"interface": "0.0.0.0"}, "one interface"),
         ({"interface": "255.255.255.255"}, "one interface"),
+        ({"interface": "240.0.0.1"}, "reserved address"),
         ({"interface": "eth0"}, "IPv4"),
         ({"port": 0}, "port"),
         ({"event_queue_size": 0}, "event_queue_size"),

@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from mvds_node.errors import ConfigError
 from mvds_node.sync import DeliveryMode, Mode
+from mvds_node.transports._multicast import interface_problem
 
 __all__ = [
     "DiscoveryConfig",
@@ -366,10 +367,9 @@ def _check_interface(text: str, where: str) -> str:
         if text.strip() in ("any", "*", "all", "::"):
             raise ConfigError(f"{where} {text!r} means every interface; {hint}") from None
         raise ConfigError(f"{where}: {text!r} is not an IPv4 address; {hint}") from None
-    if address.is_unspecified or address == ipaddress.IPv4Address("255.255.255.255"):
-        raise ConfigError(f"{where} {text} means every interface; {hint}")
-    if address.is_multicast:
-        raise ConfigError(f"{where} {text} is a multicast address; {hint}")
+    problem = interface_problem(address)
+    if problem is not None:
+        raise ConfigError(f"{where} {text} {problem}; {hint}")
     return text
 
 

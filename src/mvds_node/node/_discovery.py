@@ -81,6 +81,7 @@ from zeroconf import IPVersion, ServiceInfo, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo
 
 from mvds_node.errors import ConfigError, LocalProtocolError, RemoteProtocolError, TransportBroken
+from mvds_node.transports._multicast import interface_problem
 
 __all__ = [
     "MAX_GROUP_TAGS",
@@ -304,9 +305,11 @@ def _check_interface(text: str) -> str:
         raise LocalProtocolError(f"discovery interface {text!r} is not an IP address") from None
     if address.version != 4:
         raise LocalProtocolError(f"discovery runs on IPv4 only, got interface {text!r}")
-    if address.is_unspecified or address.is_multicast or address.is_reserved:
+    problem = interface_problem(address)
+    if problem is not None:
         raise LocalProtocolError(
-            f"discovery interface {text!r} must be the unicast address of one interface"
+            f"discovery interface {text!r} {problem}: it must be the unicast address of one "
+            "interface"
         )
     return str(address)
 

@@ -113,6 +113,7 @@ __all__ = [
     "MAX_SESSIONS",
     "REPLAY_WINDOW",
     "MulticastStatistics",
+    "interface_problem",
     "MulticastTransport",
     "multicast_group_tag",
 ]
@@ -234,6 +235,21 @@ class MulticastStatistics:
     """Events lost because nobody drained :attr:`MulticastTransport.events`."""
 
 
+def interface_problem(address: ipaddress.IPv4Address) -> str | None:
+    """Why ``address`` cannot name the one interface that multicast or mDNS runs on, or None.
+
+    The one rule for every place that takes such an address (this transport, mDNS discovery,
+    the configuration): each raises its own error with this reason in it.
+    """
+    if address.is_unspecified or address == _LIMITED_BROADCAST:
+        return "means every interface"
+    if address.is_multicast:
+        return "is a multicast address"
+    if address.is_reserved:
+        return "is a reserved address, on no interface"
+    return None
+
+
 def _check_ipv4(value: str, what: str) -> ipaddress.IPv4Address:
     try:
         return ipaddress.IPv4Address(value)
@@ -293,9 +309,9 @@ class MulticastTransport:
             raise ValueError("the all-zero node ID means 'everyone' on the wire")
         if not _check_ipv4(group, "group").is_multicast:
             raise ValueError(f"group {group} is not a multicast address")
-        iface = _check_ipv4(interface, "interface")
-        if iface.is_unspecified or iface.is_multicast or iface == _LIMITED_BROADCAST:
-            raise ValueError(f"interface {interface} does not name one interface")
+        problem = interface_problem(_check_ipv4(interface, "interface"))
+        if problem is not None:
+            raise ValueError(f"interface {interface} {problem}: it must name one interface")
         if not 0 < port < 2**16:
             raise ValueError("port must be in 1..65535")
         if event_queue_size < 1:
