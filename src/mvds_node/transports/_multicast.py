@@ -424,6 +424,16 @@ class MulticastTransport:
         self._close_sockets()
         await self.open()
 
+    def _socket(self, sock: trio.socket.SocketType | None) -> trio.socket.SocketType:
+        """``sock`` (one of ours), or the error that says why it is not there."""
+        if self._closed:
+            raise TransportClosed("multicast transport was closed")
+        if sock is None:
+            if self._opened:
+                raise TransportBroken("the multicast sockets are down (reopen() them)")
+            raise LocalProtocolError("open() the transport first")
+        return sock
+
     def _close_sockets(self) -> None:
         for sock in (self._recv, self._send):
             if sock is not None:
@@ -579,12 +589,7 @@ class MulticastTransport:
             LocalProtocolError: not open yet; ``packet`` is larger than :attr:`max_payload` (the
                 caller splits payloads) or not one frame; ``peer`` is not a 32-byte key.
         """
-        if self._closed:
-            raise TransportClosed("multicast transport was closed")
-        if self._send is None:
-            if self._opened:
-                raise TransportBroken("the multicast sockets are down (reopen() them)")
-            raise LocalProtocolError("open() the transport first")
+        send_socket = self._socket(self._send)
         self._check_size(packet)
         try:
             decode_frame(packet)
@@ -593,7 +598,7 @@ class MulticastTransport:
         datagram = self.seal(peer, packet)
         recipient = BROADCAST if peer == b"" else bytes(peer)
         try:
-            await self._send.sendto(datagram, (self.group, self.port))
+            await send_socket.sendto(datagram, (self.group, self.port))
         except trio.ClosedResourceError:
             raise TransportClosed("multicast transport was closed") from None
         except OSError as exc:
@@ -619,16 +624,11 @@ class MulticastTransport:
             LocalProtocolError: not open yet.
             trio.BusyResourceError: another task is already receiving.
         """
-        if self._closed:
-            raise TransportClosed("multicast transport was closed")
-        if self._recv is None:
-            if self._opened:
-                raise TransportBroken("the multicast sockets are down (reopen() them)")
-            raise LocalProtocolError("open() the transport first")
+        recv_socket = self._socket(self._recv)
         while True:
             try:
                 # One byte over the limit, so that a datagram that is too large is seen to be.
-                datagram, source = await self._recv.recvfrom(MAX_DATAGRAM + 1)
+                datagram, source = await recv_socket.recvfrom(MAX_DATAGRAM + 1)
             except trio.ClosedResourceError:
                 raise TransportClosed("multicast transport was closed") from None
             except OSError as exc:
