@@ -86,8 +86,6 @@ FILE_EXCEPTIONS: dict[str, dict[str, frozenset[str] | None]] = {
                 "open",
                 "close",
                 "pread",
-                "stat",
-                "truncate",
                 "fsync",
                 "makedirs",
                 "listdir",

@@ -63,8 +63,9 @@ class SegmentWriter:
 
     Args:
         path: the segment file, created (mode 0600) if it does not exist.
-        end: where its committed bytes end; the page holding ``end`` is read back into the
-            staging buffer, so that the next write can rewrite it whole.
+        end: where its committed bytes end; the file is cut back to it (what a crash left
+            after it is referred to by nothing), and the page holding ``end`` is read back
+            into the staging buffer, so that the next write can rewrite it whole.
         direct: try ``O_DIRECT`` (the default); False writes through the page cache.
 
     Raises:
@@ -89,7 +90,10 @@ class SegmentWriter:
             self._fd = self._open()
             self._load(end)
             if self._direct:
-                self._probe(end)
+                self._probe()
+            # Bytes past ``end`` were written by a transaction that never committed (or are
+            # the probe's page): nothing refers to them.
+            os.ftruncate(self._fd, end)
         except BaseException:
             self.close()
             raise
@@ -110,10 +114,10 @@ class SegmentWriter:
                 self._direct = False  # the file system refuses O_DIRECT
         return os.open(self._path, flags, 0o600)
 
-    def _probe(self, end: int) -> None:
+    def _probe(self) -> None:
         """Some file systems take ``O_DIRECT`` at open and refuse its writes (``EINVAL``), or
-        need a coarser alignment: try one now, rewriting the last page with the bytes it holds,
-        and write through the page cache if it fails."""
+        need a coarser alignment: try one now, rewriting the last page with the bytes it holds
+        (the caller cuts the file back), and write through the page cache if it fails."""
         try:
             os.pwrite(self._fd, self._view[:PAGE], self._base)
         except OSError as e:
@@ -123,7 +127,6 @@ class SegmentWriter:
             self._fd = -1
             self._direct = False
             self._fd = self._open()
-        os.ftruncate(self._fd, end)  # the page written past the end is not the file's
 
     def _load(self, end: int) -> None:
         """Point the buffer at ``end``: its page's bytes before ``end`` are read from the file."""
@@ -162,7 +165,7 @@ class SegmentWriter:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="mvds-segment-writer")
         job = self._executor.submit(_write_all, self._fd, self._view, _STAGE, self._base)
-        self._in_flight.append(_InFlight(job, self._buffer, self._view))
+        self._in_flight.append(_InFlight(job, self._base, self._buffer, self._view))
         self._base += _STAGE
         self._fill = 0
         self._pending = False
@@ -230,7 +233,8 @@ class SegmentWriter:
     def staged(self, pos: int, size: int) -> tuple[int, bytes]:
         """The bytes of [pos, pos + size) that may exist only in the buffer: (where they begin,
         the bytes); the caller reads the bytes before that from the file."""
-        self._wait()  # what the thread holds is in the file once it is done
+        if self._in_flight and pos + size > self._in_flight[0].offset:
+            self._wait()  # what the thread holds is in the file once it is done
         start = max(pos, self._base)
         end = min(pos + size, self._base + self._fill)
         if end <= start:
@@ -256,6 +260,7 @@ class SegmentWriter:
 @dataclasses.dataclass(frozen=True, slots=True)
 class _InFlight:
     job: Future[None]
+    offset: int  # where in the file the buffer goes
     buffer: mmap.mmap
     view: memoryview
 

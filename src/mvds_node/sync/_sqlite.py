@@ -578,12 +578,8 @@ class SQLiteStore:
         self._seg = max(numbers)
         end: int | None = self._con.execute(_SEGMENT_END, (self._seg,)).fetchone()[0]
         self._seg_end = end or 0
-        path = self._segment_path(self._seg)
-        # Bytes past the last committed body were written by a transaction that never
-        # committed: nothing refers to them.
-        if os.stat(path).st_size > self._seg_end:
-            os.truncate(path, self._seg_end)
-        self._writer = SegmentWriter(path, end=self._seg_end)
+        # The writer cuts off what a transaction that never committed left after the end.
+        self._writer = SegmentWriter(self._segment_path(self._seg), end=self._seg_end)
 
     def _append(self, wire: bytes) -> tuple[int, int]:
         """Write ``wire`` at the end of the current segment; return (segment, offset). The end
