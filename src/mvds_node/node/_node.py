@@ -846,7 +846,6 @@ class Node:
         started after the first attempt, whether it opened or not: the node runs without it."""
         send = self._inbox.send
         attempt = 0  # failed attempts since the carrier last worked (picks the delay)
-        down = False
         started = False
         while True:
             try:
@@ -854,21 +853,18 @@ class Node:
             except TransportClosed:
                 return
             except OSError as e:
-                if not down:
+                if id(carrier) not in self._down:
                     self._carrier_failed(carrier, f"cannot open: {e}")
-                    down = True
             else:
-                if down:
-                    self._down.pop(id(carrier), None)
+                if self._down.pop(id(carrier), None) is not None:
                     self._emit(TransportRestored(carrier))
-                    down = False
                 attempt = 0
                 for peer in members:
                     self._datagram_cap(peer, on_tcp=False)
             if not started:
                 task_status.started()
                 started = True
-            if not down:
+            if id(carrier) not in self._down:
                 try:
                     while True:
                         peer, packet = await carrier.receive()
@@ -877,7 +873,6 @@ class Node:
                     return
                 except TransportBroken as e:
                     self._carrier_failed(carrier, str(e))
-                    down = True
             await trio.sleep(_REOPEN_DELAYS[min(attempt, len(_REOPEN_DELAYS) - 1)])
             attempt += 1
 
