@@ -16,6 +16,7 @@ from mvds_node.node import (
     MulticastConfig,
     Node,
     NodeConfig,
+    NodeEvent,
     PeerConfig,
     PeerConnected,
     TransportFailed,
@@ -46,6 +47,16 @@ def connect(a: Node, b: Node, b_name: str) -> None:
     """Let ``a`` dial ``b`` at the address ``b`` listens on."""
     host, port = parse_address(b.status().listening[0])
     a.add_peer(PeerConfig(key=b.identity.public_key, name=b_name, address=(host, port)))
+
+
+async def connected(
+    a: Node, b: Node, b_name: str, a_events: trio.MemoryReceiveChannel[NodeEvent]
+) -> None:
+    """:func:`connect`, then wait until ``a`` reports the connection up."""
+    connect(a, b, b_name)
+    async for event in a_events:
+        if isinstance(event, PeerConnected):
+            return
 
 
 async def test_two_nodes_sync_over_tcp_and_ack(tmp_path: Path) -> None:
@@ -87,10 +98,7 @@ async def test_bulk_sends_of_small_and_large_bodies_arrive_and_are_acked(tmp_pat
             b.messages() as inbox,
             a.events() as a_events,
         ):
-            connect(a, b, "bob")
-            async for event in a_events:
-                if isinstance(event, PeerConnected):
-                    break
+            await connected(a, b, "bob", a_events)
             ids = []
             for first in range(0, len(bodies), 50):
                 ids += await a.send_many("chat", bodies[first : first + 50])
@@ -118,10 +126,7 @@ async def test_ephemeral_goes_nosync_and_is_not_stored(tmp_path: Path) -> None:
             b.messages() as inbox,
             a.events() as a_events,
         ):
-            connect(a, b, "bob")
-            async for event in a_events:
-                if isinstance(event, PeerConnected):
-                    break
+            await connected(a, b, "bob", a_events)
             assert await a.send("chat", b"typing...", ephemeral=True) == b""
             message = await inbox.receive()
             assert (message.body, message.ephemeral, message.message_id) == (
