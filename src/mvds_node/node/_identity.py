@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
 )
 
+from mvds_node._files import fsync_directory
 from mvds_node.errors import ConfigError
 from mvds_node.transports import Keypair
 
@@ -140,11 +141,7 @@ def create_identity(path: str | os.PathLike[str]) -> Identity:
             os.close(fd)
         os.link(tmp, p)  # fails if someone created `p` meanwhile
         os.unlink(tmp)
-        dir_fd = os.open(p.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_directory(p.parent)
     except FileExistsError:
         os.unlink(tmp)
         raise ConfigError(f"{p}: a key file exists already") from None

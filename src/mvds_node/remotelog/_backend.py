@@ -17,6 +17,7 @@ from typing import Protocol
 
 import trio
 
+from mvds_node._files import fsync_directory
 from mvds_node.errors import MvdsError
 from mvds_node.remotelog._format import MAX_OBJECT_BYTES, address_of
 
@@ -92,11 +93,7 @@ def _write_atomically(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_directory(path.parent)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

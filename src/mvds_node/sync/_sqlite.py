@@ -71,6 +71,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Final, Literal, final
 
+from mvds_node._files import fsync_directory
 from mvds_node.errors import LocalProtocolError, StoreError
 from mvds_node.sync._segments import SegmentWriter
 from mvds_node.sync._state import RecordType
@@ -285,16 +286,6 @@ _TYPES: Final = {t.value: t for t in RecordType}
 
 
 _O_CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
-
-
-def _fsync_directory(path: str) -> None:
-    if os.name == "nt":
-        return  # directories cannot be opened for fsync there
-    fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _describe(e: sqlite3.Error) -> str:
@@ -592,7 +583,7 @@ class SQLiteStore:
             os.makedirs(self._bodies, mode=0o700, exist_ok=True)
             self._seg_end = 0
             writer = self._writer = SegmentWriter(self._segment_path(self._seg))
-            _fsync_directory(self._bodies)  # the new file's name survives a power loss
+            fsync_directory(self._bodies)  # the new file's name survives a power loss
         pos = self._seg_end
         writer.write(pos, wire)
         recent = self._recent

@@ -38,6 +38,7 @@ from typing import Any, BinaryIO, Final, final
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
+from mvds_node._files import fsync_directory
 from mvds_node.errors import MvdsError
 from mvds_node.transports._noise import Keypair, NoiseError, open_sealed, seal_to
 
@@ -218,11 +219,7 @@ def write_bundle(
             os.fsync(f.fileno())
             size = f.tell()
         os.replace(tmp, target)
-        dir_fd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_directory(target.parent)
     except OSError as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
