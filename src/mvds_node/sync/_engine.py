@@ -404,17 +404,7 @@ class Engine:
         waiting = self._fresh.pop(peer, None)
         if not waiting:
             return
-        records = self._store.get_records(list(waiting), peer)
-        due = self._first_due(peer)
-        for r in records.values():
-            r.send_count = 0
-            r.first_epoch = -1
-            r.send_epoch = due
-            r.parked = False
-        if records:
-            with self._store.transaction():
-                self._store.put_records(records.values())
-            self._schedule(due)
+        self._rearm(peer, list(self._store.get_records(list(waiting), peer).values()))
 
     def _retransmit_epoch(self, peer: bytes, message_id: bytes, epoch: int, count: int) -> int:
         """When a record transmitted ``count`` times, the last in ``epoch``, is next due."""
@@ -860,17 +850,23 @@ class Engine:
         self._fresh.pop(peer, None)  # their records are re-armed below
         self._fresh_bytes.pop(peer, None)
         records = self._store.records_for_peer(peer)
+        self._rearm(peer, records)
+        return len(records)
+
+    def _rearm(self, peer: bytes, records: list[Record]) -> None:
+        """Make ``records`` (``peer``'s) new again: unparked, never sent, due in its next
+        payload."""
+        if not records:
+            return
         due = self._first_due(peer)
         for r in records:
             r.parked = False
             r.send_count = 0
             r.first_epoch = -1
             r.send_epoch = due
-        if records:
-            with self._store.transaction():
-                self._store.put_records(records)
-            self._schedule(due)
-        return len(records)
+        with self._store.transaction():
+            self._store.put_records(records)
+        self._schedule(due)
 
     def handle_timer(self, *, now: float) -> None:
         """Tell the engine that time passed (a deadline from ``next_deadline`` was reached).
