@@ -616,17 +616,22 @@ class Engine:
             with self._store.transaction():
                 yield
         except BaseException:
-            store = self._store
-            for group in self._groups:
-                self._frontier[group] = dict.fromkeys(store.frontier(group))
-            self._next_due = store.min_due_epoch()
-            # First transmissions queued by the block's sends: their messages are gone.
-            for peer, waiting in self._fresh.items():
-                for mid in [m for m in waiting if not store.has_message(m)]:
-                    del waiting[mid]
-                if not waiting:
-                    self._fresh_bytes.pop(peer, None)
+            self._after_rollback()
             raise
+
+    def _after_rollback(self) -> None:
+        """The store rolled back a block of sends or receipts: take again from it what the
+        engine keeps in memory about messages and records (frontiers, the next due epoch) and
+        drop first transmissions queued for messages that are gone."""
+        store = self._store
+        for group in self._groups:
+            self._frontier[group] = dict.fromkeys(store.frontier(group))
+        self._next_due = store.min_due_epoch()
+        for peer, waiting in self._fresh.items():
+            for mid in [m for m in waiting if not store.has_message(m)]:
+                del waiting[mid]
+            if not waiting:
+                self._fresh_bytes.pop(peer, None)
 
     def export_snapshot(self, peers: Sequence[bytes], *, now: float) -> ExportSnapshot:
         """Collect what ``peers`` still need from us, without marking anything sent.
@@ -792,9 +797,7 @@ class Engine:
                 del self._acks[peer]
         self._seen_ephemeral = seen
         self._requested = set(store.request_ids())
-        for group in self._groups:
-            self._frontier[group] = dict.fromkeys(store.frontier(group))
-        self._next_due = store.min_due_epoch()
+        self._after_rollback()
         senders = self._held_sender
         self._missing = {}
         self._waiting = {}
