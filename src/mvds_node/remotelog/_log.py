@@ -262,12 +262,15 @@ class LogReader:
         """A walk cut short by the page bound, to go on with at the next poll."""
         self._last_plain = b""
 
-    def _open(self, data: bytes, sealed: bool, where: str) -> bytes:
+    def _open(self, data: bytes, sealed: bool) -> bytes:
         if not sealed:
             return data
         if self.group_key is None:
-            raise LogError(f"{where}: the log is sealed and we have no group key")
-        return unseal(self.group_key, data, where)
+            raise LogError(f"{self.name}: the log is sealed and we have no group key")
+        return unseal(self.group_key, data, self.name)
+
+    def _page(self, data: bytes, sealed: bool) -> Page:
+        return parse_page(self._open(data, sealed), self.name)
 
     async def poll(self, known: Callable[[bytes], bool]) -> ReadResult:
         """Fetch what the log holds past our cursor and ``known`` says we lack.
@@ -315,9 +318,9 @@ class LogReader:
                 page = None
                 if at != stop_page:
                     raw = await self._get(at, result)
-                    page = parse_page(self._open(raw, head.sealed, self.name), self.name)
+                    page = self._page(raw, head.sealed)
             else:
-                page = parse_page(self._open(head.log, head.sealed, self.name), self.name)
+                page = self._page(head.log, head.sealed)
                 target = Cursor(head.seq, page.pairs[0].message_id if page.pairs else b"")
                 at = b""
             newest, newest_page = target.newest, target.page
@@ -345,7 +348,7 @@ class LogReader:
                     break
                 at = page.tail
                 raw = await self._get(at, result)
-                page = parse_page(self._open(raw, head.sealed, self.name), self.name)
+                page = self._page(raw, head.sealed)
             if not result.complete:
                 break
             segments.append(wanted)
@@ -407,13 +410,13 @@ class LogReader:
                         raise LogError(
                             f"{self.name}: object {address.hex()[:16]} does not match its address"
                         )
-                    out[i] = self._open(data, sealed, self.name)
+                    out[i] = self._open(data, sealed)
             return out
         limit = trio.Semaphore(self.settings.fetch_concurrency)
 
         async def fetch(i: int, address: bytes) -> None:
             async with limit:
-                out[i] = self._open(await self._get(address, result), sealed, self.name)
+                out[i] = self._open(await self._get(address, result), sealed)
 
         try:
             async with trio.open_nursery() as nursery:
