@@ -334,6 +334,11 @@ def test_put_and_get_records(store: Store) -> None:
     )
     assert store.records_for_peer(Q) == [b]
     assert store.record_count() == 3
+    assert (store.record_count(P), store.record_count(Q), store.record_count(b"R" * 32)) == (
+        2,
+        1,
+        0,
+    )
     got = store.get_record(mid(2), P)
     assert got is not None
     assert got.type is REQUEST

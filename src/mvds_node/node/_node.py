@@ -738,7 +738,7 @@ class Node:
         """A snapshot of identity, groups, peers (connected, pending records) and counters."""
         pending: dict[bytes, int] = {}
         for peer in {m for g in self.config.groups for m in g.members}:
-            pending[peer] = len(self._store.records_for_peer(peer))
+            pending[peer] = self._store.record_count(peer)
         known = {p.key: p for p in self.config.peers}
         keys = dict.fromkeys([*known, *pending, *self._connected])
         keys.pop(self.identity.public_key, None)

@@ -278,6 +278,7 @@ _DUE_RECORDS: Final = (
 _MAX_SEQ: Final = "SELECT max(seq) FROM records"
 _MIN_DUE: Final = "SELECT min(send_epoch) FROM records WHERE parked = 0"
 _COUNT_RECORDS: Final = "SELECT count(*) FROM records"
+_COUNT_PEER_RECORDS: Final = "SELECT count(*) FROM records WHERE peer = ?"
 
 _GET_EPOCH: Final = "SELECT value FROM meta WHERE key = 'epoch'"
 _SET_EPOCH: Final = "INSERT OR REPLACE INTO meta (key, value) VALUES ('epoch', ?)"
@@ -1185,9 +1186,13 @@ class SQLiteStore:
             raise self._error(e) from e
         return value
 
-    def record_count(self) -> int:
+    def record_count(self, peer: bytes | None = None) -> int:
         try:
-            count: int = self._cur.execute(_COUNT_RECORDS).fetchone()[0]
+            count: int = (
+                self._cur.execute(_COUNT_RECORDS)
+                if peer is None
+                else self._cur.execute(_COUNT_PEER_RECORDS, (peer,))
+            ).fetchone()[0]
         except sqlite3.Error as e:
             raise self._error(e) from e
         return count

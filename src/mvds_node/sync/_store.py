@@ -160,7 +160,9 @@ class Store(Protocol):
         """The smallest ``send_epoch`` of an unparked record, or None."""
         ...
 
-    def record_count(self) -> int: ...
+    def record_count(self, peer: bytes | None = None) -> int:
+        """How many records there are, or with ``peer`` only ``peer``'s (without reading them)."""
+        ...
 
     # Engine metadata.
     def get_epoch(self) -> int: ...
@@ -408,8 +410,10 @@ class MemoryStore:
         self._clean_heap()
         return self._heap[0] if self._heap else None
 
-    def record_count(self) -> int:
-        return len(self._records)
+    def record_count(self, peer: bytes | None = None) -> int:
+        if peer is None:
+            return len(self._records)
+        return sum(1 for r in self._records.values() if r.peer == peer)
 
     # Engine metadata.
     def get_epoch(self) -> int:
