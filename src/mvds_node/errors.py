@@ -14,9 +14,15 @@
           └── TransportBroken
 
 Every error the package raises on purpose derives from :class:`MvdsError`; there are no other roots.
+
+Anything else that escapes the handling of outside input (one connection, one datagram, one
+remote log, one backend's reply) is a bug: :func:`describe_failure` turns it into the text of an
+``InternalError`` event, that one piece of work ends, and the node goes on.
 """
 
 from __future__ import annotations
+
+import traceback
 
 __all__ = [
     "ConfigError",
@@ -28,6 +34,7 @@ __all__ = [
     "TransportBroken",
     "TransportClosed",
     "TransportError",
+    "describe_failure",
 ]
 
 
@@ -65,3 +72,14 @@ class TransportClosed(TransportError):
 
 class TransportBroken(TransportError):
     """The peer or the network broke the transport."""
+
+
+MAX_TRACEBACK_CHARS = 16_000
+"""An ``InternalError`` carries at most this much traceback (the end of it, where the fault is)."""
+
+
+def describe_failure(exc: BaseException) -> tuple[str, str]:
+    """``("ExceptionType: message", traceback)`` for an ``InternalError`` event, bounded."""
+    error = f"{type(exc).__name__}: {exc}"[:1000]
+    text = "".join(traceback.format_exception(exc))
+    return error, text[-MAX_TRACEBACK_CHARS:]

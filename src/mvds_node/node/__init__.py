@@ -35,6 +35,7 @@ from mvds_node.node._node import Delivered as Delivered
 from mvds_node.node._node import Expired as Expired
 from mvds_node.node._node import GaveUpSending as GaveUpSending
 from mvds_node.node._node import GroupStatus as GroupStatus
+from mvds_node.node._node import InternalError as InternalError
 from mvds_node.node._node import LogUploaded as LogUploaded
 from mvds_node.node._node import Message as Message
 from mvds_node.node._node import Node as Node
@@ -57,6 +58,7 @@ __all__ = [
     "GroupConfig",
     "GroupStatus",
     "Identity",
+    "InternalError",
     "LogUploaded",
     "Message",
     "MulticastConfig",

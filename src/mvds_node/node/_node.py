@@ -49,7 +49,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, final
 
 import trio
 
@@ -97,6 +97,7 @@ from mvds_node.transports import (
     decode_frame,
     encode_frame,
 )
+from mvds_node.transports import InternalError as TransportInternalError
 from mvds_node.transports._framing import Mode as FrameMode
 from mvds_node.transports._framing import check_frame
 from mvds_node.transports._multicast import MulticastTransport
@@ -226,6 +227,21 @@ class TransportFailed(NodeEvent):
 
     transport: Transport
     detail: str
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class InternalError(NodeEvent):
+    """Handling one piece of outside input (a connection, a datagram, a remote log, a backend's
+    reply) raised an exception no rule of ours expected: a bug, reported with its traceback.
+    That piece of work ended; the node kept running and serving its other peers and logs."""
+
+    where: str
+    """What was being handled, e.g. ``tcp connection from 127.0.0.1:5501`` or
+    ``remote log of <key> in chat``."""
+    error: str
+    """``ExceptionType: message``."""
+    traceback: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -904,6 +920,8 @@ class Node:
             elif isinstance(event, InputRejected):
                 self._refused += 1
                 self._emit(Refused(event.peer, event.address, event.reason, event.detail))
+            elif isinstance(event, TransportInternalError):
+                self._emit(InternalError(event.where, event.error, event.traceback))
             elif isinstance(event, (PacketDropped, DialFailed)):
                 pass  # the engine retransmits; dial failures are retried by the transport
 

@@ -43,6 +43,7 @@ from mvds_node.node._node import (
     Delivered,
     Expired,
     GaveUpSending,
+    InternalError,
     LogUploaded,
     Message,
     Node,
@@ -157,6 +158,13 @@ def _event_json(event: NodeEvent) -> dict[str, Any] | None:
             "type": "transport-failed",
             "transport": type(event.transport).__name__,
             "detail": event.detail,
+        }
+    if isinstance(event, InternalError):
+        return {
+            "type": "internal-error",
+            "where": event.where,
+            "error": event.error,
+            "traceback": event.traceback,
         }
     if isinstance(event, TransportRestored):
         return {"type": "transport-restored", "transport": type(event.transport).__name__}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from mvds_node.transports._base import DialFailed as DialFailed
 from mvds_node.transports._base import InputRejected as InputRejected
+from mvds_node.transports._base import InternalError as InternalError
 from mvds_node.transports._base import PacketDropped as PacketDropped
 from mvds_node.transports._base import PeerDown as PeerDown
 from mvds_node.transports._base import PeerUp as PeerUp
@@ -86,6 +87,7 @@ __all__ = [
     "HEADER_SIZE",
     "Hello",
     "InputRejected",
+    "InternalError",
     "Keypair",
     "MAGIC",
     "MAX_PLAINTEXT",

@@ -157,3 +157,17 @@ class DialFailed(TransportEvent):
     detail: str
     retry_in: float
     """Seconds until the next attempt."""
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class InternalError(TransportEvent):
+    """Handling one connection's or datagram's input raised an exception that no rule of ours
+    expected: a bug. That piece of work ended (the connection closed, the datagram dropped) and
+    the carrier went on serving everyone else. See :func:`mvds_node.errors.describe_failure`."""
+
+    where: str
+    """What was being handled, e.g. ``tcp connection from 127.0.0.1:5501``."""
+    error: str
+    """``ExceptionType: message``."""
+    traceback: str
