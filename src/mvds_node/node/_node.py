@@ -19,6 +19,14 @@ before they are acknowledged. Shutdown (cancellation, Ctrl-C) only closes: there
 memory that the store does not already hold, except ephemeral traffic, which is by definition
 allowed to vanish.
 
+*A full disk.* A store write that fails (disk full, a read-only file system, an I/O error)
+raises :class:`~mvds_node.errors.StoreError` from :meth:`Node.send`; in the loop it never ends
+the node. A received payload is one engine input (``receive_payloads``): if it cannot be
+stored, the engine rolls it back whole, so nothing of it is delivered or acknowledged and the
+peer sends it again later. :class:`StoreFailed` reports the first failure of an episode and
+:class:`StoreRecovered` the first message stored after it; meanwhile the loop retries its own
+writes (retransmissions, expiry) every :data:`_STORE_RETRY_SECONDS`, not in a busy loop.
+
 *Pacing.* Trio runs one task at a time, so an application that sends in a tight loop would leave
 the connection writers only the moments between its calls. :meth:`Node.send` and
 :meth:`Node.send_many` therefore first wait (up to an epoch) while a connection has more than a
