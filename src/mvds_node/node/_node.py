@@ -1037,7 +1037,12 @@ class Node:
                     retry_at = -math.inf
             await self._drain_events()
             deadline = engine.next_deadline()
-            expiry = engine.next_expiry()
+            try:
+                expiry = engine.next_expiry()
+            except StoreError as e:  # a store that cannot even be read: try again later
+                self._store_failed(e)
+                retry_at = trio.current_time() + _STORE_RETRY_SECONDS
+                expiry = None
             if expiry is not None:
                 at = trio.current_time() + max(0.0, (expiry - wall_ms()) / 1000)
                 deadline = at if deadline is None else min(deadline, at)
