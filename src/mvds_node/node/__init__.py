@@ -45,6 +45,8 @@ from mvds_node.node._node import PeerConnected as PeerConnected
 from mvds_node.node._node import PeerDisconnected as PeerDisconnected
 from mvds_node.node._node import PeerStatus as PeerStatus
 from mvds_node.node._node import Refused as Refused
+from mvds_node.node._node import StoreFailed as StoreFailed
+from mvds_node.node._node import StoreRecovered as StoreRecovered
 from mvds_node.node._node import TransportFailed as TransportFailed
 from mvds_node.node._node import TransportRestored as TransportRestored
 from mvds_node.node._node import open_node as open_node
@@ -72,6 +74,8 @@ __all__ = [
     "PeerStatus",
     "Refused",
     "RemoteLogConfig",
+    "StoreFailed",
+    "StoreRecovered",
     "TransportFailed",
     "TransportRestored",
     "create_identity",

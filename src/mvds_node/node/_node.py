@@ -19,6 +19,14 @@ before they are acknowledged. Shutdown (cancellation, Ctrl-C) only closes: there
 memory that the store does not already hold, except ephemeral traffic, which is by definition
 allowed to vanish.
 
+*A full disk.* A store write that fails (disk full, a read-only file system, an I/O error)
+raises :class:`~mvds_node.errors.StoreError` from :meth:`Node.send`; in the loop it never ends
+the node. A received payload is one engine input (``receive_payloads``): if it cannot be
+stored, the engine rolls it back whole, so nothing of it is delivered or acknowledged and the
+peer sends it again later. :class:`StoreFailed` reports the first failure of an episode and
+:class:`StoreRecovered` the first message stored after it; meanwhile the loop retries its own
+writes (retransmissions, expiry) every :data:`_STORE_RETRY_SECONDS`, not in a busy loop.
+
 *Pacing.* Trio runs one task at a time, so an application that sends in a tight loop would leave
 the connection writers only the moments between its calls. :meth:`Node.send` and
 :meth:`Node.send_many` therefore first wait (up to an epoch) while a connection has more than a
@@ -49,11 +57,11 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, final
+from typing import Any, Final, cast, final
 
 import trio
 
-from mvds_node.errors import TransportBroken, TransportClosed, TransportError
+from mvds_node.errors import StoreError, TransportBroken, TransportClosed, TransportError
 from mvds_node.node._bundles import ExportResult, ImportResult, export_bundle, import_bundle
 from mvds_node.node._config import (
     GroupConfig,
@@ -125,6 +133,9 @@ RELIABLE_RETRANSMIT_SECONDS: Final = 30.0
 """Retransmission gap (halved) for peers on a live TCP connection; see the PeerUp handling."""
 _SUBSCRIBER_BUFFER: Final = 1024
 """Messages or events waiting for one subscriber."""
+_STORE_RETRY_SECONDS: Final = 1.0
+"""While the store refuses writes (disk full), the engine loop retries its own work (timers,
+retransmissions) at most this often instead of at once: no busy loop against a full disk."""
 _CONTROL_LINE_MAX: Final = 8 * 1024 * 1024 + 4096
 """The longest request on the control socket: a message body at the engine's limit, base64."""
 
@@ -244,6 +255,30 @@ class InternalError(NodeEvent):
     traceback: str
 
 
+@final
+@dataclass(frozen=True, slots=True)
+class StoreFailed(NodeEvent):
+    """The store refused a write (disk full, read-only file system, I/O error): emitted once,
+    when the first write fails. Until :class:`StoreRecovered` the node keeps running on what it
+    has: sends raise :class:`~mvds_node.errors.StoreError`, and received messages that cannot be
+    stored are not acknowledged (their sender retransmits them later). Everything committed
+    before stays in the store."""
+
+    path: str
+    """The store's database file."""
+    reason: str
+    """The store's error, e.g. ``/var/lib/mvds/store.db: disk full: no space left ...``."""
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class StoreRecovered(NodeEvent):
+    """The store takes writes again after :class:`StoreFailed` (a send, or a received message,
+    was stored): nothing else needs doing, peers' retransmissions bring what was refused."""
+
+    path: str
+
+
 @dataclass(frozen=True, slots=True)
 class TransportRestored(NodeEvent):
     """A multicast carrier that had failed is open again."""
@@ -286,6 +321,8 @@ class NodeStatus:
     logs: tuple[LogStatus, ...] = ()
     carriers_down: tuple[str, ...] = ()
     """Carriers that failed and are not back (``TransportFailed``): what failed, and why."""
+    store_error: str | None = None
+    """Why the store refuses writes (``StoreFailed``), until it takes them again."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -317,6 +354,7 @@ class NodeStatus:
             "events_dropped": self.events_dropped,
             "refused": self.refused,
             "carriers_down": list(self.carriers_down),
+            "store_error": self.store_error,
             "logs": [
                 {
                     "name": log.name,
@@ -414,6 +452,7 @@ class Node:
         self._refused = 0
         self._events_dropped = 0
         self._down: dict[int, str] = {}  # id(carrier): what failed, while it is down
+        self._store_error: str | None = None  # while the store refuses writes (StoreFailed)
         self._names = {g.id: g.name for g in config.groups}
         self._max_payload = min(
             self._sync.limits.max_payload_bytes, self._tcp.max_payload - HEADER_SIZE
@@ -530,6 +569,8 @@ class Node:
         Raises:
             ConfigError: no such group.
             LocalProtocolError: the body is over the limit or the expiry is invalid.
+            StoreError: the store cannot take the message (disk full, read-only): nothing was
+                sent; the node keeps running and a later send succeeds once there is room.
         """
         cfg = self.config.group(group)
         await trio.lowlevel.checkpoint()
@@ -540,9 +581,14 @@ class Node:
                     await self._route(peer).send(peer, packet)
             return b""
         await self._wait_for_congested_peers(_APP_QUEUE_LIMIT, cfg.members)  # see send_many
-        mid = self._engine.send(
-            cfg.id, body, now=trio.current_time(), timestamp=wall_ms(), expires_at=expires_at
-        )
+        try:
+            mid = self._engine.send(
+                cfg.id, body, now=trio.current_time(), timestamp=wall_ms(), expires_at=expires_at
+            )
+        except StoreError as e:
+            self._store_failed(e)
+            raise
+        self._store_ok()
         self._to_log(cfg.id, [mid])
         self._wake()
         return mid
@@ -556,6 +602,7 @@ class Node:
         Raises:
             ConfigError: no such group.
             LocalProtocolError: a body is over the limit.
+            StoreError: the store cannot take them (disk full, read-only): none was sent.
         """
         cfg = self.config.group(group)
         await trio.lowlevel.checkpoint()
@@ -566,7 +613,12 @@ class Node:
         await self._wait_for_congested_peers(_APP_QUEUE_LIMIT, cfg.members)
         now = trio.current_time()
         stamp = wall_ms()
-        ids = self._engine.send_many(cfg.id, bodies, now=now, timestamp=stamp)
+        try:
+            ids = self._engine.send_many(cfg.id, bodies, now=now, timestamp=stamp)
+        except StoreError as e:
+            self._store_failed(e)
+            raise
+        self._store_ok()
         self._to_log(cfg.id, ids)
         self._wake()
         return ids
@@ -641,8 +693,38 @@ class Node:
         return result
 
     def _feed_from_log(self, peer: bytes, payload: bytes) -> None:
-        self._engine.receive_payload(peer, payload, now=trio.current_time())
+        # A payload the store cannot take is dropped here: the log's cursor moves only over
+        # messages the store holds, so the next poll fetches it again.
+        self._receive_sync(peer, payload)
         self._wake()
+
+    def _receive_sync(self, peer: bytes, payload: bytes | memoryview) -> None:
+        """Hand one sync payload to the engine as one input: if the store fails, the engine
+        rolls it back whole (nothing of it is delivered or acknowledged, so the peer sends it
+        again later) and the node carries on."""
+        engine = self._engine
+        received = engine.statistics.messages_received
+        try:
+            # receive_payloads hands each item to receive_payload, which reads a memoryview
+            # where it is: no copy of a payload of up to megabytes.
+            engine.receive_payloads(peer, (cast(bytes, payload),), now=trio.current_time())
+        except StoreError as e:
+            self._store_failed(e)
+            return
+        if engine.statistics.messages_received != received:
+            self._store_ok()  # a message was stored: the store takes writes again
+
+    def _store_failed(self, error: StoreError) -> None:
+        """The store refused a write: report it once per episode (see StoreFailed)."""
+        if self._store_error is None:
+            self._emit(StoreFailed(self._store.path, str(error)))
+        self._store_error = str(error)
+
+    def _store_ok(self) -> None:
+        """A write that stores data succeeded: end the episode, if there was one."""
+        if self._store_error is not None:
+            self._store_error = None
+            self._emit(StoreRecovered(self._store.path))
 
     def _log_uploaded(self, group: str, seq: int, messages: int, queued: int) -> None:
         self._emit(LogUploaded(group, seq, messages, queued))
@@ -784,6 +866,7 @@ class Node:
             refused=self._refused,
             logs=tuple(self._remote_log.status.values()) if self._remote_log else (),
             carriers_down=tuple(self._down.values()),
+            store_error=self._store_error,
         )
 
     # ----------------------------------------------------------------- the service
@@ -903,9 +986,12 @@ class Node:
                 # busy peer has not acknowledged yet.
                 self._engine.set_peer_latency(event.peer, RELIABLE_RETRANSMIT_SECONDS)
                 self._datagram_cap(event.peer, on_tcp=True)
-                self._engine.reset_peer(event.peer, now=trio.current_time())
-                # New messages for it are stored once and sent from memory while it is up.
-                self._engine.set_peer_reliable(event.peer, True, now=trio.current_time())
+                try:
+                    self._engine.reset_peer(event.peer, now=trio.current_time())
+                    # New messages for it are stored once and sent from memory while it is up.
+                    self._engine.set_peer_reliable(event.peer, True, now=trio.current_time())
+                except StoreError as e:  # its records go out on their old schedule
+                    self._store_failed(e)
                 self._emit(PeerConnected(event.peer, event.address))
                 if self._remote_log is not None:
                     self._remote_log.kick()  # we are online again: read the logs now
@@ -914,7 +1000,10 @@ class Node:
                     await self._tcp.send(event.peer, encode_frame(Hello()))
             elif isinstance(event, PeerDown):
                 self._connected.pop(event.peer, None)
-                self._engine.set_peer_reliable(event.peer, False, now=trio.current_time())
+                try:
+                    self._engine.set_peer_reliable(event.peer, False, now=trio.current_time())
+                except StoreError as e:
+                    self._store_failed(e)
                 self._datagram_cap(event.peer, on_tcp=False)
                 self._emit(PeerDisconnected(event.peer, event.address, event.reason))
             elif isinstance(event, InputRejected):
@@ -928,20 +1017,37 @@ class Node:
     async def _engine_loop(self) -> None:
         engine = self._engine
         receive = self._inbox.receive
+        retry_at = -math.inf  # while the store refuses writes: when to try our own work again
         while True:
             now = trio.current_time()
             engine.handle_timer(now=now)
             wall = wall_ms()
-            expiry = engine.next_expiry()
-            if expiry is not None and expiry <= wall:
-                engine.expire(wall=wall)
-            await self._flush(now)
+            if now >= retry_at:
+                # A store failure here (disk full) is the store's, not a bug: the engine rolled
+                # it back, the node reports it and tries again later; it never ends the node.
+                try:
+                    expiry = engine.next_expiry()
+                    if expiry is not None and expiry <= wall:
+                        engine.expire(wall=wall)
+                    await self._flush(now)
+                except StoreError as e:
+                    self._store_failed(e)
+                    retry_at = trio.current_time() + _STORE_RETRY_SECONDS
+                else:
+                    retry_at = -math.inf
             await self._drain_events()
             deadline = engine.next_deadline()
-            expiry = engine.next_expiry()
+            try:
+                expiry = engine.next_expiry()
+            except StoreError as e:  # a store that cannot even be read: try again later
+                self._store_failed(e)
+                retry_at = trio.current_time() + _STORE_RETRY_SECONDS
+                expiry = None
             if expiry is not None:
                 at = trio.current_time() + max(0.0, (expiry - wall_ms()) / 1000)
                 deadline = at if deadline is None else min(deadline, at)
+            if retry_at > -math.inf:
+                deadline = retry_at if deadline is None else max(deadline, retry_at)
             with trio.move_on_at(math.inf if deadline is None else deadline):
                 item = await receive.receive()
                 self._handle(item)
@@ -973,14 +1079,16 @@ class Node:
     async def _flush(self, now: float) -> None:
         await self._wait_for_congested_peers()
         now = trio.current_time()
-        for peer, payload in self._engine.payloads_to_send(
-            now=now, max_payload_bytes=self._max_payload
-        ):
+        # In a batch: if the store fails, the engine takes its state back from the store (the
+        # records stay due) before the error reaches the loop.
+        with self._engine.batch():
+            payloads = self._engine.payloads_to_send(now=now, max_payload_bytes=self._max_payload)
+        for peer, payload in payloads:
             transport = self._route(peer)
             frame = encode_frame(SyncFrame(payload))
             if len(frame) > transport.max_payload:
                 # One message too big for a datagram: it waits for a TCP connection.
-                self._engine.payload_not_sent(peer, payload, now=now)
+                self._not_sent(peer, payload, now=now)
                 continue
             if transport is self._tcp and peer in self._connected:
                 # A live connection whose queue is full: the peer is busy, not gone. Hand the
@@ -990,11 +1098,21 @@ class Node:
                     self._congested.pop(peer, None)
                 else:
                     n = self._congested[peer] = self._congested.get(peer, 0) + 1
-                    self._engine.payload_not_sent(peer, payload, now=now, retry_in_epochs=min(8, n))
+                    self._not_sent(peer, payload, now=now, retry_in_epochs=min(8, n))
                 await trio.lowlevel.checkpoint()
                 continue
             with contextlib.suppress(TransportError):  # the engine retransmits
                 await transport.send(peer, frame)
+
+    def _not_sent(
+        self, peer: bytes, payload: bytes, *, now: float, retry_in_epochs: int = 1
+    ) -> None:
+        """Hand an unsent payload back to the engine. If the store cannot take that, its records
+        stay as transmitted and go out again after their retransmission gap."""
+        try:
+            self._engine.payload_not_sent(peer, payload, now=now, retry_in_epochs=retry_in_epochs)
+        except StoreError as e:
+            self._store_failed(e)
 
     async def _drain_events(self) -> None:
         engine = self._engine
@@ -1032,7 +1150,7 @@ class Node:
                 # is, without a copy into a SyncFrame.
                 check_frame(packet)
                 with memoryview(packet) as view:
-                    self._engine.receive_payload(peer, view[HEADER_SIZE:], now=trio.current_time())
+                    self._receive_sync(peer, view[HEADER_SIZE:])
                 return
             frame = decode_frame(packet)
         except FrameError as e:
@@ -1040,7 +1158,7 @@ class Node:
             self._emit(Refused(peer, "", f"frame:{e.reason.value}", str(e)))
             return
         if isinstance(frame, SyncFrame):
-            self._engine.receive_payload(peer, frame.payload, now=trio.current_time())
+            self._receive_sync(peer, frame.payload)
         elif isinstance(frame, NoSyncFrame):
             self._receive_nosync(peer, frame)
         elif isinstance(frame, Ping):

@@ -51,6 +51,8 @@ from mvds_node.node._node import (
     PeerConnected,
     PeerDisconnected,
     Refused,
+    StoreFailed,
+    StoreRecovered,
     TransportFailed,
     TransportRestored,
     open_node,
@@ -168,6 +170,10 @@ def _event_json(event: NodeEvent) -> dict[str, Any] | None:
         }
     if isinstance(event, TransportRestored):
         return {"type": "transport-restored", "transport": type(event.transport).__name__}
+    if isinstance(event, StoreFailed):
+        return {"type": "store-failed", "path": event.path, "reason": event.reason}
+    if isinstance(event, StoreRecovered):
+        return {"type": "store-recovered", "path": event.path}
     return None
 
 
@@ -437,6 +443,8 @@ def cmd_status(args: argparse.Namespace) -> None:
         print(f"  listening {', '.join(status['listening'])}")
     for down in status.get("carriers_down", []):
         print(f"  down      {down}")
+    if status.get("store_error"):
+        print(f"  store     refuses writes: {status['store_error']}")
     print(f"  messages  {status['messages_stored']} stored")
     for g in status["groups"]:
         print(f"  group     {g['name']} ({g['mode']}, {len(g['members'])} members)")
@@ -676,6 +684,10 @@ async def _run(config: NodeConfig, args: argparse.Namespace) -> None:
                         human = f"* {doc['type']} {who(peer)}"
                         if isinstance(event, Refused):
                             human += f": {event.reason} ({event.detail})"
+                        elif isinstance(event, StoreFailed):
+                            human = f"* store-failed: {event.reason}"
+                        elif isinstance(event, StoreRecovered):
+                            human = f"* store-recovered {event.path}"
                         elif isinstance(event, (TransportFailed, TransportRestored)):
                             human = f"* {doc['type']} {doc['transport']}"
                             if isinstance(event, TransportFailed):
