@@ -10,7 +10,8 @@ or draws global randomness. This test parses every module of the package (the ge
 * ``sqlite3``, in ``_sqlite.py`` only: the durable store is the one place that touches a file,
   through SQLite and, for large message bodies, its segment files (written by ``_segments.py``,
   which may use ``mmap`` for its page-aligned buffer). Both may use the file calls they need
-  (listed below), and nothing else of ``os`` (no clock, no environment, no processes);
+  (listed below, with ``errno`` to say what a failed write means and ``os.access`` to refuse a
+  store it cannot write), and nothing else of ``os`` (no clock, no environment, no processes);
 * other modules of ``mvds_node.sync``, and ``mvds_node.errors``.
 
 It also refuses calls that reach the outside world without an import statement (``open``,
@@ -77,6 +78,8 @@ ALLOWED_PACKAGES = (PACKAGE, "mvds_node.errors", "google.protobuf")
 FILE_EXCEPTIONS: dict[str, dict[str, frozenset[str] | None]] = {
     "_sqlite.py": {
         "sqlite3": None,
+        # Telling a full disk from a read-only one, and refusing a store it cannot write.
+        "errno": None,
         # The package's file steps (a directory flush), besides what every module may import.
         "mvds_node": frozenset({"errors", "sync", "_files"}),
         "os": frozenset(
@@ -91,6 +94,8 @@ FILE_EXCEPTIONS: dict[str, dict[str, frozenset[str] | None]] = {
                 "listdir",
                 "unlink",
                 "O_RDONLY",
+                "access",
+                "W_OK",
             }
         ),
     },
