@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import functools
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -189,3 +191,28 @@ async def test_unsigned_heads_and_unreachable_sequences(
             await backend.ns_update(name, sign_head(KEY, name, 2**63, b"", False))
         await backend.ns_update(name, sign_head(KEY, name, 2**63 - 1, b"", False))
     await backend.aclose()
+
+
+async def test_helper_serve_takes_the_quota_options(tmp_path: Path) -> None:
+    argv = [sys.executable, "-m", "mvds_node.node.cli", "helper", "serve", str(tmp_path / "s")]
+    argv += ["--listen", "127.0.0.1:0", "--max-names-per-address", "1"]
+    process = await trio.lowlevel.open_process(argv, stdout=subprocess.PIPE)
+    assert process.stdout is not None
+    try:
+        with trio.fail_after(30):
+            line = b""
+            while b"\n" not in line:
+                chunk = await process.stdout.receive_some(1000)
+                assert chunk, "the helper exited"
+                line += chunk
+            url = line.decode().split(" on ")[1].strip()
+            backend = HttpBackend(url)
+            names = [log_name(public_key(KEY), bytes([g]) * 32) for g in range(2)]
+            await backend.ns_update(names[0], sign_head(KEY, names[0], 1, b"", False))
+            with pytest.raises(BackendError, match="429 resource_exhausted"):
+                await backend.ns_update(names[1], sign_head(KEY, names[1], 1, b"", False))
+            await backend.aclose()
+    finally:
+        process.terminate()
+        await process.wait()
+        await process.stdout.aclose()
