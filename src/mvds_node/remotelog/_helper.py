@@ -52,6 +52,8 @@ MAX_SEQUENCE: Final = 2**63 - 1
 _MAX_TRACKED: Final = 65_536
 """Client addresses whose quotas are tracked; once full, new addresses may only read."""
 _STATUSES: Final = frozenset(s.value for s in HTTPStatus)
+_MAX_REFUSING: Final = 1024
+"""Connections told 503 at once; beyond, new ones over a cap are closed without an answer."""
 _CLOSE_DRAIN_SECONDS: Final = 1.0
 _CLOSE_DRAIN_BYTES: Final = 256 * 1024
 
@@ -137,6 +139,8 @@ class _Helper:
         self.limits = limits
         self.clients: dict[str, _Client] = {}
         self.connections = 0
+        self.refusing = 0
+        """Connections being told 503 (each takes up to two seconds)."""
         self._name_locks: dict[str, trio.Lock] = {}
 
     def _client(self, key: str) -> _Client | None:
@@ -172,7 +176,15 @@ class _Helper:
             or self.connections >= self.limits.max_connections
             or client.connections >= self.limits.max_connections_per_address
         ):
-            await self._refuse_connection(stream)
+            if self.refusing >= _MAX_REFUSING:
+                # A flood: no answer, so refusing costs no more tasks than serving would.
+                await trio.aclose_forcefully(stream)
+                return
+            self.refusing += 1
+            try:
+                await self._refuse_connection(stream)
+            finally:
+                self.refusing -= 1
             return
         self.connections += 1
         client.connections += 1
