@@ -13,7 +13,7 @@ import pytest
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from mvds_node.remotelog import BackendError, log_name
+from mvds_node.remotelog import BackendError, FileBackend, log_name
 from mvds_node.remotelog._format import MAX_OBJECT_BYTES, public_key, sign_head
 from mvds_node.remotelog._http import HelperLimits, HttpBackend, serve_helper
 from mvds_node.remotelog.proto import cas_pb2, ns_pb2, remotelog_pb2
@@ -216,3 +216,24 @@ async def test_helper_serve_takes_the_quota_options(tmp_path: Path) -> None:
         process.terminate()
         await process.wait()
         await process.stdout.aclose()
+
+
+async def test_a_bug_on_one_request_fails_only_that_request(
+    tmp_path: Path,
+    nursery: trio.Nursery,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    async def broken(self: FileBackend, address: bytes) -> bytes | None:
+        raise RuntimeError("a bug in the store")
+
+    monkeypatch.setattr(FileBackend, "cas_get", broken)
+    url, _ = await start(nursery, tmp_path / "s")
+    backend = HttpBackend(url)
+    with trio.fail_after(20):
+        with pytest.raises(BackendError, match="500 internal") as caught:
+            await backend.cas_get(b"\x00" * 32)
+        assert "a bug in the store" not in str(caught.value)
+        assert await backend.cas_add(b"still serving")
+    assert "RuntimeError: a bug in the store" in capsys.readouterr().err
+    await backend.aclose()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -33,6 +34,7 @@ import h11
 import trio
 from google.protobuf.message import DecodeError
 
+from mvds_node.errors import describe_failure
 from mvds_node.remotelog._backend import BackendError, FileBackend
 from mvds_node.remotelog._format import (
     MAX_OBJECT_BYTES,
@@ -111,6 +113,12 @@ def _address_key(host: str) -> str:
             return str(ip.ipv4_mapped)
         return str(ipaddress.IPv6Network((ip, 64), strict=False))
     return str(ip)
+
+
+def _report(exc: Exception, where: str) -> None:
+    """Tell the operator (stderr) about a bug met while serving ``where``."""
+    error, trace = describe_failure(exc)
+    print(f"helper: internal error on {where}: {error}\n{trace}", file=sys.stderr, flush=True)
 
 
 def _writer_of(name: str) -> bytes:
@@ -192,6 +200,8 @@ class _Helper:
             await self._serve(stream, client)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
+        except Exception as e:
+            _report(e, "a connection")  # that connection ends; the helper goes on
         finally:
             self.connections -= 1
             client.connections -= 1
@@ -323,6 +333,11 @@ class _Helper:
             reply = await self.route(event.target.decode("latin-1"), bytes(body), client)
         except _Refused as e:
             return self._answer(conn, e.status, e.code, e.msg)
+        except Exception as e:
+            # A bug met on one request: it alone fails, the operator sees why, the client
+            # learns nothing of the helper's insides.
+            _report(e, "a request")
+            return self._answer(conn, 500, "internal", "the helper failed on this request")
         return self._response(conn, 200, reply, "application/protobuf")
 
     # --- routes -----------------------------------------------------------------------------
