@@ -47,7 +47,6 @@ async def test_writer_and_reader_through_the_helper(helper: str) -> None:
     reader = LogReader(reader_backend, public_key(KEY), G, settings=settings)
     result = await reader.poll(lambda m: False)
     assert result.messages == [w for _, w in messages(25)]
-    # Every call rode one kept-alive connection per client.
     assert writer_backend.calls > 1 and reader_backend.calls > 1
     await writer_backend.aclose_connection()
     await reader_backend.aclose_connection()
@@ -71,6 +70,7 @@ async def test_only_the_key_holder_updates_a_name(helper: str) -> None:
 
 
 async def raw(url: str, data: bytes) -> bytes:
+    """Send ``data`` and read until the helper closes (every request here makes it close)."""
     host, port = url.removeprefix("http://").split(":")
     stream = await trio.open_tcp_stream(host, int(port))
     async with stream:
@@ -83,15 +83,25 @@ async def raw(url: str, data: bytes) -> bytes:
 
 async def test_bad_requests_get_clear_errors(helper: str) -> None:
     with trio.fail_after(10):
-        assert b" 400 " in await raw(helper, b"POST /twirp/vac.cas.CAS/Get HTTP/1.1\r\n"
-                                             b"Content-Length: 3\r\n\r\n\xff\xff\xff")  # fmt: skip
-        assert b" 413 " in await raw(
-            helper, b"POST /x HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n"
+        assert b" 400 " in await raw(
+            helper,
+            b"POST /twirp/vac.cas.CAS/Get HTTP/1.1\r\nHost: h\r\nConnection: close\r\n"
+            b"Content-Length: 3\r\n\r\n\xff\xff\xff",
         )
-        assert b" 405 " in await raw(helper, b"GET / HTTP/1.1\r\n\r\n")
-        assert b" 404 " in await raw(helper, b"POST /nope HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+        assert b" 413 " in await raw(
+            helper, b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 99999999\r\n\r\n"
+        )
+        assert b" 405 " in await raw(
+            helper, b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+        )
+        assert b" 404 " in await raw(
+            helper,
+            b"POST /nope HTTP/1.1\r\nHost: h\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+        )
         assert b" 400 " in await raw(helper, b"garbage\r\n\r\n")
-        assert b" 431 " in await raw(helper, b"POST / HTTP/1.1\r\nX: " + b"a" * 20000 + b"\r\n\r\n")
+        assert b" 431 " in await raw(
+            helper, b"POST / HTTP/1.1\r\nHost: h\r\nX: " + b"a" * 20000 + b"\r\n\r\n"
+        )
 
 
 async def test_rate_limit(tmp_path: Path, nursery: trio.Nursery) -> None:

@@ -777,10 +777,18 @@ def cmd_log(args: argparse.Namespace) -> None:
 
 
 def cmd_helper(args: argparse.Namespace) -> None:
-    from mvds_node.remotelog._http import HelperLimits, serve_helper
+    from mvds_node.remotelog._helper import HelperLimits, serve_helper
 
     host, port = parse_address(args.listen, where="--listen")
-    limits = HelperLimits(requests_per_second=args.rate, burst=max(1, int(args.rate * 2)))
+    limits = HelperLimits(
+        requests_per_second=args.rate,
+        burst=args.burst if args.burst is not None else max(1, int(args.rate * 2)),
+        max_connections=args.max_connections,
+        max_connections_per_address=args.max_connections_per_address,
+        idle_timeout=args.idle_timeout,
+        max_names_per_address=args.max_names_per_address,
+        max_bytes_per_address=args.max_bytes_per_address,
+    )
 
     async def run() -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -802,7 +810,24 @@ def cmd_helper(args: argparse.Namespace) -> None:
 # --------------------------------------------------------------------------- parser
 
 
+def _positive(kind: Callable[[str], float]) -> Callable[[str], Any]:
+    """An argparse type: a number of ``kind`` above zero."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not value > 0 or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"must be above zero: {text!r}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from mvds_node.remotelog._helper import HelperLimits as HelperDefaults
+
     parser = argparse.ArgumentParser(
         prog=PROG,
         description=(
@@ -901,7 +926,46 @@ def build_parser() -> argparse.ArgumentParser:
     h = hsub.add_parser("serve", help="serve the Twirp CAS and NS routes over HTTP")
     h.add_argument("dir_store", metavar="DIR", help="where to store logs")
     h.add_argument("--listen", default="127.0.0.1:8001", help="host:port (default 127.0.0.1:8001)")
-    h.add_argument("--rate", type=float, default=500.0, help="requests/s per client (default 500)")
+    d = HelperDefaults()
+    h.add_argument(
+        "--rate",
+        type=_positive(float),
+        default=d.requests_per_second,
+        help=f"requests/s per client address (default {d.requests_per_second:g})",
+    )
+    h.add_argument(
+        "--burst", type=_positive(int), help="requests at once per address (default 2 x rate)"
+    )
+    h.add_argument(
+        "--max-connections",
+        type=_positive(int),
+        default=d.max_connections,
+        help=f"open connections in all (default {d.max_connections})",
+    )
+    h.add_argument(
+        "--max-connections-per-address",
+        type=_positive(int),
+        default=d.max_connections_per_address,
+        help=f"open connections per client address (default {d.max_connections_per_address})",
+    )
+    h.add_argument(
+        "--idle-timeout",
+        type=_positive(float),
+        default=d.idle_timeout,
+        help=f"seconds a connection may wait between requests (default {d.idle_timeout:g})",
+    )
+    h.add_argument(
+        "--max-names-per-address",
+        type=_positive(int),
+        default=d.max_names_per_address,
+        help=f"names one address may create per run (default {d.max_names_per_address})",
+    )
+    h.add_argument(
+        "--max-bytes-per-address",
+        type=_positive(int),
+        default=d.max_bytes_per_address,
+        help=f"bytes one address may store per run (default {d.max_bytes_per_address})",
+    )
     h.set_defaults(func=cmd_helper)
 
     p = sub.add_parser("import", help="verify a bundle file and apply it")

@@ -13,6 +13,11 @@
 
 The records themselves are signed and sequence-checked by the reader as with every backend;
 IPNS adds nothing to trust here, only reachability.
+
+Every reply is untrusted input: JSON is parsed with NaN/Infinity refused and nesting bounded,
+every field is checked for its type before use, and any reply that does not have the expected
+shape is a :class:`BackendError` naming the node and the command (the HTTP side, timeouts and
+answer-size limits are :class:`~mvds_node.remotelog._http.HttpClient`'s).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from urllib.parse import quote
 
 from mvds_node.remotelog._backend import BackendError
 from mvds_node.remotelog._format import MAX_OBJECT_BYTES, address_of
-from mvds_node.remotelog._http import HttpBackend
+from mvds_node.remotelog._http import ClientTimeouts, HttpClient
 
 __all__ = ["IpfsBackend", "cid_of"]
 
@@ -33,6 +38,61 @@ DIRECTORY_KEY: Final = "mvds-directory"
 GET_TIMEOUT: Final = "3s"
 """How long the node may look for a block in the network before we call it absent."""
 _BOUNDARY: Final = "mvds-node-boundary-7f3a"
+MAX_JSON_BYTES: Final = 1024 * 1024
+"""Largest JSON reply read (key lists, resolve and publish replies are a few hundred bytes)."""
+MAX_JSON_DEPTH: Final = 32
+"""Deepest nesting of a JSON reply accepted (the replies we read are two levels deep)."""
+_TIMEOUTS: Final = ClientTimeouts(read=60.0, total=120.0)
+"""IPNS publishing is slow on some nodes."""
+
+
+def _no_constant(value: str) -> Any:
+    raise ValueError(f"{value} is not JSON data")
+
+
+def parse_json(payload: bytes, where: str) -> Any:
+    """A JSON reply, or BackendError (not JSON, NaN/Infinity, nested too deep).
+
+    Raises:
+        BackendError: as above.
+    """
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in payload:  # bound nesting before the recursive parser sees it
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > MAX_JSON_DEPTH:
+                raise BackendError(f"{where}: reply nested over {MAX_JSON_DEPTH} deep")
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    try:
+        return json.loads(payload, parse_constant=_no_constant)
+    except (ValueError, RecursionError):
+        raise BackendError(f"{where}: reply is not JSON") from None
+
+
+def _field(reply: Any, key: str, kind: type[Any], where: str) -> Any:
+    """``reply[key]``, checked to be a ``kind``.
+
+    Raises:
+        BackendError: the reply is not an object, or the field is missing or of another type.
+    """
+    if not isinstance(reply, dict):
+        raise BackendError(f"{where}: reply is not a JSON object")
+    value = reply.get(key)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise BackendError(f"{where}: reply has no {kind.__name__} {key!r}")
+    return value
 
 
 def cid_of(address: bytes) -> str:
@@ -56,58 +116,74 @@ class IpfsBackend:
     """A :class:`~mvds_node.remotelog.Backend` on an IPFS node's RPC API."""
 
     def __init__(self, url: str, *, ipns_ids: Mapping[str, str] | None = None) -> None:
-        self.http = HttpBackend("http://" + url.removeprefix("ipfs://"))
-        self.http.timeout = 60.0  # IPNS publishing is slow on some nodes
+        host = url.removeprefix("ipfs://").rstrip("/")
+        self.http = HttpClient("http://" + host, what=f"ipfs {host}", timeouts=_TIMEOUTS)
         self.ipns_ids = dict(ipns_ids or {})
         self._own_ids: dict[str, str] = {}
         self._directories: dict[str, dict[str, str]] = {}
 
-    async def _rpc(self, command: str, body: bytes = b"", **args: str) -> Any:
+    async def _rpc(
+        self, command: str, body: bytes = b"", *, max_bytes: int = MAX_JSON_BYTES, **args: str
+    ) -> bytes:
         query = "&".join(f"{k.replace('_', '-')}={quote(v, safe='')}" for k, v in args.items())
         path = f"/api/v0/{command}" + (f"?{query}" if query else "")
         if body:
             status, payload = await self.http.post(
-                path, _multipart(body), f"multipart/form-data; boundary={_BOUNDARY}"
+                path,
+                _multipart(body),
+                f"multipart/form-data; boundary={_BOUNDARY}",
+                max_bytes=max_bytes,
             )
         else:
-            status, payload = await self.http.post(path, b"", "application/octet-stream")
+            status, payload = await self.http.post(
+                path, b"", "application/octet-stream", max_bytes=max_bytes
+            )
         if status != 200:
-            raise BackendError(f"ipfs {command}: {status} {payload[:200].decode(errors='replace')}")
+            raise BackendError(
+                f"{self.http.what} {command}: {status} {payload[:200].decode(errors='replace')}"
+            )
         return payload
 
     async def _json(self, command: str, body: bytes = b"", **args: str) -> Any:
-        payload = await self._rpc(command, body, **args)
-        try:
-            return json.loads(payload)
-        except ValueError:
-            raise BackendError(f"ipfs {command}: not JSON") from None
+        payload = await self._rpc(command, body, max_bytes=MAX_JSON_BYTES, **args)
+        return parse_json(payload, f"{self.http.what} {command}")
+
+    async def _block(self, cid: str) -> bytes:
+        return await self._rpc(
+            "block/get", arg=cid, timeout=GET_TIMEOUT, max_bytes=MAX_OBJECT_BYTES
+        )
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self.http.aclose()
 
     async def aclose_connection(self) -> None:
-        await self.http.aclose_connection()
+        """Close the connection pool (the name the node and CLI call on every backend)."""
+        await self.http.aclose()
 
     # --- CAS --------------------------------------------------------------------------------
 
     async def cas_add(self, data: bytes) -> bytes:
         address = address_of(data)
+        where = f"{self.http.what} block/put"
         reply = await self._json("block/put", data, format="raw", mhtype="sha2-256")
-        if reply.get("Key") != cid_of(address):
-            raise BackendError(
-                f"ipfs stored the block as {reply.get('Key')}, not {cid_of(address)}"
-            )
+        key = _field(reply, "Key", str, where)
+        if key != cid_of(address):
+            raise BackendError(f"{where}: stored the block as {key[:100]!r}, not {cid_of(address)}")
+        if "Size" in reply and _field(reply, "Size", int, where) != len(data):
+            raise BackendError(f"{where}: stored {reply['Size']} bytes, not {len(data)}")
         return address
 
     async def cas_get(self, address: bytes) -> bytes | None:
         if len(address) != 32:
             return None
         try:
-            data: bytes = await self._rpc("block/get", arg=cid_of(address), timeout=GET_TIMEOUT)
+            data = await self._block(cid_of(address))
         except BackendError as e:
             # Absent (or not found in the network within the timeout): None, as for every CAS.
             if any(w in str(e).lower() for w in ("not found", "timeout", "timed out")):
                 return None
             raise
-        if len(data) > MAX_OBJECT_BYTES:
-            raise BackendError("ipfs block over the limit")
         return data
 
     # --- NS ---------------------------------------------------------------------------------
@@ -117,14 +193,15 @@ class IpfsBackend:
         ``writer`` is the log key, hex. Give the id to readers."""
         key_name = f"{DIRECTORY_KEY}-{writer[:32]}"
         if key_name not in self._own_ids:
-            keys = await self._json("key/list")
-            for key in keys.get("Keys", []):
-                if key.get("Name") == key_name:
-                    self._own_ids[key_name] = str(key["Id"])
+            where = f"{self.http.what} key/list"
+            keys = _field(await self._json("key/list"), "Keys", list, where)
+            for key in keys:
+                if isinstance(key, dict) and key.get("Name") == key_name:
+                    self._own_ids[key_name] = _field(key, "Id", str, where)
                     break
             else:
                 made = await self._json("key/gen", arg=key_name, type="ed25519")
-                self._own_ids[key_name] = str(made["Id"])
+                self._own_ids[key_name] = _field(made, "Id", str, f"{self.http.what} key/gen")
         return self._own_ids[key_name]
 
     async def _read_directory(self, ipns_id: str) -> dict[str, str] | None:
@@ -134,17 +211,17 @@ class IpfsBackend:
             if "could not resolve" in str(e).lower() or "not found" in str(e).lower():
                 return None
             raise
-        path = str(reply.get("Path", ""))
+        where = f"{self.http.what} name/resolve"
+        path = _field(reply, "Path", str, where)
         if not path.startswith("/ipfs/"):
-            raise BackendError(f"ipfs: {ipns_id} resolves to {path!r}")
-        data = await self._rpc("block/get", arg=path.removeprefix("/ipfs/"), timeout=GET_TIMEOUT)
-        try:
-            directory = json.loads(data)
-        except ValueError:
-            raise BackendError("ipfs: the directory block is not JSON") from None
-        if not isinstance(directory, dict):
-            raise BackendError("ipfs: the directory is not a mapping")
-        return {str(k): str(v) for k, v in directory.items()}
+            raise BackendError(f"{where}: {ipns_id} resolves to {path[:100]!r}")
+        data = await self._block(path.removeprefix("/ipfs/"))
+        directory = parse_json(data, f"{self.http.what}: the directory of {ipns_id}")
+        if not isinstance(directory, dict) or not all(
+            isinstance(v, str) for v in directory.values()
+        ):
+            raise BackendError(f"{self.http.what}: the directory of {ipns_id} is not a mapping")
+        return dict(directory)
 
     async def ns_update(self, name: str, record: bytes) -> None:
         writer = _writer_of(name)
@@ -171,8 +248,7 @@ class IpfsBackend:
         directory = await self._read_directory(ipns_id)
         if directory is None or name not in directory:
             return None
-        data: bytes = await self._rpc("block/get", arg=directory[name], timeout=GET_TIMEOUT)
-        return data
+        return await self._block(directory[name])
 
 
 def _writer_of(name: str) -> str:
