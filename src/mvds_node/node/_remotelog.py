@@ -26,6 +26,7 @@ that takes them off the upload queue, and pruned once every member's position ha
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -291,13 +292,17 @@ class RemoteLogService:
             self.status[writer.name].queued = counts.get(group_id, 0)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._upload_loop)
-            for reader, member in self.readers:
-                nursery.start_soon(self._read_loop, reader, member)
-            if hasattr(self.backend, "watch") and self.readers:
-                nursery.start_soon(self._watch_loop)
-            task_status.started()
+        async with contextlib.AsyncExitStack() as stack:
+            if isinstance(self.backend, contextlib.AbstractAsyncContextManager):
+                # A backend with a connection pool (Redis) keeps it open for our tasks.
+                await stack.enter_async_context(self.backend)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._upload_loop)
+                for reader, member in self.readers:
+                    nursery.start_soon(self._read_loop, reader, member)
+                if hasattr(self.backend, "watch") and self.readers:
+                    nursery.start_soon(self._watch_loop)
+                task_status.started()
 
     async def _upload_loop(self) -> None:
         backoff = 1.0

@@ -1,4 +1,8 @@
-"""Reading CRLF-framed protocols (Redis RESP, NATS) from a Trio stream, with bounded sizes."""
+"""Reading a CRLF-framed protocol (NATS) from a Trio stream, with bounded sizes.
+
+A broken stream, an overlong line and a size over the caller's limit are each a
+:class:`~mvds_node.remotelog.BackendError` naming the server.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +26,10 @@ class LineReader:
         self.buf = bytearray()
 
     async def _fill(self) -> None:
-        chunk = await self.stream.receive_some(65536)
+        try:
+            chunk = await self.stream.receive_some(65536)
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as e:
+            raise BackendError(f"{self.server}: the connection broke: {e!r}") from None
         if not chunk:
             raise BackendError(f"{self.server} closed the connection")
         self.buf += chunk

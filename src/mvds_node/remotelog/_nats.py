@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import json
 import os
-from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any, Final
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from typing import Any, Final, TypeVar
 
 import trio
 
@@ -39,9 +40,70 @@ _MAX_MSG: Final = MAX_OBJECT_BYTES + 64 * 1024
 _TIMEOUT: Final = 10.0
 
 
+_T = TypeVar("_T")
+
+
 def _key(name: str) -> str:
     """A NATS subject token for any name (base64url, no padding)."""
     return base64.urlsafe_b64encode(name.encode()).decode().rstrip("=")
+
+
+_MAX_SEQ: Final = 2**63
+"""Stream sequences and revisions are unsigned 64-bit in NATS; we refuse one from 2**63 on."""
+_MAX_JSON_DEPTH: Final = 32
+"""JetStream API replies nest a few levels; deeper is refused before :func:`json.loads` (whose
+recursion a reply nested thousands deep would exhaust)."""
+
+
+def _number(text: str, what: str, limit: int) -> int:
+    """A decimal integer from the server, ``0 <= n < limit``.
+
+    Raises:
+        BackendError: not a plain decimal number, or out of range.
+    """
+    if not (0 < len(text) <= 20 and text.isascii() and text.isdigit()):
+        raise BackendError(f"nats sent {what} {text[:24]!r}, not a number")
+    n = int(text)
+    if n >= limit:
+        raise BackendError(f"nats sent {what} {n}, over the limit of {limit - 1}")
+    return n
+
+
+def _json_object(data: bytes, what: str) -> dict[str, Any]:
+    """A JSON object from the server.
+
+    Raises:
+        BackendError: not JSON, nested too deep, or not an object.
+    """
+    depth = 0
+    for byte in data:  # brackets inside strings count too: a bound, not a parser
+        if byte in b"[{":
+            depth += 1
+            if depth > _MAX_JSON_DEPTH:
+                raise BackendError(f"nats: {what} is nested over {_MAX_JSON_DEPTH} deep")
+        elif byte in b"]}":
+            depth -= 1
+    try:
+        reply = json.loads(data)
+    except (ValueError, RecursionError):
+        raise BackendError(f"nats: {what} is not JSON") from None
+    if not isinstance(reply, dict):
+        raise BackendError(f"nats: {what} is a JSON {type(reply).__name__}, not an object")
+    return reply
+
+
+def _json_int(reply: dict[str, Any], field: str, what: str, limit: int) -> int:
+    value = reply.get(field)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < limit:
+        raise BackendError(f"nats: {what} has no usable {field!r}")
+    return value
+
+
+def _error_text(reply: dict[str, Any]) -> str:
+    error = reply.get("error")
+    if isinstance(error, dict):
+        return str(error.get("description", "an error"))[:200]
+    return str(error)[:200]
 
 
 class _Msg:
@@ -81,17 +143,28 @@ class _Conn(LineReader):
             elif op == "-ERR":
                 raise BackendError(f"nats: {line[5:]}")
             elif op == "MSG":
+                # MSG <subject> <sid> [reply-to] <#bytes>
                 parts = line.split(" ")
+                if len(parts) not in (4, 5):
+                    raise BackendError(f"nats sent a malformed MSG line {line[:40]!r}")
                 subject, reply = parts[1], parts[3] if len(parts) == 5 else ""
-                data = await self._exact(int(parts[-1]))
+                data = await self._exact(_number(parts[-1], "a message size", _MAX_MSG + 1))
                 return _Msg(subject, reply, {}, "", data)
             elif op == "HMSG":
+                # HMSG <subject> <sid> [reply-to] <#header bytes> <#total bytes>
                 parts = line.split(" ")
+                if len(parts) not in (5, 6):
+                    raise BackendError(f"nats sent a malformed HMSG line {line[:40]!r}")
                 subject, reply = parts[1], parts[3] if len(parts) == 6 else ""
-                hlen, total = int(parts[-2]), int(parts[-1])
+                hlen = _number(parts[-2], "a header size", _MAX_MSG + 1)
+                total = _number(parts[-1], "a message size", _MAX_MSG + 1)
+                if hlen > total:
+                    raise BackendError(f"nats sent headers of {hlen} bytes in {total}")
                 raw = await self._exact(total)
                 head, data = raw[:hlen].decode(errors="replace"), raw[hlen:]
                 lines = head.split("\r\n")
+                if not lines[0].startswith("NATS/1.0"):
+                    raise BackendError(f"nats sent headers {lines[0][:40]!r}")
                 status = lines[0][len("NATS/1.0") :].strip()
                 headers = {}
                 for h in lines[1:]:
@@ -103,6 +176,22 @@ class _Conn(LineReader):
                 raise BackendError(f"nats sent {line[:40]!r}")
 
 
+def _sequence_of(msg: _Msg) -> int:
+    """The stream sequence a direct get names in its ``Nats-Sequence`` header."""
+    return _number(msg.headers.get("Nats-Sequence", ""), "a Nats-Sequence", _MAX_SEQ)
+
+
+def _object_meta(data: bytes) -> tuple[str, int, int]:
+    """``(nuid, size, chunks)`` of an object's metadata, each checked and bounded."""
+    meta = _json_object(data, "object metadata")
+    nuid = meta.get("nuid")
+    if not isinstance(nuid, str) or not 0 < len(nuid) <= 64 or not nuid.isalnum():
+        raise BackendError("nats: object metadata has no usable 'nuid'")
+    size = _json_int(meta, "size", "object metadata", MAX_OBJECT_BYTES + 1)
+    chunks = _json_int(meta, "chunks", "object metadata", MAX_OBJECT_BYTES // CHUNK + 2)
+    return nuid, size, chunks
+
+
 class NatsBackend:
     """A :class:`~mvds_node.remotelog.Backend` on NATS JetStream (key-value and object store)."""
 
@@ -110,7 +199,10 @@ class NatsBackend:
         rest = url.removeprefix("nats://").rstrip("/")
         host, _, port = rest.partition(":")
         self.host = host or "127.0.0.1"
-        self.port = int(port or 4222)
+        try:
+            self.port = _number(port or "4222", "port", 65536)
+        except BackendError:
+            raise BackendError(f"{url}: unusable port {port!r}") from None
         self._conn: _Conn | None = None
         self._inbox = f"_INBOX.{os.urandom(8).hex()}"
         self._n = 0
@@ -119,16 +211,19 @@ class NatsBackend:
 
     async def _connect(self) -> _Conn:
         stream = await trio.open_tcp_stream(self.host, self.port)
-        conn = _Conn(stream)
-        info = await conn._line()
-        if not info.startswith("INFO"):
-            await stream.aclose()
-            raise BackendError("not a NATS server")
-        options = {"verbose": False, "pedantic": False, "headers": True, "protocol": 1}
-        await stream.send_all(f"CONNECT {json.dumps(options)}\r\nPING\r\n".encode())
-        while (line := await conn._line()) != "PONG":
-            if line.startswith("-ERR"):
-                raise BackendError(f"nats: {line}")
+        try:
+            conn = _Conn(stream)
+            info = await conn._line()
+            if not info.startswith("INFO"):
+                raise BackendError("not a NATS server")
+            options = {"verbose": False, "pedantic": False, "headers": True, "protocol": 1}
+            await stream.send_all(f"CONNECT {json.dumps(options)}\r\nPING\r\n".encode())
+            while (line := await conn._line()) != "PONG":
+                if line.startswith("-ERR"):
+                    raise BackendError(f"nats: {line[:200]}")
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
         return conn
 
     async def aclose_connection(self) -> None:
@@ -168,17 +263,22 @@ class NatsBackend:
         ) as e:
             await self.aclose_connection()
             raise BackendError(f"nats {self.host}:{self.port} unreachable: {e!r}") from None
-        except (BackendError, ValueError, IndexError) as e:
+        except BackendError as e:
             await self.aclose_connection()
-            raise BackendError(f"nats: {e}") from None
+            raise BackendError(f"nats {self.host}:{self.port}: {e}") from None
 
     async def _api(self, subject: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         msg = await self._request(subject, json.dumps(body).encode() if body is not None else b"")
+        return await self._checked(lambda: _json_object(msg.data, f"the answer to {subject}"))
+
+    async def _checked(self, interpret: Callable[[], _T]) -> _T:
+        """``interpret()`` a reply; a malformed one also drops the connection (its state, such
+        as a half-read stream of replies, cannot be trusted)."""
         try:
-            reply: dict[str, Any] = json.loads(msg.data)
-        except ValueError:
-            raise BackendError(f"nats: {subject} answered with non-JSON") from None
-        return reply
+            return interpret()
+        except BackendError as e:
+            await self.aclose_connection()
+            raise BackendError(f"nats {self.host}:{self.port}: {e}") from None
 
     async def _ensure(self) -> None:
         if self._ready:
@@ -202,19 +302,19 @@ class NatsBackend:
                     "num_replicas": 1,
                 }
                 created = await self._api(f"$JS.API.STREAM.CREATE.{name}", config)
-                if "error" in created and created["error"].get("err_code") != 10058:
-                    raise BackendError(f"nats: cannot create {name}: {created['error']}")
+                error = created.get("error")
+                exists = isinstance(error, dict) and error.get("err_code") == 10058
+                if error is not None and not exists:
+                    raise BackendError(f"nats: cannot create {name}: {_error_text(created)}")
             self._ready = True
 
     async def _publish(self, subject: str, data: bytes, headers: dict[str, str] | None) -> int:
         msg = await self._request(subject, data, headers)
-        try:
-            ack = json.loads(msg.data)
-        except ValueError:
-            raise BackendError(f"nats: no publish acknowledgement on {subject}") from None
+        what = f"the acknowledgement of {subject}"
+        ack = await self._checked(lambda: _json_object(msg.data, what))
         if "error" in ack:
-            raise BackendError(f"nats refused {subject}: {ack['error'].get('description')}")
-        return int(ack["seq"])
+            raise BackendError(f"nats refused {subject}: {_error_text(ack)}")
+        return await self._checked(lambda: _json_int(ack, "seq", what, _MAX_SEQ))
 
     async def _last(self, stream: str, subject: str) -> _Msg | None:
         msg = await self._request(f"$JS.API.DIRECT.GET.{stream}.{subject}")
@@ -240,7 +340,7 @@ class NatsBackend:
             current = await self._last(KV_STREAM, subject)
             revision = 0
             if current is not None:
-                revision = int(current.headers.get("Nats-Sequence", "0"))
+                revision = await self._checked(functools.partial(_sequence_of, current))
                 old = signed_seq(current.data)
                 if seq is not None and old is not None and old >= seq:
                     raise BackendError(f"nats refused {name}: sequence {seq} is not above {old}")
@@ -250,13 +350,22 @@ class NatsBackend:
 
     @contextlib.asynccontextmanager
     async def watch(self) -> AsyncIterator[AsyncIterator[str]]:
-        """Names as they are updated, on a connection of its own (subscribed on entry)."""
+        """Names as they are updated, on a connection of its own (subscribed on entry).
+
+        Raises:
+            BackendError: the server is unreachable or misbehaves (on entry, or out of the
+                iteration later).
+        """
         try:
-            conn = await self._connect()
-        except OSError as e:
-            raise BackendError(f"nats {self.host}:{self.port} unreachable: {e}") from None
+            with trio.fail_after(_TIMEOUT):
+                conn = await self._connect()
+        except (OSError, trio.TooSlowError) as e:
+            raise BackendError(f"nats {self.host}:{self.port} unreachable: {e!r}") from None
         async with conn.stream:
-            await conn.stream.send_all(f"SUB $KV.{BUCKET}.> 1\r\nPING\r\n".encode())
+            try:
+                await conn.stream.send_all(f"SUB $KV.{BUCKET}.> 1\r\nPING\r\n".encode())
+            except (OSError, trio.BrokenResourceError) as e:
+                raise BackendError(f"nats {self.host}:{self.port}: {e!r}") from None
 
             async def names() -> AsyncGenerator[str, None]:
                 prefix = f"$KV.{BUCKET}."
@@ -302,20 +411,21 @@ class NatsBackend:
             meta_msg = await self._last(OBJ_STREAM, f"$O.{BUCKET}.M.{_key(address.hex())}")
             if meta_msg is None:
                 return None
-            try:
-                meta = json.loads(meta_msg.data)
-                nuid, size, chunks = str(meta["nuid"]), int(meta["size"]), int(meta["chunks"])
-            except (ValueError, KeyError, TypeError):
-                raise BackendError("nats: object metadata is malformed") from None
-            if size > MAX_OBJECT_BYTES or chunks > MAX_OBJECT_BYTES // CHUNK + 1:
-                raise BackendError(f"nats: object of {size} bytes is over the limit")
+            nuid, size, chunks = await self._checked(lambda: _object_meta(meta_msg.data))
             parts: list[bytes] = []
+            got = 0
             seq = 1
             for _ in range(chunks):
                 body = json.dumps({"seq": seq, "next_by_subj": f"$O.{BUCKET}.C.{nuid}"}).encode()
                 msg = await self._request(f"$JS.API.DIRECT.GET.{OBJ_STREAM}", body)
                 if msg.status:
                     raise BackendError(f"nats: chunk of {address.hex()[:16]}: {msg.status}")
+                got += len(msg.data)
+                if got > size:
+                    await self.aclose_connection()
+                    raise BackendError(f"nats: object {address.hex()[:16]} is over {size} bytes")
                 parts.append(msg.data)
-                seq = int(msg.headers.get("Nats-Sequence", "0")) + 1
+                seq = await self._checked(functools.partial(_sequence_of, msg)) + 1
+            if got != size:
+                raise BackendError(f"nats: object {address.hex()[:16]} has {got} of {size} bytes")
         return b"".join(parts)
