@@ -40,6 +40,9 @@ class MessageDelivered(Event):
     sender: bytes
     """The peer we received it from (not necessarily its author, who MVDS does not name)."""
     expires_at: int = 0
+    parents_missing: tuple[bytes, ...] = ()
+    """Parents we gave up on (``SyncConfig.missing_parent_timeout``) and delivered this message
+    without, in consistent delivery with ``MissingParents.DELIVER``; empty otherwise."""
 
 
 @final
