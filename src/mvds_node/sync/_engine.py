@@ -1165,7 +1165,7 @@ class Engine:
         # A message in the same payload answers its own offer (the Go code sends both): asking
         # for it would leave a REQUEST for a message we then hold.
         arriving = {m.id for m in messages}
-        for mid in offers:
+        for i, mid in enumerate(offers):
             if mid in arriving:
                 continue
             r = store.get_record(mid, peer)
@@ -1184,16 +1184,22 @@ class Engine:
                 continue
             new = TRANSITIONS[(current, Input.GOT_OFFER_MISSING)]
             if r is None:
-                if not self._may_request(peer, b"", refused):
-                    continue
+                reason = self._refuse_request(peer, b"", refused)
+                if reason is not None:
+                    # Nothing frees room within this payload: the rest of its offers are
+                    # ignored without looking them up (a flood costs what the bound allows).
+                    # Offers of messages we hold among them go unacknowledged this time; the
+                    # peer offers them again.
+                    refused[reason] += len(offers) - i - 1
+                    break
                 puts.append(Record(mid, peer, new, b"", 0, due))
                 requests.add(mid, peer, b"")
                 self._schedule(due)
 
-    def _may_request(self, peer: bytes, group: bytes, refused: dict[str, int]) -> bool:
-        """Whether one more REQUEST to ``peer`` (for a parent in ``group``, or an offer: empty)
-        fits under the request bounds; if not, count the refusal in ``refused`` and note the
-        episode (see ``_full``)."""
+    def _refuse_request(self, peer: bytes, group: bytes, refused: dict[str, int]) -> str | None:
+        """None if one more REQUEST to ``peer`` (for a parent in ``group``, or an offer: empty)
+        fits under the request bounds; otherwise the reason, counted in ``refused``, with the
+        episode noted (see ``_full``)."""
         requests = self._requests
         limits = self._limits
         if requests.per_peer.get(peer, 0) >= self._per_peer_cap:
@@ -1203,11 +1209,11 @@ class Engine:
         elif requests.total >= limits.max_pending_requests:
             reason, key = _TOTAL_FULL, b""
         else:
-            return True
+            return None
         if not refused:
             self._refusal = (reason, key)  # opens an episode, unless one is open
         refused[reason] = refused.get(reason, 0) + 1
-        return False
+        return reason
 
     def _below_half(self, full: tuple[str, bytes]) -> bool:
         """Whether the counter that refused a peer's requests fell to half its bound."""
@@ -1334,7 +1340,7 @@ class Engine:
                     continue
                 if requests.asks(p, peer) or store.has_message(p):
                     continue
-                if p in abandoned or not self._may_request(peer, m.group_id, refused):
+                if p in abandoned or self._refuse_request(peer, m.group_id, refused):
                     if p not in requests:
                         gone.append(p)
                     continue
