@@ -1801,11 +1801,9 @@ class Engine:
 
     def _request_age(self, r: Record) -> int:
         """Epochs after its first transmission at which the REQUEST ``r`` ends unanswered: a
-        parent's (it names its group) or an offer's timeout, and at least three retransmission
-        gaps of a slow carrier (set_peer_latency)."""
-        age = self._parent_epochs if r.group_id else self._request_epochs
-        gap = self._min_gap.get(r.peer)
-        return age if gap is None else max(age, 3 * gap)
+        parent's timeout (the record names the group) or an offer's. A slow carrier does not
+        stretch it: an answer that comes later is received as any message is."""
+        return self._parent_epochs if r.group_id else self._request_epochs
 
     def _requests_timed_out(self, records: list[Record]) -> None:
         """REQUESTs deleted unanswered: count them down, give up on parents nobody is asked
