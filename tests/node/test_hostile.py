@@ -7,12 +7,27 @@ import json
 import random
 import statistics
 import struct
+from dataclasses import replace
 from pathlib import Path
 
 import trio
 
-from mvds_node.node import Identity, Refused, group_id_for, open_node, parse_address
-from mvds_node.sync import SyncConfig, encode_message, encode_payload
+from mvds_node.node import (
+    Identity,
+    Refused,
+    group_id_for,
+    load_config,
+    open_node,
+    parse_address,
+    save_config,
+)
+from mvds_node.sync import (
+    DeliveryMode,
+    MissingParents,
+    SyncConfig,
+    encode_message,
+    encode_payload,
+)
 from mvds_node.transports import NoiseStream, SyncFrame, encode_frame
 
 from .test_node import config_for, connect
@@ -195,3 +210,40 @@ async def test_a_member_flooding_offers_and_phantom_parents_costs_the_others_lit
     # and no message of bob's stalls behind mallory's reconnections for a second.
     assert median_after <= 2 * max(median_before, a_config.epoch_seconds)
     assert max(after) < 1.0
+
+
+async def test_a_node_gives_up_on_phantom_parents_and_delivers_marked_if_configured(
+    tmp_path: Path,
+) -> None:
+    alice, mallory = Identity.generate(), Identity.generate()
+    config = replace(
+        config_for(tmp_path, "alice", alice, {"mallory": mallory}),
+        delivery=DeliveryMode.CONSISTENT,
+        missing_parents=MissingParents.DELIVER,
+        missing_parent_timeout=1.0,
+    )
+    save_config(config)
+    assert load_config(config.data_dir) == config  # the settings are read back from the file
+    phantoms = [random.Random(8).randbytes(32) for _ in range(64)]
+    with trio.fail_after(20):
+        async with (
+            open_node(config, identity=alice) as a,
+            a.events() as events,
+            a.messages() as inbox,
+        ):
+            host, port = parse_address(a.status().listening[0])
+            stream = await trio.open_tcp_stream(host, port)
+            noise = await NoiseStream.handshake(stream, mallory.noise, initiator=True)
+            child = encode_message(group_id_for("chat"), 1, b"orphan", parents=phantoms)
+            await noise.send_all(encode_frame(SyncFrame(encode_payload([], [], [], [child]))))
+            start = trio.current_time()
+            message = await inbox.receive()  # held until alice gives up on the parents
+            waited = trio.current_time() - start
+            assert message.body == b"orphan" and set(message.parents_missing) == set(phantoms)
+            refusal = await next_refusal(events)
+            assert refusal.peer == mallory.public_key
+            assert "missing_parent_timeout" in refusal.detail
+            (status,) = a.status().peers
+            assert status.pending == 0  # nothing asked of anyone any more
+            await noise.aclose()
+    assert 1.0 - config.epoch_seconds <= waited < 5.0  # the timeout counts whole epochs
