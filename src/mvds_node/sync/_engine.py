@@ -458,6 +458,7 @@ class Engine:
             self._ephemeral_out.pop(peer, None)
             self._fresh.pop(peer, None)
             self._fresh_bytes.pop(peer, None)
+            self._full.pop(peer, None)
 
     def _drop_member_records(self, group_id: bytes, peer: bytes) -> None:
         doomed = [

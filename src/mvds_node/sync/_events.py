@@ -77,7 +77,11 @@ class MessageExpired(Event):
 @final
 @dataclass(frozen=True, slots=True)
 class PayloadRejected(Event):
-    """Input from a peer was refused, whole or in part; what was valid was kept."""
+    """Input from a peer was refused, whole or in part; what was valid was kept.
+
+    Also what a peer made us refuse to ask for (a request bound reached: reported once per
+    episode) and REQUESTs it left unanswered until their timeout (``dropped`` counts them; for
+    missing parents, the peer is the one that named them)."""
 
     peer: bytes
     reason: str
