@@ -8,8 +8,10 @@ REQUEST ends at its age, and a REQUEST answered in any form (even by an ephemera
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any
 
+from mvds_node.sim import Net
 from mvds_node.sync import (
     DeliveryMode,
     Engine,
@@ -20,6 +22,7 @@ from mvds_node.sync import (
     Mode,
     PayloadRejected,
     RecordType,
+    SQLiteStore,
     SyncConfig,
     decode_payload,
     encode_message,
@@ -276,3 +279,55 @@ def test_a_request_answered_by_an_ephemeral_message_ends() -> None:
     assert delivered == [parent, message_id(G, 2, child_body)]  # the held child is released
     sent = run(e, until=1000.0)
     assert not any(decode_payload(p, LIMITS).requests for _, _, p in sent)
+
+
+# ------------------------------------------------------------------------- honest peers, restarts
+
+
+def test_an_honest_backlog_larger_than_the_bound_arrives_in_rounds() -> None:
+    net = Net()
+    limits = Limits(max_requests_per_peer=50)
+    a = net.add(HONEST, member_of(engine(limits=limits), OTHER, mode=Mode.INTERACTIVE))
+    b = net.add(OTHER, member_of(engine(limits=limits), HONEST, mode=Mode.INTERACTIVE))
+    ids = a.send_many(G, [f"backlog {i}".encode() for i in range(400)], now=0.0, timestamp=1)
+
+    def all_there() -> bool:
+        return all(b.has_message(m) for m in ids)
+
+    net.run_until(all_there, max_rounds=2000)
+    got = [e.message_id for e in net.events[OTHER] if isinstance(e, MessageDelivered)]
+    assert sorted(got) == sorted(ids)
+    assert b.statistics.requests_refused > 0  # it did take rounds
+    net.run_until(net.quiet, max_rounds=2000)
+    assert b._requests.total == 0
+
+
+def test_the_counts_and_ages_of_requests_survive_a_restart(tmp_path: Path) -> None:
+    config = SyncConfig(
+        epoch_seconds=1.0, limits=Limits(max_requests_per_peer=10), request_timeout=30.0
+    )
+    fake = random_ids(random.Random(9), 15)
+    store = SQLiteStore(tmp_path / "store.db")
+    e = member_of(Engine(store, config=config, now=0.0), HOSTILE, mode=Mode.INTERACTIVE)
+    e.receive_payload(HOSTILE, encode_payload([], fake, [], []), now=0.0)
+    run(e, until=20.0)
+    store.close()
+    store = SQLiteStore(tmp_path / "store.db")
+    e = Engine(store, config=config, now=100.0)  # the clock of a new process
+    assert e._requests.per_peer == {HOSTILE: 10}
+    e.receive_payload(HOSTILE, encode_payload([], fake[10:], [], []), now=100.0)
+    # Still full, so refused; episodes live in memory, so this one is reported afresh.
+    assert len(requests_to(e, HOSTILE)) == 10
+    assert [r.dropped for r in rejections(e)] == [5]
+    e.reset_peer(HOSTILE, now=100.0)
+    now = 100.0
+    for _ in range(100):  # bounded: deadline to deadline
+        deadline = e.next_deadline()
+        if deadline is None:
+            break
+        now = max(now + 1.0, deadline)
+        e.payloads_to_send(now=now)
+    # Part of their 30 s went by before the restart (up to the last drain, whose epoch is
+    # stored): they end sooner than 30 s after it.
+    assert requests_to(e, HOSTILE) == set() and now <= 100.0 + 20.0
+    store.close()
