@@ -331,3 +331,13 @@ def test_the_counts_and_ages_of_requests_survive_a_restart(tmp_path: Path) -> No
     # stored): they end sooner than 30 s after it.
     assert requests_to(e, HOSTILE) == set() and now <= 100.0 + 20.0
     store.close()
+
+
+def test_ten_thousand_unanswered_requests_end_in_one_report() -> None:
+    e = member_of(engine(request_timeout=30.0), HOSTILE, mode=Mode.INTERACTIVE)
+    fake = random_ids(random.Random(10), LIMITS.max_requests_per_peer)
+    e.receive_payload(HOSTILE, encode_payload([], fake, [], []), now=0.0)
+    run(e, until=100.0)
+    assert requests_to(e, HOSTILE) == set()
+    assert [r.dropped for r in rejections(e)] == [len(fake)]
+    assert e.statistics.requests_timed_out == len(fake)

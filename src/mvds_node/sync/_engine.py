@@ -1795,9 +1795,8 @@ class Engine:
                 store.delete_records(deletes)
             if updates:
                 store.put_records(updates)
-            if timed_out:
-                self._requests_timed_out(timed_out)
-                timed_out = []
+        if timed_out:  # one report per peer for the whole drain
+            self._requests_timed_out(timed_out)
         return used, cut
 
     def _request_age(self, r: Record) -> int:
