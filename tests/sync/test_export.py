@@ -288,7 +288,7 @@ def test_receive_payloads_undo_requests_and_relay(tmp_path: Path) -> None:
     _, payloads = bundle_payloads(3)
     with pytest.raises(OSError, match="Input/output"):
         b.receive_payloads(A, failing([offer, *payloads], 2), now=0.0)
-    assert b._requested == set() and b._store.record_count() == 0
+    assert not b._requests.by_id and b._store.record_count() == 0
     assert b.next_deadline() is None and b.payloads_to_send(now=0.0) == []
     b._store.close()
 

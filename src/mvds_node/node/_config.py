@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mvds_node.errors import ConfigError
-from mvds_node.sync import DeliveryMode, Mode
+from mvds_node.sync import DeliveryMode, MissingParents, Mode
 from mvds_node.transports._multicast import interface_problem
 
 __all__ = [
@@ -192,6 +192,17 @@ class NodeConfig:
     delivery: DeliveryMode = DeliveryMode.EVENTUAL
     """``eventual``: deliver a message at once and fetch missing parents; ``consistent``: hold a
     message until its parents are delivered."""
+    max_requests_per_peer: int = 10_000
+    """Messages we ask one peer for at most (REQUESTs from its offers and for parents its
+    messages name); past it, its offers are ignored until it answers, and the node says so."""
+    request_timeout: float = 600.0
+    """Seconds after which a REQUEST for an offered message that was never sent ends."""
+    missing_parent_timeout: float = 600.0
+    """Seconds after which we give up on a missing parent nobody sent, and report the peer that
+    named it."""
+    missing_parents: MissingParents = MissingParents.HOLD
+    """Consistent delivery, once we gave up on a message's parents: ``hold`` it until they come
+    by another route, or ``deliver`` it marked (``Message.parents_missing``)."""
     store_sync: Literal["normal", "full"] = "normal"
     """SQLite durability: ``normal`` survives a crash of the process (kill -9); ``full`` also
     survives power loss, at the cost of a disk flush per write."""
@@ -397,6 +408,12 @@ def parse_config(doc: Mapping[str, Any], *, data_dir: Path, where: str) -> NodeC
         else "normal"
     )
     page_size = sync.get_int("store_page_size", 4096, 512, 65536)
+    max_requests = sync.get_int("max_requests_per_peer", 10_000, 1, 1_000_000)
+    request_timeout = sync.get_float("request_timeout", 600.0, 1.0, 30 * 86400.0)
+    parent_timeout = sync.get_float("missing_parent_timeout", 600.0, 1.0, 30 * 86400.0)
+    missing_parents = MissingParents(
+        sync.get_choice("missing_parents", "hold", ("hold", "deliver"))
+    )
     if page_size & (page_size - 1):
         raise ConfigError(f"{where}: sync.store_page_size must be a power of two")
     sync.done()
@@ -504,6 +521,10 @@ def parse_config(doc: Mapping[str, Any], *, data_dir: Path, where: str) -> NodeC
         groups=tuple(groups),
         epoch_seconds=epoch,
         delivery=delivery,
+        max_requests_per_peer=max_requests,
+        request_timeout=request_timeout,
+        missing_parent_timeout=parent_timeout,
+        missing_parents=missing_parents,
         store_sync=store_sync,
         store_page_size=page_size,
         discovery=discovery,
@@ -565,6 +586,18 @@ def render_config(config: NodeConfig) -> str:
         '# "eventual": deliver at once, fetch missing parents; "consistent": hold a message',
         '# until its parents are delivered. (default: "eventual")',
         f"delivery = {_q(config.delivery.value)}",
+        "# Messages asked of one peer at most; past it, its offers are ignored until it",
+        "# answers. (default: 10000)",
+        f"max_requests_per_peer = {config.max_requests_per_peer}",
+        "# Seconds after which a request for an offered message that never came ends.",
+        "# (default: 600.0)",
+        f"request_timeout = {config.request_timeout}",
+        "# Seconds after which a missing parent nobody sent is given up on, and the peer",
+        "# that named it reported. (default: 600.0)",
+        f"missing_parent_timeout = {config.missing_parent_timeout}",
+        '# Consistent delivery, once its parents are given up on: "hold" the message until',
+        '# they come, or "deliver" it marked parents_missing. (default: "hold")',
+        f"missing_parents = {_q(config.missing_parents.value)}",
         '# "normal": survives kill -9; "full": also survives power loss, slower. '
         '(default: "normal")',
         f"store_sync = {_q(config.store_sync)}",

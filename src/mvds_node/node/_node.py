@@ -78,6 +78,7 @@ from mvds_node.remotelog import LogSettings
 from mvds_node.sync import (
     Engine,
     GaveUp,
+    Limits,
     MessageAcked,
     MessageDelivered,
     MessageExpired,
@@ -159,6 +160,8 @@ class Message:
     """Author's clock, Unix milliseconds (0 for ephemeral NOSYNC messages)."""
     ephemeral: bool = False
     parents: tuple[bytes, ...] = ()
+    parents_missing: tuple[bytes, ...] = ()
+    """Parents given up on (``missing_parents = "deliver"``): delivered without them."""
 
 
 class NodeEvent:
@@ -413,7 +416,12 @@ class Node:
         self.identity = identity
         self._store = store
         self._sync = sync or SyncConfig(
-            epoch_seconds=config.epoch_seconds, delivery=config.delivery
+            epoch_seconds=config.epoch_seconds,
+            delivery=config.delivery,
+            limits=Limits(max_requests_per_peer=config.max_requests_per_peer),
+            request_timeout=config.request_timeout,
+            missing_parent_timeout=config.missing_parent_timeout,
+            missing_parents=config.missing_parents,
         )
         self._engine = Engine(store, config=self._sync, now=trio.current_time())
         self._tcp = TcpTransport(
@@ -1128,6 +1136,7 @@ class Node:
                         timestamp=event.timestamp,
                         ephemeral=event.ephemeral,
                         parents=event.parents,
+                        parents_missing=event.parents_missing,
                     )
                 )
             elif isinstance(event, MessageAcked):

@@ -12,6 +12,7 @@ from mvds_node.sync._backoff import ReferenceBackoff as ReferenceBackoff
 from mvds_node.sync._config import DeliveryMode as DeliveryMode
 from mvds_node.sync._config import GiveUpPolicy as GiveUpPolicy
 from mvds_node.sync._config import Limits as Limits
+from mvds_node.sync._config import MissingParents as MissingParents
 from mvds_node.sync._config import Mode as Mode
 from mvds_node.sync._config import RelayPolicy as RelayPolicy
 from mvds_node.sync._config import SyncConfig as SyncConfig
@@ -52,6 +53,7 @@ __all__ = [
     "MessageAcked",
     "MessageDelivered",
     "MessageExpired",
+    "MissingParents",
     "Mode",
     "PayloadRejected",
     "Record",

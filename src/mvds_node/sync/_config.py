@@ -15,7 +15,15 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from mvds_node.sync._backoff import Backoff
 
-__all__ = ["DeliveryMode", "GiveUpPolicy", "Limits", "Mode", "RelayPolicy", "SyncConfig"]
+__all__ = [
+    "DeliveryMode",
+    "GiveUpPolicy",
+    "Limits",
+    "MissingParents",
+    "Mode",
+    "RelayPolicy",
+    "SyncConfig",
+]
 
 
 class Mode(enum.Enum):
@@ -36,6 +44,18 @@ class DeliveryMode(enum.Enum):
     """Deliver at once; fetch missing parents in the background."""
     CONSISTENT = "consistent"
     """Hold a message until all its parents are delivered, so the app sees causal order."""
+
+
+class MissingParents(enum.Enum):
+    """What consistent delivery does with a held message once we gave up on its missing parents
+    (``SyncConfig.missing_parent_timeout``, or parents we could not ask for under the limits)."""
+
+    DELIVER = "deliver"
+    """Deliver it, with ``MessageDelivered.parents_missing`` naming the parents it never got: a
+    member that names parents nobody has cannot hide its messages, nor ours after them."""
+    HOLD = "hold"
+    """Keep holding it until the parents arrive by another route (a peer relays or offers them),
+    possibly for ever: causal order is never broken."""
 
 
 class RelayPolicy(enum.Enum):
@@ -84,11 +104,25 @@ class Limits:
     max_queued_events: int = 1_000_000
     # Recently seen ephemeral IDs, to suppress duplicates the network made (they are not stored).
     ephemeral_dedup_window: int = 4096
-    # Messages we are asking peers for (REQUEST records, from offers and from missing parents).
-    # Any group member can offer IDs that do not exist; past this many, further asks are dropped
-    # (and reported) until answers or acknowledgements bring the number down. A million is far
-    # beyond any honest backlog and about 100 MB of records at worst.
+    # Messages we are asking one peer for (REQUEST records, from its offers and from parents its
+    # messages name). Any group member can offer IDs that do not exist, so the bound is per peer:
+    # one member filling it costs the others nothing. Past it, further offers from that peer are
+    # ignored (it offers them again later, and we ask once answers make room) and reported once
+    # per episode. 10,000 records are about 2.5 MB on disk, and re-arming them all when the peer
+    # reconnects stays well under a second; an honest backlog larger than that comes in rounds.
+    max_requests_per_peer: int = 10_000
+    # Missing parents we are asking for per group, whoever named them: several members of one
+    # group cannot, together, make us hold more than this for it (REQUESTs from offers name no
+    # group and count against the per-peer bound only).
+    max_requests_per_group: int = 50_000
+    # All REQUEST records together, over every peer and group: an overall safety bound on memory
+    # and disk (about 250 MB of records at worst). It was the only bound before the per-peer and
+    # per-group ones, and is kept so that configurations naming it still work.
     max_pending_requests: int = 1_000_000
+    # Parents we gave up on (missing_parent_timeout), remembered so that a member naming them
+    # again does not make us ask again: a later message naming one is handled at once as if its
+    # timeout had passed. In memory only; the oldest are forgotten first.
+    abandoned_parents_window: int = 65_536
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +158,19 @@ class SyncConfig:
     give_up: GiveUpPolicy = field(default_factory=GiveUpPolicy)
     delivery: DeliveryMode = DeliveryMode.EVENTUAL
     relay: RelayPolicy = RelayPolicy.MODE
+    request_timeout: float = 600.0
+    """Seconds of running time after which a REQUEST for an offered message that the offerer has
+    not answered is dropped and reported; an honest offerer offers again and is asked again.
+    Retransmissions of a REQUEST never go past this age, and reconnecting does not renew it."""
+    missing_parent_timeout: float = 600.0
+    """Seconds of running time after which we stop asking for a missing parent (a parent named by
+    a message we received) that nobody sent, report the peer that named it, and give it up: in
+    consistent delivery the held messages waiting for it are then handled as ``missing_parents``
+    says. Ten minutes is twice the latency the MVDS notes measured at 90 % offline; an honest
+    parent still arrives later from its author, who sends it until acknowledged."""
+    missing_parents: MissingParents = MissingParents.HOLD
+    """Consistent delivery only: keep holding a message whose parents we gave up on (the
+    default: causal order is never broken), or deliver it marked ``parents_missing``."""
     ack_offers_we_have: bool = True
     """Answer an OFFER of a message we already hold with an ACK, so the offerer stops offering it.
     2/MVDS does not say what to do; the Go code ignores such offers, which makes the offerer repeat
@@ -135,5 +182,7 @@ class SyncConfig:
     def __post_init__(self) -> None:
         if not self.epoch_seconds > 0:
             raise ValueError("epoch_seconds must be positive")
+        if not self.request_timeout > 0 or not self.missing_parent_timeout > 0:
+            raise ValueError("request_timeout and missing_parent_timeout must be positive")
         if self.drain_budget_bytes < 1024:
             raise ValueError("drain_budget_bytes must be at least 1 KiB")

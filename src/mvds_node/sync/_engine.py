@@ -28,6 +28,17 @@ epoch they are next due; every change of record type goes through ``_state.TRANS
 engine keeps in memory only what is derived or transient: the group table, the causal frontier
 of each group (messages without children, kept incrementally rather than scanned), consistent
 delivery's waiting lists, ACKs and ephemeral messages waiting for the next payload, and events.
+
+What a member can make us ask for is bounded, because any member can offer IDs that do not exist
+or name parents nobody has. REQUEST records are counted per peer and per group (``_Requests``,
+rebuilt from the store at start-up): past ``Limits.max_requests_per_peer`` a peer's offers and
+parents are ignored, and reported once per episode, so one member filling its own bound costs
+the others nothing. A REQUEST only goes to the peer that offered the message or named it as a
+parent, and ends unanswered at its age (``request_timeout``, ``missing_parent_timeout``), which
+its retransmissions never pass and a reconnection does not renew; a parent nobody is asked for
+any more is given up on, the peer that named it is reported, and consistent delivery then holds
+or delivers the messages that waited for it (``MissingParents``). Any answer ends a REQUEST,
+even an ephemeral message.
 """
 
 from __future__ import annotations
@@ -42,7 +53,7 @@ from itertools import islice
 from typing import Final, final, overload
 
 from mvds_node.errors import LocalProtocolError
-from mvds_node.sync._config import DeliveryMode, Mode, RelayPolicy, SyncConfig
+from mvds_node.sync._config import DeliveryMode, MissingParents, Mode, RelayPolicy, SyncConfig
 from mvds_node.sync._events import (
     Event,
     GaveUp,
@@ -71,7 +82,22 @@ _NONE: Final = RecordType.NONE
 _OFFER: Final = RecordType.OFFER
 _REQUEST: Final = RecordType.REQUEST
 _MESSAGE: Final = RecordType.MESSAGE
-_TOO_MANY_REQUESTS: Final = "too many outstanding requests (Limits.max_pending_requests)"
+_PEER_FULL: Final = (
+    "offers and parents ignored: too many outstanding requests to this peer "
+    "(Limits.max_requests_per_peer); reported once until half of them are answered"
+)
+_GROUP_FULL: Final = (
+    "parents ignored: too many outstanding requests for missing parents in this group "
+    "(Limits.max_requests_per_group); reported once until half of them are answered"
+)
+_TOTAL_FULL: Final = (
+    "offers and parents ignored: too many outstanding requests in all "
+    "(Limits.max_pending_requests); reported once until half of them are answered"
+)
+_OFFERS_UNANSWERED: Final = "offered messages not sent when requested (SyncConfig.request_timeout)"
+_PARENTS_UNANSWERED: Final = (
+    "named parents nobody sent; gave up on them (SyncConfig.missing_parent_timeout)"
+)
 # Record types an ACK ends (the others stay: an ACK of a message we asked for ends nothing).
 _ENDED_BY_ACK: Final = frozenset(
     t for t in RecordType if t is not _NONE and TRANSITIONS[(t, Input.GOT_ACK)] is _NONE
@@ -101,6 +127,76 @@ class EngineStatistics:
     gave_up: int = 0
     expired: int = 0
     events_dropped: int = 0
+    requests_refused: int = 0
+    """Offers and missing parents not asked for, because a request limit was reached."""
+    requests_timed_out: int = 0
+    """REQUESTs dropped unanswered after ``request_timeout`` or ``missing_parent_timeout``."""
+    parents_abandoned: int = 0
+    """Missing parents given up on (no REQUEST for them left)."""
+
+
+@final
+class _Requests:
+    """The REQUEST records we hold, counted per peer and per group, to bound them.
+
+    Kept in memory beside the store (rebuilt from it at start-up and after a rollback), and
+    updated at every change of a REQUEST record, so that checking a bound costs a dict lookup.
+    """
+
+    __slots__ = ("by_id", "per_group", "per_peer", "total")
+
+    def __init__(self) -> None:
+        self.by_id: dict[bytes, dict[bytes, bytes]] = {}
+        """Message ID -> {peer asked -> group (empty: not known, a REQUEST from an offer)}."""
+        self.per_peer: dict[bytes, int] = {}
+        self.per_group: dict[bytes, int] = {}
+        self.total = 0
+
+    def __contains__(self, message_id: bytes) -> bool:
+        return message_id in self.by_id
+
+    def asks(self, message_id: bytes, peer: bytes) -> bool:
+        """Whether we have a REQUEST for ``message_id`` to ``peer``."""
+        peers = self.by_id.get(message_id)
+        return peers is not None and peer in peers
+
+    def add(self, message_id: bytes, peer: bytes, group: bytes) -> None:
+        peers = self.by_id.get(message_id)
+        if peers is None:
+            peers = self.by_id[message_id] = {}
+        elif peer in peers:
+            return
+        peers[peer] = group
+        self.per_peer[peer] = self.per_peer.get(peer, 0) + 1
+        if group:
+            self.per_group[group] = self.per_group.get(group, 0) + 1
+        self.total += 1
+
+    def discard(self, message_id: bytes, peer: bytes) -> None:
+        peers = self.by_id.get(message_id)
+        if peers is None:
+            return
+        group = peers.pop(peer, None)
+        if group is None:
+            return
+        if not peers:
+            del self.by_id[message_id]
+        _decrement(self.per_peer, peer)
+        if group:
+            _decrement(self.per_group, group)
+        self.total -= 1
+
+    def discard_all(self, message_id: bytes) -> None:
+        for peer in list(self.by_id.get(message_id, ())):
+            self.discard(message_id, peer)
+
+
+def _decrement(counts: dict[bytes, int], key: bytes) -> None:
+    n = counts[key] - 1
+    if n:
+        counts[key] = n
+    else:
+        del counts[key]
 
 
 @dataclass(slots=True)
@@ -243,11 +339,32 @@ class Engine:
         }
         self._missing: dict[bytes, int] = {}
         self._waiting: dict[bytes, list[bytes]] = {}
-        self._restore_held()
+        # Held messages -> the parents we gave up on for them (MissingParents.DELIVER), and
+        # parents given up on lately (Limits.abandoned_parents_window), oldest first.
+        self._abandoned_for: dict[bytes, list[bytes]] = {}
+        self._abandoned: dict[bytes, None] = {}
+        # The REQUEST records we hold, counted per peer and group; and the peers whose requests
+        # hit a bound, each with the counter to watch: the refusal is reported once, until that
+        # counter falls to half its bound.
+        self._requests = self._load_requests()
+        self._full: dict[bytes, tuple[str, bytes]] = {}
+        self._refusal: tuple[str, bytes] = ("", b"")
+        cfg_limits = cfg.limits
+        self._request_epochs = max(1, math.ceil(cfg.request_timeout / cfg.epoch_seconds))
+        self._parent_epochs = max(1, math.ceil(cfg.missing_parent_timeout / cfg.epoch_seconds))
+        self._per_peer_cap = cfg_limits.max_requests_per_peer
         self._next_due: int | None = store.min_due_epoch()
-        # IDs we have REQUEST records for (a superset: stale entries only cost a lookup).
-        self._requested: set[bytes] = set(store.request_ids())
-        self._new_requests = 0
+        self._restore_held()
+
+    def _load_requests(self) -> _Requests:
+        """Count the REQUEST records in the store (at start-up and after a rollback)."""
+        requests = _Requests()
+        store = self._store
+        for mid in dict.fromkeys(store.request_ids()):
+            for r in store.records_for_message(mid):
+                if r.type is _REQUEST:
+                    requests.add(mid, r.peer, r.group_id)
+        return requests
 
     # ------------------------------------------------------------------ clock
 
@@ -341,6 +458,7 @@ class Engine:
             self._ephemeral_out.pop(peer, None)
             self._fresh.pop(peer, None)
             self._fresh_bytes.pop(peer, None)
+            self._full.pop(peer, None)
 
     def _drop_member_records(self, group_id: bytes, peer: bytes) -> None:
         doomed = [
@@ -349,6 +467,9 @@ class Engine:
             if r.group_id == group_id or (r.type is _REQUEST and len(self._peer_groups[peer]) == 1)
         ]
         self._store.delete_records(doomed)
+        requests = self._requests
+        for mid, p in doomed:
+            requests.discard(mid, p)
 
     def has_message(self, message_id: bytes) -> bool:
         """Whether the message is stored here (received or sent, and not expired)."""
@@ -796,11 +917,12 @@ class Engine:
             else:
                 del self._acks[peer]
         self._seen_ephemeral = seen
-        self._requested = set(store.request_ids())
+        self._requests = self._load_requests()
         self._after_rollback()
         senders = self._held_sender
         self._missing = {}
         self._waiting = {}
+        self._abandoned_for = {}
         self._restore_held()
         self._held_sender = {m: p for m, p in senders.items() if m in self._missing}
 
@@ -865,7 +987,10 @@ class Engine:
         for r in records:
             r.parked = False
             r.send_count = 0
-            r.first_epoch = -1
+            if r.type is not _REQUEST:
+                # A REQUEST keeps its age: a peer that reconnects does not renew what it was
+                # asked and never answered (request_timeout, missing_parent_timeout).
+                r.first_epoch = -1
             r.send_epoch = due
         with self._store.transaction():
             self._store.put_records(records)
@@ -915,6 +1040,8 @@ class Engine:
         self._missing.pop(m.id, None)
         self._waiting.pop(m.id, None)
         self._held_sender.pop(m.id, None)
+        self._abandoned_for.pop(m.id, None)
+        self._requests.discard_all(m.id)  # delete_message took every record about it
 
     # ---------------------------------------------------------- network input
 
@@ -942,30 +1069,42 @@ class Engine:
         store = self._store
         deletes: list[tuple[bytes, bytes]] = []
         puts: list[Record] = []
-        self._new_requests = 0
+        refused: dict[str, int] = {}
         acked = False
-        with store.transaction():
-            if decoded.acks:
-                acked = self._on_acks(peer, decoded.acks)
-            if decoded.requests:
-                self._on_requests(peer, decoded.requests, puts, dropped)
-            if decoded.offers:
-                self._on_offers(peer, decoded.offers, puts, deletes, decoded.messages, dropped)
-            if decoded.messages:
-                self._on_messages(peer, decoded.messages, puts, deletes, dropped)
-            if deletes:
-                store.delete_records(deletes)
-            if puts:
-                store.put_records(puts)
-                requested = self._requested
-                for r in puts:
-                    if r.type is _REQUEST:
-                        requested.add(r.message_id)
+        full = self._full.get(peer)
+        if full is not None and self._below_half(full):
+            del self._full[peer]  # the episode is over: a new refusal is reported again
+        try:
+            with store.transaction():
+                if decoded.acks:
+                    acked = self._on_acks(peer, decoded.acks)
+                if decoded.requests:
+                    self._on_requests(peer, decoded.requests, puts, dropped)
+                if decoded.offers:
+                    self._on_offers(
+                        peer, decoded.offers, puts, deletes, decoded.messages, dropped, refused
+                    )
+                if decoded.messages:
+                    self._on_messages(peer, decoded.messages, puts, deletes, dropped, refused)
+                if deletes:
+                    store.delete_records(deletes)
+                if puts:
+                    store.put_records(puts)
+        except BaseException:
+            # The store rolled back (or may have): count the REQUESTs it holds again.
+            self._requests = self._load_requests()
+            raise
         if (deletes or acked) and self._next_due is not None:
             # What was acknowledged or answered may have been the next record due.
             self._next_due = store.min_due_epoch()
         for reason, n in dropped.items():
             self._reject(peer, reason, n, whole=False)
+        if refused:
+            self.statistics.requests_refused += sum(refused.values())
+            if peer not in self._full:
+                self._full[peer] = self._refusal
+                for reason, n in refused.items():
+                    self._reject(peer, reason, n, whole=False)
 
     def _on_acks(self, peer: bytes, acks: list[bytes]) -> bool:
         """Delete what the ACKs end; return whether anything was deleted."""
@@ -1002,6 +1141,7 @@ class Engine:
             r = store.get_record(mid, peer)
             if r is None or r.type is _REQUEST:
                 # A REQUEST of ours is stale: we came to hold the message by our own send.
+                self._requests.discard(mid, peer)
                 r = Record(mid, peer, _NONE, m.group_id)
             r.type = TRANSITIONS[(r.type, Input.GOT_REQUEST)]
             r.send_epoch = due  # asked explicitly: answer in the next payload
@@ -1017,14 +1157,16 @@ class Engine:
         deletes: list[tuple[bytes, bytes]],
         messages: list[DecodedMessage],
         dropped: dict[str, int],
+        refused: dict[str, int],
     ) -> None:
         store = self._store
+        requests = self._requests
         due = self._first_due(peer)
         acks = None
         # A message in the same payload answers its own offer (the Go code sends both): asking
         # for it would leave a REQUEST for a message we then hold.
         arriving = {m.id for m in messages}
-        for mid in offers:
+        for i, mid in enumerate(offers):
             if mid in arriving:
                 continue
             r = store.get_record(mid, peer)
@@ -1035,6 +1177,7 @@ class Engine:
                     current = TRANSITIONS[(current, Input.GOT_MESSAGE_ELSEWHERE)]
                 if TRANSITIONS[(current, Input.GOT_OFFER_HELD)] is _NONE and r is not None:
                     deletes.append((mid, peer))
+                    requests.discard(mid, peer)
                 if self._cfg.ack_offers_we_have:
                     if acks is None:
                         acks = self._ack_queue(peer)
@@ -1042,19 +1185,47 @@ class Engine:
                 continue
             new = TRANSITIONS[(current, Input.GOT_OFFER_MISSING)]
             if r is None:
-                if not self._may_request(puts):
-                    dropped[_TOO_MANY_REQUESTS] = dropped.get(_TOO_MANY_REQUESTS, 0) + 1
-                    continue
+                reason = self._refuse_request(peer, b"", refused)
+                if reason is not None:
+                    # Nothing frees room within this payload: the rest of its offers are
+                    # ignored without looking them up (a flood costs what the bound allows).
+                    # Offers of messages we hold among them go unacknowledged this time; the
+                    # peer offers them again.
+                    refused[reason] += len(offers) - i - 1
+                    break
                 puts.append(Record(mid, peer, new, b"", 0, due))
+                requests.add(mid, peer, b"")
                 self._schedule(due)
 
-    def _may_request(self, puts: list[Record]) -> bool:
-        """Whether one more REQUEST fits under ``Limits.max_pending_requests`` (counting those
-        this payload already added to ``puts``); if so, count it."""
-        if len(self._requested) + self._new_requests >= self._limits.max_pending_requests:
-            return False
-        self._new_requests += 1
-        return True
+    def _refuse_request(self, peer: bytes, group: bytes, refused: dict[str, int]) -> str | None:
+        """None if one more REQUEST to ``peer`` (for a parent in ``group``, or an offer: empty)
+        fits under the request bounds; otherwise the reason, counted in ``refused``, with the
+        episode noted (see ``_full``)."""
+        requests = self._requests
+        limits = self._limits
+        if requests.per_peer.get(peer, 0) >= self._per_peer_cap:
+            reason, key = _PEER_FULL, peer
+        elif group and requests.per_group.get(group, 0) >= limits.max_requests_per_group:
+            reason, key = _GROUP_FULL, group
+        elif requests.total >= limits.max_pending_requests:
+            reason, key = _TOTAL_FULL, b""
+        else:
+            return None
+        if not refused:
+            self._refusal = (reason, key)  # opens an episode, unless one is open
+        refused[reason] = refused.get(reason, 0) + 1
+        return reason
+
+    def _below_half(self, full: tuple[str, bytes]) -> bool:
+        """Whether the counter that refused a peer's requests fell to half its bound."""
+        reason, key = full
+        requests = self._requests
+        limits = self._limits
+        if reason is _PEER_FULL:
+            return requests.per_peer.get(key, 0) <= self._per_peer_cap // 2
+        if reason is _GROUP_FULL:
+            return requests.per_group.get(key, 0) <= limits.max_requests_per_group // 2
+        return requests.total <= limits.max_pending_requests // 2
 
     def _ack_queue(self, peer: bytes) -> dict[bytes, None]:
         q = self._acks.get(peer)
@@ -1071,18 +1242,21 @@ class Engine:
         puts: list[Record],
         deletes: list[tuple[bytes, bytes]],
         dropped: dict[str, int],
+        refused: dict[str, int],
     ) -> None:
         store = self._store
         stats = self.statistics
         groups = self._groups
         consistent = self._cfg.delivery is DeliveryMode.CONSISTENT
+        give_up_held = self._cfg.missing_parents is MissingParents.DELIVER
         relay = self._cfg.relay
         acks = self._ack_queue(peer)
         ack_cap = self._limits.max_pending_acks
         wall = self._wall
         # A parent that comes later in this same payload is not missing: no REQUEST for it.
         arriving = {m.id for m in messages} if len(messages) > 1 else ()
-        requested = self._requested
+        requests = self._requests
+        abandoned = self._abandoned
         # Parents named by earlier messages of this payload that were not stored then: when one
         # of them arrives, it already has a child (no query needed to know it).
         referenced: set[bytes] = set()
@@ -1100,13 +1274,18 @@ class Engine:
             stats.messages_received += 1
             if m.ephemeral:
                 self._on_ephemeral(peer, m)
+                if mid in requests:
+                    # An answer all the same (we asked for it as an offer or as a parent, and
+                    # it came ephemeral): stop asking, and release what waited for it.
+                    self._clear_records(peer, mid, deletes, set())
+                    self._release_children(mid)
                 continue
             if len(acks) >= ack_cap:
                 del acks[next(iter(acks))]
             acks[mid] = None
             # Records about a message we did not hold can only be our REQUESTs for it, and
-            # ``_requested`` knows those: a new message costs no record lookup.
-            was_requested = mid in requested
+            # ``_requests`` knows those: a new message costs no record lookup.
+            was_requested = mid in requests
             if m.expires_at and m.expires_at <= wall:
                 if was_requested:  # already expired here: stop asking, never store it
                     self._clear_records(peer, mid, deletes, set())
@@ -1131,6 +1310,8 @@ class Engine:
                 # The peer has it: stop offering or sending it there; stop asking for it.
                 self._clear_records(peer, mid, deletes, set())
                 continue
+            if abandoned:
+                abandoned.pop(mid, None)  # it came after all
             # Peers we were asking offered it to us, so they have it too: no relay to them.
             has_it = {peer}
             if was_requested:
@@ -1149,21 +1330,34 @@ class Engine:
                     puts.append(Record(mid, q, TRANSITIONS[(_NONE, share)], m.group_id, 0, due))
                     self._schedule(due)
             # Ask the peer that referenced them for parents we lack, at any depth: each parent
-            # that arrives is checked in turn.
+            # that arrives is checked in turn. Only that peer is asked: it named them, and a
+            # peer that names parents nobody has costs the others nothing.
+            gone: list[bytes] = []  # parents we will not ask for: given up on, or over a bound
             for p in m.parents:
                 if p in frontier:
                     continue
                 referenced.add(p)
                 if p in arriving:
                     continue
-                if not store.has_message(p) and store.get_record(p, peer) is None:
-                    if not self._may_request(puts):
-                        dropped[_TOO_MANY_REQUESTS] = dropped.get(_TOO_MANY_REQUESTS, 0) + 1
-                        continue
-                    due = self._first_due(peer)
-                    kind = TRANSITIONS[(_NONE, Input.MISSING_PARENT)]
-                    puts.append(Record(p, peer, kind, m.group_id, 0, due))
-                    self._schedule(due)
+                if requests.asks(p, peer) or store.has_message(p):
+                    continue
+                if p in abandoned or self._refuse_request(peer, m.group_id, refused):
+                    if p not in requests:
+                        gone.append(p)
+                    continue
+                due = self._first_due(peer)
+                kind = TRANSITIONS[(_NONE, Input.MISSING_PARENT)]
+                puts.append(Record(p, peer, kind, m.group_id, 0, due))
+                requests.add(p, peer, m.group_id)
+                self._schedule(due)
+            if held and gone and give_up_held:
+                self._abandoned_for[mid] = gone
+                held = [p for p in held if p not in gone]
+                if not held:  # stored as held: delivered now, without those parents
+                    self._deliver(
+                        mid, m.group_id, m.timestamp, m.body, m.parents, peer, m.expires_at, True
+                    )
+                    continue
             if held:
                 self._held_sender[mid] = peer
                 self._missing[mid] = len(held)
@@ -1192,7 +1386,7 @@ class Engine:
             step = Input.GOT_MESSAGE_FROM_PEER if r.peer == peer else Input.GOT_MESSAGE_ELSEWHERE
             if TRANSITIONS[(r.type, step)] is _NONE:
                 deletes.append(r.key)
-        self._requested.discard(mid)
+        self._requests.discard_all(mid)
 
     def _on_ephemeral(self, peer: bytes, m: DecodedMessage) -> None:
         seen = self._seen_ephemeral
@@ -1206,6 +1400,63 @@ class Engine:
         self._push(
             MessageDelivered(m.id, m.group_id, m.timestamp, m.body, (), True, peer, m.expires_at)
         )
+
+    def _release_children(self, parent: bytes) -> None:
+        """``parent`` was delivered outside ``_deliver`` (it came ephemeral) or given up on:
+        deliver the held messages that waited only for it."""
+        for child in self._ready_children(parent):
+            self._deliver_held(child)
+
+    def _ready_children(self, parent: bytes) -> list[bytes]:
+        """Count ``parent`` as no longer missing; return the held children now ready, in the
+        order they were held."""
+        children = self._waiting.pop(parent, None)
+        if not children:
+            return []
+        ready = []
+        missing = self._missing
+        for child in children:
+            left = missing.get(child)
+            if left is None:
+                continue
+            if left > 1:
+                missing[child] = left - 1
+                continue
+            del missing[child]
+            ready.append(child)
+        return ready
+
+    def _deliver_held(self, child: bytes) -> None:
+        stored = self._store.get_message(child)
+        if stored is None:
+            return
+        c = decode_stored(stored.wire)
+        self._deliver(
+            child,
+            stored.group_id,
+            stored.timestamp,
+            c.body,
+            stored.parents,
+            self._held_sender.pop(child, b""),
+            stored.expires_at,
+            True,
+        )
+
+    def _give_up_parent(self, parent: bytes) -> None:
+        """No REQUEST for the missing ``parent`` is left: remember it (so that naming it again
+        does not renew the asking) and, with ``MissingParents.DELIVER``, deliver the held
+        messages that waited only for it, marked."""
+        abandoned = self._abandoned
+        abandoned[parent] = None
+        if len(abandoned) > self._limits.abandoned_parents_window:
+            del abandoned[next(iter(abandoned))]
+        self.statistics.parents_abandoned += 1
+        if self._cfg.missing_parents is not MissingParents.DELIVER or parent not in self._waiting:
+            return
+        for child in self._waiting.get(parent, ()):
+            if child in self._missing:
+                self._abandoned_for.setdefault(child, []).append(parent)
+        self._release_children(parent)
 
     def _deliver(
         self,
@@ -1228,6 +1479,7 @@ class Engine:
         stack = [(mid, group_id, timestamp, body, parents, sender, expires_at, was_held)]
         first = True
         store = self._store
+        abandoned_for = self._abandoned_for
         while stack:
             mid, group_id, timestamp, body, parents, sender, expires_at, was_held = stack.pop()
             if was_held:
@@ -1242,22 +1494,13 @@ class Engine:
                     frontier[mid] = None
             first = False
             self.statistics.messages_delivered += 1
+            gone = tuple(abandoned_for.pop(mid, ())) if abandoned_for else ()
             self._push(
-                MessageDelivered(mid, group_id, timestamp, body, parents, False, sender, expires_at)
+                MessageDelivered(
+                    mid, group_id, timestamp, body, parents, False, sender, expires_at, gone
+                )
             )
-            children = self._waiting.pop(mid, None)
-            if not children:
-                continue
-            ready = []
-            for child in children:
-                left = self._missing.get(child)
-                if left is None:
-                    continue
-                if left > 1:
-                    self._missing[child] = left - 1
-                    continue
-                del self._missing[child]
-                ready.append(child)
+            ready = self._ready_children(mid)
             # Reverse so that the first-held child is delivered first.
             for child in reversed(ready):
                 stored = store.get_message(child)
@@ -1281,15 +1524,24 @@ class Engine:
         store = self._store
         held = store.undelivered()
         held_ids = {m.id for m in held}
+        give_up = self._cfg.missing_parents is MissingParents.DELIVER
+        requests = self._requests
         for m in held:
             missing = [p for p in m.parents if p in held_ids or not store.has_message(p)]
+            if give_up:
+                # A parent nobody is asked for any more was given up on before the restart.
+                gone = [p for p in missing if p not in held_ids and p not in requests]
+                if gone:
+                    self._abandoned_for[m.id] = gone
+                    missing = [p for p in missing if p not in gone]
             if missing:
                 self._missing[m.id] = len(missing)
                 for p in missing:
                     self._waiting.setdefault(p, []).append(m.id)
         for m in held:
             if m.id not in self._missing:
-                # All parents arrived before a crash cut the delivery short.
+                # All parents arrived (or were given up on) before a crash cut the delivery
+                # short.
                 c = decode_stored(m.wire)
                 self._deliver(
                     m.id, m.group_id, m.timestamp, c.body, m.parents, b"", m.expires_at, True
@@ -1472,6 +1724,7 @@ class Engine:
         groups = self._groups
         used = 0
         cut = False
+        timed_out: list[Record] = []
         while not cut:
             due = store.due_records(epoch, _DUE_CHUNK)
             if not due:
@@ -1492,7 +1745,12 @@ class Engine:
                     )
                 peer = r.peer
                 kind = r.type
-                if kind is not _REQUEST and peer not in groups.get(r.group_id, ()):
+                if kind is _REQUEST:
+                    if r.first_epoch >= 0 and epoch - r.first_epoch >= self._request_age(r):
+                        deletes.append(r.key)  # unanswered for its timeout: stop asking
+                        timed_out.append(r)
+                        continue
+                elif peer not in groups.get(r.group_id, ()):
                     deletes.append(r.key)  # the peer left the group
                     continue
                 if (max_attempts is not None and r.send_count >= max_attempts) or (
@@ -1523,7 +1781,12 @@ class Engine:
                 r.send_count = count
                 if r.first_epoch < 0:
                     r.first_epoch = epoch
-                r.send_epoch = retransmit_epoch(peer, r.message_id, epoch, count)
+                nxt = retransmit_epoch(peer, r.message_id, epoch, count)
+                if kind is _REQUEST:
+                    # The last retransmission is at the timeout, where the record ends: it never
+                    # outlives its age by a backoff gap.
+                    nxt = min(nxt, max(epoch + 1, r.first_epoch + self._request_age(r)))
+                r.send_epoch = nxt
                 updates.append(r)
                 if used >= budget:
                     cut = True
@@ -1532,7 +1795,32 @@ class Engine:
                 store.delete_records(deletes)
             if updates:
                 store.put_records(updates)
+        if timed_out:  # one report per peer for the whole drain
+            self._requests_timed_out(timed_out)
         return used, cut
+
+    def _request_age(self, r: Record) -> int:
+        """Epochs after its first transmission at which the REQUEST ``r`` ends unanswered: a
+        parent's timeout (the record names the group) or an offer's. A slow carrier does not
+        stretch it: an answer that comes later is received as any message is."""
+        return self._parent_epochs if r.group_id else self._request_epochs
+
+    def _requests_timed_out(self, records: list[Record]) -> None:
+        """REQUESTs deleted unanswered: count them down, give up on parents nobody is asked
+        for any more, and report each peer that did not answer."""
+        requests = self._requests
+        self.statistics.requests_timed_out += len(records)
+        reports: dict[tuple[bytes, str], int] = {}
+        for r in records:
+            mid = r.message_id
+            requests.discard(mid, r.peer)
+            parent = bool(r.group_id) or mid in self._waiting
+            key = (r.peer, _PARENTS_UNANSWERED if parent else _OFFERS_UNANSWERED)
+            reports[key] = reports.get(key, 0) + 1
+            if parent and mid not in requests:
+                self._give_up_parent(mid)
+        for (peer, reason), n in reports.items():
+            self._reject(peer, reason, n, whole=False)
 
 
 def _split(o: _Outgoing, cap: int, max_records: int) -> Iterable[bytes]:

@@ -40,6 +40,9 @@ class MessageDelivered(Event):
     sender: bytes
     """The peer we received it from (not necessarily its author, who MVDS does not name)."""
     expires_at: int = 0
+    parents_missing: tuple[bytes, ...] = ()
+    """Parents we gave up on (``SyncConfig.missing_parent_timeout``) and delivered this message
+    without, in consistent delivery with ``MissingParents.DELIVER``; empty otherwise."""
 
 
 @final
@@ -74,7 +77,11 @@ class MessageExpired(Event):
 @final
 @dataclass(frozen=True, slots=True)
 class PayloadRejected(Event):
-    """Input from a peer was refused, whole or in part; what was valid was kept."""
+    """Input from a peer was refused, whole or in part; what was valid was kept.
+
+    Also what a peer made us refuse to ask for (a request bound reached: reported once per
+    episode) and REQUESTs it left unanswered until their timeout (``dropped`` counts them; for
+    missing parents, the peer is the one that named them)."""
 
     peer: bytes
     reason: str
