@@ -160,6 +160,30 @@ async def test_garbage_from_a_raw_socket_does_not_kill_the_listener() -> None:
                 assert await a.receive() == (BOB.public, encode_frame(Ping(1)))
 
 
+async def test_a_low_order_ephemeral_from_a_stranger_is_refused_and_the_listener_lives() -> None:
+    """34 bytes from anyone: ``00 20`` and 32 zero bytes (a low-order X25519 key) as message 1.
+    The responder must refuse it as a bad handshake, not die computing its reply."""
+    from .test_noise import LOW_ORDER_POINTS
+
+    with trio.fail_after(10):
+        a = TcpTransport(ALICE, allow={BOB.public})
+        async with serving(a) as port:
+            for point in LOW_ORDER_POINTS:
+                raw = await trio.open_tcp_stream("127.0.0.1", port)
+                await raw.send_all(b"\x00\x20" + point)
+                rejected = await next_event(a, InputRejected)
+                assert (rejected.peer, rejected.reason) == (None, "handshake-failed")
+                assert "ephemeral key" in rejected.detail
+                assert await raw.receive_some() == b""  # Alice hung up without answering
+                await raw.aclose()
+            b = TcpTransport(BOB, reconnect=FAST)
+            async with serving(b):
+                b.dial(ALICE.public, "127.0.0.1", port)
+                await next_event(a, PeerUp, peer=BOB.public)
+                await b.send(ALICE.public, encode_frame(Ping(2)))
+                assert await a.receive() == (BOB.public, encode_frame(Ping(2)))
+
+
 HOSTILE = {
     "unknown-version": b"MV\x09\x01\x00\x00\x00\x00",
     "unknown-mode": b"MV\x01\x09\x00\x00\x00\x00",
