@@ -44,7 +44,11 @@ channel; if nobody reads it they are counted as dropped, never waited for.
 
 Errors from the network are mapped once, here: ``OSError`` (trio maps it to
 ``BrokenResourceError`` on streams), ``trio.TooSlowError`` and Noise/framing errors become
-events; only a bug raises out of the service.
+events. *A bug ends one connection, never the service*: any other ``Exception`` met while
+handling one connection (its handshake, a frame, its reader or writer) closes that connection
+and is reported as an :class:`~mvds_node.transports.InternalError` event with its traceback; an
+outbound one is then redialled with backoff like any failed attempt. ``Cancelled`` and other
+``BaseException`` pass through. Only a broken listener raises out of the service.
 """
 
 from __future__ import annotations
@@ -58,10 +62,11 @@ from typing import Final, TypeAlias, final
 
 import trio
 
-from mvds_node.errors import LocalProtocolError, TransportClosed
+from mvds_node.errors import LocalProtocolError, TransportClosed, describe_failure
 from mvds_node.transports._base import (
     DialFailed,
     InputRejected,
+    InternalError,
     PacketDropped,
     PeerDown,
     PeerUp,
@@ -182,6 +187,14 @@ def _describe(stream: trio.abc.Stream) -> str:
             return "unknown"
         return f"{host}:{port}"
     return type(stream).__name__
+
+
+def _unwrap(exc: Exception) -> Exception:
+    """The exception itself, out of the group of one that a connection's nursery wraps a
+    reader's or writer's exception in."""
+    while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _tune(stream: trio.abc.Stream) -> None:
@@ -509,9 +522,16 @@ class TcpTransport:
                 self._handshakes -= 1
             if noise is not None:
                 await self._run_connection(noise, address, outbound=False)
+        except Exception as exc:
+            # A bug met on this connection's input: it ends here, reported; the others go on.
+            self._internal_error(f"tcp connection from {address}", exc)
         finally:
             self._inbound_count -= 1
             await trio.aclose_forcefully(stream)
+
+    def _internal_error(self, where: str, exc: Exception) -> None:
+        error, trace = describe_failure(_unwrap(exc))
+        self._emit(InternalError(where, error, trace))
 
     async def _respond(self, stream: trio.abc.Stream, address: str) -> NoiseStream | None:
         """The responder's handshake; failures become events (the stream is closed by then)."""
@@ -555,9 +575,18 @@ class TcpTransport:
             host, port = state.address
             address = f"{host}:{port}"
             began = trio.current_time()
-            outcome = await self._dial_once(state.key, host, port)
+            try:
+                outcome = await self._dial_once(state.key, host, port)
+                if isinstance(outcome, NoiseStream):
+                    await self._run_connection(outcome, address, outbound=True)
+            except Exception as exc:
+                # A bug met on this connection: it ends, reported, and is redialled after a
+                # backoff like a failed attempt (so a bug that recurs is not hammered).
+                self._internal_error(f"tcp connection to {address}", exc)
+                failures += 1
+                await trio.sleep(self._reconnect.delay(failures, self._rng))
+                continue
             if isinstance(outcome, NoiseStream):
-                await self._run_connection(outcome, address, outbound=True)
                 if trio.current_time() - began >= self._reconnect.stable_after:
                     failures = 0
                     continue
@@ -612,6 +641,9 @@ class TcpTransport:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._writer, connection, state)
                     await self._reader(connection, key)
+        except Exception as exc:
+            connection.finish(f"internal error: {type(_unwrap(exc)).__name__}")
+            raise  # reported by the connection's task, once
         finally:
             state.connections.remove(connection)
             await trio.aclose_forcefully(stream)
