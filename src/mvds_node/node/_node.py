@@ -1162,7 +1162,8 @@ class Node:
         elif isinstance(frame, NoSyncFrame):
             self._receive_nosync(peer, frame)
         elif isinstance(frame, Ping):
-            if self._nursery is not None:
+            # The TCP transport answers pings itself, on the connection they came on.
+            if self._nursery is not None and transport is not self._tcp:
                 self._nursery.start_soon(_send_quietly, transport, peer, Pong(frame.nonce))
         elif isinstance(frame, Hello):
             self._available_until[peer] = frame.available_until_ms
