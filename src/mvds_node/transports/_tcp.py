@@ -192,8 +192,15 @@ class _Connection:
         self.heard = trio.current_time()
         """When the peer last gave a sign of life: bytes received, or its packets waiting for
         us (backpressure). The handshake that just finished counts."""
+        self.signs = 0
+        """Signs of life so far (a count, so that two at the same instant are two)."""
         self.delivering = False
         """The reader waits for room in the receive channel: we are slow, not the peer."""
+
+    def alive(self) -> None:
+        """Note a sign of life from the peer, now."""
+        self.heard = trio.current_time()
+        self.signs += 1
 
     def finish(self, reason: str) -> None:
         """End the connection (both tasks), remembering the first reason given."""
@@ -751,7 +758,7 @@ class TcpTransport:
                         connection.finish(f"frame timeout: {detail}")
                         return
                     continue
-                connection.heard = trio.current_time()
+                connection.alive()
                 if data:
                     decoder.receive_data(data)
                 else:
@@ -804,7 +811,7 @@ class TcpTransport:
                 await self._inbound_send.send((key, packet))
             finally:
                 connection.delivering = False
-                connection.heard = trio.current_time()
+                connection.alive()
         return count
 
     async def _control_writer(self, connection: _Connection) -> None:
@@ -820,17 +827,17 @@ class TcpTransport:
 
     async def _keepalive(self, connection: _Connection, interval: float) -> None:
         """Ping a silent peer every ``interval``; close after ``keepalive_misses`` unanswered."""
-        silent_since = connection.heard
+        silent_since, signs = connection.heard, connection.signs
         pings = 0
         while True:
             await trio.sleep_until(silent_since + interval * (pings + 1))
             if connection.delivering:
                 # Its packets wait for our application: the peer lives, and it cannot hear
                 # from us while we do not read its pings, so a ping tells it that we live too.
-                connection.heard = trio.current_time()
+                connection.alive()
                 self._ping(connection)
-            if connection.heard > silent_since:
-                silent_since, pings = connection.heard, 0
+            if connection.signs != signs:
+                silent_since, signs, pings = connection.heard, connection.signs, 0
                 continue
             if pings >= self._keepalive_misses:
                 connection.finish(
