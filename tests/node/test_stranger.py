@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import random
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 import trio
 
 from mvds_node.node import Identity, InternalError, NodeEvent, open_node, parse_address
+from mvds_node.sync import Engine
 from mvds_node.transports import NoiseStream, SyncFrame, encode_frame
 from mvds_node.transports._framing import FrameDecoder
 from tests.transports.test_noise import LOW_ORDER_POINTS
@@ -177,3 +179,58 @@ async def test_a_bug_on_one_connection_is_reported_and_the_node_serves_on(
             await b.send("chat", b"business as usual")
             assert (await inbox.receive()).body == b"business as usual"
     assert [e.error for e in no_internal_errors] == ["RuntimeError: a bug in the decoder"]
+
+
+@pytest.mark.internal_errors_expected
+async def test_a_bug_on_one_packet_or_event_is_reported_and_the_node_serves_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_internal_errors: list[InternalError]
+) -> None:
+    """Past the transport, in the node: a bug met on one peer's packet, or on one transport
+    event (here Carol's connection coming up), is reported and the node goes on."""
+    alice, bob, carol = Identity.generate(), Identity.generate(), Identity.generate()
+    real_receive = Engine.receive_payloads
+    real_reset = Engine.reset_peer
+
+    def receive_payloads(
+        self: Engine, peer: bytes, payloads: Iterable[bytes], *, now: float
+    ) -> None:
+        payloads = list(payloads)
+        if any(b"BOOM" in bytes(p) for p in payloads):
+            raise RuntimeError("a bug in the engine")
+        real_receive(self, peer, payloads, now=now)
+
+    def reset_peer(self: Engine, peer: bytes, *, now: float) -> int:
+        if peer == carol.public_key:
+            raise RuntimeError("a bug on connecting")
+        return real_reset(self, peer, now=now)
+
+    monkeypatch.setattr(Engine, "receive_payloads", receive_payloads)
+    monkeypatch.setattr(Engine, "reset_peer", reset_peer)
+    with trio.fail_after(30):
+        async with (
+            open_node(
+                config_for(tmp_path, "alice", alice, {"bob": bob, "carol": carol}),
+                identity=alice,
+            ) as a,
+            open_node(config_for(tmp_path, "bob", bob, {"alice": alice}), identity=bob) as b,
+            a.events() as events,
+            a.messages() as inbox,
+        ):
+            host, port = parse_address(a.status().listening[0])
+            stream = await trio.open_tcp_stream(host, port)
+            noise = await NoiseStream.handshake(stream, carol.noise, initiator=True)
+            first = await _next_internal_error(events)
+            assert first.where == "handling a transport event"
+            assert first.error == "RuntimeError: a bug on connecting"
+            await noise.send_all(encode_frame(SyncFrame(b"BOOM")))
+            second = await _next_internal_error(events)
+            assert second.where == f"packet from {carol.public_key.hex()[:16]}"
+            assert second.error == "RuntimeError: a bug in the engine"
+            await noise.aclose()
+            connect(b, a, "alice")
+            await b.send("chat", b"business as usual")
+            assert (await inbox.receive()).body == b"business as usual"
+    assert [e.error for e in no_internal_errors] == [
+        "RuntimeError: a bug on connecting",
+        "RuntimeError: a bug in the engine",
+    ]
