@@ -17,6 +17,7 @@ import trio.testing
 
 from mvds_node.transports import (
     DialFailed,
+    FrameLimits,
     InputRejected,
     Keypair,
     Mode,
@@ -476,3 +477,21 @@ async def test_an_idle_pair_stays_connected_and_pings_are_answered(
             assert [decode_frame(p) for p in pongs] == [
                 Pong(cast(Ping, decode_frame(p)).nonce) for p in pings
             ]
+
+
+async def test_small_frame_limits_take_a_burst_of_small_packets(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """With frames limited to 1 kB, one read can still hold far more than two frames' worth of
+    small packets: the decoder's buffer must hold a read, not only two frames."""
+    with trio.fail_after(100):
+        net = MemoryNetwork()
+        limits = FrameLimits(max_body_bytes=1000)
+        a = make(net, ALICE, allow={MALLORY.public}, limits=limits)
+        async with running(a, net, ("alice", 1)):
+            mallory = await _mallory_connects(net, a)
+            packets = [encode_frame(SyncFrame(i.to_bytes(2, "big") * 50)) for i in range(300)]
+            await mallory.send_all(b"".join(packets))  # 32 kB: one read
+            assert [await a.receive() for _ in packets] == [(MALLORY.public, p) for p in packets]
+            assert a.connected_peers() == {MALLORY.public}
+            await mallory.aclose()

@@ -727,7 +727,11 @@ class TcpTransport:
                     self._drop_peer(state)
 
     async def _reader(self, connection: _Connection, key: bytes) -> None:
-        decoder = FrameDecoder(limits=self._limits)
+        # Drained after every read, the decoder holds at most one partial frame and one read
+        # (with small frame limits, a read holds many frames: two frames' worth is not enough).
+        decoder = FrameDecoder(
+            limits=self._limits, max_buffer_bytes=self._limits.max_frame_bytes + _RECEIVE_SIZE
+        )
         stream = connection.stream
         timeout = self._frame_timeout
         # When the partial frame in the decoder began to arrive; and when we last finished
