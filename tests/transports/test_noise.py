@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,7 +17,7 @@ from mvds_node.transports import (
     open_sealed,
     seal_to,
 )
-from mvds_node.transports._noise import _SEAL_CHUNK, length_prefixed
+from mvds_node.transports._noise import _SEAL_CHUNK, _usable_public, length_prefixed
 
 _P = 2**255 - 19
 _CANONICAL_LOW_ORDER = [
@@ -228,9 +229,32 @@ def test_fuzz_handshake_after_garbage_only_noise_error(step: int, garbage: bytes
         reader.read_message(message)
 
 
+def _dh_has_a_secret(key: bytes) -> bool:
+    """The definition: a Diffie-Hellman with ``key`` does not give all zeros."""
+    try:
+        X25519PrivateKey.generate().exchange(X25519PublicKey.from_public_bytes(key))
+    except ValueError:
+        return False
+    return True
+
+
 def test_low_order_points_list_is_complete_for_the_test() -> None:
     assert len(set(LOW_ORDER_POINTS)) == 14
     assert bytes(32) in LOW_ORDER_POINTS and b"\x01" + bytes(31) in LOW_ORDER_POINTS
+    assert not any(_dh_has_a_secret(p) for p in LOW_ORDER_POINTS)
+    assert not any(_usable_public(p) for p in LOW_ORDER_POINTS)
+
+
+@settings(max_examples=500)
+@given(st.binary(min_size=32, max_size=32), st.sampled_from([*LOW_ORDER_POINTS, b""]))
+def test_the_cheap_low_order_check_agrees_with_the_diffie_hellman(key: bytes, point: bytes) -> None:
+    """The set lookup refuses exactly the keys whose Diffie-Hellman gives zero: random keys,
+    and the low-order points with random bits flipped in their last byte."""
+    assert _usable_public(key) == _dh_has_a_secret(key)
+    if point:
+        near = point[:31] + bytes([point[31] ^ (key[0] & 0x7F)])
+        assert _usable_public(near) == _dh_has_a_secret(near)
+    assert _usable_public(Keypair.generate().public)
 
 
 @pytest.mark.parametrize("point", LOW_ORDER_POINTS, ids=lambda p: p.hex()[:6] + p.hex()[-2:])
