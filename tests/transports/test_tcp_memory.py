@@ -495,3 +495,29 @@ async def test_small_frame_limits_take_a_burst_of_small_packets(
             assert [await a.receive() for _ in packets] == [(MALLORY.public, p) for p in packets]
             assert a.connected_peers() == {MALLORY.public}
             await mallory.aclose()
+
+
+async def test_a_handshake_trickled_byte_by_byte_is_bounded_as_a_whole(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Each byte of message 1 arrives in time for the next, but the handshake as a whole has
+    ``handshake_timeout``: the stranger is cut off at exactly that, whatever it does."""
+    with trio.fail_after(100):
+        net = MemoryNetwork()
+        a = make(net, ALICE, handshake_timeout=10.0)
+        async with running(a, net, ("alice", 1)):
+            raw = await net.open_stream("alice", 1)
+            began = trio.current_time()
+
+            async def trickle() -> None:
+                for byte in b"\x00\x20" + Keypair.generate().public:
+                    await raw.send_all(bytes([byte]))
+                    await trio.sleep(1)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(trickle)
+                rejected = await next_event(a, InputRejected)
+                nursery.cancel_scope.cancel()
+            assert rejected.reason == "handshake-timeout"
+            assert trio.current_time() == began + 10.0
+            await raw.aclose()
