@@ -26,6 +26,7 @@ from mvds_node.errors import LocalProtocolError, TransportBroken, TransportClose
 from mvds_node.transports import (
     BROADCAST,
     InputRejected,
+    InternalError,
     Keypair,
     MulticastTransport,
     PacketDropped,
@@ -241,6 +242,34 @@ async def test_random_garbage_never_crashes_and_is_counted(
         "bad-ciphertext",
     }
     assert stats.sessions == 1  # only the authentic sender made the receiver keep state
+
+
+async def test_a_bug_on_one_datagram_drops_that_datagram_only(
+    members: list[MulticastTransport], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unexpected exception while opening one datagram (here a frame check that trips on a
+    marker) drops that datagram with an InternalError carrying the traceback; the next
+    datagram is received as usual."""
+    from mvds_node.transports import decode_frame
+
+    def buggy(data: bytes) -> object:
+        if b"BOOM" in bytes(data):
+            raise RuntimeError("a bug in the frame check")
+        return decode_frame(data)
+
+    sender, receiver, *_ = members
+    monkeypatch.setattr("mvds_node.transports._multicast.decode_frame", buggy)
+    with trio.fail_after(5), await raw_sender() as raw:
+        # Sealed by the member, sent around its own (patched) frame check.
+        await raw.sendto(sender.seal(BROADCAST, frame("BOOM")), (GROUP, receiver.port))
+        await raw.sendto(sender.seal(BROADCAST, frame("after the bug")), (GROUP, receiver.port))
+        assert await receiver.receive() == (sender.node_id, frame("after the bug"))
+    errors = [e for e in queued_events(receiver) if isinstance(e, InternalError)]
+    assert len(errors) == 1
+    assert errors[0].where.startswith("multicast datagram from 127.0.0.1:")
+    assert errors[0].error == "RuntimeError: a bug in the frame check"
+    assert "buggy" in errors[0].traceback
+    assert receiver.statistics().datagrams_rejected == 1
 
 
 async def test_own_key_from_another_session_is_reported() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,7 +17,30 @@ from mvds_node.transports import (
     open_sealed,
     seal_to,
 )
-from mvds_node.transports._noise import _SEAL_CHUNK, length_prefixed
+from mvds_node.transports._noise import _SEAL_CHUNK, _usable_public, length_prefixed
+
+_P = 2**255 - 19
+_CANONICAL_LOW_ORDER = [
+    0,
+    1,
+    # The two points of order 8 (libsodium's blocklist; RFC 7748 section 6.1 says to check).
+    int.from_bytes(
+        bytes.fromhex("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800"), "little"
+    ),
+    int.from_bytes(
+        bytes.fromhex("5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157"), "little"
+    ),
+    _P - 1,  # u = -1
+    _P,  # u = p, the non-canonical 0
+    _P + 1,  # u = p + 1, the non-canonical 1
+]
+LOW_ORDER_POINTS = [
+    (u | top).to_bytes(32, "little")
+    for u in _CANONICAL_LOW_ORDER
+    # X25519 ignores bit 255, so each point also travels with it set.
+    for top in (0, 1 << 255)
+]
+"""Every encoding of an X25519 public key with which a Diffie-Hellman gives all zeros."""
 
 ALICE = Keypair.generate()
 BOB = Keypair.generate()
@@ -181,6 +205,127 @@ def test_fuzz_handshake_messages_only_raise_noise_error(step: int, garbage: byte
             assert n == 0 and len(garbage) == 32
             return
         reader.read_message(message)
+
+
+@settings(max_examples=300)
+@given(st.integers(0, 2), st.binary(max_size=200))
+def test_fuzz_handshake_after_garbage_only_noise_error(step: int, garbage: bytes) -> None:
+    """A garbage message that is accepted must not blow up the *next* write either (message 1
+    is accepted as any usable key; the responder's Diffie-Hellman with it runs while writing
+    message 2)."""
+    i = NoiseHandshake(ALICE, initiator=True)
+    r = NoiseHandshake(BOB, initiator=False)
+    sequence = [(i, r), (r, i), (i, r)]
+    for n, (writer, reader) in enumerate(sequence):
+        message = writer.write_message()
+        if n == step:
+            try:
+                reader.read_message(garbage)
+                if not reader.complete:
+                    reader.write_message()
+            except NoiseError:
+                pass
+            return
+        reader.read_message(message)
+
+
+def _dh_has_a_secret(key: bytes) -> bool:
+    """The definition: a Diffie-Hellman with ``key`` does not give all zeros."""
+    try:
+        X25519PrivateKey.generate().exchange(X25519PublicKey.from_public_bytes(key))
+    except ValueError:
+        return False
+    return True
+
+
+def test_low_order_points_list_is_complete_for_the_test() -> None:
+    assert len(set(LOW_ORDER_POINTS)) == 14
+    assert bytes(32) in LOW_ORDER_POINTS and b"\x01" + bytes(31) in LOW_ORDER_POINTS
+    assert not any(_dh_has_a_secret(p) for p in LOW_ORDER_POINTS)
+    assert not any(_usable_public(p) for p in LOW_ORDER_POINTS)
+
+
+@settings(max_examples=500)
+@given(st.binary(min_size=32, max_size=32), st.sampled_from([*LOW_ORDER_POINTS, b""]))
+def test_the_cheap_low_order_check_agrees_with_the_diffie_hellman(key: bytes, point: bytes) -> None:
+    """The set lookup refuses exactly the keys whose Diffie-Hellman gives zero: random keys,
+    and the low-order points with random bits flipped in their last byte."""
+    assert _usable_public(key) == _dh_has_a_secret(key)
+    if point:
+        near = point[:31] + bytes([point[31] ^ (key[0] & 0x7F)])
+        assert _usable_public(near) == _dh_has_a_secret(near)
+    assert _usable_public(Keypair.generate().public)
+
+
+@pytest.mark.parametrize("point", LOW_ORDER_POINTS, ids=lambda p: p.hex()[:6] + p.hex()[-2:])
+def test_responder_refuses_a_low_order_ephemeral_in_message_1(point: bytes) -> None:
+    """The 34-byte stranger: message 1 is a bare ephemeral key; a low-order one is a
+    NoiseError at once, never a ValueError from the crypto library on the reply."""
+    r = NoiseHandshake(BOB, initiator=False)
+    with pytest.raises(NoiseError, match="ephemeral key"):
+        r.read_message(point)
+    with pytest.raises(LocalProtocolError, match="failed earlier"):
+        r.write_message()
+
+
+@pytest.mark.parametrize("point", LOW_ORDER_POINTS, ids=lambda p: p.hex()[:6] + p.hex()[-2:])
+def test_initiator_refuses_a_low_order_ephemeral_in_message_2(point: bytes) -> None:
+    i = NoiseHandshake(ALICE, initiator=True)
+    r = NoiseHandshake(BOB, initiator=False)
+    r.read_message(i.write_message())
+    m2 = r.write_message()
+    with pytest.raises(NoiseError, match="ephemeral key"):
+        i.read_message(point + m2[32:])
+
+
+def _lying_static(handshake: NoiseHandshake, point: bytes) -> None:
+    """Make ``handshake`` announce ``point`` as its static key (what a hostile peer's own
+    Noise code can do), keeping its real private key for its Diffie-Hellmans."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+    from noise.backends.default.keypairs import KeyPair25519
+
+    state = handshake._state  # a hostile peer reaches into its own Noise state
+    state.s = KeyPair25519(
+        private=state.s.private,
+        public=X25519PublicKey.from_public_bytes(point),
+        public_bytes=point,
+    )
+
+
+@pytest.mark.parametrize("point", LOW_ORDER_POINTS, ids=lambda p: p.hex()[:6] + p.hex()[-2:])
+def test_low_order_static_keys_are_refused_both_ways(point: bytes) -> None:
+    # A responder that claims a low-order static key in message 2.
+    i = NoiseHandshake(ALICE, initiator=True)
+    r = NoiseHandshake(BOB, initiator=False)
+    _lying_static(r, point)
+    r.read_message(i.write_message())
+    with pytest.raises(NoiseError):
+        i.read_message(r.write_message())
+    assert i.remote_static is None
+    # An initiator that claims one in message 3.
+    i = NoiseHandshake(ALICE, initiator=True)
+    r = NoiseHandshake(BOB, initiator=False)
+    _lying_static(i, point)
+    r.read_message(i.write_message())
+    i.read_message(r.write_message())
+    with pytest.raises(NoiseError):
+        r.read_message(i.write_message())
+    assert r.remote_static is None
+
+
+@pytest.mark.parametrize("size", [0, 1, 31])
+def test_short_message_1_is_refused(size: int) -> None:
+    r = NoiseHandshake(BOB, initiator=False)
+    with pytest.raises(NoiseError):
+        r.read_message(bytes(range(size)))
+
+
+@pytest.mark.parametrize("point", LOW_ORDER_POINTS[:4], ids=lambda p: p.hex()[:6] + p.hex()[-2:])
+def test_sealed_blob_with_a_low_order_ephemeral_is_refused(point: bytes) -> None:
+    blob = bytearray(seal_to(BOB.public, b"hello", sender_static=ALICE))
+    blob[6:38] = point  # header (4), u16 length (2), then the ephemeral key
+    with pytest.raises(NoiseError):
+        open_sealed(BOB, bytes(blob))
 
 
 # --- sealing -----------------------------------------------------------------------------------

@@ -298,3 +298,35 @@ async def test_many_small_reads_of_a_big_message() -> None:
         assert got == b"abc" * 20_000
         await i.aclose()
         await r.aclose()
+
+
+def pending(stream: NoiseStream) -> float | None:
+    return stream.receive_pending_since  # through a call: each read is a fresh value for mypy
+
+
+async def test_receive_pending_since_marks_the_first_byte_of_an_incomplete_message(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """What a frame timeout above needs: since when a Noise message has been arriving."""
+    with trio.fail_after(100):
+        left, right = trio.testing.memory_stream_pair()
+        a, b = await handshake_pair(left, right)
+        # From now on the test carries a's bytes to b by hand, cut where it likes.
+        left.send_stream.send_all_hook = None
+        await a.send_all(b"hello")
+        await a.send_all(b"world")
+        wire = await left.send_stream.get_data()
+        assert pending(b) is None
+        await trio.sleep(5)
+        right.receive_stream.put_data(wire[:1])  # one byte of a length prefix, then silence
+        with trio.move_on_after(10):
+            await b.receive_some()
+        assert pending(b) == 5.0
+        # The rest of "hello" and the start of "world" arrive at t = 20.
+        await trio.sleep(5)
+        right.receive_stream.put_data(wire[1:-3])
+        assert await b.receive_some() == b"hello"
+        assert pending(b) == 20.0
+        right.receive_stream.put_data(wire[-3:])
+        assert await b.receive_some() == b"world"
+        assert pending(b) is None

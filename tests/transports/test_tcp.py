@@ -18,6 +18,7 @@ from mvds_node.errors import LocalProtocolError, TransportClosed
 from mvds_node.transports import (
     DialFailed,
     InputRejected,
+    InternalError,
     Keypair,
     NoiseStream,
     PacketDropped,
@@ -30,6 +31,7 @@ from mvds_node.transports import (
     Transport,
     encode_frame,
 )
+from mvds_node.transports._framing import FrameDecoder
 
 from .helpers import next_event
 
@@ -160,6 +162,30 @@ async def test_garbage_from_a_raw_socket_does_not_kill_the_listener() -> None:
                 assert await a.receive() == (BOB.public, encode_frame(Ping(1)))
 
 
+async def test_a_low_order_ephemeral_from_a_stranger_is_refused_and_the_listener_lives() -> None:
+    """34 bytes from anyone: ``00 20`` and 32 zero bytes (a low-order X25519 key) as message 1.
+    The responder must refuse it as a bad handshake, not die computing its reply."""
+    from .test_noise import LOW_ORDER_POINTS
+
+    with trio.fail_after(10):
+        a = TcpTransport(ALICE, allow={BOB.public})
+        async with serving(a) as port:
+            for point in LOW_ORDER_POINTS:
+                raw = await trio.open_tcp_stream("127.0.0.1", port)
+                await raw.send_all(b"\x00\x20" + point)
+                rejected = await next_event(a, InputRejected)
+                assert (rejected.peer, rejected.reason) == (None, "handshake-failed")
+                assert "ephemeral key" in rejected.detail
+                assert await raw.receive_some() == b""  # Alice hung up without answering
+                await raw.aclose()
+            b = TcpTransport(BOB, reconnect=FAST)
+            async with serving(b):
+                b.dial(ALICE.public, "127.0.0.1", port)
+                await next_event(a, PeerUp, peer=BOB.public)
+                await b.send(ALICE.public, encode_frame(Ping(2)))
+                assert await a.receive() == (BOB.public, encode_frame(Ping(2)))
+
+
 HOSTILE = {
     "unknown-version": b"MV\x09\x01\x00\x00\x00\x00",
     "unknown-mode": b"MV\x01\x09\x00\x00\x00\x00",
@@ -193,6 +219,64 @@ async def test_hostile_frames_close_only_that_connection(kind: str) -> None:
             await b.send(ALICE.public, encode_frame(Ping(6)))
             assert await a.receive() == (BOB.public, encode_frame(Ping(6)))
             assert a.connected_peers() == {BOB.public}
+
+
+_real_receive_data = FrameDecoder.receive_data
+
+
+def _buggy_receive_data(self: FrameDecoder, data: bytes | bytearray | memoryview) -> None:
+    """The frame decoder with a bug that a marker in the stream sets off."""
+    if b"BOOM" in bytes(data):
+        raise RuntimeError("a bug in the decoder")
+    _real_receive_data(self, data)
+
+
+async def test_a_bug_on_one_inbound_connection_ends_only_that_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(FrameDecoder, "receive_data", _buggy_receive_data)
+    with trio.fail_after(10):
+        a = TcpTransport(ALICE, allow={BOB.public, MALLORY.public})
+        b = TcpTransport(BOB, reconnect=FAST)
+        async with serving(a) as port, serving(b):
+            b.dial(ALICE.public, "127.0.0.1", port)
+            await next_event(a, PeerUp, peer=BOB.public)
+            raw = await trio.open_tcp_stream("127.0.0.1", port)
+            mallory = await NoiseStream.handshake(raw, MALLORY, initiator=True)
+            await mallory.send_all(encode_frame(SyncFrame(b"BOOM")))
+            # The connection ends (PeerDown says why), then the bug is reported.
+            down = await next_event(a, PeerDown, peer=MALLORY.public)
+            assert down.reason == "internal error: RuntimeError"
+            error = await next_event(a, InternalError)
+            assert error.where.startswith("tcp connection from 127.0.0.1:")
+            assert error.error == "RuntimeError: a bug in the decoder"
+            assert "receive_data" in error.traceback
+            assert await mallory.receive_some() == b""  # that connection is closed
+            await mallory.aclose()
+            # Bob, on his own connection, is served as before.
+            await b.send(ALICE.public, encode_frame(Ping(7)))
+            assert await a.receive() == (BOB.public, encode_frame(Ping(7)))
+            assert a.connected_peers() == {BOB.public}
+
+
+async def test_a_bug_on_an_outbound_connection_is_reported_and_redialled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(FrameDecoder, "receive_data", _buggy_receive_data)
+    with trio.fail_after(10):
+        a = TcpTransport(ALICE, allow={BOB.public})
+        b = TcpTransport(BOB, reconnect=FAST)
+        async with serving(a) as port, serving(b):
+            b.dial(ALICE.public, "127.0.0.1", port)
+            await next_event(a, PeerUp, peer=BOB.public)
+            await a.send(BOB.public, encode_frame(SyncFrame(b"BOOM")))
+            await next_event(b, PeerDown, peer=ALICE.public)
+            error = await next_event(b, InternalError)
+            assert error.where == f"tcp connection to 127.0.0.1:{port}"
+            # Bob's dial loop goes on: he reconnects and the connection works.
+            await next_event(b, PeerUp, peer=ALICE.public)
+            await a.send(BOB.public, encode_frame(SyncFrame(b"fine")))
+            assert await b.receive() == (ALICE.public, encode_frame(SyncFrame(b"fine")))
 
 
 async def test_bad_ciphertext_closes_the_connection() -> None:

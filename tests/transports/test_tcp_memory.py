@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import cast
 
 import pytest
 import trio
@@ -16,15 +17,20 @@ import trio.testing
 
 from mvds_node.transports import (
     DialFailed,
+    FrameLimits,
     InputRejected,
     Keypair,
+    Mode,
     NoiseStream,
     PacketDropped,
     PeerDown,
     PeerUp,
     Ping,
+    Pong,
     ReconnectPolicy,
+    SyncFrame,
     TcpTransport,
+    decode_frame,
     encode_frame,
 )
 
@@ -278,3 +284,246 @@ async def test_unread_events_are_counted_not_waited_for(
                 await b.send(ALICE.public, encode_frame(Ping(1)))
             assert b.statistics().events_dropped == 3
             assert b.statistics().packets_dropped == 5
+
+
+# --- a packet that does not finish, a peer that goes silent -------------------------------------
+
+
+async def _mallory_connects(net: MemoryNetwork, a: TcpTransport) -> NoiseStream:
+    mallory = await NoiseStream.handshake(
+        await net.open_stream("alice", 1), MALLORY, initiator=True
+    )
+    await next_event(a, PeerUp, peer=MALLORY.public)
+    return mallory
+
+
+@pytest.mark.parametrize("layer", ["frame", "noise"])
+async def test_a_packet_begun_and_not_finished_is_closed_after_the_frame_timeout(
+    autojump_clock: trio.testing.MockClock, layer: str
+) -> None:
+    """One byte of a frame (inside a whole Noise message), or one byte of a Noise message's
+    length: either way the connection is closed ``frame_timeout`` after that byte, with a
+    reason, and Bob's connection is untouched."""
+    with trio.fail_after(100):
+        net = MemoryNetwork()
+        a = make(net, ALICE, allow={BOB.public, MALLORY.public}, frame_timeout=5.0)
+        b = make(net, BOB)
+        async with running(a, net, ("alice", 1)), running(b, net):
+            b.dial(ALICE.public, "alice", 1)
+            await next_event(a, PeerUp, peer=BOB.public)
+            mallory = await _mallory_connects(net, a)
+            await trio.sleep(2)  # idle time before the packet does not count
+            began = trio.current_time()
+            if layer == "frame":
+                await mallory.send_all(encode_frame(Ping(1))[:1])
+            else:
+                await mallory.transport_stream.send_all(b"\x00")
+            rejected = await next_event(a, InputRejected)
+            assert (rejected.peer, rejected.reason) == (MALLORY.public, "frame-timeout")
+            assert trio.current_time() == began + 5.0
+            down = await next_event(a, PeerDown, peer=MALLORY.public)
+            assert down.reason.startswith("frame timeout")
+            assert await mallory.receive_some() == b""
+            await mallory.aclose()
+            await b.send(ALICE.public, encode_frame(Ping(2)))
+            assert await a.receive() == (BOB.public, encode_frame(Ping(2)))
+            assert a.connected_peers() == {BOB.public}
+
+
+async def test_a_packet_sent_slowly_but_in_time_arrives_and_a_trickle_does_not_extend_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(100):
+        net = MemoryNetwork()
+        a = make(net, ALICE, allow={MALLORY.public}, frame_timeout=5.0, keepalive_interval=None)
+        async with running(a, net, ("alice", 1)):
+            mallory = await _mallory_connects(net, a)
+            packet = encode_frame(SyncFrame(b"slow but sure"))
+            await mallory.send_all(packet[:3])
+            await trio.sleep(2)
+            await mallory.send_all(packet[3:9])
+            await trio.sleep(2.9)
+            await mallory.send_all(packet[9:])  # 4.9 s after the first byte
+            assert await a.receive() == (MALLORY.public, packet)
+            # A frame trickled one byte every 2 s: each byte is progress, none completes it,
+            # and the frame timeout counts from its first byte.
+            began = trio.current_time()
+
+            async def trickle() -> None:
+                for byte in encode_frame(SyncFrame(bytes(100))):
+                    try:
+                        await mallory.send_all(bytes([byte]))
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        return  # Alice hung up
+                    await trio.sleep(2)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(trickle)
+                rejected = await next_event(a, InputRejected)
+                nursery.cancel_scope.cancel()
+            assert rejected.reason == "frame-timeout"
+            assert trio.current_time() == began + 5.0
+            await mallory.aclose()
+
+
+async def test_our_own_slowness_closes_nobody(autojump_clock: trio.testing.MockClock) -> None:
+    """Alice's application reads nothing for five minutes while Bob's and Mallory's packets
+    wait for her, the first half of one of Mallory's among them: neither the frame timeout
+    nor either side's keepalive closes a connection, and every packet arrives once she reads."""
+    with trio.fail_after(1000):
+        net = MemoryNetwork()
+        a = make(
+            net, ALICE, allow={BOB.public, MALLORY.public}, receive_queue_size=1, frame_timeout=5.0
+        )
+        b = make(net, BOB)
+        async with running(a, net, ("alice", 1)), running(b, net):
+            b.dial(ALICE.public, "alice", 1)
+            await next_event(a, PeerUp, peer=BOB.public)
+            mallory = await _mallory_connects(net, a)
+            packets = [encode_frame(SyncFrame(bytes([i]) * 100)) for i in range(3)]
+            for packet in packets:
+                await b.send(ALICE.public, packet)
+            last = encode_frame(SyncFrame(b"the rest follows"))
+            await mallory.send_all(b"".join(packets) + last[:10])
+            await trio.sleep(300)
+            assert a.connected_peers() == {BOB.public, MALLORY.public}
+            assert b.connected_peers() == {ALICE.public}
+
+            async def next_packet() -> tuple[bytes, bytes]:
+                # Skip control frames: Alice pinged Bob while she was not reading (so that he
+                # knew she lived) and he answered.
+                while True:
+                    peer, packet = await a.receive()
+                    if packet[3] != Mode.CONTROL:
+                        return peer, packet
+
+            got = [await next_packet() for _ in range(6)]
+            assert sorted(got) == sorted(
+                [(k, p) for p in packets for k in (BOB.public, MALLORY.public)]
+            )
+            # Mallory's partial packet has its full frame timeout from the moment Alice read on.
+            await trio.sleep(4.9)
+            await mallory.send_all(last[10:])
+            assert await next_packet() == (MALLORY.public, last)
+            assert not [e for e in drain_events(a) + drain_events(b) if isinstance(e, PeerDown)]
+            await mallory.aclose()
+
+
+async def test_a_silent_peer_is_pinged_then_closed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A peer that completes the handshake and then neither answers nor sends anything is
+    pinged after 15 s of silence and every 15 s after that, and dropped when the third ping
+    goes unanswered: 60 s after it last said anything."""
+    with trio.fail_after(100):
+        net = MemoryNetwork()
+        a = make(net, ALICE, allow={MALLORY.public})
+        async with running(a, net, ("alice", 1)):
+            mallory = await _mallory_connects(net, a)
+            up = trio.current_time()
+            down = await next_event(a, PeerDown, peer=MALLORY.public)
+            assert trio.current_time() == up + 60.0
+            assert down.reason == "keepalive: no answer to 3 pings in 60s"
+            # What Mallory was sent: three pings, then the end of the connection.
+            received = b""
+            while chunk := await mallory.receive_some():
+                received += chunk
+            assert len(received) == 3 * len(encode_frame(Ping(0)))
+            assert all(received[i : i + 9] == encode_frame(Ping(0))[:9] for i in (0, 17, 34))
+            await mallory.aclose()
+
+
+async def test_anything_received_counts_as_an_answer(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(200):
+        net = MemoryNetwork()
+        a = make(net, ALICE, allow={MALLORY.public})
+        async with running(a, net, ("alice", 1)):
+            mallory = await _mallory_connects(net, a)
+            up = trio.current_time()
+            await trio.sleep(50)  # two pings unanswered...
+            await mallory.send_all(encode_frame(SyncFrame(b"I am here")))  # ...then a packet
+            assert await a.receive() == (MALLORY.public, encode_frame(SyncFrame(b"I am here")))
+            await next_event(a, PeerDown, peer=MALLORY.public)
+            assert trio.current_time() == up + 50.0 + 60.0
+            await mallory.aclose()
+
+
+async def test_an_idle_pair_stays_connected_and_pings_are_answered(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Alice pings, Bob (who sends no pings of his own) answers each at once on the same
+    connection: ten minutes with no traffic, forty pings and pongs, no disconnection."""
+    with trio.fail_after(1000):
+        net = MemoryNetwork()
+        a = make(net, ALICE, allow={BOB.public})
+        b = make(net, BOB, keepalive_interval=None)
+        async with running(a, net, ("alice", 1)), running(b, net):
+            b.dial(ALICE.public, "alice", 1)
+            await next_event(a, PeerUp, peer=BOB.public)
+            pings: list[bytes] = []
+            pongs: list[bytes] = []
+
+            async def collect(t: TcpTransport, into: list[bytes]) -> None:
+                while True:
+                    into.append((await t.receive())[1])
+
+            async with trio.open_nursery() as readers:
+                readers.start_soon(collect, b, pings)
+                readers.start_soon(collect, a, pongs)
+                await trio.sleep(601)  # virtual time (autojump clock)
+                readers.cancel_scope.cancel()
+            assert a.connected_peers() == {BOB.public} and b.connected_peers() == {ALICE.public}
+            assert not [e for e in drain_events(a) + drain_events(b) if isinstance(e, PeerDown)]
+            assert len(pings) == 40  # at 15, 30, ... 600 s
+            assert [decode_frame(p) for p in pongs] == [
+                Pong(cast(Ping, decode_frame(p)).nonce) for p in pings
+            ]
+
+
+async def test_small_frame_limits_take_a_burst_of_small_packets(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """With frames limited to 1 kB, one read can still hold far more than two frames' worth of
+    small packets: the decoder's buffer must hold a read, not only two frames."""
+    with trio.fail_after(100):
+        net = MemoryNetwork()
+        limits = FrameLimits(max_body_bytes=1000)
+        a = make(net, ALICE, allow={MALLORY.public}, limits=limits)
+        async with running(a, net, ("alice", 1)):
+            mallory = await _mallory_connects(net, a)
+            packets = [encode_frame(SyncFrame(i.to_bytes(2, "big") * 50)) for i in range(300)]
+            await mallory.send_all(b"".join(packets))  # 32 kB: one read
+            assert [await a.receive() for _ in packets] == [(MALLORY.public, p) for p in packets]
+            assert a.connected_peers() == {MALLORY.public}
+            await mallory.aclose()
+
+
+async def test_a_handshake_trickled_byte_by_byte_is_bounded_as_a_whole(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Each byte of message 1 arrives in time for the next, but the handshake as a whole has
+    ``handshake_timeout``: the stranger is cut off at exactly that, whatever it does."""
+    with trio.fail_after(100):
+        net = MemoryNetwork()
+        a = make(net, ALICE, handshake_timeout=10.0)
+        async with running(a, net, ("alice", 1)):
+            raw = await net.open_stream("alice", 1)
+            began = trio.current_time()
+
+            async def trickle() -> None:
+                for byte in b"\x00\x20" + Keypair.generate().public:
+                    try:
+                        await raw.send_all(bytes([byte]))
+                    except trio.BrokenResourceError:
+                        return  # Alice hung up (at t = 10, when the next byte is also due)
+                    await trio.sleep(1)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(trickle)
+                rejected = await next_event(a, InputRejected)
+                nursery.cancel_scope.cancel()
+            assert rejected.reason == "handshake-timeout"
+            assert trio.current_time() == began + 10.0
+            await raw.aclose()

@@ -61,7 +61,13 @@ from typing import Any, Final, cast, final
 
 import trio
 
-from mvds_node.errors import StoreError, TransportBroken, TransportClosed, TransportError
+from mvds_node.errors import (
+    StoreError,
+    TransportBroken,
+    TransportClosed,
+    TransportError,
+    describe_failure,
+)
 from mvds_node.node._bundles import ExportResult, ImportResult, export_bundle, import_bundle
 from mvds_node.node._config import (
     GroupConfig,
@@ -986,6 +992,15 @@ class Node:
     async def _transport_events_task(
         self, events: trio.MemoryReceiveChannel[TransportEvent]
     ) -> None:
+        # A bug met on one event is reported, and reading goes on with the next event.
+        while True:
+            try:
+                await self._transport_events(events)
+                return
+            except Exception as e:
+                self._internal_error("handling a transport event", e)
+
+    async def _transport_events(self, events: trio.MemoryReceiveChannel[TransportEvent]) -> None:
         async for event in events:
             if isinstance(event, PeerUp):
                 self._connected[event.peer] = event.address
@@ -1150,6 +1165,19 @@ class Node:
                 self._emit(Refused(event.peer, "", "payload", event.reason))
 
     def _handle(self, item: tuple[Transport, bytes, bytes] | None) -> None:
+        """One packet from a carrier. A bug met on it is reported as an ``InternalError`` and
+        the loop goes on: one peer's packet never ends the node."""
+        try:
+            self._handle_packet(item)
+        except Exception as e:
+            peer = "?" if item is None else item[1].hex()[:16]
+            self._internal_error(f"packet from {peer}", e)
+
+    def _internal_error(self, where: str, error: Exception) -> None:
+        text, trace = describe_failure(error)
+        self._emit(InternalError(where, text, trace))
+
+    def _handle_packet(self, item: tuple[Transport, bytes, bytes] | None) -> None:
         if item is None:
             return  # a wake-up: the loop drains output next
         transport, peer, packet = item
@@ -1171,7 +1199,8 @@ class Node:
         elif isinstance(frame, NoSyncFrame):
             self._receive_nosync(peer, frame)
         elif isinstance(frame, Ping):
-            if self._nursery is not None:
+            # The TCP transport answers pings itself, on the connection they came on.
+            if self._nursery is not None and transport is not self._tcp:
                 self._nursery.start_soon(_send_quietly, transport, peer, Pong(frame.nonce))
         elif isinstance(frame, Hello):
             self._available_until[peer] = frame.available_until_ms

@@ -127,8 +127,9 @@ class InputRejected(TransportEvent):
     address: str
     reason: str
     """A stable token. From TCP: ``unknown-key``, ``handshake-failed``, ``handshake-timeout``,
-    ``too-many-connections``. From UDP multicast: ``too-short``, ``too-large``, ``bad-magic``,
-    ``unknown-version``, ``foreign-group``, ``replay``, ``own-sender``. From both:
+    ``too-many-connections``, ``frame-timeout`` (a packet begun but not finished in time). From
+    UDP multicast: ``too-short``, ``too-large``, ``bad-magic``, ``unknown-version``,
+    ``foreign-group``, ``replay``, ``own-sender``. From both:
     ``bad-ciphertext`` (fails authentication) and ``frame:<FrameErrorReason value>`` (authentic,
     but not a frame we accept)."""
     detail: str

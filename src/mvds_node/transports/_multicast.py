@@ -72,6 +72,10 @@ buffer, which drops new datagrams when full, exactly what a bounded channel fill
 engine retransmits whatever the kernel dropped. Events go out on the bounded :attr:`events`
 channel, never waited for: when it is full they are counted and dropped.
 
+*A bug drops one datagram, never the transport*: an unexpected ``Exception`` while checking or
+opening one datagram drops it, is reported as an :class:`~mvds_node.transports.InternalError`
+event carrying its traceback, and :meth:`~MulticastTransport.receive` goes on with the next.
+
 *Errors* are mapped here, once. A send the network refuses (no route, interface down, the host
 firewall, no buffer space: transient on a phone that changes networks) drops the packet and
 reports :class:`~mvds_node.transports.PacketDropped`; any other ``OSError`` is
@@ -100,8 +104,13 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from mvds_node.errors import LocalProtocolError, TransportBroken, TransportClosed
-from mvds_node.transports._base import InputRejected, PacketDropped, TransportEvent
+from mvds_node.errors import (
+    LocalProtocolError,
+    TransportBroken,
+    TransportClosed,
+    describe_failure,
+)
+from mvds_node.transports._base import InputRejected, InternalError, PacketDropped, TransportEvent
 from mvds_node.transports._framing import FrameError, decode_frame
 
 __all__ = [
@@ -224,7 +233,8 @@ class MulticastStatistics:
     datagrams_received: int
     """Packets :meth:`MulticastTransport.receive` returned."""
     datagrams_rejected: int
-    """Datagrams refused and reported as ``InputRejected``."""
+    """Datagrams refused and reported as ``InputRejected`` (or, for a bug met on one, as
+    ``InternalError``)."""
     datagrams_ignored: int
     """Datagrams dropped silently: our own, looped back, and those addressed to other members."""
     packets_dropped: int
@@ -635,7 +645,15 @@ class MulticastTransport:
                 if self._closed:
                     raise TransportClosed("multicast transport was closed") from exc
                 raise TransportBroken(f"multicast receive failed: {exc}") from exc
-            opened = self.open_datagram(datagram, f"{source[0]}:{source[1]}")
+            address = f"{source[0]}:{source[1]}"
+            try:
+                opened = self.open_datagram(datagram, address)
+            except Exception as exc:
+                # A bug met on this datagram: drop it, report it, serve the next one.
+                self._rejected += 1
+                error, trace = describe_failure(exc)
+                self._emit(InternalError(f"multicast datagram from {address}", error, trace))
+                continue
             if opened is not None:
                 self._received += 1
                 return opened

@@ -22,8 +22,18 @@ The wrapper exists to contain the library's sharp edges (reference/STACK.md §2)
   own reference to the handshake state from the start and read ``rs`` from it after every message.
 * Library and ``cryptography`` errors (``InvalidTag``, ``ValueError`` for short or low-order keys,
   its own ``Noise*Error`` classes) are mapped once to :class:`NoiseError`, a
-  :class:`~mvds_node.errors.RemoteProtocolError`; misuse by our caller is
+  :class:`~mvds_node.errors.RemoteProtocolError`, when we read a message *and* when we write
+  one: the responder computes its first Diffie-Hellman (``ee``) while *writing* message 2, from
+  the ephemeral key the initiator sent in message 1. Misuse by our caller is
   :class:`~mvds_node.errors.LocalProtocolError`.
+* The library checks no public key it receives. A low-order X25519 point (0, 1, the points of
+  order 4 and 8, ``p-1``, ``p``, ``p+1``, and each with the unused top bit set) makes every
+  Diffie-Hellman with it all zeros: ``cryptography`` raises, and a handshake that went on would
+  have no secret in it. We refuse such a key as soon as it arrives: the ephemeral key of
+  messages 1 and 2 before the library reads the message, the static key once it is decrypted.
+  The check is a lookup in libsodium's list of such points, which the tests hold against the
+  definition (a Diffie-Hellman with the key gives zero): it costs nothing, where a trial
+  Diffie-Hellman would cost a stranger's connection one more X25519 operation.
 
 The handshake payloads must be empty: the prologue (``mvds-node/1``) already binds the protocol
 version, and a peer that stuffs data into them is refused rather than ignored.
@@ -102,6 +112,32 @@ _CRYPTO_ERRORS: Final = (
     NoiseMaxNonceError,
     NoiseValidationError,
 )
+
+
+_P: Final = 2**255 - 19
+_LOW_ORDER: Final = frozenset(
+    {
+        0,
+        1,
+        # The two points of order 8.
+        0x00B8495F16056286FDB1329CEB8D09DA6AC49FF1FAE35616AEB8413B7C7AEBE0,
+        0x57119FD0DD4E22D8868E1C58C45C44045BEF839C55B1D0B1248C50A3BC959C5F,
+        _P - 1,
+        _P,
+        _P + 1,
+    }
+)
+"""Every u < 2**255 that is a point of order 1, 2, 4 or 8 (canonical or not): with these, and
+only these, an X25519 Diffie-Hellman gives all zeros, whatever the private key (libsodium's
+list; the tests check it against the Diffie-Hellman itself)."""
+_U_MASK: Final = (1 << 255) - 1  # X25519 ignores the top bit of a public key
+
+
+def _usable_public(key: bytes) -> bool:
+    """Whether ``key`` is a 32-byte X25519 public key with which a Diffie-Hellman has a secret
+    (not a low-order point in any of its encodings). A set lookup, not a Diffie-Hellman: a
+    stranger's bytes cost us nothing before we refuse them."""
+    return len(key) == KEY_SIZE and int.from_bytes(key, "little") & _U_MASK not in _LOW_ORDER
 
 
 class NoiseError(RemoteProtocolError):
@@ -295,10 +331,17 @@ class NoiseHandshake:
         """Produce the next handshake message (with an empty payload).
 
         Raises:
+            NoiseError: a key the peer sent earlier leaves this message no shared secret (the
+                responder's ``ee`` in message 2 is computed here). :meth:`read_message` refuses
+                such keys first, so this is the crypto library's own refusal, mapped.
             LocalProtocolError: it is the peer's turn, or the handshake is over.
         """
         self._check(writing=True)
-        message = bytes(self._conn.write_message(b""))
+        try:
+            message = bytes(self._conn.write_message(b""))
+        except _CRYPTO_ERRORS as exc:
+            self._failed = True
+            raise NoiseError(f"handshake message {self._step + 1} cannot be made") from exc
         self._step += 1
         return message
 
@@ -310,8 +353,16 @@ class NoiseHandshake:
             LocalProtocolError: it is our turn to write, or the handshake is over.
         """
         self._check(writing=False)
+        message = bytes(message)
+        # Messages 1 and 2 open with the sender's ephemeral key in clear (the ``e`` token).
+        if self._step < 2 and not _usable_public(message[:KEY_SIZE]):
+            self._failed = True
+            raise NoiseError(
+                f"handshake message {self._step + 1}: the ephemeral key is not a usable X25519 "
+                "key (short, or a low-order point)"
+            )
         try:
-            payload = self._conn.read_message(bytes(message))
+            payload = self._conn.read_message(message)
         except _CRYPTO_ERRORS as exc:
             self._failed = True
             raise NoiseError(f"handshake message {self._step + 1} rejected") from exc
@@ -319,7 +370,13 @@ class NoiseHandshake:
         if payload:
             self._failed = True
             raise NoiseError(f"handshake message {self._step} carries a payload")
-        self._remote_static = _remote_static(self._state)
+        remote = _remote_static(self._state)
+        if remote is not None and not _usable_public(remote):
+            # The library's own Diffie-Hellman with it fails first today; this does not depend
+            # on that.
+            self._failed = True
+            raise NoiseError(f"handshake message {self._step}: the static key is a low-order point")
+        self._remote_static = remote
 
     def session(self) -> NoiseSession:
         """The transport phase.

@@ -34,6 +34,9 @@ Trio's stream contract, and how we keep it:
   interruption of the write underneath (cancellation included) marks the send side broken: the
   next ``send_all`` raises ``BrokenResourceError`` instead of desynchronising the peer.
   ``receive_some`` only changes state after a read returns, so cancelling it loses nothing.
+* **Stalls.** :attr:`NoiseStream.receive_pending_since` says since when a Noise message has been
+  arriving without being complete, so that the layer above can bound how long a peer may take
+  to finish what it began (a peer that sends one byte and stops holds a connection otherwise).
 * **EOF.** A clean end of the stream underneath at a message boundary is EOF (``b""``). There is no
   Noise-level close message, so an attacker who can cut the TCP stream can fake an EOF at a
   boundary; the framing above detects a cut inside a packet, and MVDS retransmits what a cut
@@ -182,11 +185,18 @@ class NoiseStream(trio.abc.Stream):
         self._send_broken: BaseException | None = None
         self._receive_broken: trio.BrokenResourceError | None = None
         self._eof = False
+        self._pending_since: float | None = trio.current_time() if leftover else None
 
     @property
     def remote_static(self) -> bytes:
         """The 32-byte X25519 public key the peer proved in the handshake: its identity."""
         return self._session.remote_static
+
+    @property
+    def receive_pending_since(self) -> float | None:
+        """The trio time at which the bytes buffered from the stream underneath, not yet a whole
+        Noise message, began to arrive; None when nothing is buffered."""
+        return self._pending_since
 
     @property
     def handshake_hash(self) -> bytes:
@@ -332,6 +342,8 @@ class NoiseStream(trio.abc.Stream):
                     if not data:
                         self._end_of_stream()
                     else:
+                        if not self._reader.buffered:
+                            self._pending_since = trio.current_time()
                         self._reader.receive_data(data)
                     continue
                 # Decrypt every whole message buffered, up to max_bytes of plaintext: one call
@@ -363,6 +375,8 @@ class NoiseStream(trio.abc.Stream):
                 raise self._receive_broken from exc
             parts.append(plaintext)
             size += len(plaintext)
+        # What is left came in the read that completed the last message: it began just now.
+        self._pending_since = trio.current_time() if self._reader.buffered else None
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def _end_of_stream(self) -> None:

@@ -34,6 +34,24 @@ FIFO, so peers take turns. Hostile input on a live connection (bytes that fail N
 authentication, a bad frame, a length that lies) closes that connection, reports an
 ``InputRejected`` event with the reason, and touches nothing else.
 
+*Time limits on a live connection.* A packet that has begun to arrive must be complete within
+``frame_timeout`` (30 s) of its first byte, whether that byte is part of a Noise message or of a
+frame inside decrypted ones; otherwise the connection is closed with ``InputRejected`` reason
+``frame-timeout``, so a peer that sends one byte and stops does not hold a connection (and its
+buffer) forever. The reader wakes once per ``frame_timeout`` even when idle, to look at the
+Noise layer, which returns only whole messages. Time the reader spends waiting for our own
+application to take packets never counts against the peer.
+
+*Keepalive.* Every connection answers a CONTROL ping with a pong at once, on that connection
+(a small control queue and a lock shared with the packet writer; pongs beyond the queue are
+dropped). A peer we have heard nothing from for ``keepalive_interval`` (15 s) is pinged, and
+again every interval; when ``keepalive_misses`` (3) pings in a row go unanswered the connection
+is closed (``PeerDown`` reason ``keepalive: ...``), 60 s after the peer last said anything.
+Anything received is an answer. While its packets wait for our application the peer counts as
+alive, and we ping it each interval so that it knows we are too (we are not reading its pings).
+This finds a vanished peer sooner than TCP keepalive can on a connection with data in flight,
+and a NAT that forgets idle mappings sees traffic.
+
 *Reconnecting.* A dial loop connects, runs the connection until it ends, and reconnects. Failed
 attempts back off exponentially with jitter (:class:`ReconnectPolicy`). A connection that stayed
 up for ``stable_after`` seconds resets the backoff and is redialled at once; a shorter one counts
@@ -44,12 +62,18 @@ channel; if nobody reads it they are counted as dropped, never waited for.
 
 Errors from the network are mapped once, here: ``OSError`` (trio maps it to
 ``BrokenResourceError`` on streams), ``trio.TooSlowError`` and Noise/framing errors become
-events; only a bug raises out of the service.
+events. *A bug ends one connection, never the service*: any other ``Exception`` met while
+handling one connection (its handshake, a frame, its reader or writer) closes that connection
+and is reported as an :class:`~mvds_node.transports.InternalError` event with its traceback; an
+outbound one is then redialled with backoff like any failed attempt. ``Cancelled`` and other
+``BaseException`` pass through. Only a broken listener raises out of the service.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import math
 import random
 import socket
 from collections.abc import Awaitable, Callable, Collection, Sequence
@@ -58,10 +82,11 @@ from typing import Final, TypeAlias, final
 
 import trio
 
-from mvds_node.errors import LocalProtocolError, TransportClosed
+from mvds_node.errors import LocalProtocolError, TransportClosed, describe_failure
 from mvds_node.transports._base import (
     DialFailed,
     InputRejected,
+    InternalError,
     PacketDropped,
     PeerDown,
     PeerUp,
@@ -69,10 +94,15 @@ from mvds_node.transports._base import (
 )
 from mvds_node.transports._framing import (
     DEFAULT_LIMITS,
+    HEADER_SIZE,
+    ControlKind,
     FrameDecoder,
     FrameError,
     FrameLimits,
+    Mode,
+    Ping,
     check_frame,
+    encode_frame,
 )
 from mvds_node.transports._noise import KEY_SIZE, PROLOGUE, Keypair, NoiseError, PeerRefused
 from mvds_node.transports._noise_stream import NoiseStream
@@ -93,6 +123,10 @@ _ACCEPT_RETRY_DELAY: Final = 0.1
 # Keepalive: notice a vanished peer (no FIN, no RST: a phone that lost its network) within about
 # a minute instead of the kernel default of two hours, so the dial loop can reconnect.
 _KEEPALIVE: Final = (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3))
+# Control frames (pongs, keepalive pings) queued per connection; more are dropped: a peer that
+# floods pings gets at most this many pongs in flight, and one that does not read gets no more.
+_CONTROL_QUEUE: Final = 8
+_PING_SIZE: Final = HEADER_SIZE + 9  # kind byte and u64 nonce (docs/wire.md)
 
 
 @final
@@ -152,6 +186,21 @@ class _Connection:
         self.outbound = outbound
         self.cancel_scope = trio.CancelScope()
         self.reason: str | None = None
+        # The packet writer and the control writer (pongs, keepalive pings) take turns.
+        self.send_lock = trio.Lock()
+        self.control_send, self.control_receive = trio.open_memory_channel[bytes](_CONTROL_QUEUE)
+        self.heard = trio.current_time()
+        """When the peer last gave a sign of life: bytes received, or its packets waiting for
+        us (backpressure). The handshake that just finished counts."""
+        self.signs = 0
+        """Signs of life so far (a count, so that two at the same instant are two)."""
+        self.delivering = False
+        """The reader waits for room in the receive channel: we are slow, not the peer."""
+
+    def alive(self) -> None:
+        """Note a sign of life from the peer, now."""
+        self.heard = trio.current_time()
+        self.signs += 1
 
     def finish(self, reason: str) -> None:
         """End the connection (both tasks), remembering the first reason given."""
@@ -182,6 +231,20 @@ def _describe(stream: trio.abc.Stream) -> str:
             return "unknown"
         return f"{host}:{port}"
     return type(stream).__name__
+
+
+def _earliest(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    return a if b is None else min(a, b)
+
+
+def _unwrap(exc: Exception) -> Exception:
+    """The exception itself, out of the group of one that a connection's nursery wraps a
+    reader's or writer's exception in."""
+    while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _tune(stream: trio.abc.Stream) -> None:
@@ -224,6 +287,9 @@ class TcpTransport:
         event_queue_size: int = 256,
         max_inbound_connections: int = 256,
         handshake_timeout: float = 10.0,
+        frame_timeout: float = 30.0,
+        keepalive_interval: float | None = 15.0,
+        keepalive_misses: int = 3,
         reconnect: ReconnectPolicy | None = None,
         max_latency: float = 1.0,
         open_stream: OpenStream | None = None,
@@ -243,7 +309,17 @@ class TcpTransport:
             event_queue_size: events waiting in :attr:`events` before they are dropped.
             max_inbound_connections: inbound connections (handshaking or live) at once; more are
                 closed at once.
-            handshake_timeout: seconds for connecting plus the handshake.
+            handshake_timeout: seconds for connecting plus the whole handshake.
+            frame_timeout: seconds within which a packet that has begun to arrive must be
+                complete (counting from its first byte, at the Noise layer or the frame layer),
+                else the connection is closed (``frame-timeout``). Time we spend waiting for
+                our own application to take packets does not count.
+            keepalive_interval: seconds of silence from a peer after which we ping it, and
+                then between pings; None sends no pings. Every connection answers a ping with a
+                pong at once, and anything received counts as an answer.
+            keepalive_misses: unanswered pings after which the connection is closed: a silent
+                peer is dropped ``keepalive_interval * (keepalive_misses + 1)`` seconds after
+                it last sent anything (60 s by default).
             reconnect: backoff for dialled peers.
             max_latency: what this transport advertises (seconds).
             open_stream: how to reach an address; default ``trio.open_tcp_stream``. Pass another
@@ -253,6 +329,10 @@ class TcpTransport:
         """
         if min(send_queue_size, receive_queue_size, event_queue_size, max_inbound_connections) < 1:
             raise ValueError("queue sizes and max_inbound_connections must be at least 1")
+        if not (handshake_timeout > 0 and frame_timeout > 0 and keepalive_misses >= 1):
+            raise ValueError("timeouts must be positive and keepalive_misses at least 1")
+        if keepalive_interval is not None and not keepalive_interval > 0:
+            raise ValueError("keepalive_interval must be positive, or None")
         self._keypair = keypair
         self._allow = allow
         self._accept_unknown = accept_unknown
@@ -260,6 +340,9 @@ class TcpTransport:
         self._send_queue_size = send_queue_size
         self._max_inbound = max_inbound_connections
         self._handshake_timeout = handshake_timeout
+        self._frame_timeout = frame_timeout
+        self._keepalive_interval = keepalive_interval
+        self._keepalive_misses = keepalive_misses
         self._reconnect = reconnect if reconnect is not None else ReconnectPolicy()
         self.max_latency: Final = max_latency
         self._open_stream: OpenStream = (
@@ -509,9 +592,16 @@ class TcpTransport:
                 self._handshakes -= 1
             if noise is not None:
                 await self._run_connection(noise, address, outbound=False)
+        except Exception as exc:
+            # A bug met on this connection's input: it ends here, reported; the others go on.
+            self._internal_error(f"tcp connection from {address}", exc)
         finally:
             self._inbound_count -= 1
             await trio.aclose_forcefully(stream)
+
+    def _internal_error(self, where: str, exc: Exception) -> None:
+        error, trace = describe_failure(_unwrap(exc))
+        self._emit(InternalError(where, error, trace))
 
     async def _respond(self, stream: trio.abc.Stream, address: str) -> NoiseStream | None:
         """The responder's handshake; failures become events (the stream is closed by then)."""
@@ -555,9 +645,18 @@ class TcpTransport:
             host, port = state.address
             address = f"{host}:{port}"
             began = trio.current_time()
-            outcome = await self._dial_once(state.key, host, port)
+            try:
+                outcome = await self._dial_once(state.key, host, port)
+                if isinstance(outcome, NoiseStream):
+                    await self._run_connection(outcome, address, outbound=True)
+            except Exception as exc:
+                # A bug met on this connection: it ends, reported, and is redialled after a
+                # backoff like a failed attempt (so a bug that recurs is not hammered).
+                self._internal_error(f"tcp connection to {address}", exc)
+                failures += 1
+                await trio.sleep(self._reconnect.delay(failures, self._rng))
+                continue
             if isinstance(outcome, NoiseStream):
-                await self._run_connection(outcome, address, outbound=True)
                 if trio.current_time() - began >= self._reconnect.stable_after:
                     failures = 0
                     continue
@@ -611,7 +710,13 @@ class TcpTransport:
             with connection.cancel_scope:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._writer, connection, state)
+                    nursery.start_soon(self._control_writer, connection)
+                    if self._keepalive_interval is not None:
+                        nursery.start_soon(self._keepalive, connection, self._keepalive_interval)
                     await self._reader(connection, key)
+        except Exception as exc:
+            connection.finish(f"internal error: {type(_unwrap(exc)).__name__}")
+            raise  # reported by the connection's task, once
         finally:
             state.connections.remove(connection)
             await trio.aclose_forcefully(stream)
@@ -622,20 +727,57 @@ class TcpTransport:
                     self._drop_peer(state)
 
     async def _reader(self, connection: _Connection, key: bytes) -> None:
-        decoder = FrameDecoder(limits=self._limits)
+        # Drained after every read, the decoder holds at most one partial frame and one read
+        # (with small frame limits, a read holds many frames: two frames' worth is not enough).
+        decoder = FrameDecoder(
+            limits=self._limits, max_buffer_bytes=self._limits.max_frame_bytes + _RECEIVE_SIZE
+        )
+        stream = connection.stream
+        timeout = self._frame_timeout
+        # When the partial frame in the decoder began to arrive; and when we last finished
+        # handing packets over, since a packet cannot be late for the time we spent not reading.
+        frame_since: float | None = None
+        resumed = -math.inf
         try:
             while True:
-                data = await connection.stream.receive_some(_RECEIVE_SIZE)
+                began = _earliest(frame_since, stream.receive_pending_since)
+                # With nothing partial, still wake once per timeout: a Noise message can begin
+                # to arrive inside receive_some, which returns only once it is whole.
+                deadline = (
+                    trio.current_time() + timeout
+                    if began is None
+                    else max(began, resumed) + timeout
+                )
+                data: bytes | None = None
+                with trio.move_on_at(deadline):
+                    # Only the read is bounded: cancelling it loses nothing (NoiseStream).
+                    data = await stream.receive_some(_RECEIVE_SIZE)
+                if data is None:
+                    # The deadline passed with no whole Noise message: is something overdue?
+                    began = _earliest(frame_since, stream.receive_pending_since)
+                    now = trio.current_time()
+                    if began is not None and now >= max(began, resumed) + timeout:
+                        detail = f"a packet begun {now - began:g}s ago is still incomplete"
+                        self._emit(InputRejected(key, connection.address, "frame-timeout", detail))
+                        connection.finish(f"frame timeout: {detail}")
+                        return
+                    continue
+                connection.alive()
                 if data:
                     decoder.receive_data(data)
                 else:
                     decoder.receive_eof()
-                while (packet := decoder.next_packet()) is not None:
-                    self._packets_received += 1
-                    await self._inbound_send.send((key, packet))
+                delivered = await self._deliver(connection, key, decoder)
                 if not data:
                     connection.finish("closed by peer")
                     return
+                now = trio.current_time()
+                if delivered:
+                    resumed = now
+                if decoder.buffered == 0:
+                    frame_since = None
+                elif frame_since is None or delivered:
+                    frame_since = now  # what is left began in this read
         except FrameError as exc:
             self._emit(
                 InputRejected(key, connection.address, f"frame:{exc.reason.value}", str(exc))
@@ -648,12 +790,80 @@ class TcpTransport:
         except trio.ClosedResourceError:
             connection.finish("closed")
 
+    async def _deliver(self, connection: _Connection, key: bytes, decoder: FrameDecoder) -> int:
+        """Hand every complete packet to :meth:`receive`, answering pings on the way; return
+        how many. Waits while the receive channel is full (backpressure on the peer).
+
+        Raises:
+            FrameError: the stream broke a framing rule.
+        """
+        count = 0
+        while (packet := decoder.next_packet()) is not None:
+            count += 1
+            self._packets_received += 1
+            if (
+                len(packet) == _PING_SIZE
+                and packet[3] == Mode.CONTROL
+                and packet[HEADER_SIZE] == ControlKind.PING
+            ):
+                # Answer on this connection at once, whatever the application does with it.
+                pong = packet[:HEADER_SIZE] + bytes([ControlKind.PONG]) + packet[HEADER_SIZE + 1 :]
+                with contextlib.suppress(trio.WouldBlock):
+                    connection.control_send.send_nowait(pong)
+            connection.delivering = True
+            try:
+                await self._inbound_send.send((key, packet))
+            finally:
+                connection.delivering = False
+                connection.alive()
+        return count
+
+    async def _control_writer(self, connection: _Connection) -> None:
+        """Write pongs and keepalive pings, between the packet writer's packets."""
+        try:
+            async for frame in connection.control_receive:
+                async with connection.send_lock:
+                    await connection.stream.send_all(frame)
+        except trio.BrokenResourceError as exc:
+            connection.finish(f"broken: {exc}")
+        except trio.ClosedResourceError:
+            connection.finish("closed")
+
+    async def _keepalive(self, connection: _Connection, interval: float) -> None:
+        """Ping a silent peer every ``interval``; close after ``keepalive_misses`` unanswered."""
+        silent_since, signs = connection.heard, connection.signs
+        pings = 0
+        while True:
+            await trio.sleep_until(silent_since + interval * (pings + 1))
+            if connection.delivering:
+                # Its packets wait for our application: the peer lives, and it cannot hear
+                # from us while we do not read its pings, so a ping tells it that we live too.
+                connection.alive()
+                self._ping(connection)
+            if connection.signs != signs:
+                silent_since, signs, pings = connection.heard, connection.signs, 0
+                continue
+            if pings >= self._keepalive_misses:
+                connection.finish(
+                    f"keepalive: no answer to {pings} pings in "
+                    f"{trio.current_time() - silent_since:g}s"
+                )
+                return
+            pings += 1
+            self._ping(connection)
+
+    def _ping(self, connection: _Connection) -> None:
+        ping = encode_frame(Ping(self._rng.getrandbits(64)))
+        with contextlib.suppress(trio.WouldBlock):  # full: the peer is not reading either
+            connection.control_send.send_nowait(ping)
+
     async def _writer(self, connection: _Connection, state: _Peer) -> None:
         try:
             async for packet in state.queue_receive:
                 state.writing += 1
                 try:
-                    await connection.stream.send_all(packet)
+                    async with connection.send_lock:
+                        await connection.stream.send_all(packet)
                 finally:
                     state.writing -= 1
                 self._packets_sent += 1
