@@ -354,3 +354,73 @@ async def test_aclose_wakes_a_blocked_receive_and_ends_serve() -> None:
                 scope.cancel()
                 await a.aclose()  # even cancelled, it closes
         # The nursery exited: serve returned after aclose.
+
+
+async def _held_openings(port: int, count: int, source: str) -> list[trio.SocketStream]:
+    """``count`` connections from ``source`` that never send a byte (a stranger holding slots)."""
+    return [
+        await trio.open_tcp_stream("127.0.0.1", port, local_address=source) for _ in range(count)
+    ]
+
+
+async def test_one_address_holds_at_most_its_share_of_handshakes() -> None:
+    """A stranger opening connections and sending nothing from one address gets
+    ``max_handshakes_per_address`` of them; the rest are closed at once, and a peer on another
+    address still gets in."""
+    with trio.fail_after(10):
+        a = TcpTransport(
+            ALICE, allow={BOB.public}, max_handshakes_per_address=4, max_inbound_connections=64
+        )
+        async with serving(a) as port:
+            held = await _held_openings(port, 10, "127.0.0.9")
+            for _ in range(6):
+                rejected = await next_event(a, InputRejected)
+                assert rejected.reason == "too-many-handshakes"
+                assert "127.0.0.9" in rejected.address
+            b = TcpTransport(BOB, reconnect=FAST)
+            async with serving(b):
+                b.dial(ALICE.public, "127.0.0.1", port)
+                await next_event(a, PeerUp, peer=BOB.public)
+            # Exactly four were kept waiting for their handshake; the other six were hung up on.
+            closed = 0
+            for raw in held:
+                with trio.move_on_after(0.05):
+                    if await raw.receive_some() == b"":
+                        closed += 1
+                await raw.aclose()
+            assert closed == 6
+
+
+async def test_strangers_filling_every_slot_do_not_lock_a_peer_out() -> None:
+    """Every inbound slot taken by silent strangers on many addresses: a peer's connection
+    evicts the oldest unfinished handshake and completes; completed ones are never evicted."""
+    with trio.fail_after(10):
+        a = TcpTransport(
+            ALICE,
+            allow={BOB.public, MALLORY.public},
+            max_inbound_connections=8,
+            max_handshakes_per_address=2,
+        )
+        async with serving(a) as port:
+            # Mallory completes her handshake first: her connection must survive what follows.
+            raw = await trio.open_tcp_stream("127.0.0.1", port, local_address="127.0.0.2")
+            mallory = await NoiseStream.handshake(raw, MALLORY, initiator=True)
+            await next_event(a, PeerUp, peer=MALLORY.public)
+            held: list[trio.SocketStream] = []
+            for n in range(7):
+                held += await _held_openings(port, 1, f"127.0.1.{n + 1}")
+            # Every slot is now taken (Mallory plus seven handshakes); Bob still gets in.
+            b = TcpTransport(BOB, reconnect=FAST)
+            async with serving(b):
+                b.dial(ALICE.public, "127.0.0.1", port)
+                evicted = await next_event(a, InputRejected)
+                assert evicted.reason == "too-many-connections"
+                assert "evicted" in evicted.detail
+                await next_event(a, PeerUp, peer=BOB.public)
+                await b.send(ALICE.public, encode_frame(Ping(7)))
+                assert await a.receive() == (BOB.public, encode_frame(Ping(7)))
+            await mallory.send_all(encode_frame(Ping(8)))
+            assert await a.receive() == (MALLORY.public, encode_frame(Ping(8)))
+            await mallory.aclose()
+            for stream in held:
+                await stream.aclose()

@@ -127,7 +127,8 @@ class InputRejected(TransportEvent):
     address: str
     reason: str
     """A stable token. From TCP: ``unknown-key``, ``handshake-failed``, ``handshake-timeout``,
-    ``too-many-connections``, ``frame-timeout`` (a packet begun but not finished in time). From
+    ``too-many-connections``, ``too-many-handshakes`` (from one IP address), ``frame-timeout``
+    (a packet begun but not finished in time). From
     UDP multicast: ``too-short``, ``too-large``, ``bad-magic``, ``unknown-version``,
     ``foreign-group``, ``replay``, ``own-sender``. From both:
     ``bad-ciphertext`` (fails authentication) and ``frame:<FrameErrorReason value>`` (authentic,

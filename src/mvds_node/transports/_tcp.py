@@ -52,6 +52,15 @@ alive, and we ping it each interval so that it knows we are too (we are not read
 This finds a vanished peer sooner than TCP keepalive can on a connection with data in flight,
 and a NAT that forgets idle mappings sees traffic.
 
+*Strangers cannot lock peers out.* Anyone may open a connection, and until its handshake ends
+it holds a slot. So a stranger holding connections open cannot take them all: at most
+``max_handshakes_per_address`` (16) handshakes from one IP address run at once (more are closed
+at once, ``too-many-handshakes``), and when all ``max_inbound_connections`` slots are taken, a
+new connection evicts the *oldest unfinished handshake* (reported as ``too-many-connections``)
+instead of being refused. Connections whose handshake completed are never evicted. A peer's
+handshake takes a few round trips, so to keep one out a stranger on many addresses would have to
+open connections faster than that, for as long as the peer keeps trying.
+
 *Reconnecting.* A dial loop connects, runs the connection until it ends, and reconnects. Failed
 attempts back off exponentially with jitter (:class:`ReconnectPolicy`). A connection that stayed
 up for ``stable_after`` seconds resets the backoff and is redialled at once; a shorter one counts
@@ -233,6 +242,16 @@ def _describe(stream: trio.abc.Stream) -> str:
     return type(stream).__name__
 
 
+def _host(stream: trio.abc.Stream) -> str | None:
+    """The IP address a socket stream comes from; None for other streams or if unknown."""
+    if isinstance(stream, trio.SocketStream):
+        try:
+            return str(stream.socket.getpeername()[0])
+        except OSError:
+            return None
+    return None
+
+
 def _earliest(a: float | None, b: float | None) -> float | None:
     if a is None:
         return b
@@ -286,6 +305,7 @@ class TcpTransport:
         receive_queue_size: int = 256,
         event_queue_size: int = 256,
         max_inbound_connections: int = 256,
+        max_handshakes_per_address: int = 16,
         handshake_timeout: float = 10.0,
         frame_timeout: float = 30.0,
         keepalive_interval: float | None = 15.0,
@@ -307,8 +327,11 @@ class TcpTransport:
             send_queue_size: packets queued per peer before ``send`` drops.
             receive_queue_size: packets from all peers waiting for :meth:`receive`.
             event_queue_size: events waiting in :attr:`events` before they are dropped.
-            max_inbound_connections: inbound connections (handshaking or live) at once; more are
-                closed at once.
+            max_inbound_connections: inbound connections (handshaking or live) at once; when
+                all are taken, a new one evicts the oldest unfinished handshake, or is closed
+                at once if every one has completed its handshake.
+            max_handshakes_per_address: inbound handshakes in progress from one IP address at
+                once; more are closed at once (``too-many-handshakes``).
             handshake_timeout: seconds for connecting plus the whole handshake.
             frame_timeout: seconds within which a packet that has begun to arrive must be
                 complete (counting from its first byte, at the Noise layer or the frame layer),
@@ -327,8 +350,17 @@ class TcpTransport:
             prologue: Noise prologue; both ends must agree.
             rng: source of backoff jitter; default a fresh ``random.Random()``.
         """
-        if min(send_queue_size, receive_queue_size, event_queue_size, max_inbound_connections) < 1:
-            raise ValueError("queue sizes and max_inbound_connections must be at least 1")
+        if (
+            min(
+                send_queue_size,
+                receive_queue_size,
+                event_queue_size,
+                max_inbound_connections,
+                max_handshakes_per_address,
+            )
+            < 1
+        ):
+            raise ValueError("queue sizes and connection limits must be at least 1")
         if not (handshake_timeout > 0 and frame_timeout > 0 and keepalive_misses >= 1):
             raise ValueError("timeouts must be positive and keepalive_misses at least 1")
         if keepalive_interval is not None and not keepalive_interval > 0:
@@ -339,6 +371,7 @@ class TcpTransport:
         self._limits = limits
         self._send_queue_size = send_queue_size
         self._max_inbound = max_inbound_connections
+        self._max_handshakes_per_address = max_handshakes_per_address
         self._handshake_timeout = handshake_timeout
         self._frame_timeout = frame_timeout
         self._keepalive_interval = keepalive_interval
@@ -362,6 +395,10 @@ class TcpTransport:
         self._closed = False
         self._handshakes = 0
         self._inbound_count = 0
+        # Inbound handshakes in progress, oldest first (dicts keep insertion order), and how
+        # many come from each IP address: the two bounds a stranger meets.
+        self._pending: dict[trio.CancelScope, str] = {}
+        self._pending_by_host: dict[str, int] = {}
         self._packets_sent = 0
         self._packets_received = 0
         self._packets_dropped = 0
@@ -567,7 +604,22 @@ class TcpTransport:
                     )
                     await trio.sleep(_ACCEPT_RETRY_DELAY)
                     continue
-                if self._inbound_count >= self._max_inbound:
+                host = _host(stream)
+                if (
+                    host is not None
+                    and self._pending_by_host.get(host, 0) >= self._max_handshakes_per_address
+                ):
+                    self._emit(
+                        InputRejected(
+                            None,
+                            _describe(stream),
+                            "too-many-handshakes",
+                            f"already {self._max_handshakes_per_address} handshakes from {host}",
+                        )
+                    )
+                    await trio.aclose_forcefully(stream)
+                    continue
+                if self._inbound_count >= self._max_inbound and not self._evict_oldest_handshake():
                     self._emit(
                         InputRejected(
                             None,
@@ -578,18 +630,53 @@ class TcpTransport:
                     )
                     await trio.aclose_forcefully(stream)
                     continue
+                # An evicted handshake frees its slot as soon as its task runs; until then the
+                # count may stand one over per eviction, never more.
                 self._inbound_count += 1
-                nursery.start_soon(self._inbound, stream)
+                scope = trio.CancelScope()
+                self._pending[scope] = host or ""
+                if host is not None:
+                    self._pending_by_host[host] = self._pending_by_host.get(host, 0) + 1
+                nursery.start_soon(self._inbound, stream, scope)
 
-    async def _inbound(self, stream: trio.abc.Stream) -> None:
+    def _evict_oldest_handshake(self) -> bool:
+        """Cancel the oldest inbound handshake still running, to make room; False if none."""
+        for scope in self._pending:
+            if not scope.cancel_called:
+                scope.cancel()
+                return True
+        return False
+
+    def _handshake_ended(self, scope: trio.CancelScope) -> None:
+        host = self._pending.pop(scope, None)
+        if host:
+            left = self._pending_by_host[host] - 1
+            if left:
+                self._pending_by_host[host] = left
+            else:
+                del self._pending_by_host[host]
+
+    async def _inbound(self, stream: trio.abc.Stream, scope: trio.CancelScope) -> None:
         address = _describe(stream)
         try:
             _tune(stream)
             self._handshakes += 1
+            noise: NoiseStream | None = None
             try:
-                noise = await self._respond(stream, address)
+                with scope:
+                    noise = await self._respond(stream, address)
             finally:
                 self._handshakes -= 1
+                self._handshake_ended(scope)
+            if scope.cancelled_caught:
+                self._emit(
+                    InputRejected(
+                        None,
+                        address,
+                        "too-many-connections",
+                        "handshake evicted: all inbound slots taken and it was the oldest",
+                    )
+                )
             if noise is not None:
                 await self._run_connection(noise, address, outbound=False)
         except Exception as exc:
