@@ -2,8 +2,9 @@
 
 A whole packet goes through :func:`decode_frame` and :func:`check_frame`, which must agree, and
 a frame that decodes must re-encode to the same bytes (decoding is strict). The same bytes, cut
-where the fuzzer says, go through a :class:`FrameDecoder` with small limits, drained after every
-feed as the TCP carrier does. Only :class:`FrameError` may come out.
+where the fuzzer says (and at most a frame's size per feed, as a carrier reads), go through a
+:class:`FrameDecoder` with the default or small limits, drained after every feed as the TCP
+carrier does. Only :class:`FrameError` may come out.
 """
 
 from __future__ import annotations
@@ -47,15 +48,20 @@ def TestOneInput(data: bytes) -> None:
     limits = _SMALL if small else FrameLimits()
     _whole(packet, limits)
     decoder = FrameDecoder(limits=limits)
+    # Feeds as a carrier makes them: where the fuzzer cuts, then at most one frame's size each
+    # (the decoder's buffer bound assumes that, and says so), draining after every feed.
+    step = limits.max_frame_bytes
+    ends = sorted({min(len(packet), sum(cuts[: i + 1])) for i in range(len(cuts))})
+    ends += range(ends[-1] + step if ends else step, len(packet) + step, step)
     offset = 0
     try:
-        for cut in [*cuts, len(packet)]:
-            decoder.receive_data(packet[offset : offset + cut])
-            offset += cut
-            while decoder.next_frame() is not None:
-                pass
-        if offset < len(packet):
-            decoder.receive_data(packet[offset:])
+        for end in ends:
+            while offset < min(end, len(packet)):
+                piece = packet[offset : min(end, len(packet), offset + step)]
+                decoder.receive_data(piece)
+                offset += len(piece)
+                while decoder.next_frame() is not None:
+                    pass
         decoder.receive_eof()
         while decoder.next_frame() is not None:
             pass
