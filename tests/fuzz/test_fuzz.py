@@ -28,6 +28,9 @@ KNOWN: dict[str, tuple[str, ...]] = {
         "UnicodeDecodeError: 'utf-8' codec can't decode",  # a config.toml that is not UTF-8
         "RecursionError: maximum recursion depth exceeded",  # TOML nested ~1,000 deep
     ),
+    "noise_handshake": (
+        "ValueError: Error computing shared key.",  # a low-order ephemeral key in message 1
+    ),
     "bundle": (
         "RecursionError: maximum recursion depth exceeded",  # a header JSON nested ~1,000 deep
     ),
