@@ -245,6 +245,7 @@ def fuzz(args: list[str]) -> None:
     parser.add_argument("--runs", type=int, help="new inputs per target (default: no bound)")
     parser.add_argument("--target", action="append", help="only this target (repeatable)")
     parser.add_argument("--max-findings", type=int, default=5, help="per target, then stop")
+    parser.add_argument("--strict", action="store_true", help="stop on known findings too")
     options = parser.parse_args(args)
     env = _env()
     listed = subprocess.run(
@@ -270,6 +271,8 @@ def fuzz(args: list[str]) -> None:
         argv += ["--seconds", str(seconds), "--max-findings", str(options.max_findings)]
         if options.runs is not None:
             argv += ["--runs", str(options.runs)]
+        if options.strict:
+            argv.append("--strict")
         if subprocess.run([str(a) for a in argv], cwd=ROOT, env=env, check=False).returncode:
             failed.append(target)
     if failed:
