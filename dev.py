@@ -8,10 +8,13 @@
     python3 dev.py bench    run every benchmark under benchmarks/ (JSON on stdout);
                             `bench NAME [args]` runs benchmarks/NAME.py alone
     python3 dev.py regen    regenerate the protobuf gencode
+    python3 dev.py fuzz     run every fuzz target under tests/fuzz for a while (JSON per target):
+                            `fuzz [--seconds S | --total-seconds S] [--runs N] [--target T ...]`
 
 Needs only Python >= 3.11: the first run creates ``.venv`` beside this file and installs the exact
 versions of ``requirements/lock.txt`` into it (and the package itself, editable). It is rebuilt
 when the lock file or ``pyproject.toml`` change. Extra arguments after ``test`` go to pytest.
+``test`` ends with the time each of its phases took (also when one fails).
 """
 
 from __future__ import annotations
@@ -23,7 +26,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import venv
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -50,6 +56,33 @@ def _run(*argv: str | Path, env: dict[str, str] | None = None) -> None:
     result = subprocess.run([str(a) for a in argv], cwd=ROOT, env=env, check=False)
     if result.returncode != 0:
         raise SystemExit(f"dev.py: failed ({result.returncode}): {' '.join(map(str, argv))}")
+
+
+_PHASES: list[tuple[str, float, str]] = []
+"""(phase, seconds, outcome) of this run, in order, for the summary."""
+
+
+@contextmanager
+def phase(name: str) -> Iterator[None]:
+    """Time one phase of the command for :func:`print_phases`."""
+    start = time.monotonic()
+    outcome = "failed"
+    try:
+        yield
+        outcome = "ok"
+    finally:
+        _PHASES.append((name, time.monotonic() - start, outcome))
+
+
+def print_phases() -> None:
+    """The phases run so far and their times, on stderr (a short table)."""
+    if not _PHASES:
+        return
+    total = sum(seconds for _, seconds, _ in _PHASES)
+    width = max(len(name) for name, _, _ in _PHASES)
+    lines = [f"  {name:<{width}}  {secs:7.1f} s  {outcome}" for name, secs, outcome in _PHASES]
+    lines.append(f"  {'total':<{width}}  {total:7.1f} s")
+    print("dev.py: time per phase\n" + "\n".join(lines), file=sys.stderr, flush=True)
 
 
 def _wanted_stamp() -> str:
@@ -118,13 +151,17 @@ def check_gencode() -> None:
 def lint() -> None:
     env = _env()
     _say("ruff check")
-    _run(_bin("ruff"), "check", ".", env=env)
+    with phase("ruff check"):
+        _run(_bin("ruff"), "check", ".", env=env)
     _say("ruff format --check")
-    _run(_bin("ruff"), "format", "--check", ".", env=env)
+    with phase("ruff format --check"):
+        _run(_bin("ruff"), "format", "--check", ".", env=env)
     _say("mypy --strict")
-    _run(_bin("mypy"), env=env)
+    with phase("mypy --strict"):
+        _run(_bin("mypy"), env=env)
     _say("gencode check")
-    check_gencode()
+    with phase("gencode check"):
+        check_gencode()
 
 
 SERVICES = {"redis-server": "redis-server", "nats-server": "nats-server"}
@@ -170,15 +207,76 @@ def ensure_jsipfs() -> bool:
     return result.returncode == 0
 
 
+FUZZ_TESTS = "tests/fuzz"
+"""The fuzz targets' bounded run (tests/fuzz/test_fuzz.py): its own phase, so its time shows."""
+
+
 def test(pytest_args: list[str]) -> None:
     lint()
-    ensure_services()
-    have_ipfs = ensure_jsipfs()
-    _say("pytest")
+    with phase("services install"):
+        ensure_services()
+    with phase("js-ipfs install"):
+        have_ipfs = ensure_jsipfs()
     env = _env()
     if have_ipfs and all(shutil.which(b) or Path(f"/usr/sbin/{b}").exists() for b in SERVICES):
         env["MVDS_REQUIRE_SERVICES"] = "1"  # installed: a backend test may not skip
-    _run(_bin("python"), "-m", "pytest", *pytest_args, env=env)
+    pytest: list[str | Path] = [_bin("python"), "-m", "pytest"]
+    if pytest_args:  # the caller chose what to run: one phase
+        _say("pytest")
+        with phase("pytest"):
+            _run(*pytest, *pytest_args, env=env)
+        return
+    _say("pytest (all but the fuzz targets)")
+    with phase("pytest"):
+        _run(*pytest, f"--ignore={FUZZ_TESTS}", env=env)
+    _say("pytest tests/fuzz (every fuzz target, bounded)")
+    with phase("pytest tests/fuzz"):
+        _run(*pytest, FUZZ_TESTS, env=env)
+
+
+def fuzz(args: list[str]) -> None:
+    """Run fuzz targets as long as asked; one JSON line per target; exit 1 on a finding."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python3 dev.py fuzz")
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--seconds", type=float, help="wall time per target (default 60)")
+    budget.add_argument("--total-seconds", type=float, help="wall time for all, split evenly")
+    parser.add_argument("--runs", type=int, help="new inputs per target (default: no bound)")
+    parser.add_argument("--target", action="append", help="only this target (repeatable)")
+    parser.add_argument("--max-findings", type=int, default=5, help="per target, then stop")
+    parser.add_argument("--strict", action="store_true", help="stop on known findings too")
+    options = parser.parse_args(args)
+    env = _env()
+    listed = subprocess.run(
+        [_bin("python"), "-m", "tests.fuzz.run", "--list"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    targets = options.target or listed
+    unknown = sorted(set(targets) - set(listed))
+    if unknown:
+        raise SystemExit(f"dev.py: no fuzz target {', '.join(unknown)} (have: {', '.join(listed)})")
+    if options.total_seconds is not None:
+        seconds = options.total_seconds / len(targets)
+    else:
+        seconds = options.seconds if options.seconds is not None else 60.0
+    failed = []
+    for target in targets:
+        _say(f"fuzz {target} ({seconds:.0f} s)")
+        argv: list[str | Path] = [_bin("python"), "-m", "tests.fuzz.run", target]
+        argv += ["--seconds", str(seconds), "--max-findings", str(options.max_findings)]
+        if options.runs is not None:
+            argv += ["--runs", str(options.runs)]
+        if options.strict:
+            argv.append("--strict")
+        if subprocess.run([str(a) for a in argv], cwd=ROOT, env=env, check=False).returncode:
+            failed.append(target)
+    if failed:
+        raise SystemExit(f"dev.py: findings in {', '.join(failed)}")
 
 
 def main(argv: list[str]) -> None:
@@ -187,14 +285,22 @@ def main(argv: list[str]) -> None:
     if command in ("help", "-h", "--help"):
         print(__doc__)
         return
-    if command not in ("demo", "test", "lint", "fmt", "bench", "regen"):
+    if command not in ("demo", "test", "lint", "fmt", "bench", "regen", "fuzz"):
         raise SystemExit(f"dev.py: unknown command {command!r} (try: python3 dev.py help)")
+    if command == "test":
+        try:
+            with phase("venv and install"):
+                ensure_venv()
+            test(rest)
+        finally:
+            print_phases()
+        return
     ensure_venv()
     env = _env()
     if command == "demo":
         _run(_bin("python"), "-m", "mvds_node.demo", *rest, env=env)
-    elif command == "test":
-        test(rest)
+    elif command == "fuzz":
+        fuzz(rest)
     elif command == "lint":
         lint()
     elif command == "fmt":

@@ -8,5 +8,5 @@ scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 python3 -m venv "$scratch/venv"
 "$scratch/venv/bin/pip" install -q --upgrade pip
-"$scratch/venv/bin/pip" install -q --group test --group lint --group codegen --group bench setuptools -e .
+"$scratch/venv/bin/pip" install -q --group test --group lint --group codegen --group bench --group fuzz setuptools -e .
 "$scratch/venv/bin/pip" freeze --exclude-editable
