@@ -49,6 +49,7 @@ from mvds_node.remotelog import (
 )
 from mvds_node.remotelog._backend import Backend
 from mvds_node.remotelog._format import (
+    MAX_SEQ,
     acks_name,
     decode_acks,
     encode_acks,
@@ -453,6 +454,8 @@ class RemoteLogService:
         if key is not None:
             data = seal(key, data)
         seq = self._ack_seq[group_id] + 1
+        if seq > MAX_SEQ:  # readers refuse a sequence their store cannot hold
+            raise LogError(f"{name}: the record is at its last sequence ({MAX_SEQ})")
         await self.backend.ns_update(
             name, sign_head(self._signing, name, seq, data, key is not None)
         )

@@ -35,6 +35,7 @@ from google.protobuf.message import DecodeError
 
 from mvds_node.remotelog._backend import Backend, BackendError
 from mvds_node.remotelog._format import (
+    MAX_SEQ,
     Head,
     LogError,
     Page,
@@ -138,6 +139,8 @@ class LogWriter:
         Raises:
             BackendError: the backend failed; nothing is lost, call again with the same
                 messages (entries already in the head are not added twice).
+            LogError: our own head in the NS does not open (forged, sealed without our key),
+                or the log has reached :data:`~mvds_node.remotelog._format.MAX_SEQ`.
         """
         if not self._loaded:
             await self.load()
@@ -162,6 +165,8 @@ class LogWriter:
         head = [await self._by_address(p, i, s.inline, 0) for i, p in enumerate(head)]
         log = self._seal(Page(tuple(head), tail).encode())
         seq = self.seq + 1
+        if seq > MAX_SEQ:  # readers refuse a sequence their store cannot hold
+            raise LogError(f"{self.name}: the log is at its last sequence ({MAX_SEQ})")
         if s.signed:
             record = sign_head(self.signing, self.name, seq, log, self.group_key is not None)
         else:
