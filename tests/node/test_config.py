@@ -99,3 +99,36 @@ def test_multicast_interface_is_one_ipv4_address(tmp_path: Path, interface: str)
 def test_missing_config_says_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="mvds-node init"):
         load_config(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"[node]\nname = '\xff\xfe'\n", "not UTF-8"),
+        (b"[sync]\nepoch_seconds = 1" + b"0" * 400 + b"\n", "epoch_seconds must be in"),
+        (b"[sync]\nepoch_seconds = 1" + b"0" * 5000 + b"\n", "not valid TOML"),
+        (b"[sync]\nepoch_seconds = inf\n", "epoch_seconds must be in"),
+        (b"[sync]\nepoch_seconds = -inf\n", "epoch_seconds must be in"),
+        (b"[sync]\nepoch_seconds = nan\n", "epoch_seconds must be in"),
+        (b"[remote_log]\npoll_seconds = 1e400\n", "poll_seconds must be in"),
+        (b"[remote_log]\npoll_seconds = nan\n", "poll_seconds must be in"),
+        (b"[remote_log]\npage_size = 0x" + b"f" * 4000 + b"\n", "an integer of 16000 bits"),
+        (b"[node]\nname = 0x" + b"f" * 4000 + b"\n", "an integer of 16000 bits"),
+        (b"[discovery]\ninterfaces = [0x" + b"f" * 4000 + b"]\n", "not an IP address"),
+        (b"[node]\nname = " + b"[" * 5000 + b"]" * 5000 + b"\n", "nested too deep"),
+        (b"[node]\nname = " + b"{a=" * 5000 + b"1" + b"}" * 5000 + b"\n", "nested too deep"),
+    ],
+)
+def test_every_bad_file_is_a_config_error(tmp_path: Path, raw: bytes, message: str) -> None:
+    """Whatever the bytes, loading gives a ConfigError naming the file, not a Python error."""
+    (tmp_path / "config.toml").write_bytes(raw)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(tmp_path)
+    assert str(tmp_path / "config.toml") in str(info.value)
+    assert len(str(info.value)) < 500
+
+
+def test_an_oversized_file_is_refused_unparsed(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_bytes(b"# " + b"x" * (16 * 1024 * 1024) + b"\n")
+    with pytest.raises(ConfigError, match="over 16777216 bytes"):
+        load_config(tmp_path)

@@ -6,11 +6,12 @@ import os
 from pathlib import Path
 
 import pytest
+import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from mvds_node.remotelog import FileBackend, LogReader, LogSettings, LogWriter, log_name
-from mvds_node.remotelog._archive import ArchiveError, export_log, import_log
-from mvds_node.remotelog._format import public_key
+from mvds_node.remotelog._archive import ArchiveError, _write_archive, export_log, import_log
+from mvds_node.remotelog._format import Page, public_key, sign_head
 from mvds_node.sync import encode_message, message_id
 
 G = b"G" * 32
@@ -89,3 +90,45 @@ async def test_an_older_archive_does_not_roll_a_log_back(tmp_path: Path) -> None
     await import_log(target, newer)
     with pytest.raises(ArchiveError, match="newer head"):
         await import_log(target, old)
+
+
+def signed_archive(path: Path, name: str) -> Path:
+    """An archive of an empty log under ``name``, signed by its writer (who may sign any name)."""
+    record = sign_head(KEY, name, 1, Page((), b"").encode(), False)
+    _write_archive(path, name, WRITER, record, [])
+    return path
+
+
+@pytest.mark.parametrize(
+    "suffix", ["UPPER0123456789ab", "a" * 150, "0123456789abcdef/x", "../../../etc", ""]
+)
+async def test_an_archive_under_a_name_no_log_has_is_an_archive_error(
+    tmp_path: Path, suffix: str
+) -> None:
+    path = signed_archive(tmp_path / "odd.archive", f"mvds/{WRITER.hex()}/{suffix}")
+    target = FileBackend(tmp_path / "reader-side")
+    with trio.fail_after(10):
+        with pytest.raises(ArchiveError, match="not the name of a remote log"):
+            await import_log(target, path)
+    assert not (tmp_path / "reader-side").exists()
+
+
+async def test_a_backend_that_refuses_the_import_is_an_archive_error(tmp_path: Path) -> None:
+    path = await archive(tmp_path)
+    blocked = tmp_path / "blocked"
+    blocked.write_bytes(b"a file where the backend's directory should be")
+    with trio.fail_after(10):
+        with pytest.raises(ArchiveError, match="the backend refused the log"):
+            await import_log(FileBackend(blocked), path)
+
+
+async def test_a_damaged_head_in_the_backend_does_not_block_an_import(tmp_path: Path) -> None:
+    path = await archive(tmp_path)
+    target = FileBackend(tmp_path / "reader-side")
+    name = log_name(WRITER, G)
+    await target.ns_update(name, b"\xff\xff not a signed head")
+    with trio.fail_after(10):
+        result = await import_log(target, path)
+        assert result.seq == 1
+        reader = LogReader(target, WRITER, G, settings=SETTINGS)
+        assert len((await reader.poll(lambda _: False)).messages) == 30

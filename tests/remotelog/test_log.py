@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from mvds_node.remotelog._backend import BackendError, FileBackend, MemoryBackend
@@ -182,3 +183,39 @@ async def test_oversized_and_garbage_records_are_refused() -> None:
     backend.ns[name] = sign_head(KEY, name, 1, b"\xff\xff\xff", False)
     with pytest.raises(LogError, match="not a remote log page"):
         await LogReader(backend, WRITER, G).poll(lambda m: False)
+
+
+class WrongAddresses(MemoryBackend):
+    """A CAS that stores what it is given but answers another address, as the spec's
+    proof-of-concept server does (40 ASCII bytes), until ``honest`` is set."""
+
+    def __init__(self, answer: bytes) -> None:
+        super().__init__()
+        self.answer = answer
+        self.honest = False
+
+    async def cas_add(self, data: bytes) -> bytes:
+        address = await super().cas_add(data)
+        return address if self.honest else self.answer
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [b"da39a3ee5e6b4b0d3255bfef95601890afd80709", b"\x00" * 32, b""],
+    ids=["40 ASCII bytes", "32 wrong bytes", "empty"],
+)
+@pytest.mark.parametrize("settings", [LogSettings(page_size=2, inline=0), LogSettings(page_size=2)])
+async def test_a_cas_that_answers_a_wrong_address_gets_nothing_published(
+    answer: bytes, settings: LogSettings
+) -> None:
+    backend = WrongAddresses(answer)
+    writer = LogWriter(backend, KEY, G, settings=settings)
+    with trio.fail_after(10):
+        with pytest.raises(BackendError, match=r"CAS answered address .* nothing was published"):
+            await writer.append(messages(5))
+        assert backend.ns == {} and writer.seq == 0
+        backend.honest = True  # the retry, once the CAS answers right, publishes a good log
+        await writer.append(messages(5))
+        reader = LogReader(backend, WRITER, G, settings=settings)
+        result = await reader.poll(lambda _: False)
+    assert result.ids == [m for m, _ in messages(5)]

@@ -12,12 +12,14 @@ import trio
 
 from mvds_node.node import (
     Identity,
+    InternalError,
     LogUploaded,
     NodeConfig,
     Refused,
     group_id_for,
     open_node,
 )
+from mvds_node.node import _node as node_module
 from mvds_node.node._config import RemoteLogConfig
 from mvds_node.remotelog import FileBackend, log_name
 from mvds_node.remotelog._format import Page, Pair, open_head, parse_page, sign_head, unseal
@@ -171,3 +173,41 @@ async def test_a_forged_log_is_refused(tmp_path: Path) -> None:
             assert b.status().messages_stored == 0
             (theirs,) = [log for log in b.status().logs if not log.mine]
             assert "another key" in theirs.error
+
+
+@pytest.mark.internal_errors_expected
+async def test_a_bug_met_reading_a_log_is_an_internal_error_and_the_node_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_internal_errors: list[InternalError]
+) -> None:
+    alice, bob = Identity.generate(), Identity.generate()
+    b_cfg = with_log(
+        config_for(tmp_path, "bob", bob, {"alice": alice}),
+        f"file://{tmp_path / 'store'}",
+        {alice.public_key: alice.signing_public_key},
+    )
+    name = log_name(alice.signing_public_key, group_id_for("chat"))
+
+    class Buggy(FileBackend):
+        async def ns_fetch(self, wanted: str) -> bytes | None:
+            if wanted == name:
+                raise ZeroDivisionError("a bug in a backend")
+            return await super().ns_fetch(wanted)
+
+    monkeypatch.setattr(node_module, "backend_for", lambda url, **_: Buggy(tmp_path / "store"))
+    with trio.fail_after(30):
+        async with open_node(b_cfg, identity=bob) as b, b.events() as events:
+            await b.poll_remote_logs()
+            first = await events.receive()
+            assert isinstance(first, InternalError)
+            assert first.where == f"remote log of {alice.public_key.hex()[:16]} in chat"
+            assert first.error == "ZeroDivisionError: a bug in a backend"
+            assert "ZeroDivisionError" in first.traceback
+            (theirs,) = [log for log in b.status().logs if not log.mine]
+            assert theirs.error == "internal error: ZeroDivisionError: a bug in a backend"
+            # The node goes on: it still sends, stores and uploads to its own log.
+            await b.send("chat", b"still here")
+            while not isinstance(await events.receive(), LogUploaded):
+                pass
+            assert b.status().messages_stored == 1
+    # One for the read at start, one for poll_remote_logs: each attempt reported once.
+    assert [e.error for e in no_internal_errors] == [first.error] * 2

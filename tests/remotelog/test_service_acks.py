@@ -229,13 +229,17 @@ async def test_an_old_format_record_is_read_as_the_ids_it_lists(tmp_path: Path) 
 
 def test_acks_record_bytes() -> None:
     k1, k2 = b"\x01" * 32, b"\x02" * 32
-    data = encode_acks({k2: 7, k1: 2**64 - 1})
-    assert data == bytes([ACKS_V1]) + k1 + b"\xff" * 8 + k2 + (7).to_bytes(8, "big")
-    assert decode_acks(data, "x").positions == {k1: 2**64 - 1, k2: 7}
+    data = encode_acks({k2: 7, k1: 2**63 - 1})
+    assert data == bytes([ACKS_V1]) + k1 + b"\x7f" + b"\xff" * 7 + k2 + (7).to_bytes(8, "big")
+    assert decode_acks(data, "x").positions == {k1: 2**63 - 1, k2: 7}
     assert decode_acks(data, "x", members=frozenset([k1, k2])).ids == ()
     # An entry for a log the reader does not know is skipped, not an error: members need not
     # all know each other's log keys.
-    assert decode_acks(data, "x", members=frozenset([k1])).positions == {k1: 2**64 - 1}
+    assert decode_acks(data, "x", members=frozenset([k1])).positions == {k1: 2**63 - 1}
+    # A position past what the store keeps (signed 64-bit) is refused, even for a skipped log.
+    for position in (2**63, 2**64 - 1):
+        with pytest.raises(LogError, match="over"):
+            decode_acks(encode_acks({k1: position, k2: 7}), "x", members=frozenset([k2]))
     swapped = bytes([ACKS_V1]) + data[41:] + data[1:41]
     with pytest.raises(LogError, match="out of order"):
         decode_acks(swapped, "x")
@@ -293,3 +297,49 @@ async def test_cursors_saved_without_a_page_address_are_read(tmp_path: Path) -> 
         assert again.readers[0][0].cursor == Cursor(4, b"m" * 32, b"p" * 32)
     finally:
         again.close()
+
+
+@pytest.mark.parametrize("seq", [2**63, 2**64 - 1])
+async def test_a_head_sequence_past_the_store_range_is_refused(tmp_path: Path, seq: int) -> None:
+    """A member signs a head whose sequence SQLite cannot hold: the poll refuses it and says
+    why; the service keeps running and the next good head is read."""
+    backend = MemoryBackend()
+    writer_key = Ed25519PrivateKey.generate()
+    name = log_name(public_key(writer_key), G)
+    s, engine = service(backend, tmp_path, Ed25519PrivateKey.generate(), A, public_key(writer_key))
+    async with running(s):
+        backend.ns[name] = sign_head(writer_key, name, seq, b"", False)
+        await s.poll_now()
+        assert len(engine.refused) == 1 and f"sequence {seq} is over" in engine.refused[0]
+        (reader, _) = s.readers[0]
+        assert reader.seq == 0 and reader.cursor is None
+        del backend.ns[name]  # the writer's own log starts over
+        await LogWriter(backend, writer_key, G, settings=SETTINGS).append(batch(2, 0))
+        await s.poll_now()
+        assert engine.stored == {m for m, _ in batch(2, 0)}
+        assert s.status[reader.name].error == ""
+    db = sqlite3.connect(tmp_path / "remotelog.sqlite")
+    assert db.execute("SELECT seen, seq FROM cursors").fetchall() == [(1, 1)]
+
+
+@pytest.mark.parametrize("position", [2**63, 2**64 - 1])
+async def test_an_acknowledged_position_past_the_store_range_is_refused(
+    tmp_path: Path, position: int
+) -> None:
+    backend = MemoryBackend()
+    a_key, b_key = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    a, a_engine = service(backend, tmp_path / "a", a_key, B, public_key(b_key))
+    async with running(a):
+        await upload(a, batch(3, 0))
+        data = encode_acks({public_key(a_key): position})
+        backend.ns[acks_name(public_key(b_key), G)] = hostile(b_key, data)
+        await a.poll_now()
+        assert a_engine.acked == []
+        assert f"position {position} is over" in a_engine.refused[0]
+        db = sqlite3.connect(tmp_path / "a" / "remotelog.sqlite")
+        assert db.execute("SELECT count(*) FROM acked").fetchone() == (0,)
+        # The member then publishes a good record: it is read.
+        data = encode_acks({public_key(a_key): 1})
+        backend.ns[acks_name(public_key(b_key), G)] = hostile(b_key, data, seq=2)
+        await a.poll_now()
+        assert sorted(a_engine.acked) == sorted(m for m, _ in batch(3, 0))

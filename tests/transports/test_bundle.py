@@ -319,3 +319,42 @@ def test_a_bundle_that_changes_between_verify_and_apply_changes_nothing(
     # No deliveries of rolled-back messages, and no ACKs for them to Alice, who would then drop
     # messages Bob does not hold.
     assert bob.events() == [] and bob.payloads_to_send(now=0.0) == []
+
+
+@pytest.mark.parametrize(
+    "plain",
+    [
+        b"[" * 5000 + b"]" * 5000,
+        b'{"sender": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        b'{"sender": ' + b'{"a": ' * 5000 + b"1" + b"}" * 5000 + b"}",
+    ],
+    ids=["array", "in a field", "objects"],
+)
+def test_a_deeply_nested_header_is_a_bundle_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, plain: bytes
+) -> None:
+    """Anyone with our public key can seal a header to us: nesting is bounded before parsing."""
+    monkeypatch.setattr(BundleHeader, "to_json", lambda self, key: plain)
+    write(tmp_path / "deep")
+    monkeypatch.undo()
+    with pytest.raises(BundleError, match="nested over 8 deep") as info:
+        open_bundle(tmp_path / "deep", keypair=BOB)
+    assert "\n" not in str(info.value)
+
+
+def test_brackets_inside_header_strings_are_not_nesting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A header field (one a later version may add) with brackets and escapes inside a string
+    is read: only real nesting counts."""
+    original = BundleHeader.to_json
+
+    def with_note(self: BundleHeader, key: bytes) -> bytes:
+        doc = original(self, key)
+        return doc[:-1] + b', "note": "' + b'[{\\"\\\\' * 100 + b'"}'
+
+    monkeypatch.setattr(BundleHeader, "to_json", with_note)
+    write(tmp_path / "noted")
+    monkeypatch.undo()
+    bundle = open_bundle(tmp_path / "noted", keypair=BOB)
+    assert bundle.header == header()

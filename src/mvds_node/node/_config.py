@@ -278,6 +278,17 @@ class NodeConfig:
 # --------------------------------------------------------------------------- parsing
 
 
+def _show(value: object) -> str:
+    """``value`` for an error message, bounded: a TOML file may hold an integer of thousands of
+    digits (which ``str`` refuses past 4,300) or a string of megabytes."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"an integer of {value.bit_length()} bits"
+    if isinstance(value, (list, dict)):
+        return f"a {'list' if isinstance(value, list) else 'table'} of {len(value)} entries"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 class _Reader:
     """Typed access to one TOML table that remembers which keys were read."""
 
@@ -290,9 +301,9 @@ class _Reader:
         self.seen.add(key)
         value = self.table[key]
         if isinstance(value, bool) and kind is not bool:
-            raise ConfigError(f"{self.where}: {key} must be {what}, not {value!r}")
+            raise ConfigError(f"{self.where}: {key} must be {what}, not {_show(value)}")
         if not isinstance(value, kind):
-            raise ConfigError(f"{self.where}: {key} must be {what}, not {value!r}")
+            raise ConfigError(f"{self.where}: {key} must be {what}, not {_show(value)}")
         return value
 
     def get_str(self, key: str, default: str) -> str:
@@ -309,22 +320,24 @@ class _Reader:
             return default
         value: int = self._get(key, int, "an integer")
         if not low <= value <= high:
-            raise ConfigError(f"{self.where}: {key} must be in {low}..{high}, not {value}")
+            raise ConfigError(f"{self.where}: {key} must be in {low}..{high}, not {_show(value)}")
         return value
 
     def get_float(self, key: str, default: float, low: float, high: float) -> float:
         if key not in self.table:
             return default
-        value = float(self._get(key, (int, float), "a number"))
+        value: int | float = self._get(key, (int, float), "a number")
+        # Compared before conversion: float() of a huge integer overflows. A NaN compares
+        # false with everything, so it is refused here too, and so are both infinities.
         if not low <= value <= high:
-            raise ConfigError(f"{self.where}: {key} must be in {low}..{high}, not {value}")
-        return value
+            raise ConfigError(f"{self.where}: {key} must be in {low}..{high}, not {_show(value)}")
+        return float(value)
 
     def get_choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
         value = self.get_str(key, default)
         if value not in choices:
             raise ConfigError(
-                f"{self.where}: {key} must be one of {', '.join(choices)}, not {value!r}"
+                f"{self.where}: {key} must be one of {', '.join(choices)}, not {_show(value)}"
             )
         return value
 
@@ -358,11 +371,13 @@ def _hex32(text: str, where: str) -> bytes:
     return raw
 
 
-def _check_ip(text: str, where: str) -> str:
+def _check_ip(text: object, where: str) -> str:
+    if not isinstance(text, str):
+        raise ConfigError(f"{where}: {_show(text)} is not an IP address (a string)")
     try:
         ipaddress.ip_address(text)
     except ValueError:
-        raise ConfigError(f"{where}: {text!r} is not an IP address") from None
+        raise ConfigError(f"{where}: {_show(text)} is not an IP address") from None
     return text
 
 
@@ -422,7 +437,7 @@ def parse_config(doc: Mapping[str, Any], *, data_dir: Path, where: str) -> NodeC
     discovery = DiscoveryConfig(
         enabled=disc.get_bool("enabled", False),
         interfaces=tuple(
-            _check_ip(str(i), f"{where}: discovery.interfaces")
+            _check_ip(i, f"{where}: discovery.interfaces")
             for i in (disc.get_list("interfaces") or ["127.0.0.1"])
         ),
     )
@@ -533,24 +548,42 @@ def parse_config(doc: Mapping[str, Any], *, data_dir: Path, where: str) -> NodeC
     )
 
 
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
+"""A configuration file larger than this is refused unread (thousands of peers fit in 1 MiB)."""
+
+
 def load_config(data_dir: str | os.PathLike[str] | None = None) -> NodeConfig:
     """Read ``config.toml`` from ``data_dir`` (default: :func:`default_data_dir`).
 
     Raises:
-        ConfigError: the file is missing, is not TOML, or a setting is invalid.
+        ConfigError: the file is missing, unreadable, over :data:`MAX_CONFIG_BYTES`, not UTF-8,
+            not TOML, nested too deep for the parser, or a setting is invalid (wrong
+            type, out of range, NaN or infinite); the message names the file.
     """
     directory = Path(data_dir) if data_dir is not None else default_data_dir()
     path = directory / CONFIG_NAME
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no configuration (run `mvds-node init` first)") from None
     except OSError as e:
-        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: over {MAX_CONFIG_BYTES} bytes; not a configuration file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start} is not)") from None
     try:
         doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    except RecursionError:
+        # tomllib recurses once per level of nested arrays and inline tables: a file nested
+        # about a thousand deep exhausts the stack, which unwinds cleanly to here.
+        raise ConfigError(f"{path}: arrays or tables nested too deep") from None
+    except ValueError as e:
+        # TOMLDecodeError, and the ValueError of an integer over 4,300 digits.
+        raise ConfigError(f"{path}: not valid TOML: {str(e)[:200]}") from None
     return parse_config(doc, data_dir=directory, where=str(path))
 
 

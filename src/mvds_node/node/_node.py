@@ -507,6 +507,7 @@ class Node:
                 feed=self._feed_from_log,
                 refused=self._log_refused,
                 uploaded=self._log_uploaded,
+                internal=self._log_internal,
             )
 
     # ----------------------------------------------------------------- configuration
@@ -742,6 +743,9 @@ class Node:
 
     def _log_uploaded(self, group: str, seq: int, messages: int, queued: int) -> None:
         self._emit(LogUploaded(group, seq, messages, queued))
+
+    def _log_internal(self, where: str, error: str, traceback: str) -> None:
+        self._emit(InternalError(where, error, traceback))
 
     def _log_refused(self, peer: bytes, reason: str, detail: str) -> None:
         self._refused += 1

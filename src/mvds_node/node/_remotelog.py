@@ -7,14 +7,15 @@ with backoff (1 s doubling to a minute) in that task only: sync goes on meanwhil
 survives restarts. A crash between the message's commit and the queue's loses the upload of that
 one message (it still syncs by every other carrier).
 
-*Reading.* For each group and each member whose log key we know, a reader polls the member's log
-every ``poll_seconds`` (and at start), and hands what we lack to the engine as a payload from
-that member: acknowledgements, dependencies and delivery work as if it had come over the
-network. A head that is forged, rolled back or points at tampered content is refused and
-reported; nothing from it enters the store. Each reader's cursor (how far it has read the log
-completely) is kept in ``remotelog.sqlite`` and moves only once what the poll fetched is in the
-store, so a message that could not be stored is fetched again at the next poll, and a restart
-goes on from the cursor instead of walking the whole log.
+*Reading.* For each group and each member whose log key we know, a reader task polls the
+member's log every ``poll_seconds`` (and at start, at a kick, and when the backend announces an
+update of it), and hands what we lack to the engine as a payload from that member:
+acknowledgements, dependencies and delivery work as if it had come over the network. A head
+that is forged, rolled back or points at tampered content is refused and reported; nothing from
+it enters the store. Each reader's cursor (how far it has read the log completely) is kept in
+``remotelog.sqlite`` and moves only once what the poll fetched is in the store, so a message
+that could not be stored is fetched again at the next poll, and a restart goes on from the
+cursor instead of walking the whole log.
 
 *Acknowledgements.* After a poll that moved a cursor, the node publishes its acknowledgement
 record: per member whose log it reads, the head sequence read completely (40 bytes a member). A
@@ -22,6 +23,17 @@ writer that reads it acknowledges, as from that reader, the messages it publishe
 sequences the reader's position passed since the last record; for that it remembers which
 message went out in which of its heads (the ``published`` table, written in the transaction
 that takes them off the upload queue, and pruned once every member's position has passed them).
+
+*The boundary.* Each log is read by its own task, so a log whose backend is slow delays only
+itself, up to that backend's own timeouts; with a pooled backend (HTTP helper, IPFS) each reader
+gets its own share of the connections (:func:`_fair_share`), so one stalled log cannot leave the
+others waiting for a connection either. ``poll_now`` reads every log at once, and the update
+feed only wakes the task of the log it names. No task of the service ever ends on a failure: a
+``BackendError`` (unreachable, refused, a wrong address from a CAS) ends that attempt, puts its
+reason in the log's status, and the attempt is retried with backoff; a ``LogError`` (forged,
+rolled back, malformed) is also reported as a refusal; any other exception is a bug, reported
+through ``internal`` (the node's ``InternalError`` event, with its traceback), and is retried
+the same way.
 """
 
 from __future__ import annotations
@@ -30,14 +42,14 @@ import contextlib
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from mvds_node.errors import ConfigError
+from mvds_node.errors import ConfigError, describe_failure
 from mvds_node.remotelog import (
     BackendError,
     FileBackend,
@@ -49,6 +61,7 @@ from mvds_node.remotelog import (
 )
 from mvds_node.remotelog._backend import Backend
 from mvds_node.remotelog._format import (
+    MAX_SEQ,
     acks_name,
     decode_acks,
     encode_acks,
@@ -57,7 +70,7 @@ from mvds_node.remotelog._format import (
     sign_head,
     unseal,
 )
-from mvds_node.remotelog._http import HttpBackend
+from mvds_node.remotelog._http import HttpBackend, HttpClient
 from mvds_node.remotelog._ipfs import IpfsBackend
 from mvds_node.remotelog._log import Cursor, ReadResult, Resume
 from mvds_node.remotelog._nats import NatsBackend
@@ -78,6 +91,26 @@ _PUBLISHED_MAX: Final = 100_000
 (the oldest go first; those messages are then acknowledged by sync only)."""
 _MAX_BACKOFF: Final = 60.0
 _UNREACHABLE: Final = "backend unreachable: "
+_INTERNAL: Final = "internal error: "
+_MAX_POOL: Final = 32
+"""Connections a pooled backend (HTTP helper, IPFS) is widened to at most, for one per log: our
+helper serves 32 connections per client address by default."""
+
+
+def _fair_share(backend: Backend, readers: int, wanted: int) -> int:
+    """CAS fetches one reader may have in flight at once.
+
+    With a backend that holds a bounded pool of connections (HTTP helper, IPFS), the pool is
+    widened to one connection per log and one for the writer (up to :data:`_MAX_POOL`), and
+    each reader gets an equal share of it: a log whose answers stall then holds only its own
+    share, and no other log's request waits for a connection it holds. (Past 31 readers a
+    share is still one connection, and stalled logs can fill the pool again.)
+    """
+    http = getattr(backend, "http", None)
+    if not isinstance(http, HttpClient) or readers == 0:
+        return wanted
+    http.max_connections = max(http.max_connections, min(_MAX_POOL, readers + 1))
+    return max(1, min(wanted, (http.max_connections - 1) // readers))
 
 
 def backend_for(url: str, *, ipns_ids: dict[str, str] | None = None) -> Backend:
@@ -136,11 +169,15 @@ class RemoteLogService:
         feed: Callable[[bytes, bytes], None],
         refused: Callable[[bytes, str, str], None],
         uploaded: Callable[[str, int, int, int], None] | None = None,
+        internal: Callable[[str, str, str], None] | None = None,
     ) -> None:
         """``groups``: (name, group ID, group key, [(member X25519 key, member log key)]).
 
         ``uploaded(group name, head sequence, messages, still queued)`` is called after each
-        batch of our messages is in the log."""
+        batch of our messages is in the log. ``internal(where, error, traceback)`` is called
+        when reading a log, uploading, or the update feed raised an exception no rule of ours
+        expected (a bug, see :func:`~mvds_node.errors.describe_failure`): that attempt ends
+        and is retried with backoff; the service goes on."""
         self.backend = backend
         self.settings = settings
         self.poll_seconds = poll_seconds
@@ -159,6 +196,9 @@ class RemoteLogService:
         self._feed = feed
         self._refused = refused
         self._uploaded = uploaded
+        self._internal = internal
+        self.watch_error = ""
+        """Why the update feed (``watch``) is down, while it is; empty when it runs."""
         self._group_names: dict[bytes, str] = {}
         self._db = sqlite3.connect(data_dir / "remotelog.sqlite", isolation_level=None)
         self._db.execute("PRAGMA journal_mode = WAL")
@@ -191,11 +231,14 @@ class RemoteLogService:
             "seq INTEGER NOT NULL, PRIMARY KEY (grp, member)) WITHOUT ROWID"
         )
         self._wake = trio.Event()
-        self._kicked = trio.Event()
         self.writers: dict[bytes, LogWriter] = {}
         self.readers: list[tuple[LogReader, bytes]] = []
         self.status: dict[str, LogStatus] = {}
         self._locks: dict[str, trio.Lock] = {}
+        self._wakes: dict[str, trio.Event] = {}
+        """Per log: set to have its reader read it now (a kick, an update announced)."""
+        share = _fair_share(backend, sum(len(m) for *_, m in groups), settings.fetch_concurrency)
+        reader_settings = replace(settings, fetch_concurrency=share)
         for name, group_id, key, members in groups:
             self._group_keys[group_id] = key
             self._group_names[group_id] = name
@@ -213,11 +256,12 @@ class RemoteLogService:
                     backend,
                     log_key,
                     group_id,
-                    settings=settings,
+                    settings=reader_settings,
                     group_key=log_key_for_pages,
                     **self._load_cursor(log_name(log_key, group_id)),
                 )
                 self.readers.append((reader, member))
+                self._wakes[reader.name] = trio.Event()
                 self.status[reader.name] = LogStatus(reader.name, member, name, False)
                 self.status[reader.name].seq = reader.seq
         self._refresh_queued()
@@ -304,92 +348,128 @@ class RemoteLogService:
                     nursery.start_soon(self._watch_loop)
                 task_status.started()
 
+    def _internal_error(self, where: str, exc: Exception) -> str:
+        """Report an unexpected exception (a bug) met while handling outside input; the text
+        for the status line."""
+        error, trace = describe_failure(exc)
+        if self._internal is not None:
+            self._internal(where, error, trace)
+        return f"{_INTERNAL}{error}"
+
     async def _upload_loop(self) -> None:
+        """Upload the queue, a batch at a time, forever. A failed batch (the backend down or
+        refusing, an unexpected exception) is retried with backoff, 1 s doubling to a minute;
+        its reason is in the writer's status meanwhile."""
         backoff = 1.0
         while True:
-            rows = self._db.execute(
-                "SELECT seq, grp, id, wire FROM queue ORDER BY seq LIMIT ?", (_BATCH,)
-            ).fetchall()
-            if not rows:
-                self._wake = trio.Event()
-                await self._wake.wait()
-                continue
-            group_id = rows[0][1]
-            batch = [r for r in rows if r[1] == group_id]
-            writer = self.writers.get(group_id)
-            status = self.status[writer.name] if writer else None
+            writer: LogWriter | None = None
             try:
+                rows = self._db.execute(
+                    "SELECT seq, grp, id, wire FROM queue ORDER BY seq LIMIT ?", (_BATCH,)
+                ).fetchall()
+                if not rows:
+                    self._wake = trio.Event()
+                    await self._wake.wait()
+                    continue
+                group_id = rows[0][1]
+                batch = [r for r in rows if r[1] == group_id]
+                writer = self.writers.get(group_id)
                 if writer is not None:
                     await writer.append([(r[2], r[3]) for r in batch])
-            except (BackendError, LogError) as e:
-                if status is not None:
-                    status.error = str(e)
-                await trio.sleep(backoff)  # retry later; sync goes on meanwhile
-                backoff = min(_MAX_BACKOFF, backoff * 2)
+                self._batch_uploaded(group_id, writer, batch)
+                backoff = 1.0
                 continue
-            backoff = 1.0
-            with self._db:
-                self._db.execute("BEGIN")
-                self._db.executemany("DELETE FROM queue WHERE seq = ?", [(r[0],) for r in batch])
-                if writer is not None:
-                    self._db.executemany(
-                        "INSERT OR IGNORE INTO published VALUES (?, ?, ?)",
-                        [(group_id, writer.seq, r[2]) for r in batch],
-                    )
-                    self._bound_published(group_id)
-            if status is not None and writer is not None:
-                status.seq, status.error = writer.seq, ""
-            self._refresh_queued()
-            if status is not None and writer is not None and self._uploaded is not None:
+            except (BackendError, LogError) as e:
+                error = str(e)
+            except Exception as e:
+                where = f"remote log upload of {writer.name}" if writer else "remote log upload"
+                error = self._internal_error(where, e)
+            if writer is not None:
+                self.status[writer.name].error = error
+            await trio.sleep(backoff)  # retry later; sync goes on meanwhile
+            backoff = min(_MAX_BACKOFF, backoff * 2)
+
+    def _batch_uploaded(
+        self, group_id: bytes, writer: LogWriter | None, batch: list[tuple[Any, ...]]
+    ) -> None:
+        """Take a batch that is in the log (or whose group is gone) off the queue."""
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany("DELETE FROM queue WHERE seq = ?", [(r[0],) for r in batch])
+            if writer is not None:
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO published VALUES (?, ?, ?)",
+                    [(group_id, writer.seq, r[2]) for r in batch],
+                )
+                self._bound_published(group_id)
+        self._refresh_queued()
+        if writer is not None:
+            status = self.status[writer.name]
+            status.seq, status.error = writer.seq, ""
+            if self._uploaded is not None:
                 self._uploaded(self._group_names[group_id], writer.seq, len(batch), status.queued)
 
     async def _watch_loop(self) -> None:
-        """With a backend that announces updates (Redis pub/sub), read a log as soon as its
-        writer updates it, not at the next poll. Falls back to polling while it is down."""
-        by_name = {reader.name: (reader, member) for reader, member in self.readers}
-        acks = {reader.name + "/acks": (reader, member) for reader, member in self.readers}
+        """With a backend that announces updates (Redis pub/sub, NATS), have a log read as soon
+        as its writer updates it, not at the next poll. The feed only wakes that log's reader
+        task, so a slow log never holds up the announcements of the others. A feed that fails
+        or ends is opened again with backoff; polling goes on meanwhile."""
+        readers = {reader.name: reader.name for reader, _ in self.readers}
+        readers.update({reader.name + "/acks": reader.name for reader, _ in self.readers})
         backoff = 1.0
         while True:
             try:
                 async with self.backend.watch() as updates:  # type: ignore[attr-defined]
+                    self.watch_error = ""
                     backoff = 1.0
                     async for name in updates:
-                        found = by_name.get(name) or acks.get(name)
+                        found = readers.get(name) if isinstance(name, str) else None
                         if found is not None:
-                            await self._poll(*found)
-            except BackendError:
-                await trio.sleep(backoff)
-                backoff = min(_MAX_BACKOFF, backoff * 2)
+                            self._wakes[found].set()
+                error = "the update feed ended"
+            except BackendError as e:
+                error = str(e)
+            except Exception as e:
+                error = self._internal_error("remote log update feed", e)
+            self.watch_error = error
+            await trio.sleep(backoff)
+            backoff = min(_MAX_BACKOFF, backoff * 2)
 
     async def poll_now(self) -> None:
-        """Read every peer's log once, now (also done every ``poll_seconds``)."""
-        for reader, member in self.readers:
-            await self._poll(reader, member)
+        """Read every peer's log once, now (also done every ``poll_seconds``), all at once: a
+        log that is slow to answer delays only itself, up to its backend's timeouts."""
+        async with trio.open_nursery() as nursery:
+            for reader, member in self.readers:
+                nursery.start_soon(self._poll, reader, member)
 
     def kick(self) -> None:
         """Connectivity came back (a peer connected): read every log now, not at the next poll."""
-        self._kicked.set()
-        self._kicked = trio.Event()
+        for wake in self._wakes.values():
+            wake.set()
 
     async def _read_loop(self, reader: LogReader, member: bytes) -> None:
+        """One log's reader task: a poll every ``poll_seconds``, at once when woken."""
         delay = self.poll_seconds
         while True:
-            kicked = self._kicked
-            await self._poll(reader, member)
+            # A fresh event before the poll: a wake that comes during it is not lost.
+            wake = self._wakes[reader.name] = trio.Event()
+            failed = await self._poll(reader, member)
             # A backend that fails is asked again after 2, 4, 8 ... poll intervals (at most 10
             # minutes), so a helper that is down is not hammered; any success resets the pace.
-            if self.status[reader.name].error.startswith(_UNREACHABLE):
+            if failed:
                 delay = min(max(delay * 2, self.poll_seconds), max(self.poll_seconds, 600.0))
             else:
                 delay = self.poll_seconds
             with trio.move_on_after(delay):
-                await kicked.wait()
+                await wake.wait()
 
-    async def _poll(self, reader: LogReader, member: bytes) -> None:
-        async with self._locks.setdefault(reader.name, trio.Lock()):  # one poll per log at once
-            await self._poll_locked(reader, member)
+    async def _poll(self, reader: LogReader, member: bytes) -> bool:
+        """Read one log once (one poll per log at once); whether the attempt failed (backend
+        unreachable, or a bug), for the reader's backoff."""
+        async with self._locks.setdefault(reader.name, trio.Lock()):
+            return await self._poll_locked(reader, member)
 
-    async def _poll_locked(self, reader: LogReader, member: bytes) -> None:
+    async def _poll_locked(self, reader: LogReader, member: bytes) -> bool:
         status = self.status[reader.name]
         status.last_poll_ms = time.time_ns() // 1_000_000
         try:
@@ -408,10 +488,14 @@ class RemoteLogService:
         except LogError as e:
             status.error = str(e)
             self._refused(member, "remote-log", str(e))
-            return
+            return False
         except BackendError as e:
             status.error = f"{_UNREACHABLE}{e}"
-            return
+            return True
+        except Exception as e:
+            where = f"remote log of {member.hex()[:16]} in {self._group_names[reader.group_id]}"
+            status.error = self._internal_error(where, e)
+            return True
         if moved or not result.messages:
             status.error = ""
         else:
@@ -419,6 +503,7 @@ class RemoteLogService:
                 f"{reader.name}: fetched messages were not stored; they are fetched again at "
                 "the next poll"
             )
+        return False
 
     def _commit(self, reader: LogReader, result: ReadResult) -> bool:
         """Move the reader's cursor if every fetched message is in the store now. One that can
@@ -453,6 +538,8 @@ class RemoteLogService:
         if key is not None:
             data = seal(key, data)
         seq = self._ack_seq[group_id] + 1
+        if seq > MAX_SEQ:  # readers refuse a sequence their store cannot hold
+            raise LogError(f"{name}: the record is at its last sequence ({MAX_SEQ})")
         await self.backend.ns_update(
             name, sign_head(self._signing, name, seq, data, key is not None)
         )

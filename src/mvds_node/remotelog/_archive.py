@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import BinaryIO, Final
 import trio
 
 from mvds_node.errors import MvdsError
-from mvds_node.remotelog._backend import Backend
+from mvds_node.remotelog._backend import Backend, BackendError
 from mvds_node.remotelog._format import (
     MAX_OBJECT_BYTES,
     LogError,
@@ -33,8 +34,10 @@ from mvds_node.remotelog._format import (
     log_name,
     open_head,
     parse_page,
+    signed_seq,
     unseal,
 )
+from mvds_node.remotelog._log import add_checked
 from mvds_node.remotelog.proto import remotelog_pb2
 
 __all__ = ["ArchiveError", "ArchiveResult", "export_log", "import_log"]
@@ -43,6 +46,8 @@ MAGIC: Final = b"MVDSLOGA"
 VERSION: Final = 1
 MAX_OBJECTS: Final = 10_000_000
 _U32: Final = struct.Struct(">I")
+_LOG_NAME: Final = re.compile(r"mvds/[0-9a-f]{64}/[0-9a-f]{16}")
+"""What :func:`~mvds_node.remotelog.log_name` makes: the only names an archive may carry."""
 
 
 class ArchiveError(MvdsError):
@@ -196,12 +201,16 @@ async def import_log(
     with whichever of ``group_keys`` opens it.
 
     Raises:
-        ArchiveError: not an archive, truncated, altered, forged, or older than what the
-            backend has; nothing was changed in the NS.
+        ArchiveError: not an archive, truncated, altered, forged, a name that is not a log
+            name, older than what the backend has (nothing was changed in the NS), or the
+            backend failed or refused a write (the head is written last, so the NS still holds
+            what it held unless that last write was the one cut short).
     """
     p = Path(path)
     name, writer, record, objects, count, size = await trio.to_thread.run_sync(_read_archive, p)
     try:
+        if not _LOG_NAME.fullmatch(name):
+            raise ArchiveError(f"{p}: {name[:120]!r} is not the name of a remote log")
         head = open_head(record, name, writer)
         if not name.startswith(f"mvds/{writer.hex()}/"):
             raise ArchiveError(f"{p}: the log's name does not belong to its writer")
@@ -233,14 +242,17 @@ async def import_log(
                 raise ArchiveError(f"{p}: the log does not end")
     except LogError as e:
         raise ArchiveError(f"{p}: {e}") from None
-    current = await backend.ns_fetch(name)
-    if current is not None:
-        old = remotelog_pb2.SignedHead.FromString(current)
-        if old.seq > head.seq:
+    try:
+        current = await backend.ns_fetch(name)
+        # A record there that is not a signed head (damaged) does not hold the import back.
+        old = signed_seq(current) if current is not None else None
+        if old is not None and old > head.seq:
             raise ArchiveError(
-                f"{p}: the backend already has a newer head (sequence {old.seq} > {head.seq})"
+                f"{p}: the backend already has a newer head (sequence {old} > {head.seq})"
             )
-    for data in objects.values():
-        await backend.cas_add(data)
-    await backend.ns_update(name, record)
+        for data in objects.values():
+            await add_checked(backend, data, name)
+        await backend.ns_update(name, record)
+    except BackendError as e:
+        raise ArchiveError(f"{p}: the backend refused the log: {e}") from None
     return ArchiveResult(name, head.seq, count, size)

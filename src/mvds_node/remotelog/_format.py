@@ -42,6 +42,7 @@ __all__ = [
     "MAX_ACKS",
     "MAX_ACK_ENTRIES",
     "MAX_OBJECT_BYTES",
+    "MAX_SEQ",
     "Acks",
     "Head",
     "LogError",
@@ -61,6 +62,10 @@ __all__ = [
 MAX_OBJECT_BYTES: Final = 8 * 1024 * 1024
 """A page or CAS object: a page of inline messages at the engine's body limit stays far below."""
 MAX_PAIRS_PER_PAGE: Final = 100_000
+MAX_SEQ: Final = 2**63 - 1
+"""The highest head sequence (and acknowledged position) we accept or write: the wire allows
+64 bits, but cursors and positions are kept in SQLite, whose integers are signed 64-bit. A
+record beyond it is refused when decoded, so no such number reaches the store."""
 _HEAD_CONTEXT: Final = b"mvds-node remote log head\x00"
 _SEAL_CONTEXT: Final = b"mvds-node remote log seal\x00"
 _NONCE: Final = 12
@@ -178,7 +183,7 @@ def encode_acks(positions: dict[bytes, int]) -> bytes:
 
     Raises:
         ValueError: more than :data:`MAX_ACK_ENTRIES` entries, a key that is not 32 bytes, or a
-            sequence outside 0..2**64-1.
+            sequence outside 0..2**64-1 (a reader refuses one over :data:`MAX_SEQ`).
     """
     if len(positions) > MAX_ACK_ENTRIES:
         raise ValueError(f"{len(positions)} acknowledgement entries (at most {MAX_ACK_ENTRIES})")
@@ -202,7 +207,8 @@ def decode_acks(data: bytes, where: str, *, members: frozenset[bytes] | None = N
             None: keep every entry.
 
     Raises:
-        LogError: a bad tag or length, too many entries, or entries out of order or repeated.
+        LogError: a bad tag or length, too many entries, entries out of order or repeated, or
+            a position over :data:`MAX_SEQ`.
     """
     if len(data) % 32 == 0:  # the old format: IDs, newest first
         if len(data) > 32 * MAX_ACKS:
@@ -223,9 +229,12 @@ def decode_acks(data: bytes, where: str, *, members: frozenset[bytes] | None = N
         if key <= previous:
             raise LogError(f"{where}: acknowledgement entries out of order or repeated")
         previous = key
+        (position,) = struct.unpack(">Q", data[i + 32 : i + ACK_ENTRY_BYTES])
+        if position > MAX_SEQ:  # even for a log we skip: the record is malformed
+            raise LogError(f"{where}: acknowledged position {position} is over {MAX_SEQ}")
         if members is not None and key not in members:
             continue
-        (positions[key],) = struct.unpack(">Q", data[i + 32 : i + ACK_ENTRY_BYTES])
+        positions[key] = position
     return Acks(positions)
 
 
@@ -239,7 +248,8 @@ def public_key(signing: Ed25519PrivateKey) -> bytes:
 
 def signed_seq(record: bytes) -> int | None:
     """The sequence number of a signed head, or None for another record (a plain log's bare
-    RemoteLog), which backends then store without a sequence check."""
+    RemoteLog), which backends then store without a sequence check. A sequence over
+    :data:`MAX_SEQ` comes back as it is: the caller refuses it."""
     try:
         pb = remotelog_pb2.SignedHead.FromString(record)
     except DecodeError:
@@ -250,7 +260,8 @@ def signed_seq(record: bytes) -> int | None:
 
 
 def sign_head(signing: Ed25519PrivateKey, name: str, seq: int, log: bytes, sealed: bool) -> bytes:
-    """The NS record for ``name``: the head page ``log`` at sequence ``seq``, signed."""
+    """The NS record for ``name``: the head page ``log`` at sequence ``seq`` (0..2**64-1; a
+    reader refuses one over :data:`MAX_SEQ`), signed."""
     pb = remotelog_pb2.SignedHead(
         writer=public_key(signing),
         seq=seq,
@@ -273,7 +284,9 @@ def open_head(record: bytes, name: str, writer: bytes) -> Head:
     """Check an NS record: ours to read, from ``writer``, for ``name``, signature valid.
 
     Raises:
-        LogError: oversized, undecodable, another writer's, or a bad signature (forged).
+        LogError: oversized, undecodable, another writer's, a bad signature (forged), or a
+            sequence over :data:`MAX_SEQ` (checked after the signature, so the message says
+            whether the writer itself signed it).
     """
     if len(record) > MAX_OBJECT_BYTES:
         raise LogError(f"{name}: head record of {len(record)} bytes is over the limit")
@@ -289,4 +302,6 @@ def open_head(record: bytes, name: str, writer: bytes) -> Head:
         )
     except (InvalidSignature, ValueError):
         raise LogError(f"{name}: head record has a bad signature (forged or altered)") from None
+    if pb.seq > MAX_SEQ:
+        raise LogError(f"{name}: head sequence {pb.seq} is over {MAX_SEQ}")
     return Head(pb.writer, pb.seq, pb.log, pb.sealed)

@@ -95,14 +95,16 @@ class HttpClient:
         self.requests = 0
         """Requests sent (for tests and statistics)."""
         self._base_url = base_url
-        self._max_connections = max_connections
+        self.max_connections = max_connections
+        """Connections the pool holds at most; read when the pool opens (at the first request,
+        and again after :meth:`aclose`), so a caller may widen it before then."""
         self._ssl = ssl
         self._headers = dict(headers or {})
         self._client: httpx.AsyncClient | None = None
 
     def _open(self) -> httpx.AsyncClient:
         t = self.timeouts
-        max_connections = self._max_connections
+        max_connections = self.max_connections
         return httpx.AsyncClient(
             base_url=self._base_url,
             timeout=httpx.Timeout(connect=t.connect, read=t.read, write=t.write, pool=t.pool),

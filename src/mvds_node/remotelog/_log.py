@@ -35,6 +35,7 @@ from google.protobuf.message import DecodeError
 
 from mvds_node.remotelog._backend import Backend, BackendError
 from mvds_node.remotelog._format import (
+    MAX_SEQ,
     Head,
     LogError,
     Page,
@@ -50,9 +51,44 @@ from mvds_node.remotelog._format import (
 )
 from mvds_node.sync._wire import decode_stored
 
-__all__ = ["Cursor", "LogReader", "LogSettings", "LogWriter", "ReadResult", "Resume"]
+__all__ = [
+    "Cursor",
+    "LogReader",
+    "LogSettings",
+    "LogWriter",
+    "ReadResult",
+    "Resume",
+    "add_checked",
+]
 
 _RECENT = 100_000
+
+
+async def add_checked(backend: Backend, data: bytes, where: str) -> bytes:
+    """Store ``data`` in the backend's CAS and return its address, checked.
+
+    Every address we publish (a page's ``tail``, an entry's address) comes from here: a CAS
+    that answers anything but the SHA-256 of what it was given (the spec's proof-of-concept
+    server answers 40 ASCII bytes) would otherwise have it published, and every reader,
+    ourselves included, would then refuse the whole log.
+
+    Raises:
+        BackendError: the backend failed, or answered another address; nothing that would name
+            the object has been published, so the caller retries later.
+    """
+    address = await backend.cas_add(data)
+    expected = address_of(data)
+    if address != expected:
+        shown = (
+            f"{len(address)} bytes {address[:40].hex()}"
+            if isinstance(address, bytes)
+            else f"a {type(address).__name__}"
+        )
+        raise BackendError(
+            f"{where}: the CAS answered address {shown} for an object whose SHA-256 is "
+            f"{expected.hex()}; nothing was published"
+        )
+    return address
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,8 +172,12 @@ class LogWriter:
         """Add ``(message ID, wire bytes)`` pairs, oldest first, and publish the new head.
 
         Raises:
-            BackendError: the backend failed; nothing is lost, call again with the same
-                messages (entries already in the head are not added twice).
+            BackendError: the backend failed, or its CAS answered an address that is not the
+                SHA-256 of what it stored (see :func:`add_checked`); nothing was published
+                and nothing is lost: call again with the same messages (entries already in
+                the head are not added twice).
+            LogError: our own head in the NS does not open (forged, sealed without our key),
+                or the log has reached :data:`~mvds_node.remotelog._format.MAX_SEQ`.
         """
         if not self._loaded:
             await self.load()
@@ -157,11 +197,15 @@ class LogWriter:
             frozen = [
                 await self._by_address(p, i, s.inline, len(head)) for i, p in enumerate(frozen)
             ]
-            tail = await self.backend.cas_add(self._seal(Page(tuple(frozen), tail).encode()))
+            tail = await add_checked(
+                self.backend, self._seal(Page(tuple(frozen), tail).encode()), self.name
+            )
         # Entries of the head that left the inline window go to the CAS.
         head = [await self._by_address(p, i, s.inline, 0) for i, p in enumerate(head)]
         log = self._seal(Page(tuple(head), tail).encode())
         seq = self.seq + 1
+        if seq > MAX_SEQ:  # readers refuse a sequence their store cannot hold
+            raise LogError(f"{self.name}: the log is at its last sequence ({MAX_SEQ})")
         if s.signed:
             record = sign_head(self.signing, self.name, seq, log, self.group_key is not None)
         else:
@@ -177,7 +221,7 @@ class LogWriter:
     async def _by_address(self, pair: Pair, index: int, inline: int, newer: int) -> Pair:
         if not pair.data or newer + index < inline:
             return pair
-        address = await self.backend.cas_add(self._seal(pair.data))
+        address = await add_checked(self.backend, self._seal(pair.data), self.name)
         return Pair(pair.message_id, address, b"")
 
 
