@@ -403,14 +403,15 @@ class _Helper:
                 "permission_denied",
                 f"{name}: not a signed head (this helper stores only those)",
             )
+        # Checked first: open_head refuses such a head too, but this is the answer to give.
+        if seq > MAX_SEQUENCE:
+            raise _Refused(
+                400, "invalid_argument", f"sequence {seq} is over {MAX_SEQUENCE} (2**63-1)"
+            )
         try:
             head = open_head(record, name, writer)
         except LogError as e:
             raise _Refused(403, "permission_denied", str(e)) from None
-        if head.seq > MAX_SEQUENCE:
-            raise _Refused(
-                400, "invalid_argument", f"sequence {head.seq} is over {MAX_SEQUENCE} (2**63-1)"
-            )
         lock = self._name_locks.setdefault(name, trio.Lock())
         try:
             async with lock:  # read, compare and write as one step per name
