@@ -25,6 +25,7 @@ headers so they can be passed through when they are.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import ssl
 from collections.abc import Mapping
@@ -137,9 +138,11 @@ class HttpClient:
         where = f"{self.what} {route.partition('?')[0]}"
         try:
             with trio.fail_after(self.timeouts.total):
-                async with client.stream(
+                request = client.build_request(
                     "POST", route, content=body, headers={"Content-Type": content_type}
-                ) as response:
+                )
+                request.stream = _Body(body)  # Content-Length is set from ``body`` already
+                async with contextlib.aclosing(await client.send(request, stream=True)) as response:
                     encoding = response.headers.get("content-encoding", "identity").lower()
                     if encoding != "identity":
                         raise BackendError(f"{where}: answer in {encoding!r}, not plain")
@@ -172,6 +175,27 @@ class HttpClient:
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
+
+
+class _Body(httpx.AsyncByteStream):
+    """A request body sent in one piece by a plain iterator. httpx's own is an async
+    generator, and a request cancelled while its body is being sent (a deadline, a poll that
+    ended because another fetch failed) leaves that generator suspended, to be collected with a
+    ``ResourceWarning``; an iterator has nothing to finalise."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._sent = True
+
+    def __aiter__(self) -> _Body:
+        self._sent = False
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._sent:
+            raise StopAsyncIteration
+        self._sent = True
+        return self._data
 
 
 def twirp_error(payload: bytes) -> tuple[str, str]:
