@@ -94,6 +94,8 @@ _TOTAL_FULL: Final = (
     "offers and parents ignored: too many outstanding requests in all "
     "(Limits.max_pending_requests); reported once until half of them are answered"
 )
+_Delivery = tuple[bytes, bytes, int, bytes, tuple[bytes, ...], bytes, int, bool]
+"""What :meth:`Engine._deliver` takes: id, group, timestamp, body, parents, sender, expiry, held."""
 _OFFERS_UNANSWERED: Final = "offered messages not sent when requested (SyncConfig.request_timeout)"
 _PARENTS_UNANSWERED: Final = (
     "named parents nobody sent; gave up on them (SyncConfig.missing_parent_timeout)"
@@ -1427,11 +1429,17 @@ class Engine:
         return ready
 
     def _deliver_held(self, child: bytes) -> None:
+        held = self._held_delivery(child)
+        if held is not None:
+            self._deliver(*held)
+
+    def _held_delivery(self, child: bytes) -> _Delivery | None:
+        """The arguments of :meth:`_deliver` for a held message, read back from the store."""
         stored = self._store.get_message(child)
         if stored is None:
-            return
+            return None
         c = decode_stored(stored.wire)
-        self._deliver(
+        return (
             child,
             stored.group_id,
             stored.timestamp,
@@ -1476,7 +1484,9 @@ class Engine:
         ``maybe_parent=False`` says no stored message can name this one as a parent yet (it
         was neither requested nor named earlier in its payload), which saves a query.
         """
-        stack = [(mid, group_id, timestamp, body, parents, sender, expires_at, was_held)]
+        stack: list[_Delivery] = [
+            (mid, group_id, timestamp, body, parents, sender, expires_at, was_held)
+        ]
         first = True
         store = self._store
         abandoned_for = self._abandoned_for
@@ -1503,22 +1513,9 @@ class Engine:
             ready = self._ready_children(mid)
             # Reverse so that the first-held child is delivered first.
             for child in reversed(ready):
-                stored = store.get_message(child)
-                if stored is None:
-                    continue
-                c = decode_stored(stored.wire)
-                stack.append(
-                    (
-                        child,
-                        stored.group_id,
-                        stored.timestamp,
-                        c.body,
-                        stored.parents,
-                        self._held_sender.pop(child, b""),
-                        stored.expires_at,
-                        True,
-                    )
-                )
+                held = self._held_delivery(child)
+                if held is not None:
+                    stack.append(held)
 
     def _restore_held(self) -> None:
         store = self._store
