@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from mvds_node.remotelog import BackendError, FileBackend, log_name
@@ -237,3 +238,54 @@ async def test_a_bug_on_one_request_fails_only_that_request(
         assert await backend.cas_add(b"still serving")
     assert "RuntimeError: a bug in the store" in capsys.readouterr().err
     await backend.aclose()
+
+
+async def test_request_bodies_held_at_once_are_bounded_in_all_and_per_address(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    mib = 1024 * 1024
+    _, port = await start(
+        nursery,
+        tmp_path / "s",
+        max_body_bytes_in_flight=5 * mib,
+        max_body_bytes_in_flight_per_address=3 * mib,
+    )
+
+    def add(size: int, fill: bytes) -> tuple[bytes, bytes]:
+        data = cas_pb2.Content(data=fill * size).SerializeToString()
+        whole = request("vac.cas.CAS/Add", data)
+        return whole[: -len(data)], data
+
+    async def begin(source: str, fill: bytes) -> tuple[trio.SocketStream, bytes]:
+        """A 2 MiB upload whose header and first byte are sent: the helper now holds it."""
+        head, body = add(2 * mib, fill)
+        stream = await connect_from(source, port)
+        await stream.send_all(head + body[:1])
+        # Loopback has delivered the bytes; once every task waits, the helper has read them.
+        await trio.testing.wait_all_tasks_blocked()
+        return stream, body[1:]
+
+    async def status_of(source: str, fill: bytes, *, whole: bool = False) -> tuple[int, str]:
+        """The answer to a 2 MiB upload; its body is sent only when it should be accepted."""
+        head, body = add(2 * mib, fill)
+        stream = await connect_from(source, port)
+        await stream.send_all(head + body if whole else head)
+        [(status, answer)] = await read_answers(stream, 1)
+        await stream.aclose()
+        return status, json.loads(answer)["code"] if status != 200 else ""
+
+    with trio.fail_after(30):
+        a, rest_a = await begin("127.0.0.2", b"a")
+        # 127.0.0.2 holds 2 MiB: 2 more would pass its 3 MiB.
+        assert await status_of("127.0.0.2", b"b") == (503, "unavailable")
+        b, rest_b = await begin("127.0.0.3", b"c")
+        # 4 MiB held in all: 2 more would pass the 5 MiB budget, whoever asks.
+        assert await status_of("127.0.0.4", b"d") == (503, "unavailable")
+        # The held uploads complete and are stored; their bytes are free again.
+        for stream, rest in ((a, rest_a), (b, rest_b)):
+            await stream.send_all(rest)
+            assert (await read_answers(stream, 1))[0][0] == 200
+            await stream.aclose()
+        assert len(list((tmp_path / "s" / "cas").iterdir())) == 2
+        assert await status_of("127.0.0.4", b"d", whole=True) == (200, "")
+        assert await status_of("127.0.0.2", b"b", whole=True) == (200, "")

@@ -788,6 +788,8 @@ def cmd_helper(args: argparse.Namespace) -> None:
         idle_timeout=args.idle_timeout,
         max_names_per_address=args.max_names_per_address,
         max_bytes_per_address=args.max_bytes_per_address,
+        max_body_bytes_in_flight=args.max_body_bytes_in_flight,
+        max_body_bytes_in_flight_per_address=args.max_body_bytes_in_flight_per_address,
     )
 
     async def run() -> None:
@@ -965,6 +967,19 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive(int),
         default=d.max_bytes_per_address,
         help=f"bytes one address may store per run (default {d.max_bytes_per_address})",
+    )
+    h.add_argument(
+        "--max-body-bytes-in-flight",
+        type=_positive(int),
+        default=d.max_body_bytes_in_flight,
+        help=f"request body bytes held at once (default {d.max_body_bytes_in_flight})",
+    )
+    h.add_argument(
+        "--max-body-bytes-in-flight-per-address",
+        type=_positive(int),
+        default=d.max_body_bytes_in_flight_per_address,
+        help="request body bytes held at once per address "
+        f"(default {d.max_body_bytes_in_flight_per_address})",
     )
     h.set_defaults(func=cmd_helper)
 

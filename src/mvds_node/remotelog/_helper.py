@@ -14,9 +14,14 @@ bodies are refused), time by an idle timeout while no request is in progress and
 timeout once one has started. Limits are per client *address* (IPv4 address or IPv6 /64), so one
 client cannot lock others out: connections per address beside the global cap (over either, the
 connection gets a 503 and is closed), a token bucket of requests, and quotas of names created
-and bytes stored. A refused request whose body was read in full (404, 400, 429, ...) leaves
-the connection open; only a broken framing (bad HTTP, body too large) closes it, after the
-answer. Quota accounting is kept in memory for the run.
+and bytes stored. Memory is bounded beside them: the bodies being received at once, counted by
+their announced ``Content-Length`` before a byte of them is read, may not pass a budget in all
+and a smaller one per address (256 and 64 MiB); a request over either gets a 503 and the
+connection is closed, so a crowd of large uploads cannot hold more than the budget in memory
+whatever the connection caps allow (256 x 8 MiB would be 2 GiB). A refused request whose body
+was read in full (404, 400, 429, ...) leaves the connection open; only a broken framing (bad
+HTTP, body too large, a body not read) closes it, after the answer. Quota accounting is kept
+in memory for the run.
 """
 
 from __future__ import annotations
@@ -81,6 +86,10 @@ class HelperLimits:
     """Names one address may create in a run (updates of existing names are free)."""
     max_bytes_per_address: int = 1024 * 1024 * 1024
     """Bytes one address may add in a run: new CAS objects and the growth of NS records."""
+    max_body_bytes_in_flight: int = 256 * 1024 * 1024
+    """Request bodies held at once in all, by their announced ``Content-Length``: beyond, 503."""
+    max_body_bytes_in_flight_per_address: int = 64 * 1024 * 1024
+    """Request bodies one address may have the helper hold at once: beyond, 503 to it alone."""
 
 
 class _Refused(Exception):
@@ -100,6 +109,8 @@ class _Client:
     connections: int = 0
     names: int = 0
     stored: int = 0
+    receiving: int = 0
+    """Announced body bytes of this address's requests in progress."""
 
 
 def _address_key(host: str) -> str:
@@ -149,6 +160,8 @@ class _Helper:
         self.connections = 0
         self.refusing = 0
         """Connections being told 503 (each takes up to two seconds)."""
+        self.receiving = 0
+        """Announced body bytes of all requests in progress."""
         self._name_locks: dict[str, trio.Lock] = {}
 
     def _client(self, key: str) -> _Client | None:
@@ -307,6 +320,37 @@ class _Helper:
                 return self._answer(
                     conn, 413, "resource_exhausted", f"body over {MAX_BODY_BYTES} bytes", close=True
                 )
+            if (
+                self.receiving + length > self.limits.max_body_bytes_in_flight
+                or client.receiving + length > self.limits.max_body_bytes_in_flight_per_address
+            ):
+                # Not read: the connection closes after the answer, as for a body too large.
+                return self._answer(
+                    conn, 503, "unavailable", "too many request bodies at once", close=True
+                )
+        except (h11.RemoteProtocolError, ValueError) as e:
+            return self._malformed(conn, e)
+        self.receiving += length
+        client.receiving += length
+        try:
+            return await self._read_and_route(conn, stream, client, event)
+        finally:
+            self.receiving -= length
+            client.receiving -= length
+
+    def _malformed(self, conn: h11.Connection, e: Exception) -> bytes | None:
+        # ValueError: h11 passes some bad framing (a Content-Length of thousands of digits)
+        # through as one.
+        if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return None
+        status = e.error_status_hint if isinstance(e, h11.RemoteProtocolError) else 400
+        return self._answer(conn, status, "malformed", str(e)[:200], close=True)
+
+    async def _read_and_route(
+        self, conn: h11.Connection, stream: trio.SocketStream, client: _Client, event: h11.Request
+    ) -> bytes | None:
+        """Read the body of ``event`` and answer it."""
+        try:
             allowed = self._allow(client)
             body = bytearray()
             while True:
@@ -319,12 +363,7 @@ class _Helper:
                 else:
                     return None
         except (h11.RemoteProtocolError, ValueError) as e:
-            # ValueError: h11 passes some bad framing (a Content-Length of thousands of digits)
-            # through as one.
-            if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
-                return None
-            status = e.error_status_hint if isinstance(e, h11.RemoteProtocolError) else 400
-            return self._answer(conn, status, "malformed", str(e)[:200], close=True)
+            return self._malformed(conn, e)
         try:
             if not allowed:
                 raise _Refused(429, "resource_exhausted", "too many requests")
