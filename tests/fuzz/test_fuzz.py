@@ -18,8 +18,8 @@ from tests.fuzz import run
 
 RUNS = 20_000
 """New inputs per target after its seeds."""
-SECONDS = 9.0
-"""Wall-time bound per target, worker start-up included (15 targets: at most ~2.5 minutes)."""
+SECONDS = 6.0
+"""Wall-time bound per target, worker start-up included (15 targets: about 1.5 minutes)."""
 
 
 def test_every_target_has_seeds() -> None:
