@@ -12,6 +12,7 @@ from mvds_node.node import (
     NodeConfig,
     PeerConfig,
     RemoteLogConfig,
+    TcpConfig,
     group_id_for,
     load_config,
     render_config,
@@ -131,4 +132,21 @@ def test_every_bad_file_is_a_config_error(tmp_path: Path, raw: bytes, message: s
 def test_an_oversized_file_is_refused_unparsed(tmp_path: Path) -> None:
     (tmp_path / "config.toml").write_bytes(b"# " + b"x" * (16 * 1024 * 1024) + b"\n")
     with pytest.raises(ConfigError, match="over 16777216 bytes"):
+        load_config(tmp_path)
+
+
+def test_tcp_limits_round_trip_and_are_checked(tmp_path: Path) -> None:
+    tcp = TcpConfig(
+        handshake_timeout=2.5,
+        frame_timeout=5.0,
+        keepalive_interval=0.0,
+        keepalive_misses=5,
+        max_inbound_connections=64,
+        max_handshakes_per_address=4,
+    )
+    config = NodeConfig(data_dir=tmp_path, tcp=tcp)
+    save_config(config)
+    assert load_config(tmp_path).tcp == tcp
+    (tmp_path / "config.toml").write_text("[tcp]\nmax_handshakes_per_address = 0\n")
+    with pytest.raises(ConfigError, match="max_handshakes_per_address must be in"):
         load_config(tmp_path)

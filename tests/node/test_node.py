@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -19,6 +20,7 @@ from mvds_node.node import (
     NodeEvent,
     PeerConfig,
     PeerConnected,
+    TcpConfig,
     TransportFailed,
     TransportRestored,
     _node,
@@ -365,3 +367,18 @@ async def test_a_broken_carrier_is_reported_and_the_node_runs_on(tmp_path: Path)
             await b.send("chat", b"and back")
             assert (await a_inbox.receive()).body == b"and back"
             assert carrier.receives == 1  # the failed carrier is not read again
+
+
+async def test_the_tcp_settings_reach_the_listener(tmp_path: Path) -> None:
+    alice = Identity.generate()
+    config = replace(config_for(tmp_path, "alice", alice, {}), tcp=TcpConfig(handshake_timeout=0.5))
+    with trio.fail_after(20):
+        async with open_node(config, identity=alice) as a:
+            host, port = parse_address(a.status().listening[0])
+            stream = await trio.open_tcp_stream(host, port)
+            # A client that never starts its handshake is closed after 0.5 s, not the default 10.
+            with trio.fail_after(5):
+                # A reset instead of an end of stream is a close all the same.
+                with contextlib.suppress(trio.BrokenResourceError):
+                    assert await stream.receive_some(100) == b""
+            await stream.aclose()

@@ -21,6 +21,7 @@ from mvds_node.node._config import MulticastConfig as MulticastConfig
 from mvds_node.node._config import NodeConfig as NodeConfig
 from mvds_node.node._config import PeerConfig as PeerConfig
 from mvds_node.node._config import RemoteLogConfig as RemoteLogConfig
+from mvds_node.node._config import TcpConfig as TcpConfig
 from mvds_node.node._config import default_data_dir as default_data_dir
 from mvds_node.node._config import group_id_for as group_id_for
 from mvds_node.node._config import load_config as load_config
@@ -64,6 +65,7 @@ __all__ = [
     "LogUploaded",
     "Message",
     "MulticastConfig",
+    "TcpConfig",
     "Node",
     "NodeConfig",
     "NodeEvent",

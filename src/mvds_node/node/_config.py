@@ -31,6 +31,7 @@ __all__ = [
     "DiscoveryConfig",
     "GroupConfig",
     "MulticastConfig",
+    "TcpConfig",
     "NodeConfig",
     "PeerConfig",
     "RemoteLogConfig",
@@ -147,6 +148,24 @@ class MulticastConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TcpConfig:
+    """How TCP+Noise connections are bounded (``[tcp]``); see ``docs/security.md``."""
+
+    handshake_timeout: float = 10.0
+    """Seconds to connect and complete the whole handshake."""
+    frame_timeout: float = 30.0
+    """Seconds a packet that has begun (a Noise message or a frame) may take to arrive whole."""
+    keepalive_interval: float = 15.0
+    """Seconds of silence after which a live peer is pinged; 0 turns pings off."""
+    keepalive_misses: int = 3
+    """Unanswered pings after which the connection is closed."""
+    max_inbound_connections: int = 256
+    """Inbound connections at once, handshaking or live."""
+    max_handshakes_per_address: int = 16
+    """Handshakes in progress from one IP address."""
+
+
+@dataclass(frozen=True, slots=True)
 class RemoteLogConfig:
     url: str = ""
     """Where logs live: ``file:///path`` (the embedded backend), ``http://host:port`` (a
@@ -211,6 +230,7 @@ class NodeConfig:
     65536 for bulk (large bodies, bursts). Fixed when the store is created."""
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
     multicast: MulticastConfig = field(default_factory=MulticastConfig)
+    tcp: TcpConfig = field(default_factory=TcpConfig)
     remote_log: RemoteLogConfig = field(default_factory=RemoteLogConfig)
 
     @property
@@ -456,6 +476,17 @@ def parse_config(doc: Mapping[str, Any], *, data_dir: Path, where: str) -> NodeC
         raise ConfigError(f"{where}: multicast.group {multicast.group} is not a multicast address")
     mc.done()
 
+    t = top.get_table("tcp")
+    tcp = TcpConfig(
+        handshake_timeout=t.get_float("handshake_timeout", 10.0, 0.1, 3600.0),
+        frame_timeout=t.get_float("frame_timeout", 30.0, 0.1, 3600.0),
+        keepalive_interval=t.get_float("keepalive_interval", 15.0, 0.0, 86400.0),
+        keepalive_misses=t.get_int("keepalive_misses", 3, 1, 1000),
+        max_inbound_connections=t.get_int("max_inbound_connections", 256, 1, 100_000),
+        max_handshakes_per_address=t.get_int("max_handshakes_per_address", 16, 1, 100_000),
+    )
+    t.done()
+
     rl = top.get_table("remote_log")
     remote_log = RemoteLogConfig(
         url=rl.get_str("url", ""),
@@ -544,6 +575,7 @@ def parse_config(doc: Mapping[str, Any], *, data_dir: Path, where: str) -> NodeC
         store_page_size=page_size,
         discovery=discovery,
         multicast=multicast,
+        tcp=tcp,
         remote_log=remote_log,
     )
 
@@ -653,6 +685,20 @@ def render_config(config: NodeConfig) -> str:
         "# The one interface (its IPv4 address) datagrams use, TTL 1; never 0.0.0.0.",
         '# (default: "127.0.0.1")',
         f"interface = {_q(config.multicast.interface)}",
+        "",
+        "[tcp]",
+        "# Seconds to connect and finish the Noise handshake. (default: 10.0)",
+        f"handshake_timeout = {config.tcp.handshake_timeout}",
+        "# Seconds a packet that has begun may take to arrive whole. (default: 30.0)",
+        f"frame_timeout = {config.tcp.frame_timeout}",
+        "# Seconds of silence before a peer is pinged; 0 for no pings. (default: 15.0)",
+        f"keepalive_interval = {config.tcp.keepalive_interval}",
+        "# Unanswered pings after which the connection closes. (default: 3)",
+        f"keepalive_misses = {config.tcp.keepalive_misses}",
+        "# Inbound connections at once, handshaking or live. (default: 256)",
+        f"max_inbound_connections = {config.tcp.max_inbound_connections}",
+        "# Handshakes in progress from one IP address. (default: 16)",
+        f"max_handshakes_per_address = {config.tcp.max_handshakes_per_address}",
     ]
     lines += [
         "",

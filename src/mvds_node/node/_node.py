@@ -434,6 +434,12 @@ class Node:
             identity.noise,
             allow=self._allowed,
             accept_unknown=config.accept_unknown,
+            max_inbound_connections=config.tcp.max_inbound_connections,
+            max_handshakes_per_address=config.tcp.max_handshakes_per_address,
+            handshake_timeout=config.tcp.handshake_timeout,
+            frame_timeout=config.tcp.frame_timeout,
+            keepalive_interval=config.tcp.keepalive_interval or None,
+            keepalive_misses=config.tcp.keepalive_misses,
         )
         # UDP multicast: one carrier per group with a secret, when enabled. A member that has
         # no live TCP connection is reached there, with payloads cut to datagram size.
