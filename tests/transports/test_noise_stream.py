@@ -317,13 +317,13 @@ async def test_receive_pending_since_marks_the_first_byte_of_an_incomplete_messa
         await a.send_all(b"world")
         wire = await left.send_stream.get_data()
         assert pending(b) is None
-        await trio.sleep(5)
+        await trio.sleep(5)  # virtual time (autojump clock): the sender is silent until t = 5
         right.receive_stream.put_data(wire[:1])  # one byte of a length prefix, then silence
         with trio.move_on_after(10):
             await b.receive_some()
         assert pending(b) == 5.0
         # The rest of "hello" and the start of "world" arrive at t = 20.
-        await trio.sleep(5)
+        await trio.sleep(5)  # virtual time, as above
         right.receive_stream.put_data(wire[1:-3])
         assert await b.receive_some() == b"hello"
         assert pending(b) == 20.0

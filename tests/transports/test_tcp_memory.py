@@ -2,6 +2,8 @@
 
 The transport takes ``open_stream`` and any listeners, so the same code that runs on sockets runs
 here on memory stream pairs, where ``autojump_clock`` makes time exact and the tests instant.
+A ``trio.sleep`` here is a stretch of virtual time in the story (a peer silent, a trickle of
+bytes), never a wait for something to be ready: the clock jumps only once every task waits.
 """
 
 from __future__ import annotations
@@ -312,7 +314,7 @@ async def test_a_packet_begun_and_not_finished_is_closed_after_the_frame_timeout
             b.dial(ALICE.public, "alice", 1)
             await next_event(a, PeerUp, peer=BOB.public)
             mallory = await _mallory_connects(net, a)
-            await trio.sleep(2)  # idle time before the packet does not count
+            await trio.sleep(2)  # virtual time: idle time before the packet does not count
             began = trio.current_time()
             if layer == "frame":
                 await mallory.send_all(encode_frame(Ping(1))[:1])
@@ -339,6 +341,7 @@ async def test_a_packet_sent_slowly_but_in_time_arrives_and_a_trickle_does_not_e
         async with running(a, net, ("alice", 1)):
             mallory = await _mallory_connects(net, a)
             packet = encode_frame(SyncFrame(b"slow but sure"))
+            # Virtual time (autojump clock): the packet trickles in over 4.9 s of its 5 s.
             await mallory.send_all(packet[:3])
             await trio.sleep(2)
             await mallory.send_all(packet[3:9])
