@@ -10,13 +10,22 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 import trio
 
-from mvds_node.node import Identity, InternalError, NodeEvent, open_node, parse_address
+from mvds_node.node import (
+    Identity,
+    InternalError,
+    Message,
+    Node,
+    NodeEvent,
+    open_node,
+    parse_address,
+)
 from mvds_node.sync import Engine
 from mvds_node.transports import NoiseStream, SyncFrame, encode_frame
 from mvds_node.transports._framing import FrameDecoder
@@ -146,26 +155,51 @@ async def _next_internal_error(events: trio.MemoryReceiveChannel[NodeEvent]) -> 
     raise AssertionError("events ended")
 
 
+@asynccontextmanager
+async def _alice_with_bob_and_carol(
+    tmp_path: Path, carol: Identity
+) -> AsyncIterator[
+    tuple[
+        Node,
+        Node,
+        trio.MemoryReceiveChannel[NodeEvent],
+        trio.MemoryReceiveChannel[Message],
+        NoiseStream,
+    ]
+]:
+    """Alice, whose members are Bob and Carol; Bob's node; Alice's events and inbox; and a
+    connection on which Carol has proved her key to Alice by hand."""
+    alice, bob = Identity.generate(), Identity.generate()
+    async with (
+        open_node(
+            config_for(tmp_path, "alice", alice, {"bob": bob, "carol": carol}), identity=alice
+        ) as a,
+        open_node(config_for(tmp_path, "bob", bob, {"alice": alice}), identity=bob) as b,
+        a.events() as events,
+        a.messages() as inbox,
+    ):
+        host, port = parse_address(a.status().listening[0])
+        stream = await trio.open_tcp_stream(host, port)
+        noise = await NoiseStream.handshake(stream, carol.noise, initiator=True)
+        yield a, b, events, inbox, noise
+
+
+async def _bob_is_served(a: Node, b: Node, inbox: trio.MemoryReceiveChannel[Message]) -> None:
+    """Bob connects to Alice and his message reaches her application, as if nothing happened."""
+    connect(b, a, "alice")
+    await b.send("chat", b"business as usual")
+    assert (await inbox.receive()).body == b"business as usual"
+
+
 @pytest.mark.internal_errors_expected
 async def test_a_bug_on_one_connection_is_reported_and_the_node_serves_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_internal_errors: list[InternalError]
 ) -> None:
-    alice, bob, carol = Identity.generate(), Identity.generate(), Identity.generate()
+    carol = Identity.generate()
     monkeypatch.setattr(FrameDecoder, "receive_data", _buggy_receive_data)
     with trio.fail_after(30):
-        async with (
-            open_node(
-                config_for(tmp_path, "alice", alice, {"bob": bob, "carol": carol}),
-                identity=alice,
-            ) as a,
-            open_node(config_for(tmp_path, "bob", bob, {"alice": alice}), identity=bob) as b,
-            a.events() as events,
-            a.messages() as inbox,
-        ):
-            host, port = parse_address(a.status().listening[0])
+        async with _alice_with_bob_and_carol(tmp_path, carol) as (a, b, events, inbox, noise):
             # Carol, a member, proves her key and sends bytes that set the bug off.
-            stream = await trio.open_tcp_stream(host, port)
-            noise = await NoiseStream.handshake(stream, carol.noise, initiator=True)
             await noise.send_all(encode_frame(SyncFrame(b"BOOM")))
             event = await _next_internal_error(events)
             assert event.where.startswith("tcp connection from 127.0.0.1:")
@@ -174,10 +208,7 @@ async def test_a_bug_on_one_connection_is_reported_and_the_node_serves_on(
             with contextlib.suppress(trio.BrokenResourceError):
                 assert await noise.receive_some() == b""  # her connection was closed
             await noise.aclose()
-            # Bob is served as if nothing happened.
-            connect(b, a, "alice")
-            await b.send("chat", b"business as usual")
-            assert (await inbox.receive()).body == b"business as usual"
+            await _bob_is_served(a, b, inbox)
     assert [e.error for e in no_internal_errors] == ["RuntimeError: a bug in the decoder"]
 
 
@@ -187,7 +218,7 @@ async def test_a_bug_on_one_packet_or_event_is_reported_and_the_node_serves_on(
 ) -> None:
     """Past the transport, in the node: a bug met on one peer's packet, or on one transport
     event (here Carol's connection coming up), is reported and the node goes on."""
-    alice, bob, carol = Identity.generate(), Identity.generate(), Identity.generate()
+    carol = Identity.generate()
     real_receive = Engine.receive_payloads
     real_reset = Engine.reset_peer
 
@@ -207,18 +238,7 @@ async def test_a_bug_on_one_packet_or_event_is_reported_and_the_node_serves_on(
     monkeypatch.setattr(Engine, "receive_payloads", receive_payloads)
     monkeypatch.setattr(Engine, "reset_peer", reset_peer)
     with trio.fail_after(30):
-        async with (
-            open_node(
-                config_for(tmp_path, "alice", alice, {"bob": bob, "carol": carol}),
-                identity=alice,
-            ) as a,
-            open_node(config_for(tmp_path, "bob", bob, {"alice": alice}), identity=bob) as b,
-            a.events() as events,
-            a.messages() as inbox,
-        ):
-            host, port = parse_address(a.status().listening[0])
-            stream = await trio.open_tcp_stream(host, port)
-            noise = await NoiseStream.handshake(stream, carol.noise, initiator=True)
+        async with _alice_with_bob_and_carol(tmp_path, carol) as (a, b, events, inbox, noise):
             first = await _next_internal_error(events)
             assert first.where == "handling a transport event"
             assert first.error == "RuntimeError: a bug on connecting"
@@ -227,9 +247,7 @@ async def test_a_bug_on_one_packet_or_event_is_reported_and_the_node_serves_on(
             assert second.where == f"packet from {carol.public_key.hex()[:16]}"
             assert second.error == "RuntimeError: a bug in the engine"
             await noise.aclose()
-            connect(b, a, "alice")
-            await b.send("chat", b"business as usual")
-            assert (await inbox.receive()).body == b"business as usual"
+            await _bob_is_served(a, b, inbox)
     assert [e.error for e in no_internal_errors] == [
         "RuntimeError: a bug on connecting",
         "RuntimeError: a bug in the engine",
