@@ -195,6 +195,25 @@ HOSTILE = {
 }
 
 
+@asynccontextmanager
+async def _alice_bob_and_mallory() -> AsyncIterator[tuple[TcpTransport, TcpTransport, NoiseStream]]:
+    """Alice serving, Bob connected to her, and Mallory (allowed in) through the handshake."""
+    a = TcpTransport(ALICE, allow={BOB.public, MALLORY.public})
+    b = TcpTransport(BOB, reconnect=FAST)
+    async with serving(a) as port, serving(b):
+        b.dial(ALICE.public, "127.0.0.1", port)
+        await next_event(a, PeerUp, peer=BOB.public)
+        raw = await trio.open_tcp_stream("127.0.0.1", port)
+        yield a, b, await NoiseStream.handshake(raw, MALLORY, initiator=True)
+
+
+async def _bob_is_served(a: TcpTransport, b: TcpTransport, n: int) -> None:
+    """Bob's own connection is untouched: his packet reaches Alice, and only he is connected."""
+    await b.send(ALICE.public, encode_frame(Ping(n)))
+    assert await a.receive() == (BOB.public, encode_frame(Ping(n)))
+    assert a.connected_peers() == {BOB.public}
+
+
 @pytest.mark.parametrize("kind", sorted(HOSTILE))
 async def test_hostile_frames_close_only_that_connection(kind: str) -> None:
     with trio.fail_after(10):
@@ -215,10 +234,7 @@ async def test_hostile_frames_close_only_that_connection(kind: str) -> None:
             assert "rejected input" in down.reason
             assert await mallory.receive_some() == b""  # Alice hung up on her
             await mallory.aclose()
-            # Bob's connection is untouched.
-            await b.send(ALICE.public, encode_frame(Ping(6)))
-            assert await a.receive() == (BOB.public, encode_frame(Ping(6)))
-            assert a.connected_peers() == {BOB.public}
+            await _bob_is_served(a, b, 6)
 
 
 _real_receive_data = FrameDecoder.receive_data
@@ -236,13 +252,7 @@ async def test_a_bug_on_one_inbound_connection_ends_only_that_connection(
 ) -> None:
     monkeypatch.setattr(FrameDecoder, "receive_data", _buggy_receive_data)
     with trio.fail_after(10):
-        a = TcpTransport(ALICE, allow={BOB.public, MALLORY.public})
-        b = TcpTransport(BOB, reconnect=FAST)
-        async with serving(a) as port, serving(b):
-            b.dial(ALICE.public, "127.0.0.1", port)
-            await next_event(a, PeerUp, peer=BOB.public)
-            raw = await trio.open_tcp_stream("127.0.0.1", port)
-            mallory = await NoiseStream.handshake(raw, MALLORY, initiator=True)
+        async with _alice_bob_and_mallory() as (a, b, mallory):
             await mallory.send_all(encode_frame(SyncFrame(b"BOOM")))
             # The connection ends (PeerDown says why), then the bug is reported.
             down = await next_event(a, PeerDown, peer=MALLORY.public)
@@ -253,10 +263,7 @@ async def test_a_bug_on_one_inbound_connection_ends_only_that_connection(
             assert "receive_data" in error.traceback
             assert await mallory.receive_some() == b""  # that connection is closed
             await mallory.aclose()
-            # Bob, on his own connection, is served as before.
-            await b.send(ALICE.public, encode_frame(Ping(7)))
-            assert await a.receive() == (BOB.public, encode_frame(Ping(7)))
-            assert a.connected_peers() == {BOB.public}
+            await _bob_is_served(a, b, 7)
 
 
 async def test_a_bug_on_an_outbound_connection_is_reported_and_redialled(
