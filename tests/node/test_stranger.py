@@ -30,6 +30,7 @@ from mvds_node.sync import Engine
 from mvds_node.transports import NoiseStream, SyncFrame, encode_frame
 from mvds_node.transports._framing import FrameDecoder
 from tests.transports.test_noise import LOW_ORDER_POINTS
+from tests.transports.test_tcp import _buggy_receive_data
 
 from .cliutil import acli, cli, init, start
 from .test_node import config_for, connect
@@ -136,16 +137,6 @@ async def test_a_stranger_cannot_kill_a_running_node(tmp_path: Path) -> None:
             for node in (alice, bob):
                 assert await node.stop() == 0
             nursery.cancel_scope.cancel()
-
-
-_real_receive_data = FrameDecoder.receive_data
-
-
-def _buggy_receive_data(self: FrameDecoder, data: bytes | bytearray | memoryview) -> None:
-    """The frame decoder with a bug that a marker in the stream sets off."""
-    if b"BOOM" in bytes(data):
-        raise RuntimeError("a bug in the decoder")
-    _real_receive_data(self, data)
 
 
 async def _next_internal_error(events: trio.MemoryReceiveChannel[NodeEvent]) -> InternalError:
