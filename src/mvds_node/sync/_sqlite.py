@@ -69,6 +69,7 @@ system, no write permission) is refused when it is opened.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import sqlite3
@@ -336,7 +337,22 @@ def _read_only(path: str) -> bool:
     directory = os.path.dirname(os.path.abspath(path))
     if os.path.exists(path) and not os.access(path, os.W_OK):
         return True
-    return os.path.isdir(directory) and not os.access(directory, os.W_OK)
+    if not os.path.isdir(directory):
+        return False
+    if not os.access(directory, os.W_OK):
+        return True
+    # A file system the kernel took read-only after a disk error (ext4's "emergency_ro") still
+    # shows as writable to ``access``: only creating a file tells.
+    probe = os.path.join(directory, f".mvds-write-probe-{os.getpid()}")
+    try:
+        os.close(os.open(probe, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600))
+    except FileExistsError:
+        return False
+    except OSError as e:
+        return e.errno == errno.EROFS
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+    return False
 
 
 def _unknown_type(e: KeyError) -> StoreError:
