@@ -343,11 +343,9 @@ def _read_only(path: str) -> bool:
         return True
     # A file system the kernel took read-only after a disk error (ext4's "emergency_ro") still
     # shows as writable to ``access``: only creating a file tells.
-    probe = os.path.join(directory, f".mvds-write-probe-{os.getpid()}")
+    probe = os.path.join(directory, ".write-probe")
     try:
-        os.close(os.open(probe, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600))
-    except FileExistsError:
-        return False
+        os.close(os.open(probe, os.O_CREAT | os.O_WRONLY, 0o600))
     except OSError as e:
         return e.errno == errno.EROFS
     with contextlib.suppress(OSError):
