@@ -108,7 +108,7 @@ from mvds_node.transports._framing import (
     FrameDecoder,
     FrameError,
     FrameLimits,
-    Mode,
+    FrameMode,
     Ping,
     check_frame,
     encode_frame,
@@ -890,7 +890,7 @@ class TcpTransport:
             self._packets_received += 1
             if (
                 len(packet) == _PING_SIZE
-                and packet[3] == Mode.CONTROL
+                and packet[3] == FrameMode.CONTROL
                 and packet[HEADER_SIZE] == ControlKind.PING
             ):
                 # Answer on this connection at once, whatever the application does with it.
