@@ -25,6 +25,7 @@ from mvds_node.remotelog._backend import Backend as Backend
 from mvds_node.remotelog._backend import BackendError as BackendError
 from mvds_node.remotelog._backend import FileBackend as FileBackend
 from mvds_node.remotelog._backend import MemoryBackend as MemoryBackend
+from mvds_node.remotelog._backend import MemoryBackendStatistics as MemoryBackendStatistics
 from mvds_node.remotelog._format import LogError as LogError
 from mvds_node.remotelog._format import log_name as log_name
 from mvds_node.remotelog._format import public_key as public_key
@@ -33,6 +34,7 @@ from mvds_node.remotelog._helper import serve_helper as serve_helper
 from mvds_node.remotelog._http import ClientTimeouts as ClientTimeouts
 from mvds_node.remotelog._http import HttpBackend as HttpBackend
 from mvds_node.remotelog._http import HttpClient as HttpClient
+from mvds_node.remotelog._http import HttpStatistics as HttpStatistics
 from mvds_node.remotelog._ipfs import IpfsBackend as IpfsBackend
 from mvds_node.remotelog._log import Cursor as Cursor
 from mvds_node.remotelog._log import LogReader as LogReader
@@ -56,6 +58,7 @@ __all__ = [
     "HelperLimits",
     "HttpBackend",
     "HttpClient",
+    "HttpStatistics",
     "IpfsBackend",
     "LogError",
     "LogReader",
@@ -63,6 +66,7 @@ __all__ = [
     "LogWriter",
     "MAX_PUBLISHED",
     "MemoryBackend",
+    "MemoryBackendStatistics",
     "MemoryLedger",
     "NatsBackend",
     "PendingRecord",

@@ -142,7 +142,7 @@ class SimBackend(MemoryBackend):
         self.down_parts = dict.fromkeys(LOG_PARTS, 0)
 
     async def _call(self, name: str) -> None:
-        self.calls[name] += 1
+        self._count(name)
         if self.down:
             raise BackendError("helper offline")
 
