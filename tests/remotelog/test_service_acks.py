@@ -175,12 +175,12 @@ async def test_acks_are_exactly_the_messages_published_up_to_the_readers_positio
         assert db.execute("SELECT count(*) FROM published").fetchone() == (0,)
         assert b_engine.acked == []  # A published nothing B could acknowledge
         # Nothing of A's awaits B's acknowledgement: A reads B's log head, not B's record.
-        fetches = backend.calls["ns_fetch"]
+        fetches = backend.statistics().ns_fetch
         await a.poll_now()
-        assert backend.calls["ns_fetch"] == fetches + 1
+        assert backend.statistics().ns_fetch == fetches + 1
         await upload(a, batch(1, 9))
         await a.poll_now()
-        assert backend.calls["ns_fetch"] == fetches + 3
+        assert backend.statistics().ns_fetch == fetches + 3
 
 
 def hostile(key: Ed25519PrivateKey, data: bytes, seq: int = 1) -> bytes:
@@ -262,11 +262,11 @@ async def test_the_cursor_keeps_its_page_across_a_restart(tmp_path: Path) -> Non
     await writer.append(batch(2, 3))
     again, engine = service(backend, tmp_path, reader_key, A, public_key(writer_key))
     assert again.readers[0][0].cursor == cursor
-    gets = backend.calls["cas_get"]
+    gets = backend.statistics().cas_get
     async with running(again):
         await again.poll_now()
     assert engine.stored == {m for m, _ in batch(2, 3)}
-    assert backend.calls["cas_get"] == gets + 1  # the new page; the cursor's is not read again
+    assert backend.statistics().cas_get == gets + 1  # the new page; the cursor's is not read again
 
 
 async def test_cursors_saved_without_a_page_address_are_read(tmp_path: Path) -> None:

@@ -191,7 +191,7 @@ async def test_a_failed_upload_is_reported_and_retried_with_backoff(
             assert reason in status.error and status.queued == 5
             assert backend.ns == {}  # nothing that names a bad address was published
             await trio.sleep(1 + 2 + 4 - 0.5)  # 1 s doubling: three more attempts by now
-            assert backend.calls["cas_get"] == 0 and backend.ns == {}
+            assert backend.statistics().cas_get == 0 and backend.ns == {}
             del backend.faults["cas_add"]
             start = trio.current_time()
             await seen.wait(lambda: seen.uploaded == [1])

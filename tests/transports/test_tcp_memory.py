@@ -20,9 +20,9 @@ import trio.testing
 from mvds_node.transports import (
     DialFailed,
     FrameLimits,
+    FrameMode,
     InputRejected,
     Keypair,
-    Mode,
     NoiseStream,
     PacketDropped,
     PeerDown,
@@ -397,7 +397,7 @@ async def test_our_own_slowness_closes_nobody(autojump_clock: trio.testing.MockC
                 # knew she lived) and he answered.
                 while True:
                     peer, packet = await a.receive()
-                    if packet[3] != Mode.CONTROL:
+                    if packet[3] != FrameMode.CONTROL:
                         return peer, packet
 
             got = [await next_packet() for _ in range(6)]

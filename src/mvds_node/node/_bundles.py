@@ -21,12 +21,11 @@ from pathlib import Path
 from typing import Final
 
 from mvds_node.errors import MvdsError
-from mvds_node.sync import Engine, ExportSnapshot, encode_payload
-from mvds_node.sync._wire import ID_RECORD_SIZE, payload_overhead
-from mvds_node.transports import Keypair
-from mvds_node.transports._file import (
+from mvds_node.sync import ID_RECORD_SIZE, Engine, ExportSnapshot, encode_payload, payload_overhead
+from mvds_node.transports import (
     BundleError,
     BundleHeader,
+    Keypair,
     Progress,
     open_bundle,
     write_bundle,

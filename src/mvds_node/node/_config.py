@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from mvds_node.errors import ConfigError
 from mvds_node.sync import DeliveryMode, MissingParents, Mode
-from mvds_node.transports._multicast import interface_problem
+from mvds_node.transports import interface_problem
 
 __all__ = [
     "DiscoveryConfig",

@@ -81,7 +81,7 @@ from zeroconf import IPVersion, ServiceInfo, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo
 
 from mvds_node.errors import ConfigError, LocalProtocolError, RemoteProtocolError, TransportBroken
-from mvds_node.transports._multicast import interface_problem
+from mvds_node.transports import interface_problem
 
 __all__ = [
     "MAX_GROUP_TAGS",

@@ -96,8 +96,10 @@ from mvds_node.transports import (
     HEADER_SIZE,
     DialFailed,
     FrameError,
+    FrameMode,
     Hello,
     InputRejected,
+    MulticastTransport,
     NoSyncFrame,
     PacketDropped,
     PeerDown,
@@ -109,13 +111,11 @@ from mvds_node.transports import (
     Transport,
     TransportEvent,
     UnknownControl,
+    check_frame,
     decode_frame,
     encode_frame,
 )
 from mvds_node.transports import InternalError as TransportInternalError
-from mvds_node.transports._framing import Mode as FrameMode
-from mvds_node.transports._framing import check_frame
-from mvds_node.transports._multicast import MulticastTransport
 
 __all__ = [
     "Message",

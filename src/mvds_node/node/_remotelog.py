@@ -41,42 +41,36 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, final
 
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from mvds_node.errors import ConfigError, describe_failure
 from mvds_node.remotelog import (
+    AckRecords,
+    Backend,
     BackendError,
+    Cursor,
     FileBackend,
+    HttpBackend,
+    HttpClient,
+    IpfsBackend,
     LogError,
     LogReader,
     LogSettings,
     LogWriter,
+    NatsBackend,
+    ReadResult,
+    RedisBackend,
+    Resume,
+    ack_payloads,
     log_name,
 )
-from mvds_node.remotelog._backend import Backend
-from mvds_node.remotelog._format import (
-    MAX_SEQ,
-    acks_name,
-    decode_acks,
-    encode_acks,
-    open_head,
-    seal,
-    sign_head,
-    unseal,
-)
-from mvds_node.remotelog._http import HttpBackend, HttpClient
-from mvds_node.remotelog._ipfs import IpfsBackend
-from mvds_node.remotelog._log import Cursor, ReadResult, Resume
-from mvds_node.remotelog._nats import NatsBackend
-from mvds_node.remotelog._redis import RedisBackend
-from mvds_node.sync import encode_payload
-from mvds_node.sync._wire import decode_stored
+from mvds_node.sync import decode_stored, encode_payload
 
 __all__ = ["LogStatus", "RemoteLogService", "backend_for"]
 
@@ -85,10 +79,6 @@ _FEED_CHUNK: Final = 500
 _FEED_BYTES: Final = 1024 * 1024
 """Bytes of messages per payload handed to the engine: far below its payload limit (4 MiB), and
 one message at the body limit (1 MiB) still goes alone."""
-_ACK_CHUNK: Final = 50_000
-_PUBLISHED_MAX: Final = 100_000
-"""Rows of the ``published`` table kept per group when some member never publishes a position
-(the oldest go first; those messages are then acknowledged by sync only)."""
 _MAX_BACKOFF: Final = 60.0
 _UNREACHABLE: Final = "backend unreachable: "
 _INTERNAL: Final = "internal error: "
@@ -183,16 +173,9 @@ class RemoteLogService:
         self.poll_seconds = poll_seconds
         self._has = has_message
         self._signing = signing
-        self._our_log_key = signing.public_key().public_bytes_raw()
-        self._ack_seq: dict[bytes, int] = {}
-        self._acks_published: dict[bytes, dict[bytes, int]] = {}
-        self._acked_seen: dict[tuple[bytes, bytes], int] = {}
-        # Members seen publishing positions: their record is read only while some message we
-        # published awaits their acknowledgement.
-        self._positions_known: set[tuple[bytes, bytes]] = set()
-        self._members: dict[bytes, frozenset[bytes]] = {}
+        self._acks: dict[bytes, AckRecords] = {}
+        """Per group: our acknowledgement record and our members' (see :mod:`._acks`)."""
         self._saved: dict[str, tuple[int, Cursor | None, Resume | None]] = {}
-        self._group_keys: dict[bytes, bytes | None] = {}
         self._feed = feed
         self._refused = refused
         self._uploaded = uploaded
@@ -240,7 +223,6 @@ class RemoteLogService:
         share = _fair_share(backend, sum(len(m) for *_, m in groups), settings.fetch_concurrency)
         reader_settings = replace(settings, fetch_concurrency=share)
         for name, group_id, key, members in groups:
-            self._group_keys[group_id] = key
             self._group_names[group_id] = name
             log_key_for_pages = key if settings.signed else None  # plain logs are never sealed
             writer = LogWriter(
@@ -248,8 +230,12 @@ class RemoteLogService:
             )
             self.writers[group_id] = writer
             self.status[writer.name] = LogStatus(writer.name, our_key, name, True)
-            self._members[group_id] = frozenset(
-                [self._our_log_key, *(log_key for _, log_key in members)]
+            self._acks[group_id] = AckRecords(
+                signing=signing,
+                group_id=group_id,
+                readers=dict(members),
+                ledger=_SqliteLedger(self._db, group_id),
+                group_key=key,
             )
             for member, log_key in members:
                 reader = LogReader(
@@ -397,11 +383,7 @@ class RemoteLogService:
             self._db.execute("BEGIN")
             self._db.executemany("DELETE FROM queue WHERE seq = ?", [(r[0],) for r in batch])
             if writer is not None:
-                self._db.executemany(
-                    "INSERT OR IGNORE INTO published VALUES (?, ?, ?)",
-                    [(group_id, writer.seq, r[2]) for r in batch],
-                )
-                self._bound_published(group_id)
+                self._acks[group_id].uploaded(writer.seq, [r[2] for r in batch])
         self._refresh_queued()
         if writer is not None:
             status = self.status[writer.name]
@@ -520,31 +502,20 @@ class RemoteLogService:
         """Say, in our own acknowledgement record, how far we have read each member's log of the
         group: a writer polling it stops retransmitting what we hold, even if it never meets us.
         """
+        records = self._acks[group_id]
         positions = {
             r.writer: r.cursor.seq
             for r, _ in self.readers
             if r.group_id == group_id and r.cursor is not None
         }
-        if not positions or self._acks_published.get(group_id) == positions:
+        if not positions:
             return
-        key = self._group_keys.get(group_id)
-        name = acks_name(self._our_log_key, group_id)
-        if group_id not in self._ack_seq:
-            current = await self.backend.ns_fetch(name)
-            self._ack_seq[group_id] = (
-                open_head(current, name, self._our_log_key).seq if current is not None else 0
-            )
-        data = encode_acks(positions)
-        if key is not None:
-            data = seal(key, data)
-        seq = self._ack_seq[group_id] + 1
-        if seq > MAX_SEQ:  # readers refuse a sequence their store cannot hold
-            raise LogError(f"{name}: the record is at its last sequence ({MAX_SEQ})")
-        await self.backend.ns_update(
-            name, sign_head(self._signing, name, seq, data, key is not None)
-        )
-        self._ack_seq[group_id] = seq
-        self._acks_published[group_id] = positions
+        if records.needs_sequence:
+            records.resume(await self.backend.ns_fetch(records.name))
+        pending = records.record_for(positions)
+        if pending is not None:
+            await self.backend.ns_update(records.name, pending.record)
+            records.published(pending)
 
     async def _read_acks(self, reader: LogReader, member: bytes) -> None:
         """The member's acknowledgement record: the messages we published up to the head
@@ -555,88 +526,71 @@ class RemoteLogService:
                 unknown version, entries out of order); nothing changes. Entries for logs we do
                 not read are skipped.
         """
-        group_id = reader.group_id
-        seen = (member, group_id)
-        last = self._acked_through(group_id, member)
-        if seen in self._positions_known and not self._awaiting(group_id, last):
+        records = self._acks[reader.group_id]
+        if not records.wants_record(member):
             return  # nothing of ours awaits its acknowledgement: no need to read the record
-        name = acks_name(reader.writer, group_id)
-        record = await self.backend.ns_fetch(name)
+        record = await self.backend.ns_fetch(records.record_name(member))
         if record is None:
             return
-        head = open_head(record, name, reader.writer)
-        if head.seq <= self._acked_seen.get(seen, 0):
-            return
-        data = head.log
-        if head.sealed:
-            key = self._group_keys.get(group_id)
-            if key is None:
-                raise LogError(f"{name}: sealed and we have no key")
-            data = unseal(key, data, name)
-        acks = decode_acks(data, name, members=self._members[group_id])
-        self._acked_seen[seen] = head.seq
-        if len(data) % 2:  # positions (a record of the old format has an even length)
-            self._positions_known.add(seen)
-        ids = list(acks.ids)  # a record of the old format: the IDs it holds
-        position = acks.positions.get(self._our_log_key)
-        if position is not None:
-            if position > last:
-                ids += [
-                    mid
-                    for (mid,) in self._db.execute(
-                        "SELECT id FROM published WHERE grp = ? AND seq > ? AND seq <= ?",
-                        (group_id, last, position),
-                    )
-                ]
-            # A position that went back (the member lost its state) is taken as it is: what
-            # it reads again is acknowledged again, which is harmless.
-            with self._db:
-                self._db.execute("BEGIN")
-                self._db.execute(
-                    "INSERT OR REPLACE INTO acked VALUES (?, ?, ?)", (group_id, member, position)
-                )
-                self._prune_published(group_id)
-        for i in range(0, len(ids), _ACK_CHUNK):
-            self._feed(member, encode_payload(acks=ids[i : i + _ACK_CHUNK]))
+        with self._db:
+            self._db.execute("BEGIN")
+            ids = records.read_record(member, record)
+        for payload in ack_payloads(ids):
+            self._feed(member, payload)
 
-    def _acked_through(self, group_id: bytes, member: bytes) -> int:
-        """Up to which of our head sequences ``member``'s acknowledgements were fed (0: none)."""
-        row = self._db.execute(
-            "SELECT seq FROM acked WHERE grp = ? AND member = ?", (group_id, member)
-        ).fetchone()
-        return row[0] if row is not None else 0
 
-    def _awaiting(self, group_id: bytes, last: int) -> bool:
-        """Whether we published a message in a head past ``last`` (a member's position), which
-        that member has then not acknowledged yet."""
-        found = self._db.execute(
-            "SELECT 1 FROM published WHERE grp = ? AND seq > ? LIMIT 1", (group_id, last)
-        ).fetchone()
-        return found is not None
+@final
+class _SqliteLedger:
+    """One group's :class:`~mvds_node.remotelog.PublishedLedger` in ``remotelog.sqlite`` (the
+    ``published`` and ``acked`` tables); the service wraps its calls in transactions."""
 
-    def _prune_published(self, group_id: bytes) -> None:
-        """Forget what every member whose log we read has read past (call inside a
-        transaction)."""
-        members = [m for r, m in self.readers if r.group_id == group_id]
-        if not members:
-            return
-        marks = dict(
-            self._db.execute("SELECT member, seq FROM acked WHERE grp = ?", (group_id,)).fetchall()
+    __slots__ = ("_db", "_group_id")
+
+    def __init__(self, db: sqlite3.Connection, group_id: bytes) -> None:
+        self._db = db
+        self._group_id = group_id
+
+    def add(self, seq: int, ids: Sequence[bytes]) -> None:
+        self._db.executemany(
+            "INSERT OR IGNORE INTO published VALUES (?, ?, ?)",
+            [(self._group_id, seq, mid) for mid in ids],
         )
-        floor = min(marks.get(m, 0) for m in members)
-        if floor > 0:
-            self._db.execute("DELETE FROM published WHERE grp = ? AND seq <= ?", (group_id, floor))
 
-    def _bound_published(self, group_id: bytes) -> None:
-        (count,) = self._db.execute(
-            "SELECT count(*) FROM published WHERE grp = ?", (group_id,)
+    def keep_newest(self, count: int) -> None:
+        self._db.execute(
+            "DELETE FROM published WHERE grp = ? AND seq <= (SELECT seq FROM published "
+            "WHERE grp = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+            (self._group_id, self._group_id, count),
+        )
+
+    def newest(self) -> int:
+        (seq,) = self._db.execute(
+            "SELECT max(seq) FROM published WHERE grp = ?", (self._group_id,)
         ).fetchone()
-        if count > _PUBLISHED_MAX:
-            self._db.execute(
-                "DELETE FROM published WHERE grp = ? AND seq <= (SELECT seq FROM published "
-                "WHERE grp = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)",
-                (group_id, group_id, _PUBLISHED_MAX),
+        return int(seq) if seq is not None else 0
+
+    def ids_between(self, after: int, through: int) -> list[bytes]:
+        return [
+            mid
+            for (mid,) in self._db.execute(
+                "SELECT id FROM published WHERE grp = ? AND seq > ? AND seq <= ?",
+                (self._group_id, after, through),
             )
+        ]
+
+    def forget_through(self, seq: int) -> None:
+        self._db.execute("DELETE FROM published WHERE grp = ? AND seq <= ?", (self._group_id, seq))
+
+    def acked_through(self, member: bytes) -> int:
+        row = self._db.execute(
+            "SELECT seq FROM acked WHERE grp = ? AND member = ?", (self._group_id, member)
+        ).fetchone()
+        return int(row[0]) if row is not None else 0
+
+    def set_acked_through(self, member: bytes, seq: int) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO acked VALUES (?, ?, ?)", (self._group_id, member, seq)
+        )
 
 
 def _payloads(messages: list[bytes]) -> Iterator[bytes]:

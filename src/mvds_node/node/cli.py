@@ -58,7 +58,7 @@ from mvds_node.node._node import (
     open_node,
     wall_ms,
 )
-from mvds_node.sim._cli import add_parser as add_sim_parser
+from mvds_node.sim import add_parser as add_sim_parser
 from mvds_node.sync import Mode, SQLiteStore
 
 __all__ = ["main"]
@@ -290,7 +290,7 @@ def cmd_key(args: argparse.Namespace) -> None:
     document = {"key": key, "log_key": log_key}
     shown = log_key if args.log else key
     if args.ipns:
-        from mvds_node.remotelog._ipfs import IpfsBackend
+        from mvds_node.remotelog import IpfsBackend
 
         url = load_config(directory).remote_log.url
         if not url.startswith("ipfs://"):
@@ -740,7 +740,7 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 def cmd_log(args: argparse.Namespace) -> None:
     from mvds_node.node._remotelog import backend_for
-    from mvds_node.remotelog._archive import export_log, import_log
+    from mvds_node.remotelog import export_log, import_log
 
     config = load_config(_data_dir(args))
     if not config.remote_log.url:
@@ -777,7 +777,7 @@ def cmd_log(args: argparse.Namespace) -> None:
 
 
 def cmd_helper(args: argparse.Namespace) -> None:
-    from mvds_node.remotelog._helper import HelperLimits, serve_helper
+    from mvds_node.remotelog import HelperLimits, serve_helper
 
     host, port = parse_address(args.listen, where="--listen")
     limits = HelperLimits(
@@ -828,7 +828,7 @@ def _positive(kind: Callable[[str], float]) -> Callable[[str], Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mvds_node.remotelog._helper import HelperLimits as HelperDefaults
+    from mvds_node.remotelog import HelperLimits as HelperDefaults
 
     parser = argparse.ArgumentParser(
         prog=PROG,

@@ -2,32 +2,82 @@
 
 A peer that comes online reads the logs of its group's peers and catches up even while they are
 offline. This package has the record formats (:mod:`._format`: pages, signed heads, sealing),
-the backend interface with the embedded file backend (:mod:`._backend`), and the writer and
-reader (:mod:`._log`). ``docs/remote-log.md`` records the decisions the spec leaves open.
+the backend interface with the embedded file backend (:mod:`._backend`) and the others
+(HTTP helper, IPFS, Redis, NATS), the writer and reader (:mod:`._log`), and the sans-IO core of
+the acknowledgement records (:mod:`._acks`), shared by the node and the simulator.
+``docs/remote-log.md`` records the decisions the spec leaves open.
 """
 
 from __future__ import annotations
 
+from mvds_node.remotelog._acks import ACK_CHUNK as ACK_CHUNK
+from mvds_node.remotelog._acks import MAX_PUBLISHED as MAX_PUBLISHED
+from mvds_node.remotelog._acks import AckRecords as AckRecords
+from mvds_node.remotelog._acks import MemoryLedger as MemoryLedger
+from mvds_node.remotelog._acks import PendingRecord as PendingRecord
+from mvds_node.remotelog._acks import PublishedLedger as PublishedLedger
+from mvds_node.remotelog._acks import ack_payloads as ack_payloads
+from mvds_node.remotelog._archive import ArchiveError as ArchiveError
+from mvds_node.remotelog._archive import ArchiveResult as ArchiveResult
+from mvds_node.remotelog._archive import export_log as export_log
+from mvds_node.remotelog._archive import import_log as import_log
 from mvds_node.remotelog._backend import Backend as Backend
 from mvds_node.remotelog._backend import BackendError as BackendError
 from mvds_node.remotelog._backend import FileBackend as FileBackend
 from mvds_node.remotelog._backend import MemoryBackend as MemoryBackend
+from mvds_node.remotelog._backend import MemoryBackendStatistics as MemoryBackendStatistics
 from mvds_node.remotelog._format import LogError as LogError
 from mvds_node.remotelog._format import log_name as log_name
+from mvds_node.remotelog._format import public_key as public_key
+from mvds_node.remotelog._helper import HelperLimits as HelperLimits
+from mvds_node.remotelog._helper import serve_helper as serve_helper
+from mvds_node.remotelog._http import ClientTimeouts as ClientTimeouts
+from mvds_node.remotelog._http import HttpBackend as HttpBackend
+from mvds_node.remotelog._http import HttpClient as HttpClient
+from mvds_node.remotelog._http import HttpStatistics as HttpStatistics
+from mvds_node.remotelog._ipfs import IpfsBackend as IpfsBackend
+from mvds_node.remotelog._log import Cursor as Cursor
 from mvds_node.remotelog._log import LogReader as LogReader
 from mvds_node.remotelog._log import LogSettings as LogSettings
 from mvds_node.remotelog._log import LogWriter as LogWriter
 from mvds_node.remotelog._log import ReadResult as ReadResult
+from mvds_node.remotelog._log import Resume as Resume
+from mvds_node.remotelog._nats import NatsBackend as NatsBackend
+from mvds_node.remotelog._redis import RedisBackend as RedisBackend
 
 __all__ = [
+    "ACK_CHUNK",
+    "AckRecords",
+    "ArchiveError",
+    "ArchiveResult",
     "Backend",
     "BackendError",
+    "ClientTimeouts",
+    "Cursor",
     "FileBackend",
+    "HelperLimits",
+    "HttpBackend",
+    "HttpClient",
+    "HttpStatistics",
+    "IpfsBackend",
     "LogError",
     "LogReader",
     "LogSettings",
     "LogWriter",
+    "MAX_PUBLISHED",
     "MemoryBackend",
+    "MemoryBackendStatistics",
+    "MemoryLedger",
+    "NatsBackend",
+    "PendingRecord",
+    "PublishedLedger",
     "ReadResult",
+    "RedisBackend",
+    "Resume",
+    "ack_payloads",
+    "export_log",
+    "import_log",
     "log_name",
+    "public_key",
+    "serve_helper",
 ]

@@ -12,8 +12,10 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, final
 
 import trio
 
@@ -21,7 +23,13 @@ from mvds_node._files import fsync_directory
 from mvds_node.errors import MvdsError
 from mvds_node.remotelog._format import MAX_OBJECT_BYTES, address_of
 
-__all__ = ["Backend", "BackendError", "FileBackend", "MemoryBackend"]
+__all__ = [
+    "Backend",
+    "BackendError",
+    "FileBackend",
+    "MemoryBackend",
+    "MemoryBackendStatistics",
+]
 
 
 class BackendError(MvdsError):
@@ -42,6 +50,17 @@ class Backend(Protocol):
     async def ns_fetch(self, name: str) -> bytes | None: ...
 
 
+@final
+@dataclass(frozen=True, slots=True)
+class MemoryBackendStatistics:
+    """Calls made to a :class:`MemoryBackend` so far, failed ones included."""
+
+    cas_add: int
+    cas_get: int
+    ns_update: int
+    ns_fetch: int
+
+
 class MemoryBackend:
     """A CAS and NS in a dict; ``down = True`` makes every call fail (for tests)."""
 
@@ -49,11 +68,28 @@ class MemoryBackend:
         self.cas: dict[bytes, bytes] = {}
         self.ns: dict[str, bytes] = {}
         self.down = False
-        self.calls = {"cas_add": 0, "cas_get": 0, "ns_update": 0, "ns_fetch": 0}
+        self._calls = {"cas_add": 0, "cas_get": 0, "ns_update": 0, "ns_fetch": 0}
+
+    def statistics(self) -> MemoryBackendStatistics:
+        """A snapshot of the calls made so far."""
+        return MemoryBackendStatistics(**self._calls)
+
+    @property
+    def calls(self) -> dict[str, int]:
+        """Deprecated: use :meth:`statistics`."""
+        warnings.warn(
+            "MemoryBackend.calls is deprecated: use MemoryBackend.statistics()",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return dict(self._calls)
+
+    def _count(self, name: str) -> None:
+        self._calls[name] += 1
 
     async def _call(self, name: str) -> None:
         await trio.lowlevel.checkpoint()
-        self.calls[name] += 1
+        self._count(name)
         if self.down:
             raise BackendError("backend is down")
 

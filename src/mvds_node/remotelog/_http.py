@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import ssl
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, final
@@ -42,7 +43,14 @@ from mvds_node.remotelog._helper import HelperLimits as HelperLimits
 from mvds_node.remotelog._helper import serve_helper as serve_helper
 from mvds_node.remotelog.proto import cas_pb2, ns_pb2
 
-__all__ = ["ClientTimeouts", "HelperLimits", "HttpBackend", "HttpClient", "serve_helper"]
+__all__ = [
+    "ClientTimeouts",
+    "HelperLimits",
+    "HttpBackend",
+    "HttpClient",
+    "HttpStatistics",
+    "serve_helper",
+]
 
 MAX_ANSWER_BYTES: Final = MAX_OBJECT_BYTES + 1024
 """Largest answer body read from the helper: an object at the limit plus its protobuf framing."""
@@ -65,6 +73,15 @@ class ClientTimeouts:
     """Waiting for a free connection of the pool (all busy with other requests)."""
     total: float = 120.0
     """The whole request, however it is spread: a server trickling its answer is cut here."""
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class HttpStatistics:
+    """What an :class:`HttpClient` (or the :class:`HttpBackend` on it) did so far."""
+
+    requests: int
+    """Requests sent, failed ones included."""
 
 
 class HttpClient:
@@ -93,8 +110,7 @@ class HttpClient:
     ) -> None:
         self.what = what
         self.timeouts = timeouts or ClientTimeouts()
-        self.requests = 0
-        """Requests sent (for tests and statistics)."""
+        self._requests = 0
         self._base_url = base_url
         self.max_connections = max_connections
         """Connections the pool holds at most; read when the pool opens (at the first request,
@@ -102,6 +118,20 @@ class HttpClient:
         self._ssl = ssl
         self._headers = dict(headers or {})
         self._client: httpx.AsyncClient | None = None
+
+    def statistics(self) -> HttpStatistics:
+        """A snapshot of what the client did so far."""
+        return HttpStatistics(requests=self._requests)
+
+    @property
+    def requests(self) -> int:
+        """Deprecated: use :meth:`statistics`."""
+        warnings.warn(
+            "HttpClient.requests is deprecated: use HttpClient.statistics().requests",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self._requests
 
     def _open(self) -> httpx.AsyncClient:
         t = self.timeouts
@@ -131,7 +161,7 @@ class HttpClient:
             BackendError: unreachable, too slow, a protocol error, or an answer over
                 ``max_bytes`` (its connection is closed, not reused).
         """
-        self.requests += 1
+        self._requests += 1
         if self._client is None:
             self._client = self._open()
         client = self._client
@@ -248,10 +278,19 @@ class HttpBackend:
             headers=headers,
         )
 
+    def statistics(self) -> HttpStatistics:
+        """A snapshot of the requests made so far."""
+        return self.http.statistics()
+
     @property
     def calls(self) -> int:
-        """Requests made so far."""
-        return self.http.requests
+        """Deprecated: use :meth:`statistics`."""
+        warnings.warn(
+            "HttpBackend.calls is deprecated: use HttpBackend.statistics().requests",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.http.statistics().requests
 
     async def _call(self, route: str, body: bytes) -> bytes | None:
         path = f"/twirp/{route}"

@@ -49,7 +49,7 @@ from mvds_node.remotelog._format import (
     sign_head,
     unseal,
 )
-from mvds_node.sync._wire import decode_stored
+from mvds_node.sync import decode_stored
 
 __all__ = [
     "Cursor",

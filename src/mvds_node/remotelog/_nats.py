@@ -26,6 +26,7 @@ from typing import Any, Final, TypeVar
 
 import trio
 
+from mvds_node._address import format_address
 from mvds_node.remotelog._backend import BackendError
 from mvds_node.remotelog._format import MAX_OBJECT_BYTES, address_of, signed_seq
 from mvds_node.remotelog._lines import LineReader
@@ -262,10 +263,12 @@ class NatsBackend:
             trio.TooSlowError,
         ) as e:
             await self.aclose_connection()
-            raise BackendError(f"nats {self.host}:{self.port} unreachable: {e!r}") from None
+            raise BackendError(
+                f"nats {format_address(self.host, self.port)} unreachable: {e!r}"
+            ) from None
         except BackendError as e:
             await self.aclose_connection()
-            raise BackendError(f"nats {self.host}:{self.port}: {e}") from None
+            raise BackendError(f"nats {format_address(self.host, self.port)}: {e}") from None
 
     async def _api(self, subject: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         msg = await self._request(subject, json.dumps(body).encode() if body is not None else b"")
@@ -278,7 +281,7 @@ class NatsBackend:
             return interpret()
         except BackendError as e:
             await self.aclose_connection()
-            raise BackendError(f"nats {self.host}:{self.port}: {e}") from None
+            raise BackendError(f"nats {format_address(self.host, self.port)}: {e}") from None
 
     async def _ensure(self) -> None:
         if self._ready:
@@ -360,12 +363,14 @@ class NatsBackend:
             with trio.fail_after(_TIMEOUT):
                 conn = await self._connect()
         except (OSError, trio.TooSlowError) as e:
-            raise BackendError(f"nats {self.host}:{self.port} unreachable: {e!r}") from None
+            raise BackendError(
+                f"nats {format_address(self.host, self.port)} unreachable: {e!r}"
+            ) from None
         async with conn.stream:
             try:
                 await conn.stream.send_all(f"SUB $KV.{BUCKET}.> 1\r\nPING\r\n".encode())
             except (OSError, trio.BrokenResourceError) as e:
-                raise BackendError(f"nats {self.host}:{self.port}: {e!r}") from None
+                raise BackendError(f"nats {format_address(self.host, self.port)}: {e!r}") from None
 
             async def names() -> AsyncGenerator[str, None]:
                 prefix = f"$KV.{BUCKET}."

@@ -38,6 +38,7 @@ import coredis.pool
 import coredis.retry
 import trio
 
+from mvds_node._address import format_address
 from mvds_node.remotelog._backend import BackendError
 from mvds_node.remotelog._format import MAX_OBJECT_BYTES, address_of, signed_seq
 
@@ -136,7 +137,7 @@ class RedisBackend:
     @property
     def server(self) -> str:
         """The server, as error messages name it."""
-        return f"redis {self.host}:{self.port}"
+        return f"redis {format_address(self.host, self.port)}"
 
     def _new_client(self) -> coredis.Redis[bytes]:
         # Connection options (TLS, ACL user and password, database number) go here.

@@ -8,6 +8,8 @@ measured in a :class:`SimResult`; :func:`sweep` runs scenarios over the values o
 
 from __future__ import annotations
 
+from mvds_node.sim._cli import add_parser as add_parser
+from mvds_node.sim._cli import cmd_sim as cmd_sim
 from mvds_node.sim._metrics import SimResult as SimResult
 from mvds_node.sim._net import Net as Net
 from mvds_node.sim._net import Transfer as Transfer
@@ -27,6 +29,8 @@ __all__ = [
     "ScenarioError",
     "SimResult",
     "Transfer",
+    "add_parser",
+    "cmd_sim",
     "load_scenario",
     "preset",
     "run",

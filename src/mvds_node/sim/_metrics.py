@@ -74,7 +74,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from mvds_node.sim._scenario import Scenario
-from mvds_node.sync._wire import ID_RECORD_SIZE
+from mvds_node.sync import ID_RECORD_SIZE
 
 __all__ = ["RECORD_TYPES", "NodeFigures", "SimResult", "percentile"]
 

@@ -35,7 +35,7 @@ is a bug and raises. This is both faster and more deterministic than running the
 inside ``trio.run`` with a mock clock. The node's upload task is modelled by an upload queue
 that is flushed whenever the node and the helper are both online (at a send, a log read or on
 coming online); the acknowledgement records are those of ``mvds_node.node``'s remote-log service,
-built from the same format functions.
+from the same sans-IO core (:class:`~mvds_node.remotelog.AckRecords`).
 """
 
 from __future__ import annotations
@@ -50,14 +50,16 @@ from typing import Any, Final, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from mvds_node.remotelog import BackendError, LogReader, LogSettings, LogWriter, MemoryBackend
-from mvds_node.remotelog._format import (
-    acks_name,
-    decode_acks,
-    encode_acks,
-    open_head,
+from mvds_node.remotelog import (
+    AckRecords,
+    BackendError,
+    LogReader,
+    LogSettings,
+    LogWriter,
+    MemoryBackend,
+    MemoryLedger,
+    ack_payloads,
     public_key,
-    sign_head,
 )
 from mvds_node.sim._metrics import RECORD_TYPES, SWEEP_SCHEMA, NodeFigures, SimResult
 from mvds_node.sim._scenario import Scenario, with_overrides
@@ -74,9 +76,9 @@ from mvds_node.sync import (
     RelayPolicy,
     SyncConfig,
     encode_payload,
+    payload_overhead,
 )
-from mvds_node.sync._wire import payload_overhead
-from mvds_node.transports._framing import HEADER_SIZE, Hello, encode_frame
+from mvds_node.transports import HEADER_SIZE, Hello, encode_frame
 
 __all__ = ["ConstantBackoff", "SimBackend", "drive", "run", "sweep"]
 
@@ -87,7 +89,6 @@ HELLO_BYTES: Final = len(encode_frame(Hello())) - HEADER_SIZE
 """The body of a CONTROL/HELLO frame (18 bytes, docs/wire.md). Like sync payloads, which are
 counted without their frame, it is counted without the 8-byte framing header."""
 _FEED_CHUNK: Final = 500
-_ACK_CHUNK: Final = 50_000
 _MAX_DRAINS: Final = 64
 
 _SEND, _WAKE, _DELIVER, _CONNECT, _LOG = range(5)
@@ -141,7 +142,7 @@ class SimBackend(MemoryBackend):
         self.down_parts = dict.fromkeys(LOG_PARTS, 0)
 
     async def _call(self, name: str) -> None:
-        self.calls[name] += 1
+        self._count(name)
         if self.down:
             raise BackendError("helper offline")
 
@@ -362,10 +363,8 @@ class _Node:
     """(ID, stored wire) of the messages sent and not yet appended to its log."""
     signing: Ed25519PrivateKey | None = None
     log_pub: bytes = b""
-    acks_seq: int = 0
-    published: list[tuple[int, list[bytes]]] = field(default_factory=list)
-    """(head sequence of its log, IDs that went out in it), oldest first."""
-    acks_positions: dict[bytes, int] | None = None
+    acks: AckRecords | None = None
+    """Its acknowledgement record and its peers' (with ``log_acks``)."""
     last_read: float = -math.inf
     """When it last read its peers' logs."""
 
@@ -454,9 +453,14 @@ class _Sim:
                     for q in sources
                     if q != node.index and not self.nodes[q].cache
                 )
-        self.acks_seen: dict[tuple[int, int], int] = {}
-        """(writer, reader) -> the sequence of the reader's last acknowledgement record read."""
-        self.acked_to: dict[tuple[int, int], int] = {}
+                if s.log_acks and node.signing is not None:
+                    node.acks = AckRecords(
+                        signing=node.signing,
+                        group_id=node.gid,
+                        readers={self.nodes[q].key: r.writer for r, q in node.readers},
+                        ledger=MemoryLedger(),
+                        seq=0,  # a fresh log: no record yet
+                    )
         # Event queue and counters.
         self.heap: list[tuple[float, int, int, int, Any]] = []
         self.seq = 0
@@ -672,8 +676,8 @@ class _Sim:
         if node.upload and node.writer is not None:
             drive(node.writer.append(node.upload))
             self.log_put += len(node.upload)
-            if self.s.log_acks:
-                node.published.append((node.writer.seq, [mid for mid, _ in node.upload]))
+            if node.acks is not None:
+                node.acks.uploaded(node.writer.seq, [mid for mid, _ in node.upload])
             node.upload.clear()
         if not poll:
             return
@@ -688,55 +692,34 @@ class _Sim:
                     chunk = result.messages[start : start + _FEED_CHUNK]
                     engine.receive_payload(self.nodes[q].key, encode_payload(messages=chunk), now=t)
             moved = reader.commit(result, node.store.has_message) or moved
-        if self.s.log_acks:
+        if node.acks is not None:
             if moved:
-                self._publish_acks(node)
-            for reader, q in node.readers:
-                self._read_acks(node, reader, q, t)
+                self._publish_acks(node, node.acks)
+            for _, q in node.readers:
+                self._read_acks(node, node.acks, self.nodes[q].key, t)
         self._events(node, t)
 
-    def _publish_acks(self, node: _Node) -> None:
-        assert self.backend is not None and node.signing is not None
+    def _publish_acks(self, node: _Node, acks: AckRecords) -> None:
+        assert self.backend is not None
         positions = {r.writer: r.cursor.seq for r, _ in node.readers if r.cursor is not None}
-        if not positions or positions == node.acks_positions:
+        pending = acks.record_for(positions)
+        if pending is None:
             return
-        node.acks_positions = positions
-        name = acks_name(node.log_pub, node.gid)
-        node.acks_seq += 1
-        record = sign_head(node.signing, name, node.acks_seq, encode_acks(positions), False)
-        drive(self.backend.ns_update(name, record))
+        drive(self.backend.ns_update(acks.name, pending.record))
+        acks.published(pending)
         self.log_ack += len(positions)
 
-    def _read_acks(self, node: _Node, reader: LogReader, q: int, t: float) -> None:
-        """``q``'s record: what ``node`` published in the heads ``q`` has read since the last
-        record becomes ACKs from ``q``."""
+    def _read_acks(self, node: _Node, acks: AckRecords, peer: bytes, t: float) -> None:
+        """``peer``'s record: what ``node`` published in the heads ``peer`` has read since the
+        last record becomes ACKs from ``peer``."""
         assert self.backend is not None
-        seen = (node.index, q)
-        published = node.published
-        waiting = bool(published) and published[-1][0] > self.acked_to.get(seen, 0)
-        if seen in self.acks_seen and not waiting:
-            return  # nothing of ours awaits q's acknowledgement: no need to read its record
-        name = acks_name(reader.writer, node.gid)
-        record = drive(self.backend.ns_fetch(name))
+        if not acks.wants_record(peer):
+            return  # nothing of ours awaits its acknowledgement: no need to read its record
+        record = drive(self.backend.ns_fetch(acks.record_name(peer)))
         if record is None:
             return
-        head = open_head(record, name, reader.writer)
-        if head.seq <= self.acks_seen.get(seen, 0):
-            return
-        self.acks_seen[seen] = head.seq
-        position = decode_acks(head.log, name).positions.get(node.log_pub)
-        last = self.acked_to.get(seen, 0)
-        if position is None or position <= last or not node.published:
-            return
-        self.acked_to[seen] = position
-        ids = [mid for seq, batch in node.published if last < seq <= position for mid in batch]
-        for start in range(0, len(ids), _ACK_CHUNK):
-            payload = encode_payload(acks=ids[start : start + _ACK_CHUNK])
-            node.engine.receive_payload(self.nodes[q].key, payload, now=t)
-        # Forget the heads every reader of this log has read past (readers are symmetric).
-        floor = min(self.acked_to.get((node.index, r), 0) for _, r in node.readers)
-        while node.published and node.published[0][0] <= floor:
-            node.published.pop(0)
+        for payload in ack_payloads(acks.read_record(peer, record)):
+            node.engine.receive_payload(peer, payload, now=t)
 
     # --------------------------------------------------------------------- loop
 

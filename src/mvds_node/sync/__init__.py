@@ -32,12 +32,16 @@ from mvds_node.sync._store import MemoryStore as MemoryStore
 from mvds_node.sync._store import Record as Record
 from mvds_node.sync._store import Store as Store
 from mvds_node.sync._store import StoredMessage as StoredMessage
+from mvds_node.sync._wire import ID_RECORD_SIZE as ID_RECORD_SIZE
 from mvds_node.sync._wire import decode_payload as decode_payload
+from mvds_node.sync._wire import decode_stored as decode_stored
 from mvds_node.sync._wire import encode_message as encode_message
 from mvds_node.sync._wire import encode_payload as encode_payload
 from mvds_node.sync._wire import message_id as message_id
+from mvds_node.sync._wire import payload_overhead as payload_overhead
 
 __all__ = [
+    "ID_RECORD_SIZE",
     "Backoff",
     "DeliveryMode",
     "Engine",
@@ -65,7 +69,9 @@ __all__ = [
     "StoredMessage",
     "SyncConfig",
     "decode_payload",
+    "decode_stored",
     "encode_message",
     "encode_payload",
     "message_id",
+    "payload_overhead",
 ]

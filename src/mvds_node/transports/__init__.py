@@ -11,6 +11,9 @@ is documented byte by byte in ``docs/wire.md``.
 
 from __future__ import annotations
 
+import warnings
+from typing import Any
+
 from mvds_node.transports._base import DialFailed as DialFailed
 from mvds_node.transports._base import InputRejected as InputRejected
 from mvds_node.transports._base import InternalError as InternalError
@@ -21,6 +24,7 @@ from mvds_node.transports._base import Transport as Transport
 from mvds_node.transports._base import TransportEvent as TransportEvent
 from mvds_node.transports._file import BundleError as BundleError
 from mvds_node.transports._file import BundleHeader as BundleHeader
+from mvds_node.transports._file import Progress as Progress
 from mvds_node.transports._file import open_bundle as open_bundle
 from mvds_node.transports._file import write_bundle as write_bundle
 from mvds_node.transports._framing import AVAILABLE_ALWAYS as AVAILABLE_ALWAYS
@@ -36,13 +40,14 @@ from mvds_node.transports._framing import FrameDecoder as FrameDecoder
 from mvds_node.transports._framing import FrameError as FrameError
 from mvds_node.transports._framing import FrameErrorReason as FrameErrorReason
 from mvds_node.transports._framing import FrameLimits as FrameLimits
+from mvds_node.transports._framing import FrameMode as FrameMode
 from mvds_node.transports._framing import Hello as Hello
-from mvds_node.transports._framing import Mode as Mode
 from mvds_node.transports._framing import NoSyncFrame as NoSyncFrame
 from mvds_node.transports._framing import Ping as Ping
 from mvds_node.transports._framing import Pong as Pong
 from mvds_node.transports._framing import SyncFrame as SyncFrame
 from mvds_node.transports._framing import UnknownControl as UnknownControl
+from mvds_node.transports._framing import check_frame as check_frame
 from mvds_node.transports._framing import decode_frame as decode_frame
 from mvds_node.transports._framing import encode_frame as encode_frame
 from mvds_node.transports._memory import MemoryHub as MemoryHub
@@ -52,6 +57,7 @@ from mvds_node.transports._memory import memory_transport_pair as memory_transpo
 from mvds_node.transports._multicast import BROADCAST as BROADCAST
 from mvds_node.transports._multicast import MulticastStatistics as MulticastStatistics
 from mvds_node.transports._multicast import MulticastTransport as MulticastTransport
+from mvds_node.transports._multicast import interface_problem as interface_problem
 from mvds_node.transports._noise import MAX_PLAINTEXT as MAX_PLAINTEXT
 from mvds_node.transports._noise import PROLOGUE as PROLOGUE
 from mvds_node.transports._noise import PROTOCOL_NAME as PROTOCOL_NAME
@@ -84,6 +90,7 @@ __all__ = [
     "FrameError",
     "FrameErrorReason",
     "FrameLimits",
+    "FrameMode",
     "HEADER_SIZE",
     "Hello",
     "InputRejected",
@@ -94,7 +101,6 @@ __all__ = [
     "MemoryHub",
     "MemoryHubStatistics",
     "MemoryTransport",
-    "Mode",
     "MulticastStatistics",
     "MulticastTransport",
     "NoSyncFrame",
@@ -111,6 +117,7 @@ __all__ = [
     "PeerUp",
     "Ping",
     "Pong",
+    "Progress",
     "ReconnectPolicy",
     "SyncFrame",
     "TcpStatistics",
@@ -120,11 +127,26 @@ __all__ = [
     "UnknownControl",
     "Unsealed",
     "WIRE_VERSION",
+    "check_frame",
     "decode_frame",
     "encode_frame",
+    "interface_problem",
     "memory_transport_pair",
     "open_bundle",
     "open_sealed",
     "seal_to",
     "write_bundle",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``Mode``: the old name of :class:`FrameMode` (deprecated; it clashed with
+    ``mvds_node.sync.Mode``, a peer's delivery mode)."""
+    if name == "Mode":
+        warnings.warn(
+            "mvds_node.transports.Mode is deprecated: use mvds_node.transports.FrameMode",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return FrameMode
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

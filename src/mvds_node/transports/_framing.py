@@ -57,7 +57,7 @@ __all__ = [
     "FrameErrorReason",
     "FrameLimits",
     "Hello",
-    "Mode",
+    "FrameMode",
     "NoSyncFrame",
     "Ping",
     "Pong",
@@ -82,7 +82,7 @@ _U32_MAX: Final = 2**32 - 1
 _U64_MAX: Final = 2**64 - 1
 
 
-class Mode(enum.IntEnum):
+class FrameMode(enum.IntEnum):
     """The header's mode byte: what the body is."""
 
     SYNC = 0x01
@@ -122,7 +122,7 @@ class FrameErrorReason(enum.Enum):
     UNKNOWN_VERSION = "unknown-version"
     """Our magic, but a version this node does not speak."""
     UNKNOWN_MODE = "unknown-mode"
-    """A mode byte outside :class:`Mode`."""
+    """A mode byte outside :class:`FrameMode`."""
     LENGTH_OVER_LIMIT = "length-over-limit"
     """The header declares a body longer than :attr:`FrameLimits.max_body_bytes`."""
     OVERSIZED = "oversized"
@@ -245,26 +245,26 @@ class UnknownControl(Frame):
     """The bytes after the kind byte."""
 
 
-_MODES: Final = frozenset(m.value for m in Mode)
+_MODES: Final = frozenset(m.value for m in FrameMode)
 _CONTROL_KINDS: Final = frozenset(k.value for k in ControlKind)
 _NONCE: Final = struct.Struct(">BQ")
 _HELLO: Final = struct.Struct(">BBIQI")
 
 
-def _encode_body(frame: Frame, limits: FrameLimits) -> tuple[Mode, bytes]:
+def _encode_body(frame: Frame, limits: FrameLimits) -> tuple[FrameMode, bytes]:
     if isinstance(frame, SyncFrame):
-        return Mode.SYNC, bytes(frame.payload)
+        return FrameMode.SYNC, bytes(frame.payload)
     if isinstance(frame, NoSyncFrame):
         if not 0 < len(frame.group_id) <= limits.max_group_id_bytes:
             raise LocalProtocolError(
                 f"group id must be 1..{limits.max_group_id_bytes} bytes, got {len(frame.group_id)}"
             )
-        return Mode.NOSYNC, bytes([len(frame.group_id)]) + frame.group_id + frame.body
+        return FrameMode.NOSYNC, bytes([len(frame.group_id)]) + frame.group_id + frame.body
     if isinstance(frame, Ping | Pong):
         if not 0 <= frame.nonce <= _U64_MAX:
             raise LocalProtocolError("nonce must fit in 64 bits")
         kind = ControlKind.PING if isinstance(frame, Ping) else ControlKind.PONG
-        return Mode.CONTROL, _NONCE.pack(kind, frame.nonce)
+        return FrameMode.CONTROL, _NONCE.pack(kind, frame.nonce)
     if isinstance(frame, Hello):
         if not (
             0 <= frame.version <= 255
@@ -280,13 +280,13 @@ def _encode_body(frame: Frame, limits: FrameLimits) -> tuple[Mode, bytes]:
             frame.available_until_ms,
             frame.max_frame_bytes,
         )
-        return Mode.CONTROL, body
+        return FrameMode.CONTROL, body
     if isinstance(frame, UnknownControl):
         if frame.kind in _CONTROL_KINDS or not 0 <= frame.kind <= 255:
             raise LocalProtocolError(
                 f"UnknownControl kind must be an unused byte, got {frame.kind}"
             )
-        return Mode.CONTROL, bytes([frame.kind]) + frame.body
+        return FrameMode.CONTROL, bytes([frame.kind]) + frame.body
     raise LocalProtocolError(f"not a frame: {frame!r}")
 
 
@@ -338,9 +338,9 @@ def _check_header_prefix(data: bytes | bytearray | memoryview, limits: FrameLimi
 
 
 def _decode_body(mode: int, body: bytes, limits: FrameLimits) -> Frame:
-    if mode == Mode.SYNC:
+    if mode == FrameMode.SYNC:
         return SyncFrame(body)
-    if mode == Mode.NOSYNC:
+    if mode == FrameMode.NOSYNC:
         if not body:
             raise FrameError(FrameErrorReason.MALFORMED_BODY, "NOSYNC body is empty")
         size = body[0]
@@ -389,7 +389,7 @@ def check_frame(
     Raises:
         FrameError: the packet is not exactly one acceptable frame; ``reason`` says why.
     """
-    if len(data) >= HEADER_SIZE and data[3] == Mode.SYNC:
+    if len(data) >= HEADER_SIZE and data[3] == FrameMode.SYNC:
         _check_whole(data, limits)
     else:
         decode_frame(data, limits=limits)
@@ -550,7 +550,7 @@ class FrameDecoder:
                 )
             return None
         frame = None
-        if build or packet[3] != Mode.SYNC:
+        if build or packet[3] != FrameMode.SYNC:
             try:
                 frame = _decode_body(packet[3], packet[HEADER_SIZE:], self._limits)
             except FrameError as exc:

@@ -91,6 +91,7 @@ from typing import Final, TypeAlias, final
 
 import trio
 
+from mvds_node._address import format_address
 from mvds_node.errors import LocalProtocolError, TransportClosed, describe_failure
 from mvds_node.transports._base import (
     DialFailed,
@@ -108,7 +109,7 @@ from mvds_node.transports._framing import (
     FrameDecoder,
     FrameError,
     FrameLimits,
-    Mode,
+    FrameMode,
     Ping,
     check_frame,
     encode_frame,
@@ -238,7 +239,7 @@ def _describe(stream: trio.abc.Stream) -> str:
             host, port, *_ = stream.socket.getpeername()
         except OSError:
             return "unknown"
-        return f"{host}:{port}"
+        return format_address(host, port)
     return type(stream).__name__
 
 
@@ -730,7 +731,7 @@ class TcpTransport:
         failures = 0
         while state.address is not None:
             host, port = state.address
-            address = f"{host}:{port}"
+            address = format_address(host, port)
             began = trio.current_time()
             try:
                 outcome = await self._dial_once(state.key, host, port)
@@ -890,7 +891,7 @@ class TcpTransport:
             self._packets_received += 1
             if (
                 len(packet) == _PING_SIZE
-                and packet[3] == Mode.CONTROL
+                and packet[3] == FrameMode.CONTROL
                 and packet[HEADER_SIZE] == ControlKind.PING
             ):
                 # Answer on this connection at once, whatever the application does with it.
