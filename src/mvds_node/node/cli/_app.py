@@ -109,14 +109,56 @@ _ORDER: Final = (
 """The order ``--help`` lists the commands in: the order a newcomer needs them."""
 
 
-class _Group(click.Group):
+class _Root(click.Group):
+    """The root group: lists commands in :data:`_ORDER`, and ends every command the same way
+    (:func:`_end`), whether it runs under :func:`main` or click's ``CliRunner``."""
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         rank = {name: i for i, name in enumerate(_ORDER)}
         return sorted(self.commands, key=lambda name: rank.get(name, len(rank)))
 
+    def main(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, prog_name: str | None = None, **extra: Any
+    ) -> Any:
+        argv = list(sys.argv[1:] if args is None else args)
+        extra.setdefault("obj", State(output=Output(json=_wants_json(argv))))
+        return super().main(argv, prog_name or PROG, **extra)
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.ClickException as exc:  # a usage error before any command
+            state = extra.get("obj")
+            _end(exc, state if isinstance(state, State) else State())
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.exceptions.Exit:
+            raise
+        except (Exception, KeyboardInterrupt) as exc:
+            _end(exc, _state(ctx))
+
+
+def _end(exc: BaseException, state: State) -> NoReturn:
+    """Report ``exc`` as the command's error and exit with its status; re-raise a bug."""
+    failure = failure_of(exc)
+    if failure is None:
+        raise exc
+    if isinstance(exc, click.ClickException) and not state.output.json:
+        raise exc  # click's own rendering of a usage error: the usage line, then the error
+    state.output.error(failure)
+    raise click.exceptions.Exit(failure.code) from None
+
 
 @click.group(
-    cls=_Group,
+    cls=_Root,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog=(
         "Data directory: --dir, else $MVDS_NODE_HOME, else the platform's data directory. "
@@ -173,7 +215,9 @@ def failure_of(exc: BaseException) -> Failure | None:
     if isinstance(exc, click.ClickException):
         return Failure(exc.format_message(), kind="usage", code=exc.exit_code)
     if isinstance(exc, ConfigError):
-        return Failure(str(exc), kind="config")
+        # Its message starts with the file it is about, when it is about one.
+        head = str(exc).split(":", 1)[0]
+        return Failure(str(exc), kind="config", file=head if head.endswith(".toml") else None)
     if isinstance(exc, MvdsError):
         return Failure(str(exc), kind=_kind(exc))
     if isinstance(exc, OSError):
@@ -203,19 +247,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         SystemExit: the command failed, with its exit status (1; 2 for a usage error; 130 when
             interrupted).
     """
-    args = list(sys.argv[1:] if argv is None else argv)
-    state = State(output=Output(json=_wants_json(args)))
     try:
-        code = root.main(args, prog_name=PROG, standalone_mode=False, obj=state)
-    except (Exception, KeyboardInterrupt) as exc:
-        failure = failure_of(exc)
-        if failure is None:
-            raise
-        if isinstance(exc, click.ClickException) and not state.output.json:
-            # click's own rendering of a usage error: the usage line, then the error.
-            exc.show()
-            raise SystemExit(exc.exit_code) from None
-        state.output.error(failure)
-        raise SystemExit(failure.code) from None
+        code = root.main(argv, prog_name=PROG, standalone_mode=False)
+    except click.ClickException as exc:
+        exc.show()
+        raise SystemExit(exc.exit_code) from None
+    except click.Abort:
+        raise SystemExit(130) from None
     if isinstance(code, int) and code != 0:
         raise SystemExit(code)
