@@ -214,3 +214,18 @@ def test_sim_progress_goes_to_stderr_only() -> None:
     assert "100%" in result.stderr
     # --json before the command reaches sim too.
     assert json.loads(ok("--json", "sim", "--preset", "go-default", "--set", "duration=30"))
+
+
+def test_log_commands_say_how_to_set_the_remote_log(home: Path, tmp_path: Path) -> None:
+    result = mvds("--dir", home, "log", "export", tmp_path / "log")
+    assert result.exit_code == 1
+    assert "mvds-node config set remote_log.url" in result.stderr
+    ok("--dir", home, "config", "set", "remote_log.url", f"file://{tmp_path / 'logs'}")
+    (tmp_path / "log").write_bytes(b"kept")
+    result = mvds("--dir", home, "log", "export", tmp_path / "log")
+    assert result.exit_code == 1 and "exists; give --force" in result.stderr
+    assert (tmp_path / "log").read_bytes() == b"kept"
+    # With --force it gets as far as the log itself, which nobody wrote yet: the error names
+    # the file it was to go to.
+    result = mvds("--dir", home, "--json", "log", "export", tmp_path / "log", "--force")
+    assert result.exit_code == 1 and json.loads(result.stderr)["file"] == str(tmp_path / "log")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -140,15 +141,27 @@ def _progress(enabled: bool, label: str, total: float) -> Iterator[Any]:
         yield lambda done, total: None
         return
     console = Console(file=sys.stderr, force_terminal=True if not sys.stderr.isatty() else None)
+    # No auto_refresh (it draws from a thread of its own): redrawn here, at most ten times a
+    # second however often the simulator reports.
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         TextColumn("{task.percentage:>3.0f}%"),
         console=console,
-        transient=False,
+        auto_refresh=False,
     ) as bar:
         task: TaskID = bar.add_task(label, total=total)
-        yield lambda done, total: bar.update(task, completed=done, total=total)
+        drawn = 0.0
+
+        def tell(done: float, total: float) -> None:
+            nonlocal drawn
+            now = time.monotonic()
+            redraw = now - drawn >= 0.1 or done >= total
+            if redraw:
+                drawn = now
+            bar.update(task, completed=done, total=total, refresh=redraw)
+
+        yield tell
 
 
 def _plot(document: dict[str, Any], directory: str) -> list[Path]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -21,9 +22,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.text import Text
 
-__all__ = ["PROG", "Failure", "Output", "ProgressBar", "plural"]
+__all__ = ["PROG", "REFRESH", "Failure", "Output", "ProgressBar", "plural"]
 
 PROG: Final = "mvds-node"
+REFRESH: Final = 0.1
+"""Seconds between two redraws of a progress bar (a pass may report thousands of steps)."""
 
 
 def plural(count: int, noun: str, nouns: str | None = None) -> str:
@@ -149,6 +152,7 @@ class ProgressBar:
         self._forced = forced
         self._progress: Progress | None = None
         self._task: TaskID | None = None
+        self._drawn = 0.0
 
     def __enter__(self) -> ProgressBar:
         return self
@@ -175,17 +179,24 @@ class ProgressBar:
                 force_terminal=True if self._forced else None,
                 no_color=not self._color or None,
             )
+            # No auto_refresh: it would draw from a thread of its own; the bar is redrawn
+            # here instead, at most every REFRESH seconds.
             self._progress = Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
                 TextColumn("{task.percentage:>3.0f}%"),
                 MofNCompleteColumn(),
                 console=console,
+                auto_refresh=False,
             )
             self._progress.start()
             self._task = self._progress.add_task(self._label, total=total)
         if self._progress is None:
             return  # finished already
-        self._progress.update(self._task, completed=done, total=total)
+        now = time.monotonic()
+        redraw = now - self._drawn >= REFRESH
+        if redraw:
+            self._drawn = now
+        self._progress.update(self._task, completed=done, total=total, refresh=redraw)
         if done >= total:
             self._finish()
