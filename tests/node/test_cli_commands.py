@@ -229,3 +229,25 @@ def test_log_commands_say_how_to_set_the_remote_log(home: Path, tmp_path: Path) 
     # the file it was to go to.
     result = mvds("--dir", home, "--json", "log", "export", tmp_path / "log", "--force")
     assert result.exit_code == 1 and json.loads(result.stderr)["file"] == str(tmp_path / "log")
+
+
+def test_catch_up_is_told_from_status_snapshots() -> None:
+    from mvds_node.node._node import PeerStatus
+    from mvds_node.node.cli._run import CatchUp
+
+    bob, carol = b"\x0b" * 32, b"\x0c" * 32
+
+    def snapshot(bob_pending: int, carol_pending: int, connected: bool = True) -> list[PeerStatus]:
+        return [
+            PeerStatus(bob, "bob", None, connected, bob_pending),
+            PeerStatus(carol, "carol", None, True, carol_pending),
+        ]
+
+    catch_up = CatchUp()
+    names = {bob: "bob", carol: "carol"}.__getitem__
+    assert catch_up.look(snapshot(400, 99, connected=False), names) == []  # bob is away
+    assert catch_up.look(snapshot(400, 99), names) == ["catching up bob: 400 records to go"]
+    assert catch_up.look(snapshot(400, 3), names) == []  # nothing moved; carol lacks few
+    assert catch_up.look(snapshot(100, 3), names) == ["catching up bob: 300 of 400 records (75 %)"]
+    assert catch_up.look(snapshot(0, 3), names) == ["bob caught up (400 records)"]
+    assert catch_up.look(snapshot(0, 0), names) == []

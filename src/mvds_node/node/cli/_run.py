@@ -3,7 +3,8 @@
 Output goes through an async stream: a reader that is slow to take our stdout (a full pipe) then
 slows only the printing tasks, never the node itself. Under ``--json`` each line is one JSON
 object (``encode_event``, ``message_json``: their shapes are documented in ``docs/node.md``).
-SIGTERM stops the node with exit status 0; Ctrl-C (SIGINT) stops it with 130.
+SIGTERM stops the node with exit status 0; Ctrl-C (SIGINT) stops it with 130. On a terminal
+(or with ``--progress``) stderr tells how connected peers catch up (:class:`CatchUp`).
 """
 
 from __future__ import annotations
@@ -14,14 +15,16 @@ import json
 import os
 import signal
 import sys
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
 
 import click
 import trio
 
 from mvds_node.node._config import NodeConfig, parse_address
 from mvds_node.node._control import serve_control
-from mvds_node.node._node import Acked, LogUploaded, open_node
+from mvds_node.node._node import Acked, LogUploaded, PeerStatus, open_node
 from mvds_node.node._schema import format_address
 from mvds_node.node.cli._app import State, common_options, pass_state, root
 from mvds_node.node.cli._complete import complete_group
@@ -29,7 +32,7 @@ from mvds_node.node.cli._events import encode_event, event_line, message_json, m
 from mvds_node.node.cli._local import control_handler
 from mvds_node.node.cli._output import Failure, Output, styled
 
-__all__: list[str] = []
+__all__ = ["CatchUp"]
 
 _BIND_ERRORS = (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES)
 
@@ -43,9 +46,15 @@ _BIND_ERRORS = (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES)
 )
 @click.option("--listen", metavar="HOST:PORT", help="Override node.listen for this run.")
 @click.option("--verbose", "-v", is_flag=True, help="Show acks and log uploads too.")
+@click.option(
+    "--progress",
+    is_flag=True,
+    help="Report catch-up (records a connected peer still lacks) on stderr even when not a "
+    "terminal.",
+)
 @common_options
 @pass_state
-def run(state: State, chat: str | None, listen: str | None, verbose: bool) -> None:
+def run(state: State, chat: str | None, listen: str | None, verbose: bool, progress: bool) -> None:
     """Run the node: sync, print messages and events.
 
     Ctrl-C stops it (exit status 130); so does SIGTERM (exit status 0).
@@ -57,7 +66,8 @@ def run(state: State, chat: str | None, listen: str | None, verbose: bool) -> No
         config.group(chat)  # fail early on a typo
     stopped_by: list[int] = []
     try:
-        trio.run(_run, config, state.output, chat, verbose, stopped_by)
+        report = progress or sys.stderr.isatty()
+        trio.run(_run, config, state.output, chat, verbose, report, stopped_by)
     except (OSError, BaseExceptionGroup) as e:
         bind = [x for x in _leaves(e) if isinstance(x, OSError) and x.errno in _BIND_ERRORS]
         if bind and config.listen is not None:
@@ -79,8 +89,56 @@ def _leaves(exc: BaseException) -> list[BaseException]:
     return [exc]
 
 
+CATCH_UP_RECORDS: Final = 100
+"""A connected peer that lacks at least this many records is catching up: say how it goes."""
+CATCH_UP_SECONDS: Final = 1.0
+"""How often the catch-up is looked at (and reported, when it moved)."""
+
+
+@dataclass
+class CatchUp:
+    """Catch-up of connected peers, from successive status snapshots, as lines for people.
+
+    A peer is catching up from the moment it is connected and lacks :data:`CATCH_UP_RECORDS`
+    records or more (what we still have to send it, or have it acknowledge) until it lacks
+    none; each look that found it moved gives one line.
+    """
+
+    started: dict[bytes, int] = field(default_factory=dict)
+    """Peer -> the most records it lacked while catching up."""
+    last: dict[bytes, int] = field(default_factory=dict)
+
+    def look(self, peers: Sequence[PeerStatus], who: Callable[[bytes], str]) -> list[str]:
+        lines = []
+        for p in peers:
+            if p.key not in self.started:
+                if p.connected and p.pending >= CATCH_UP_RECORDS:
+                    self.started[p.key] = self.last[p.key] = p.pending
+                    lines.append(f"catching up {who(p.key)}: {p.pending:,} records to go")
+                continue
+            if p.pending == self.last[p.key]:
+                continue
+            most = self.started[p.key] = max(self.started[p.key], p.pending)
+            self.last[p.key] = p.pending
+            if p.pending == 0:
+                del self.started[p.key], self.last[p.key]
+                lines.append(f"{who(p.key)} caught up ({most:,} records)")
+            else:
+                done = most - p.pending
+                lines.append(
+                    f"catching up {who(p.key)}: {done:,} of {most:,} records "
+                    f"({done * 100 // most} %)"
+                )
+        return lines
+
+
 async def _run(
-    config: NodeConfig, output: Output, chat: str | None, verbose: bool, stopped_by: list[int]
+    config: NodeConfig,
+    output: Output,
+    chat: str | None,
+    verbose: bool,
+    report: bool,
+    stopped_by: list[int],
 ) -> None:
     sys.stdout.flush()
     out = trio.lowlevel.FdStream(os.dup(sys.stdout.fileno()))
@@ -141,9 +199,21 @@ async def _run(
                             if line.strip():
                                 await node.send(group, line)
 
+            async def report_catch_up() -> None:
+                # On stderr, a line at a time (not a redrawn bar): stdout's lines go to the same
+                # terminal from another task, and must not land inside a bar.
+                catch_up = CatchUp()
+                err = output.console(stderr=True)
+                while True:
+                    for line in catch_up.look(node.status().peers, who):
+                        err.print(styled((f"* {line}", "dim")))
+                    await trio.sleep(CATCH_UP_SECONDS)
+
             nursery.start_soon(stop_on_signal)
             nursery.start_soon(print_messages)
             nursery.start_soon(print_events)
+            if report:
+                nursery.start_soon(report_catch_up)
             if chat is not None:
                 nursery.start_soon(send_stdin, chat)
             status = node.status()
