@@ -66,7 +66,15 @@ def _set_no_color(ctx: click.Context, _param: click.Parameter, value: bool) -> N
 
 
 def common_options(f: F) -> F:
-    """``--json``, ``--dir`` and ``--no-color``, accepted after the command as before it."""
+    """``--dir``, ``--json`` and ``--no-color``, accepted after the command as before it."""
+    # click lists options in the reverse of the order they are applied: --dir comes first.
+    f = click.option(
+        "--no-color",
+        is_flag=True,
+        expose_value=False,
+        callback=_set_no_color,
+        help="No colour even on a terminal (also: NO_COLOR set in the environment).",
+    )(f)
     f = click.option(
         "--json",
         is_flag=True,
@@ -81,13 +89,6 @@ def common_options(f: F) -> F:
         callback=_set_dir,
         type=click.Path(file_okay=False),
         help="The node's data directory (default: $MVDS_NODE_HOME, else the platform's).",
-    )(f)
-    f = click.option(
-        "--no-color",
-        is_flag=True,
-        expose_value=False,
-        callback=_set_no_color,
-        help="No colour even on a terminal (also: NO_COLOR set in the environment).",
     )(f)
     return f
 
