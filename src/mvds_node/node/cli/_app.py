@@ -25,7 +25,7 @@ from mvds_node.node._config import NodeConfig, default_data_dir, load_config
 from mvds_node.node.cli._output import PROG, Failure, Output
 from mvds_node.sim._cli import JSON_META
 
-__all__ = ["State", "common_options", "main", "pass_state", "root"]
+__all__ = ["State", "common_options", "error_kind", "fail", "main", "pass_state", "root"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -220,7 +220,7 @@ def failure_of(exc: BaseException) -> Failure | None:
         head = str(exc).split(":", 1)[0]
         return Failure(str(exc), kind="config", file=head if head.endswith(".toml") else None)
     if isinstance(exc, MvdsError):
-        return Failure(str(exc), kind=_kind(exc))
+        return Failure(str(exc), kind=error_kind(exc))
     if isinstance(exc, OSError):
         name = exc.filename
         text = exc.strerror or str(exc)
@@ -230,7 +230,7 @@ def failure_of(exc: BaseException) -> Failure | None:
     return None
 
 
-def _kind(exc: MvdsError) -> str:
+def error_kind(exc: MvdsError) -> str:
     """``BundleError`` -> ``bundle``; plain ``MvdsError`` -> ``error``."""
     name = type(exc).__name__.removesuffix("Error")
     return name.lower() if name and name != "Mvds" else "error"

@@ -26,7 +26,7 @@ from mvds_node.node._config import (
 )
 from mvds_node.node._identity import create_identity, load_identity
 from mvds_node.node._node import wall_ms
-from mvds_node.node.cli._app import State, common_options, fail, pass_state, root
+from mvds_node.node.cli._app import State, common_options, error_kind, fail, pass_state, root
 from mvds_node.node.cli._complete import complete_group, complete_peer
 from mvds_node.node.cli._local import bundle_op, node_status, send_lines, send_one
 from mvds_node.node.cli._output import Failure, plural
@@ -39,8 +39,7 @@ def about_file(path: Path | str, error: MvdsError) -> Failure:
     message = str(error)
     if str(path) not in message:
         message = f"{path}: {message}"
-    kind = type(error).__name__.removesuffix("Error").lower() or "error"
-    return Failure(message, kind=kind if kind != "mvds" else "error", file=str(path))
+    return Failure(message, kind=error_kind(error), file=str(path))
 
 
 def _refuse_overwrite(path: Path, force: bool) -> None:
