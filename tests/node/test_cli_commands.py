@@ -199,12 +199,17 @@ def test_shell_completion(home: Path) -> None:
         "_MVDS_NODE_COMPLETE": "bash_complete",
         "COMP_WORDS": f"mvds-node --dir {home} send ",
         "COMP_CWORD": "4",
-        "MVDS_NODE_HOME": str(home),
+        "MVDS_NODE_HOME": str(home / "not-this-one"),  # --dir is the one read
     }
     result = CliRunner().invoke(
         root, [], env=env, prog_name="mvds-node", complete_var="_MVDS_NODE_COMPLETE"
     )
     assert result.stdout.split() == ["plain,chat", "plain,ops"]
+    env |= {"COMP_WORDS": "mvds-node config set remote_log.u", "COMP_CWORD": "3"}
+    result = CliRunner().invoke(
+        root, [], env=env, prog_name="mvds-node", complete_var="_MVDS_NODE_COMPLETE"
+    )
+    assert result.stdout.split() == ["plain,remote_log.url"]
 
 
 def test_sim_progress_goes_to_stderr_only() -> None:
