@@ -256,3 +256,22 @@ def test_catch_up_is_told_from_status_snapshots() -> None:
     assert catch_up.look(snapshot(100, 3), names) == ["catching up bob: 300 of 400 records (75 %)"]
     assert catch_up.look(snapshot(0, 3), names) == ["bob caught up (400 records)"]
     assert catch_up.look(snapshot(0, 0), names) == []
+
+
+def test_bundles_both_ways_count_in_words(tmp_path: Path) -> None:
+    alice, bob = tmp_path / "alice", tmp_path / "bob"
+    for directory, name in ((alice, "alice"), (bob, "bob")):
+        ok("--dir", directory, "init", "--name", name, "--listen", "", "--group", "notes")
+    keys = {d: ok("--dir", d, "key").strip() for d in (alice, bob)}
+    ok("--dir", alice, "peers", "add", keys[bob], "--name", "bob", "--group", "notes")
+    ok("--dir", bob, "peers", "add", keys[alice], "--name", "alice", "--group", "notes")
+    ok("--dir", alice, "send", "notes", "meeting moved to thursday")
+    out = ok("--dir", alice, "export", tmp_path / "for-bob", "--peer", "bob")
+    assert out.startswith(f"wrote {tmp_path / 'for-bob'}: 1 message, 0 acks, ")
+    out = ok("--dir", bob, "import", tmp_path / "for-bob")
+    assert out == "imported from alice: 1 new message, 0 already here, 0 acks\n"
+    ok("--dir", bob, "send", "notes", "ok, thursday")
+    out = ok("--dir", bob, "export", tmp_path / "for-alice", "--peer", "alice")
+    assert out.endswith(" bytes (1 earlier message the reader must already have)\n")
+    out = ok("--dir", alice, "import", tmp_path / "for-alice")
+    assert out == "imported from bob: 1 new message, 0 already here, 1 ack\n"

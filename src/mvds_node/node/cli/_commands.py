@@ -255,7 +255,9 @@ def export_bundle(
         result,
         f"wrote {result['path']}: {plural(result['messages'], 'message')}, "
         f"{plural(result['acks'], 'ack')}, {result['bytes']} bytes"
-        + (f" ({before} earlier messages the reader must already have)" if before else ""),
+        + (
+            f" ({plural(before, 'earlier message')} the reader must already have)" if before else ""
+        ),
     )
 
 
@@ -283,8 +285,9 @@ def import_bundle(state: State, file: Path, progress: bool) -> None:
         f"imported from {sender}: {plural(result['messages_new'], 'new message')}, "
         f"{result['messages_known']} already here, {plural(result['acks'], 'ack')}"
         + (
-            f"; {missing} earlier messages are still missing "
-            "(they come at the next sync with the sender)"
+            f"; {plural(missing, 'earlier message')} "
+            + ("is still missing (it comes" if missing == 1 else "are still missing (they come")
+            + " at the next sync with the sender)"
             if missing
             else ""
         ),
