@@ -10,7 +10,9 @@ command, and they land in the one :class:`State` of the invocation.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -154,6 +156,12 @@ def _end(exc: BaseException, state: State) -> NoReturn:
         raise exc
     if isinstance(exc, click.ClickException) and not state.output.json:
         raise exc  # click's own rendering of a usage error: the usage line, then the error
+    if failure.kind == "closed":
+        # The reader of stdout went away (`mvds-node peers | head -1`): nothing to tell it,
+        # and stdout must not be flushed again at exit (that would print a traceback).
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise click.exceptions.Exit(failure.code) from None
     state.output.error(failure)
     raise click.exceptions.Exit(failure.code) from None
 
@@ -225,7 +233,7 @@ def failure_of(exc: BaseException) -> Failure | None:
         name = exc.filename
         text = exc.strerror or str(exc)
         if exc.errno == errno.EPIPE:
-            return Failure("output closed", kind="os", code=1)
+            return Failure("output closed", kind="closed", code=1)
         return Failure(f"{name}: {text}" if name else text, kind="os", file=name and str(name))
     return None
 
