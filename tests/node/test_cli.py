@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import signal
 from pathlib import Path
 
 import trio
@@ -77,6 +79,15 @@ async def test_three_nodes_one_offline_catches_up(tmp_path: Path) -> None:
                 assert len(texts(node)) == len(set(texts(node))), "delivered exactly once"
             status = json.loads(await acli("--dir", dirs["alice"], "--json", "status"))
             assert status["running"] and status["messages_stored"] == 3
+            # Bob dialled alice: she shows the address configured for him (none), not the
+            # ephemeral port his connection came from.
+            peers = json.loads(await acli("--dir", dirs["alice"], "peers", "--json"))
+            seen = {p["name"]: p for p in peers}["bob"]
+            assert seen["connected"] and seen["address"] is None
+            assert seen["connected_from"].startswith("127.0.0.1:")
+            table = (await acli("--dir", dirs["alice"], "peers")).splitlines()
+            assert table[0].split() == ["NAME", "KEY", "STATE", "PENDING", "ADDRESS"]
+            assert {line.split()[0]: line.split()[-1] for line in table[1:]}["bob"] == "-"
             for node in (alice, bob, carol):
                 assert await node.stop() == 0
             nursery.cancel_scope.cancel()
@@ -147,7 +158,8 @@ def test_bundle_carried_between_nodes_that_never_met(tmp_path: Path) -> None:
     cli("--dir", dirs["bob"], "export", stick / "for-alice", "--peer", "alice")
     out = cli("--dir", dirs["alice"], "import", stick / "for-alice", "--progress", check=False)
     # Progress covers both passes: the check of the file, then applying it.
-    assert "verify [" in out and "apply [" in out and out.count("100%") == 2
+    for label in ("verify", "apply"):
+        assert re.search(label + r" [^\r\n]* 100% ", out), out
     assert "imported from bob" in out
     status = json.loads(cli("--dir", dirs["alice"], "--json", "status"))
     assert [p["pending"] for p in status["peers"]] == [0]
@@ -157,3 +169,24 @@ def test_bundle_carried_between_nodes_that_never_met(tmp_path: Path) -> None:
     out = cli("--dir", dirs["bob"], "import", stick / "damaged", check=False)
     assert out.startswith("mvds-node: error: ") and "truncated" in out
     assert json.loads(cli("--dir", dirs["bob"], "--json", "status"))["messages_stored"] == 120
+
+
+async def test_ctrl_c_exits_130_and_a_busy_address_is_named(tmp_path: Path) -> None:
+    dirs = {n: tmp_path / n for n in ("alice", "bob")}
+    for name, directory in dirs.items():
+        init(directory, name)
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            alice = await start(nursery, dirs["alice"])
+            taken = alice.address
+
+            def run_bob(*extra: str) -> str:
+                return cli("--dir", dirs["bob"], *extra, "run", "--listen", taken, check=False)
+
+            out = await trio.to_thread.run_sync(run_bob)
+            assert out.startswith(f"mvds-node: error: cannot listen on {taken}: ")
+            error = json.loads(await trio.to_thread.run_sync(run_bob, "--json"))
+            assert (error["kind"], error["address"]) == ("os", taken)
+            alice.process.send_signal(signal.SIGINT)
+            assert await alice.process.wait() == 130
+            nursery.cancel_scope.cancel()

@@ -18,7 +18,16 @@ from mvds_node.node import (
     render_config,
     save_config,
 )
+from mvds_node.node._config import parse_config, setting_value
+from mvds_node.node._schema import (
+    SETTINGS,
+    Setting,
+    find_setting,
+    reference_table,
+    value_from_text,
+)
 from mvds_node.sync import Mode
+from mvds_node.transports._multicast import DEFAULT_GROUP, DEFAULT_PORT
 
 DOC = Path(__file__).parents[2] / "docs" / "configuration.md"
 
@@ -26,6 +35,57 @@ DOC = Path(__file__).parents[2] / "docs" / "configuration.md"
 def test_docs_show_the_defaults_the_code_writes() -> None:
     rendered = render_config(NodeConfig(data_dir=Path(".")))
     assert rendered in DOC.read_text()
+
+
+def test_docs_table_is_the_schema() -> None:
+    """docs/configuration.md lists every setting as node/_schema.py declares it (regenerate the
+    table with `python -m mvds_node.node._schema`)."""
+    text = DOC.read_text()
+    start = text.index("<!-- settings table: generated from node/_schema.py -->\n")
+    end = text.index("<!-- end of settings table -->")
+    table = text[start:end].split("\n", 1)[1]
+    assert table == reference_table()
+    assert [line.split("`")[1] for line in table.splitlines()[2:]] == [s.name for s in SETTINGS]
+
+
+def test_the_schema_gives_the_dataclasses_their_defaults() -> None:
+    config = NodeConfig(data_dir=Path("."))
+    for setting in SETTINGS:
+        assert setting_value(config, setting) == setting.default, setting.name
+    # The multicast defaults are the transport's, written once.
+    assert (config.multicast.group, config.multicast.port) == (DEFAULT_GROUP, DEFAULT_PORT)
+    # A file that leaves everything out reads as the defaults.
+    assert parse_config({}, data_dir=Path("."), where="empty") == config
+
+
+@pytest.mark.parametrize("setting", SETTINGS, ids=lambda s: s.name)
+def test_every_setting_is_checked_by_type(tmp_path: Path, setting: Setting) -> None:
+    wrong = "text" if setting.kind != "string" else 7
+    (tmp_path / "config.toml").write_text(f"[{setting.section}]\n{setting.key} = {wrong!r}\n")
+    with pytest.raises(ConfigError, match=f"{setting.key} must be"):
+        load_config(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "value"),
+    [
+        ("remote_log.url", "file:///srv/logs", "file:///srv/logs"),
+        ("multicast.port", "7702", 7702),
+        ("sync.epoch_seconds", "0.25", 0.25),
+        ("discovery.enabled", "on", True),
+        ("discovery.interfaces", "127.0.0.1, 10.0.0.1", ["127.0.0.1", "10.0.0.1"]),
+        ("remote_log.head_size", "", None),
+    ],
+)
+def test_values_from_the_command_line(name: str, text: str, value: object) -> None:
+    assert value_from_text(find_setting(name), text) == value
+
+
+def test_unknown_setting_names_the_nearest() -> None:
+    with pytest.raises(ConfigError, match=r"did you mean remote_log\.url"):
+        find_setting("remote_log.ur")
+    with pytest.raises(ConfigError, match="not an integer"):
+        value_from_text(find_setting("multicast.port"), "many")
 
 
 def test_round_trip(tmp_path: Path) -> None:

@@ -36,6 +36,10 @@ EXPIRES_2100 = 4_102_444_800_000
 def copy_fixture(tmp_path: Path) -> tuple[Path, dict[str, Any]]:
     root = tmp_path / "fixture"
     shutil.copytree(FIXTURE, root)
+    # Git keeps no file modes but the executable bit: a checkout gives the keys 0644, which the
+    # node rightly refuses. The directory 55a02fa wrote had them at 0600, as here.
+    for secret in root.glob("*/*.key"):
+        secret.chmod(0o600)
     for config in root.glob("*/config.toml"):
         config.write_text(config.read_text().replace("@FIXTURE@", str(root)))
     manifest = json.loads((root / "manifest.json").read_text())

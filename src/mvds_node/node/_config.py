@@ -6,15 +6,17 @@ the command line or to :func:`load_config`, ``$MVDS_NODE_HOME``, or the platform
 (``$XDG_DATA_HOME/mvds-node``, i.e. ``~/.local/share/mvds-node`` on Linux;
 ``~/Library/Application Support/mvds-node`` on macOS; ``%APPDATA%\\mvds-node`` on Windows).
 
-Parsing is strict: an unknown key is an error (a typo must not silently fall back to a default),
-and every error names the file and the setting. :func:`render_config` writes a configuration back
-as TOML with a comment on every setting, which is also how ``mvds-node init`` documents them.
+Every setting (its table, key, type, default, range and help) is declared once, in
+``node/_schema.py``: the dataclasses here take their defaults from it, and parsing and writing
+walk it. Parsing is strict: an unknown key is an error (a typo must not silently fall back to a
+default), and every error names the file and the setting. :func:`render_config` writes a
+configuration back as TOML with a comment on every setting, which is also how ``mvds-node init``
+documents them.
 """
 
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import os
 import sys
 import tomllib
@@ -24,8 +26,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mvds_node.errors import ConfigError
+from mvds_node.node._schema import (
+    SECTIONS,
+    SETTINGS,
+    Setting,
+    default,
+    format_address,
+    parse_address,
+    render_settings,
+    show_value,
+    toml_value,
+)
 from mvds_node.sync import DeliveryMode, MissingParents, Mode
-from mvds_node.transports import interface_problem
 
 __all__ = [
     "DiscoveryConfig",
@@ -66,29 +78,7 @@ def group_id_for(name: str) -> bytes:
     return hashlib.sha256(b"mvds-node group\x00" + name.encode()).digest()
 
 
-def parse_address(text: str, *, where: str = "address") -> tuple[str, int]:
-    """``host:port`` (``[v6]:port`` for IPv6) to a tuple.
-
-    Raises:
-        ConfigError: not of that form, or the port is out of range.
-    """
-    host, sep, port_text = text.rpartition(":")
-    if not sep or not host:
-        raise ConfigError(f"{where}: expected host:port, got {text!r}")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise ConfigError(f"{where}: port {port_text!r} is not a number") from None
-    if not 0 <= port <= 65535:
-        raise ConfigError(f"{where}: port {port} is out of range")
-    return host, port
-
-
-def _format_address(address: tuple[str, int]) -> str:
-    host, port = address
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+_format_address = format_address
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,21 +119,21 @@ class GroupConfig:
 
 @dataclass(frozen=True, slots=True)
 class DiscoveryConfig:
-    enabled: bool = False
+    enabled: bool = default("discovery.enabled")
     """Announce this node and find peers with mDNS (zeroconf)."""
-    interfaces: tuple[str, ...] = ("127.0.0.1",)
+    interfaces: tuple[str, ...] = default("discovery.interfaces")
     """IP addresses of the interfaces mDNS runs on. Always explicit: a node never announces
     itself on every interface it happens to have."""
 
 
 @dataclass(frozen=True, slots=True)
 class MulticastConfig:
-    enabled: bool = False
+    enabled: bool = default("multicast.enabled")
     """Sync groups that have a ``secret`` over UDP multicast on the LAN as well."""
-    group: str = "239.255.77.77"
+    group: str = default("multicast.group")
     """Multicast group address (administratively scoped range: stays on the site)."""
-    port: int = 7701
-    interface: str = "127.0.0.1"
+    port: int = default("multicast.port")
+    interface: str = default("multicast.interface")
     """IP address of the one interface datagrams go out on and are received from (TTL 1)."""
 
 
@@ -151,39 +141,39 @@ class MulticastConfig:
 class TcpConfig:
     """How TCP+Noise connections are bounded (``[tcp]``); see ``docs/security.md``."""
 
-    handshake_timeout: float = 10.0
+    handshake_timeout: float = default("tcp.handshake_timeout")
     """Seconds to connect and complete the whole handshake."""
-    frame_timeout: float = 30.0
+    frame_timeout: float = default("tcp.frame_timeout")
     """Seconds a packet that has begun (a Noise message or a frame) may take to arrive whole."""
-    keepalive_interval: float = 15.0
+    keepalive_interval: float = default("tcp.keepalive_interval")
     """Seconds of silence after which a live peer is pinged; 0 turns pings off."""
-    keepalive_misses: int = 3
+    keepalive_misses: int = default("tcp.keepalive_misses")
     """Unanswered pings after which the connection is closed."""
-    max_inbound_connections: int = 256
+    max_inbound_connections: int = default("tcp.max_inbound_connections")
     """Inbound connections at once, handshaking or live."""
-    max_handshakes_per_address: int = 16
+    max_handshakes_per_address: int = default("tcp.max_handshakes_per_address")
     """Handshakes in progress from one IP address."""
 
 
 @dataclass(frozen=True, slots=True)
 class RemoteLogConfig:
-    url: str = ""
+    url: str = default("remote_log.url")
     """Where logs live: ``file:///path`` (the embedded backend), ``http://host:port`` (a
     ``mvds-node helper serve``), ``redis://host:port``, ``nats://host:port`` (JetStream) or
     ``ipfs://host:port`` (an IPFS node's RPC API); empty to use none."""
-    page_size: int = 256
+    page_size: int = default("remote_log.page_size")
     """Entries per page of our log."""
-    inline: int = 64
+    inline: int = default("remote_log.inline")
     """How many of our newest messages ride inside the pages (the rest go to the CAS)."""
-    head_size: int | None = None
+    head_size: int | None = default("remote_log.head_size")
     """Entries the head page (in the NS) holds at most; None: ``page_size``. Every poll of a
     reader downloads the head, so a small head makes polls cheap: with 0 an idle poll costs one
     signed record of about 140 bytes instead of up to a whole page with inline bodies. The price
     is paid when catching up from nothing: each upload then makes its own page, and pages are
     fetched one after another."""
-    poll_seconds: float = 30.0
+    poll_seconds: float = default("remote_log.poll_seconds")
     """How often peers' logs are read."""
-    signed: bool = True
+    signed: bool = default("remote_log.signed")
     """False writes and reads the spec's bare RemoteLog in the NS (interop): no proof of the
     writer and no rollback detection, and no sealing."""
 
@@ -193,39 +183,39 @@ class NodeConfig:
     """Everything a node needs to run; :func:`load_config` reads it from ``config.toml``."""
 
     data_dir: Path
-    name: str = ""
+    name: str = default("name")
     """A human name for this node, shown in ``status``."""
-    listen: tuple[str, int] | None = ("0.0.0.0", 7700)
+    listen: tuple[str, int] | None = default("listen")
     """Where to accept TCP+Noise connections; ``None`` (``listen = ""``) to only dial out."""
-    accept_unknown: bool = False
+    accept_unknown: bool = default("accept_unknown")
     """Accept connections from keys that are not under ``[[peers]]``. Off by default: a peer is
     the static key it proves, and unknown keys are refused."""
-    keep_freed_memory_mib: int = 64
+    keep_freed_memory_mib: int = default("keep_freed_memory_mib")
     """Freed memory, in MiB, the C allocator keeps for reuse instead of returning it to the
     system, so that the buffers of large messages do not each cost fresh pages (glibc only;
     process-wide; see ``node/_memory.py``). 0 leaves the allocator as it is."""
     peers: tuple[PeerConfig, ...] = ()
     groups: tuple[GroupConfig, ...] = ()
-    epoch_seconds: float = 0.5
+    epoch_seconds: float = default("epoch_seconds")
     """Length of the sync engine's epoch: at most one payload per peer per epoch."""
-    delivery: DeliveryMode = DeliveryMode.EVENTUAL
+    delivery: DeliveryMode = default("delivery")
     """``eventual``: deliver a message at once and fetch missing parents; ``consistent``: hold a
     message until its parents are delivered."""
-    max_requests_per_peer: int = 10_000
+    max_requests_per_peer: int = default("max_requests_per_peer")
     """Messages we ask one peer for at most (REQUESTs from its offers and for parents its
     messages name); past it, its offers are ignored until it answers, and the node says so."""
-    request_timeout: float = 600.0
+    request_timeout: float = default("request_timeout")
     """Seconds after which a REQUEST for an offered message that was never sent ends."""
-    missing_parent_timeout: float = 600.0
+    missing_parent_timeout: float = default("missing_parent_timeout")
     """Seconds after which we give up on a missing parent nobody sent, and report the peer that
     named it."""
-    missing_parents: MissingParents = MissingParents.HOLD
+    missing_parents: MissingParents = default("missing_parents")
     """Consistent delivery, once we gave up on a message's parents: ``hold`` it until they come
     by another route, or ``deliver`` it marked (``Message.parents_missing``)."""
-    store_sync: Literal["normal", "full"] = "normal"
+    store_sync: Literal["normal", "full"] = default("store_sync")
     """SQLite durability: ``normal`` survives a crash of the process (kill -9); ``full`` also
     survives power loss, at the cost of a disk flush per write."""
-    store_page_size: int = 4096
+    store_page_size: int = default("store_page_size")
     """SQLite page size of a new store: 4096 for many small messages sent one at a time,
     65536 for bulk (large bodies, bursts). Fixed when the store is created."""
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
@@ -298,15 +288,7 @@ class NodeConfig:
 # --------------------------------------------------------------------------- parsing
 
 
-def _show(value: object) -> str:
-    """``value`` for an error message, bounded: a TOML file may hold an integer of thousands of
-    digits (which ``str`` refuses past 4,300) or a string of megabytes."""
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
-        return f"an integer of {value.bit_length()} bits"
-    if isinstance(value, (list, dict)):
-        return f"a {'list' if isinstance(value, list) else 'table'} of {len(value)} entries"
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+_show = show_value
 
 
 class _Reader:
@@ -332,27 +314,6 @@ class _Reader:
         value: str = self._get(key, str, "a string")
         return value
 
-    def get_bool(self, key: str, default: bool) -> bool:
-        return bool(self._get(key, bool, "true or false")) if key in self.table else default
-
-    def get_int(self, key: str, default: int, low: int, high: int) -> int:
-        if key not in self.table:
-            return default
-        value: int = self._get(key, int, "an integer")
-        if not low <= value <= high:
-            raise ConfigError(f"{self.where}: {key} must be in {low}..{high}, not {_show(value)}")
-        return value
-
-    def get_float(self, key: str, default: float, low: float, high: float) -> float:
-        if key not in self.table:
-            return default
-        value: int | float = self._get(key, (int, float), "a number")
-        # Compared before conversion: float() of a huge integer overflows. A NaN compares
-        # false with everything, so it is refused here too, and so are both infinities.
-        if not low <= value <= high:
-            raise ConfigError(f"{self.where}: {key} must be in {low}..{high}, not {_show(value)}")
-        return float(value)
-
     def get_choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
         value = self.get_str(key, default)
         if value not in choices:
@@ -360,6 +321,13 @@ class _Reader:
                 f"{self.where}: {key} must be one of {', '.join(choices)}, not {_show(value)}"
             )
         return value
+
+    def get_setting(self, setting: Setting) -> Any:
+        """The setting's value as the dataclass holds it (its default when left out)."""
+        if setting.key not in self.table:
+            return setting.python_default()
+        self.seen.add(setting.key)
+        return setting.check(self.table[setting.key], self.where)
 
     def get_key(self, key: str, *, required: bool) -> bytes | None:
         if key not in self.table:
@@ -391,32 +359,13 @@ def _hex32(text: str, where: str) -> bytes:
     return raw
 
 
-def _check_ip(text: object, where: str) -> str:
-    if not isinstance(text, str):
-        raise ConfigError(f"{where}: {_show(text)} is not an IP address (a string)")
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        raise ConfigError(f"{where}: {_show(text)} is not an IP address") from None
-    return text
-
-
-def _check_interface(text: str, where: str) -> str:
-    """The multicast transport's one interface: an IPv4 address that names a single interface
-    (datagrams never go out on, or in from, every interface the machine has)."""
-    hint = 'name one interface by its IPv4 address, such as "192.168.1.20"'
-    try:
-        address = ipaddress.IPv4Address(text)
-    except ValueError:
-        if not text.strip():
-            raise ConfigError(f"{where} is empty; {hint}") from None
-        if text.strip() in ("any", "*", "all", "::"):
-            raise ConfigError(f"{where} {text!r} means every interface; {hint}") from None
-        raise ConfigError(f"{where}: {text!r} is not an IPv4 address; {hint}") from None
-    problem = interface_problem(address)
-    if problem is not None:
-        raise ConfigError(f"{where} {text} {problem}; {hint}")
-    return text
+_SECTION_TYPES: dict[str, type[Any]] = {
+    "discovery": DiscoveryConfig,
+    "multicast": MulticastConfig,
+    "tcp": TcpConfig,
+    "remote_log": RemoteLogConfig,
+}
+"""The dataclass of each settings table that has one (``node`` and ``sync`` fill NodeConfig)."""
 
 
 def parse_config(doc: Mapping[str, Any], *, data_dir: Path, where: str) -> NodeConfig:
@@ -426,84 +375,16 @@ def parse_config(doc: Mapping[str, Any], *, data_dir: Path, where: str) -> NodeC
         ConfigError: a setting is unknown, of the wrong type or out of range.
     """
     top = _Reader(doc, where)
-    node = top.get_table("node")
-    listen_text = node.get_str("listen", "0.0.0.0:7700")
-    listen = parse_address(listen_text, where=f"{where}: node.listen") if listen_text else None
-    name = node.get_str("name", "")
-    accept_unknown = node.get_bool("accept_unknown", False)
-    keep_freed = node.get_int("keep_freed_memory_mib", 64, 0, 1024)
-    node.done()
-
-    sync = top.get_table("sync")
-    epoch = sync.get_float("epoch_seconds", 0.5, 0.01, 3600.0)
-    delivery = DeliveryMode(sync.get_choice("delivery", "eventual", ("eventual", "consistent")))
-    store_sync: Literal["normal", "full"] = (
-        "full"
-        if sync.get_choice("store_sync", "normal", ("normal", "full")) == "full"
-        else "normal"
-    )
-    page_size = sync.get_int("store_page_size", 4096, 512, 65536)
-    max_requests = sync.get_int("max_requests_per_peer", 10_000, 1, 1_000_000)
-    request_timeout = sync.get_float("request_timeout", 600.0, 1.0, 30 * 86400.0)
-    parent_timeout = sync.get_float("missing_parent_timeout", 600.0, 1.0, 30 * 86400.0)
-    missing_parents = MissingParents(
-        sync.get_choice("missing_parents", "hold", ("hold", "deliver"))
-    )
-    if page_size & (page_size - 1):
-        raise ConfigError(f"{where}: sync.store_page_size must be a power of two")
-    sync.done()
-
-    disc = top.get_table("discovery")
-    discovery = DiscoveryConfig(
-        enabled=disc.get_bool("enabled", False),
-        interfaces=tuple(
-            _check_ip(i, f"{where}: discovery.interfaces")
-            for i in (disc.get_list("interfaces") or ["127.0.0.1"])
-        ),
-    )
-    disc.done()
-
-    mc = top.get_table("multicast")
-    multicast = MulticastConfig(
-        enabled=mc.get_bool("enabled", False),
-        group=_check_ip(mc.get_str("group", "239.255.77.77"), f"{where}: multicast.group"),
-        port=mc.get_int("port", 7701, 1, 65535),
-        interface=_check_interface(
-            mc.get_str("interface", "127.0.0.1"), f"{where}: multicast.interface"
-        ),
-    )
-    if not ipaddress.ip_address(multicast.group).is_multicast:
-        raise ConfigError(f"{where}: multicast.group {multicast.group} is not a multicast address")
-    mc.done()
-
-    t = top.get_table("tcp")
-    tcp = TcpConfig(
-        handshake_timeout=t.get_float("handshake_timeout", 10.0, 0.1, 3600.0),
-        frame_timeout=t.get_float("frame_timeout", 30.0, 0.1, 3600.0),
-        keepalive_interval=t.get_float("keepalive_interval", 15.0, 0.0, 86400.0),
-        keepalive_misses=t.get_int("keepalive_misses", 3, 1, 1000),
-        max_inbound_connections=t.get_int("max_inbound_connections", 256, 1, 100_000),
-        max_handshakes_per_address=t.get_int("max_handshakes_per_address", 16, 1, 100_000),
-    )
-    t.done()
-
-    rl = top.get_table("remote_log")
-    remote_log = RemoteLogConfig(
-        url=rl.get_str("url", ""),
-        page_size=rl.get_int("page_size", 256, 1, 100_000),
-        inline=rl.get_int("inline", 64, 0, 100_000_000),
-        head_size=(rl.get_int("head_size", 0, 0, 100_000_000) if "head_size" in rl.table else None),
-        poll_seconds=rl.get_float("poll_seconds", 30.0, 0.01, 86400.0),
-        signed=rl.get_bool("signed", True),
-    )
-    if remote_log.url and not remote_log.url.startswith(
-        ("file://", "http://", "redis://", "nats://", "ipfs://")
-    ):
-        raise ConfigError(
-            f"{where}: remote_log.url: use file:///path, http://host:port, redis://host:port, "
-            "nats://host:port or ipfs://host:port"
-        )
-    rl.done()
+    flat: dict[str, Any] = {}
+    nested: dict[str, dict[str, Any]] = {name: {} for name in _SECTION_TYPES}
+    for section in SECTIONS:
+        table = top.get_table(section)
+        for setting in (s for s in SETTINGS if s.section == section):
+            value = table.get_setting(setting)
+            owner, _, attr = setting.attr.rpartition(".")
+            (nested[owner] if owner else flat)[attr] = value
+        table.done()
+    sections = {name: kind(**nested[name]) for name, kind in _SECTION_TYPES.items()}
 
     peers: list[PeerConfig] = []
     for i, entry in enumerate(top.get_list("peers")):
@@ -558,25 +439,7 @@ def parse_config(doc: Mapping[str, Any], *, data_dir: Path, where: str) -> NodeC
     top.seen.add("data_dir")
     top.done()
     return NodeConfig(
-        data_dir=data_dir,
-        name=name,
-        listen=listen,
-        accept_unknown=accept_unknown,
-        keep_freed_memory_mib=keep_freed,
-        peers=tuple(peers),
-        groups=tuple(groups),
-        epoch_seconds=epoch,
-        delivery=delivery,
-        max_requests_per_peer=max_requests,
-        request_timeout=request_timeout,
-        missing_parent_timeout=parent_timeout,
-        missing_parents=missing_parents,
-        store_sync=store_sync,
-        store_page_size=page_size,
-        discovery=discovery,
-        multicast=multicast,
-        tcp=tcp,
-        remote_log=remote_log,
+        data_dir=data_dir, peers=tuple(peers), groups=tuple(groups), **flat, **sections
     )
 
 
@@ -622,107 +485,24 @@ def load_config(data_dir: str | os.PathLike[str] | None = None) -> NodeConfig:
 # --------------------------------------------------------------------------- writing
 
 
-def _q(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return f'"{escaped}"'
+_q = toml_value
+
+
+def setting_value(config: NodeConfig, setting: Setting) -> Any:
+    """The TOML value of ``setting`` in ``config`` (None: an optional setting left unset)."""
+    value: Any = config
+    for part in setting.attr.split("."):
+        value = getattr(value, part)
+    return None if value is None and setting.optional else setting.to_toml(value)
 
 
 def render_config(config: NodeConfig) -> str:
     """The configuration as TOML, with a comment on every setting and its default."""
-    listen = _format_address(config.listen) if config.listen else ""
     lines = [
         "# mvds-node configuration. Every setting is optional unless marked; the value shown",
         "# after 'default' is used when a setting is left out.",
-        "",
-        "[node]",
-        '# A human name for this node, shown by `status`. (default: "")',
-        f"name = {_q(config.name)}",
-        '# host:port for TCP+Noise connections; "" to only dial out. (default: "0.0.0.0:7700")',
-        f"listen = {_q(listen)}",
-        "# Accept connections from keys not listed under [[peers]]. (default: false)",
-        f"accept_unknown = {str(config.accept_unknown).lower()}",
-        "# MiB of freed memory kept for reuse instead of returned to the system (glibc; the",
-        "# whole process). 0 leaves the C allocator as it is. (default: 64)",
-        f"keep_freed_memory_mib = {config.keep_freed_memory_mib}",
-        "",
-        "[sync]",
-        "# Epoch length in seconds: at most one payload per peer per epoch. (default: 0.5)",
-        f"epoch_seconds = {config.epoch_seconds}",
-        '# "eventual": deliver at once, fetch missing parents; "consistent": hold a message',
-        '# until its parents are delivered. (default: "eventual")',
-        f"delivery = {_q(config.delivery.value)}",
-        "# Messages asked of one peer at most; past it, its offers are ignored until it",
-        "# answers. (default: 10000)",
-        f"max_requests_per_peer = {config.max_requests_per_peer}",
-        "# Seconds after which a request for an offered message that never came ends.",
-        "# (default: 600.0)",
-        f"request_timeout = {config.request_timeout}",
-        "# Seconds after which a missing parent nobody sent is given up on, and the peer",
-        "# that named it reported. (default: 600.0)",
-        f"missing_parent_timeout = {config.missing_parent_timeout}",
-        '# Consistent delivery, once its parents are given up on: "hold" the message until',
-        '# they come, or "deliver" it marked parents_missing. (default: "hold")',
-        f"missing_parents = {_q(config.missing_parents.value)}",
-        '# "normal": survives kill -9; "full": also survives power loss, slower. '
-        '(default: "normal")',
-        f"store_sync = {_q(config.store_sync)}",
-        "# SQLite page size of a new store: 4096 for messages sent one at a time, 65536 for",
-        "# bulk transfer. Fixed at creation. (default: 4096)",
-        f"store_page_size = {config.store_page_size}",
-        "",
-        "[discovery]",
-        "# Announce this node and find peers with mDNS. (default: false)",
-        f"enabled = {str(config.discovery.enabled).lower()}",
-        '# Interfaces (IP addresses) mDNS runs on; never all of them. (default: ["127.0.0.1"])',
-        f"interfaces = [{', '.join(_q(i) for i in config.discovery.interfaces)}]",
-        "",
-        "[multicast]",
-        "# Also sync groups that have a secret over UDP multicast. (default: false)",
-        f"enabled = {str(config.multicast.enabled).lower()}",
-        '# Group address and port. (defaults: "239.255.77.77", 7701)',
-        f"group = {_q(config.multicast.group)}",
-        f"port = {config.multicast.port}",
-        "# The one interface (its IPv4 address) datagrams use, TTL 1; never 0.0.0.0.",
-        '# (default: "127.0.0.1")',
-        f"interface = {_q(config.multicast.interface)}",
-        "",
-        "[tcp]",
-        "# Seconds to connect and finish the Noise handshake. (default: 10.0)",
-        f"handshake_timeout = {config.tcp.handshake_timeout}",
-        "# Seconds a packet that has begun may take to arrive whole. (default: 30.0)",
-        f"frame_timeout = {config.tcp.frame_timeout}",
-        "# Seconds of silence before a peer is pinged; 0 for no pings. (default: 15.0)",
-        f"keepalive_interval = {config.tcp.keepalive_interval}",
-        "# Unanswered pings after which the connection closes. (default: 3)",
-        f"keepalive_misses = {config.tcp.keepalive_misses}",
-        "# Inbound connections at once, handshaking or live. (default: 256)",
-        f"max_inbound_connections = {config.tcp.max_inbound_connections}",
-        "# Handshakes in progress from one IP address. (default: 16)",
-        f"max_handshakes_per_address = {config.tcp.max_handshakes_per_address}",
     ]
-    lines += [
-        "",
-        "[remote_log]",
-        '# Where logs live: "file:///path", "http://host:port" (`mvds-node helper serve`)',
-        '# "redis://host:port", "nats://host:port" or "ipfs://host:port" (an IPFS node\'s',
-        '# RPC API); "" for none. (default: "")',
-        f"url = {_q(config.remote_log.url)}",
-        "# Entries per page, and how many newest messages ride inline. (defaults: 256, 64)",
-        f"page_size = {config.remote_log.page_size}",
-        f"inline = {config.remote_log.inline}",
-        "# Entries the head page holds; unset: page_size. 0 makes an idle poll one small",
-        "# record (~140 bytes); catching up from nothing then fetches a page per upload.",
-        (
-            f"head_size = {config.remote_log.head_size}"
-            if config.remote_log.head_size is not None
-            else "# head_size = 0"
-        ),
-        "# Seconds between reads of the peers' logs. (default: 30.0)",
-        f"poll_seconds = {config.remote_log.poll_seconds}",
-        "# false: the NS holds the spec's bare RemoteLog (interop; unsigned, unsealed).",
-        "# (default: true)",
-        f"signed = {str(config.remote_log.signed).lower()}",
-    ]
+    lines += render_settings(lambda setting: setting_value(config, setting))
     lines += [
         "",
         "# Peers: key (required, 64 hex digits), name, address (host:port to dial; optional),",

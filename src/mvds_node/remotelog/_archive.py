@@ -18,6 +18,7 @@ import contextlib
 import os
 import re
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final
@@ -195,10 +196,15 @@ def _read_archive(p: Path) -> tuple[str, bytes, bytes, dict[bytes, bytes], int, 
 
 
 async def import_log(
-    backend: Backend, path: str | os.PathLike[str], *, group_keys: list[bytes] | None = None
+    backend: Backend,
+    path: str | os.PathLike[str],
+    *,
+    group_keys: list[bytes] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ArchiveResult:
     """Check a log archive completely, then load it into ``backend``. A sealed log is checked
-    with whichever of ``group_keys`` opens it.
+    with whichever of ``group_keys`` opens it. ``progress``, if given, follows the loading:
+    (objects stored, objects).
 
     Raises:
         ArchiveError: not an archive, truncated, altered, forged, a name that is not a log
@@ -250,9 +256,13 @@ async def import_log(
             raise ArchiveError(
                 f"{p}: the backend already has a newer head (sequence {old} > {head.seq})"
             )
-        for data in objects.values():
+        for done, data in enumerate(objects.values()):
+            if progress is not None:
+                progress(done, len(objects))
             await add_checked(backend, data, name)
         await backend.ns_update(name, record)
+        if progress is not None:
+            progress(len(objects), len(objects))
     except BackendError as e:
         raise ArchiveError(f"{p}: the backend refused the log: {e}") from None
     return ArchiveResult(name, head.seq, count, size)

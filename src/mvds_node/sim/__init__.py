@@ -8,8 +8,9 @@ measured in a :class:`SimResult`; :func:`sweep` runs scenarios over the values o
 
 from __future__ import annotations
 
-from mvds_node.sim._cli import add_parser as add_parser
+from mvds_node.sim._cli import JSON_META as JSON_META
 from mvds_node.sim._cli import cmd_sim as cmd_sim
+from mvds_node.sim._cli import sim as sim
 from mvds_node.sim._metrics import SimResult as SimResult
 from mvds_node.sim._net import Net as Net
 from mvds_node.sim._net import Transfer as Transfer
@@ -23,17 +24,18 @@ from mvds_node.sim._scenario import preset as preset
 from mvds_node.sim._scenario import with_overrides as with_overrides
 
 __all__ = [
+    "JSON_META",
     "PRESETS",
     "Net",
     "Scenario",
     "ScenarioError",
     "SimResult",
     "Transfer",
-    "add_parser",
     "cmd_sim",
     "load_scenario",
     "preset",
     "run",
+    "sim",
     "sweep",
     "with_overrides",
 ]

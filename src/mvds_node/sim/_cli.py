@@ -9,16 +9,25 @@
     mvds-node sim --preset go-default --plot figures/
     mvds-node sim --list                               # the presets
 
-The argument parsing lives here so that the node's CLI only registers the command. Errors are
+The click command lives here so that the node's CLI only registers it. Errors are
 :class:`~mvds_node.errors.MvdsError` (one line, exit status 1, printed by the CLI's ``main``).
+A long run draws its progress (virtual time) on stderr when stderr is a terminal, or with
+``--progress``; never on stdout.
 """
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import json
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
 from mvds_node.sim._metrics import SWEEP_SCHEMA
 from mvds_node.sim._plot import plot_result, plot_sweep
@@ -33,36 +42,71 @@ from mvds_node.sim._scenario import (
     with_overrides,
 )
 
-__all__ = ["add_parser", "cmd_sim"]
+__all__ = ["JSON_META", "sim"]
+
+JSON_META = "mvds-node.json"
+"""The key of ``click.Context.meta`` that the node's CLI sets for a ``--json`` given before
+the command (``mvds-node --json sim ...``)."""
 
 
-def add_parser(sub: Any) -> None:
-    """Register ``sim`` on the node CLI's subcommand parsers."""
-    p = sub.add_parser(
-        "sim",
-        help="simulate nodes on a virtual clock: delivery, latency, bandwidth multiplier",
-        description=(
-            "Run real engines (and the remote log) on a virtual clock with a seeded model of "
-            "availability and loss. Prints a table, or JSON with --json."
-        ),
-    )
-    p.add_argument("scenario", nargs="?", help="a scenario TOML file")
-    p.add_argument(
-        "--preset", action="append", default=[], help="a named scenario (repeatable with --sweep)"
-    )
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="change one setting (repeatable), e.g. --set nodes=10",
-    )
-    p.add_argument("--seed", type=int, help="seed (overrides the scenario's)")
-    p.add_argument("--sweep", metavar="KEY=V1,V2,...", help="run once per value of one setting")
-    p.add_argument("--json", dest="sim_json", action="store_true", help="print JSON")
-    p.add_argument("--plot", metavar="DIR", help="also write PNG plots into DIR (matplotlib)")
-    p.add_argument("--list", action="store_true", help="list the presets and exit")
-    p.set_defaults(func=cmd_sim)
+@click.command(
+    help=(
+        "Simulate nodes on a virtual clock: delivery, latency, bandwidth multiplier.\n\n"
+        "Run real engines (and the remote log) on a virtual clock with a seeded model of "
+        "availability and loss. Prints a table, or JSON with --json; progress on stderr."
+    ),
+    short_help="Simulate nodes on a virtual clock: delivery, latency, bandwidth multiplier.",
+)
+@click.argument("scenario", required=False, type=click.Path(dir_okay=False))
+@click.option(
+    "--preset",
+    "presets",
+    multiple=True,
+    metavar="NAME",
+    shell_complete=lambda ctx, param, incomplete: [n for n in PRESETS if n.startswith(incomplete)],
+    help="A named scenario (repeatable with --sweep; see --list).",
+)
+@click.option(
+    "--set",
+    "changes",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Change one setting (repeatable), e.g. --set nodes=10.",
+)
+@click.option("--seed", type=int, help="Seed (overrides the scenario's).")
+@click.option(
+    "--sweep", "sweep_text", metavar="KEY=V1,V2,...", help="Run once per value of one setting."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--plot", metavar="DIR", help="Also write PNG plots into DIR (matplotlib).")
+@click.option(
+    "--progress", "forced", is_flag=True, help="Draw progress on stderr even when not a terminal."
+)
+@click.option("--list", "listing", is_flag=True, help="List the presets and exit.")
+@click.pass_context
+def sim(
+    ctx: click.Context,
+    scenario: str | None,
+    presets: tuple[str, ...],
+    changes: tuple[str, ...],
+    seed: int | None,
+    sweep_text: str | None,
+    as_json: bool,
+    plot: str | None,
+    forced: bool,
+    listing: bool,
+) -> None:
+    cmd_sim(
+        scenario=scenario,
+        presets=list(presets),
+        changes=list(changes),
+        seed=seed,
+        sweep_text=sweep_text,
+        as_json=as_json or bool(ctx.meta.get(JSON_META)),
+        plot=plot,
+        progress=forced or sys.stderr.isatty(),
+        listing=listing,
+    )  # fmt: skip
 
 
 def _split(text: str, option: str) -> tuple[str, str]:
@@ -72,20 +116,52 @@ def _split(text: str, option: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
-def _scenarios(args: argparse.Namespace) -> list[Scenario]:
+def _scenarios(
+    scenario: str | None, presets: list[str], changes: list[str], seed: int | None
+) -> list[Scenario]:
     bases: list[Scenario] = []
-    if args.scenario:
-        bases.append(load_scenario(args.scenario))
-    bases.extend(preset(name) for name in args.preset)
+    if scenario:
+        bases.append(load_scenario(scenario))
+    bases.extend(preset(name) for name in presets)
     if not bases:
         raise ScenarioError("give a scenario file or --preset NAME (see --list)")
-    changes: dict[str, Any] = {}
-    for item in args.set:
+    overrides: dict[str, Any] = {}
+    for item in changes:
         key, value = _split(item, "--set")
-        changes[key] = parse_value(key, value)
-    if args.seed is not None:
-        changes["seed"] = args.seed
-    return [with_overrides(b, changes) for b in bases]
+        overrides[key] = parse_value(key, value)
+    if seed is not None:
+        overrides["seed"] = seed
+    return [with_overrides(b, overrides) for b in bases]
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, label: str, total: float) -> Iterator[Any]:
+    """A ``(done, total)`` callback drawing a bar on stderr (a no-op when not ``enabled``)."""
+    if not enabled:
+        yield lambda done, total: None
+        return
+    console = Console(file=sys.stderr, force_terminal=True if not sys.stderr.isatty() else None)
+    # No auto_refresh (it draws from a thread of its own): redrawn here, at most ten times a
+    # second however often the simulator reports.
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        console=console,
+        auto_refresh=False,
+    ) as bar:
+        task: TaskID = bar.add_task(label, total=total)
+        drawn = 0.0
+
+        def tell(done: float, total: float) -> None:
+            nonlocal drawn
+            now = time.monotonic()
+            redraw = now - drawn >= 0.1 or done >= total
+            if redraw:
+                drawn = now
+            bar.update(task, completed=done, total=total, refresh=redraw)
+
+        yield tell
 
 
 def _plot(document: dict[str, Any], directory: str) -> list[Path]:
@@ -95,21 +171,46 @@ def _plot(document: dict[str, Any], directory: str) -> list[Path]:
     return draw(document, out)
 
 
-def cmd_sim(args: argparse.Namespace) -> None:
-    if args.list:
+def cmd_sim(
+    *,
+    scenario: str | None,
+    presets: list[str],
+    changes: list[str],
+    seed: int | None,
+    sweep_text: str | None,
+    as_json: bool,
+    plot: str | None,
+    progress: bool,
+    listing: bool,
+) -> None:
+    """Run ``mvds-node sim`` with its parsed options (see :func:`sim`).
+
+    Raises:
+        ScenarioError: a scenario, setting or value is refused.
+    """
+    if listing:
         width = max(len(n) for n in PRESETS)
         for name, s in PRESETS.items():
             print(f"{name.ljust(width)}  {s.description}")
         return
-    scenarios = _scenarios(args)
-    as_json = args.sim_json or getattr(args, "json", False)
+    scenarios = _scenarios(scenario, presets, changes, seed)
     document: dict[str, Any]
-    if args.sweep:
-        key, text = _split(args.sweep, "--sweep")
+    if sweep_text:
+        key, text = _split(sweep_text, "--sweep")
         values = [parse_value(key, v.strip()) for v in text.split(",") if v.strip()]
         if not values:
-            raise ScenarioError(f"--sweep {args.sweep!r}: no values")
-        document = sweep(scenarios, key, values)
+            raise ScenarioError(f"--sweep {sweep_text!r}: no values")
+        runs = len(scenarios) * len(values)
+        with _progress(progress, f"sweep {key}", runs) as tell:
+            done = 0
+
+            def step(_scenario: Scenario, _value: Any) -> None:
+                nonlocal done
+                tell(done, runs)
+                done += 1
+
+            document = sweep(scenarios, key, values, progress=step)
+            tell(runs, runs)
         if as_json:
             print(json.dumps(document))
         else:
@@ -117,11 +218,13 @@ def cmd_sim(args: argparse.Namespace) -> None:
     else:
         if len(scenarios) > 1:
             raise ScenarioError("give one scenario (several only with --sweep)")
-        result = run(scenarios[0])
+        chosen = scenarios[0]
+        with _progress(progress, chosen.name or "sim", chosen.duration) as tell:
+            result = run(chosen, progress=tell)
         document = result.to_dict()
         print(result.to_json() if as_json else result.table())
-    if args.plot:
-        for path in _plot(document, args.plot):
+    if plot:
+        for path in _plot(document, plot):
             if not as_json:
                 print(f"wrote {path}")
 

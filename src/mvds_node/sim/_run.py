@@ -723,16 +723,25 @@ class _Sim:
 
     # --------------------------------------------------------------------- loop
 
-    def run(self) -> SimResult:
+    def run(self, progress: Callable[[float, float], None] | None = None) -> SimResult:
         s = self.s
         heap = self.heap
         pop = heapq.heappop
         end = s.duration
         wake_at = self.wake_at
+        # Progress is told every few thousand events (virtual time, duration): one counter per
+        # event, so a run without a callback costs nothing measurable.
+        every = _PROGRESS_EVERY if progress is not None else -1
+        countdown = every
         while heap:
             t, _, kind, i, arg = pop(heap)
             if t > end:
                 break
+            countdown -= 1
+            if countdown == 0:
+                countdown = every
+                assert progress is not None
+                progress(t, end)
             if kind == _DELIVER:
                 self._deliver(i, arg[0], arg[1], t)
             elif kind == _WAKE:
@@ -746,6 +755,8 @@ class _Sim:
                 self._connect(i, t)
             else:
                 self._log_tick(i, t)
+        if progress is not None:
+            progress(end, end)
         return self._result()
 
     def _result(self) -> SimResult:
@@ -811,14 +822,25 @@ class _Sim:
         )
 
 
-def run(scenario: Scenario, *, seed: int | None = None) -> SimResult:
+_PROGRESS_EVERY = 4096
+"""Events between two calls of a run's ``progress`` callback."""
+
+
+def run(
+    scenario: Scenario,
+    *,
+    seed: int | None = None,
+    progress: Callable[[float, float], None] | None = None,
+) -> SimResult:
     """Simulate ``scenario`` (with ``seed`` instead of its own, if given) and return the result.
 
-    The same scenario and seed always give the same result, byte for byte.
+    The same scenario and seed always give the same result, byte for byte. ``progress``, if
+    given, is called now and then with (virtual seconds done, the scenario's duration); it does
+    not change the result.
     """
     if seed is not None:
         scenario = replace(scenario, seed=seed)
-    return _Sim(scenario).run()
+    return _Sim(scenario).run(progress)
 
 
 def sweep(

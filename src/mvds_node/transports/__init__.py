@@ -55,6 +55,8 @@ from mvds_node.transports._memory import MemoryHubStatistics as MemoryHubStatist
 from mvds_node.transports._memory import MemoryTransport as MemoryTransport
 from mvds_node.transports._memory import memory_transport_pair as memory_transport_pair
 from mvds_node.transports._multicast import BROADCAST as BROADCAST
+from mvds_node.transports._multicast import DEFAULT_GROUP as DEFAULT_MULTICAST_GROUP
+from mvds_node.transports._multicast import DEFAULT_PORT as DEFAULT_MULTICAST_PORT
 from mvds_node.transports._multicast import MulticastStatistics as MulticastStatistics
 from mvds_node.transports._multicast import MulticastTransport as MulticastTransport
 from mvds_node.transports._multicast import interface_problem as interface_problem
@@ -76,6 +78,8 @@ from mvds_node.transports._tcp import TcpStatistics as TcpStatistics
 from mvds_node.transports._tcp import TcpTransport as TcpTransport
 
 __all__ = [
+    "DEFAULT_MULTICAST_GROUP",
+    "DEFAULT_MULTICAST_PORT",
     "AVAILABLE_ALWAYS",
     "AVAILABLE_UNKNOWN",
     "BROADCAST",

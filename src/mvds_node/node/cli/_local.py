@@ -1,0 +1,220 @@
+"""The commands' way to a node: ask the running one over its control socket, else open the
+data directory's store and do the work here (so ``send``, ``status`` and bundles work offline).
+
+:func:`control_handler` is what a running node (``mvds-node run``) answers on that socket.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from mvds_node.errors import MvdsError
+from mvds_node.node._bundles import ExportResult, ImportResult
+from mvds_node.node._config import NodeConfig
+from mvds_node.node._control import ControlUnavailable, b64, call, unb64
+from mvds_node.node._identity import load_identity
+from mvds_node.node._node import Node
+from mvds_node.node.cli._output import ProgressBar
+from mvds_node.sync import SQLiteStore
+
+__all__ = [
+    "Offline",
+    "bundle_op",
+    "control_handler",
+    "ask",
+    "send_one",
+    "send_lines",
+    "node_status",
+]
+
+
+class Offline:
+    """A node that is not running: its store and engine, opened for one command."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.identity = load_identity(config.identity_path)
+        self.store = SQLiteStore(
+            config.store_path, synchronous=config.store_sync, page_size=config.store_page_size
+        )
+
+    def node(self) -> Node:
+        return Node(self.config, self.identity, self.store)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+async def ask(config: NodeConfig, request: dict[str, Any]) -> dict[str, Any] | None:
+    """Ask the running node; None if no node runs."""
+    if not config.control_path.exists():
+        return None
+    try:
+        response = await call(config.control_path, request)
+    except ControlUnavailable:
+        return None
+    if not response.get("ok"):
+        raise MvdsError(str(response.get("error", "the node refused the request")))
+    return response
+
+
+# --------------------------------------------------------------------------- control ops
+
+
+def control_handler(node: Node) -> Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]:
+    """What a running node answers on its control socket."""
+
+    async def handle(request: dict[str, Any]) -> dict[str, Any]:
+        op = request["op"]
+        if op == "send":
+            group = request.get("group")
+            if not isinstance(group, str):
+                raise ValueError("send needs a group")
+            mid = await node.send(
+                group,
+                unb64(request.get("body_b64")),
+                ephemeral=bool(request.get("ephemeral", False)),
+                expires_at=int(request.get("expires_at", 0)),
+            )
+            return {"ok": True, "id": mid.hex()}
+        if op == "send_many":
+            group = request.get("group")
+            bodies = request.get("bodies_b64")
+            if not isinstance(group, str) or not isinstance(bodies, list):
+                raise ValueError("send_many needs a group and a list of bodies")
+            ids = await node.send_many(group, [unb64(b) for b in bodies])
+            return {"ok": True, "ids": [i.hex() for i in ids]}
+        if op == "status":
+            return {"ok": True, "status": node.status().to_json(), "running": True}
+        if op == "export":
+            path = request.get("path")
+            if not isinstance(path, str):
+                raise ValueError("export needs a path")
+            peer, group = request.get("peer"), request.get("group")
+            result = node.export_bundle(
+                path,
+                peer=peer if isinstance(peer, str) else None,
+                group=group if isinstance(group, str) else None,
+            )
+            return {"ok": True, "result": export_json(result)}
+        if op == "import":
+            path = request.get("path")
+            if not isinstance(path, str):
+                raise ValueError("import needs a path")
+            return {"ok": True, "result": import_json(node.import_bundle(path))}
+        raise ValueError(f"unknown op {op!r}")
+
+    return handle
+
+
+async def node_status(config: NodeConfig) -> dict[str, Any]:
+    """The node's status document (``NodeStatus.to_json``) with ``running``: from the running
+    node, else read from the store."""
+    response = await ask(config, {"op": "status"})
+    if response is not None:
+        status: dict[str, Any] = response["status"]
+        status["running"] = True
+        return status
+    offline = Offline(config)
+    try:
+        status = offline.node().status().to_json()
+    finally:
+        offline.close()
+    status["running"] = False
+    return status
+
+
+async def send_lines(config: NodeConfig, group: str, bodies: list[bytes]) -> tuple[int, bool]:
+    response = await ask(
+        config, {"op": "send_many", "group": group, "bodies_b64": [b64(b) for b in bodies]}
+    )
+    if response is not None:
+        return len(response["ids"]), True
+    offline = Offline(config)
+    try:
+        ids = await offline.node().send_many(group, bodies)
+    finally:
+        offline.close()
+    return len(ids), False
+
+
+async def send_one(
+    config: NodeConfig, group: str, body: bytes, *, ephemeral: bool, expires_at: int
+) -> tuple[str, bool]:
+    """Send one message; returns its hex ID ("" for an ephemeral one) and whether a running
+    node took it (else it was stored here and goes out when the node next runs)."""
+    response = await ask(
+        config,
+        {
+            "op": "send",
+            "group": group,
+            "body_b64": b64(body),
+            "ephemeral": ephemeral,
+            "expires_at": expires_at,
+        },
+    )
+    if response is not None:
+        return str(response["id"]), True
+    if ephemeral:
+        raise MvdsError("ephemeral messages need a running node (they are never stored)")
+    offline = Offline(config)
+    try:
+        mid = await offline.node().send(group, body, expires_at=expires_at)
+    finally:
+        offline.close()
+    return mid.hex(), False
+
+
+def export_json(r: ExportResult) -> dict[str, Any]:
+    return {
+        "path": str(r.path),
+        "bytes": r.bytes,
+        "messages": r.messages,
+        "acks": r.acks,
+        "requests": r.requests,
+        "prerequisites": r.prerequisites,
+    }
+
+
+def import_json(r: ImportResult) -> dict[str, Any]:
+    return {
+        "sender": r.sender.hex(),
+        "sender_proved": r.sender_proved,
+        "messages_new": r.messages_new,
+        "messages_known": r.messages_known,
+        "acks": r.acks,
+        "missing_prerequisites": r.missing_prerequisites,
+    }
+
+
+async def bundle_op(
+    config: NodeConfig, request: dict[str, Any], bars: tuple[ProgressBar, ProgressBar]
+) -> dict[str, Any]:
+    """Export or import a bundle (``request`` as sent to the running node): by the running
+    node if there is one, else here, drawing ``bars`` (the check of the file, then applying it;
+    an export uses the first)."""
+    response = await ask(config, request)
+    if response is not None:
+        result: dict[str, Any] = response["result"]
+        return result
+    offline = Offline(config)
+    try:
+        node = offline.node()
+        check, apply = bars
+        if request["op"] == "export":
+            with check:
+                return export_json(
+                    node.export_bundle(
+                        request["path"],
+                        peer=request.get("peer"),
+                        group=request.get("group"),
+                        progress=check,
+                    )
+                )
+        with check, apply:
+            return import_json(
+                node.import_bundle(request["path"], progress=check, apply_progress=apply)
+            )
+    finally:
+        offline.close()
