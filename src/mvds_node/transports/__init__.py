@@ -12,6 +12,7 @@ is documented byte by byte in ``docs/wire.md``.
 from __future__ import annotations
 
 from mvds_node.transports._base import DialFailed as DialFailed
+from mvds_node.transports._base import EventQueue as EventQueue
 from mvds_node.transports._base import InputRejected as InputRejected
 from mvds_node.transports._base import InternalError as InternalError
 from mvds_node.transports._base import PacketDropped as PacketDropped
@@ -43,6 +44,8 @@ from mvds_node.transports._framing import Ping as Ping
 from mvds_node.transports._framing import Pong as Pong
 from mvds_node.transports._framing import SyncFrame as SyncFrame
 from mvds_node.transports._framing import UnknownControl as UnknownControl
+from mvds_node.transports._framing import check_frame as check_frame
+from mvds_node.transports._framing import decode_checked as decode_checked
 from mvds_node.transports._framing import decode_frame as decode_frame
 from mvds_node.transports._framing import encode_frame as encode_frame
 from mvds_node.transports._memory import MemoryHub as MemoryHub
@@ -79,6 +82,7 @@ __all__ = [
     "ControlKind",
     "DEFAULT_LIMITS",
     "DialFailed",
+    "EventQueue",
     "Frame",
     "FrameDecoder",
     "FrameError",
@@ -120,6 +124,8 @@ __all__ = [
     "UnknownControl",
     "Unsealed",
     "WIRE_VERSION",
+    "check_frame",
+    "decode_checked",
     "decode_frame",
     "encode_frame",
     "memory_transport_pair",
