@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from mvds_node.node import AnyEvent, InternalError, Node
 from mvds_node.node import _node as node_module
-from mvds_node.node._node import InternalError, Node, NodeEvent
 
 
 @pytest.fixture(autouse=True)
@@ -25,7 +25,7 @@ def no_internal_errors(
     seen: list[InternalError] = []
     original = Node._emit
 
-    def emit(self: Node, event: NodeEvent) -> None:
+    def emit(self: Node, event: AnyEvent) -> None:
         if isinstance(event, InternalError):
             seen.append(event)
         original(self, event)

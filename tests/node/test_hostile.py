@@ -13,8 +13,10 @@ from pathlib import Path
 import trio
 
 from mvds_node.node import (
+    AnyEvent,
     Identity,
-    Refused,
+    InputRejected,
+    PayloadRejected,
     group_id_for,
     load_config,
     open_node,
@@ -30,14 +32,11 @@ from mvds_node.sync import (
 )
 from mvds_node.transports import NoiseStream, SyncFrame, encode_frame
 
-from .test_node import config_for, connect
+from .helpers import config_for, connect, next_event
 
 
-async def next_refusal(events: trio.MemoryReceiveChannel[object]) -> Refused:
-    async for event in events:
-        if isinstance(event, Refused):
-            return event
-    raise AssertionError("events ended")
+async def next_refusal(events: trio.MemoryReceiveChannel[AnyEvent]) -> InputRejected:
+    return await next_event(events, InputRejected)
 
 
 async def test_garbage_before_the_handshake(tmp_path: Path) -> None:
@@ -165,10 +164,10 @@ async def test_a_member_flooding_offers_and_phantom_parents_costs_the_others_lit
             flood = [rng.randbytes(32) for _ in range(100_000)]
             await noise.send_all(encode_frame(SyncFrame(encode_payload([], flood, [], []))))
             while True:  # bob, asking alice for the phantoms she relayed, is refused too
-                refusal = await next_refusal(events)
-                if refusal.peer == mallory.public_key:
+                rejected = await next_event(events, PayloadRejected)
+                if rejected.peer == mallory.public_key:
                     break
-            assert "max_requests_per_peer" in refusal.detail
+            assert "max_requests_per_peer" in rejected.reason
             await noise.aclose()
             # Mallory reconnects, back to back, while bob talks: each time alice re-arms what
             # she owes it (at most the bound) and sends it again.
@@ -242,9 +241,9 @@ async def test_a_node_gives_up_on_phantom_parents_and_delivers_marked_if_configu
             message = await inbox.receive()  # held until alice gives up on the parents
             waited = trio.current_time() - start
             assert message.body == b"orphan" and set(message.parents_missing) == set(phantoms)
-            refusal = await next_refusal(events)
-            assert refusal.peer == mallory.public_key
-            assert "missing_parent_timeout" in refusal.detail
+            rejected = await next_event(events, PayloadRejected)
+            assert rejected.peer == mallory.public_key
+            assert "missing_parent_timeout" in rejected.reason
             (status,) = a.status().peers
             assert status.pending == 0  # nothing asked of anyone any more
             await noise.aclose()

@@ -41,7 +41,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
@@ -166,7 +166,7 @@ class RemoteLogService:
         settings: LogSettings,
         poll_seconds: float,
         has_message: Callable[[bytes], bool],
-        feed: Callable[[bytes, bytes], None],
+        feed: Callable[[bytes, bytes], Awaitable[None]],
         refused: Callable[[bytes, str, str], None],
         uploaded: Callable[[str, int, int, int], None] | None = None,
         internal: Callable[[str, str, str], None] | None = None,
@@ -475,7 +475,7 @@ class RemoteLogService:
         try:
             result = await reader.poll(self._has)
             for payload in _payloads(result.messages):
-                self._feed(member, payload)
+                await self._feed(member, payload)
             moved = self._commit(reader, result)
             self._save_cursor(reader)
             status.fetched += len(result.messages)
@@ -597,7 +597,7 @@ class RemoteLogService:
                 )
                 self._prune_published(group_id)
         for i in range(0, len(ids), _ACK_CHUNK):
-            self._feed(member, encode_payload(acks=ids[i : i + _ACK_CHUNK]))
+            await self._feed(member, encode_payload(acks=ids[i : i + _ACK_CHUNK]))
 
     def _acked_through(self, group_id: bytes, member: bytes) -> int:
         """Up to which of our head sequences ``member``'s acknowledgements were fed (0: none)."""

@@ -37,29 +37,20 @@ from mvds_node.node._config import (
     save_config,
 )
 from mvds_node.node._control import ControlUnavailable, b64, call, serve_control, unb64
-from mvds_node.node._identity import create_identity, load_identity
-from mvds_node.node._node import (
-    Acked,
-    Delivered,
-    Expired,
-    GaveUpSending,
-    InternalError,
+from mvds_node.node._events import (
     LogUploaded,
-    Message,
-    Node,
-    NodeEvent,
-    PeerConnected,
-    PeerDisconnected,
-    Refused,
     StoreFailed,
     StoreRecovered,
     TransportFailed,
     TransportRestored,
-    open_node,
-    wall_ms,
+    event_to_json,
 )
+from mvds_node.node._identity import create_identity, load_identity
+from mvds_node.node._node import Node, open_node, wall_ms
+from mvds_node.node._subscribers import Message
 from mvds_node.sim._cli import add_parser as add_sim_parser
-from mvds_node.sync import Mode, SQLiteStore
+from mvds_node.sync import MessageAcked, MessageDelivered, Mode, SQLiteStore
+from mvds_node.transports import InputRejected
 
 __all__ = ["main"]
 
@@ -126,55 +117,6 @@ def _message_json(m: Message) -> dict[str, Any]:
         "text": text,
         "body_b64": b64(m.body),
     }
-
-
-def _event_json(event: NodeEvent) -> dict[str, Any] | None:
-    if isinstance(event, Acked):
-        return {"type": "acked", "id": event.message_id.hex(), "peer": event.peer.hex()}
-    if isinstance(event, GaveUpSending):
-        return {"type": "gave-up", "id": event.message_id.hex(), "peer": event.peer.hex()}
-    if isinstance(event, Expired):
-        return {"type": "expired", "id": event.message_id.hex()}
-    if isinstance(event, PeerConnected):
-        return {"type": "peer-up", "peer": event.peer.hex(), "address": event.address}
-    if isinstance(event, PeerDisconnected):
-        return {"type": "peer-down", "peer": event.peer.hex(), "reason": event.reason}
-    if isinstance(event, Refused):
-        return {
-            "type": "refused",
-            "peer": event.peer.hex() if event.peer else None,
-            "address": event.address,
-            "reason": event.reason,
-            "detail": event.detail,
-        }
-    if isinstance(event, LogUploaded):
-        return {
-            "type": "log-uploaded",
-            "group": event.group,
-            "seq": event.seq,
-            "messages": event.messages,
-            "queued": event.queued,
-        }
-    if isinstance(event, TransportFailed):
-        return {
-            "type": "transport-failed",
-            "transport": type(event.transport).__name__,
-            "detail": event.detail,
-        }
-    if isinstance(event, InternalError):
-        return {
-            "type": "internal-error",
-            "where": event.where,
-            "error": event.error,
-            "traceback": event.traceback,
-        }
-    if isinstance(event, TransportRestored):
-        return {"type": "transport-restored", "transport": type(event.transport).__name__}
-    if isinstance(event, StoreFailed):
-        return {"type": "store-failed", "path": event.path, "reason": event.reason}
-    if isinstance(event, StoreRecovered):
-        return {"type": "store-recovered", "path": event.path}
-    return None
 
 
 class _Offline:
@@ -673,16 +615,14 @@ async def _run(config: NodeConfig, args: argparse.Namespace) -> None:
             async def print_events() -> None:
                 async with node.events() as events:
                     async for event in events:
-                        if isinstance(event, Delivered):
+                        if isinstance(event, MessageDelivered):
                             continue
-                        doc = _event_json(event)
-                        if doc is None:
-                            continue
-                        if isinstance(event, (Acked, LogUploaded)) and not args.verbose:
+                        doc = event_to_json(event)
+                        if isinstance(event, (MessageAcked, LogUploaded)) and not args.verbose:
                             continue
                         peer = getattr(event, "peer", None)
                         human = f"* {doc['type']} {who(peer)}"
-                        if isinstance(event, Refused):
+                        if isinstance(event, InputRejected):
                             human += f": {event.reason} ({event.detail})"
                         elif isinstance(event, StoreFailed):
                             human = f"* store-failed: {event.reason}"
