@@ -75,7 +75,7 @@ from mvds_node.remotelog._ipfs import IpfsBackend
 from mvds_node.remotelog._log import Cursor, ReadResult, Resume
 from mvds_node.remotelog._nats import NatsBackend
 from mvds_node.remotelog._redis import RedisBackend
-from mvds_node.sync import encode_payload
+from mvds_node.sync import RejectReason, encode_payload
 from mvds_node.sync._wire import decode_stored
 
 __all__ = ["LogStatus", "RemoteLogService", "backend_for"]
@@ -487,7 +487,7 @@ class RemoteLogService:
                 await self._read_acks(reader, member)
         except LogError as e:
             status.error = str(e)
-            self._refused(member, "remote-log", str(e))
+            self._refused(member, RejectReason.REMOTE_LOG, str(e))
             return False
         except BackendError as e:
             status.error = f"{_UNREACHABLE}{e}"
