@@ -85,13 +85,16 @@ async def memory_nodes(
     hub and no sockets; ``carriers`` adds carriers of a node's own, tried with the hub."""
     hub = MemoryHub() if hub is None else hub
     ids = {n: Identity.generate() for n in names}
+    # Every endpoint is on the hub before any node starts: each node's peers are reached from
+    # the start (a hub has no events to say that a peer came).
+    endpoints = {name: hub.transport(me.public_key) for name, me in ids.items()}
     async with contextlib.AsyncExitStack() as stack:
         nodes = {}
         for name, me in ids.items():
             others = {n: i for n, i in ids.items() if n != name}
             config = config_for(tmp_path, name, me, others, **({"listen": None} | changes))
             extra = tuple((carriers or {}).get(name, ()))
-            transports = (*extra, hub.transport(me.public_key))
+            transports = (*extra, endpoints[name])
             nodes[name] = await stack.enter_async_context(
                 open_node(config, identity=me, transports=transports)
             )

@@ -111,6 +111,7 @@ from mvds_node.sync import (
     Limits,
     MessageDelivered,
     PayloadRejected,
+    RejectReason,
     SQLiteStore,
     SyncConfig,
 )
@@ -599,6 +600,8 @@ class Node:
                     events = getattr(carrier, "events", None)
                     if events is not None:
                         nursery.start_soon(read_events, carrier, events, self._inbox_send)
+                # What reaches each peer now that the carriers are open.
+                self._update_peers(self._members())
                 nursery.start_soon(self._engine_loop)
                 if self._remote_log is not None:
                     await nursery.start(self._remote_log.run)
@@ -854,7 +857,7 @@ class Node:
         if group is None or peer not in group.members:
             self._refuse(
                 peer,
-                "nosync-not-member",
+                RejectReason.NOSYNC_NOT_MEMBER,
                 f"ephemeral message for a group {peer.hex()[:8]} is not in with us",
             )
             return
