@@ -28,7 +28,6 @@ import trio
 from mvds_node.errors import StoreError
 from mvds_node.node import (
     AnyEvent,
-    GroupConfig,
     Identity,
     MessageAcked,
     NodeConfig,
@@ -36,12 +35,12 @@ from mvds_node.node import (
     PeerConnected,
     StoreFailed,
     StoreRecovered,
-    group_id_for,
     open_node,
     parse_address,
 )
 from mvds_node.sync import SQLiteStore
 from mvds_node.transports import TcpTransport
+from tests.node.helpers import config_for
 
 # A retransmission gap of two seconds on the live connection (twice TCP's max_latency, 60 s by
 # default),
@@ -56,16 +55,8 @@ FILL_MAX = 64 * 1024 * 1024  # far more than the tmpfs holds: the loop ends at E
 
 
 def config(data: Path, name: str, other: Identity) -> NodeConfig:
-    peer = PeerConfig(key=other.public_key, name="peer")
-    group = GroupConfig(name="chat", id=group_id_for("chat"), members=(other.public_key,))
-    return NodeConfig(
-        data_dir=data / name,
-        name=name,
-        listen=("127.0.0.1", 0),
-        peers=(peer,),
-        groups=(group,),
-        epoch_seconds=0.05,
-    )
+    """``name`` in ``data``, knowing only ``other`` (as ``peer``), on 127.0.0.1."""
+    return config_for(data, name, other, {"peer": other})
 
 
 def fill(path: Path) -> int:
