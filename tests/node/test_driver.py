@@ -17,10 +17,11 @@ from mvds_node.node import (
     InputRejected,
     MessageAcked,
     MessageDelivered,
+    Node,
     event_to_json,
     open_node,
 )
-from mvds_node.sync import PayloadRejected, RejectReason
+from mvds_node.sync import PayloadRejected, RejectReason, SQLiteStore
 from mvds_node.transports import MemoryHub, SyncFrame, encode_frame
 
 from .helpers import config_for, memory_nodes, next_event
@@ -227,3 +228,25 @@ async def test_an_exception_in_the_block_leaves_open_node_as_itself(
         async with open_node(config, identity=me):
             await trio.sleep_forever()
     assert scope.cancelled_caught
+
+
+async def test_a_node_runs_in_the_callers_nursery(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    hub = MemoryHub()
+    alice, bob = Identity.generate(), Identity.generate()
+    a_config = config_for(tmp_path, "alice", alice, {"bob": bob}, listen=None)
+    b_config = config_for(tmp_path, "bob", bob, {"alice": alice}, listen=None)
+    a_hub, b_hub = hub.transport(alice.public_key), hub.transport(bob.public_key)
+    b_config.data_dir.mkdir(parents=True)
+    with SQLiteStore(b_config.store_path) as store:
+        async with open_node(a_config, identity=alice, transports=(a_hub,)) as a:
+            async with trio.open_nursery() as nursery:
+                b = Node(b_config, bob, store, transports=(b_hub,))
+                await nursery.start(b.run)
+                async with b.messages() as inbox:
+                    await a.send("chat", b"to a node in a nursery")
+                    assert (await inbox.receive()).body == b"to a node in a nursery"
+                nursery.cancel_scope.cancel()
+            # Leaving run closed its carriers: the hub no longer reaches bob.
+            assert not a_hub.reaches(bob.public_key)
