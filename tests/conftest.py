@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from mvds_node.node import _node as node_module
-from mvds_node.node._node import InternalError, Node, NodeEvent
+from mvds_node.node import AnyEvent, InternalError
+from mvds_node.node._driver import Driver
 
 
 @pytest.fixture(autouse=True)
@@ -23,14 +23,14 @@ def no_internal_errors(
     A test that provokes one on purpose marks itself ``@pytest.mark.internal_errors_expected``
     and reads them from this fixture."""
     seen: list[InternalError] = []
-    original = Node._emit
+    original = Driver.emit
 
-    def emit(self: Node, event: NodeEvent) -> None:
+    def emit(self: Driver, event: AnyEvent) -> None:
         if isinstance(event, InternalError):
             seen.append(event)
         original(self, event)
 
-    monkeypatch.setattr(node_module.Node, "_emit", emit)
+    monkeypatch.setattr(Driver, "emit", emit)
     yield seen
     if seen and request.node.get_closest_marker("internal_errors_expected") is None:
         first = seen[0]

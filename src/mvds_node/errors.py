@@ -8,7 +8,8 @@
      │    └── RemoteProtocolError  a peer sent something we refuse (never raised by the engine,
      │                             which reports bad input as a ``PayloadRejected`` event instead)
      ├── StoreError                the durable store failed or holds data we cannot read
- ├── ConfigError               a configuration or key file is missing, unreadable or invalid
+     ├── ConfigError               a configuration or key file is missing, unreadable or invalid
+     ├── NodeFailed                a running node's own tasks failed (its cause is their group)
      └── TransportError            a carrier failed; ``Closed`` means we closed it, ``Broken``
           ├── TransportClosed      means the peer or the network did
           └── TransportBroken
@@ -28,6 +29,7 @@ __all__ = [
     "ConfigError",
     "LocalProtocolError",
     "MvdsError",
+    "NodeFailed",
     "ProtocolError",
     "RemoteProtocolError",
     "StoreError",
@@ -60,6 +62,11 @@ class StoreError(MvdsError):
 
 class ConfigError(MvdsError):
     """A configuration or key file is missing, unreadable or invalid; the message says where."""
+
+
+class NodeFailed(MvdsError):
+    """A node could not start, or one of its tasks failed: ``__cause__`` is the exception group
+    of what its tasks raised (an address already in use, say)."""
 
 
 class TransportError(MvdsError):

@@ -27,25 +27,26 @@ import trio
 
 from mvds_node.errors import StoreError
 from mvds_node.node import (
-    Acked,
-    GroupConfig,
+    AnyEvent,
     Identity,
+    MessageAcked,
     NodeConfig,
-    NodeEvent,
     PeerConfig,
     PeerConnected,
     StoreFailed,
     StoreRecovered,
-    _node,
-    group_id_for,
     open_node,
     parse_address,
 )
 from mvds_node.sync import SQLiteStore
+from mvds_node.transports import TcpTransport
+from tests.node.helpers import config_for
 
-# A retransmission gap of a second on the live connection (30 s by default), so that what Bob
-# refused comes again within the scenario's time.
-_node.RELIABLE_RETRANSMIT_SECONDS = 1.0  # type: ignore[misc]  # a test-scale setting
+# A retransmission gap of two seconds on the live connection (twice TCP's max_latency, 60 s by
+# default),
+# so that what Bob refused comes again within the scenario's time.
+assert TcpTransport.__init__.__kwdefaults__ is not None
+TcpTransport.__init__.__kwdefaults__["max_latency"] = 1.0  # a test-scale setting
 
 SMALL_BODIES = 6
 LARGE_BODIES = 4  # 60 KB each: kept in segment files, not in the database
@@ -54,16 +55,8 @@ FILL_MAX = 64 * 1024 * 1024  # far more than the tmpfs holds: the loop ends at E
 
 
 def config(data: Path, name: str, other: Identity) -> NodeConfig:
-    peer = PeerConfig(key=other.public_key, name="peer")
-    group = GroupConfig(name="chat", id=group_id_for("chat"), members=(other.public_key,))
-    return NodeConfig(
-        data_dir=data / name,
-        name=name,
-        listen=("127.0.0.1", 0),
-        peers=(peer,),
-        groups=(group,),
-        epoch_seconds=0.05,
-    )
+    """``name`` in ``data``, knowing only ``other`` (as ``peer``), on 127.0.0.1."""
+    return config_for(data, name, other, {"peer": other})
 
 
 def fill(path: Path) -> int:
@@ -102,7 +95,7 @@ async def until(condition: Callable[[], bool]) -> None:
 async def scenario(small: Path, big: Path) -> dict[str, Any]:
     alice, bob = Identity.generate(), Identity.generate()
     seen: dict[str, Any] = {}
-    bob_events: list[NodeEvent] = []
+    bob_events: list[AnyEvent] = []
     with trio.fail_after(25):
         async with (
             open_node(config(big, "alice", bob), identity=alice) as a,
@@ -127,7 +120,7 @@ async def scenario(small: Path, big: Path) -> dict[str, Any]:
 
             async def acks_for(ids: list[bytes]) -> None:
                 async for event in a_events:
-                    if isinstance(event, Acked):
+                    if isinstance(event, MessageAcked):
                         acked.add(event.message_id)
                         if acked >= set(ids):
                             return

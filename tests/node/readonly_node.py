@@ -29,10 +29,10 @@ import trio
 
 from mvds_node.errors import StoreError
 from mvds_node.node import (
-    Acked,
+    AnyEvent,
     Identity,
     InternalError,
-    NodeEvent,
+    MessageAcked,
     PeerConfig,
     PeerConnected,
     StoreFailed,
@@ -49,7 +49,7 @@ REFUSED = 4
 async def scenario(small: Path, big: Path, device: str) -> dict[str, Any]:
     alice, bob = Identity.generate(), Identity.generate()
     seen: dict[str, Any] = {}
-    bob_events: list[NodeEvent] = []
+    bob_events: list[AnyEvent] = []
     with trio.fail_after(25):
         async with (
             open_node(config(big, "alice", bob), identity=alice) as a,
@@ -74,7 +74,7 @@ async def scenario(small: Path, big: Path, device: str) -> dict[str, Any]:
             got = [await inbox.receive() for _ in before]
             acked: set[bytes] = set()
             async for event in a_events:
-                if isinstance(event, Acked):
+                if isinstance(event, MessageAcked):
                     acked.add(event.message_id)
                     if acked >= set(before):
                         break

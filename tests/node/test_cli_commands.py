@@ -237,7 +237,7 @@ def test_log_commands_say_how_to_set_the_remote_log(home: Path, tmp_path: Path) 
 
 
 def test_catch_up_is_told_from_status_snapshots() -> None:
-    from mvds_node.node._node import PeerStatus
+    from mvds_node.node import PeerStatus
     from mvds_node.node.cli._run import CatchUp
 
     bob, carol = b"\x0b" * 32, b"\x0c" * 32

@@ -19,14 +19,13 @@ import trio
 import trio.testing
 
 from mvds_node.node import (
-    Acked,
     NodeConfig,
     RemoteLogConfig,
     group_id_for,
     load_config,
     open_node,
 )
-from mvds_node.sync import SQLiteStore, decode_stored
+from mvds_node.sync import MessageAcked, SQLiteStore, decode_stored
 from mvds_node.transports import MemoryHub, MemoryTransport
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "datadir-55a02fa"
@@ -145,7 +144,7 @@ async def test_the_nodes_open_and_the_pending_sends_go_out(
                 }
                 acked: set[bytes] = set()
                 async for event in a_events:
-                    if isinstance(event, Acked) and event.peer == bob_key:
+                    if isinstance(event, MessageAcked) and event.peer == bob_key:
                         acked.add(event.message_id)
                         if acked >= set(pending):
                             break
@@ -173,7 +172,7 @@ async def test_the_remote_log_goes_on_from_its_cursor_and_acknowledges(
             assert got == pending
             acked: set[bytes] = set()
             async for event in a_events:
-                if isinstance(event, Acked) and event.peer == bob_key:
+                if isinstance(event, MessageAcked) and event.peer == bob_key:
                     acked.add(event.message_id)
                     if acked >= pending:
                         break

@@ -43,7 +43,7 @@ def seen(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     command = (
         f"mount -t tmpfs -o size=4m tmpfs {small} && exec {sys.executable} {_SCRIPT} {small} {big}"
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(_SRC), str(_SCRIPT.parent)])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(_SRC), str(_SCRIPT.parents[2])])}
     run = subprocess.run(
         ["unshare", "-m", "--propagation", "private", "sh", "-c", command],
         capture_output=True,

@@ -10,55 +10,23 @@ import trio
 
 from mvds_node.errors import ConfigError, TransportBroken
 from mvds_node.node import (
-    Acked,
     DiscoveryConfig,
-    GroupConfig,
     Identity,
+    InputRejected,
+    MessageAcked,
     MulticastConfig,
-    Node,
     NodeConfig,
-    NodeEvent,
-    PeerConfig,
-    PeerConnected,
     TcpConfig,
     TransportFailed,
     TransportRestored,
-    _node,
-    group_id_for,
+    _carriers,
+    event_to_json,
     open_node,
     parse_address,
 )
-from mvds_node.node.cli import _event_json
 from mvds_node.transports import MulticastTransport
 
-
-def config_for(tmp_path: Path, name: str, me: Identity, others: dict[str, Identity]) -> NodeConfig:
-    peers = tuple(PeerConfig(key=i.public_key, name=n) for n, i in others.items())
-    group = GroupConfig(name="chat", id=group_id_for("chat"), members=tuple(p.key for p in peers))
-    return NodeConfig(
-        data_dir=tmp_path / name,
-        name=name,
-        listen=("127.0.0.1", 0),
-        peers=peers,
-        groups=(group,),
-        epoch_seconds=0.05,
-    )
-
-
-def connect(a: Node, b: Node, b_name: str) -> None:
-    """Let ``a`` dial ``b`` at the address ``b`` listens on."""
-    host, port = parse_address(b.status().listening[0])
-    a.add_peer(PeerConfig(key=b.identity.public_key, name=b_name, address=(host, port)))
-
-
-async def connected(
-    a: Node, b: Node, b_name: str, a_events: trio.MemoryReceiveChannel[NodeEvent]
-) -> None:
-    """:func:`connect`, then wait until ``a`` reports the connection up."""
-    connect(a, b, b_name)
-    async for event in a_events:
-        if isinstance(event, PeerConnected):
-            return
+from .helpers import config_for, connect, connected
 
 
 async def test_two_nodes_sync_over_tcp_and_ack(tmp_path: Path) -> None:
@@ -78,7 +46,7 @@ async def test_two_nodes_sync_over_tcp_and_ack(tmp_path: Path) -> None:
             assert {m.group for m in got} == {"chat"}
             acked: set[bytes] = set()
             async for event in a_events:
-                if isinstance(event, Acked):
+                if isinstance(event, MessageAcked):
                     acked.add(event.message_id)
                     if acked == set(ids):
                         break
@@ -109,7 +77,7 @@ async def test_bulk_sends_of_small_and_large_bodies_arrive_and_are_acked(tmp_pat
             assert [m.message_id for m in got] == ids
             acked: set[bytes] = set()
             async for event in a_events:
-                if isinstance(event, Acked):
+                if isinstance(event, MessageAcked):
                     acked.add(event.message_id)
                     if acked == set(ids):
                         break
@@ -178,8 +146,8 @@ async def test_unknown_key_is_refused(tmp_path: Path) -> None:
         ):
             connect(m, a, "alice")
             async for event in a_events:
-                if type(event).__name__ == "Refused":
-                    assert getattr(event, "reason", "") == "unknown-key"
+                if isinstance(event, InputRejected):
+                    assert event.reason == "unknown-key"
                     break
             assert a.status().refused >= 1
 
@@ -234,7 +202,7 @@ async def test_a_failed_multicast_carrier_is_reopened_and_syncs_again(
     between them."""
     alice, bob = Identity.generate(), Identity.generate()
     lan = _on_the_lan(bytes(range(32)), 20000 + int.from_bytes(bob.public_key[:2], "big") % 40000)
-    monkeypatch.setattr(_node, "_REOPEN_DELAYS", (0.01,))
+    monkeypatch.setattr(_carriers, "REOPEN_DELAYS", (0.01,))
     interface_gone = trio.Event()
     real_receive = MulticastTransport.receive
     failed: list[MulticastTransport] = []
@@ -268,7 +236,7 @@ async def test_a_failed_multicast_carrier_is_reopened_and_syncs_again(
                 TransportFailed(carrier, "multicast receive failed: [Errno 19] No such device"),
                 TransportRestored(carrier),
             ]
-            assert _event_json(seen[1]) == {
+            assert event_to_json(seen[1]) == {
                 "type": "transport-restored",
                 "transport": "MulticastTransport",
             }
@@ -354,7 +322,7 @@ async def test_a_broken_carrier_is_reported_and_the_node_runs_on(tmp_path: Path)
             async for event in a_events:
                 if isinstance(event, TransportFailed):
                     assert event == TransportFailed(carrier, "the carrier failed")
-                    assert _event_json(event) == {
+                    assert event_to_json(event) == {
                         "type": "transport-failed",
                         "transport": "BreaksWhenTold",
                         "detail": "the carrier failed",

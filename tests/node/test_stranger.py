@@ -18,11 +18,11 @@ import pytest
 import trio
 
 from mvds_node.node import (
+    AnyEvent,
     Identity,
     InternalError,
     Message,
     Node,
-    NodeEvent,
     open_node,
     parse_address,
 )
@@ -33,7 +33,7 @@ from tests.transports.test_noise import LOW_ORDER_POINTS
 from tests.transports.test_tcp import _buggy_receive_data
 
 from .cliutil import acli, cli, init, start
-from .test_node import config_for, connect
+from .helpers import config_for, connect
 
 # Bound on each hostile connection: the node answers (or hangs up) at once, or within its
 # handshake timeout (10 s) for an opening that promises more bytes than it sends.
@@ -139,7 +139,7 @@ async def test_a_stranger_cannot_kill_a_running_node(tmp_path: Path) -> None:
             nursery.cancel_scope.cancel()
 
 
-async def _next_internal_error(events: trio.MemoryReceiveChannel[NodeEvent]) -> InternalError:
+async def _next_internal_error(events: trio.MemoryReceiveChannel[AnyEvent]) -> InternalError:
     async for event in events:
         if isinstance(event, InternalError):
             return event
@@ -153,7 +153,7 @@ async def _alice_with_bob_and_carol(
     tuple[
         Node,
         Node,
-        trio.MemoryReceiveChannel[NodeEvent],
+        trio.MemoryReceiveChannel[AnyEvent],
         trio.MemoryReceiveChannel[Message],
         NoiseStream,
     ]

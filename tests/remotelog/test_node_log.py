@@ -12,10 +12,10 @@ import trio
 
 from mvds_node.node import (
     Identity,
+    InputRejected,
     InternalError,
     LogUploaded,
     NodeConfig,
-    Refused,
     group_id_for,
     open_node,
 )
@@ -26,7 +26,7 @@ from mvds_node.remotelog._format import Page, Pair, open_head, parse_page, sign_
 from mvds_node.remotelog._http import serve_helper
 from mvds_node.remotelog._ipfs import IpfsBackend
 from mvds_node.sync import encode_message
-from tests.node.test_node import config_for
+from tests.node.helpers import config_for
 from tests.remotelog.services import ipfs_node, nats_server, redis_server
 
 
@@ -169,7 +169,7 @@ async def test_a_forged_log_is_refused(tmp_path: Path) -> None:
         async with open_node(b_cfg, identity=bob) as b, b.events() as events:
             await b.poll_remote_logs()
             event = await events.receive()
-            assert isinstance(event, Refused) and "another key" in event.detail
+            assert isinstance(event, InputRejected) and "another key" in event.detail
             assert b.status().messages_stored == 0
             (theirs,) = [log for log in b.status().logs if not log.mine]
             assert "another key" in theirs.error

@@ -87,7 +87,7 @@ async def test_nodes_over_redis_hear_updates_at_once(tmp_path: Path) -> None:
 
     from mvds_node.node import Identity, NodeConfig, open_node
     from mvds_node.node._config import RemoteLogConfig
-    from tests.node.test_node import config_for
+    from tests.node.helpers import config_for
 
     alice, bob = Identity.generate(), Identity.generate()
     keys = {alice.public_key: alice.signing_public_key, bob.public_key: bob.signing_public_key}

@@ -24,7 +24,8 @@ async def test_backend_down_then_kick_reads_at_once(tmp_path: Path) -> None:
 
     stored: set[bytes] = set()
 
-    def feed(peer: bytes, payload: bytes) -> None:
+    async def feed(peer: bytes, payload: bytes) -> None:
+        await trio.lowlevel.checkpoint()
         messages = decode_payload(payload, Limits()).messages
         fed.extend(m.body for m in messages)
         stored.update(m.id for m in messages)

@@ -49,7 +49,8 @@ class Engine:
     acked: list[bytes] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
 
-    def feed(self, peer: bytes, payload: bytes) -> None:
+    async def feed(self, peer: bytes, payload: bytes) -> None:
+        await trio.lowlevel.checkpoint()
         decoded = decode_payload(payload, Limits())
         self.stored.update(m.id for m in decoded.messages)
         self.acked.extend(decoded.acks)
@@ -130,7 +131,8 @@ async def test_a_message_the_engine_did_not_store_is_fetched_again(tmp_path: Pat
     s, engine = service(backend, tmp_path, Ed25519PrivateKey.generate(), A, public_key(writer_key))
     lost = batch(3, 0)[1][0]
 
-    def feed(peer: bytes, payload: bytes) -> None:
+    async def feed(peer: bytes, payload: bytes) -> None:
+        await trio.lowlevel.checkpoint()
         decoded = decode_payload(payload, Limits())
         engine.stored.update(m.id for m in decoded.messages if m.id != lost)
 

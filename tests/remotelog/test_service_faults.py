@@ -71,7 +71,8 @@ class Seen:
     uploaded: list[int] = field(default_factory=list)
     changed: trio.Event = field(default_factory=trio.Event)
 
-    def feed(self, peer: bytes, payload: bytes) -> None:
+    async def feed(self, peer: bytes, payload: bytes) -> None:
+        await trio.lowlevel.checkpoint()
         self.stored.update(m.id for m in decode_payload(payload, Limits()).messages)
         self.changed.set()
 

@@ -101,7 +101,8 @@ async def test_a_log_the_helper_mistreats_does_not_delay_another(
     arrived = trio.Event()
     wanted = set(good_ids)
 
-    def feed(peer: bytes, payload: bytes) -> None:
+    async def feed(peer: bytes, payload: bytes) -> None:
+        await trio.lowlevel.checkpoint()
         nonlocal arrived
         stored.update(m.id for m in decode_payload(payload, Limits()).messages)
         if wanted <= stored:

@@ -15,6 +15,8 @@ Embed a node in a Trio program::
 
 from __future__ import annotations
 
+import warnings
+
 from mvds_node.node._config import DiscoveryConfig as DiscoveryConfig
 from mvds_node.node._config import GroupConfig as GroupConfig
 from mvds_node.node._config import MulticastConfig as MulticastConfig
@@ -28,53 +30,59 @@ from mvds_node.node._config import load_config as load_config
 from mvds_node.node._config import parse_address as parse_address
 from mvds_node.node._config import render_config as render_config
 from mvds_node.node._config import save_config as save_config
+from mvds_node.node._events import AnyEvent as AnyEvent
+from mvds_node.node._events import InternalError as InternalError
+from mvds_node.node._events import LogUploaded as LogUploaded
+from mvds_node.node._events import NodeEvent as NodeEvent
+from mvds_node.node._events import PeerConnected as PeerConnected
+from mvds_node.node._events import PeerDisconnected as PeerDisconnected
+from mvds_node.node._events import StoreFailed as StoreFailed
+from mvds_node.node._events import StoreRecovered as StoreRecovered
+from mvds_node.node._events import TransportFailed as TransportFailed
+from mvds_node.node._events import TransportRestored as TransportRestored
+from mvds_node.node._events import event_to_json as event_to_json
+from mvds_node.node._events import to_json as to_json
 from mvds_node.node._identity import Identity as Identity
 from mvds_node.node._identity import create_identity as create_identity
 from mvds_node.node._identity import load_identity as load_identity
-from mvds_node.node._node import Acked as Acked
-from mvds_node.node._node import Delivered as Delivered
-from mvds_node.node._node import Expired as Expired
-from mvds_node.node._node import GaveUpSending as GaveUpSending
-from mvds_node.node._node import GroupStatus as GroupStatus
-from mvds_node.node._node import InternalError as InternalError
-from mvds_node.node._node import LogUploaded as LogUploaded
-from mvds_node.node._node import Message as Message
 from mvds_node.node._node import Node as Node
-from mvds_node.node._node import NodeEvent as NodeEvent
-from mvds_node.node._node import NodeStatus as NodeStatus
-from mvds_node.node._node import PeerConnected as PeerConnected
-from mvds_node.node._node import PeerDisconnected as PeerDisconnected
-from mvds_node.node._node import PeerStatus as PeerStatus
-from mvds_node.node._node import Refused as Refused
-from mvds_node.node._node import StoreFailed as StoreFailed
-from mvds_node.node._node import StoreRecovered as StoreRecovered
-from mvds_node.node._node import TransportFailed as TransportFailed
-from mvds_node.node._node import TransportRestored as TransportRestored
 from mvds_node.node._node import open_node as open_node
+from mvds_node.node._status import GroupStatus as GroupStatus
+from mvds_node.node._status import NodeStatus as NodeStatus
+from mvds_node.node._status import PeerStatus as PeerStatus
+from mvds_node.node._subscribers import Message as Message
+from mvds_node.sync import GaveUp as GaveUp
+from mvds_node.sync import MessageAcked as MessageAcked
+from mvds_node.sync import MessageDelivered as MessageDelivered
+from mvds_node.sync import MessageExpired as MessageExpired
+from mvds_node.sync import PayloadRejected as PayloadRejected
+from mvds_node.transports import InputRejected as InputRejected
 
 __all__ = [
-    "Acked",
-    "Delivered",
+    "AnyEvent",
     "DiscoveryConfig",
-    "Expired",
-    "GaveUpSending",
+    "GaveUp",
     "GroupConfig",
     "GroupStatus",
     "Identity",
+    "InputRejected",
     "InternalError",
     "LogUploaded",
     "Message",
+    "MessageAcked",
+    "MessageDelivered",
+    "MessageExpired",
     "MulticastConfig",
     "TcpConfig",
     "Node",
     "NodeConfig",
     "NodeEvent",
     "NodeStatus",
+    "PayloadRejected",
     "PeerConfig",
     "PeerConnected",
     "PeerDisconnected",
     "PeerStatus",
-    "Refused",
     "RemoteLogConfig",
     "StoreFailed",
     "StoreRecovered",
@@ -82,6 +90,7 @@ __all__ = [
     "TransportRestored",
     "create_identity",
     "default_data_dir",
+    "event_to_json",
     "group_id_for",
     "load_config",
     "load_identity",
@@ -89,4 +98,27 @@ __all__ = [
     "parse_address",
     "render_config",
     "save_config",
+    "to_json",
 ]
+
+# Event names of earlier releases, replaced by the engine's and the carriers' events that state
+# the same facts (one vocabulary); kept for one release.
+_DEPRECATED: dict[str, tuple[str, object]] = {
+    "Acked": ("MessageAcked", MessageAcked),
+    "Delivered": ("MessageDelivered", MessageDelivered),
+    "Expired": ("MessageExpired", MessageExpired),
+    "GaveUpSending": ("GaveUp", GaveUp),
+    "Refused": ("InputRejected (or PayloadRejected, from the engine)", InputRejected),
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _DEPRECATED:
+        new, value = _DEPRECATED[name]
+        warnings.warn(
+            f"mvds_node.node.{name} is deprecated; use {new}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

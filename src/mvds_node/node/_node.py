@@ -1,17 +1,16 @@
-"""The running node: joins the sans-IO engine, the SQLite store and the transports under Trio.
+"""The running node: the public API over the engine, the SQLite store and the carriers.
 
 Theory of operation
 -------------------
-Only this module runs the engine. One task, the *engine loop*, owns the cycle::
-
-    feed timers -> drain payloads to the carriers -> drain events to subscribers
-        -> wait for the next input, or the engine's next deadline, whichever comes first
-
-Inputs reach it through one bounded channel (the *inbox*): one receive task per transport puts
-``(transport, peer, packet)`` there, so a flood from the network waits in the carriers (TCP
-pushes back on the peer) instead of in our memory. Application calls (:meth:`Node.send`, group
-changes) run the engine directly from the caller's task, which is safe because Trio switches
-tasks only at ``await`` and no engine call awaits; they then wake the loop.
+A :class:`Node` builds the pieces and runs them: the engine on its store, the carriers (TCP,
+multicast per group with a secret, and any passed in), the :class:`~._routing.Router` that picks
+a carrier per peer by what carriers declare, one supervisor task per carrier (``_carriers``),
+and the one loop (``_driver``) that every input from outside goes through and that alone drains
+the engine. Application calls (:meth:`Node.send`, group changes, bundles) run the engine from
+the caller's task, which is safe because Trio switches tasks only at ``await`` and no engine
+call awaits; they then wake the loop. They do not queue behind the loop's inbox: an application
+that sends while it is slow to read :meth:`Node.messages` must not wait on a loop that waits on
+it.
 
 *Durability.* :meth:`Node.send` returns once the SQLite transaction holding the message has
 committed, so a message ``send`` accepted survives ``kill -9``. Received messages are committed
@@ -25,50 +24,43 @@ the node. A received payload is one engine input (``receive_payloads``): if it c
 stored, the engine rolls it back whole, so nothing of it is delivered or acknowledged and the
 peer sends it again later. :class:`StoreFailed` reports the first failure of an episode and
 :class:`StoreRecovered` the first message stored after it; meanwhile the loop retries its own
-writes (retransmissions, expiry) every :data:`_STORE_RETRY_SECONDS`, not in a busy loop.
+writes (retransmissions, expiry) every :data:`~._driver._STORE_RETRY_SECONDS`, not in a busy loop.
 
 *Pacing.* Trio runs one task at a time, so an application that sends in a tight loop would leave
 the connection writers only the moments between its calls. :meth:`Node.send` and
-:meth:`Node.send_many` therefore first wait (up to an epoch) while a connection has more than a
-couple of payloads queued: the application goes at the pace of the network, and the queues stay
-short. While a TCP connection to a peer is up, the engine writes the record of each new message
-for it once (:meth:`Engine.set_peer_reliable`).
+:meth:`Node.send_many` therefore first wait (up to an epoch) while a carrier's queue for a peer
+holds more than a couple of payloads: the application goes at the pace of the network, and the
+queues stay short.
 
-*Peers and carriers.* A peer is its X25519 key, whatever carries its packets: the engine keeps
-one acknowledgement space per peer, so a message sent over TCP may be acknowledged in a bundle
-file. For each payload the node picks the first carrier that reaches the peer now (a live TCP
-connection, or the memory hub in tests); if none does, the packet goes to TCP anyway, which drops
-it with a ``no-route`` event, and the engine retransmits later. When a peer comes up its records
-are re-armed (:meth:`Engine.reset_peer`), so a peer returning after a long absence gets what it
-missed at once rather than at the end of a long backoff.
+*Peers.* A peer is its X25519 key, whatever carries its packets: the engine keeps one
+acknowledgement space per peer, so a message sent over TCP may be acknowledged in a bundle
+file. When a peer comes up its records are re-armed (:meth:`Engine.reset_peer`), so a peer
+returning after a long absence gets what it missed at once rather than at the end of a long
+backoff.
 
-*Subscribers.* Delivered messages go to every open :meth:`Node.messages` stream through a bounded
-channel, waiting when one is full: a slow reader slows the node, it does not lose messages.
-Events (acks, peers coming and going, refused input) are advisory and never wait: when a
-subscriber's channel is full they are counted as dropped.
+*Subscribers* (``_subscribers``): delivered messages wait for a slow reader, events never do.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import os
-import time
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
-from dataclasses import dataclass
-from typing import Any, Final, cast, final
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, Final
 
 import trio
 
 from mvds_node.errors import (
+    LocalProtocolError,
+    NodeFailed,
     StoreError,
-    TransportBroken,
-    TransportClosed,
-    TransportError,
-    describe_failure,
 )
 from mvds_node.node._bundles import ExportResult, ImportResult, export_bundle, import_bundle
+from mvds_node.node._carriers import (
+    read_events,
+    supervise,
+)
 from mvds_node.node._config import (
     GroupConfig,
     NodeConfig,
@@ -77,334 +69,51 @@ from mvds_node.node._config import (
     save_config,
 )
 from mvds_node.node._discovery import Discovery, PeerDiscovered
+from mvds_node.node._driver import Driver, wall_ms
+from mvds_node.node._events import (
+    AnyEvent,
+    InternalError,
+    LogUploaded,
+)
 from mvds_node.node._identity import Identity, load_identity
 from mvds_node.node._memory import keep_freed_memory
-from mvds_node.node._remotelog import LogStatus, RemoteLogService, backend_for
+from mvds_node.node._remotelog import RemoteLogService, backend_for
+from mvds_node.node._routing import Route, Router
+from mvds_node.node._status import GroupStatus, NodeStatus, PeerStatus
+from mvds_node.node._subscribers import Message, Subscribers
 from mvds_node.remotelog import LogSettings
 from mvds_node.sync import (
     Engine,
-    GaveUp,
     Limits,
-    MessageAcked,
-    MessageDelivered,
-    MessageExpired,
-    PayloadRejected,
     SQLiteStore,
     SyncConfig,
 )
 from mvds_node.transports import (
     HEADER_SIZE,
-    DialFailed,
-    FrameError,
-    FrameMode,
-    Hello,
-    InputRejected,
     MulticastTransport,
     NoSyncFrame,
-    PacketDropped,
-    PeerDown,
-    PeerUp,
-    Ping,
-    Pong,
-    SyncFrame,
     TcpTransport,
     Transport,
-    TransportEvent,
-    UnknownControl,
-    check_frame,
-    decode_frame,
     encode_frame,
 )
-from mvds_node.transports import InternalError as TransportInternalError
 
-__all__ = [
-    "Message",
-    "Node",
-    "NodeEvent",
-    "NodeStatus",
-    "open_node",
-]
+__all__ = ["Node", "open_node", "wall_ms"]
 
-_INBOX_SIZE: Final = 256
-"""Packets waiting for the engine loop. Enough for a burst from every peer; beyond it the
-carriers wait, which pushes back on the senders instead of growing our memory."""
-_INBOX_BATCH: Final = 256
-"""Packets the loop takes in one go before draining output, so acks go out promptly under load."""
 _APP_QUEUE_LIMIT: Final = 2
 """Packets a connection may have queued, the one being written included, before :meth:`Node.send`
 and :meth:`Node.send_many` wait for it, up to an epoch (a burst of sends stays ahead of the
 network by about this many payloads, and the connection's writer runs while the burst waits)."""
-_REOPEN_DELAYS: Final = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
-"""Seconds between attempts to reopen a failed multicast carrier (the last one repeats)."""
-RELIABLE_RETRANSMIT_SECONDS: Final = 30.0
-"""Retransmission gap (halved) for peers on a live TCP connection; see the PeerUp handling."""
 _SUBSCRIBER_BUFFER: Final = 1024
 """Messages or events waiting for one subscriber."""
-_STORE_RETRY_SECONDS: Final = 1.0
-"""While the store refuses writes (disk full), the engine loop retries its own work (timers,
-retransmissions) at most this often instead of at once: no busy loop against a full disk."""
-_CONTROL_LINE_MAX: Final = 8 * 1024 * 1024 + 4096
-"""The longest request on the control socket: a message body at the engine's limit, base64."""
-
-
-# --------------------------------------------------------------------------- public types
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """A message delivered to this node's application (durable or ephemeral)."""
-
-    group: str
-    """The group's name in our configuration."""
-    group_id: bytes
-    message_id: bytes
-    """The MVDS message ID (empty for an ephemeral NOSYNC message, which has none)."""
-    body: bytes
-    sender: bytes
-    """Key of the peer it came from (which may have relayed it)."""
-    timestamp: int
-    """Author's clock, Unix milliseconds (0 for ephemeral NOSYNC messages)."""
-    ephemeral: bool = False
-    parents: tuple[bytes, ...] = ()
-    parents_missing: tuple[bytes, ...] = ()
-    """Parents given up on (``missing_parents = "deliver"``): delivered without them."""
-
-
-class NodeEvent:
-    """Base of the node's events; each subclass is one fact."""
-
-    __slots__ = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Delivered(NodeEvent):
-    message: Message
-
-
-@dataclass(frozen=True, slots=True)
-class Acked(NodeEvent):
-    """A peer confirmed it has one of our messages."""
-
-    message_id: bytes
-    peer: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class GaveUpSending(NodeEvent):
-    """Retransmission of a record to a peer stopped (give-up policy); a reset re-arms it."""
-
-    message_id: bytes
-    peer: bytes
-    attempts: int
-
-
-@dataclass(frozen=True, slots=True)
-class Expired(NodeEvent):
-    message_id: bytes
-    group_id: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class PeerConnected(NodeEvent):
-    peer: bytes
-    address: str
-
-
-@dataclass(frozen=True, slots=True)
-class PeerDisconnected(NodeEvent):
-    peer: bytes
-    address: str
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Refused(NodeEvent):
-    """Input from the network was refused; the node kept running and says why."""
-
-    peer: bytes | None
-    address: str
-    reason: str
-    detail: str
-
-
-@dataclass(frozen=True, slots=True)
-class LogUploaded(NodeEvent):
-    """A batch of our messages of ``group`` is in our remote log: readers can fetch them even
-    when we are gone. ``queued`` of the group's messages still wait for upload."""
-
-    group: str
-    seq: int
-    messages: int
-    queued: int
-
-
-@dataclass(frozen=True, slots=True)
-class TransportFailed(NodeEvent):
-    """A carrier failed as a whole (``TransportBroken``, or a multicast carrier that cannot
-    open: its interface is not there). The node keeps running on its other carriers. Its own
-    multicast carriers are reopened, with backoff, until :class:`TransportRestored`; a carrier
-    passed to :func:`open_node` is not read again."""
-
-    transport: Transport
-    detail: str
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class InternalError(NodeEvent):
-    """Handling one piece of outside input (a connection, a datagram, a remote log, a backend's
-    reply) raised an exception no rule of ours expected: a bug, reported with its traceback.
-    That piece of work ended; the node kept running and serving its other peers and logs."""
-
-    where: str
-    """What was being handled, e.g. ``tcp connection from 127.0.0.1:5501`` or
-    ``remote log of <key> in chat``."""
-    error: str
-    """``ExceptionType: message``."""
-    traceback: str
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class StoreFailed(NodeEvent):
-    """The store refused a write (disk full, read-only file system, I/O error): emitted once,
-    when the first write fails. Until :class:`StoreRecovered` the node keeps running on what it
-    has: sends raise :class:`~mvds_node.errors.StoreError`, and received messages that cannot be
-    stored are not acknowledged (their sender retransmits them later). Everything committed
-    before stays in the store."""
-
-    path: str
-    """The store's database file."""
-    reason: str
-    """The store's error, e.g. ``/var/lib/mvds/store.db: disk full: no space left ...``."""
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class StoreRecovered(NodeEvent):
-    """The store takes writes again after :class:`StoreFailed` (a send, or a received message,
-    was stored): nothing else needs doing, peers' retransmissions bring what was refused."""
-
-    path: str
-
-
-@dataclass(frozen=True, slots=True)
-class TransportRestored(NodeEvent):
-    """A multicast carrier that had failed is open again."""
-
-    transport: Transport
-
-
-@dataclass(frozen=True, slots=True)
-class PeerStatus:
-    key: bytes
-    name: str
-    address: str | None
-    connected: bool
-    pending: int
-    """Records (messages, offers, requests) still waiting for this peer's acknowledgement."""
-    available_until_ms: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class GroupStatus:
-    name: str
-    id: bytes
-    mode: str
-    members: tuple[bytes, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class NodeStatus:
-    """A snapshot of the node for people and scripts (``mvds-node status``)."""
-
-    key: bytes
-    name: str
-    listening: tuple[str, ...]
-    messages_stored: int
-    groups: tuple[GroupStatus, ...]
-    peers: tuple[PeerStatus, ...]
-    engine: dict[str, int]
-    events_dropped: int
-    refused: int
-    logs: tuple[LogStatus, ...] = ()
-    carriers_down: tuple[str, ...] = ()
-    """Carriers that failed and are not back (``TransportFailed``): what failed, and why."""
-    store_error: str | None = None
-    """Why the store refuses writes (``StoreFailed``), until it takes them again."""
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "key": self.key.hex(),
-            "name": self.name,
-            "listening": list(self.listening),
-            "messages_stored": self.messages_stored,
-            "groups": [
-                {
-                    "name": g.name,
-                    "id": g.id.hex(),
-                    "mode": g.mode,
-                    "members": [m.hex() for m in g.members],
-                }
-                for g in self.groups
-            ],
-            "peers": [
-                {
-                    "key": p.key.hex(),
-                    "name": p.name,
-                    "address": p.address,
-                    "connected": p.connected,
-                    "pending": p.pending,
-                    "available_until_ms": p.available_until_ms,
-                }
-                for p in self.peers
-            ],
-            "engine": self.engine,
-            "events_dropped": self.events_dropped,
-            "refused": self.refused,
-            "carriers_down": list(self.carriers_down),
-            "store_error": self.store_error,
-            "logs": [
-                {
-                    "name": log.name,
-                    "peer": log.peer.hex(),
-                    "group": log.group,
-                    "mine": log.mine,
-                    "seq": log.seq,
-                    "last_poll_ms": log.last_poll_ms,
-                    "fetched": log.fetched,
-                    "behind": log.behind,
-                    "queued": log.queued,
-                    "error": log.error,
-                }
-                for log in self.logs
-            ],
-        }
-
-
-def wall_ms() -> int:
-    """Unix time in milliseconds, the unit of message timestamps and expiries."""
-    return time.time_ns() // 1_000_000
-
-
-# --------------------------------------------------------------------------- the node
-
-
-@dataclass
-class _Subscriber:
-    send: trio.MemorySendChannel[Any]
-    lossless: bool
-    dropped: int = 0
-
-
-@dataclass
-class _Inbox:
-    send: trio.MemorySendChannel[tuple[Transport, bytes, bytes] | None]
-    receive: trio.MemoryReceiveChannel[tuple[Transport, bytes, bytes] | None]
+_Messages = trio.MemoryReceiveChannel[Message]
+_Events = trio.MemoryReceiveChannel[AnyEvent]
 
 
 class Node:
-    """A running mvds-node; get one from :func:`open_node`.
+    """A running mvds-node; get one from :func:`open_node`, or run one in your own nursery::
+
+        node = Node(config, identity, store)
+        await nursery.start(node.run)
 
     All methods must be called from the Trio thread that runs the node.
     """
@@ -441,9 +150,8 @@ class Node:
             keepalive_interval=config.tcp.keepalive_interval or None,
             keepalive_misses=config.tcp.keepalive_misses,
         )
-        # UDP multicast: one carrier per group with a secret, when enabled. A member that has
-        # no live TCP connection is reached there, with payloads cut to datagram size.
-        self._multicast: list[tuple[MulticastTransport, frozenset[bytes]]] = []
+        routes = [Route(t) for t in (*transports, self._tcp)]
+        # UDP multicast: one carrier per group with a secret, when enabled, for its members.
         if config.multicast.enabled:
             mc = config.multicast
             for g in config.groups:
@@ -455,29 +163,25 @@ class Node:
                         port=mc.port,
                         interface=mc.interface,
                     )
-                    self._multicast.append((carrier, frozenset(g.members)))
-        self._transports: list[Transport] = [
-            *transports,
-            self._tcp,
-            *(carrier for carrier, _ in self._multicast),
-        ]
-        send, receive = trio.open_memory_channel[tuple[Transport, bytes, bytes] | None](_INBOX_SIZE)
-        self._inbox = _Inbox(send, receive)
-        self._messages: list[_Subscriber] = []
-        self._events: list[_Subscriber] = []
-        self._connected: dict[bytes, str] = {}
-        self._congested: dict[bytes, int] = {}
-        self._available_until: dict[bytes, int] = {}
-        self._listening: tuple[str, ...] = ()
-        self._refused = 0
-        self._events_dropped = 0
-        self._down: dict[int, str] = {}  # id(carrier): what failed, while it is down
-        self._store_error: str | None = None  # while the store refuses writes (StoreFailed)
-        self._names = {g.id: g.name for g in config.groups}
+                    routes.append(Route(carrier, frozenset(g.members)))
         self._max_payload = min(
             self._sync.limits.max_payload_bytes, self._tcp.max_payload - HEADER_SIZE
         )
-        self._nursery: trio.Nursery | None = None
+        self._router = Router(routes, fallback=self._tcp, max_payload=self._max_payload)
+        self._transports = [r.carrier for r in routes]
+        self._subscribers = Subscribers(_SUBSCRIBER_BUFFER)
+        self._driver = Driver(
+            self._engine,
+            self._router,
+            self._subscribers,
+            store_path=store.path,
+            me=identity.public_key,
+            groups=lambda: self.config.groups,
+            epoch_seconds=self._sync.epoch_seconds,
+            max_payload=self._max_payload,
+            on_peer_up=self._peer_up,
+        )
+        self._listening: tuple[str, ...] = ()
         self._apply_config()
         self._remote_log: RemoteLogService | None = None
         rl = config.remote_log
@@ -510,8 +214,8 @@ class Node:
                 ),
                 poll_seconds=rl.poll_seconds,
                 has_message=self._engine.has_message,
-                feed=self._feed_from_log,
-                refused=self._log_refused,
+                feed=self._driver.feed_from_log,
+                refused=self._driver.refuse,
                 uploaded=self._log_uploaded,
                 internal=self._log_internal,
             )
@@ -535,7 +239,12 @@ class Node:
             for peer in members:
                 if peer not in group.members:
                     engine.remove_peer(group.id, peer)
-        self._names = {g.id: g.name for g in self.config.groups}
+        self._driver.names = {g.id: g.name for g in self.config.groups}
+        self._driver.update_peers(self._members())
+
+    def _members(self) -> set[bytes]:
+        me = self.identity.public_key
+        return {m for g in self.config.groups for m in g.members if m != me}
 
     def _dial_static_peers(self) -> None:
         for peer in self.config.peers:
@@ -558,7 +267,7 @@ class Node:
         """Join ``group`` (or update its members and mode) from now on."""
         self.config = self.config.with_group(group)
         self._apply_config()
-        self._wake()
+        self._driver.wake()
         if save:
             save_config(self.config)
 
@@ -593,26 +302,21 @@ class Node:
             StoreError: the store cannot take the message (disk full, read-only): nothing was
                 sent; the node keeps running and a later send succeeds once there is room.
         """
-        cfg = self.config.group(group)
-        await trio.lowlevel.checkpoint()
         if ephemeral:
+            cfg = await self._ready_to_send(group, (body,), wait=False)
             packet = encode_frame(NoSyncFrame(cfg.id, body))
             for peer in cfg.members:
                 if peer != self.identity.public_key:
-                    await self._route(peer).send(peer, packet)
+                    await self._router.route(peer).send(peer, packet)
             return b""
-        await self._wait_for_congested_peers(_APP_QUEUE_LIMIT, cfg.members)  # see send_many
-        try:
-            mid = self._engine.send(
-                cfg.id, body, now=trio.current_time(), timestamp=wall_ms(), expires_at=expires_at
-            )
-        except StoreError as e:
-            self._store_failed(e)
-            raise
-        self._store_ok()
-        self._to_log(cfg.id, [mid])
-        self._wake()
-        return mid
+        cfg = await self._ready_to_send(group, (body,))
+        mid = self._commit(
+            cfg.id,
+            lambda now, stamp: [
+                self._engine.send(cfg.id, body, now=now, timestamp=stamp, expires_at=expires_at)
+            ],
+        )
+        return mid[0]
 
     async def send_many(self, group: str | bytes, bodies: Sequence[bytes]) -> list[bytes]:
         """Send several durable messages to ``group`` in one store transaction.
@@ -625,23 +329,51 @@ class Node:
             LocalProtocolError: a body is over the limit.
             StoreError: the store cannot take them (disk full, read-only): none was sent.
         """
+        cfg = await self._ready_to_send(group, bodies)
+        return self._commit(
+            cfg.id,
+            lambda now, stamp: self._engine.send_many(cfg.id, bodies, now=now, timestamp=stamp),
+        )
+
+    async def _ready_to_send(
+        self,
+        group: str | bytes,
+        bodies: Sequence[bytes],
+        *,
+        wait: bool = True,
+    ) -> GroupConfig:
+        """What :meth:`send` and :meth:`send_many` check before anything is stored: the group
+        exists and ``bodies`` are bytes; then, for durable sends, wait while a member's queue
+        is full (see *Pacing* in the module doc). The engine checks sizes and the expiry.
+
+        Raises:
+            ConfigError: no such group.
+            LocalProtocolError: a body is not bytes.
+        """
         cfg = self.config.group(group)
+        for body in bodies:
+            if not isinstance(body, (bytes, bytearray, memoryview)):
+                raise LocalProtocolError(f"a message body is bytes, not {type(body).__name__}")
         await trio.lowlevel.checkpoint()
-        # Pace the application to the network: while a connection still has payloads queued,
-        # let its writer run (for up to an epoch) instead of storing more. Without this, an
-        # application that sends in a tight loop leaves the writer only the moments between its
-        # calls, and the queue grows while the network idles.
-        await self._wait_for_congested_peers(_APP_QUEUE_LIMIT, cfg.members)
-        now = trio.current_time()
-        stamp = wall_ms()
+        if wait:
+            # Pace the application to the network: while a connection still has payloads
+            # queued, let its writer run (for up to an epoch) instead of storing more. Without
+            # this, an application that sends in a tight loop leaves the writer only the
+            # moments between its calls, and the queue grows while the network idles.
+            await self._driver.wait_for_congested_peers(_APP_QUEUE_LIMIT, cfg.members)
+        return cfg
+
+    def _commit(self, group_id: bytes, store: Callable[[float, int], list[bytes]]) -> list[bytes]:
+        """Run one send in the engine (``store(now, timestamp)``), report the store's health,
+        queue the messages for the remote log and wake the loop to send them."""
         try:
-            ids = self._engine.send_many(cfg.id, bodies, now=now, timestamp=stamp)
+            ids = store(trio.current_time(), wall_ms())
         except StoreError as e:
-            self._store_failed(e)
+            self._driver.store_failed(e)
             raise
-        self._store_ok()
-        self._to_log(cfg.id, ids)
-        self._wake()
+        self._driver.store_ok()
+        self._to_log(group_id, ids)
+        self._driver.wake()
         return ids
 
     def export_bundle(
@@ -679,7 +411,7 @@ class Node:
             progress=progress,
             **kwargs,
         )
-        self._wake()
+        self._driver.wake()
         return result
 
     def import_bundle(
@@ -710,93 +442,17 @@ class Node:
             progress=progress,
             apply_progress=apply_progress,
         )
-        self._wake()
+        self._driver.wake()
         return result
-
-    def _feed_from_log(self, peer: bytes, payload: bytes) -> None:
-        # A payload the store cannot take is dropped here: the log's cursor moves only over
-        # messages the store holds, so the next poll fetches it again.
-        self._receive_sync(peer, payload)
-        self._wake()
-
-    def _receive_sync(self, peer: bytes, payload: bytes | memoryview) -> None:
-        """Hand one sync payload to the engine as one input: if the store fails, the engine
-        rolls it back whole (nothing of it is delivered or acknowledged, so the peer sends it
-        again later) and the node carries on."""
-        engine = self._engine
-        received = engine.statistics.messages_received
-        try:
-            # receive_payloads hands each item to receive_payload, which reads a memoryview
-            # where it is: no copy of a payload of up to megabytes.
-            engine.receive_payloads(peer, (cast(bytes, payload),), now=trio.current_time())
-        except StoreError as e:
-            self._store_failed(e)
-            return
-        if engine.statistics.messages_received != received:
-            self._store_ok()  # a message was stored: the store takes writes again
-
-    def _store_failed(self, error: StoreError) -> None:
-        """The store refused a write: report it once per episode (see StoreFailed)."""
-        if self._store_error is None:
-            self._emit(StoreFailed(self._store.path, str(error)))
-        self._store_error = str(error)
-
-    def _store_ok(self) -> None:
-        """A write that stores data succeeded: end the episode, if there was one."""
-        if self._store_error is not None:
-            self._store_error = None
-            self._emit(StoreRecovered(self._store.path))
-
-    def _log_uploaded(self, group: str, seq: int, messages: int, queued: int) -> None:
-        self._emit(LogUploaded(group, seq, messages, queued))
-
-    def _log_internal(self, where: str, error: str, traceback: str) -> None:
-        self._emit(InternalError(where, error, traceback))
-
-    def _log_refused(self, peer: bytes, reason: str, detail: str) -> None:
-        self._refused += 1
-        self._emit(Refused(peer, "", reason, detail))
-
-    def _to_log(self, group_id: bytes, ids: Sequence[bytes]) -> None:
-        if self._remote_log is not None and ids:
-            wires = self._store.get_wires(list(ids))
-            self._remote_log.enqueue(group_id, [(i, wires[i]) for i in ids if i in wires])
 
     async def poll_remote_logs(self) -> None:
         """Read every peer's remote log now (they are also read every ``poll_seconds``)."""
         if self._remote_log is not None:
             await self._remote_log.poll_now()
 
-    def _wake(self) -> None:
-        with contextlib.suppress(
-            trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError
-        ):
-            self._inbox.send.send_nowait(None)
-
-    def _route(self, peer: bytes) -> Transport:
-        for transport in self._transports:
-            if transport is self._tcp:
-                if peer in self._tcp.connected_peers():
-                    return transport
-            elif isinstance(transport, MulticastTransport):
-                if any(c is transport and peer in members for c, members in self._multicast):
-                    return transport
-            elif _reaches(transport, peer):
-                return transport
-        return self._tcp
-
-    def _datagram_cap(self, peer: bytes, *, on_tcp: bool) -> None:
-        """Cut the engine's payloads for ``peer`` to datagram size while multicast carries it."""
-        carriers = [c for c, members in self._multicast if peer in members]
-        if on_tcp or not carriers:
-            self._engine.set_peer_max_payload(peer, None)
-        else:
-            self._engine.set_peer_max_payload(peer, carriers[0].max_payload - HEADER_SIZE)
-
     # ----------------------------------------------------------------- subscriptions
 
-    @contextlib.asynccontextmanager
-    async def messages(self) -> AsyncIterator[trio.MemoryReceiveChannel[Message]]:
+    def messages(self) -> contextlib.AbstractAsyncContextManager[_Messages]:
         """Receive every message delivered from now on, in delivery order::
 
             async with node.messages() as inbox:
@@ -806,53 +462,14 @@ class Node:
         While the block runs, a reader that falls behind slows the node rather than missing
         messages; leaving the block unsubscribes.
         """
-        send, receive = trio.open_memory_channel[Message](_SUBSCRIBER_BUFFER)
-        sub = _Subscriber(send, lossless=True)
-        self._messages.append(sub)
-        try:
-            yield receive
-        finally:
-            # Unsubscribe before closing, with no checkpoint in between: the node never sends
-            # to a channel whose reader is gone.
-            self._messages.remove(sub)
-            send.close()
-            receive.close()
+        return self._subscribers.messages()
 
-    @contextlib.asynccontextmanager
-    async def events(self) -> AsyncIterator[trio.MemoryReceiveChannel[NodeEvent]]:
-        """Receive the node's events (delivered, acked, given up, expired, peers up and down,
-        refused input) from now on. Events that find this subscriber's buffer full are dropped
-        and counted in :meth:`status`."""
-        send, receive = trio.open_memory_channel[NodeEvent](_SUBSCRIBER_BUFFER)
-        sub = _Subscriber(send, lossless=False)
-        self._events.append(sub)
-        try:
-            yield receive
-        finally:
-            # Unsubscribe before closing, with no checkpoint in between: the node never sends
-            # to a channel whose reader is gone.
-            self._events.remove(sub)
-            send.close()
-            receive.close()
-
-    def _emit(self, event: NodeEvent) -> None:
-        for sub in self._events:
-            try:
-                sub.send.send_nowait(event)
-            except trio.WouldBlock:
-                sub.dropped += 1
-                self._events_dropped += 1
-            except (trio.ClosedResourceError, trio.BrokenResourceError):
-                pass  # a subscriber that is leaving
-
-    async def _deliver(self, message: Message) -> None:
-        for sub in list(self._messages):
-            with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
-                try:
-                    sub.send.send_nowait(message)  # the common case: room in the buffer
-                except trio.WouldBlock:
-                    await sub.send.send(message)  # a slow reader: wait for it
-        self._emit(Delivered(message))
+    def events(self) -> contextlib.AbstractAsyncContextManager[_Events]:
+        """Receive the node's events from now on: the engine's (delivered, acked, given up,
+        expired, rejected payloads), the carriers' refused input, and the node's own (peers up
+        and down, carriers failing, the store, the remote log). Events that find this
+        subscriber's buffer full are dropped and counted in :meth:`status`."""
+        return self._subscribers.events()
 
     # ----------------------------------------------------------------- status
 
@@ -862,20 +479,19 @@ class Node:
         for peer in {m for g in self.config.groups for m in g.members}:
             pending[peer] = self._store.record_count(peer)
         known = {p.key: p for p in self.config.peers}
-        keys = dict.fromkeys([*known, *pending, *self._connected])
+        keys = dict.fromkeys([*known, *pending, *self._driver.connected])
         keys.pop(self.identity.public_key, None)
         peers = tuple(
             PeerStatus(
                 key=k,
                 name=known[k].name if k in known else "",
-                address=self._connected.get(k) or _static_address(known.get(k)),
-                connected=k in self._tcp.connected_peers(),
+                address=self._driver.connected.get(k) or _static_address(known.get(k)),
+                connected=k in self._driver.connected,
                 pending=pending.get(k, 0),
-                available_until_ms=self._available_until.get(k, 0),
+                available_until_ms=self._driver.available_until.get(k, 0),
             )
             for k in keys
         )
-        stats = self._engine.statistics
         return NodeStatus(
             key=self.identity.public_key,
             name=self.config.name,
@@ -885,50 +501,65 @@ class Node:
                 GroupStatus(g.name, g.id, g.mode.value, g.members) for g in self.config.groups
             ),
             peers=peers,
-            engine=dataclasses.asdict(stats),
-            events_dropped=self._events_dropped,
-            refused=self._refused,
+            engine=dataclasses.asdict(self._engine.statistics),
+            events_dropped=self._subscribers.events_dropped,
+            refused=self._driver.refused,
             logs=tuple(self._remote_log.status.values()) if self._remote_log else (),
-            carriers_down=tuple(self._down.values()),
-            store_error=self._store_error,
+            carriers_down=tuple(self._driver.down.values()),
+            store_error=self._driver.store_error,
         )
 
     # ----------------------------------------------------------------- the service
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run the node until cancelled: listen, dial, sync. Reports started once listening."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            if self.config.listen is not None:
-                host, port = self.config.listen
-                listeners = await nursery.start(self._tcp.serve, host, port)
-                self._listening = tuple(_describe_listener(lst) for lst in listeners)
-            else:
-                await nursery.start(self._tcp.serve_listeners, [])
-            self._dial_static_peers()
-            for carrier, members in self._multicast:
-                await nursery.start(self._multicast_task, carrier, members)
-            multicast = {id(carrier) for carrier, _ in self._multicast}
-            for transport in self._transports:
-                if id(transport) not in multicast:  # those are read by their own task
-                    nursery.start_soon(self._receive_task, transport)
-                events = getattr(transport, "events", None)
-                if events is not None:
-                    nursery.start_soon(self._transport_events_task, events)
-            nursery.start_soon(self._engine_loop)
-            if self._remote_log is not None:
-                await nursery.start(self._remote_log.run)
-            if self.config.discovery.enabled and self._listening:
-                port = parse_address(self._listening[0])[1]
-                discovery = Discovery(
-                    self.identity.public_key,
-                    port,
-                    [g.id for g in self.config.groups],
-                    interfaces=self.config.discovery.interfaces,
-                )
-                await nursery.start(discovery.run)
-                nursery.start_soon(self._dial_discovered, discovery)
-            task_status.started()
+        """Run the node until cancelled: listen, dial, sync; close its carriers on the way out.
+        Reports started once listening."""
+        try:
+            async with trio.open_nursery() as nursery:
+                if self.config.listen is not None:
+                    host, port = self.config.listen
+                    listeners = await nursery.start(self._tcp.serve, host, port)
+                    self._listening = tuple(_describe_listener(lst) for lst in listeners)
+                else:
+                    await nursery.start(self._tcp.serve_listeners, [])
+                self._dial_static_peers()
+                for carrier in self._transports:
+                    # How its first opening went is handled here, before the node reports
+                    # started: a carrier that cannot open is in status() from the start.
+                    outcome = await nursery.start(supervise, carrier, self._driver.inbox)
+                    if outcome is not None:
+                        self._driver.handle(outcome)
+                    events = getattr(carrier, "events", None)
+                    if events is not None:
+                        nursery.start_soon(read_events, carrier, events, self._driver.inbox)
+                # What reaches each peer now that the carriers are open.
+                self._driver.update_peers(self._members())
+                await nursery.start(self._driver.run)
+                if self._remote_log is not None:
+                    await nursery.start(self._remote_log.run)
+                if self.config.discovery.enabled and self._listening:
+                    port = parse_address(self._listening[0])[1]
+                    discovery = Discovery(
+                        self.identity.public_key,
+                        port,
+                        [g.id for g in self.config.groups],
+                        interfaces=self.config.discovery.interfaces,
+                    )
+                    await nursery.start(discovery.run)
+                    nursery.start_soon(self._dial_discovered, discovery)
+                task_status.started()
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the remote log and every carrier. Always closes; closing twice is harmless."""
+        if self._remote_log is not None:
+            await self._remote_log.aclose()
+        for transport in self._transports:
+            with contextlib.suppress(Exception):
+                await transport.aclose()
+        self._driver.close()
 
     async def _dial_discovered(self, discovery: Discovery) -> None:
         """Dial peers that LAN discovery finds, if the configuration knows their keys."""
@@ -936,327 +567,26 @@ class Node:
             if (
                 isinstance(event, PeerDiscovered)
                 and self._allowed(event.key)
-                and event.key not in self._tcp.connected_peers()
+                and event.key not in self._driver.connected
             ):
                 self._tcp.dial(event.key, event.addresses[0], event.port)
 
-    async def _receive_task(self, transport: Transport) -> None:
-        send = self._inbox.send
-        while True:
-            try:
-                peer, packet = await transport.receive()
-            except (TransportClosed, trio.EndOfChannel, trio.ClosedResourceError):
-                return
-            except TransportBroken as e:
-                self._carrier_failed(transport, str(e))
-                return
-            await send.send((transport, peer, packet))
+    # ----------------------------------------------------------------- the store and the log
 
-    def _carrier_failed(self, transport: Transport, detail: str) -> None:
-        self._down[id(transport)] = f"{_describe_carrier(transport)}: {detail}"
-        self._emit(TransportFailed(transport, detail))
+    def _log_uploaded(self, group: str, seq: int, messages: int, queued: int) -> None:
+        self._driver.emit(LogUploaded(group, seq, messages, queued))
 
-    async def _multicast_task(
-        self,
-        carrier: MulticastTransport,
-        members: frozenset[bytes],
-        *,
-        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        """Open a multicast carrier and read it. When it fails, or cannot open (a laptop whose
-        LAN interface is gone, or not up yet when the node starts), report it once and try
-        again after 1, 2, 5 ... 60 seconds until it opens, then report it restored. Reports
-        started after the first attempt, whether it opened or not: the node runs without it."""
-        send = self._inbox.send
-        attempt = 0  # failed attempts since the carrier last worked (picks the delay)
-        started = False
-        while True:
-            try:
-                await (carrier.reopen() if attempt else carrier.open())
-            except TransportClosed:
-                return
-            except OSError as e:
-                if id(carrier) not in self._down:
-                    self._carrier_failed(carrier, f"cannot open: {e}")
-            else:
-                if self._down.pop(id(carrier), None) is not None:
-                    self._emit(TransportRestored(carrier))
-                attempt = 0
-                for peer in members:
-                    self._datagram_cap(peer, on_tcp=False)
-            if not started:
-                task_status.started()
-                started = True
-            if id(carrier) not in self._down:
-                try:
-                    while True:
-                        peer, packet = await carrier.receive()
-                        await send.send((carrier, peer, packet))
-                except (TransportClosed, trio.EndOfChannel, trio.ClosedResourceError):
-                    return
-                except TransportBroken as e:
-                    self._carrier_failed(carrier, str(e))
-            await trio.sleep(_REOPEN_DELAYS[min(attempt, len(_REOPEN_DELAYS) - 1)])
-            attempt += 1
+    def _log_internal(self, where: str, error: str, traceback: str) -> None:
+        self._driver.emit(InternalError(where, error, traceback))
 
-    async def _transport_events_task(
-        self, events: trio.MemoryReceiveChannel[TransportEvent]
-    ) -> None:
-        # A bug met on one event is reported, and reading goes on with the next event.
-        while True:
-            try:
-                await self._transport_events(events)
-                return
-            except Exception as e:
-                self._internal_error("handling a transport event", e)
-
-    async def _transport_events(self, events: trio.MemoryReceiveChannel[TransportEvent]) -> None:
-        async for event in events:
-            if isinstance(event, PeerUp):
-                self._connected[event.peer] = event.address
-                # TCP loses nothing while the connection lives, and a new connection re-arms
-                # everything (reset_peer below): retransmitting sooner would only resend what a
-                # busy peer has not acknowledged yet.
-                self._engine.set_peer_latency(event.peer, RELIABLE_RETRANSMIT_SECONDS)
-                self._datagram_cap(event.peer, on_tcp=True)
-                try:
-                    self._engine.reset_peer(event.peer, now=trio.current_time())
-                    # New messages for it are stored once and sent from memory while it is up.
-                    self._engine.set_peer_reliable(event.peer, True, now=trio.current_time())
-                except StoreError as e:  # its records go out on their old schedule
-                    self._store_failed(e)
-                self._emit(PeerConnected(event.peer, event.address))
-                if self._remote_log is not None:
-                    self._remote_log.kick()  # we are online again: read the logs now
-                self._wake()
-                with contextlib.suppress(TransportError):
-                    await self._tcp.send(event.peer, encode_frame(Hello()))
-            elif isinstance(event, PeerDown):
-                self._connected.pop(event.peer, None)
-                try:
-                    self._engine.set_peer_reliable(event.peer, False, now=trio.current_time())
-                except StoreError as e:
-                    self._store_failed(e)
-                self._datagram_cap(event.peer, on_tcp=False)
-                self._emit(PeerDisconnected(event.peer, event.address, event.reason))
-            elif isinstance(event, InputRejected):
-                self._refused += 1
-                self._emit(Refused(event.peer, event.address, event.reason, event.detail))
-            elif isinstance(event, TransportInternalError):
-                self._emit(InternalError(event.where, event.error, event.traceback))
-            elif isinstance(event, (PacketDropped, DialFailed)):
-                pass  # the engine retransmits; dial failures are retried by the transport
-
-    async def _engine_loop(self) -> None:
-        engine = self._engine
-        receive = self._inbox.receive
-        retry_at = -math.inf  # while the store refuses writes: when to try our own work again
-        while True:
-            now = trio.current_time()
-            engine.handle_timer(now=now)
-            wall = wall_ms()
-            if now >= retry_at:
-                # A store failure here (disk full) is the store's, not a bug: the engine rolled
-                # it back, the node reports it and tries again later; it never ends the node.
-                try:
-                    expiry = engine.next_expiry()
-                    if expiry is not None and expiry <= wall:
-                        engine.expire(wall=wall)
-                    await self._flush(now)
-                except StoreError as e:
-                    self._store_failed(e)
-                    retry_at = trio.current_time() + _STORE_RETRY_SECONDS
-                else:
-                    retry_at = -math.inf
-            await self._drain_events()
-            deadline = engine.next_deadline()
-            try:
-                expiry = engine.next_expiry()
-            except StoreError as e:  # a store that cannot even be read: try again later
-                self._store_failed(e)
-                retry_at = trio.current_time() + _STORE_RETRY_SECONDS
-                expiry = None
-            if expiry is not None:
-                at = trio.current_time() + max(0.0, (expiry - wall_ms()) / 1000)
-                deadline = at if deadline is None else min(deadline, at)
-            if retry_at > -math.inf:
-                deadline = retry_at if deadline is None else max(deadline, retry_at)
-            with trio.move_on_at(math.inf if deadline is None else deadline):
-                item = await receive.receive()
-                self._handle(item)
-                for _ in range(_INBOX_BATCH - 1):
-                    try:
-                        item = receive.receive_nowait()
-                    except trio.WouldBlock:
-                        break
-                    self._handle(item)
-
-    async def _wait_for_congested_peers(
-        self, limit: int | None = None, peers: Collection[bytes] | None = None
-    ) -> None:
-        """Flow control: while a connected peer's send queue holds more than ``limit`` packets
-        (default: half of it), give the connection up to one epoch to drain before producing
-        more, so a fast sender does not pile payloads on a slower receiver. Other peers lose at
-        most that one epoch, the pace the engine keeps anyway (one payload per peer per epoch).
-        ``peers`` limits the check to those peers (default: every connected peer)."""
-        tcp = self._tcp
-        if limit is None:
-            limit = tcp.send_queue_size // 2
-        watched = self._connected if peers is None else [p for p in peers if p in self._connected]
-        if not watched:
-            return
-        with trio.move_on_after(self._sync.epoch_seconds):
-            while any(tcp.queued(p) > limit for p in watched):
-                await tcp.wait_sent()
-
-    async def _flush(self, now: float) -> None:
-        await self._wait_for_congested_peers()
-        now = trio.current_time()
-        # In a batch: if the store fails, the engine takes its state back from the store (the
-        # records stay due) before the error reaches the loop.
-        with self._engine.batch():
-            payloads = self._engine.payloads_to_send(now=now, max_payload_bytes=self._max_payload)
-        for peer, payload in payloads:
-            transport = self._route(peer)
-            frame = encode_frame(SyncFrame(payload))
-            if len(frame) > transport.max_payload:
-                # One message too big for a datagram: it waits for a TCP connection.
-                self._not_sent(peer, payload, now=now)
-                continue
-            if transport is self._tcp and peer in self._connected:
-                # A live connection whose queue is full: the peer is busy, not gone. Hand the
-                # records back to the engine, retried after 1, 2, 3 ... 8 epochs while the
-                # congestion lasts, instead of a retransmission gap or a stalled loop.
-                if self._tcp.offer(peer, frame):
-                    self._congested.pop(peer, None)
-                else:
-                    n = self._congested[peer] = self._congested.get(peer, 0) + 1
-                    self._not_sent(peer, payload, now=now, retry_in_epochs=min(8, n))
-                await trio.lowlevel.checkpoint()
-                continue
-            with contextlib.suppress(TransportError):  # the engine retransmits
-                await transport.send(peer, frame)
-
-    def _not_sent(
-        self, peer: bytes, payload: bytes, *, now: float, retry_in_epochs: int = 1
-    ) -> None:
-        """Hand an unsent payload back to the engine. If the store cannot take that, its records
-        stay as transmitted and go out again after their retransmission gap."""
-        try:
-            self._engine.payload_not_sent(peer, payload, now=now, retry_in_epochs=retry_in_epochs)
-        except StoreError as e:
-            self._store_failed(e)
-
-    async def _drain_events(self) -> None:
-        engine = self._engine
-        while (event := engine.next_event()) is not None:
-            if isinstance(event, MessageDelivered):
-                await self._deliver(
-                    Message(
-                        group=self._names.get(event.group_id, event.group_id.hex()),
-                        group_id=event.group_id,
-                        message_id=event.message_id,
-                        body=event.body,
-                        sender=event.sender,
-                        timestamp=event.timestamp,
-                        ephemeral=event.ephemeral,
-                        parents=event.parents,
-                        parents_missing=event.parents_missing,
-                    )
-                )
-            elif isinstance(event, MessageAcked):
-                self._emit(Acked(event.message_id, event.peer))
-            elif isinstance(event, GaveUp):
-                self._emit(GaveUpSending(event.message_id, event.peer, event.send_count))
-            elif isinstance(event, MessageExpired):
-                self._emit(Expired(event.message_id, event.group_id))
-            elif isinstance(event, PayloadRejected):
-                self._refused += 1
-                self._emit(Refused(event.peer, "", "payload", event.reason))
-
-    def _handle(self, item: tuple[Transport, bytes, bytes] | None) -> None:
-        """One packet from a carrier. A bug met on it is reported as an ``InternalError`` and
-        the loop goes on: one peer's packet never ends the node."""
-        try:
-            self._handle_packet(item)
-        except Exception as e:
-            peer = "?" if item is None else item[1].hex()[:16]
-            self._internal_error(f"packet from {peer}", e)
-
-    def _internal_error(self, where: str, error: Exception) -> None:
-        text, trace = describe_failure(error)
-        self._emit(InternalError(where, text, trace))
-
-    def _handle_packet(self, item: tuple[Transport, bytes, bytes] | None) -> None:
-        if item is None:
-            return  # a wake-up: the loop drains output next
-        transport, peer, packet = item
-        try:
-            if len(packet) > HEADER_SIZE and packet[3] == FrameMode.SYNC:
-                # The common case, and up to megabytes: the engine reads the payload where it
-                # is, without a copy into a SyncFrame.
-                check_frame(packet)
-                with memoryview(packet) as view:
-                    self._receive_sync(peer, view[HEADER_SIZE:])
-                return
-            frame = decode_frame(packet)
-        except FrameError as e:
-            self._refused += 1
-            self._emit(Refused(peer, "", f"frame:{e.reason.value}", str(e)))
-            return
-        if isinstance(frame, SyncFrame):
-            self._receive_sync(peer, frame.payload)
-        elif isinstance(frame, NoSyncFrame):
-            self._receive_nosync(peer, frame)
-        elif isinstance(frame, Ping):
-            # The TCP transport answers pings itself, on the connection they came on.
-            if self._nursery is not None and transport is not self._tcp:
-                self._nursery.start_soon(_send_quietly, transport, peer, Pong(frame.nonce))
-        elif isinstance(frame, Hello):
-            self._available_until[peer] = frame.available_until_ms
-        elif isinstance(frame, (Pong, UnknownControl)):
-            pass
-
-    def _receive_nosync(self, peer: bytes, frame: NoSyncFrame) -> None:
-        group = next((g for g in self.config.groups if g.id == frame.group_id), None)
-        if group is None or peer not in group.members:
-            self._refused += 1
-            self._emit(
-                Refused(
-                    peer,
-                    "",
-                    "nosync-not-member",
-                    f"ephemeral message for a group {peer.hex()[:8]} is not in with us",
-                )
-            )
-            return
-        message = Message(group.name, group.id, b"", frame.body, peer, 0, ephemeral=True)
-        # Ephemeral: never wait for a slow subscriber, a lost one is allowed.
-        for sub in self._messages:
-            with contextlib.suppress(
-                trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError
-            ):
-                sub.send.send_nowait(message)
-        self._emit(Delivered(message))
-
-    async def aclose(self) -> None:
+    def _peer_up(self) -> None:
         if self._remote_log is not None:
-            await self._remote_log.aclose()
-        for transport in self._transports:
-            with contextlib.suppress(TransportError):
-                await transport.aclose()
-        self._inbox.send.close()
+            self._remote_log.kick()  # we are online again: read the logs now
 
-
-async def _send_quietly(transport: Transport, peer: bytes, frame: Ping | Pong) -> None:
-    with contextlib.suppress(TransportError):
-        await transport.send(peer, encode_frame(frame))
-
-
-def _describe_carrier(transport: Transport) -> str:
-    if isinstance(transport, MulticastTransport):
-        return f"multicast {transport.group}:{transport.port} on {transport.interface}"
-    return type(transport).__name__
+    def _to_log(self, group_id: bytes, ids: Sequence[bytes]) -> None:
+        if self._remote_log is not None and ids:
+            wires = self._store.get_wires(list(ids))
+            self._remote_log.enqueue(group_id, [(i, wires[i]) for i in ids if i in wires])
 
 
 def _static_address(peer: PeerConfig | None) -> str | None:
@@ -1266,25 +596,9 @@ def _static_address(peer: PeerConfig | None) -> str | None:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _reaches(transport: Transport, peer: bytes) -> bool:
-    reaches: Callable[[bytes], bool] | None = getattr(transport, "reaches", None)
-    return bool(reaches(peer)) if reaches is not None else False
-
-
 def _describe_listener(listener: trio.SocketListener) -> str:
     host, port = listener.socket.getsockname()[:2]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _single(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
-    leaves = list(_leaves(group))
-    return leaves[0] if len(leaves) == 1 else None
-
-
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for e in exc.exceptions for leaf in _leaves(e)]
-    return [exc]
 
 
 @contextlib.asynccontextmanager
@@ -1300,6 +614,10 @@ async def open_node(
         async with open_node(load_config()) as node:
             await node.send("chat", b"hello")
 
+    An exception raised in the block leaves it as itself. The node's own tasks run in a
+    nursery this hides; if they fail (or the node cannot start), :class:`NodeFailed` is raised
+    from their exception group. For the nursery in your own hands, run :meth:`Node.run` there.
+
     Args:
         config: see :func:`~mvds_node.node.load_config`.
         identity: the node's keys; default: read ``identity.key`` from the data directory.
@@ -1309,7 +627,8 @@ async def open_node(
     Raises:
         ConfigError: bad configuration or key file.
         StoreError: the store cannot be opened (another process holds it, say).
-        OSError: the listen address cannot be bound.
+        NodeFailed: the node could not start (the listen address cannot be bound, say) or
+            failed while running; ``__cause__`` holds what its tasks raised.
     """
     ident = identity if identity is not None else load_identity(config.identity_path)
     config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -1317,6 +636,7 @@ async def open_node(
     store = SQLiteStore(
         config.store_path, synchronous=config.store_sync, page_size=config.store_page_size
     )
+    raised: BaseException | None = None  # what the block raised
     try:
         node = Node(config, ident, store, transports=transports, sync=sync)
         try:
@@ -1324,16 +644,25 @@ async def open_node(
                 await nursery.start(node.run)
                 try:
                     yield node
+                except BaseException as e:
+                    raised = e
+                    raise
                 finally:
                     nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
-            # One error (the usual case): raise it as itself, not wrapped in a group.
-            single = _single(group)
-            if single is not None and not isinstance(single, trio.Cancelled):
-                raise single from None
-            raise
-        finally:
-            with trio.CancelScope(shield=True):
-                await node.aclose()
+            _, theirs = group.split(lambda e: e is raised)
+            if theirs is None and raised is not None:
+                raise raised from None  # only the block's own exception: not the node's
+            failures = group.split(trio.Cancelled)[1]
+            if failures is None:
+                raise  # cancelled from outside: the cancel scope that did it takes the group
+            first = _leaves(failures)[0]
+            raise NodeFailed(f"the node stopped: {type(first).__name__}: {first}") from group
     finally:
         store.close()
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for e in exc.exceptions for leaf in _leaves(e)]
+    return [exc]

@@ -41,7 +41,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final, final
@@ -70,7 +70,7 @@ from mvds_node.remotelog import (
     ack_payloads,
     log_name,
 )
-from mvds_node.sync import decode_stored, encode_payload
+from mvds_node.sync import RejectReason, decode_stored, encode_payload
 
 __all__ = ["LogStatus", "RemoteLogService", "backend_for"]
 
@@ -156,7 +156,7 @@ class RemoteLogService:
         settings: LogSettings,
         poll_seconds: float,
         has_message: Callable[[bytes], bool],
-        feed: Callable[[bytes, bytes], None],
+        feed: Callable[[bytes, bytes], Awaitable[None]],
         refused: Callable[[bytes, str, str], None],
         uploaded: Callable[[str, int, int, int], None] | None = None,
         internal: Callable[[str, str, str], None] | None = None,
@@ -457,7 +457,7 @@ class RemoteLogService:
         try:
             result = await reader.poll(self._has)
             for payload in _payloads(result.messages):
-                self._feed(member, payload)
+                await self._feed(member, payload)
             moved = self._commit(reader, result)
             self._save_cursor(reader)
             status.fetched += len(result.messages)
@@ -469,7 +469,7 @@ class RemoteLogService:
                 await self._read_acks(reader, member)
         except LogError as e:
             status.error = str(e)
-            self._refused(member, "remote-log", str(e))
+            self._refused(member, RejectReason.REMOTE_LOG, str(e))
             return False
         except BackendError as e:
             status.error = f"{_UNREACHABLE}{e}"
@@ -536,7 +536,7 @@ class RemoteLogService:
             self._db.execute("BEGIN")
             ids = records.read_record(member, record)
         for payload in ack_payloads(ids):
-            self._feed(member, payload)
+            await self._feed(member, payload)
 
 
 @final

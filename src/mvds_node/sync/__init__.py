@@ -26,6 +26,7 @@ from mvds_node.sync._events import MessageAcked as MessageAcked
 from mvds_node.sync._events import MessageDelivered as MessageDelivered
 from mvds_node.sync._events import MessageExpired as MessageExpired
 from mvds_node.sync._events import PayloadRejected as PayloadRejected
+from mvds_node.sync._reasons import RejectReason as RejectReason
 from mvds_node.sync._sqlite import SQLiteStore as SQLiteStore
 from mvds_node.sync._state import RecordType as RecordType
 from mvds_node.sync._store import MemoryStore as MemoryStore
@@ -60,6 +61,7 @@ __all__ = [
     "MissingParents",
     "Mode",
     "PayloadRejected",
+    "RejectReason",
     "Record",
     "RecordType",
     "ReferenceBackoff",

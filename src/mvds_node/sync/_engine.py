@@ -62,6 +62,7 @@ from mvds_node.sync._events import (
     MessageExpired,
     PayloadRejected,
 )
+from mvds_node.sync._reasons import RejectReason
 from mvds_node.sync._state import TRANSITIONS, Input, RecordType
 from mvds_node.sync._store import Record, Store, StoredMessage
 from mvds_node.sync._wire import (
@@ -82,24 +83,13 @@ _NONE: Final = RecordType.NONE
 _OFFER: Final = RecordType.OFFER
 _REQUEST: Final = RecordType.REQUEST
 _MESSAGE: Final = RecordType.MESSAGE
-_PEER_FULL: Final = (
-    "offers and parents ignored: too many outstanding requests to this peer "
-    "(Limits.max_requests_per_peer); reported once until half of them are answered"
-)
-_GROUP_FULL: Final = (
-    "parents ignored: too many outstanding requests for missing parents in this group "
-    "(Limits.max_requests_per_group); reported once until half of them are answered"
-)
-_TOTAL_FULL: Final = (
-    "offers and parents ignored: too many outstanding requests in all "
-    "(Limits.max_pending_requests); reported once until half of them are answered"
-)
+_PEER_FULL: Final = RejectReason.PEER_FULL
+_GROUP_FULL: Final = RejectReason.GROUP_FULL
+_TOTAL_FULL: Final = RejectReason.TOTAL_FULL
 _Delivery = tuple[bytes, bytes, int, bytes, tuple[bytes, ...], bytes, int, bool]
 """What :meth:`Engine._deliver` takes: id, group, timestamp, body, parents, sender, expiry, held."""
-_OFFERS_UNANSWERED: Final = "offered messages not sent when requested (SyncConfig.request_timeout)"
-_PARENTS_UNANSWERED: Final = (
-    "named parents nobody sent; gave up on them (SyncConfig.missing_parent_timeout)"
-)
+_OFFERS_UNANSWERED: Final = RejectReason.OFFERS_UNANSWERED
+_PARENTS_UNANSWERED: Final = RejectReason.PARENTS_UNANSWERED
 # Record types an ACK ends (the others stay: an ACK of a message we asked for ends nothing).
 _ENDED_BY_ACK: Final = frozenset(
     t for t in RecordType if t is not _NONE and TRANSITIONS[(t, Input.GOT_ACK)] is _NONE
@@ -1060,7 +1050,7 @@ class Engine:
         stats.payloads_received += 1
         stats.bytes_received += len(data)
         if peer not in self._peer_groups:
-            self._reject(peer, "peer is not a member of any group", 1, whole=True)
+            self._reject(peer, RejectReason.NOT_A_MEMBER, 1, whole=True)
             return
         decoded = decode_payload(data, self._limits)
         if decoded.whole_payload_rejected:
@@ -1131,13 +1121,13 @@ class Engine:
         for mid in requests:
             m = store.get_message(mid)
             if m is None:
-                dropped["request for a message we do not hold"] = (
-                    dropped.get("request for a message we do not hold", 0) + 1
+                dropped[RejectReason.REQUEST_NOT_HELD] = (
+                    dropped.get(RejectReason.REQUEST_NOT_HELD, 0) + 1
                 )
                 continue
             if m.group_id not in peer_groups:
-                dropped["request from a peer outside the message's group"] = (
-                    dropped.get("request from a peer outside the message's group", 0) + 1
+                dropped[RejectReason.REQUEST_OUTSIDE_GROUP] = (
+                    dropped.get(RejectReason.REQUEST_OUTSIDE_GROUP, 0) + 1
                 )
                 continue
             r = store.get_record(mid, peer)
@@ -1267,9 +1257,9 @@ class Engine:
             members = groups.get(m.group_id)
             if members is None or peer not in members:
                 reason = (
-                    "message for a group we do not sync"
+                    RejectReason.MESSAGE_UNKNOWN_GROUP
                     if members is None
-                    else "message from a peer outside its group"
+                    else RejectReason.MESSAGE_OUTSIDE_GROUP
                 )
                 dropped[reason] = dropped.get(reason, 0) + 1
                 continue

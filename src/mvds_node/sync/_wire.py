@@ -21,6 +21,7 @@ from typing import Final, cast
 from google.protobuf.message import DecodeError
 
 from mvds_node.sync._config import Limits
+from mvds_node.sync._reasons import RejectReason
 from mvds_node.sync.proto import mvds_pb2
 
 __all__ = [
@@ -241,10 +242,10 @@ def decode_payload(data: bytes | bytearray | memoryview, limits: Limits) -> Deco
                 result.drop(f"{len(parents)} parents exceed {max_parents}")
                 continue
             if any(len(p) != ID_SIZE for p in parents):
-                result.drop(f"parent id not {ID_SIZE} bytes")
+                result.drop(RejectReason.PARENT_ID_SIZE)
                 continue
             if expires_at < 0:
-                result.drop("negative expiry")
+                result.drop(RejectReason.NEGATIVE_EXPIRY)
                 continue
         else:
             # Peers without 4/MVDS-META (Status, the Go code before MDF) send no metadata: the
@@ -252,7 +253,7 @@ def decode_payload(data: bytes | bytearray | memoryview, limits: Limits) -> Deco
             parents, ephemeral, expires_at = (), False, 0
         mid = sha256(_ID_PREFIX + group_id + pack(ts) + body).digest()
         if mid in parents:
-            result.drop("message names itself as parent")
+            result.drop(RejectReason.SELF_PARENT)
             continue
         wire = encode_message(
             group_id, ts, body, parents=parents, ephemeral=ephemeral, expires_at=expires_at

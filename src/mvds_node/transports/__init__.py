@@ -15,6 +15,7 @@ import warnings
 from typing import Any
 
 from mvds_node.transports._base import DialFailed as DialFailed
+from mvds_node.transports._base import EventQueue as EventQueue
 from mvds_node.transports._base import InputRejected as InputRejected
 from mvds_node.transports._base import InternalError as InternalError
 from mvds_node.transports._base import PacketDropped as PacketDropped
@@ -48,6 +49,7 @@ from mvds_node.transports._framing import Pong as Pong
 from mvds_node.transports._framing import SyncFrame as SyncFrame
 from mvds_node.transports._framing import UnknownControl as UnknownControl
 from mvds_node.transports._framing import check_frame as check_frame
+from mvds_node.transports._framing import decode_checked as decode_checked
 from mvds_node.transports._framing import decode_frame as decode_frame
 from mvds_node.transports._framing import encode_frame as encode_frame
 from mvds_node.transports._memory import MemoryHub as MemoryHub
@@ -89,6 +91,7 @@ __all__ = [
     "ControlKind",
     "DEFAULT_LIMITS",
     "DialFailed",
+    "EventQueue",
     "Frame",
     "FrameDecoder",
     "FrameError",
@@ -132,6 +135,7 @@ __all__ = [
     "Unsealed",
     "WIRE_VERSION",
     "check_frame",
+    "decode_checked",
     "decode_frame",
     "encode_frame",
     "interface_problem",

@@ -13,6 +13,15 @@ transport loses, so a transport may drop packets, but must say so through its ca
 * ``max_latency``: seconds within which a packet normally arrives. The engine's retransmission
   is latency aware, so a file carried by hand is not resent every few seconds.
 
+A carrier may also say, and a driver routes by these (``mvds_node.node`` names no carrier):
+
+* ``reaches(peer) -> bool``: whether a packet for ``peer`` would go out now (a live connection,
+  an endpoint on a hub, an open socket); a carrier without it is never chosen for a peer.
+* ``checks_frames = True``: every packet ``receive`` returns is already one checked frame, so
+  the driver does not check its header again; without it, the driver checks.
+* ``answers_pings = True``: the carrier answers a ``Ping`` itself, on the connection it came on.
+* ``description``: what a person reads about the carrier when it fails.
+
 Errors follow trio's resource contract, in our exception tree: after *we* call ``aclose()``,
 ``send`` and ``receive`` raise :class:`~mvds_node.errors.TransportClosed`; if the carrier as a
 whole fails underneath us they raise :class:`~mvds_node.errors.TransportBroken`. A single peer
@@ -22,15 +31,19 @@ it are dropped and reported (:class:`PacketDropped`).
 Events are one fact each, frozen and slotted under :class:`TransportEvent`, and go out on a
 bounded channel that the transport never blocks on: when it is full, events are counted as
 dropped instead, because a node that is slow to read events must not stall the network.
+:class:`EventQueue` is that channel, shared by the carriers and the node's event subscribers.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, final, runtime_checkable
+from typing import Generic, Protocol, TypeVar, final, runtime_checkable
+
+import trio
 
 __all__ = [
     "DialFailed",
+    "EventQueue",
     "InputRejected",
     "PacketDropped",
     "PeerDown",
@@ -94,6 +107,48 @@ class TransportEvent:
     """Base of every transport event."""
 
     __slots__ = ()
+
+
+E = TypeVar("E")
+
+
+@final
+class EventQueue(Generic[E]):
+    """Advisory events queued with a bound, for a reader that may be slow or absent.
+
+    :meth:`emit` never blocks: an event that finds the queue full is dropped and counted in
+    :attr:`dropped`, since a producer (a carrier, the node's loop) must never wait on whoever
+    reads its events. Once :meth:`close` is called, or the reader closed its end, events go
+    nowhere and are not counted.
+
+    Args:
+        size: events held for the reader (0 drops every event nobody is waiting for).
+    """
+
+    __slots__ = ("_receive", "_send", "dropped")
+
+    def __init__(self, size: int) -> None:
+        self._send, self._receive = trio.open_memory_channel[E](size)
+        self.dropped = 0
+        """Events dropped because the queue was full."""
+
+    @property
+    def receive(self) -> trio.MemoryReceiveChannel[E]:
+        """The reader's end; it ends after :meth:`close`."""
+        return self._receive
+
+    def emit(self, event: E) -> None:
+        """Queue ``event``, or count it as dropped if the queue is full. Never blocks."""
+        try:
+            self._send.send_nowait(event)
+        except trio.WouldBlock:
+            self.dropped += 1
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass  # closed by us, or the reader has left
+
+    def close(self) -> None:
+        """End the queue: the reader sees the end after what is already queued."""
+        self._send.close()
 
 
 @final

@@ -64,6 +64,7 @@ __all__ = [
     "SyncFrame",
     "UnknownControl",
     "check_frame",
+    "decode_checked",
     "decode_frame",
     "encode_frame",
 ]
@@ -435,6 +436,19 @@ def decode_frame(
     """
     end = _check_whole(data, limits)
     return _decode_body(data[3], bytes(data[HEADER_SIZE:end]), limits)
+
+
+def decode_checked(
+    packet: bytes | bytearray | memoryview, *, limits: FrameLimits = DEFAULT_LIMITS
+) -> Frame:
+    """Decode a packet whose header and length were already checked (by :class:`FrameDecoder`
+    or :func:`check_frame`, as carriers do on receipt): only the body is read, so a packet's
+    header is checked once on its way from the network.
+
+    Raises:
+        FrameError: the body is not acceptable for its mode (``malformed-body``).
+    """
+    return _decode_body(packet[3], bytes(packet[HEADER_SIZE:]), limits)
 
 
 @final

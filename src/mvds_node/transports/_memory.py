@@ -135,6 +135,10 @@ class MemoryTransport:
     def max_latency(self) -> float:
         return self._hub.max_latency
 
+    def reaches(self, peer: bytes) -> bool:
+        """True while this endpoint is open and ``peer`` has an endpoint on the hub."""
+        return not self._closed and peer in self._hub._endpoints
+
     async def send(self, peer: bytes, packet: bytes) -> None:
         """Put ``packet`` into ``peer``'s buffer, or drop it (see :class:`MemoryHub`).
 

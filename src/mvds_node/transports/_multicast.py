@@ -110,7 +110,13 @@ from mvds_node.errors import (
     TransportClosed,
     describe_failure,
 )
-from mvds_node.transports._base import InputRejected, InternalError, PacketDropped, TransportEvent
+from mvds_node.transports._base import (
+    EventQueue,
+    InputRejected,
+    InternalError,
+    PacketDropped,
+    TransportEvent,
+)
 from mvds_node.transports._framing import FrameError, decode_frame
 
 __all__ = [
@@ -341,15 +347,12 @@ class MulticastTransport:
         self._send: trio.socket.SocketType | None = None
         self._closed = False
         self._opened = False  # open() was called once: sockets missing since are a failure
-        self._events_send, self._events_receive = trio.open_memory_channel[TransportEvent](
-            event_queue_size
-        )
+        self._events = EventQueue[TransportEvent](event_queue_size)
         self._sent = 0
         self._received = 0
         self._rejected = 0
         self._ignored = 0
         self._dropped = 0
-        self._events_dropped = 0
 
     # --- capabilities and introspection ------------------------------------------------------
 
@@ -361,7 +364,7 @@ class MulticastTransport:
     @property
     def events(self) -> trio.MemoryReceiveChannel[TransportEvent]:
         """Refused datagrams and dropped packets; ends after :meth:`aclose`."""
-        return self._events_receive
+        return self._events.receive
 
     def statistics(self) -> MulticastStatistics:
         return MulticastStatistics(
@@ -371,8 +374,16 @@ class MulticastTransport:
             datagrams_ignored=self._ignored,
             packets_dropped=self._dropped,
             sessions=len(self._sessions),
-            events_dropped=self._events_dropped,
+            events_dropped=self._events.dropped,
         )
+
+    checks_frames: Final = True
+    """Every packet :meth:`receive` returns is one checked frame."""
+
+    @property
+    def description(self) -> str:
+        """``multicast <group>:<port> on <interface>``, for people reading a failure."""
+        return f"multicast {self.group}:{self.port} on {self.interface}"
 
     def reaches(self, peer: bytes) -> bool:
         """Multicast reaches every member that listens: True while the transport is open."""
@@ -471,18 +482,13 @@ class MulticastTransport:
         if not self._closed:
             self._closed = True
             self._close_sockets()
-            self._events_send.close()
+            self._events.close()
         await trio.lowlevel.checkpoint()
 
     # --- sealing and opening (sans-IO) ---------------------------------------------------------
 
     def _emit(self, event: TransportEvent) -> None:
-        try:
-            self._events_send.send_nowait(event)
-        except trio.WouldBlock:
-            self._events_dropped += 1
-        except trio.ClosedResourceError:
-            pass
+        self._events.emit(event)
 
     def _reject(self, reason: str, address: str, detail: str, peer: bytes | None = None) -> None:
         self._rejected += 1

@@ -95,6 +95,7 @@ from mvds_node._address import format_address
 from mvds_node.errors import LocalProtocolError, TransportClosed, describe_failure
 from mvds_node.transports._base import (
     DialFailed,
+    EventQueue,
     InputRejected,
     InternalError,
     PacketDropped,
@@ -312,7 +313,7 @@ class TcpTransport:
         keepalive_interval: float | None = 15.0,
         keepalive_misses: int = 3,
         reconnect: ReconnectPolicy | None = None,
-        max_latency: float = 1.0,
+        max_latency: float = 30.0,
         open_stream: OpenStream | None = None,
         prologue: bytes = PROLOGUE,
         rng: random.Random | None = None,
@@ -345,7 +346,10 @@ class TcpTransport:
                 peer is dropped ``keepalive_interval * (keepalive_misses + 1)`` seconds after
                 it last sent anything (60 s by default).
             reconnect: backoff for dialled peers.
-            max_latency: what this transport advertises (seconds).
+            max_latency: what this transport advertises (seconds). Reliable: what is queued
+                arrives while the connection lives, and a new connection re-arms everything, so
+                the engine need only retransmit to a peer that is slow to acknowledge (one busy
+                with a bulk transfer may take this long).
             open_stream: how to reach an address; default ``trio.open_tcp_stream``. Pass another
                 to go through a proxy or, in tests, a memory network.
             prologue: Noise prologue; both ends must agree.
@@ -387,9 +391,7 @@ class TcpTransport:
         self._inbound_send, self._inbound_receive = trio.open_memory_channel[tuple[bytes, bytes]](
             receive_queue_size
         )
-        self._events_send, self._events_receive = trio.open_memory_channel[TransportEvent](
-            event_queue_size
-        )
+        self._events = EventQueue[TransportEvent](event_queue_size)
         self._peers: dict[bytes, _Peer] = {}
         self._drained: trio.Event | None = None
         self._nursery: trio.Nursery | None = None
@@ -403,7 +405,6 @@ class TcpTransport:
         self._packets_sent = 0
         self._packets_received = 0
         self._packets_dropped = 0
-        self._events_dropped = 0
 
     # --- capabilities and introspection ------------------------------------------------------
 
@@ -419,7 +420,17 @@ class TcpTransport:
     @property
     def events(self) -> trio.MemoryReceiveChannel[TransportEvent]:
         """Peer up/down, rejected input, dropped packets and failed dials; ends after aclose()."""
-        return self._events_receive
+        return self._events.receive
+
+    checks_frames: Final = True
+    """Every packet :meth:`receive` returns is one checked frame (the stream's decoder)."""
+    answers_pings: Final = True
+    """A ping is answered on the connection it came on, before :meth:`receive` returns it."""
+
+    def reaches(self, peer: bytes) -> bool:
+        """True while ``peer`` has a live connection."""
+        state = self._peers.get(peer)
+        return state is not None and bool(state.connections)
 
     def connected_peers(self) -> frozenset[bytes]:
         """Keys of peers with at least one live connection."""
@@ -433,7 +444,7 @@ class TcpTransport:
             packets_sent=self._packets_sent,
             packets_received=self._packets_received,
             packets_dropped=self._packets_dropped,
-            events_dropped=self._events_dropped,
+            events_dropped=self._events.dropped,
         )
 
     def queued(self, peer: bytes) -> int:
@@ -519,12 +530,7 @@ class TcpTransport:
         return key in self._allow
 
     def _emit(self, event: TransportEvent) -> None:
-        try:
-            self._events_send.send_nowait(event)
-        except trio.WouldBlock:
-            self._events_dropped += 1
-        except trio.ClosedResourceError:
-            pass
+        self._events.emit(event)
 
     # --- the service -------------------------------------------------------------------------
 
@@ -1037,5 +1043,5 @@ class TcpTransport:
                 self._drop_peer(state)
             self._inbound_send.close()
             self._inbound_receive.close()
-            self._events_send.close()
+            self._events.close()
         await trio.lowlevel.checkpoint()

@@ -11,23 +11,20 @@ from collections.abc import Callable
 from typing import Any
 
 from mvds_node.node._control import b64
-from mvds_node.node._node import (
-    Acked,
-    Delivered,
-    Expired,
-    GaveUpSending,
+from mvds_node.node._events import (
+    AnyEvent,
     InternalError,
     LogUploaded,
-    Message,
-    NodeEvent,
     PeerConnected,
-    PeerDisconnected,
-    Refused,
     StoreFailed,
     StoreRecovered,
     TransportFailed,
     TransportRestored,
+    event_to_json,
 )
+from mvds_node.node._subscribers import Message
+from mvds_node.sync import GaveUp, MessageDelivered, PayloadRejected
+from mvds_node.transports import InputRejected
 
 __all__ = ["encode_event", "event_json", "event_line", "message_json", "message_line"]
 
@@ -49,61 +46,17 @@ def message_json(m: Message) -> dict[str, Any]:
     }
 
 
-def event_json(event: NodeEvent) -> dict[str, Any] | None:
-    if isinstance(event, Acked):
-        return {"type": "acked", "id": event.message_id.hex(), "peer": event.peer.hex()}
-    if isinstance(event, GaveUpSending):
-        return {"type": "gave-up", "id": event.message_id.hex(), "peer": event.peer.hex()}
-    if isinstance(event, Expired):
-        return {"type": "expired", "id": event.message_id.hex()}
-    if isinstance(event, PeerConnected):
-        return {"type": "peer-up", "peer": event.peer.hex(), "address": event.address}
-    if isinstance(event, PeerDisconnected):
-        return {"type": "peer-down", "peer": event.peer.hex(), "reason": event.reason}
-    if isinstance(event, Refused):
-        return {
-            "type": "refused",
-            "peer": event.peer.hex() if event.peer else None,
-            "address": event.address,
-            "reason": event.reason,
-            "detail": event.detail,
-        }
-    if isinstance(event, LogUploaded):
-        return {
-            "type": "log-uploaded",
-            "group": event.group,
-            "seq": event.seq,
-            "messages": event.messages,
-            "queued": event.queued,
-        }
-    if isinstance(event, TransportFailed):
-        return {
-            "type": "transport-failed",
-            "transport": type(event.transport).__name__,
-            "detail": event.detail,
-        }
-    if isinstance(event, InternalError):
-        return {
-            "type": "internal-error",
-            "where": event.where,
-            "error": event.error,
-            "traceback": event.traceback,
-        }
-    if isinstance(event, TransportRestored):
-        return {"type": "transport-restored", "transport": type(event.transport).__name__}
-    if isinstance(event, StoreFailed):
-        return {"type": "store-failed", "path": event.path, "reason": event.reason}
-    if isinstance(event, StoreRecovered):
-        return {"type": "store-recovered", "path": event.path}
-    return None
+def event_json(event: AnyEvent) -> dict[str, Any]:
+    """The JSON object of any node event (``node._events.event_to_json``)."""
+    return event_to_json(event)
 
 
-def encode_event(event: NodeEvent) -> dict[str, Any] | None:
+def encode_event(event: AnyEvent) -> dict[str, Any] | None:
     """The JSON object of ``event`` for ``run --json``; None for an event that has no line
-    (``Delivered``: the message itself is printed)."""
-    if isinstance(event, Delivered):
+    (``MessageDelivered``: the message itself is printed)."""
+    if isinstance(event, MessageDelivered):
         return None
-    return event_json(event)
+    return event_to_json(event)
 
 
 def message_line(m: Message, who: Callable[[bytes | None], str]) -> list[str | tuple[str, str]]:
@@ -120,17 +73,28 @@ def message_line(m: Message, who: Callable[[bytes | None], str]) -> list[str | t
     return parts
 
 
-_ALARMS = (Refused, TransportFailed, StoreFailed, InternalError, GaveUpSending)
+_ALARMS = (
+    InputRejected,
+    PayloadRejected,
+    TransportFailed,
+    StoreFailed,
+    InternalError,
+    GaveUp,
+)
 """Events shown in red/yellow on a terminal: something the user may need to act on."""
 
 
 def event_line(
-    event: NodeEvent, document: dict[str, Any], who: Callable[[bytes | None], str]
+    event: AnyEvent, document: dict[str, Any], who: Callable[[bytes | None], str]
 ) -> list[str | tuple[str, str]]:
     """An event for people: ``* type peer`` and what it needs said."""
     human = f"* {document['type']} {who(getattr(event, 'peer', None))}"
-    if isinstance(event, Refused):
+    if isinstance(event, InputRejected):
         human += f": {event.reason} ({event.detail})"
+    elif isinstance(event, PayloadRejected):
+        human += (
+            f": {event.reason} ({event.dropped} dropped{', whole payload' if event.whole else ''})"
+        )
     elif isinstance(event, StoreFailed):
         human = f"* store-failed: {event.reason}"
     elif isinstance(event, StoreRecovered):

@@ -22,15 +22,19 @@ from typing import Any, Final
 import click
 import trio
 
+from mvds_node.errors import NodeFailed
 from mvds_node.node._config import NodeConfig, parse_address
 from mvds_node.node._control import serve_control
-from mvds_node.node._node import Acked, LogUploaded, PeerStatus, open_node
+from mvds_node.node._events import LogUploaded
+from mvds_node.node._node import open_node
 from mvds_node.node._schema import format_address
+from mvds_node.node._status import PeerStatus
 from mvds_node.node.cli._app import State, common_options, pass_state, root
 from mvds_node.node.cli._complete import complete_group
 from mvds_node.node.cli._events import encode_event, event_line, message_json, message_line
 from mvds_node.node.cli._local import control_handler
 from mvds_node.node.cli._output import Failure, Output, styled
+from mvds_node.sync import MessageAcked
 
 __all__ = ["CatchUp"]
 
@@ -68,7 +72,7 @@ def run(state: State, chat: str | None, listen: str | None, verbose: bool, progr
     try:
         report = progress or sys.stderr.isatty()
         trio.run(_run, config, state.output, chat, verbose, report, stopped_by)
-    except (OSError, BaseExceptionGroup) as e:
+    except (OSError, NodeFailed, BaseExceptionGroup) as e:
         bind = [x for x in _leaves(e) if isinstance(x, OSError) and x.errno in _BIND_ERRORS]
         if bind and config.listen is not None:
             address = format_address(config.listen)
@@ -84,6 +88,8 @@ def run(state: State, chat: str | None, listen: str | None, verbose: bool, progr
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, NodeFailed) and exc.__cause__ is not None:
+        return _leaves(exc.__cause__)  # what the node's tasks raised
     if isinstance(exc, BaseExceptionGroup):
         return [leaf for e in exc.exceptions for leaf in _leaves(e)]
     return [exc]
@@ -181,7 +187,7 @@ async def _run(
                         doc = encode_event(event)
                         if doc is None:
                             continue
-                        if isinstance(event, (Acked, LogUploaded)) and not verbose:
+                        if isinstance(event, (MessageAcked, LogUploaded)) and not verbose:
                             continue
                         await show(doc, event_line(event, doc, who))
 
