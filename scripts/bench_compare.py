@@ -31,7 +31,7 @@ CASES: dict[str, list[str]] = {
     "store_memory": ["--messages", "100000"],
     "bundle": ["--messages", "10000"],
     "multicast": ["--packets", "5000"],
-    "remote_log": ["--messages", "500"],
+    "remote_log": ["--messages", "500", *("--only", "file", "--only", "http", "--only", "redis")],
     "sim_scale": ["--messages", "2000"],
 }
 
