@@ -24,7 +24,7 @@ already had its payload this epoch is due in the next one. A logical payload is 
 several wire payloads only when it exceeds the size the carrier takes.
 
 Records (what we owe a peer for a message) live in the store, keyed by (message, peer), with the
-epoch they are next due; every change of record type goes through ``_state.TRANSITIONS``. The
+epoch they are next due; every change of a record goes through ``_state.apply`` and its table. The
 engine keeps in memory only what is derived or transient: the group table, the causal frontier
 of each group (messages without children, kept incrementally rather than scanned), consistent
 delivery's waiting lists, ACKs and ephemeral messages waiting for the next payload, and events.
@@ -62,8 +62,17 @@ from mvds_node.sync._events import (
     MessageExpired,
     PayloadRejected,
 )
-from mvds_node.sync._state import TRANSITIONS, Input, RecordType
-from mvds_node.sync._store import Record, Store, StoredMessage
+from mvds_node.sync._state import (
+    TRANSITIONS,
+    Input,
+    Record,
+    RecordType,
+    apply,
+    blank,
+    create,
+    step,
+)
+from mvds_node.sync._store import Store, StoredMessage
 from mvds_node.sync._wire import (
     ID_RECORD_SIZE,
     ID_SIZE,
@@ -102,7 +111,7 @@ _PARENTS_UNANSWERED: Final = (
 )
 # Record types an ACK ends (the others stay: an ACK of a message we asked for ends nothing).
 _ENDED_BY_ACK: Final = frozenset(
-    t for t in RecordType if t is not _NONE and TRANSITIONS[(t, Input.GOT_ACK)] is _NONE
+    t for t in RecordType if t is not _NONE and TRANSITIONS[(t, Input.GOT_ACK)].to is _NONE
 )
 _DUE_CHUNK: Final = 4096
 _WIRES_AHEAD: Final = 64
@@ -527,7 +536,8 @@ class Engine:
         waiting = self._fresh.pop(peer, None)
         if not waiting:
             return
-        self._rearm(peer, list(self._store.get_records(list(waiting), peer).values()))
+        records = list(self._store.get_records(list(waiting), peer).values())
+        self._rearm(peer, records, Input.REARM)
 
     def _retransmit_epoch(self, peer: bytes, message_id: bytes, epoch: int, count: int) -> int:
         """When a record transmitted ``count`` times, the last in ``epoch``, is next due."""
@@ -694,19 +704,21 @@ class Engine:
         epoch = self._epoch
         cap = self._limits.max_pending_acks
         for peer, mode in self._groups[group_id].items():
-            kind = _MESSAGE if mode is Mode.BATCH else _OFFER
+            share = Input.SHARE_BATCH if mode is Mode.BATCH else Input.SHARE_INTERACTIVE
+            kind = TRANSITIONS[(_NONE, share)].to
             if peer in self._reliable:
                 waiting = self._fresh.get(peer)
                 if waiting is None or len(waiting) + len(ids) <= cap:
                     # Written once, as transmitted; the transmission follows from memory.
                     for mid in ids:
                         due = self._retransmit_epoch(peer, mid, epoch, 1)
-                        records.append(Record(mid, peer, kind, group_id, 1, due, epoch))
+                        new = create(mid, peer, group_id, share, due=due)
+                        records.append(step(new, Input.TRANSMITTED, epoch=epoch, due=due))
                         self._schedule(due)
                     fresh.append((peer, kind))
                     continue
             due = self._first_due(peer)
-            records.extend(Record(mid, peer, kind, group_id, 0, due) for mid in ids)
+            records.extend(create(mid, peer, group_id, share, due=due) for mid in ids)
             self._schedule(due)
         return records, fresh
 
@@ -824,12 +836,7 @@ class Engine:
             current = store.get_record(r.message_id, r.peer)
             if current is None or current.type is not r.type:
                 continue
-            current.send_count += 1
-            if current.first_epoch < 0:
-                current.first_epoch = epoch
-            current.send_epoch = max(current.send_epoch, epoch + gap)
-            current.parked = False
-            updates.append(current)
+            updates.append(step(current, Input.EXPORTED, epoch=epoch, due=epoch + gap))
         with store.transaction():
             if updates:
                 store.put_records(updates)
@@ -949,9 +956,7 @@ class Engine:
             r = store.get_record(mid, peer)
             if r is None:
                 continue
-            r.send_count = max(0, r.send_count - 1)
-            r.send_epoch = epoch + max(1, retry_in_epochs)
-            updates.append(r)
+            updates.append(step(r, Input.NOT_SENT, due=epoch + max(1, retry_in_epochs)))
         if updates:
             with store.transaction():
                 store.put_records(updates)
@@ -977,25 +982,17 @@ class Engine:
         self._fresh.pop(peer, None)  # their records are re-armed below
         self._fresh_bytes.pop(peer, None)
         records = self._store.records_for_peer(peer)
-        self._rearm(peer, records)
+        self._rearm(peer, records, Input.RESET)
         return len(records)
 
-    def _rearm(self, peer: bytes, records: list[Record]) -> None:
-        """Make ``records`` (``peer``'s) new again: unparked, never sent, due in its next
+    def _rearm(self, peer: bytes, records: list[Record], event: Input) -> None:
+        """Apply ``event`` (REARM or RESET) to ``records`` (``peer``'s): due in its next
         payload."""
         if not records:
             return
         due = self._first_due(peer)
-        for r in records:
-            r.parked = False
-            r.send_count = 0
-            if r.type is not _REQUEST:
-                # A REQUEST keeps its age: a peer that reconnects does not renew what it was
-                # asked and never answered (request_timeout, missing_parent_timeout).
-                r.first_epoch = -1
-            r.send_epoch = due
         with self._store.transaction():
-            self._store.put_records(records)
+            self._store.put_records([step(r, event, due=due) for r in records])
         self._schedule(due)
 
     def handle_timer(self, *, now: float) -> None:
@@ -1141,14 +1138,13 @@ class Engine:
                 )
                 continue
             r = store.get_record(mid, peer)
-            if r is None or r.type is _REQUEST:
+            if r is None:
+                r = blank(mid, peer, m.group_id)
+            elif r.type is _REQUEST:
                 # A REQUEST of ours is stale: we came to hold the message by our own send.
                 self._requests.discard(mid, peer)
-                r = Record(mid, peer, _NONE, m.group_id)
-            r.type = TRANSITIONS[(r.type, Input.GOT_REQUEST)]
-            r.send_epoch = due  # asked explicitly: answer in the next payload
-            r.parked = False
-            puts.append(r)
+            # Asked explicitly: answer in the next payload.
+            puts.append(step(r, Input.GOT_REQUEST, due=due, group_id=m.group_id))
             self._schedule(due)
 
     def _on_offers(
@@ -1172,12 +1168,10 @@ class Engine:
             if mid in arriving:
                 continue
             r = store.get_record(mid, peer)
-            current = _NONE if r is None else r.type
             if store.has_message(mid):
-                if current is _REQUEST:
-                    # Stale: we came to hold the message by our own send; stop asking.
-                    current = TRANSITIONS[(current, Input.GOT_MESSAGE_ELSEWHERE)]
-                if TRANSITIONS[(current, Input.GOT_OFFER_HELD)] is _NONE and r is not None:
+                if r is not None and apply(r, Input.GOT_OFFER_HELD) is None:
+                    # The peer has it: stop offering or sending it (or, stale, asking for it:
+                    # we came to hold it by our own send).
                     deletes.append((mid, peer))
                     requests.discard(mid, peer)
                 if self._cfg.ack_offers_we_have:
@@ -1185,7 +1179,6 @@ class Engine:
                         acks = self._ack_queue(peer)
                     acks[mid] = None
                 continue
-            new = TRANSITIONS[(current, Input.GOT_OFFER_MISSING)]
             if r is None:
                 reason = self._refuse_request(peer, b"", refused)
                 if reason is not None:
@@ -1195,9 +1188,16 @@ class Engine:
                     # peer offers them again.
                     refused[reason] += len(offers) - i - 1
                     break
-                puts.append(Record(mid, peer, new, b"", 0, due))
+                puts.append(create(mid, peer, b"", Input.GOT_OFFER_MISSING, due=due))
                 requests.add(mid, peer, b"")
                 self._schedule(due)
+            else:
+                new = apply(r, Input.GOT_OFFER_MISSING)  # already asked: the table keeps it
+                if new is None:
+                    deletes.append(r.key)
+                    requests.discard(mid, peer)
+                elif new is not r:
+                    puts.append(new)
 
     def _refuse_request(self, peer: bytes, group: bytes, refused: dict[str, int]) -> str | None:
         """None if one more REQUEST to ``peer`` (for a parent in ``group``, or an offer: empty)
@@ -1329,7 +1329,7 @@ class Engine:
                         else Input.SHARE_INTERACTIVE
                     )
                     due = self._first_due(q)
-                    puts.append(Record(mid, q, TRANSITIONS[(_NONE, share)], m.group_id, 0, due))
+                    puts.append(create(mid, q, m.group_id, share, due=due))
                     self._schedule(due)
             # Ask the peer that referenced them for parents we lack, at any depth: each parent
             # that arrives is checked in turn. Only that peer is asked: it named them, and a
@@ -1348,8 +1348,7 @@ class Engine:
                         gone.append(p)
                     continue
                 due = self._first_due(peer)
-                kind = TRANSITIONS[(_NONE, Input.MISSING_PARENT)]
-                puts.append(Record(p, peer, kind, m.group_id, 0, due))
+                puts.append(create(p, peer, m.group_id, Input.MISSING_PARENT, due=due))
                 requests.add(p, peer, m.group_id)
                 self._schedule(due)
             if held and gone and give_up_held:
@@ -1385,8 +1384,8 @@ class Engine:
         for r in self._store.records_for_message(mid):
             if r.type is _REQUEST:
                 has_it.add(r.peer)
-            step = Input.GOT_MESSAGE_FROM_PEER if r.peer == peer else Input.GOT_MESSAGE_ELSEWHERE
-            if TRANSITIONS[(r.type, step)] is _NONE:
+            got = Input.GOT_MESSAGE_FROM_PEER if r.peer == peer else Input.GOT_MESSAGE_ELSEWHERE
+            if apply(r, got) is None:
                 deletes.append(r.key)
         self._requests.discard_all(mid)
 
@@ -1743,18 +1742,18 @@ class Engine:
                 peer = r.peer
                 kind = r.type
                 if kind is _REQUEST:
-                    if r.first_epoch >= 0 and epoch - r.first_epoch >= self._request_age(r):
-                        deletes.append(r.key)  # unanswered for its timeout: stop asking
+                    age = r.first_epoch >= 0 and epoch - r.first_epoch >= self._request_age(r)
+                    if age and apply(r, Input.TIMED_OUT) is None:  # unanswered: stop asking
+                        deletes.append(r.key)
                         timed_out.append(r)
                         continue
-                elif peer not in groups.get(r.group_id, ()):
+                elif peer not in groups.get(r.group_id, ()) and apply(r, Input.PEER_LEFT) is None:
                     deletes.append(r.key)  # the peer left the group
                     continue
                 if (max_attempts is not None and r.send_count >= max_attempts) or (
                     max_age is not None and r.first_epoch >= 0 and epoch - r.first_epoch >= max_age
                 ):
-                    r.parked = True
-                    updates.append(r)
+                    updates.append(step(r, Input.GIVE_UP))
                     self.statistics.gave_up += 1
                     self._push(GaveUp(r.message_id, peer, kind, r.send_count))
                     continue
@@ -1764,27 +1763,25 @@ class Engine:
                 if kind is _MESSAGE:
                     wire = wires.get(r.message_id)
                     if wire is None:
-                        deletes.append(r.key)  # the message is gone (expired)
-                        continue
-                    o.messages.append(wire)
-                    used += payload_overhead(len(wire))
+                        if apply(r, Input.EXPIRED) is None:  # the message is gone (expired)
+                            deletes.append(r.key)
+                            continue
+                    else:
+                        o.messages.append(wire)
+                        used += payload_overhead(len(wire))
                 elif kind is _OFFER:
                     o.offers.append(r.message_id)
                     used += ID_RECORD_SIZE
                 else:
                     o.requests.append(r.message_id)
                     used += ID_RECORD_SIZE
-                count = r.send_count + 1
-                r.send_count = count
-                if r.first_epoch < 0:
-                    r.first_epoch = epoch
-                nxt = retransmit_epoch(peer, r.message_id, epoch, count)
+                first = epoch if r.first_epoch < 0 else r.first_epoch
+                nxt = retransmit_epoch(peer, r.message_id, epoch, r.send_count + 1)
                 if kind is _REQUEST:
                     # The last retransmission is at the timeout, where the record ends: it never
                     # outlives its age by a backoff gap.
-                    nxt = min(nxt, max(epoch + 1, r.first_epoch + self._request_age(r)))
-                r.send_epoch = nxt
-                updates.append(r)
+                    nxt = min(nxt, max(epoch + 1, first + self._request_age(r)))
+                updates.append(step(r, Input.TRANSMITTED, epoch=epoch, due=nxt))
                 if used >= budget:
                     cut = True
                     break

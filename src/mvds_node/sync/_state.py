@@ -1,11 +1,22 @@
-"""Every per-(message, peer) transition of the engine, as one table.
+"""Every per-(message, peer) transition of the engine: one table, and one function that applies it.
 
 Theory of operation: for each message and each peer we keep at most one *record*: OFFER (tell the
-peer we have it), REQUEST (ask the peer for it) or MESSAGE (send it in full). "No record" is
-:attr:`RecordType.NONE`. ACKs are never state (2/MVDS): they are answered afresh each time a
-message arrives. The engine looks every transition up in :data:`TRANSITIONS`; a pair missing from
-the table is a bug in the engine, never a consequence of remote input, because the engine only
-asks about inputs it has validated.
+peer we have it), REQUEST (ask the peer for it) or MESSAGE (send it in full), with its send count,
+the epoch it is next due, the epoch of its first transmission and whether the give-up policy
+parked it. "No record" is :attr:`RecordType.NONE`. ACKs are never state (2/MVDS): they are
+answered afresh each time a message arrives.
+
+:func:`apply` takes a record (a blank one of type NONE when there is none) and an :class:`Input`,
+looks the pair up in :data:`TRANSITIONS`, and returns the new record, the same record when the
+input leaves it as it is, or None when the record ends. Nothing else assigns a record's fields.
+Every (state, input) pair is in the table with the reason for its result (``docs/engine.md``
+shows the same table, and a test checks that the two agree); a pair missing from it is a bug in
+the engine, never a consequence of remote input, because the engine only asks about inputs it
+has validated: :func:`apply` raises :class:`~mvds_node.errors.LocalProtocolError` for it.
+
+What an input does to the fields of a record it keeps or creates is fixed per input (see
+:func:`apply`): a record that is created, or that replaces a REQUEST, starts afresh (never sent,
+due at ``due``); one that changes from OFFER to MESSAGE keeps its send count and age.
 
 Where we differ from the Go reference on purpose (REPORT.md §3), the table says so:
 
@@ -19,9 +30,23 @@ Where we differ from the Go reference on purpose (REPORT.md §3), the table says
 from __future__ import annotations
 
 import enum
-from typing import Final
+from dataclasses import dataclass
+from typing import Final, Literal, NamedTuple
 
-__all__ = ["TRANSITIONS", "Input", "RecordType", "transition"]
+from mvds_node.errors import LocalProtocolError
+
+__all__ = [
+    "TRANSITIONS",
+    "Input",
+    "Record",
+    "RecordType",
+    "Step",
+    "apply",
+    "blank",
+    "create",
+    "step",
+    "transition",
+]
 
 
 class RecordType(enum.IntEnum):
@@ -31,6 +56,30 @@ class RecordType(enum.IntEnum):
     OFFER = 0
     REQUEST = 1
     MESSAGE = 2
+
+
+@dataclass(slots=True)
+class Record:
+    """What we owe one peer for one message, and when we next transmit it.
+
+    Only :func:`apply` changes a record's fields; the stores keep and return them.
+    """
+
+    message_id: bytes
+    peer: bytes
+    type: RecordType
+    group_id: bytes
+    """The message's group; empty for a REQUEST of a message whose group we do not know yet."""
+    send_count: int = 0
+    send_epoch: int = 0
+    first_epoch: int = -1
+    """Epoch of the first transmission (-1 before it), for the give-up policy's age limit."""
+    parked: bool = False
+    """True once the give-up policy stopped it; parked records are never due."""
+
+    @property
+    def key(self) -> tuple[bytes, bytes]:
+        return (self.message_id, self.peer)
 
 
 class Input(enum.Enum):
@@ -55,52 +104,290 @@ class Input(enum.Enum):
     MISSING_PARENT = enum.auto()
     """A message from this peer names a parent we do not hold: ask the peer for it."""
     EXPIRED = enum.auto()
-    """The message expired and was deleted."""
+    """The message expired and was deleted (or was found gone when its record came due)."""
+    TRANSMITTED = enum.auto()
+    """The record went out in a payload (or is written as sent, its first transmission queued
+    in memory for a reliable peer): count it, and schedule the retransmission at ``due``."""
+    NOT_SENT = enum.auto()
+    """The carrier could not take the payload that carried it: uncount it, due again at
+    ``due``."""
+    EXPORTED = enum.auto()
+    """It went out on a one-way carrier (a bundle file): count it, due no earlier than
+    ``due``."""
+    GIVE_UP = enum.auto()
+    """The give-up policy's limit was reached: park it."""
+    REARM = enum.auto()
+    """The live connection its first transmission was queued for went down: due at ``due``."""
+    RESET = enum.auto()
+    """The application says the peer is back (``reset_peer``): start again, due at ``due``."""
+    TIMED_OUT = enum.auto()
+    """Its age passed the request timeout, unanswered."""
+    PEER_LEFT = enum.auto()
+    """The peer is no longer a member of the record's group."""
 
 
 _N, _O, _R, _M = RecordType.NONE, RecordType.OFFER, RecordType.REQUEST, RecordType.MESSAGE
+_KEPT: Final = "kept"
 
-TRANSITIONS: Final[dict[tuple[RecordType, Input], RecordType]] = {
-    # We have something to give.
-    (_N, Input.SHARE_BATCH): _M,
-    (_O, Input.SHARE_BATCH): _O,
-    (_M, Input.SHARE_BATCH): _M,
-    (_N, Input.SHARE_INTERACTIVE): _O,
-    (_O, Input.SHARE_INTERACTIVE): _O,
-    (_M, Input.SHARE_INTERACTIVE): _M,
-    # We lack something and a peer can give it.
-    (_N, Input.GOT_OFFER_MISSING): _R,
-    (_R, Input.GOT_OFFER_MISSING): _R,
-    (_N, Input.MISSING_PARENT): _R,
-    (_R, Input.MISSING_PARENT): _R,
-    # The peer holds the message already.
-    (_N, Input.GOT_OFFER_HELD): _N,
-    (_O, Input.GOT_OFFER_HELD): _N,
-    (_M, Input.GOT_OFFER_HELD): _N,
-    # The peer asks for it: the full message replaces the offer.
-    (_N, Input.GOT_REQUEST): _M,
-    (_O, Input.GOT_REQUEST): _M,
-    (_M, Input.GOT_REQUEST): _M,
-    # Done with this peer.
-    (_N, Input.GOT_ACK): _N,
-    (_O, Input.GOT_ACK): _N,
-    (_M, Input.GOT_ACK): _N,
-    (_R, Input.GOT_ACK): _R,
-    (_N, Input.GOT_MESSAGE_FROM_PEER): _N,
-    (_O, Input.GOT_MESSAGE_FROM_PEER): _N,
-    (_R, Input.GOT_MESSAGE_FROM_PEER): _N,
-    (_M, Input.GOT_MESSAGE_FROM_PEER): _N,
-    (_N, Input.GOT_MESSAGE_ELSEWHERE): _N,
-    (_R, Input.GOT_MESSAGE_ELSEWHERE): _N,
-    (_O, Input.GOT_MESSAGE_ELSEWHERE): _O,
-    (_M, Input.GOT_MESSAGE_ELSEWHERE): _M,
-    (_N, Input.EXPIRED): _N,
-    (_O, Input.EXPIRED): _N,
-    (_R, Input.EXPIRED): _N,
-    (_M, Input.EXPIRED): _N,
-}
+
+class Step(NamedTuple):
+    """The result of one (state, input) pair."""
+
+    to: RecordType
+    """The record type after the input (NONE: the record ends, or none is created)."""
+    kept: bool
+    """The record stays exactly as it is (nothing to write)."""
+    why: str
+
+
+def _table(
+    rows: dict[Input, dict[RecordType, tuple[RecordType | Literal["kept"], str]]],
+) -> dict[tuple[RecordType, Input], Step]:
+    table: dict[tuple[RecordType, Input], Step] = {}
+    for event, by_state in rows.items():
+        for state, (to, why) in by_state.items():
+            if to == _KEPT:
+                table[(state, event)] = Step(state, True, why)
+            else:
+                table[(state, event)] = Step(RecordType(to), False, why)
+    return table
+
+
+_NOTHING = "no record, and none to make"
+_NOT_HELD = "cannot happen: records of a message leave the store with it; left as it is"
+
+TRANSITIONS: Final[dict[tuple[RecordType, Input], Step]] = _table(
+    {
+        # We have something to give.
+        Input.SHARE_BATCH: {
+            _N: (_M, "send it in full"),
+            _O: (_KEPT, "already offered: the peer asks if it wants it"),
+            _R: (_M, "we came to hold it (our own send): give it instead of asking"),
+            _M: (_KEPT, "already being sent"),
+        },
+        Input.SHARE_INTERACTIVE: {
+            _N: (_O, "offer it"),
+            _O: (_KEPT, "already offered"),
+            _R: (_O, "we came to hold it (our own send): offer it instead of asking"),
+            _M: (_KEPT, "already being sent, which says more than an offer"),
+        },
+        # We lack something and a peer can give it.
+        Input.GOT_OFFER_MISSING: {
+            _N: (_R, "ask the peer that offered it"),
+            _O: (_KEPT, _NOT_HELD),
+            _R: (_KEPT, "already asked"),
+            _M: (_KEPT, _NOT_HELD),
+        },
+        Input.MISSING_PARENT: {
+            _N: (_R, "ask the peer that named it"),
+            _O: (_KEPT, _NOT_HELD),
+            _R: (_KEPT, "already asked"),
+            _M: (_KEPT, _NOT_HELD),
+        },
+        # The peer holds the message already.
+        Input.GOT_OFFER_HELD: {
+            _N: (_N, "the peer has it: nothing owed"),
+            _O: (_N, "the peer has it: stop offering (Go keeps offering)"),
+            _R: (_N, "stale: we hold it (our own send) and so does the peer; stop asking"),
+            _M: (_N, "the peer has it: stop sending"),
+        },
+        # The peer asks for it: the full message replaces the offer.
+        Input.GOT_REQUEST: {
+            _N: (_M, "asked: send it in the next payload"),
+            _O: (_M, "the message replaces the offer (Go keeps both)"),
+            _R: (_M, "stale: we came to hold it (our own send); send it"),
+            _M: (_M, "asked again: send it in the next payload"),
+        },
+        # Done with this peer.
+        Input.GOT_ACK: {
+            _N: (_N, "nothing owed: an ACK for a record we do not hold is a no-op"),
+            _O: (_N, "acknowledged: done"),
+            _R: (_KEPT, "an ACK of a message we asked for ends nothing: we still lack it"),
+            _M: (_N, "acknowledged: done"),
+        },
+        Input.GOT_MESSAGE_FROM_PEER: {
+            _N: (_N, "the peer has it: nothing owed"),
+            _O: (_N, "the peer has it: stop offering"),
+            _R: (_N, "answered"),
+            _M: (_N, "the peer has it: stop sending"),
+        },
+        Input.GOT_MESSAGE_ELSEWHERE: {
+            _N: (_N, "nothing owed"),
+            _O: (_KEPT, "this peer may still lack it"),
+            _R: (_N, "we hold it now: stop asking this peer too (no duplicate fetches)"),
+            _M: (_KEPT, "this peer may still lack it"),
+        },
+        Input.EXPIRED: {
+            _N: (_N, "nothing owed"),
+            _O: (_N, "deleted everywhere: never sent again"),
+            _R: (_N, "deleted everywhere: never asked for again"),
+            _M: (_N, "deleted everywhere: never sent again"),
+        },
+        # Our own transmissions and their fate.
+        Input.TRANSMITTED: {
+            _N: (_N, _NOTHING),
+            _O: (_O, "counted; the retransmission is due later"),
+            _R: (_R, "counted; the retransmission is due later, never past the timeout"),
+            _M: (_M, "counted; the retransmission is due later"),
+        },
+        Input.NOT_SENT: {
+            _N: (_N, _NOTHING),
+            _O: (_O, "uncounted: it never left; due again soon"),
+            _R: (_R, "uncounted: it never left; due again soon"),
+            _M: (_M, "uncounted: it never left; due again soon"),
+        },
+        Input.EXPORTED: {
+            _N: (_N, _NOTHING),
+            _O: (_O, "counted; unparked, due after twice the carrier's latency"),
+            _R: (_R, "counted; unparked, due after twice the carrier's latency"),
+            _M: (_M, "counted; unparked, due after twice the carrier's latency"),
+        },
+        Input.GIVE_UP: {
+            _N: (_N, _NOTHING),
+            _O: (_O, "parked: never due, until the peer is reset"),
+            _R: (_R, "parked: never due, until the peer is reset"),
+            _M: (_M, "parked: never due, until the peer is reset"),
+        },
+        Input.REARM: {
+            _N: (_N, _NOTHING),
+            _O: (_O, "its first transmission was never made: due in the next payload"),
+            _R: (_R, "due in the next payload, keeping its age"),
+            _M: (_M, "its first transmission was never made: due in the next payload"),
+        },
+        Input.RESET: {
+            _N: (_N, _NOTHING),
+            _O: (_O, "new again: unparked, never sent, due in the next payload"),
+            _R: (_R, "unparked and due in the next payload, keeping its age (no renewal)"),
+            _M: (_M, "new again: unparked, never sent, due in the next payload"),
+        },
+        Input.TIMED_OUT: {
+            _N: (_N, _NOTHING),
+            _O: (_KEPT, "only a REQUEST times out (the give-up policy parks the others)"),
+            _R: (_N, "unanswered for its timeout: stop asking"),
+            _M: (_KEPT, "only a REQUEST times out (the give-up policy parks the others)"),
+        },
+        Input.PEER_LEFT: {
+            _N: (_N, "nothing owed"),
+            _O: (_N, "not a member any more: owed nothing"),
+            _R: (_N, "not a member any more: not asked"),
+            _M: (_N, "not a member any more: owed nothing"),
+        },
+    }
+)
+
+# Inputs whose result sets the fields of a record, and what they set (see apply).
+_CREATES: Final = frozenset(
+    {
+        Input.SHARE_BATCH,
+        Input.SHARE_INTERACTIVE,
+        Input.GOT_OFFER_MISSING,
+        Input.MISSING_PARENT,
+        Input.GOT_REQUEST,
+    }
+)
+
+
+def blank(message_id: bytes, peer: bytes, group_id: bytes = b"") -> Record:
+    """The record of a (message, peer) pair that has none: pass it to :func:`apply`."""
+    return Record(message_id, peer, _N, group_id)
+
+
+def apply(
+    record: Record,
+    event: Input,
+    *,
+    epoch: int = 0,
+    due: int = 0,
+    group_id: bytes | None = None,
+) -> Record | None:
+    """Apply ``event`` to ``record``; return the new record, ``record`` itself if nothing
+    changes, or None if there is no record afterwards (delete it, or create none).
+
+    Args:
+        record: the current record; :func:`blank` when the pair has none.
+        event: what happened.
+        epoch: the current epoch (``TRANSMITTED``, ``EXPORTED``: the first transmission's).
+        due: the epoch the record is next due (every input that schedules it).
+        group_id: the message's group, for a record that is created or replaces a REQUEST
+            (default: the record's).
+
+    Raises:
+        LocalProtocolError: the pair is not in :data:`TRANSITIONS` (a bug in the engine).
+    """
+    step = TRANSITIONS.get((record.type, event))
+    if step is None:
+        raise LocalProtocolError(f"no transition for {record.type.name} + {event.name}")
+    to = step.to
+    if to is _N:
+        return None
+    if step.kept:
+        return record
+    r = record
+    if event in _CREATES:
+        if r.type is _N or r.type is _R:
+            # Created, or replacing a REQUEST: a new record, never sent.
+            group = r.group_id if group_id is None else group_id
+            return Record(r.message_id, r.peer, to, group, 0, due)
+        # Asked for what we offered or were sending: answered at once, the schedule's count
+        # and age go on.
+        return Record(r.message_id, r.peer, to, r.group_id, r.send_count, due, r.first_epoch)
+    if event is Input.TRANSMITTED:
+        first = epoch if r.first_epoch < 0 else r.first_epoch
+        return Record(r.message_id, r.peer, to, r.group_id, r.send_count + 1, due, first, r.parked)
+    if event is Input.NOT_SENT:
+        count = max(0, r.send_count - 1)
+        return Record(r.message_id, r.peer, to, r.group_id, count, due, r.first_epoch, r.parked)
+    if event is Input.EXPORTED:
+        first = epoch if r.first_epoch < 0 else r.first_epoch
+        at = max(r.send_epoch, due)
+        return Record(r.message_id, r.peer, to, r.group_id, r.send_count + 1, at, first)
+    if event is Input.GIVE_UP:
+        return Record(
+            r.message_id, r.peer, to, r.group_id, r.send_count, r.send_epoch, r.first_epoch, True
+        )
+    if event is Input.REARM or event is Input.RESET:
+        # A REQUEST keeps its age: a peer that reconnects does not renew what it was asked and
+        # never answered (request_timeout, missing_parent_timeout).
+        first = r.first_epoch if to is _R else -1
+        return Record(r.message_id, r.peer, to, r.group_id, 0, due, first)
+    raise LocalProtocolError(f"{event.name} cannot make a {to.name} record")
+
+
+def create(message_id: bytes, peer: bytes, group_id: bytes, event: Input, *, due: int) -> Record:
+    """The record ``event`` makes for a (message, peer) pair that has none, due at ``due``.
+
+    Raises:
+        LocalProtocolError: ``event`` makes no record from none (a bug in the engine).
+    """
+    return _made(apply(blank(message_id, peer, group_id), event, due=due), event)
+
+
+def step(
+    record: Record, event: Input, *, epoch: int = 0, due: int = 0, group_id: bytes | None = None
+) -> Record:
+    """:func:`apply` for an input that never ends the record it is applied to (``GOT_REQUEST``,
+    and ``TRANSMITTED``, ``NOT_SENT``, ``EXPORTED``, ``GIVE_UP``, ``REARM``, ``RESET`` on an
+    OFFER, REQUEST or MESSAGE).
+
+    Raises:
+        LocalProtocolError: the input ended the record (a bug in the engine).
+    """
+    return _made(apply(record, event, epoch=epoch, due=due, group_id=group_id), event)
+
+
+def _made(record: Record | None, event: Input) -> Record:
+    if record is None:
+        raise LocalProtocolError(f"{event.name} left no record where one was expected")
+    return record
 
 
 def transition(current: RecordType, event: Input) -> RecordType:
-    """Return the record type after ``event``; raises ``KeyError`` for an impossible pair."""
-    return TRANSITIONS[(current, event)]
+    """The record type after ``event`` (NONE: no record).
+
+    Raises:
+        LocalProtocolError: the pair is not in :data:`TRANSITIONS` (a bug in the engine).
+    """
+    step = TRANSITIONS.get((current, event))
+    if step is None:
+        raise LocalProtocolError(f"no transition for {current.name} + {event.name}")
+    return step.to

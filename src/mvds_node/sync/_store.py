@@ -23,30 +23,9 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Protocol, final
 
-from mvds_node.sync._state import RecordType
+from mvds_node.sync._state import Record, RecordType
 
 __all__ = ["MemoryStore", "Record", "Store", "StoredMessage"]
-
-
-@dataclass(slots=True)
-class Record:
-    """What we owe one peer for one message, and when we next transmit it."""
-
-    message_id: bytes
-    peer: bytes
-    type: RecordType
-    group_id: bytes
-    """The message's group; empty for a REQUEST of a message whose group we do not know yet."""
-    send_count: int = 0
-    send_epoch: int = 0
-    first_epoch: int = -1
-    """Epoch of the first transmission (-1 before it), for the give-up policy's age limit."""
-    parked: bool = False
-    """True once the give-up policy stopped it; parked records are never due."""
-
-    @property
-    def key(self) -> tuple[bytes, bytes]:
-        return (self.message_id, self.peer)
 
 
 @dataclass(frozen=True, slots=True)
