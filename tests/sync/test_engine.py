@@ -755,3 +755,32 @@ def test_peer_latency_stretches_retransmission_to_that_peer_only(
     a.reset_peer(B, now=130.0)
     to_b = [e for e in range(130, 140) if B in dict(a.payloads_to_send(now=float(e)))]
     assert to_b == [130, 132, 136]
+
+
+def test_a_peer_removed_and_added_again_starts_afresh() -> None:
+    """Nothing of a peer's in-memory state outlives its removal from its last group: its
+    carrier's latency and payload size, its live connection, its payload this epoch, its
+    ACKs and ephemeral messages."""
+    a = node(peers={B: Mode.BATCH, C: Mode.BATCH})
+    a.set_peer_latency(B, 30.0)
+    a.set_peer_max_payload(B, 200)
+    a.set_peer_reliable(B, True, now=0.0)
+    a.receive_payload(B, encode_payload([], [], [], [wire(1, b"from b")]), now=0.0)
+    a.send(G, b"ephemeral", now=0.0, timestamp=2, ephemeral=True)
+    assert set(drain(a, 0.0)) == {B, C}  # B had its payload in epoch 0
+    a.receive_payload(B, encode_payload([], [], [], [wire(3, b"again")]), now=0.0)
+    a.send(G, b"ephemeral 2", now=0.0, timestamp=4, ephemeral=True)
+    a.remove_peer(G, B)
+    a.add_peer(G, B, mode=Mode.BATCH)
+    # Nothing queued for it survived: only C is owed the ephemeral message, next epoch.
+    assert a.next_deadline() == 1.0
+    assert set(drain(a, 1.0)) == {C}
+    body = b"x" * 300
+    a.send(G, body, now=1.5, timestamp=5)
+    # Due in this epoch (no payload for it yet since it came back), whole (no 200-byte cut),
+    # and its record is new, not written as sent for a live connection.
+    out = [(peer, data) for peer, data in a.payloads_to_send(now=1.5) if peer == B]
+    assert [sent(data).messages for _, data in out] == [(mid_of(5, body),)]
+    # Retransmitted on the backoff's schedule, not the slow carrier's 60 epochs.
+    to_b = [e for e in range(2, 12) if B in dict(a.payloads_to_send(now=float(e)))]
+    assert to_b == [3, 7]

@@ -18,14 +18,14 @@ from mvds_node.sync._config import RelayPolicy as RelayPolicy
 from mvds_node.sync._config import SyncConfig as SyncConfig
 from mvds_node.sync._engine import Engine as Engine
 from mvds_node.sync._engine import EngineStatistics as EngineStatistics
-from mvds_node.sync._engine import ExportSnapshot as ExportSnapshot
-from mvds_node.sync._engine import SnapshotMessages as SnapshotMessages
 from mvds_node.sync._events import Event as Event
 from mvds_node.sync._events import GaveUp as GaveUp
 from mvds_node.sync._events import MessageAcked as MessageAcked
 from mvds_node.sync._events import MessageDelivered as MessageDelivered
 from mvds_node.sync._events import MessageExpired as MessageExpired
 from mvds_node.sync._events import PayloadRejected as PayloadRejected
+from mvds_node.sync._export import ExportSnapshot as ExportSnapshot
+from mvds_node.sync._export import SnapshotMessages as SnapshotMessages
 from mvds_node.sync._sqlite import SQLiteStore as SQLiteStore
 from mvds_node.sync._state import RecordType as RecordType
 from mvds_node.sync._store import MemoryStore as MemoryStore

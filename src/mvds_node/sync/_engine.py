@@ -50,7 +50,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from heapq import nsmallest
 from itertools import islice
-from typing import Final, final, overload
+from typing import Final, final
 
 from mvds_node.errors import LocalProtocolError
 from mvds_node.sync._config import DeliveryMode, MissingParents, Mode, RelayPolicy, SyncConfig
@@ -62,6 +62,10 @@ from mvds_node.sync._events import (
     MessageExpired,
     PayloadRejected,
 )
+from mvds_node.sync._export import ExportSnapshot as ExportSnapshot
+from mvds_node.sync._export import SnapshotMessages as SnapshotMessages
+from mvds_node.sync._export import exported_records, take_snapshot
+from mvds_node.sync._peers import Peers, PeerState
 from mvds_node.sync._state import (
     TRANSITIONS,
     Input,
@@ -218,86 +222,6 @@ class _Outgoing:
     messages: list[bytes]
 
 
-_EXPORT_CHUNK: Final = 256
-"""Messages read from the store at once while a snapshot is taken or its messages are read."""
-
-
-@final
-class SnapshotMessages(Sequence[bytes]):
-    """The wire encodings of a snapshot's messages, read from the store when asked for.
-
-    A snapshot holds the IDs and sizes only, so exporting thousands of large messages never
-    holds them in memory at once: a carrier asks for a slice (one payload's worth) at a time.
-    Read them before anything deletes messages from the store (a message gone meanwhile, by
-    expiry, is left out of the slice that names it).
-    """
-
-    __slots__ = ("_store", "ids", "sizes")
-
-    def __init__(self, store: Store, ids: tuple[bytes, ...], sizes: tuple[int, ...]) -> None:
-        self._store = store
-        self.ids = ids
-        """Message IDs, parents before their children."""
-        self.sizes = sizes
-        """The length of each wire encoding, to cut payloads before reading them."""
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    @overload
-    def __getitem__(self, index: int) -> bytes: ...
-    @overload
-    def __getitem__(self, index: slice) -> list[bytes]: ...
-    def __getitem__(self, index: int | slice) -> bytes | list[bytes]:
-        if isinstance(index, slice):
-            ids = self.ids[index]
-            found = self._store.get_wires(ids)
-            return [found[i] for i in ids if i in found]
-        mid = self.ids[index]
-        wire = self._store.get_wires([mid]).get(mid)
-        if wire is None:
-            raise LookupError(f"message {mid.hex()[:16]} is no longer in the store")
-        return wire
-
-    def __iter__(self) -> Iterator[bytes]:
-        for start in range(0, len(self.ids), _EXPORT_CHUNK):
-            yield from self[start : start + _EXPORT_CHUNK]
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, SnapshotMessages):
-            return self.ids == other.ids
-        if isinstance(other, tuple | list):
-            return list(self) == list(other)
-        return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"SnapshotMessages({len(self.ids)} messages, {sum(self.sizes)} bytes)"
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class ExportSnapshot:
-    """What some peers still need from us, taken for a one-way carrier (a bundle file).
-
-    Taking it changes nothing; :meth:`Engine.commit_export` marks it sent once the carrier holds
-    it for sure (the file is complete and on disk). Dropping it is the abort.
-    """
-
-    peers: tuple[bytes, ...]
-    messages: SnapshotMessages
-    """Wire encodings of the messages the peers lack (full messages, whatever the mode: a
-    one-way carrier cannot wait for a REQUEST), read from the store a slice at a time."""
-    requests: tuple[bytes, ...]
-    """IDs we are asking these peers for."""
-    acks: dict[bytes, tuple[bytes, ...]]
-    """Per peer, the IDs we acknowledge to it."""
-    prerequisites: tuple[bytes, ...]
-    """Parents of included messages that are not included: the reader should have them."""
-    records: tuple[Record, ...]
-
-
 @final
 class Engine:
     """One node's MVDS state machine.
@@ -319,27 +243,15 @@ class Engine:
         self._epoch = self._epoch0
         self.statistics = EngineStatistics()
         self._events: deque[Event] = deque()
-        # Per peer: the last epoch in which its payload went out complete.
-        self._done_epoch: dict[bytes, int] = {}
         self._drain_cut = False
-        self._acks: dict[bytes, dict[bytes, None]] = {}
-        self._ephemeral_out: dict[bytes, deque[bytes]] = {}
         self._seen_ephemeral: dict[bytes, None] = {}
-        self._min_gap: dict[bytes, int] = {}
-        # Peers on a reliable live carrier, and per peer the messages sent to it whose records
-        # were written as transmitted already (see set_peer_reliable): ID -> (kind, group).
-        self._reliable: set[bytes] = set()
-        self._fresh: dict[bytes, dict[bytes, tuple[RecordType, bytes]]] = {}
-        # Bytes of those messages' wires, about: a full payload's worth goes out without waiting
-        # for the next epoch (see _drain_fresh).
-        self._fresh_bytes: dict[bytes, int] = {}
-        self._peer_cap: dict[bytes, int] = {}
+        # Everything in memory about each peer, in one object per peer.
+        self._peers = Peers(ephemeral_queue=cfg.limits.max_ephemeral_queue)
         self._wall = 0
         self._stored_epoch = self._epoch0
         self._held_sender: dict[bytes, bytes] = {}
         # Membership.
         self._groups: dict[bytes, dict[bytes, Mode]] = {}
-        self._peer_groups: dict[bytes, set[bytes]] = {}
         for group, members in store.load_groups().items():
             self._groups[group] = {}
             for peer, mode in members.items():
@@ -354,11 +266,10 @@ class Engine:
         # parents given up on lately (Limits.abandoned_parents_window), oldest first.
         self._abandoned_for: dict[bytes, list[bytes]] = {}
         self._abandoned: dict[bytes, None] = {}
-        # The REQUEST records we hold, counted per peer and group; and the peers whose requests
-        # hit a bound, each with the counter to watch: the refusal is reported once, until that
-        # counter falls to half its bound.
+        # The REQUEST records we hold, counted per peer and group; and the bound a payload's
+        # requests hit, with the counter to watch (PeerState.full): the refusal is reported
+        # once, until that counter falls to half its bound.
         self._requests = self._load_requests()
-        self._full: dict[bytes, tuple[str, bytes]] = {}
         self._refusal: tuple[str, bytes] = ("", b"")
         cfg_limits = cfg.limits
         self._request_epochs = max(1, math.ceil(cfg.request_timeout / cfg.epoch_seconds))
@@ -395,8 +306,8 @@ class Engine:
 
     def _first_due(self, peer: bytes) -> int:
         """The epoch in which a new record for ``peer`` can go out."""
-        epoch = self._epoch
-        return epoch + 1 if self._done_epoch.get(peer) == epoch else epoch
+        state = self._peers.get(peer)
+        return self._epoch if state is None else state.first_due(self._epoch)
 
     def _schedule(self, epoch: int) -> None:
         nd = self._next_due
@@ -407,7 +318,7 @@ class Engine:
 
     def _join(self, group: bytes, peer: bytes, mode: Mode) -> None:
         self._groups[group][peer] = mode
-        self._peer_groups.setdefault(peer, set()).add(group)
+        self._peers.state(peer).groups.add(group)
 
     def add_group(self, group_id: bytes) -> None:
         """Start syncing a group (idempotent)."""
@@ -429,11 +340,7 @@ class Engine:
         with self._store.transaction():
             for peer in list(members):
                 self._drop_member_records(group_id, peer)
-                groups = self._peer_groups.get(peer)
-                if groups is not None:
-                    groups.discard(group_id)
-                    if not groups:
-                        del self._peer_groups[peer]
+                self._leave(group_id, peer)
             self._store.delete_group(group_id)
         self._frontier.pop(group_id, None)
 
@@ -461,21 +368,23 @@ class Engine:
             self._drop_member_records(group_id, peer)
             self._store.delete_member(group_id, peer)
         del members[peer]
-        groups = self._peer_groups[peer]
-        groups.discard(group_id)
-        if not groups:
-            del self._peer_groups[peer]
-            self._acks.pop(peer, None)
-            self._ephemeral_out.pop(peer, None)
-            self._fresh.pop(peer, None)
-            self._fresh_bytes.pop(peer, None)
-            self._full.pop(peer, None)
+        self._leave(group_id, peer)
+
+    def _leave(self, group_id: bytes, peer: bytes) -> None:
+        """``peer`` is no longer a member of ``group_id``; out of its last group, it is
+        forgotten: added again, it starts afresh."""
+        state = self._peers.get(peer)
+        if state is not None:
+            state.groups.discard(group_id)
+            if not state.groups:
+                del self._peers[peer]
 
     def _drop_member_records(self, group_id: bytes, peer: bytes) -> None:
         doomed = [
             r.key
             for r in self._store.records_for_peer(peer)
-            if r.group_id == group_id or (r.type is _REQUEST and len(self._peer_groups[peer]) == 1)
+            if r.group_id == group_id
+            or (r.type is _REQUEST and len(self._peers.groups_of(peer)) == 1)
         ]
         self._store.delete_records(doomed)
         requests = self._requests
@@ -495,10 +404,7 @@ class Engine:
         beyond the one passed to :meth:`payloads_to_send`. A single message larger than this
         still goes out alone in one payload, which such a carrier cannot take: the driver
         routes it over another carrier."""
-        if nbytes is None:
-            self._peer_cap.pop(peer, None)
-        else:
-            self._peer_cap[peer] = max(ID_RECORD_SIZE, nbytes)
+        self._peers.state(peer).cap = None if nbytes is None else max(ID_RECORD_SIZE, nbytes)
 
     def set_peer_latency(self, peer: bytes, seconds: float) -> None:
         """Declare how long the carrier to ``peer`` may take to deliver a payload.
@@ -507,10 +413,7 @@ class Engine:
         on a USB stick, days) does not cause a retransmission storm. 0 restores the default.
         """
         gap = math.ceil(2 * seconds / self._epoch_seconds) if seconds > 0 else 0
-        if gap:
-            self._min_gap[peer] = gap
-        else:
-            self._min_gap.pop(peer, None)
+        self._peers.state(peer).min_gap = gap
 
     def set_peer_reliable(self, peer: bytes, reliable: bool, *, now: float) -> None:
         """Declare whether ``peer`` is reached now over a reliable, live connection (TCP).
@@ -528,12 +431,11 @@ class Engine:
         Call ``payloads_to_send`` next.
         """
         self._advance(now)
+        state = self._peers.state(peer)
+        state.reliable = reliable
         if reliable:
-            self._reliable.add(peer)
             return
-        self._reliable.discard(peer)
-        self._fresh_bytes.pop(peer, None)
-        waiting = self._fresh.pop(peer, None)
+        waiting = state.drop_fresh()
         if not waiting:
             return
         records = list(self._store.get_records(list(waiting), peer).values())
@@ -542,9 +444,9 @@ class Engine:
     def _retransmit_epoch(self, peer: bytes, message_id: bytes, epoch: int, count: int) -> int:
         """When a record transmitted ``count`` times, the last in ``epoch``, is next due."""
         nxt = self._cfg.backoff.next_epoch(epoch=epoch, send_count=count, key=message_id + peer)
-        gap = self._min_gap.get(peer)
-        if gap is not None and nxt < epoch + gap:
-            nxt = epoch + gap
+        state = self._peers.get(peer)
+        if state is not None and nxt < epoch + state.min_gap:
+            nxt = epoch + state.min_gap
         return nxt
 
     # -------------------------------------------------------------- app input
@@ -591,12 +493,9 @@ class Engine:
             if parents:
                 raise LocalProtocolError("ephemeral messages have no parents")
             wire = encode_message(group_id, timestamp, body, ephemeral=True)
-            cap = limits.max_ephemeral_queue
+            peers = self._peers
             for peer in members:
-                queue = self._ephemeral_out.get(peer)
-                if queue is None:
-                    queue = self._ephemeral_out[peer] = deque(maxlen=cap)
-                queue.append(wire)
+                peers[peer].ephemeral.append(wire)
             return mid
         frontier = self._frontier[group_id]
         if parents is None:
@@ -703,21 +602,21 @@ class Engine:
         fresh: list[tuple[bytes, RecordType]] = []
         epoch = self._epoch
         cap = self._limits.max_pending_acks
+        peers = self._peers
         for peer, mode in self._groups[group_id].items():
             share = Input.SHARE_BATCH if mode is Mode.BATCH else Input.SHARE_INTERACTIVE
             kind = TRANSITIONS[(_NONE, share)].to
-            if peer in self._reliable:
-                waiting = self._fresh.get(peer)
-                if waiting is None or len(waiting) + len(ids) <= cap:
-                    # Written once, as transmitted; the transmission follows from memory.
-                    for mid in ids:
-                        due = self._retransmit_epoch(peer, mid, epoch, 1)
-                        new = create(mid, peer, group_id, share, due=due)
-                        records.append(step(new, Input.TRANSMITTED, epoch=epoch, due=due))
-                        self._schedule(due)
-                    fresh.append((peer, kind))
-                    continue
-            due = self._first_due(peer)
+            state = peers[peer]
+            if state.reliable and len(state.fresh) + len(ids) <= cap:
+                # Written once, as transmitted; the transmission follows from memory.
+                for mid in ids:
+                    due = self._retransmit_epoch(peer, mid, epoch, 1)
+                    new = create(mid, peer, group_id, share, due=due)
+                    records.append(step(new, Input.TRANSMITTED, epoch=epoch, due=due))
+                    self._schedule(due)
+                fresh.append((peer, kind))
+                continue
+            due = state.first_due(epoch)
             records.extend(create(mid, peer, group_id, share, due=due) for mid in ids)
             self._schedule(due)
         return records, fresh
@@ -730,12 +629,13 @@ class Engine:
         size: int,
     ) -> None:
         """Queue the first transmissions of ``ids`` (``size`` bytes of wires) to ``fresh``."""
-        fresh_bytes = self._fresh_bytes
+        peers = self._peers
         for peer, kind in fresh:
-            waiting = self._fresh.setdefault(peer, {})
+            state = peers[peer]
+            waiting = state.fresh
             for mid in ids:
                 waiting[mid] = (kind, group_id)
-            fresh_bytes[peer] = fresh_bytes.get(peer, 0) + size
+            state.fresh_bytes += size
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
@@ -762,11 +662,12 @@ class Engine:
         for group in self._groups:
             self._frontier[group] = dict.fromkeys(store.frontier(group))
         self._next_due = store.min_due_epoch()
-        for peer, waiting in self._fresh.items():
+        for state in self._peers.values():
+            waiting = state.fresh
             for mid in [m for m in waiting if not store.has_message(m)]:
                 del waiting[mid]
             if not waiting:
-                self._fresh_bytes.pop(peer, None)
+                state.fresh_bytes = 0
 
     def export_snapshot(self, peers: Sequence[bytes], *, now: float) -> ExportSnapshot:
         """Collect what ``peers`` still need from us, without marking anything sent.
@@ -776,48 +677,11 @@ class Engine:
         once it is safely written; until then nothing changes.
         """
         self._advance(now)
-        store = self._store
-        records: list[Record] = []
-        for peer in dict.fromkeys(peers):
-            records.extend(store.records_for_peer(peer))
-        # Records are kept in creation order, so parents come before their children. The
-        # bodies are read a chunk at a time and let go: the snapshot keeps IDs and sizes.
-        wanted = list(dict.fromkeys(r.message_id for r in records if r.type is not _REQUEST))
-        sizes: dict[bytes, int] = {}
-        prerequisites: dict[bytes, None] = {}
-        for start in range(0, len(wanted), _EXPORT_CHUNK):
-            chunk = wanted[start : start + _EXPORT_CHUNK]
-            found = store.get_wires(chunk)
-            for mid in chunk:
-                wire = found.get(mid)
-                if wire is None:
-                    continue
-                sizes[mid] = len(wire)
-                for p in decode_stored(wire).parents:
-                    if p not in sizes:
-                        prerequisites[p] = None
-        for mid in sizes:  # a parent named before it was seen (not in creation order)
-            prerequisites.pop(mid, None)
-        included = sizes.keys()
-        # ACK what we have of the groups we share with them: the ACK queue lives in memory, and
-        # a reader of a file cannot ask. An ACK for a message the peer did not send is ignored.
-        acks: dict[bytes, tuple[bytes, ...]] = {}
-        for peer in dict.fromkeys(peers):
-            ids = dict.fromkeys(self._acks.get(peer, {}))
-            for group in self._peer_groups.get(peer, ()):
-                ids.update(dict.fromkeys(store.recent_ids(group, self._limits.max_pending_acks)))
-            for mid in included:
-                ids.pop(mid, None)
-            if ids:
-                acks[peer] = tuple(ids)
-        return ExportSnapshot(
-            peers=tuple(dict.fromkeys(peers)),
-            messages=SnapshotMessages(store, tuple(sizes), tuple(sizes.values())),
-            requests=tuple(dict.fromkeys(r.message_id for r in records if r.type is _REQUEST)),
-            acks=acks,
-            prerequisites=tuple(prerequisites),
-            records=tuple(records),
-        )
+        wanted = tuple(dict.fromkeys(peers))
+        known = self._peers
+        groups = {peer: known.groups_of(peer) for peer in wanted}
+        acks = {peer: tuple(state.acks) for peer in wanted if (state := known.get(peer))}
+        return take_snapshot(self._store, wanted, groups, acks, self._limits)
 
     def commit_export(
         self, snapshot: ExportSnapshot, *, now: float, latency_seconds: float
@@ -831,19 +695,16 @@ class Engine:
         epoch = self._advance(now)
         gap = max(1, math.ceil(2 * latency_seconds / self._epoch_seconds))
         store = self._store
-        updates = []
-        for r in snapshot.records:
-            current = store.get_record(r.message_id, r.peer)
-            if current is None or current.type is not r.type:
-                continue
-            updates.append(step(current, Input.EXPORTED, epoch=epoch, due=epoch + gap))
+        updates = exported_records(store, snapshot, epoch=epoch, due=epoch + gap)
         with store.transaction():
             if updates:
                 store.put_records(updates)
         self._next_due = store.min_due_epoch()
+        peers = self._peers
         for peer, acks in snapshot.acks.items():
-            queue = self._acks.get(peer)
-            if queue:
+            state = peers.get(peer)
+            if state is not None and state.acks:
+                queue = state.acks
                 for mid in acks:
                     queue.pop(mid, None)
 
@@ -866,7 +727,8 @@ class Engine:
         self._advance(now)
         events = self._events.copy()
         stats = replace(self.statistics)
-        acks = dict(self._acks.get(peer, {}))
+        state = self._peers.get(peer)
+        acks = {} if state is None else dict(state.acks)
         seen = dict(self._seen_ephemeral)
         try:
             with self._store.transaction():
@@ -914,17 +776,14 @@ class Engine:
         stats.messages_delivered += kept
         self.statistics = stats
         # ACK only what the store holds.
-        queue = self._acks.get(peer)
-        if queue is not None:
-            for mid in queue:
+        state = self._peers.get(peer)
+        if state is not None:
+            for mid in state.acks:
                 if mid not in acks and store.has_message(mid):
                     acks[mid] = None
             while len(acks) > self._limits.max_pending_acks:
                 del acks[next(iter(acks))]
-            if acks:
-                self._acks[peer] = acks
-            else:
-                del self._acks[peer]
+            state.acks = acks
         self._seen_ephemeral = seen
         self._requests = self._load_requests()
         self._after_rollback()
@@ -961,15 +820,16 @@ class Engine:
             with store.transaction():
                 store.put_records(updates)
             self._schedule(epoch + max(1, retry_in_epochs))
+        state = self._peers.get(peer)
+        if state is None:
+            return  # it left its groups meanwhile: nothing is owed to it any more
         if decoded.acks:
-            queue = self._ack_queue(peer)
+            queue = self._ack_queue(state)
             for mid in decoded.acks:
                 queue[mid] = None
         for m in decoded.messages:
             if m.ephemeral:
-                self._ephemeral_out.setdefault(
-                    peer, deque(maxlen=self._limits.max_ephemeral_queue)
-                ).append(m.wire)
+                state.ephemeral.append(m.wire)
 
     def reset_peer(self, peer: bytes, *, now: float) -> int:
         """Re-arm every record for ``peer``: the application learned that it is back online.
@@ -979,8 +839,9 @@ class Engine:
         next.
         """
         self._advance(now)
-        self._fresh.pop(peer, None)  # their records are re-armed below
-        self._fresh_bytes.pop(peer, None)
+        state = self._peers.get(peer)
+        if state is not None:
+            state.drop_fresh()  # their records are re-armed below
         records = self._store.records_for_peer(peer)
         self._rearm(peer, records, Input.RESET)
         return len(records)
@@ -1056,7 +917,8 @@ class Engine:
         stats = self.statistics
         stats.payloads_received += 1
         stats.bytes_received += len(data)
-        if peer not in self._peer_groups:
+        state = self._peers.get(peer)
+        if state is None or not state.groups:
             self._reject(peer, "peer is not a member of any group", 1, whole=True)
             return
         decoded = decode_payload(data, self._limits)
@@ -1070,9 +932,9 @@ class Engine:
         puts: list[Record] = []
         refused: dict[str, int] = {}
         acked = False
-        full = self._full.get(peer)
+        full = state.full
         if full is not None and self._below_half(full):
-            del self._full[peer]  # the episode is over: a new refusal is reported again
+            state.full = None  # the episode is over: a new refusal is reported again
         try:
             with store.transaction():
                 if decoded.acks:
@@ -1100,8 +962,8 @@ class Engine:
             self._reject(peer, reason, n, whole=False)
         if refused:
             self.statistics.requests_refused += sum(refused.values())
-            if peer not in self._full:
-                self._full[peer] = self._refusal
+            if state.full is None:
+                state.full = self._refusal
                 for reason, n in refused.items():
                     self._reject(peer, reason, n, whole=False)
 
@@ -1123,7 +985,7 @@ class Engine:
         self, peer: bytes, requests: list[bytes], puts: list[Record], dropped: dict[str, int]
     ) -> None:
         store = self._store
-        peer_groups = self._peer_groups[peer]
+        peer_groups = self._peers.groups_of(peer)
         due = self._first_due(peer)
         for mid in requests:
             m = store.get_message(mid)
@@ -1176,7 +1038,7 @@ class Engine:
                     requests.discard(mid, peer)
                 if self._cfg.ack_offers_we_have:
                     if acks is None:
-                        acks = self._ack_queue(peer)
+                        acks = self._ack_queue(self._peers[peer])
                     acks[mid] = None
                 continue
             if r is None:
@@ -1229,11 +1091,10 @@ class Engine:
             return requests.per_group.get(key, 0) <= limits.max_requests_per_group // 2
         return requests.total <= limits.max_pending_requests // 2
 
-    def _ack_queue(self, peer: bytes) -> dict[bytes, None]:
-        q = self._acks.get(peer)
-        if q is None:
-            q = self._acks[peer] = {}
-        elif len(q) >= self._limits.max_pending_acks:
+    def _ack_queue(self, state: PeerState) -> dict[bytes, None]:
+        """The peer's ACK queue, with room for one more."""
+        q = state.acks
+        if len(q) >= self._limits.max_pending_acks:
             del q[next(iter(q))]
         return q
 
@@ -1252,7 +1113,7 @@ class Engine:
         consistent = self._cfg.delivery is DeliveryMode.CONSISTENT
         give_up_held = self._cfg.missing_parents is MissingParents.DELIVER
         relay = self._cfg.relay
-        acks = self._ack_queue(peer)
+        acks = self._ack_queue(self._peers[peer])
         ack_cap = self._limits.max_pending_acks
         wall = self._wall
         # A parent that comes later in this same payload is not missing: no REQUEST for it.
@@ -1581,19 +1442,16 @@ class Engine:
         nd = self._next_due
         if nd is not None and (best is None or nd < best):
             best = max(nd, epoch)
-        done = self._done_epoch
         full = self._limits.max_payload_bytes
-        fresh_bytes = self._fresh_bytes
-        for table in (self._acks, self._ephemeral_out, self._fresh):
-            for peer, q in table.items():
-                if q:
-                    e = epoch
-                    if done.get(peer) == epoch and not (
-                        table is self._fresh and fresh_bytes.get(peer, 0) >= full
-                    ):
-                        e = epoch + 1
-                    if best is None or e < best:
-                        best = e
+        for state in self._peers.values():
+            if state.acks or state.ephemeral or state.fresh:
+                # Due now, unless the peer had its payload this epoch (and no full payload's
+                # worth of first transmissions is waiting for it).
+                e = epoch
+                if state.done_epoch == epoch and not (state.fresh and state.fresh_bytes >= full):
+                    e = epoch + 1
+                if best is None or e < best:
+                    best = e
         return None if best is None else self._epoch_start(best)
 
     def payloads_to_send(
@@ -1618,42 +1476,45 @@ class Engine:
         used = 0
         cut = False
         store = self._store
-        done = self._done_epoch
+        peers = self._peers
         nd = self._next_due
         with store.transaction():
             if nd is not None and nd <= epoch:
                 used, cut = self._drain_records(epoch, budget, out)
                 self._next_due = store.min_due_epoch()
-            if self._fresh and not cut:
+            if not cut and any(state.fresh for state in peers.values()):
                 used, cut = self._drain_fresh(epoch, budget, used, out)
             if epoch != self._stored_epoch:
                 store.set_epoch(epoch)
                 self._stored_epoch = epoch
         # ACKs and ephemeral messages ride along, or go alone if nothing else is due.
-        for table, kind in ((self._acks, 0), (self._ephemeral_out, 1)):
-            for peer, q in table.items():
-                if not q or done.get(peer) == epoch:
-                    continue
+        for peer, state in peers.items():
+            if state.acks and state.done_epoch != epoch:
                 o = out.get(peer)
                 if o is None:
                     o = out[peer] = _Outgoing([], [], [], [])
-                if kind == 0:
-                    o.acks.extend(q)
-                    used += ID_RECORD_SIZE * len(q)
-                else:
-                    o.messages.extend(q)
-                q.clear()
+                o.acks.extend(state.acks)
+                used += ID_RECORD_SIZE * len(state.acks)
+                state.acks.clear()
+        for peer, state in peers.items():
+            if state.ephemeral and state.done_epoch != epoch:
+                o = out.get(peer)
+                if o is None:
+                    o = out[peer] = _Outgoing([], [], [], [])
+                o.messages.extend(state.ephemeral)
+                state.ephemeral.clear()
         self._drain_cut = cut
         result: list[tuple[bytes, bytes]] = []
         stats = self.statistics
         for peer, o in out.items():
-            if not cut:
-                done[peer] = epoch
+            to = peers.get(peer)
+            if not cut and to is not None:
+                to.done_epoch = epoch
             stats.acks_sent += len(o.acks)
             stats.offers_sent += len(o.offers)
             stats.requests_sent += len(o.requests)
             stats.messages_sent += len(o.messages)
-            peer_cap = self._peer_cap.get(peer)
+            peer_cap = None if to is None else to.cap
             peer_bytes = cap if peer_cap is None else min(cap, peer_cap)
             for data in _split(o, peer_bytes, self._limits.max_records_per_payload):
                 stats.payloads_sent += 1
@@ -1671,16 +1532,15 @@ class Engine:
         stored, while smaller sends still wait for the next epoch and go out together."""
         store = self._store
         groups = self._groups
-        done = self._done_epoch
         full = self._limits.max_payload_bytes
-        fresh_bytes = self._fresh_bytes
-        for peer, waiting in self._fresh.items():
-            if not waiting or (done.get(peer) == epoch and fresh_bytes.get(peer, 0) < full):
+        for peer, state in self._peers.items():
+            waiting = state.fresh
+            if not waiting or (state.done_epoch == epoch and state.fresh_bytes < full):
                 continue
             o = out.get(peer)
             if o is None:
                 o = out[peer] = _Outgoing([], [], [], [])
-            left = fresh_bytes.get(peer, 0)
+            left = state.fresh_bytes
             while waiting:
                 chunk = list(islice(waiting, _WIRES_AHEAD))
                 wires = store.get_wires([m for m in chunk if waiting[m][0] is _MESSAGE])
@@ -1699,9 +1559,9 @@ class Engine:
                         o.offers.append(mid)
                         used += ID_RECORD_SIZE
                     if used >= budget:
-                        fresh_bytes[peer] = max(0, left)
+                        state.fresh_bytes = max(0, left)
                         return used, True
-            fresh_bytes[peer] = 0
+            state.fresh_bytes = 0
         return used, False
 
     def _drain_records(
