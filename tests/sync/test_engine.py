@@ -578,14 +578,14 @@ def test_expired_message_is_deleted_everywhere_and_never_sent_again(
         B: Sent(messages=(mid, keep)),
         C: Sent(offers=(mid, keep)),
     }
-    assert a.next_expiry() == 5_000
-    assert a.expire(wall=4_999) == 0
+    a.handle_timer(now=0.5, wall=4_000)  # the wall clock: the expiry is 1 s away
+    assert a.next_deadline() == 1.5
+    a.handle_timer(now=1.499, wall=4_999)
     assert a.events() == []
-    assert a.expire(wall=5_000) == 1
+    a.handle_timer(now=1.5, wall=5_000)
     assert a.events() == [MessageExpired(mid, G)]
     assert not a.has_message(mid)
     assert a._store.records_for_message(mid) == []  # no peer is owed it any more
-    assert a.next_expiry() is None
     assert a.next_deadline() == 2.0  # the kept message's retransmission, as before
     # The remaining retransmissions (B at 2, 6, ...; C likewise) carry only the kept message,
     # and a REQUEST for the expired one is refused.
@@ -596,6 +596,36 @@ def test_expired_message_is_deleted_everywhere_and_never_sent_again(
         for s in drain(a, float(e)).values():
             seen.update(s.messages + s.offers)
     assert seen == {keep}
+
+
+def test_next_deadline_includes_expiry_and_follows_the_wall_clock() -> None:
+    a = node()
+    mid = a.send(G, b"m", now=0.0, timestamp=1, expires_at=10_000)
+    drain(a, 0.0)
+    a.receive_payload(B, encode_payload(acks=[mid]), now=0.5)
+    assert a.events() == [MessageAcked(mid, B)]
+    assert a.next_deadline() is None  # no wall clock yet: nothing to wake for
+    a.handle_timer(now=1.0, wall=1_000)
+    assert a.next_deadline() == 10.0  # one timer: the expiry, on the monotonic clock
+    a.handle_timer(now=2.0, wall=7_000)  # the wall clock jumped 5 s ahead
+    assert a.next_deadline() == 5.0
+    a.handle_timer(now=3.0, wall=2_000)  # and 6 s back
+    assert a.next_deadline() == 11.0
+    with pytest.warns(DeprecationWarning, match="next_expiry"):
+        assert a.next_expiry() == 10_000
+    a.handle_timer(now=11.0, wall=10_000)
+    assert a.events() == [MessageExpired(mid, G)]
+    assert a.next_deadline() is None
+
+
+def test_an_expiring_message_that_arrives_sets_the_next_deadline() -> None:
+    a = node()
+    a.handle_timer(now=0.0, wall=1_000)
+    a.receive_payload(B, encode_payload(messages=[wire(1, b"m", expires_at=4_000)]), now=0.0)
+    drain(a, 0.0)  # its ACK
+    assert a.next_deadline() == 3.0
+    a.handle_timer(now=3.0, wall=4_000)
+    assert [type(e) for e in a.events()] == [MessageDelivered, MessageExpired]
 
 
 def test_expiry_of_the_last_pending_message_leaves_nothing_to_wake_for() -> None:

@@ -71,6 +71,7 @@ PURE_STDLIB = frozenset(
         "struct",
         "types",
         "typing",
+        "warnings",
     }
 )
 ALLOWED_PACKAGES = (PACKAGE, "mvds_node.errors", "google.protobuf")

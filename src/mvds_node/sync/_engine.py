@@ -7,14 +7,16 @@ monotonic clock) and ``wall`` (Unix milliseconds, only for expiry)::
 
     engine.send(group, body, now=..., timestamp=...)       # app -> engine
     engine.receive_payload(peer, data, now=...)            # network -> engine
-    engine.handle_timer(now=...)                           # a deadline passed
-    engine.expire(wall=...)                                # wall clock moved
+    engine.handle_timer(now=..., wall=...)                 # a deadline passed
     engine.payloads_to_send(now=...) -> [(peer, bytes)]    # engine -> network
     engine.next_event() -> Event | None                    # engine -> app
     engine.next_deadline() -> float | None                 # when to call handle_timer
 
 A driver calls ``payloads_to_send`` and drains ``next_event`` after every input, then waits until
-``next_deadline()``. Nothing here blocks, sleeps or reads a clock.
+``next_deadline()``, the one timer: the next epoch with work and, once ``handle_timer`` has been
+given the wall clock, the next expiry (converted with the clocks' offset at that call, so a jump
+of the wall clock is corrected at the next wake-up). Nothing here blocks, sleeps or reads a
+clock.
 
 Time is cut into epochs of ``SyncConfig.epoch_seconds``. The epoch counter is stored, and after a
 restart it continues from the stored value, so a schedule measured in epochs resumes where it
@@ -45,6 +47,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -248,6 +251,10 @@ class Engine:
         # Everything in memory about each peer, in one object per peer.
         self._peers = Peers(ephemeral_queue=cfg.limits.max_ephemeral_queue)
         self._wall = 0
+        # The earliest expiry among stored messages (Unix ms), and the wall clock's offset from
+        # ``now`` (ms) at the last handle_timer that passed it: next_deadline includes expiry.
+        self._expiry: int | None = store.next_expiry()
+        self._wall_offset: float | None = None
         self._stored_epoch = self._epoch0
         self._held_sender: dict[bytes, bytes] = {}
         # Membership.
@@ -520,6 +527,8 @@ class Engine:
                 StoredMessage(mid, group_id, timestamp, wire, chosen, expires_at)
             ):
                 return mid  # the same group, timestamp and body: the same message
+            if expires_at:
+                self._note_expiry(expires_at)
             records, fresh = self._new_records(group_id, (mid,))
             if records:
                 store.put_records(records)
@@ -662,6 +671,7 @@ class Engine:
         for group in self._groups:
             self._frontier[group] = dict.fromkeys(store.frontier(group))
         self._next_due = store.min_due_epoch()
+        self._expiry = store.next_expiry()
         for state in self._peers.values():
             waiting = state.fresh
             for mid in [m for m in waiting if not store.has_message(m)]:
@@ -856,12 +866,27 @@ class Engine:
             self._store.put_records([step(r, event, due=due) for r in records])
         self._schedule(due)
 
-    def handle_timer(self, *, now: float) -> None:
+    def handle_timer(self, *, now: float, wall: int | None = None) -> None:
         """Tell the engine that time passed (a deadline from ``next_deadline`` was reached).
 
-        Call ``payloads_to_send`` next.
+        Args:
+            now: the driver's monotonic clock, as for every input.
+            wall: the wall clock (Unix ms), from a driver that has one: messages whose expiry
+                is at or before it are deleted (as by :meth:`expire`), and from then on
+                ``next_deadline`` includes the next expiry, converted to the ``now`` clock by
+                the two clocks' offset at this call. A wall clock that jumped is corrected at
+                the next call, so the driver waits on the one deadline and passes both clocks
+                at each wake-up.
+
+        Drain ``next_event`` and call ``payloads_to_send`` next.
         """
         self._advance(now)
+        if wall is None:
+            return
+        self._wall_offset = wall - now * 1000
+        expiry = self._expiry
+        if expiry is not None and expiry <= wall:
+            self.expire(wall=wall)
 
     def expire(self, *, wall: int) -> int:
         """Delete every message whose expiry is at or before ``wall`` (Unix ms); return the count.
@@ -879,6 +904,7 @@ class Engine:
             if not batch:
                 if count and self._next_due is not None:
                     self._next_due = store.min_due_epoch()  # their records are gone too
+                self._expiry = store.next_expiry()
                 return count
             with store.transaction():
                 for m in batch:
@@ -890,8 +916,24 @@ class Engine:
             self.statistics.expired += len(batch)
 
     def next_expiry(self) -> int | None:
-        """The earliest expiry (Unix ms) among stored messages, for scheduling ``expire``."""
+        """The earliest expiry (Unix ms) among stored messages.
+
+        Deprecated: pass ``wall`` to :meth:`handle_timer`, and ``next_deadline`` includes the
+        next expiry.
+        """
+        warnings.warn(
+            "Engine.next_expiry() is deprecated: pass wall= to handle_timer(), and "
+            "next_deadline() includes the next expiry",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return self._store.next_expiry()
+
+    def _note_expiry(self, expires_at: int) -> None:
+        """A message that expires at ``expires_at`` was stored: the next expiry may be sooner."""
+        expiry = self._expiry
+        if expiry is None or expires_at < expiry:
+            self._expiry = expires_at
 
     def _forget(self, m: StoredMessage) -> None:
         frontier = self._frontier.get(m.group_id)
@@ -1173,6 +1215,8 @@ class Engine:
                 # The peer has it: stop offering or sending it there; stop asking for it.
                 self._clear_records(peer, mid, deletes, set())
                 continue
+            if m.expires_at:
+                self._note_expiry(m.expires_at)
             if abandoned:
                 abandoned.pop(mid, None)  # it came after all
             # Peers we were asking offered it to us, so they have it too: no relay to them.
@@ -1433,7 +1477,9 @@ class Engine:
     def next_deadline(self) -> float | None:
         """When the engine next needs ``handle_timer`` (and a drain), or None if never.
 
-        A value at or before the current time means "drain now".
+        On the ``now`` clock: the start of the next epoch with something to send and, once
+        ``handle_timer`` was passed ``wall``, the next message expiry. A value at or before the
+        current time means "drain now".
         """
         epoch = self._epoch
         best: int | None = None
@@ -1452,7 +1498,14 @@ class Engine:
                     e = epoch + 1
                 if best is None or e < best:
                     best = e
-        return None if best is None else self._epoch_start(best)
+        at = None if best is None else self._epoch_start(best)
+        offset, expiry = self._wall_offset, self._expiry
+        if offset is not None and expiry is not None:
+            # The next expiry on the ``now`` clock, as of the last wall clock passed in.
+            when = (expiry - offset) / 1000
+            if at is None or when < at:
+                at = when
+        return at
 
     def payloads_to_send(
         self, *, now: float, max_payload_bytes: int | None = None
