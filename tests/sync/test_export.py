@@ -288,7 +288,7 @@ def test_receive_payloads_undo_requests_and_relay(tmp_path: Path) -> None:
     _, payloads = bundle_payloads(3)
     with pytest.raises(OSError, match="Input/output"):
         b.receive_payloads(A, failing([offer, *payloads], 2), now=0.0)
-    assert not b._requests.by_id and b._store.record_count() == 0
+    assert b.outstanding().requests == 0 and b._store.record_count() == 0
     assert b.next_deadline() is None and b.payloads_to_send(now=0.0) == []
     b._store.close()
 
@@ -301,7 +301,7 @@ def test_receive_payloads_undo_consistent_delivery_holds(tmp_path: Path) -> None
     b = engine(A, store=SQLiteStore(tmp_path / "b.db"), delivery=DeliveryMode.CONSISTENT)
     with pytest.raises(OSError, match="Input/output"):
         b.receive_payloads(A, failing([carry((child,))], 1), now=0.0)
-    assert b._missing == {} and b._waiting == {} and b._held_sender == {}
+    assert (b.outstanding().held, b.outstanding().missing_parents) == (0, 0)
     assert b.events() == [] and b._store.message_count() == 0
     b.receive_payloads(A, [carry((child,)), carry((parent,))], now=1.0)
     assert delivered(b) == [b"parent", b"child"]

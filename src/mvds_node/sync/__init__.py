@@ -18,6 +18,7 @@ from mvds_node.sync._config import RelayPolicy as RelayPolicy
 from mvds_node.sync._config import SyncConfig as SyncConfig
 from mvds_node.sync._engine import Engine as Engine
 from mvds_node.sync._engine import EngineStatistics as EngineStatistics
+from mvds_node.sync._engine import Outstanding as Outstanding
 from mvds_node.sync._events import Event as Event
 from mvds_node.sync._events import GaveUp as GaveUp
 from mvds_node.sync._events import MessageAcked as MessageAcked
@@ -55,6 +56,7 @@ __all__ = [
     "MessageExpired",
     "MissingParents",
     "Mode",
+    "Outstanding",
     "PayloadRejected",
     "Record",
     "RecordType",

@@ -51,11 +51,11 @@ import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from heapq import nsmallest
 from itertools import islice
 from typing import Final, final
 
 from mvds_node.errors import LocalProtocolError
+from mvds_node.sync._causal import Causal
 from mvds_node.sync._config import DeliveryMode, MissingParents, Mode, RelayPolicy, SyncConfig
 from mvds_node.sync._events import (
     Event,
@@ -69,6 +69,7 @@ from mvds_node.sync._export import ExportSnapshot as ExportSnapshot
 from mvds_node.sync._export import SnapshotMessages as SnapshotMessages
 from mvds_node.sync._export import exported_records, take_snapshot
 from mvds_node.sync._peers import Peers, PeerState
+from mvds_node.sync._requests import Requests
 from mvds_node.sync._state import (
     TRANSITIONS,
     Input,
@@ -85,33 +86,18 @@ from mvds_node.sync._wire import (
     ID_SIZE,
     DecodedMessage,
     decode_payload,
-    decode_stored,
     encode_message,
     encode_payload,
     message_id,
     payload_overhead,
 )
 
-__all__ = ["Engine", "EngineStatistics", "ExportSnapshot", "SnapshotMessages"]
+__all__ = ["Engine", "EngineStatistics", "ExportSnapshot", "Outstanding", "SnapshotMessages"]
 
 _NONE: Final = RecordType.NONE
 _OFFER: Final = RecordType.OFFER
 _REQUEST: Final = RecordType.REQUEST
 _MESSAGE: Final = RecordType.MESSAGE
-_PEER_FULL: Final = (
-    "offers and parents ignored: too many outstanding requests to this peer "
-    "(Limits.max_requests_per_peer); reported once until half of them are answered"
-)
-_GROUP_FULL: Final = (
-    "parents ignored: too many outstanding requests for missing parents in this group "
-    "(Limits.max_requests_per_group); reported once until half of them are answered"
-)
-_TOTAL_FULL: Final = (
-    "offers and parents ignored: too many outstanding requests in all "
-    "(Limits.max_pending_requests); reported once until half of them are answered"
-)
-_Delivery = tuple[bytes, bytes, int, bytes, tuple[bytes, ...], bytes, int, bool]
-"""What :meth:`Engine._deliver` takes: id, group, timestamp, body, parents, sender, expiry, held."""
 _OFFERS_UNANSWERED: Final = "offered messages not sent when requested (SyncConfig.request_timeout)"
 _PARENTS_UNANSWERED: Final = (
     "named parents nobody sent; gave up on them (SyncConfig.missing_parent_timeout)"
@@ -153,76 +139,29 @@ class EngineStatistics:
     """Missing parents given up on (no REQUEST for them left)."""
 
 
-@final
-class _Requests:
-    """The REQUEST records we hold, counted per peer and per group, to bound them.
-
-    Kept in memory beside the store (rebuilt from it at start-up and after a rollback), and
-    updated at every change of a REQUEST record, so that checking a bound costs a dict lookup.
-    """
-
-    __slots__ = ("by_id", "per_group", "per_peer", "total")
-
-    def __init__(self) -> None:
-        self.by_id: dict[bytes, dict[bytes, bytes]] = {}
-        """Message ID -> {peer asked -> group (empty: not known, a REQUEST from an offer)}."""
-        self.per_peer: dict[bytes, int] = {}
-        self.per_group: dict[bytes, int] = {}
-        self.total = 0
-
-    def __contains__(self, message_id: bytes) -> bool:
-        return message_id in self.by_id
-
-    def asks(self, message_id: bytes, peer: bytes) -> bool:
-        """Whether we have a REQUEST for ``message_id`` to ``peer``."""
-        peers = self.by_id.get(message_id)
-        return peers is not None and peer in peers
-
-    def add(self, message_id: bytes, peer: bytes, group: bytes) -> None:
-        peers = self.by_id.get(message_id)
-        if peers is None:
-            peers = self.by_id[message_id] = {}
-        elif peer in peers:
-            return
-        peers[peer] = group
-        self.per_peer[peer] = self.per_peer.get(peer, 0) + 1
-        if group:
-            self.per_group[group] = self.per_group.get(group, 0) + 1
-        self.total += 1
-
-    def discard(self, message_id: bytes, peer: bytes) -> None:
-        peers = self.by_id.get(message_id)
-        if peers is None:
-            return
-        group = peers.pop(peer, None)
-        if group is None:
-            return
-        if not peers:
-            del self.by_id[message_id]
-        _decrement(self.per_peer, peer)
-        if group:
-            _decrement(self.per_group, group)
-        self.total -= 1
-
-    def discard_all(self, message_id: bytes) -> None:
-        for peer in list(self.by_id.get(message_id, ())):
-            self.discard(message_id, peer)
-
-
-def _decrement(counts: dict[bytes, int], key: bytes) -> None:
-    n = counts[key] - 1
-    if n:
-        counts[key] = n
-    else:
-        del counts[key]
-
-
 @dataclass(slots=True)
 class _Outgoing:
     acks: list[bytes]
     offers: list[bytes]
     requests: list[bytes]
     messages: list[bytes]
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Outstanding:
+    """What the engine is waiting for, as of :meth:`Engine.outstanding` (a snapshot)."""
+
+    requests: int
+    """REQUEST records in all."""
+    requests_per_peer: dict[bytes, int]
+    """REQUEST records per peer asked."""
+    requests_per_group: dict[bytes, int]
+    """REQUEST records for missing parents, per group."""
+    held: int
+    """Messages held by consistent delivery until their parents are delivered."""
+    missing_parents: int
+    """Parents that held messages wait for."""
 
 
 @final
@@ -256,44 +195,24 @@ class Engine:
         self._expiry: int | None = store.next_expiry()
         self._wall_offset: float | None = None
         self._stored_epoch = self._epoch0
-        self._held_sender: dict[bytes, bytes] = {}
         # Membership.
         self._groups: dict[bytes, dict[bytes, Mode]] = {}
         for group, members in store.load_groups().items():
             self._groups[group] = {}
             for peer, mode in members.items():
                 self._join(group, peer, Mode(mode))
-        # Causal frontier per group (ordered set), and consistent delivery's bookkeeping.
-        self._frontier: dict[bytes, dict[bytes, None]] = {
-            g: dict.fromkeys(store.frontier(g)) for g in self._groups
-        }
-        self._missing: dict[bytes, int] = {}
-        self._waiting: dict[bytes, list[bytes]] = {}
-        # Held messages -> the parents we gave up on for them (MissingParents.DELIVER), and
-        # parents given up on lately (Limits.abandoned_parents_window), oldest first.
-        self._abandoned_for: dict[bytes, list[bytes]] = {}
-        self._abandoned: dict[bytes, None] = {}
+        # Causal frontier per group, and consistent delivery's held messages.
+        self._causal = Causal(store, cfg, self._delivered)
+        for group in self._groups:
+            self._causal.load_frontier(group)
         # The REQUEST records we hold, counted per peer and group; and the bound a payload's
         # requests hit, with the counter to watch (PeerState.full): the refusal is reported
         # once, until that counter falls to half its bound.
-        self._requests = self._load_requests()
-        self._refusal: tuple[str, bytes] = ("", b"")
-        cfg_limits = cfg.limits
+        self._requests = Requests.load(store, cfg.limits)
         self._request_epochs = max(1, math.ceil(cfg.request_timeout / cfg.epoch_seconds))
         self._parent_epochs = max(1, math.ceil(cfg.missing_parent_timeout / cfg.epoch_seconds))
-        self._per_peer_cap = cfg_limits.max_requests_per_peer
         self._next_due: int | None = store.min_due_epoch()
-        self._restore_held()
-
-    def _load_requests(self) -> _Requests:
-        """Count the REQUEST records in the store (at start-up and after a rollback)."""
-        requests = _Requests()
-        store = self._store
-        for mid in dict.fromkeys(store.request_ids()):
-            for r in store.records_for_message(mid):
-                if r.type is _REQUEST:
-                    requests.add(mid, r.peer, r.group_id)
-        return requests
+        self._causal.restore_held(self._requests)
 
     # ------------------------------------------------------------------ clock
 
@@ -337,7 +256,7 @@ class Engine:
             return
         self._store.put_group(group_id)
         self._groups[group_id] = {}
-        self._frontier[group_id] = dict.fromkeys(self._store.frontier(group_id))
+        self._causal.load_frontier(group_id)
 
     def remove_group(self, group_id: bytes) -> None:
         """Stop syncing a group; stored messages stay, pending records for it stop."""
@@ -349,7 +268,7 @@ class Engine:
                 self._drop_member_records(group_id, peer)
                 self._leave(group_id, peer)
             self._store.delete_group(group_id)
-        self._frontier.pop(group_id, None)
+        self._causal.drop_group(group_id)
 
     def add_peer(self, group_id: bytes, peer: bytes, *, mode: Mode = Mode.BATCH) -> None:
         """Add ``peer`` to a group, or change its mode.
@@ -401,6 +320,18 @@ class Engine:
     def has_message(self, message_id: bytes) -> bool:
         """Whether the message is stored here (received or sent, and not expired)."""
         return self._store.has_message(message_id)
+
+    def outstanding(self) -> Outstanding:
+        """What the engine waits for now: its REQUESTs, counted as the request bounds count
+        them, and the messages consistent delivery holds."""
+        requests, causal = self._requests, self._causal
+        return Outstanding(
+            requests=requests.total,
+            requests_per_peer=dict(requests.per_peer),
+            requests_per_group=dict(requests.per_group),
+            held=len(causal.missing),
+            missing_parents=len(causal.waiting),
+        )
 
     def groups(self) -> dict[bytes, dict[bytes, Mode]]:
         """A copy of the group table: group ID -> {peer -> mode}."""
@@ -504,14 +435,9 @@ class Engine:
             for peer in members:
                 peers[peer].ephemeral.append(wire)
             return mid
-        frontier = self._frontier[group_id]
+        causal = self._causal
         if parents is None:
-            cap = limits.max_parents
-            # The smallest IDs, so that the choice is deterministic; a partial sort when the
-            # frontier is wide (many concurrent messages), where a full sort per send would cost.
-            chosen = (
-                tuple(sorted(frontier)) if len(frontier) <= cap else tuple(nsmallest(cap, frontier))
-            )
+            chosen = causal.choose_parents(group_id)
         else:
             chosen = tuple(parents)
             if len(chosen) > limits.max_parents or any(len(p) != ID_SIZE for p in chosen):
@@ -536,9 +462,7 @@ class Engine:
         if not expires_at:
             # An expiring message is never a parent, so it cannot stand in for the messages it
             # names: they stay in the frontier, and the next message names them.
-            for p in chosen:
-                frontier.pop(p, None)
-            frontier[mid] = None
+            causal.sent(group_id, chosen, mid)
         return mid
 
     def send_many(
@@ -579,9 +503,7 @@ class Engine:
         """:meth:`send_many` when none of ``ids`` is stored yet; False (nothing done) if one is."""
         if not ids:
             return True
-        frontier = self._frontier[group_id]
-        cap = self._limits.max_parents
-        first = tuple(sorted(frontier)) if len(frontier) <= cap else tuple(nsmallest(cap, frontier))
+        first = self._causal.choose_parents(group_id)
         messages = []
         parents: tuple[bytes, ...] = first
         for mid, body in zip(ids, bodies, strict=True):
@@ -594,9 +516,7 @@ class Engine:
         records, fresh = self._new_records(group_id, ids)
         if records:
             store.put_records(records)
-        for p in first:
-            frontier.pop(p, None)
-        frontier[ids[-1]] = None
+        self._causal.sent(group_id, first, ids[-1])
         size = sum(len(m.wire) for m in messages) if fresh else 0
         self._note_fresh(fresh, group_id, ids, size)
         return True
@@ -669,7 +589,7 @@ class Engine:
         drop first transmissions queued for messages that are gone."""
         store = self._store
         for group in self._groups:
-            self._frontier[group] = dict.fromkeys(store.frontier(group))
+            self._causal.load_frontier(group)
         self._next_due = store.min_due_epoch()
         self._expiry = store.next_expiry()
         for state in self._peers.values():
@@ -795,14 +715,9 @@ class Engine:
                 del acks[next(iter(acks))]
             state.acks = acks
         self._seen_ephemeral = seen
-        self._requests = self._load_requests()
+        self._requests = Requests.load(self._store, self._limits)
         self._after_rollback()
-        senders = self._held_sender
-        self._missing = {}
-        self._waiting = {}
-        self._abandoned_for = {}
-        self._restore_held()
-        self._held_sender = {m: p for m, p in senders.items() if m in self._missing}
+        self._causal.reload(self._requests)
 
     def payload_not_sent(
         self, peer: bytes, payload: bytes, *, now: float, retry_in_epochs: int = 1
@@ -910,7 +825,8 @@ class Engine:
                 for m in batch:
                     store.delete_message(m.id)
             for m in batch:
-                self._forget(m)
+                self._causal.forget(m)
+                self._requests.discard_all(m.id)  # delete_message took every record about it
                 self._push(MessageExpired(m.id, m.group_id))
             count += len(batch)
             self.statistics.expired += len(batch)
@@ -934,16 +850,6 @@ class Engine:
         expiry = self._expiry
         if expiry is None or expires_at < expiry:
             self._expiry = expires_at
-
-    def _forget(self, m: StoredMessage) -> None:
-        frontier = self._frontier.get(m.group_id)
-        if frontier is not None:
-            frontier.pop(m.id, None)
-        self._missing.pop(m.id, None)
-        self._waiting.pop(m.id, None)
-        self._held_sender.pop(m.id, None)
-        self._abandoned_for.pop(m.id, None)
-        self._requests.discard_all(m.id)  # delete_message took every record about it
 
     # ---------------------------------------------------------- network input
 
@@ -975,7 +881,7 @@ class Engine:
         refused: dict[str, int] = {}
         acked = False
         full = state.full
-        if full is not None and self._below_half(full):
+        if full is not None and self._requests.below_half(full):
             state.full = None  # the episode is over: a new refusal is reported again
         try:
             with store.transaction():
@@ -995,7 +901,7 @@ class Engine:
                     store.put_records(puts)
         except BaseException:
             # The store rolled back (or may have): count the REQUESTs it holds again.
-            self._requests = self._load_requests()
+            self._requests = Requests.load(self._store, self._limits)
             raise
         if (deletes or acked) and self._next_due is not None:
             # What was acknowledged or answered may have been the next record due.
@@ -1005,7 +911,7 @@ class Engine:
         if refused:
             self.statistics.requests_refused += sum(refused.values())
             if state.full is None:
-                state.full = self._refusal
+                state.full = self._requests.refusal
                 for reason, n in refused.items():
                     self._reject(peer, reason, n, whole=False)
 
@@ -1084,7 +990,7 @@ class Engine:
                     acks[mid] = None
                 continue
             if r is None:
-                reason = self._refuse_request(peer, b"", refused)
+                reason = self._requests.refuse(peer, b"", refused)
                 if reason is not None:
                     # Nothing frees room within this payload: the rest of its offers are
                     # ignored without looking them up (a flood costs what the bound allows).
@@ -1102,36 +1008,6 @@ class Engine:
                     requests.discard(mid, peer)
                 elif new is not r:
                     puts.append(new)
-
-    def _refuse_request(self, peer: bytes, group: bytes, refused: dict[str, int]) -> str | None:
-        """None if one more REQUEST to ``peer`` (for a parent in ``group``, or an offer: empty)
-        fits under the request bounds; otherwise the reason, counted in ``refused``, with the
-        episode noted (see ``_full``)."""
-        requests = self._requests
-        limits = self._limits
-        if requests.per_peer.get(peer, 0) >= self._per_peer_cap:
-            reason, key = _PEER_FULL, peer
-        elif group and requests.per_group.get(group, 0) >= limits.max_requests_per_group:
-            reason, key = _GROUP_FULL, group
-        elif requests.total >= limits.max_pending_requests:
-            reason, key = _TOTAL_FULL, b""
-        else:
-            return None
-        if not refused:
-            self._refusal = (reason, key)  # opens an episode, unless one is open
-        refused[reason] = refused.get(reason, 0) + 1
-        return reason
-
-    def _below_half(self, full: tuple[str, bytes]) -> bool:
-        """Whether the counter that refused a peer's requests fell to half its bound."""
-        reason, key = full
-        requests = self._requests
-        limits = self._limits
-        if reason is _PEER_FULL:
-            return requests.per_peer.get(key, 0) <= self._per_peer_cap // 2
-        if reason is _GROUP_FULL:
-            return requests.per_group.get(key, 0) <= limits.max_requests_per_group // 2
-        return requests.total <= limits.max_pending_requests // 2
 
     def _ack_queue(self, state: PeerState) -> dict[bytes, None]:
         """The peer's ACK queue, with room for one more."""
@@ -1161,7 +1037,8 @@ class Engine:
         # A parent that comes later in this same payload is not missing: no REQUEST for it.
         arriving = {m.id for m in messages} if len(messages) > 1 else ()
         requests = self._requests
-        abandoned = self._abandoned
+        causal = self._causal
+        abandoned = causal.abandoned
         # Parents named by earlier messages of this payload that were not stored then: when one
         # of them arrives, it already has a child (no query needed to know it).
         referenced: set[bytes] = set()
@@ -1183,7 +1060,7 @@ class Engine:
                     # An answer all the same (we asked for it as an offer or as a parent, and
                     # it came ephemeral): stop asking, and release what waited for it.
                     self._clear_records(peer, mid, deletes, set())
-                    self._release_children(mid)
+                    causal.release_children(mid)
                 continue
             if len(acks) >= ack_cap:
                 del acks[next(iter(acks))]
@@ -1195,17 +1072,8 @@ class Engine:
                 if was_requested:  # already expired here: stop asking, never store it
                     self._clear_records(peer, mid, deletes, set())
                 continue
-            frontier = self._frontier[m.group_id]
-            held: list[bytes] = []
-            if consistent:
-                missing_parents = self._missing
-                # A parent in the frontier is stored and delivered: no query needed for the
-                # common case of a message whose parent is the one before it.
-                held = [
-                    p
-                    for p in m.parents
-                    if p not in frontier and (p in missing_parents or not store.has_message(p))
-                ]
+            frontier = causal.frontier[m.group_id]
+            held = causal.held_parents(m.group_id, m.parents) if consistent else []
             if not store.add_message(
                 StoredMessage(
                     mid, m.group_id, m.timestamp, m.wire, m.parents, m.expires_at, not held
@@ -1248,7 +1116,7 @@ class Engine:
                     continue
                 if requests.asks(p, peer) or store.has_message(p):
                     continue
-                if p in abandoned or self._refuse_request(peer, m.group_id, refused):
+                if p in abandoned or self._requests.refuse(peer, m.group_id, refused):
                     if p not in requests:
                         gone.append(p)
                     continue
@@ -1257,20 +1125,17 @@ class Engine:
                 requests.add(p, peer, m.group_id)
                 self._schedule(due)
             if held and gone and give_up_held:
-                self._abandoned_for[mid] = gone
+                causal.abandoned_for[mid] = gone
                 held = [p for p in held if p not in gone]
                 if not held:  # stored as held: delivered now, without those parents
-                    self._deliver(
+                    causal.deliver(
                         mid, m.group_id, m.timestamp, m.body, m.parents, peer, m.expires_at, True
                     )
                     continue
             if held:
-                self._held_sender[mid] = peer
-                self._missing[mid] = len(held)
-                for p in held:
-                    self._waiting.setdefault(p, []).append(mid)
+                causal.hold(mid, peer, held)
             else:
-                self._deliver(
+                causal.deliver(
                     mid,
                     m.group_id,
                     m.timestamp,
@@ -1307,148 +1172,11 @@ class Engine:
             MessageDelivered(m.id, m.group_id, m.timestamp, m.body, (), True, peer, m.expires_at)
         )
 
-    def _release_children(self, parent: bytes) -> None:
-        """``parent`` was delivered outside ``_deliver`` (it came ephemeral) or given up on:
-        deliver the held messages that waited only for it."""
-        for child in self._ready_children(parent):
-            self._deliver_held(child)
-
-    def _ready_children(self, parent: bytes) -> list[bytes]:
-        """Count ``parent`` as no longer missing; return the held children now ready, in the
-        order they were held."""
-        children = self._waiting.pop(parent, None)
-        if not children:
-            return []
-        ready = []
-        missing = self._missing
-        for child in children:
-            left = missing.get(child)
-            if left is None:
-                continue
-            if left > 1:
-                missing[child] = left - 1
-                continue
-            del missing[child]
-            ready.append(child)
-        return ready
-
-    def _deliver_held(self, child: bytes) -> None:
-        held = self._held_delivery(child)
-        if held is not None:
-            self._deliver(*held)
-
-    def _held_delivery(self, child: bytes) -> _Delivery | None:
-        """The arguments of :meth:`_deliver` for a held message, read back from the store."""
-        stored = self._store.get_message(child)
-        if stored is None:
-            return None
-        c = decode_stored(stored.wire)
-        return (
-            child,
-            stored.group_id,
-            stored.timestamp,
-            c.body,
-            stored.parents,
-            self._held_sender.pop(child, b""),
-            stored.expires_at,
-            True,
-        )
-
-    def _give_up_parent(self, parent: bytes) -> None:
-        """No REQUEST for the missing ``parent`` is left: remember it (so that naming it again
-        does not renew the asking) and, with ``MissingParents.DELIVER``, deliver the held
-        messages that waited only for it, marked."""
-        abandoned = self._abandoned
-        abandoned[parent] = None
-        if len(abandoned) > self._limits.abandoned_parents_window:
-            del abandoned[next(iter(abandoned))]
-        self.statistics.parents_abandoned += 1
-        if self._cfg.missing_parents is not MissingParents.DELIVER or parent not in self._waiting:
-            return
-        for child in self._waiting.get(parent, ()):
-            if child in self._missing:
-                self._abandoned_for.setdefault(child, []).append(parent)
-        self._release_children(parent)
-
-    def _deliver(
-        self,
-        mid: bytes,
-        group_id: bytes,
-        timestamp: int,
-        body: bytes,
-        parents: tuple[bytes, ...],
-        sender: bytes,
-        expires_at: int,
-        was_held: bool,
-        *,
-        maybe_parent: bool = True,
-    ) -> None:
-        """Hand a message to the app, then every held message that was waiting only for it.
-
-        ``maybe_parent=False`` says no stored message can name this one as a parent yet (it
-        was neither requested nor named earlier in its payload), which saves a query.
-        """
-        stack: list[_Delivery] = [
-            (mid, group_id, timestamp, body, parents, sender, expires_at, was_held)
-        ]
-        first = True
-        store = self._store
-        abandoned_for = self._abandoned_for
-        while stack:
-            mid, group_id, timestamp, body, parents, sender, expires_at, was_held = stack.pop()
-            if was_held:
-                store.mark_delivered(mid)
-            frontier = self._frontier.get(group_id)
-            if frontier is not None:
-                if not expires_at:  # an expiring child is never a parent: its parents stay
-                    for p in parents:
-                        frontier.pop(p, None)
-                check = maybe_parent or not first
-                if not expires_at and not (check and store.is_parent(mid)):
-                    frontier[mid] = None
-            first = False
-            self.statistics.messages_delivered += 1
-            gone = tuple(abandoned_for.pop(mid, ())) if abandoned_for else ()
-            self._push(
-                MessageDelivered(
-                    mid, group_id, timestamp, body, parents, False, sender, expires_at, gone
-                )
-            )
-            ready = self._ready_children(mid)
-            # Reverse so that the first-held child is delivered first.
-            for child in reversed(ready):
-                held = self._held_delivery(child)
-                if held is not None:
-                    stack.append(held)
-
-    def _restore_held(self) -> None:
-        store = self._store
-        held = store.undelivered()
-        held_ids = {m.id for m in held}
-        give_up = self._cfg.missing_parents is MissingParents.DELIVER
-        requests = self._requests
-        for m in held:
-            missing = [p for p in m.parents if p in held_ids or not store.has_message(p)]
-            if give_up:
-                # A parent nobody is asked for any more was given up on before the restart.
-                gone = [p for p in missing if p not in held_ids and p not in requests]
-                if gone:
-                    self._abandoned_for[m.id] = gone
-                    missing = [p for p in missing if p not in gone]
-            if missing:
-                self._missing[m.id] = len(missing)
-                for p in missing:
-                    self._waiting.setdefault(p, []).append(m.id)
-        for m in held:
-            if m.id not in self._missing:
-                # All parents arrived (or were given up on) before a crash cut the delivery
-                # short.
-                c = decode_stored(m.wire)
-                self._deliver(
-                    m.id, m.group_id, m.timestamp, c.body, m.parents, b"", m.expires_at, True
-                )
-
     # ----------------------------------------------------------------- output
+
+    def _delivered(self, event: MessageDelivered) -> None:
+        self.statistics.messages_delivered += 1
+        self._push(event)
 
     def _push(self, event: Event) -> None:
         events = self._events
@@ -1721,11 +1449,12 @@ class Engine:
         for r in records:
             mid = r.message_id
             requests.discard(mid, r.peer)
-            parent = bool(r.group_id) or mid in self._waiting
+            parent = bool(r.group_id) or mid in self._causal.waiting
             key = (r.peer, _PARENTS_UNANSWERED if parent else _OFFERS_UNANSWERED)
             reports[key] = reports.get(key, 0) + 1
             if parent and mid not in requests:
-                self._give_up_parent(mid)
+                self.statistics.parents_abandoned += 1
+                self._causal.give_up_parent(mid)
         for (peer, reason), n in reports.items():
             self._reject(peer, reason, n, whole=False)
 
