@@ -51,12 +51,12 @@ import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from itertools import islice
 from typing import Final, final
 
 from mvds_node.errors import LocalProtocolError
 from mvds_node.sync._causal import Causal
 from mvds_node.sync._config import DeliveryMode, MissingParents, Mode, RelayPolicy, SyncConfig
+from mvds_node.sync._drain import Drain, Outgoing, split
 from mvds_node.sync._events import (
     Event,
     GaveUp,
@@ -87,9 +87,7 @@ from mvds_node.sync._wire import (
     DecodedMessage,
     decode_payload,
     encode_message,
-    encode_payload,
     message_id,
-    payload_overhead,
 )
 
 __all__ = ["Engine", "EngineStatistics", "ExportSnapshot", "Outstanding", "SnapshotMessages"]
@@ -106,8 +104,6 @@ _PARENTS_UNANSWERED: Final = (
 _ENDED_BY_ACK: Final = frozenset(
     t for t in RecordType if t is not _NONE and TRANSITIONS[(t, Input.GOT_ACK)].to is _NONE
 )
-_DUE_CHUNK: Final = 4096
-_WIRES_AHEAD: Final = 64
 _EXPIRE_CHUNK: Final = 1024
 
 
@@ -137,14 +133,6 @@ class EngineStatistics:
     """REQUESTs dropped unanswered after ``request_timeout`` or ``missing_parent_timeout``."""
     parents_abandoned: int = 0
     """Missing parents given up on (no REQUEST for them left)."""
-
-
-@dataclass(slots=True)
-class _Outgoing:
-    acks: list[bytes]
-    offers: list[bytes]
-    requests: list[bytes]
-    messages: list[bytes]
 
 
 @final
@@ -209,8 +197,7 @@ class Engine:
         # requests hit, with the counter to watch (PeerState.full): the refusal is reported
         # once, until that counter falls to half its bound.
         self._requests = Requests.load(store, cfg.limits)
-        self._request_epochs = max(1, math.ceil(cfg.request_timeout / cfg.epoch_seconds))
-        self._parent_epochs = max(1, math.ceil(cfg.missing_parent_timeout / cfg.epoch_seconds))
+        self._drain = Drain(store, self._groups, self._peers, cfg)
         self._next_due: int | None = store.min_due_epoch()
         self._causal.restore_held(self._requests)
 
@@ -379,14 +366,6 @@ class Engine:
         records = list(self._store.get_records(list(waiting), peer).values())
         self._rearm(peer, records, Input.REARM)
 
-    def _retransmit_epoch(self, peer: bytes, message_id: bytes, epoch: int, count: int) -> int:
-        """When a record transmitted ``count`` times, the last in ``epoch``, is next due."""
-        nxt = self._cfg.backoff.next_epoch(epoch=epoch, send_count=count, key=message_id + peer)
-        state = self._peers.get(peer)
-        if state is not None and nxt < epoch + state.min_gap:
-            nxt = epoch + state.min_gap
-        return nxt
-
     # -------------------------------------------------------------- app input
 
     def send(
@@ -539,7 +518,7 @@ class Engine:
             if state.reliable and len(state.fresh) + len(ids) <= cap:
                 # Written once, as transmitted; the transmission follows from memory.
                 for mid in ids:
-                    due = self._retransmit_epoch(peer, mid, epoch, 1)
+                    due = self._drain.retransmit_epoch(peer, mid, epoch, 1)
                     new = create(mid, peer, group_id, share, due=due)
                     records.append(step(new, Input.TRANSMITTED, epoch=epoch, due=due))
                     self._schedule(due)
@@ -1216,16 +1195,9 @@ class Engine:
         nd = self._next_due
         if nd is not None and (best is None or nd < best):
             best = max(nd, epoch)
-        full = self._limits.max_payload_bytes
-        for state in self._peers.values():
-            if state.acks or state.ephemeral or state.fresh:
-                # Due now, unless the peer had its payload this epoch (and no full payload's
-                # worth of first transmissions is waiting for it).
-                e = epoch
-                if state.done_epoch == epoch and not (state.fresh and state.fresh_bytes >= full):
-                    e = epoch + 1
-                if best is None or e < best:
-                    best = e
+        e = self._drain.next_epoch(epoch)  # ACKs, ephemeral messages, first transmissions
+        if e is not None and (best is None or e < best):
+            best = e
         at = None if best is None else self._epoch_start(best)
         offset, expiry = self._wall_offset, self._expiry
         if offset is not None and expiry is not None:
@@ -1253,37 +1225,30 @@ class Engine:
         epoch = self._advance(now)
         cap = max_payload_bytes or self._limits.max_payload_bytes
         budget = self._cfg.drain_budget_bytes
-        out: dict[bytes, _Outgoing] = {}
+        out: dict[bytes, Outgoing] = {}
         used = 0
         cut = False
         store = self._store
         peers = self._peers
+        drain = self._drain
         nd = self._next_due
         with store.transaction():
             if nd is not None and nd <= epoch:
-                used, cut = self._drain_records(epoch, budget, out)
+                drained = drain.records(epoch, budget, out)
+                used, cut = drained.used, drained.cut
                 self._next_due = store.min_due_epoch()
+                for r in drained.gave_up:
+                    self.statistics.gave_up += 1
+                    self._push(GaveUp(r.message_id, r.peer, r.type, r.send_count))
+                if drained.timed_out:  # one report per peer for the whole drain
+                    self._requests_timed_out(drained.timed_out)
             if not cut and any(state.fresh for state in peers.values()):
-                used, cut = self._drain_fresh(epoch, budget, used, out)
+                used, cut = drain.fresh(epoch, budget, used, out)
             if epoch != self._stored_epoch:
                 store.set_epoch(epoch)
                 self._stored_epoch = epoch
         # ACKs and ephemeral messages ride along, or go alone if nothing else is due.
-        for peer, state in peers.items():
-            if state.acks and state.done_epoch != epoch:
-                o = out.get(peer)
-                if o is None:
-                    o = out[peer] = _Outgoing([], [], [], [])
-                o.acks.extend(state.acks)
-                used += ID_RECORD_SIZE * len(state.acks)
-                state.acks.clear()
-        for peer, state in peers.items():
-            if state.ephemeral and state.done_epoch != epoch:
-                o = out.get(peer)
-                if o is None:
-                    o = out[peer] = _Outgoing([], [], [], [])
-                o.messages.extend(state.ephemeral)
-                state.ephemeral.clear()
+        drain.ride_along(epoch, out)
         self._drain_cut = cut
         result: list[tuple[bytes, bytes]] = []
         stats = self.statistics
@@ -1297,148 +1262,11 @@ class Engine:
             stats.messages_sent += len(o.messages)
             peer_cap = None if to is None else to.cap
             peer_bytes = cap if peer_cap is None else min(cap, peer_cap)
-            for data in _split(o, peer_bytes, self._limits.max_records_per_payload):
+            for data in split(o, peer_bytes, self._limits.max_records_per_payload):
                 stats.payloads_sent += 1
                 stats.bytes_sent += len(data)
                 result.append((peer, data))
         return result
-
-    def _drain_fresh(
-        self, epoch: int, budget: int, used: int, out: dict[bytes, _Outgoing]
-    ) -> tuple[int, bool]:
-        """First transmissions to reliable peers (see set_peer_reliable), oldest first, within
-        what is left of the budget; their records were written as transmitted already. A peer
-        that had its payload this epoch gets another one only if a full payload's worth
-        (``Limits.max_payload_bytes``) is waiting: a bulk sender's messages go out as they are
-        stored, while smaller sends still wait for the next epoch and go out together."""
-        store = self._store
-        groups = self._groups
-        full = self._limits.max_payload_bytes
-        for peer, state in self._peers.items():
-            waiting = state.fresh
-            if not waiting or (state.done_epoch == epoch and state.fresh_bytes < full):
-                continue
-            o = out.get(peer)
-            if o is None:
-                o = out[peer] = _Outgoing([], [], [], [])
-            left = state.fresh_bytes
-            while waiting:
-                chunk = list(islice(waiting, _WIRES_AHEAD))
-                wires = store.get_wires([m for m in chunk if waiting[m][0] is _MESSAGE])
-                for mid in chunk:
-                    kind, group = waiting.pop(mid)
-                    if peer not in groups.get(group, ()):
-                        continue  # the peer left the group
-                    if kind is _MESSAGE:
-                        wire = wires.get(mid)
-                        if wire is None:
-                            continue  # gone (expired) or never committed
-                        o.messages.append(wire)
-                        used += payload_overhead(len(wire))
-                        left -= len(wire)
-                    else:
-                        o.offers.append(mid)
-                        used += ID_RECORD_SIZE
-                    if used >= budget:
-                        state.fresh_bytes = max(0, left)
-                        return used, True
-            state.fresh_bytes = 0
-        return used, False
-
-    def _drain_records(
-        self,
-        epoch: int,
-        budget: int,
-        out: dict[bytes, _Outgoing],
-    ) -> tuple[int, bool]:
-        # Each chunk is written back before the next query, so transmitted records (now due
-        # later), parked and deleted ones drop out of the due set and every query makes progress.
-        store = self._store
-        cfg = self._cfg
-        max_attempts = cfg.give_up.max_attempts
-        max_age = cfg.give_up.max_age_epochs
-        retransmit_epoch = self._retransmit_epoch
-        groups = self._groups
-        used = 0
-        cut = False
-        timed_out: list[Record] = []
-        while not cut:
-            due = store.due_records(epoch, _DUE_CHUNK)
-            if not due:
-                break
-            updates: list[Record] = []
-            deletes: list[tuple[bytes, bytes]] = []
-            # Wires are read a slice at a time, as the budget allows: a budget of large messages
-            # is used up long before a chunk of due records is.
-            wires: dict[bytes, bytes] = {}
-            fetched = 0
-            for i, r in enumerate(due):
-                if i == fetched:
-                    fetched += _WIRES_AHEAD
-                    wires.update(
-                        store.get_wires(
-                            [x.message_id for x in due[i:fetched] if x.type is _MESSAGE]
-                        )
-                    )
-                peer = r.peer
-                kind = r.type
-                if kind is _REQUEST:
-                    age = r.first_epoch >= 0 and epoch - r.first_epoch >= self._request_age(r)
-                    if age and apply(r, Input.TIMED_OUT) is None:  # unanswered: stop asking
-                        deletes.append(r.key)
-                        timed_out.append(r)
-                        continue
-                elif peer not in groups.get(r.group_id, ()) and apply(r, Input.PEER_LEFT) is None:
-                    deletes.append(r.key)  # the peer left the group
-                    continue
-                if (max_attempts is not None and r.send_count >= max_attempts) or (
-                    max_age is not None and r.first_epoch >= 0 and epoch - r.first_epoch >= max_age
-                ):
-                    updates.append(step(r, Input.GIVE_UP))
-                    self.statistics.gave_up += 1
-                    self._push(GaveUp(r.message_id, peer, kind, r.send_count))
-                    continue
-                o = out.get(peer)
-                if o is None:
-                    o = out[peer] = _Outgoing([], [], [], [])
-                if kind is _MESSAGE:
-                    wire = wires.get(r.message_id)
-                    if wire is None:
-                        if apply(r, Input.EXPIRED) is None:  # the message is gone (expired)
-                            deletes.append(r.key)
-                            continue
-                    else:
-                        o.messages.append(wire)
-                        used += payload_overhead(len(wire))
-                elif kind is _OFFER:
-                    o.offers.append(r.message_id)
-                    used += ID_RECORD_SIZE
-                else:
-                    o.requests.append(r.message_id)
-                    used += ID_RECORD_SIZE
-                first = epoch if r.first_epoch < 0 else r.first_epoch
-                nxt = retransmit_epoch(peer, r.message_id, epoch, r.send_count + 1)
-                if kind is _REQUEST:
-                    # The last retransmission is at the timeout, where the record ends: it never
-                    # outlives its age by a backoff gap.
-                    nxt = min(nxt, max(epoch + 1, first + self._request_age(r)))
-                updates.append(step(r, Input.TRANSMITTED, epoch=epoch, due=nxt))
-                if used >= budget:
-                    cut = True
-                    break
-            if deletes:
-                store.delete_records(deletes)
-            if updates:
-                store.put_records(updates)
-        if timed_out:  # one report per peer for the whole drain
-            self._requests_timed_out(timed_out)
-        return used, cut
-
-    def _request_age(self, r: Record) -> int:
-        """Epochs after its first transmission at which the REQUEST ``r`` ends unanswered: a
-        parent's timeout (the record names the group) or an offer's. A slow carrier does not
-        stretch it: an answer that comes later is received as any message is."""
-        return self._parent_epochs if r.group_id else self._request_epochs
 
     def _requests_timed_out(self, records: list[Record]) -> None:
         """REQUESTs deleted unanswered: count them down, give up on parents nobody is asked
@@ -1457,33 +1285,3 @@ class Engine:
                 self._causal.give_up_parent(mid)
         for (peer, reason), n in reports.items():
             self._reject(peer, reason, n, whole=False)
-
-
-def _split(o: _Outgoing, cap: int, max_records: int) -> Iterable[bytes]:
-    """Encode one peer's records as payloads of at most ``cap`` bytes and ``max_records`` records
-    (one payload if they fit): a peer with our limits refuses a payload over either whole."""
-    total = ID_RECORD_SIZE * (len(o.acks) + len(o.offers) + len(o.requests)) + sum(
-        payload_overhead(len(m)) for m in o.messages
-    )
-    count = len(o.acks) + len(o.offers) + len(o.requests) + len(o.messages)
-    max_records = max(1, max_records)
-    if total <= cap and count <= max_records:
-        yield encode_payload(o.acks, o.offers, o.requests, o.messages)
-        return
-    per_ids = min(max(1, cap // ID_RECORD_SIZE), max_records)
-    for ids_kind in ("acks", "offers", "requests"):
-        ids: list[bytes] = getattr(o, ids_kind)
-        for i in range(0, len(ids), per_ids):
-            chunk = ids[i : i + per_ids]
-            yield encode_payload(**{ids_kind: chunk})
-    batch: list[bytes] = []
-    size = 0
-    for m in o.messages:
-        n = payload_overhead(len(m))
-        if batch and (size + n > cap or len(batch) >= max_records):
-            yield encode_payload(messages=batch)
-            batch, size = [], 0
-        batch.append(m)
-        size += n
-    if batch:
-        yield encode_payload(messages=batch)
