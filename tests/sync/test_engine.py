@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from mvds_node.sync import (
     RelayPolicy,
     SQLiteStore,
     Store,
+    StoreReader,
     SyncConfig,
     decode_payload,
     encode_message,
@@ -371,7 +372,7 @@ def test_new_message_names_the_frontier_and_never_ephemeral_or_expiring_ones(
     m4 = a.send(G, b"m4", now=0.0, timestamp=7)
     parents = {}
     for m in (m1, m2, m3, m4):
-        stored = a._store.get_message(m)
+        stored = a.store_view.get_message(m)
         assert stored is not None
         parents[m] = stored.parents
     # The ephemeral and the expiring message are skipped, and they do not hide m2 and x: m3
@@ -391,7 +392,7 @@ def test_consistent_order_holds_across_an_exploding_message() -> None:
     m1 = a.send(G, b"m1", now=0.0, timestamp=1)
     a.send(G, b"boom", now=0.0, timestamp=2, expires_at=10**13)
     m2 = a.send(G, b"m2", now=0.0, timestamp=3)
-    stored = a._store.get_message(m2)
+    stored = a.store_view.get_message(m2)
     assert stored is not None and stored.parents == (m1,)
     (out,) = a.payloads_to_send(now=0.0)
     messages = {m.id: m.wire for m in decode_payload(out[1], LIMITS).messages}
@@ -408,7 +409,7 @@ def test_a_fetched_parent_does_not_rejoin_the_frontier() -> None:
     b.receive_payload(A, encode_payload(messages=[wire(1, b"c0")]), now=0.5)
     assert delivered(b.events()) == [b"c1", b"c0"]
     reply = b.send(G, b"reply", now=0.5, timestamp=3)
-    stored = b._store.get_message(reply)
+    stored = b.store_view.get_message(reply)
     assert stored is not None and stored.parents == (c1,)
 
 
@@ -422,7 +423,7 @@ def chain_at_c(length: int) -> tuple[Engine, list[bytes], list[bytes]]:
     c.add_peer(G, B, mode=Mode.BATCH)
     wires = []
     for i in ids:
-        stored = c._store.get_message(i)
+        stored = c.store_view.get_message(i)
         assert stored is not None
         wires.append(stored.wire)
     return c, ids, wires
@@ -492,7 +493,7 @@ def test_ephemeral_sent_once_never_stored_acked_or_retransmitted(new_store: Stor
     assert a.next_deadline() is None  # nothing to retransmit
     assert send_epochs(a, range(1, 50)) == []  # and, even unacknowledged, nothing is
     assert not a.has_message(mid)
-    assert a._store.message_count() == 0 and a._store.record_count() == 0
+    assert a.store_view.message_count() == 0 and a.store_view.record_count() == 0
 
     for now in (0.0, 0.1, 5.0):  # the network duplicated it
         b.receive_payload(A, out[1], now=now)
@@ -585,7 +586,7 @@ def test_expired_message_is_deleted_everywhere_and_never_sent_again(
     a.handle_timer(now=1.5, wall=5_000)
     assert a.events() == [MessageExpired(mid, G)]
     assert not a.has_message(mid)
-    assert a._store.records_for_message(mid) == []  # no peer is owed it any more
+    assert a.store_view.records_for_message(mid) == []  # no peer is owed it any more
     assert a.next_deadline() == 2.0  # the kept message's retransmission, as before
     # The remaining retransmissions (B at 2, 6, ...; C likewise) carry only the kept message,
     # and a REQUEST for the expired one is refused.
@@ -698,13 +699,13 @@ def test_after_a_restart_the_next_message_names_the_same_parents(
         a.receive_payload(B, encode_payload(messages=[w]), now=0.0)
         # Ours: an expiring message on top of m1 and w.
         e = a.send(G, b"secret", now=0.0, timestamp=4, expires_at=10**13)
-        stored = a._store.get_message(e)
+        stored = a.store_view.get_message(e)
         assert stored is not None and stored.parents == tuple(sorted((m1, mid_of(2, b"w"))))
         return a
 
     def parents_of_next(a: Engine) -> tuple[bytes, ...]:
         m = a.send(G, b"next", now=0.0, timestamp=5)
-        stored = a._store.get_message(m)
+        stored = a.store_view.get_message(m)
         assert stored is not None
         return stored.parents
 
@@ -814,3 +815,18 @@ def test_a_peer_removed_and_added_again_starts_afresh() -> None:
     # Retransmitted on the backoff's schedule, not the slow carrier's 60 epochs.
     to_b = [e for e in range(2, 12) if B in dict(a.payloads_to_send(now=float(e)))]
     assert to_b == [3, 7]
+
+
+def test_the_store_view_reads_and_changes_nothing() -> None:
+    a = node()
+    mid = a.send(G, b"m", now=0.0, timestamp=1)
+    view: StoreReader = a.store_view
+    assert view.has_message(mid) and view.message_count() == 1
+    (record,) = view.records_for_peer(B)
+    assert (record.type, record.send_count) == (RecordType.MESSAGE, 0)
+    assert not hasattr(view, "put_records") and not hasattr(view, "delete_message")
+    # A record read through the view is a copy: changing it does not reach the store (the
+    # memory store hands out its own objects).
+    record.send_epoch = 99
+    assert view.get_record(mid, B) == replace(record, send_epoch=0)
+    assert a.next_deadline() == 0.0

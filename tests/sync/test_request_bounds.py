@@ -48,7 +48,9 @@ def member_of(e: Engine, *peers: bytes, group: bytes = G, mode: Mode = Mode.BATC
 
 
 def requests_to(e: Engine, peer: bytes) -> set[bytes]:
-    return {r.message_id for r in e._store.records_for_peer(peer) if r.type is RecordType.REQUEST}
+    return {
+        r.message_id for r in e.store_view.records_for_peer(peer) if r.type is RecordType.REQUEST
+    }
 
 
 def random_ids(rng: random.Random, n: int) -> list[bytes]:

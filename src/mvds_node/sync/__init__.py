@@ -33,6 +33,8 @@ from mvds_node.sync._store import MemoryStore as MemoryStore
 from mvds_node.sync._store import Record as Record
 from mvds_node.sync._store import Store as Store
 from mvds_node.sync._store import StoredMessage as StoredMessage
+from mvds_node.sync._store import StoreReader as StoreReader
+from mvds_node.sync._store import StoreView as StoreView
 from mvds_node.sync._wire import decode_payload as decode_payload
 from mvds_node.sync._wire import encode_message as encode_message
 from mvds_node.sync._wire import encode_payload as encode_payload
@@ -65,6 +67,8 @@ __all__ = [
     "SQLiteStore",
     "Store",
     "StoredMessage",
+    "StoreReader",
+    "StoreView",
     "SyncConfig",
     "decode_payload",
     "encode_message",

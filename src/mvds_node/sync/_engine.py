@@ -80,7 +80,7 @@ from mvds_node.sync._state import (
     create,
     step,
 )
-from mvds_node.sync._store import Store, StoredMessage
+from mvds_node.sync._store import Store, StoredMessage, StoreView
 from mvds_node.sync._wire import (
     ID_RECORD_SIZE,
     ID_SIZE,
@@ -165,6 +165,7 @@ class Engine:
 
     def __init__(self, store: Store, *, config: SyncConfig | None = None, now: float) -> None:
         self._store = store
+        self._store_view = StoreView(store)
         self._cfg = cfg = config if config is not None else SyncConfig()
         self._limits = cfg.limits
         self._epoch_seconds = cfg.epoch_seconds
@@ -307,6 +308,12 @@ class Engine:
     def has_message(self, message_id: bytes) -> bool:
         """Whether the message is stored here (received or sent, and not expired)."""
         return self._store.has_message(message_id)
+
+    @property
+    def store_view(self) -> StoreView:
+        """A read-only view of the store (messages and records as stored), for diagnostics
+        and tests; the engine stays its only writer."""
+        return self._store_view
 
     def outstanding(self) -> Outstanding:
         """What the engine waits for now: its REQUESTs, counted as the request bounds count

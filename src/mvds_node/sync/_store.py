@@ -25,7 +25,7 @@ from typing import Protocol, final
 
 from mvds_node.sync._state import Record, RecordType
 
-__all__ = ["MemoryStore", "Record", "Store", "StoredMessage"]
+__all__ = ["MemoryStore", "Record", "Store", "StoreReader", "StoreView", "StoredMessage"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +147,101 @@ class Store(Protocol):
     def get_epoch(self) -> int: ...
     def set_epoch(self, epoch: int) -> None: ...
     def close(self) -> None: ...
+
+
+class StoreReader(Protocol):
+    """The reading half of :class:`Store`: what :attr:`Engine.store_view` offers."""
+
+    def has_message(self, message_id: bytes) -> bool: ...
+    def get_message(self, message_id: bytes) -> StoredMessage | None: ...
+    def get_wires(self, message_ids: Iterable[bytes]) -> dict[bytes, bytes]: ...
+    def undelivered(self) -> list[StoredMessage]: ...
+    def frontier(self, group_id: bytes) -> list[bytes]: ...
+    def recent_ids(self, group_id: bytes, limit: int) -> list[bytes]: ...
+    def next_expiry(self) -> int | None: ...
+    def message_count(self) -> int: ...
+    def load_groups(self) -> dict[bytes, dict[bytes, str]]: ...
+    def get_record(self, message_id: bytes, peer: bytes) -> Record | None: ...
+    def records_for_message(self, message_id: bytes) -> list[Record]: ...
+    def records_for_peer(self, peer: bytes) -> list[Record]: ...
+    def get_records(self, message_ids: Iterable[bytes], peer: bytes) -> dict[bytes, Record]: ...
+    def min_due_epoch(self) -> int | None: ...
+    def record_count(self, peer: bytes | None = None) -> int: ...
+    def get_epoch(self) -> int: ...
+
+
+def _copy(r: Record) -> Record:
+    return Record(
+        r.message_id,
+        r.peer,
+        r.type,
+        r.group_id,
+        r.send_count,
+        r.send_epoch,
+        r.first_epoch,
+        r.parked,
+    )
+
+
+@final
+class StoreView:
+    """A read-only view of an engine's store (a :class:`StoreReader`), for diagnostics and
+    tests: what is stored, and each record's state. Records come as copies, so changing one
+    changes nothing; nothing here writes."""
+
+    __slots__ = ("_store",)
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def has_message(self, message_id: bytes) -> bool:
+        return self._store.has_message(message_id)
+
+    def get_message(self, message_id: bytes) -> StoredMessage | None:
+        return self._store.get_message(message_id)
+
+    def get_wires(self, message_ids: Iterable[bytes]) -> dict[bytes, bytes]:
+        return self._store.get_wires(message_ids)
+
+    def undelivered(self) -> list[StoredMessage]:
+        return self._store.undelivered()
+
+    def frontier(self, group_id: bytes) -> list[bytes]:
+        return self._store.frontier(group_id)
+
+    def recent_ids(self, group_id: bytes, limit: int) -> list[bytes]:
+        return self._store.recent_ids(group_id, limit)
+
+    def next_expiry(self) -> int | None:
+        return self._store.next_expiry()
+
+    def message_count(self) -> int:
+        return self._store.message_count()
+
+    def load_groups(self) -> dict[bytes, dict[bytes, str]]:
+        return self._store.load_groups()
+
+    def get_record(self, message_id: bytes, peer: bytes) -> Record | None:
+        r = self._store.get_record(message_id, peer)
+        return None if r is None else _copy(r)
+
+    def records_for_message(self, message_id: bytes) -> list[Record]:
+        return [_copy(r) for r in self._store.records_for_message(message_id)]
+
+    def records_for_peer(self, peer: bytes) -> list[Record]:
+        return [_copy(r) for r in self._store.records_for_peer(peer)]
+
+    def get_records(self, message_ids: Iterable[bytes], peer: bytes) -> dict[bytes, Record]:
+        return {m: _copy(r) for m, r in self._store.get_records(message_ids, peer).items()}
+
+    def min_due_epoch(self) -> int | None:
+        return self._store.min_due_epoch()
+
+    def record_count(self, peer: bytes | None = None) -> int:
+        return self._store.record_count(peer)
+
+    def get_epoch(self) -> int:
+        return self._store.get_epoch()
 
 
 @final
