@@ -1,7 +1,24 @@
 """The sans-IO MVDS layer: wire format, message IDs, the engine, backoff and stores.
 
-Nothing in this package does I/O, reads a clock or uses global randomness: time comes in as
-arguments, and output is drained by the caller (see :class:`Engine`).
+The engine does no I/O, reads no clock and uses no global randomness: time comes in as
+arguments (``now``, and ``wall`` for expiry), and output is drained by the caller (see
+:class:`Engine`). The one I/O in this package is the stores', behind the :class:`Store`
+protocol, and only when the caller hands the engine one that does it:
+
+* :class:`SQLiteStore` (``_sqlite.py``) reads and writes one SQLite database file (stdlib
+  :mod:`sqlite3`, WAL mode, committed per engine input), and
+* large message bodies in *segment files* beside it (``<store>.bodies/*.seg``), appended by
+  ``_segments.py`` in page-aligned writes (``O_DIRECT`` where allowed) from one writer thread
+  per open segment, which the store waits for before each commit, so callers see synchronous
+  writes; read back with plain ``pread``.
+
+:class:`MemoryStore` does none. ``tests/sync/test_layering.py`` enforces this: only those two
+modules may import :mod:`sqlite3` or call the file functions they need.
+
+Inside the package, a message's path runs through: ``_engine`` (the facade: inputs in, outputs
+out) → ``_state`` (every record change, one table) and the store → ``_causal`` (frontier,
+held messages, delivery order) → ``_drain`` (packing payloads); per-peer memory is in
+``_peers``, request bounds in ``_requests``, snapshots for one-way carriers in ``_export``.
 """
 
 from __future__ import annotations
