@@ -27,12 +27,15 @@ several wire payloads only when it exceeds the size the carrier takes.
 
 Records (what we owe a peer for a message) live in the store, keyed by (message, peer), with the
 epoch they are next due; every change of a record goes through ``_state.apply`` and its table. The
-engine keeps in memory only what is derived or transient: the group table, the causal frontier
-of each group (messages without children, kept incrementally rather than scanned), consistent
-delivery's waiting lists, ACKs and ephemeral messages waiting for the next payload, and events.
+engine keeps in memory only what is derived or transient: the group table, each peer's state
+(``_peers``: ACKs and ephemeral messages waiting for its next payload, what its carrier
+declared), the causal frontier of each group and consistent delivery's waiting lists
+(``_causal``), the request counts (``_requests``), and events. ``Engine`` is the facade: the
+inputs and outputs above, with the receive path in ``_receive``, the drain in ``_drain`` and
+snapshots for one-way carriers in ``_export``.
 
 What a member can make us ask for is bounded, because any member can offer IDs that do not exist
-or name parents nobody has. REQUEST records are counted per peer and per group (``_Requests``,
+or name parents nobody has. REQUEST records are counted per peer and per group (``_requests``,
 rebuilt from the store at start-up): past ``Limits.max_requests_per_peer`` a peer's offers and
 parents are ignored, and reported once per episode, so one member filling its own bound costs
 the others nothing. A REQUEST only goes to the peer that offered the message or named it as a
@@ -55,7 +58,7 @@ from typing import Final, final
 
 from mvds_node.errors import LocalProtocolError
 from mvds_node.sync._causal import Causal
-from mvds_node.sync._config import DeliveryMode, MissingParents, Mode, RelayPolicy, SyncConfig
+from mvds_node.sync._config import Mode, SyncConfig
 from mvds_node.sync._drain import Drain, Outgoing, split
 from mvds_node.sync._events import (
     Event,
@@ -68,15 +71,14 @@ from mvds_node.sync._events import (
 from mvds_node.sync._export import ExportSnapshot as ExportSnapshot
 from mvds_node.sync._export import SnapshotMessages as SnapshotMessages
 from mvds_node.sync._export import exported_records, take_snapshot
-from mvds_node.sync._peers import Peers, PeerState
+from mvds_node.sync._peers import Peers
+from mvds_node.sync._receive import Receive
 from mvds_node.sync._requests import Requests
 from mvds_node.sync._state import (
     TRANSITIONS,
     Input,
     Record,
     RecordType,
-    apply,
-    blank,
     create,
     step,
 )
@@ -84,7 +86,6 @@ from mvds_node.sync._store import Store, StoredMessage, StoreView
 from mvds_node.sync._wire import (
     ID_RECORD_SIZE,
     ID_SIZE,
-    DecodedMessage,
     decode_payload,
     encode_message,
     message_id,
@@ -99,10 +100,6 @@ _MESSAGE: Final = RecordType.MESSAGE
 _OFFERS_UNANSWERED: Final = "offered messages not sent when requested (SyncConfig.request_timeout)"
 _PARENTS_UNANSWERED: Final = (
     "named parents nobody sent; gave up on them (SyncConfig.missing_parent_timeout)"
-)
-# Record types an ACK ends (the others stay: an ACK of a message we asked for ends nothing).
-_ENDED_BY_ACK: Final = frozenset(
-    t for t in RecordType if t is not _NONE and TRANSITIONS[(t, Input.GOT_ACK)].to is _NONE
 )
 _EXPIRE_CHUNK: Final = 1024
 
@@ -199,6 +196,19 @@ class Engine:
         # once, until that counter falls to half its bound.
         self._requests = Requests.load(store, cfg.limits)
         self._drain = Drain(store, self._groups, self._peers, cfg)
+        self._receive = Receive(
+            store=store,
+            config=cfg,
+            groups=self._groups,
+            peers=self._peers,
+            requests=self._requests,
+            causal=self._causal,
+            stats=self.statistics,
+            seen_ephemeral=self._seen_ephemeral,
+            push=self._push,
+            schedule=self._schedule,
+            note_expiry=self._note_expiry,
+        )
         self._next_due: int | None = store.min_due_epoch()
         self._causal.restore_held(self._requests)
 
@@ -690,7 +700,8 @@ class Engine:
             events.append(event)
         self._events = events
         stats.messages_delivered += kept
-        self.statistics = stats
+        for name in EngineStatistics.__dataclass_fields__:  # in place: others hold it
+            setattr(self.statistics, name, getattr(stats, name))
         # ACK only what the store holds.
         state = self._peers.get(peer)
         if state is not None:
@@ -700,8 +711,9 @@ class Engine:
             while len(acks) > self._limits.max_pending_acks:
                 del acks[next(iter(acks))]
             state.acks = acks
-        self._seen_ephemeral = seen
-        self._requests = Requests.load(self._store, self._limits)
+        self._seen_ephemeral.clear()
+        self._seen_ephemeral.update(seen)
+        self._requests.reload(store)
         self._after_rollback()
         self._causal.reload(self._requests)
 
@@ -735,7 +747,7 @@ class Engine:
         if state is None:
             return  # it left its groups meanwhile: nothing is owed to it any more
         if decoded.acks:
-            queue = self._ack_queue(state)
+            queue = self._receive.ack_queue(state)
             for mid in decoded.acks:
                 queue[mid] = None
         for m in decoded.messages:
@@ -862,34 +874,19 @@ class Engine:
             return
         dropped = decoded.dropped
         store = self._store
-        deletes: list[tuple[bytes, bytes]] = []
-        puts: list[Record] = []
-        refused: dict[str, int] = {}
-        acked = False
         full = state.full
         if full is not None and self._requests.below_half(full):
             state.full = None  # the episode is over: a new refusal is reported again
         try:
             with store.transaction():
-                if decoded.acks:
-                    acked = self._on_acks(peer, decoded.acks)
-                if decoded.requests:
-                    self._on_requests(peer, decoded.requests, puts, dropped)
-                if decoded.offers:
-                    self._on_offers(
-                        peer, decoded.offers, puts, deletes, decoded.messages, dropped, refused
-                    )
-                if decoded.messages:
-                    self._on_messages(peer, decoded.messages, puts, deletes, dropped, refused)
-                if deletes:
-                    store.delete_records(deletes)
-                if puts:
-                    store.put_records(puts)
+                changed, refused = self._receive.payload(
+                    peer, decoded, epoch=self._epoch, wall=self._wall
+                )
         except BaseException:
             # The store rolled back (or may have): count the REQUESTs it holds again.
-            self._requests = Requests.load(self._store, self._limits)
+            self._requests.reload(store)
             raise
-        if (deletes or acked) and self._next_due is not None:
+        if changed and self._next_due is not None:
             # What was acknowledged or answered may have been the next record due.
             self._next_due = store.min_due_epoch()
         for reason, n in dropped.items():
@@ -900,265 +897,6 @@ class Engine:
                 state.full = self._requests.refusal
                 for reason, n in refused.items():
                     self._reject(peer, reason, n, whole=False)
-
-    def _on_acks(self, peer: bytes, acks: list[bytes]) -> bool:
-        """Delete what the ACKs end; return whether anything was deleted."""
-        push = self._push
-        # An ID acknowledged twice in one payload (the Go code appends one ACK per copy received)
-        # is one acknowledgement: one MessageAcked. The store deletes in one go, without reading
-        # the records first.
-        unique = list(dict.fromkeys(acks))
-        done = self._store.delete_acked(unique, peer, _ENDED_BY_ACK)
-        if done:
-            for mid in unique:
-                if mid in done:
-                    push(MessageAcked(mid, peer))
-        return bool(done)
-
-    def _on_requests(
-        self, peer: bytes, requests: list[bytes], puts: list[Record], dropped: dict[str, int]
-    ) -> None:
-        store = self._store
-        peer_groups = self._peers.groups_of(peer)
-        due = self._first_due(peer)
-        for mid in requests:
-            m = store.get_message(mid)
-            if m is None:
-                dropped["request for a message we do not hold"] = (
-                    dropped.get("request for a message we do not hold", 0) + 1
-                )
-                continue
-            if m.group_id not in peer_groups:
-                dropped["request from a peer outside the message's group"] = (
-                    dropped.get("request from a peer outside the message's group", 0) + 1
-                )
-                continue
-            r = store.get_record(mid, peer)
-            if r is None:
-                r = blank(mid, peer, m.group_id)
-            elif r.type is _REQUEST:
-                # A REQUEST of ours is stale: we came to hold the message by our own send.
-                self._requests.discard(mid, peer)
-            # Asked explicitly: answer in the next payload.
-            puts.append(step(r, Input.GOT_REQUEST, due=due, group_id=m.group_id))
-            self._schedule(due)
-
-    def _on_offers(
-        self,
-        peer: bytes,
-        offers: list[bytes],
-        puts: list[Record],
-        deletes: list[tuple[bytes, bytes]],
-        messages: list[DecodedMessage],
-        dropped: dict[str, int],
-        refused: dict[str, int],
-    ) -> None:
-        store = self._store
-        requests = self._requests
-        due = self._first_due(peer)
-        acks = None
-        # A message in the same payload answers its own offer (the Go code sends both): asking
-        # for it would leave a REQUEST for a message we then hold.
-        arriving = {m.id for m in messages}
-        for i, mid in enumerate(offers):
-            if mid in arriving:
-                continue
-            r = store.get_record(mid, peer)
-            if store.has_message(mid):
-                if r is not None and apply(r, Input.GOT_OFFER_HELD) is None:
-                    # The peer has it: stop offering or sending it (or, stale, asking for it:
-                    # we came to hold it by our own send).
-                    deletes.append((mid, peer))
-                    requests.discard(mid, peer)
-                if self._cfg.ack_offers_we_have:
-                    if acks is None:
-                        acks = self._ack_queue(self._peers[peer])
-                    acks[mid] = None
-                continue
-            if r is None:
-                reason = self._requests.refuse(peer, b"", refused)
-                if reason is not None:
-                    # Nothing frees room within this payload: the rest of its offers are
-                    # ignored without looking them up (a flood costs what the bound allows).
-                    # Offers of messages we hold among them go unacknowledged this time; the
-                    # peer offers them again.
-                    refused[reason] += len(offers) - i - 1
-                    break
-                puts.append(create(mid, peer, b"", Input.GOT_OFFER_MISSING, due=due))
-                requests.add(mid, peer, b"")
-                self._schedule(due)
-            else:
-                new = apply(r, Input.GOT_OFFER_MISSING)  # already asked: the table keeps it
-                if new is None:
-                    deletes.append(r.key)
-                    requests.discard(mid, peer)
-                elif new is not r:
-                    puts.append(new)
-
-    def _ack_queue(self, state: PeerState) -> dict[bytes, None]:
-        """The peer's ACK queue, with room for one more."""
-        q = state.acks
-        if len(q) >= self._limits.max_pending_acks:
-            del q[next(iter(q))]
-        return q
-
-    def _on_messages(
-        self,
-        peer: bytes,
-        messages: list[DecodedMessage],
-        puts: list[Record],
-        deletes: list[tuple[bytes, bytes]],
-        dropped: dict[str, int],
-        refused: dict[str, int],
-    ) -> None:
-        store = self._store
-        stats = self.statistics
-        groups = self._groups
-        consistent = self._cfg.delivery is DeliveryMode.CONSISTENT
-        give_up_held = self._cfg.missing_parents is MissingParents.DELIVER
-        relay = self._cfg.relay
-        acks = self._ack_queue(self._peers[peer])
-        ack_cap = self._limits.max_pending_acks
-        wall = self._wall
-        # A parent that comes later in this same payload is not missing: no REQUEST for it.
-        arriving = {m.id for m in messages} if len(messages) > 1 else ()
-        requests = self._requests
-        causal = self._causal
-        abandoned = causal.abandoned
-        # Parents named by earlier messages of this payload that were not stored then: when one
-        # of them arrives, it already has a child (no query needed to know it).
-        referenced: set[bytes] = set()
-        for m in messages:
-            mid = m.id
-            members = groups.get(m.group_id)
-            if members is None or peer not in members:
-                reason = (
-                    "message for a group we do not sync"
-                    if members is None
-                    else "message from a peer outside its group"
-                )
-                dropped[reason] = dropped.get(reason, 0) + 1
-                continue
-            stats.messages_received += 1
-            if m.ephemeral:
-                self._on_ephemeral(peer, m)
-                if mid in requests:
-                    # An answer all the same (we asked for it as an offer or as a parent, and
-                    # it came ephemeral): stop asking, and release what waited for it.
-                    self._clear_records(peer, mid, deletes, set())
-                    causal.release_children(mid)
-                continue
-            if len(acks) >= ack_cap:
-                del acks[next(iter(acks))]
-            acks[mid] = None
-            # Records about a message we did not hold can only be our REQUESTs for it, and
-            # ``_requests`` knows those: a new message costs no record lookup.
-            was_requested = mid in requests
-            if m.expires_at and m.expires_at <= wall:
-                if was_requested:  # already expired here: stop asking, never store it
-                    self._clear_records(peer, mid, deletes, set())
-                continue
-            frontier = causal.frontier[m.group_id]
-            held = causal.held_parents(m.group_id, m.parents) if consistent else []
-            if not store.add_message(
-                StoredMessage(
-                    mid, m.group_id, m.timestamp, m.wire, m.parents, m.expires_at, not held
-                )
-            ):
-                stats.duplicates_received += 1
-                # The peer has it: stop offering or sending it there; stop asking for it.
-                self._clear_records(peer, mid, deletes, set())
-                continue
-            if m.expires_at:
-                self._note_expiry(m.expires_at)
-            if abandoned:
-                abandoned.pop(mid, None)  # it came after all
-            # Peers we were asking offered it to us, so they have it too: no relay to them.
-            has_it = {peer}
-            if was_requested:
-                self._clear_records(peer, mid, deletes, has_it)
-            # Relay to the group's other members.
-            if relay is not RelayPolicy.NONE:
-                for q, mode in members.items():
-                    if q in has_it:
-                        continue
-                    share = (
-                        Input.SHARE_BATCH
-                        if relay is RelayPolicy.MODE and mode is Mode.BATCH
-                        else Input.SHARE_INTERACTIVE
-                    )
-                    due = self._first_due(q)
-                    puts.append(create(mid, q, m.group_id, share, due=due))
-                    self._schedule(due)
-            # Ask the peer that referenced them for parents we lack, at any depth: each parent
-            # that arrives is checked in turn. Only that peer is asked: it named them, and a
-            # peer that names parents nobody has costs the others nothing.
-            gone: list[bytes] = []  # parents we will not ask for: given up on, or over a bound
-            for p in m.parents:
-                if p in frontier:
-                    continue
-                referenced.add(p)
-                if p in arriving:
-                    continue
-                if requests.asks(p, peer) or store.has_message(p):
-                    continue
-                if p in abandoned or self._requests.refuse(peer, m.group_id, refused):
-                    if p not in requests:
-                        gone.append(p)
-                    continue
-                due = self._first_due(peer)
-                puts.append(create(p, peer, m.group_id, Input.MISSING_PARENT, due=due))
-                requests.add(p, peer, m.group_id)
-                self._schedule(due)
-            if held and gone and give_up_held:
-                causal.abandoned_for[mid] = gone
-                held = [p for p in held if p not in gone]
-                if not held:  # stored as held: delivered now, without those parents
-                    causal.deliver(
-                        mid, m.group_id, m.timestamp, m.body, m.parents, peer, m.expires_at, True
-                    )
-                    continue
-            if held:
-                causal.hold(mid, peer, held)
-            else:
-                causal.deliver(
-                    mid,
-                    m.group_id,
-                    m.timestamp,
-                    m.body,
-                    m.parents,
-                    peer,
-                    m.expires_at,
-                    False,
-                    maybe_parent=was_requested or mid in referenced,
-                )
-
-    def _clear_records(
-        self, peer: bytes, mid: bytes, deletes: list[tuple[bytes, bytes]], has_it: set[bytes]
-    ) -> None:
-        """``peer`` sent us ``mid``: drop the records that this ends, note who has it."""
-        for r in self._store.records_for_message(mid):
-            if r.type is _REQUEST:
-                has_it.add(r.peer)
-            got = Input.GOT_MESSAGE_FROM_PEER if r.peer == peer else Input.GOT_MESSAGE_ELSEWHERE
-            if apply(r, got) is None:
-                deletes.append(r.key)
-        self._requests.discard_all(mid)
-
-    def _on_ephemeral(self, peer: bytes, m: DecodedMessage) -> None:
-        seen = self._seen_ephemeral
-        if m.id in seen:
-            self.statistics.duplicates_received += 1
-            return
-        seen[m.id] = None
-        if len(seen) > self._limits.ephemeral_dedup_window:
-            del seen[next(iter(seen))]
-        self.statistics.messages_delivered += 1
-        self._push(
-            MessageDelivered(m.id, m.group_id, m.timestamp, m.body, (), True, peer, m.expires_at)
-        )
-
-    # ----------------------------------------------------------------- output
 
     def _delivered(self, event: MessageDelivered) -> None:
         self.statistics.messages_delivered += 1

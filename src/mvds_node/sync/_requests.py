@@ -56,13 +56,21 @@ class Requests:
 
     @classmethod
     def load(cls, store: Store, limits: Limits) -> Requests:
-        """Count the REQUEST records in the store (at start-up and after a rollback)."""
+        """Count the REQUEST records in the store (at start-up)."""
         requests = cls(limits)
+        requests.reload(store)
+        return requests
+
+    def reload(self, store: Store) -> None:
+        """Count the REQUEST records in the store again (after a rollback)."""
+        self.by_id = {}
+        self.per_peer = {}
+        self.per_group = {}
+        self.total = 0
         for mid in dict.fromkeys(store.request_ids()):
             for r in store.records_for_message(mid):
                 if r.type is RecordType.REQUEST:
-                    requests.add(mid, r.peer, r.group_id)
-        return requests
+                    self.add(mid, r.peer, r.group_id)
 
     def __contains__(self, message_id: object) -> bool:
         return message_id in self.by_id
