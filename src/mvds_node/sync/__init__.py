@@ -3,17 +3,18 @@
 The engine does no I/O, reads no clock and uses no global randomness: time comes in as
 arguments (``now``, and ``wall`` for expiry), and output is drained by the caller (see
 :class:`Engine`). The one I/O in this package is the stores', behind the :class:`Store`
-protocol, and only when the caller hands the engine one that does it:
+protocol, all under ``sync/store/``, and only when the caller hands the engine a store that
+does it:
 
-* :class:`SQLiteStore` (``_sqlite.py``) reads and writes one SQLite database file (stdlib
+* :class:`SQLiteStore` (``store/_sqlite.py``) reads and writes one SQLite database file (stdlib
   :mod:`sqlite3`, WAL mode, committed per engine input), and
 * large message bodies in *segment files* beside it (``<store>.bodies/*.seg``), appended by
-  ``_segments.py`` in page-aligned writes (``O_DIRECT`` where allowed) from one writer thread
-  per open segment, which the store waits for before each commit, so callers see synchronous
-  writes; read back with plain ``pread``.
+  ``store/_segments.py`` in page-aligned writes (``O_DIRECT`` where allowed) from one writer
+  thread per open segment, which the store waits for before each commit, so callers see
+  synchronous writes; read back with plain ``pread``.
 
-:class:`MemoryStore` does none. ``tests/sync/test_layering.py`` enforces this: only those two
-modules may import :mod:`sqlite3` or call the file functions they need.
+:class:`MemoryStore` (``store/_memory.py``) does none. ``tests/sync/test_layering.py`` enforces
+this: only those two modules may import :mod:`sqlite3` or call the file functions they need.
 
 Inside the package, a message's path runs through: ``_engine`` (the facade: inputs in, outputs
 out) → ``_state`` (every record change, one table) and the store → ``_causal`` (frontier,
@@ -44,18 +45,18 @@ from mvds_node.sync._events import MessageExpired as MessageExpired
 from mvds_node.sync._events import PayloadRejected as PayloadRejected
 from mvds_node.sync._export import ExportSnapshot as ExportSnapshot
 from mvds_node.sync._export import SnapshotMessages as SnapshotMessages
-from mvds_node.sync._sqlite import SQLiteStore as SQLiteStore
+from mvds_node.sync._state import Record as Record
 from mvds_node.sync._state import RecordType as RecordType
-from mvds_node.sync._store import MemoryStore as MemoryStore
-from mvds_node.sync._store import Record as Record
-from mvds_node.sync._store import Store as Store
-from mvds_node.sync._store import StoredMessage as StoredMessage
-from mvds_node.sync._store import StoreReader as StoreReader
-from mvds_node.sync._store import StoreView as StoreView
 from mvds_node.sync._wire import decode_payload as decode_payload
 from mvds_node.sync._wire import encode_message as encode_message
 from mvds_node.sync._wire import encode_payload as encode_payload
 from mvds_node.sync._wire import message_id as message_id
+from mvds_node.sync.store import MemoryStore as MemoryStore
+from mvds_node.sync.store._protocol import Store as Store
+from mvds_node.sync.store._protocol import StoredMessage as StoredMessage
+from mvds_node.sync.store._protocol import StoreReader as StoreReader
+from mvds_node.sync.store._protocol import StoreView as StoreView
+from mvds_node.sync.store._sqlite import SQLiteStore as SQLiteStore
 
 __all__ = [
     "Backoff",

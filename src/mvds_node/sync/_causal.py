@@ -26,8 +26,8 @@ from typing import final
 
 from mvds_node.sync._config import MissingParents, SyncConfig
 from mvds_node.sync._events import MessageDelivered
-from mvds_node.sync._store import Store, StoredMessage
 from mvds_node.sync._wire import decode_stored
+from mvds_node.sync.store._protocol import Store, StoredMessage
 
 __all__ = ["Causal"]
 

@@ -23,8 +23,8 @@ from typing import Final, NamedTuple, final
 from mvds_node.sync._config import Mode, SyncConfig
 from mvds_node.sync._peers import Peers
 from mvds_node.sync._state import Input, Record, RecordType, apply, step
-from mvds_node.sync._store import Store
 from mvds_node.sync._wire import ID_RECORD_SIZE, encode_payload, payload_overhead
+from mvds_node.sync.store._protocol import Store
 
 __all__ = ["Drain", "Drained", "Outgoing", "split"]
 

@@ -82,7 +82,6 @@ from mvds_node.sync._state import (
     create,
     step,
 )
-from mvds_node.sync._store import Store, StoredMessage, StoreView
 from mvds_node.sync._wire import (
     ID_RECORD_SIZE,
     ID_SIZE,
@@ -90,6 +89,7 @@ from mvds_node.sync._wire import (
     encode_message,
     message_id,
 )
+from mvds_node.sync.store._protocol import Store, StoredMessage, StoreView
 
 __all__ = ["Engine", "EngineStatistics", "ExportSnapshot", "Outstanding", "SnapshotMessages"]
 

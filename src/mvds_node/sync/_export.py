@@ -18,8 +18,8 @@ from typing import Final, final, overload
 
 from mvds_node.sync._config import Limits
 from mvds_node.sync._state import Input, Record, RecordType, step
-from mvds_node.sync._store import Store
 from mvds_node.sync._wire import decode_stored
+from mvds_node.sync.store._protocol import Store
 
 __all__ = ["ExportSnapshot", "SnapshotMessages", "exported_records", "take_snapshot"]
 

@@ -23,8 +23,8 @@ from mvds_node.sync._events import Event, MessageAcked, MessageDelivered
 from mvds_node.sync._peers import Peers, PeerState
 from mvds_node.sync._requests import Requests
 from mvds_node.sync._state import TRANSITIONS, Input, Record, RecordType, apply, blank, create, step
-from mvds_node.sync._store import Store, StoredMessage
 from mvds_node.sync._wire import DecodedMessage, DecodedPayload
+from mvds_node.sync.store._protocol import Store, StoredMessage
 
 if TYPE_CHECKING:
     from mvds_node.sync._engine import EngineStatistics

@@ -16,7 +16,7 @@ from typing import Final, final
 
 from mvds_node.sync._config import Limits
 from mvds_node.sync._state import RecordType
-from mvds_node.sync._store import Store
+from mvds_node.sync.store._protocol import Store
 
 __all__ = ["GROUP_FULL", "PEER_FULL", "TOTAL_FULL", "Requests"]
 
