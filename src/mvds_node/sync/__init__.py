@@ -17,9 +17,10 @@ does it:
 this: only those two modules may import :mod:`sqlite3` or call the file functions they need.
 
 Inside the package, a message's path runs through: ``_engine`` (the facade: inputs in, outputs
-out) → ``_state`` (every record change, one table) and the store → ``_causal`` (frontier,
-held messages, delivery order) → ``_drain`` (packing payloads); per-peer memory is in
-``_peers``, request bounds in ``_requests``, snapshots for one-way carriers in ``_export``.
+out) → ``_send`` or ``_receive`` → ``_state`` (every record change, one table) and the store →
+``_causal`` (frontier, held messages, delivery order) → ``_drain`` (packing payloads); per-peer
+memory is in ``_peers``, request bounds in ``_requests``, snapshots for one-way carriers in
+``_export``.
 """
 
 from __future__ import annotations

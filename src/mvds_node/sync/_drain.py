@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Final, NamedTuple, final
 
+from mvds_node.errors import LocalProtocolError
 from mvds_node.sync._config import Mode, SyncConfig
 from mvds_node.sync._peers import Peers
 from mvds_node.sync._state import Input, Record, RecordType, apply, step
@@ -119,6 +120,7 @@ class Drain:
         cut = False
         timed_out: list[Record] = []
         gave_up: list[Record] = []
+        transmitted = Input.TRANSMITTED
         while not cut:
             due = store.due_records(epoch, _DUE_CHUNK)
             if not due:
@@ -178,7 +180,10 @@ class Drain:
                     # The last retransmission is at the timeout, where the record ends: it never
                     # outlives its age by a backoff gap.
                     nxt = min(nxt, max(epoch + 1, first + self.request_age(r)))
-                updates.append(step(r, Input.TRANSMITTED, epoch=epoch, due=nxt))
+                sent = apply(r, transmitted, epoch=epoch, due=nxt)
+                if sent is None:  # the table says a transmission ends no record
+                    raise LocalProtocolError(f"TRANSMITTED ended a {kind.name} record")
+                updates.append(sent)
                 if used >= budget:
                     cut = True
                     break

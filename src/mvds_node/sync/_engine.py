@@ -31,8 +31,8 @@ engine keeps in memory only what is derived or transient: the group table, each 
 (``_peers``: ACKs and ephemeral messages waiting for its next payload, what its carrier
 declared), the causal frontier of each group and consistent delivery's waiting lists
 (``_causal``), the request counts (``_requests``), and events. ``Engine`` is the facade: the
-inputs and outputs above, with the receive path in ``_receive``, the drain in ``_drain`` and
-snapshots for one-way carriers in ``_export``.
+inputs and outputs above, with the send path in ``_send``, the receive path in ``_receive``,
+the drain in ``_drain`` and snapshots for one-way carriers in ``_export``.
 
 What a member can make us ask for is bounded, because any member can offer IDs that do not exist
 or name parents nobody has. REQUEST records are counted per peer and per group (``_requests``,
@@ -74,12 +74,11 @@ from mvds_node.sync._export import exported_records, take_snapshot
 from mvds_node.sync._peers import Peers
 from mvds_node.sync._receive import Receive
 from mvds_node.sync._requests import Requests
+from mvds_node.sync._send import Send
 from mvds_node.sync._state import (
-    TRANSITIONS,
     Input,
     Record,
     RecordType,
-    create,
     step,
 )
 from mvds_node.sync._wire import (
@@ -196,6 +195,17 @@ class Engine:
         # once, until that counter falls to half its bound.
         self._requests = Requests.load(store, cfg.limits)
         self._drain = Drain(store, self._groups, self._peers, cfg)
+        self._send = Send(
+            store=store,
+            config=cfg,
+            groups=self._groups,
+            peers=self._peers,
+            causal=self._causal,
+            epoch=lambda: self._epoch,
+            retransmit_epoch=self._drain.retransmit_epoch,
+            schedule=self._schedule,
+            note_expiry=self._note_expiry,
+        )
         self._receive = Receive(
             store=store,
             config=cfg,
@@ -231,7 +241,8 @@ class Engine:
     def _first_due(self, peer: bytes) -> int:
         """The epoch in which a new record for ``peer`` can go out."""
         state = self._peers.get(peer)
-        return self._epoch if state is None else state.first_due(self._epoch)
+        epoch = self._epoch
+        return epoch + 1 if state is not None and state.done_epoch == epoch else epoch
 
     def _schedule(self, epoch: int) -> None:
         nd = self._next_due
@@ -426,10 +437,7 @@ class Engine:
         if ephemeral:
             if parents:
                 raise LocalProtocolError("ephemeral messages have no parents")
-            wire = encode_message(group_id, timestamp, body, ephemeral=True)
-            peers = self._peers
-            for peer in members:
-                peers[peer].ephemeral.append(wire)
+            self._send.ephemeral(members, encode_message(group_id, timestamp, body, ephemeral=True))
             return mid
         causal = self._causal
         if parents is None:
@@ -443,22 +451,7 @@ class Engine:
             if mid in chosen:
                 raise LocalProtocolError("a message cannot be its own parent")
         wire = encode_message(group_id, timestamp, body, parents=chosen, expires_at=expires_at)
-        store = self._store
-        with store.transaction():
-            if not store.add_message(
-                StoredMessage(mid, group_id, timestamp, wire, chosen, expires_at)
-            ):
-                return mid  # the same group, timestamp and body: the same message
-            if expires_at:
-                self._note_expiry(expires_at)
-            records, fresh = self._new_records(group_id, (mid,))
-            if records:
-                store.put_records(records)
-        self._note_fresh(fresh, group_id, (mid,), len(wire))
-        if not expires_at:
-            # An expiring message is never a parent, so it cannot stand in for the messages it
-            # names: they stay in the frontier, and the next message names them.
-            causal.sent(group_id, chosen, mid)
+        self._send.durable(StoredMessage(mid, group_id, timestamp, wire, chosen, expires_at))
         return mid
 
     def send_many(
@@ -488,79 +481,10 @@ class Engine:
         self._advance(now)
         ids = [message_id(group_id, timestamp, body) for body in bodies]
         with self.batch():
-            if len(set(ids)) != len(ids) or not self._send_new(group_id, bodies, ids, timestamp):
+            if len(set(ids)) != len(ids) or not self._send.chain(group_id, bodies, ids, timestamp):
                 # A message already stored, or one twice: the general path says what each does.
                 return [self.send(group_id, b, now=now, timestamp=timestamp) for b in bodies]
         return ids
-
-    def _send_new(
-        self, group_id: bytes, bodies: Sequence[bytes], ids: list[bytes], timestamp: int
-    ) -> bool:
-        """:meth:`send_many` when none of ``ids`` is stored yet; False (nothing done) if one is."""
-        if not ids:
-            return True
-        first = self._causal.choose_parents(group_id)
-        messages = []
-        parents: tuple[bytes, ...] = first
-        for mid, body in zip(ids, bodies, strict=True):
-            wire = encode_message(group_id, timestamp, body, parents=parents)
-            messages.append(StoredMessage(mid, group_id, timestamp, wire, parents))
-            parents = (mid,)
-        store = self._store
-        if not store.add_messages(messages):
-            return False
-        records, fresh = self._new_records(group_id, ids)
-        if records:
-            store.put_records(records)
-        self._causal.sent(group_id, first, ids[-1])
-        size = sum(len(m.wire) for m in messages) if fresh else 0
-        self._note_fresh(fresh, group_id, ids, size)
-        return True
-
-    def _new_records(
-        self, group_id: bytes, ids: Sequence[bytes]
-    ) -> tuple[list[Record], list[tuple[bytes, RecordType]]]:
-        """The records of the new messages ``ids`` for every member of the group, scheduled,
-        and the reliable members whose first transmission goes out from memory, with their kind
-        of record (for :meth:`_note_fresh` once the records are stored)."""
-        records: list[Record] = []
-        fresh: list[tuple[bytes, RecordType]] = []
-        epoch = self._epoch
-        cap = self._limits.max_pending_acks
-        peers = self._peers
-        for peer, mode in self._groups[group_id].items():
-            share = Input.SHARE_BATCH if mode is Mode.BATCH else Input.SHARE_INTERACTIVE
-            kind = TRANSITIONS[(_NONE, share)].to
-            state = peers[peer]
-            if state.reliable and len(state.fresh) + len(ids) <= cap:
-                # Written once, as transmitted; the transmission follows from memory.
-                for mid in ids:
-                    due = self._drain.retransmit_epoch(peer, mid, epoch, 1)
-                    new = create(mid, peer, group_id, share, due=due)
-                    records.append(step(new, Input.TRANSMITTED, epoch=epoch, due=due))
-                    self._schedule(due)
-                fresh.append((peer, kind))
-                continue
-            due = state.first_due(epoch)
-            records.extend(create(mid, peer, group_id, share, due=due) for mid in ids)
-            self._schedule(due)
-        return records, fresh
-
-    def _note_fresh(
-        self,
-        fresh: list[tuple[bytes, RecordType]],
-        group_id: bytes,
-        ids: Sequence[bytes],
-        size: int,
-    ) -> None:
-        """Queue the first transmissions of ``ids`` (``size`` bytes of wires) to ``fresh``."""
-        peers = self._peers
-        for peer, kind in fresh:
-            state = peers[peer]
-            waiting = state.fresh
-            for mid in ids:
-                waiting[mid] = (kind, group_id)
-            state.fresh_bytes += size
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:

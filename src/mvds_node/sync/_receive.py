@@ -130,7 +130,8 @@ class Receive:
     def _due(self, peer: bytes) -> int:
         """The epoch in which a new record for ``peer`` can go out."""
         state = self._peers.get(peer)
-        return self._epoch if state is None else state.first_due(self._epoch)
+        epoch = self._epoch
+        return epoch + 1 if state is not None and state.done_epoch == epoch else epoch
 
     def ack_queue(self, state: PeerState) -> dict[bytes, None]:
         """The peer's ACK queue, with room for one more."""

@@ -7,8 +7,9 @@ parked it. "No record" is :attr:`RecordType.NONE`. ACKs are never state (2/MVDS)
 answered afresh each time a message arrives.
 
 :func:`apply` takes a record (a blank one of type NONE when there is none) and an :class:`Input`,
-looks the pair up in :data:`TRANSITIONS`, and returns the new record, the same record when the
-input leaves it as it is, or None when the record ends. Nothing else assigns a record's fields.
+looks the pair up in :data:`TRANSITIONS`, and returns the record after the input (updated in
+place, or a new one where a record is made), or None when the record ends. Nothing else assigns
+a record's fields.
 Every (state, input) pair is in the table with the reason for its result (``docs/engine.md``
 shows the same table, and a test checks that the two agree); a pair missing from it is a bug in
 the engine, never a consequence of remote input, because the engine only asks about inputs it
@@ -82,8 +83,11 @@ class Record:
         return (self.message_id, self.peer)
 
 
-class Input(enum.Enum):
-    """Something that happened to one (message, peer) pair."""
+class Input(enum.IntEnum):
+    """Something that happened to one (message, peer) pair.
+
+    An ``IntEnum`` only so that it hashes at C speed: every record change looks a pair up.
+    """
 
     SHARE_BATCH = enum.auto()
     """We hold the message and the peer should get it in full (local send or relay, batch)."""
@@ -300,8 +304,11 @@ def apply(
     due: int = 0,
     group_id: bytes | None = None,
 ) -> Record | None:
-    """Apply ``event`` to ``record``; return the new record, ``record`` itself if nothing
-    changes, or None if there is no record afterwards (delete it, or create none).
+    """Apply ``event`` to ``record``; return the record after it, or None if there is none
+    afterwards (delete it, or create none).
+
+    A record that stays is ``record`` itself, updated in place (or unchanged: *kept*); one that
+    is made from none, or replaces a REQUEST, is a new object.
 
     Args:
         record: the current record; :func:`blank` when the pair has none.
@@ -323,6 +330,14 @@ def apply(
     if step.kept:
         return record
     r = record
+    # A record that stays is updated in place (the drain changes thousands at a time); one that
+    # is made, or replaces a REQUEST, is a new object.
+    if event is Input.TRANSMITTED:  # the most frequent, first
+        if r.first_epoch < 0:
+            r.first_epoch = epoch
+        r.send_count += 1
+        r.send_epoch = due
+        return r
     if event in _CREATES:
         if r.type is _N or r.type is _R:
             # Created, or replacing a REQUEST: a new record, never sent.
@@ -330,26 +345,33 @@ def apply(
             return Record(r.message_id, r.peer, to, group, 0, due)
         # Asked for what we offered or were sending: answered at once, the schedule's count
         # and age go on.
-        return Record(r.message_id, r.peer, to, r.group_id, r.send_count, due, r.first_epoch)
-    if event is Input.TRANSMITTED:
-        first = epoch if r.first_epoch < 0 else r.first_epoch
-        return Record(r.message_id, r.peer, to, r.group_id, r.send_count + 1, due, first, r.parked)
+        r.type = to
+        r.send_epoch = due
+        r.parked = False
+        return r
     if event is Input.NOT_SENT:
-        count = max(0, r.send_count - 1)
-        return Record(r.message_id, r.peer, to, r.group_id, count, due, r.first_epoch, r.parked)
+        r.send_count = max(0, r.send_count - 1)
+        r.send_epoch = due
+        return r
     if event is Input.EXPORTED:
-        first = epoch if r.first_epoch < 0 else r.first_epoch
-        at = max(r.send_epoch, due)
-        return Record(r.message_id, r.peer, to, r.group_id, r.send_count + 1, at, first)
+        r.send_count += 1
+        if r.first_epoch < 0:
+            r.first_epoch = epoch
+        r.send_epoch = max(r.send_epoch, due)
+        r.parked = False
+        return r
     if event is Input.GIVE_UP:
-        return Record(
-            r.message_id, r.peer, to, r.group_id, r.send_count, r.send_epoch, r.first_epoch, True
-        )
+        r.parked = True
+        return r
     if event is Input.REARM or event is Input.RESET:
-        # A REQUEST keeps its age: a peer that reconnects does not renew what it was asked and
-        # never answered (request_timeout, missing_parent_timeout).
-        first = r.first_epoch if to is _R else -1
-        return Record(r.message_id, r.peer, to, r.group_id, 0, due, first)
+        r.parked = False
+        r.send_count = 0
+        if to is not _R:
+            # A REQUEST keeps its age: a peer that reconnects does not renew what it was
+            # asked and never answered (request_timeout, missing_parent_timeout).
+            r.first_epoch = -1
+        r.send_epoch = due
+        return r
     raise LocalProtocolError(f"{event.name} cannot make a {to.name} record")
 
 
@@ -359,7 +381,12 @@ def create(message_id: bytes, peer: bytes, group_id: bytes, event: Input, *, due
     Raises:
         LocalProtocolError: ``event`` makes no record from none (a bug in the engine).
     """
-    return _made(apply(blank(message_id, peer, group_id), event, due=due), event)
+    step = TRANSITIONS.get((_N, event))
+    if step is None:
+        raise LocalProtocolError(f"no transition for NONE + {event.name}")
+    if step.to is _N or step.kept or event not in _CREATES:
+        raise LocalProtocolError(f"{event.name} makes no record from none")
+    return Record(message_id, peer, step.to, group_id, 0, due)
 
 
 def step(
