@@ -15,19 +15,22 @@ is remembered for a while so that naming it again asks nothing, and with
 ``MissingParents.DELIVER`` the messages that waited for it are delivered, marked.
 
 The engine decides what to ask for and owns the records; this module only tracks what is held
-and hands deliveries to the engine's callback.
+and queues the deliveries as the engine's events.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Container
 from heapq import nsmallest
-from typing import final
+from typing import TYPE_CHECKING, final
 
 from mvds_node.sync._config import MissingParents, SyncConfig
-from mvds_node.sync._events import MessageDelivered
+from mvds_node.sync._events import Event, MessageDelivered
 from mvds_node.sync._wire import decode_stored
 from mvds_node.sync.store._protocol import Store, StoredMessage
+
+if TYPE_CHECKING:
+    from mvds_node.sync._engine import EngineStatistics
 
 __all__ = ["Causal"]
 
@@ -42,12 +45,14 @@ class Causal:
     Args:
         store: where messages are kept (read, and marked delivered).
         config: the engine's configuration.
-        delivered: called with each message delivered, in delivery order.
+        stats: the engine's statistics (deliveries counted in place).
+        push: queues an event (each delivery, in delivery order).
     """
 
     __slots__ = (
         "_cfg",
-        "_delivered",
+        "_push",
+        "_stats",
         "_store",
         "abandoned",
         "abandoned_for",
@@ -58,11 +63,16 @@ class Causal:
     )
 
     def __init__(
-        self, store: Store, config: SyncConfig, delivered: Callable[[MessageDelivered], None]
+        self,
+        store: Store,
+        config: SyncConfig,
+        stats: EngineStatistics,
+        push: Callable[[Event], None],
     ) -> None:
         self._store = store
         self._cfg = config
-        self._delivered = delivered
+        self._stats = stats
+        self._push = push
         self.frontier: dict[bytes, dict[bytes, None]] = {}
         """Per group, its messages without children (an ordered set)."""
         self.missing: dict[bytes, int] = {}
@@ -243,7 +253,8 @@ class Causal:
                     frontier[mid] = None
             first = False
             gone = tuple(abandoned_for.pop(mid, ())) if abandoned_for else ()
-            self._delivered(
+            self._stats.messages_delivered += 1
+            self._push(
                 MessageDelivered(
                     mid, group_id, timestamp, body, parents, False, sender, expires_at, gone
                 )

@@ -187,7 +187,7 @@ class Engine:
             for peer, mode in members.items():
                 self._join(group, peer, Mode(mode))
         # Causal frontier per group, and consistent delivery's held messages.
-        self._causal = Causal(store, cfg, self._delivered)
+        self._causal = Causal(store, cfg, self.statistics, self._push)
         for group in self._groups:
             self._causal.load_frontier(group)
         # The REQUEST records we hold, counted per peer and group; and the bound a payload's
@@ -821,10 +821,6 @@ class Engine:
                 state.full = self._requests.refusal
                 for reason, n in refused.items():
                     self._reject(peer, reason, n, whole=False)
-
-    def _delivered(self, event: MessageDelivered) -> None:
-        self.statistics.messages_delivered += 1
-        self._push(event)
 
     def _push(self, event: Event) -> None:
         events = self._events

@@ -18,7 +18,15 @@ from typing import Final, final
 from mvds_node.sync._causal import Causal
 from mvds_node.sync._config import Mode, SyncConfig
 from mvds_node.sync._peers import Peers
-from mvds_node.sync._state import TRANSITIONS, Input, Record, RecordType, create, step
+from mvds_node.sync._state import (
+    TRANSITIONS,
+    Input,
+    Record,
+    RecordType,
+    create,
+    create_many,
+    step,
+)
 from mvds_node.sync._wire import encode_message
 from mvds_node.sync.store._protocol import Store, StoredMessage
 
@@ -149,7 +157,7 @@ class Send:
                 fresh.append((peer, kind))
                 continue
             due = state.first_due(epoch)
-            records.extend(create(mid, peer, group_id, share, due=due) for mid in ids)
+            records.extend(create_many(ids, peer, group_id, share, due=due))
             self._schedule(due)
         return records, fresh
 

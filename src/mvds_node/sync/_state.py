@@ -31,6 +31,7 @@ Where we differ from the Go reference on purpose (REPORT.md §3), the table says
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final, Literal, NamedTuple
 
@@ -45,6 +46,7 @@ __all__ = [
     "apply",
     "blank",
     "create",
+    "create_many",
     "step",
     "transition",
 ]
@@ -387,6 +389,22 @@ def create(message_id: bytes, peer: bytes, group_id: bytes, event: Input, *, due
     if step.to is _N or step.kept or event not in _CREATES:
         raise LocalProtocolError(f"{event.name} makes no record from none")
     return Record(message_id, peer, step.to, group_id, 0, due)
+
+
+def create_many(
+    message_ids: Iterable[bytes], peer: bytes, group_id: bytes, event: Input, *, due: int
+) -> list[Record]:
+    """:func:`create` for several messages and one peer (a bulk send): the table is looked up
+    once.
+
+    Raises:
+        LocalProtocolError: ``event`` makes no record from none (a bug in the engine).
+    """
+    first = TRANSITIONS.get((_N, event))
+    if first is None or first.to is _N or first.kept or event not in _CREATES:
+        raise LocalProtocolError(f"{event.name} makes no record from none")
+    to = first.to
+    return [Record(mid, peer, to, group_id, 0, due) for mid in message_ids]
 
 
 def step(
