@@ -42,7 +42,7 @@ def stores(kind: str, n: int) -> Iterator[list[Store]]:
     if kind == "memory":
         yield [MemoryStore() for _ in range(n)]
         return
-    from mvds_node.sync._sqlite import SQLiteStore
+    from mvds_node.sync.store._sqlite import SQLiteStore
 
     with tempfile.TemporaryDirectory() as tmp:
         made: list[Store] = [SQLiteStore(Path(tmp) / f"node{i}.db") for i in range(n)]

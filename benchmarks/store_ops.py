@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mvds_node.sync import MemoryStore, Record, RecordType, Store, StoredMessage
-from mvds_node.sync._sqlite import SQLiteStore
+from mvds_node.sync.store._sqlite import SQLiteStore
 
 GROUP = bytes(range(1, 33))
 PEER = b"P" * 32

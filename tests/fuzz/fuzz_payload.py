@@ -4,7 +4,8 @@ One engine on an in-memory store, in a group with two peers, holding one message
 ACK, OFFER and REQUEST records can name something it has). The fuzzer picks the delivery mode,
 each peer's mode, and a sequence of payloads from either peer with clock steps between them;
 after each payload the engine's output is drained as the node does. The engine documents that
-it never raises on remote input (it reports ``PayloadRejected``), so no exception may come out;
+it never raises on remote input (it reports ``PayloadRejected``), so no exception may come out
+(``LocalProtocolError`` included: a record and an input without a transition in ``_state.py``);
 and what it delivers must be delivered once (per input), be the message its ID names, and come
 from a member.
 """

@@ -60,9 +60,9 @@ def test_round_trip_and_acks_back(tmp_path: Path) -> None:
     assert bodies(bob) == []
     # Bob's answer carries his acknowledgements: Alice stops retransmitting.
     export_bundle(bob, tmp_path / "b2", sender=BOB, now=1.0, created_ms=2, peer=ALICE.public)
-    assert len(alice._store.records_for_peer(BOB.public)) == 50
+    assert len(alice.store_view.records_for_peer(BOB.public)) == 50
     import_bundle(alice, tmp_path / "b2", keypair=ALICE, now=1.0)
-    assert alice._store.records_for_peer(BOB.public) == []
+    assert alice.store_view.records_for_peer(BOB.public) == []
 
 
 def test_group_bundle(tmp_path: Path) -> None:
@@ -93,7 +93,7 @@ def refused(tmp_path: Path, data: bytes, match: str) -> None:
     path.write_bytes(data)
     with pytest.raises(BundleError, match=match):
         import_bundle(bob, path, keypair=BOB, now=0.0)
-    assert bob._store.message_count() == 0 and bodies(bob) == []
+    assert bob.store_view.message_count() == 0 and bodies(bob) == []
 
 
 def test_truncated_bundles_are_refused(tmp_path: Path, bundle: bytes) -> None:
@@ -129,7 +129,7 @@ def test_foreign_and_garbage_files_are_refused(tmp_path: Path, bundle: bytes) ->
 def test_failed_write_marks_nothing_sent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     alice = node(ALICE, BOB)
     alice.send(G, b"not yet", now=0.0, timestamp=1)
-    before = [(r.send_count, r.send_epoch) for r in alice._store.records_for_peer(BOB.public)]
+    before = [(r.send_count, r.send_epoch) for r in alice.store_view.records_for_peer(BOB.public)]
 
     def broken_fsync(fd: int) -> None:
         raise OSError(5, "Input/output error")
@@ -138,7 +138,7 @@ def test_failed_write_marks_nothing_sent(tmp_path: Path, monkeypatch: pytest.Mon
     with pytest.raises(BundleError, match="cannot write"):
         export_bundle(alice, tmp_path / "x", sender=ALICE, now=0.0, created_ms=1, peer=BOB.public)
     monkeypatch.undo()
-    after = [(r.send_count, r.send_epoch) for r in alice._store.records_for_peer(BOB.public)]
+    after = [(r.send_count, r.send_epoch) for r in alice.store_view.records_for_peer(BOB.public)]
     assert after == before
     assert list(tmp_path.iterdir()) == []  # no partial or temporary file left behind
     with pytest.raises(BundleError, match="cannot write"):
@@ -188,7 +188,7 @@ def test_a_bundle_gone_before_it_is_applied_changes_nothing(tmp_path: Path, bund
     with pytest.raises(BundleError, match=f"^{path}: cannot read: No such file") as info:
         import_bundle(bob, path, keypair=BOB, now=0.0, progress=unplugged)
     assert "\n" not in str(info.value)
-    assert bob._store.message_count() == 0 and bob.events() == []
+    assert bob.store_view.message_count() == 0 and bob.events() == []
     assert bob.payloads_to_send(now=0.0) == []
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 
 from mvds_node.sync import Engine, SyncConfig
-from mvds_node.sync._sqlite import EXTERNAL_MIN, SQLiteStore
+from mvds_node.sync.store._sqlite import EXTERNAL_MIN, SQLiteStore
 
 GROUP = bytes(range(1, 33))
 PEER = b"P" * 32

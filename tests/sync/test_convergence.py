@@ -115,7 +115,7 @@ def test_exactly_once_causal_and_quiet(s: Scenario) -> None:
             )  # fmt: skip
             if not ephemeral:
                 durable[mid] = names[who]
-                stored = engine._store.get_message(mid)
+                stored = engine.store_view.get_message(mid)
                 assert stored is not None
                 parents[mid] = stored.parents
             parents.setdefault(mid, ())

@@ -21,7 +21,7 @@ import pytest
 from mvds_node.sim import Net
 from mvds_node.sync import Engine, MemoryStore, MessageDelivered, SyncConfig
 
-sqlite_mod = pytest.importorskip("mvds_node.sync._sqlite")
+sqlite_mod = pytest.importorskip("mvds_node.sync.store._sqlite")
 
 WRITER = Path(__file__).with_name("crash_writer.py")
 GROUP = bytes(range(1, 33))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from mvds_node.sync import (
     RelayPolicy,
     SQLiteStore,
     Store,
+    StoreReader,
     SyncConfig,
     decode_payload,
     encode_message,
@@ -371,7 +372,7 @@ def test_new_message_names_the_frontier_and_never_ephemeral_or_expiring_ones(
     m4 = a.send(G, b"m4", now=0.0, timestamp=7)
     parents = {}
     for m in (m1, m2, m3, m4):
-        stored = a._store.get_message(m)
+        stored = a.store_view.get_message(m)
         assert stored is not None
         parents[m] = stored.parents
     # The ephemeral and the expiring message are skipped, and they do not hide m2 and x: m3
@@ -391,7 +392,7 @@ def test_consistent_order_holds_across_an_exploding_message() -> None:
     m1 = a.send(G, b"m1", now=0.0, timestamp=1)
     a.send(G, b"boom", now=0.0, timestamp=2, expires_at=10**13)
     m2 = a.send(G, b"m2", now=0.0, timestamp=3)
-    stored = a._store.get_message(m2)
+    stored = a.store_view.get_message(m2)
     assert stored is not None and stored.parents == (m1,)
     (out,) = a.payloads_to_send(now=0.0)
     messages = {m.id: m.wire for m in decode_payload(out[1], LIMITS).messages}
@@ -408,7 +409,7 @@ def test_a_fetched_parent_does_not_rejoin_the_frontier() -> None:
     b.receive_payload(A, encode_payload(messages=[wire(1, b"c0")]), now=0.5)
     assert delivered(b.events()) == [b"c1", b"c0"]
     reply = b.send(G, b"reply", now=0.5, timestamp=3)
-    stored = b._store.get_message(reply)
+    stored = b.store_view.get_message(reply)
     assert stored is not None and stored.parents == (c1,)
 
 
@@ -422,7 +423,7 @@ def chain_at_c(length: int) -> tuple[Engine, list[bytes], list[bytes]]:
     c.add_peer(G, B, mode=Mode.BATCH)
     wires = []
     for i in ids:
-        stored = c._store.get_message(i)
+        stored = c.store_view.get_message(i)
         assert stored is not None
         wires.append(stored.wire)
     return c, ids, wires
@@ -492,7 +493,7 @@ def test_ephemeral_sent_once_never_stored_acked_or_retransmitted(new_store: Stor
     assert a.next_deadline() is None  # nothing to retransmit
     assert send_epochs(a, range(1, 50)) == []  # and, even unacknowledged, nothing is
     assert not a.has_message(mid)
-    assert a._store.message_count() == 0 and a._store.record_count() == 0
+    assert a.store_view.message_count() == 0 and a.store_view.record_count() == 0
 
     for now in (0.0, 0.1, 5.0):  # the network duplicated it
         b.receive_payload(A, out[1], now=now)
@@ -578,14 +579,14 @@ def test_expired_message_is_deleted_everywhere_and_never_sent_again(
         B: Sent(messages=(mid, keep)),
         C: Sent(offers=(mid, keep)),
     }
-    assert a.next_expiry() == 5_000
-    assert a.expire(wall=4_999) == 0
+    a.handle_timer(now=0.5, wall=4_000)  # the wall clock: the expiry is 1 s away
+    assert a.next_deadline() == 1.5
+    a.handle_timer(now=1.499, wall=4_999)
     assert a.events() == []
-    assert a.expire(wall=5_000) == 1
+    a.handle_timer(now=1.5, wall=5_000)
     assert a.events() == [MessageExpired(mid, G)]
     assert not a.has_message(mid)
-    assert a._store.records_for_message(mid) == []  # no peer is owed it any more
-    assert a.next_expiry() is None
+    assert a.store_view.records_for_message(mid) == []  # no peer is owed it any more
     assert a.next_deadline() == 2.0  # the kept message's retransmission, as before
     # The remaining retransmissions (B at 2, 6, ...; C likewise) carry only the kept message,
     # and a REQUEST for the expired one is refused.
@@ -596,6 +597,36 @@ def test_expired_message_is_deleted_everywhere_and_never_sent_again(
         for s in drain(a, float(e)).values():
             seen.update(s.messages + s.offers)
     assert seen == {keep}
+
+
+def test_next_deadline_includes_expiry_and_follows_the_wall_clock() -> None:
+    a = node()
+    mid = a.send(G, b"m", now=0.0, timestamp=1, expires_at=10_000)
+    drain(a, 0.0)
+    a.receive_payload(B, encode_payload(acks=[mid]), now=0.5)
+    assert a.events() == [MessageAcked(mid, B)]
+    assert a.next_deadline() is None  # no wall clock yet: nothing to wake for
+    a.handle_timer(now=1.0, wall=1_000)
+    assert a.next_deadline() == 10.0  # one timer: the expiry, on the monotonic clock
+    a.handle_timer(now=2.0, wall=7_000)  # the wall clock jumped 5 s ahead
+    assert a.next_deadline() == 5.0
+    a.handle_timer(now=3.0, wall=2_000)  # and 6 s back
+    assert a.next_deadline() == 11.0
+    with pytest.warns(DeprecationWarning, match="next_expiry"):
+        assert a.next_expiry() == 10_000
+    a.handle_timer(now=11.0, wall=10_000)
+    assert a.events() == [MessageExpired(mid, G)]
+    assert a.next_deadline() is None
+
+
+def test_an_expiring_message_that_arrives_sets_the_next_deadline() -> None:
+    a = node()
+    a.handle_timer(now=0.0, wall=1_000)
+    a.receive_payload(B, encode_payload(messages=[wire(1, b"m", expires_at=4_000)]), now=0.0)
+    drain(a, 0.0)  # its ACK
+    assert a.next_deadline() == 3.0
+    a.handle_timer(now=3.0, wall=4_000)
+    assert [type(e) for e in a.events()] == [MessageDelivered, MessageExpired]
 
 
 def test_expiry_of_the_last_pending_message_leaves_nothing_to_wake_for() -> None:
@@ -668,13 +699,13 @@ def test_after_a_restart_the_next_message_names_the_same_parents(
         a.receive_payload(B, encode_payload(messages=[w]), now=0.0)
         # Ours: an expiring message on top of m1 and w.
         e = a.send(G, b"secret", now=0.0, timestamp=4, expires_at=10**13)
-        stored = a._store.get_message(e)
+        stored = a.store_view.get_message(e)
         assert stored is not None and stored.parents == tuple(sorted((m1, mid_of(2, b"w"))))
         return a
 
     def parents_of_next(a: Engine) -> tuple[bytes, ...]:
         m = a.send(G, b"next", now=0.0, timestamp=5)
-        stored = a._store.get_message(m)
+        stored = a.store_view.get_message(m)
         assert stored is not None
         return stored.parents
 
@@ -755,3 +786,47 @@ def test_peer_latency_stretches_retransmission_to_that_peer_only(
     a.reset_peer(B, now=130.0)
     to_b = [e for e in range(130, 140) if B in dict(a.payloads_to_send(now=float(e)))]
     assert to_b == [130, 132, 136]
+
+
+def test_a_peer_removed_and_added_again_starts_afresh() -> None:
+    """Nothing of a peer's in-memory state outlives its removal from its last group: its
+    carrier's latency and payload size, its live connection, its payload this epoch, its
+    ACKs and ephemeral messages."""
+    a = node(peers={B: Mode.BATCH, C: Mode.BATCH})
+    a.set_peer_latency(B, 30.0)
+    a.set_peer_max_payload(B, 200)
+    a.set_peer_reliable(B, True, now=0.0)
+    a.receive_payload(B, encode_payload([], [], [], [wire(1, b"from b")]), now=0.0)
+    a.send(G, b"ephemeral", now=0.0, timestamp=2, ephemeral=True)
+    assert set(drain(a, 0.0)) == {B, C}  # B had its payload in epoch 0
+    a.receive_payload(B, encode_payload([], [], [], [wire(3, b"again")]), now=0.0)
+    a.send(G, b"ephemeral 2", now=0.0, timestamp=4, ephemeral=True)
+    a.remove_peer(G, B)
+    a.add_peer(G, B, mode=Mode.BATCH)
+    # Nothing queued for it survived: only C is owed the ephemeral message, next epoch.
+    assert a.next_deadline() == 1.0
+    assert set(drain(a, 1.0)) == {C}
+    body = b"x" * 300
+    a.send(G, body, now=1.5, timestamp=5)
+    # Due in this epoch (no payload for it yet since it came back), whole (no 200-byte cut),
+    # and its record is new, not written as sent for a live connection.
+    out = [(peer, data) for peer, data in a.payloads_to_send(now=1.5) if peer == B]
+    assert [sent(data).messages for _, data in out] == [(mid_of(5, body),)]
+    # Retransmitted on the backoff's schedule, not the slow carrier's 60 epochs.
+    to_b = [e for e in range(2, 12) if B in dict(a.payloads_to_send(now=float(e)))]
+    assert to_b == [3, 7]
+
+
+def test_the_store_view_reads_and_changes_nothing() -> None:
+    a = node()
+    mid = a.send(G, b"m", now=0.0, timestamp=1)
+    view: StoreReader = a.store_view
+    assert view.has_message(mid) and view.message_count() == 1
+    (record,) = view.records_for_peer(B)
+    assert (record.type, record.send_count) == (RecordType.MESSAGE, 0)
+    assert not hasattr(view, "put_records") and not hasattr(view, "delete_message")
+    # A record read through the view is a copy: changing it does not reach the store (the
+    # memory store hands out its own objects).
+    record.send_epoch = 99
+    assert view.get_record(mid, B) == replace(record, send_epoch=0)
+    assert a.next_deadline() == 0.0

@@ -47,9 +47,12 @@ def engine(store: Store | None = None, **kw: Any) -> Engine:
     return Engine(store if store is not None else MemoryStore(), config=config, now=0.0)
 
 
-def pair(mode: Mode = Mode.BATCH, **kw: Any) -> tuple[Net, Engine, Engine]:
+def pair(
+    mode: Mode = Mode.BATCH, store: Store | None = None, **kw: Any
+) -> tuple[Net, Engine, Engine]:
+    """Engines A (on ``store``, if given) and B in group G, joined by a ``Net``."""
     net = Net()
-    a = net.add(A, engine(**kw))
+    a = net.add(A, engine(store, **kw))
     b = net.add(B, engine(**kw))
     for me, other in ((a, B), (b, A)):
         me.add_group(G)
@@ -191,10 +194,10 @@ def test_new_messages_name_the_frontier_and_ephemerals_are_never_parents() -> No
     net.run_until(lambda: len(delivered(net, A)) == 1 and len(delivered(net, B)) == 1, max_rounds=9)
     a.send(G, b"eph", now=net.now, timestamp=3, ephemeral=True)
     m3 = a.send(G, b"merge", now=net.now, timestamp=4)
-    stored = a._store.get_message(m3)
+    stored = a.store_view.get_message(m3)
     assert stored is not None and set(stored.parents) == {m1, m2}
     m4 = a.send(G, b"next", now=net.now, timestamp=5)
-    stored = a._store.get_message(m4)
+    stored = a.store_view.get_message(m4)
     assert stored is not None and stored.parents == (m3,)
 
 
@@ -211,13 +214,14 @@ def chain(n: int) -> list[bytes]:
 
 @pytest.mark.parametrize("delivery", list(DeliveryMode))
 def test_missing_parents_are_fetched_at_any_depth(delivery: DeliveryMode) -> None:
-    net, a, b = pair(delivery=delivery)
     wires = chain(4)
+    store = MemoryStore()
     for w in wires:  # A has the whole chain; it offers nothing, B only learns of the tip
         m = decode_stored(w)
-        a._store.add_message(
+        store.add_message(
             StoredMessage(m.id, m.group_id, m.timestamp, w, m.parents, m.expires_at, True)
         )
+    net, _, b = pair(delivery=delivery, store=store)
     b.receive_payload(A, encode_payload([], [], [], [wires[-1]]), now=0.0)
     net.run_until(lambda: len(delivered(net, B)) == 4, max_rounds=40)
     order = delivered(net, B)
@@ -245,7 +249,7 @@ def test_ephemeral_is_sent_once_never_stored_acked_or_retransmitted() -> None:
     mid = a.send(G, b"typing", now=0.0, timestamp=1, ephemeral=True)
     net.run(20)
     assert delivered(net, B) == [b"typing"]
-    assert a._store.get_message(mid) is None and b._store.get_message(mid) is None
+    assert a.store_view.get_message(mid) is None and b.store_view.get_message(mid) is None
     carrying = [t for t in net.log if t.sender == A and records(t.payload)[3]]
     assert len(carrying) == 1
     assert all(records(t.payload)[0] == 0 for t in net.log if t.sender == B)
@@ -286,10 +290,9 @@ def test_expired_messages_leave_store_and_queues_and_never_go_out() -> None:
     mid = a.send(G, b"self-destruct", now=0.0, timestamp=1, expires_at=5_000)
     keep = a.send(G, b"keep", now=0.0, timestamp=2)
     net.run(3)
-    assert a.next_expiry() == 5_000
     assert a.expire(wall=5_000) == 1
     assert any(isinstance(e, MessageExpired) and e.message_id == mid for e in a.events())
-    assert a._store.get_message(mid) is None and a._store.get_message(keep) is not None
+    assert a.store_view.get_message(mid) is None and a.store_view.get_message(keep) is not None
     net.offline.discard(B)
     a.reset_peer(B, now=net.now)
     net.run_until(lambda: b"keep" in delivered(net, B), max_rounds=10)
@@ -335,7 +338,7 @@ def test_parent_later_in_the_same_payload_is_not_requested() -> None:
         f"c{i}".encode() for i in range(5)
     ]
     # Nothing is asked for: every parent arrived in the payload, after its child.
-    assert b._store.records_for_peer(A) == []
+    assert b.store_view.records_for_peer(A) == []
 
 
 def test_offers_of_unknown_ids_are_bounded() -> None:
@@ -344,7 +347,7 @@ def test_offers_of_unknown_ids_are_bounded() -> None:
     b.add_peer(G, A, mode=Mode.INTERACTIVE)
     fake = [bytes([i]) * 32 for i in range(50)]  # a hostile member offers IDs that do not exist
     b.receive_payload(A, encode_payload([], fake, [], []), now=0.0)
-    requested = [r for r in b._store.records_for_peer(A) if r.type is RecordType.REQUEST]
+    requested = [r for r in b.store_view.records_for_peer(A) if r.type is RecordType.REQUEST]
     assert len(requested) == 10
     rejected = [e for e in b.events() if isinstance(e, PayloadRejected)]
     assert sum(e.dropped for e in rejected) == 40

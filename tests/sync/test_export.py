@@ -49,7 +49,7 @@ def engine(*peers: bytes, store: Store | None = None, mode: Mode = Mode.BATCH, *
 def state(e: Engine, peer: bytes) -> list[tuple[bytes, RecordType, int, int, bool]]:
     return sorted(
         (r.message_id, r.type, r.send_count, r.send_epoch, r.parked)
-        for r in e._store.records_for_peer(peer)
+        for r in e.store_view.records_for_peer(peer)
     )
 
 
@@ -211,14 +211,16 @@ def test_commit_unparks_records_that_gave_up_and_reset_peer_rearms_them() -> Non
 
 
 def test_commit_is_durable(tmp_path: Path) -> None:
-    a = engine(B, store=SQLiteStore(tmp_path / "a.db"))
+    store = SQLiteStore(tmp_path / "a.db")
+    a = engine(B, store=store)
     a.send(G, b"one", now=0.0, timestamp=1)
     a.commit_export(a.export_snapshot([B], now=0.0), now=0.0, latency_seconds=DAYS)
-    a._store.close()
-    again = Engine(SQLiteStore(tmp_path / "a.db"), config=SyncConfig(epoch_seconds=1.0), now=0.0)
+    store.close()
+    store = SQLiteStore(tmp_path / "a.db")
+    again = Engine(store, config=SyncConfig(epoch_seconds=1.0), now=0.0)
     assert again.next_deadline() == 2 * DAYS
     assert again.payloads_to_send(now=0.0) == []
-    again._store.close()
+    store.close()
 
 
 # --------------------------------------------------------------------------- receive_payloads
@@ -251,12 +253,13 @@ def test_receive_payloads_applies_everything_in_order() -> None:
 
 def test_receive_payloads_that_fail_half_way_change_nothing(tmp_path: Path) -> None:
     _, payloads = bundle_payloads(50)
-    b = engine(A, store=SQLiteStore(tmp_path / "b.db"))
+    store = SQLiteStore(tmp_path / "b.db")
+    b = engine(A, store=store)
     b.receive_payload(A, encode_payload((), (), (), ()), now=0.0)
     before_stats = (b.statistics.messages_received, b.statistics.messages_delivered)
     with pytest.raises(OSError, match="Input/output"):
         b.receive_payloads(A, failing(payloads, 3), now=0.0)
-    assert b._store.message_count() == 0
+    assert b.store_view.message_count() == 0
     assert b.events() == []  # no delivery of what the store rolled back
     # Above all, no ACK: the sender would drop messages we do not hold.
     assert b.payloads_to_send(now=0.0) == [] and b.next_deadline() is None
@@ -266,7 +269,7 @@ def test_receive_payloads_that_fail_half_way_change_nothing(tmp_path: Path) -> N
     assert sorted(delivered(b)) == sorted(f"m{i}".encode() for i in range(50))
     b.receive_payloads(A, payloads, now=2.0)
     assert delivered(b) == []
-    b._store.close()
+    store.close()
 
 
 def test_receive_payloads_keep_events_queued_before() -> None:
@@ -283,14 +286,15 @@ def test_receive_payloads_keep_events_queued_before() -> None:
 
 
 def test_receive_payloads_undo_requests_and_relay(tmp_path: Path) -> None:
-    b = engine(A, C, store=SQLiteStore(tmp_path / "b.db"), mode=Mode.INTERACTIVE)
+    store = SQLiteStore(tmp_path / "b.db")
+    b = engine(A, C, store=store, mode=Mode.INTERACTIVE)
     offer = encode_payload((), [b"X" * 32])
     _, payloads = bundle_payloads(3)
     with pytest.raises(OSError, match="Input/output"):
         b.receive_payloads(A, failing([offer, *payloads], 2), now=0.0)
-    assert not b._requests.by_id and b._store.record_count() == 0
+    assert b.outstanding().requests == 0 and b.store_view.record_count() == 0
     assert b.next_deadline() is None and b.payloads_to_send(now=0.0) == []
-    b._store.close()
+    store.close()
 
 
 def test_receive_payloads_undo_consistent_delivery_holds(tmp_path: Path) -> None:
@@ -298,14 +302,15 @@ def test_receive_payloads_undo_consistent_delivery_holds(tmp_path: Path) -> None
     a.send(G, b"parent", now=0.0, timestamp=1)
     a.send(G, b"child", now=0.0, timestamp=2)
     parent, child = a.export_snapshot([B], now=0.0).messages
-    b = engine(A, store=SQLiteStore(tmp_path / "b.db"), delivery=DeliveryMode.CONSISTENT)
+    store = SQLiteStore(tmp_path / "b.db")
+    b = engine(A, store=store, delivery=DeliveryMode.CONSISTENT)
     with pytest.raises(OSError, match="Input/output"):
         b.receive_payloads(A, failing([carry((child,))], 1), now=0.0)
-    assert b._missing == {} and b._waiting == {} and b._held_sender == {}
-    assert b.events() == [] and b._store.message_count() == 0
+    assert (b.outstanding().held, b.outstanding().missing_parents) == (0, 0)
+    assert b.events() == [] and b.store_view.message_count() == 0
     b.receive_payloads(A, [carry((child,)), carry((parent,))], now=1.0)
     assert delivered(b) == [b"parent", b"child"]
-    b._store.close()
+    store.close()
 
 
 def test_receive_payloads_undo_when_the_store_fails_at_commit(

@@ -68,7 +68,7 @@ def test_2_offer_replaced_by_request() -> None:
     net, a, _ = pair(Mode.INTERACTIVE, Mode.INTERACTIVE)
     mid = a.send(G, b"m1", now=0.0, timestamp=1)
     net.run(2)  # OFFER at round 0, REQUEST back at round 1
-    record = a._store.get_record(mid, B)
+    record = a.store_view.get_record(mid, B)
     assert record is not None and record.type is RecordType.MESSAGE
     net.run(10)
     offers = [t for t in net.log if decode_payload(t.payload, Limits()).offers]
@@ -92,7 +92,7 @@ def test_4_ephemeral_sent_once_even_unacked() -> None:
     a.send(G, b"typing...", now=0.0, timestamp=1, ephemeral=True)
     net.run(50)
     assert len(net.log) == 1
-    assert a._store.message_count() == 0 and a._store.record_count() == 0
+    assert a.store_view.message_count() == 0 and a.store_view.record_count() == 0
     assert a.next_deadline() is None
 
 
@@ -101,7 +101,7 @@ def test_5_ephemeral_never_a_parent() -> None:
     m1 = a.send(G, b"m1", now=0.0, timestamp=1)
     a.send(G, b"eph", now=0.0, timestamp=2, ephemeral=True)
     m2 = a.send(G, b"m2", now=0.0, timestamp=3)
-    stored = a._store.get_message(m2)
+    stored = a.store_view.get_message(m2)
     assert stored is not None and stored.parents == (m1,)
 
 
@@ -125,13 +125,13 @@ def test_7_one_record_per_message_and_peer() -> None:
     mid = message_id(G, 1, b"m1")
     for now in (0.0, 1.0, 2.0):
         b.receive_payload(A, encode_payload(offers=[mid]), now=now)
-    assert [(r.type, r.peer) for r in b._store.records_for_message(mid)] == [
+    assert [(r.type, r.peer) for r in b.store_view.records_for_message(mid)] == [
         (RecordType.REQUEST, A)
     ]
     a.send(G, b"m1", now=0.0, timestamp=1)
     for now in (0.0, 1.0):
         a.receive_payload(B, encode_payload(requests=[mid]), now=now)
-    assert [(r.type, r.peer) for r in a._store.records_for_message(mid)] == [
+    assert [(r.type, r.peer) for r in a.store_view.records_for_message(mid)] == [
         (RecordType.MESSAGE, B)
     ]
 
@@ -148,7 +148,7 @@ def test_8_bad_ids_do_not_abort_the_rest_of_a_list() -> None:
     events = a.events()
     assert MessageAcked(m1, B) in events
     assert any(isinstance(e, PayloadRejected) and not e.whole for e in events)
-    record = a._store.get_record(m2, B)
+    record = a.store_view.get_record(m2, B)
     assert record is not None and record.send_epoch == 1  # answered in the next payload
 
 

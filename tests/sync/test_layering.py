@@ -7,11 +7,12 @@ or draws global randomness. This test parses every module of the package (the ge
 
 * pure standard-library modules (hashing, data structures, typing, ...);
 * ``google.protobuf``, for the wire format;
-* ``sqlite3``, in ``_sqlite.py`` only: the durable store is the one place that touches a file,
-  through SQLite and, for large message bodies, its segment files (written by ``_segments.py``,
-  which may use ``mmap`` for its page-aligned buffer). Both may use the file calls they need
-  (listed below, with ``errno`` to say what a failed write means and ``os.access`` to refuse a
-  store it cannot write), and nothing else of ``os`` (no clock, no environment, no processes);
+* ``sqlite3``, in ``store/_sqlite.py`` only: the durable store is the one place that touches a
+  file, through SQLite and, for large message bodies, its segment files (written by
+  ``store/_segments.py``, which may use ``mmap`` for its page-aligned buffer). Both may use the
+  file calls they need (listed below, with ``errno`` to say what a failed write means and
+  ``os.access`` to refuse a store it cannot write), and nothing else of ``os`` (no clock, no
+  environment, no processes);
 * other modules of ``mvds_node.sync``, and ``mvds_node.errors``.
 
 It also refuses calls that reach the outside world without an import statement (``open``,
@@ -71,12 +72,13 @@ PURE_STDLIB = frozenset(
         "struct",
         "types",
         "typing",
+        "warnings",
     }
 )
 ALLOWED_PACKAGES = (PACKAGE, "mvds_node.errors", "google.protobuf")
 # Per file: modules allowed there only, and the only attributes of them that may be used.
 FILE_EXCEPTIONS: dict[str, dict[str, frozenset[str] | None]] = {
-    "_sqlite.py": {
+    "store/_sqlite.py": {
         "sqlite3": None,
         # Telling a full disk from a read-only one, and refusing a store it cannot write.
         "errno": None,
@@ -102,7 +104,7 @@ FILE_EXCEPTIONS: dict[str, dict[str, frozenset[str] | None]] = {
             }
         ),
     },
-    "_segments.py": {
+    "store/_segments.py": {
         # One writer thread per open segment, joined when the segment is closed; the store
         # waits for its writes before every commit, so callers see synchronous writes.
         "concurrent": None,
@@ -158,8 +160,7 @@ def _module_name(relpath: str) -> str:
 
 def violations(source: str, relpath: str) -> list[str]:
     """Every way ``source`` (the module at ``relpath`` under ``sync/``) breaks the rule."""
-    filename = relpath.rsplit("/", 1)[-1]
-    exceptions = FILE_EXCEPTIONS.get(filename, {}) if "/" not in relpath else {}
+    exceptions = FILE_EXCEPTIONS.get(relpath, {})
     module = _module_name(relpath)
     found: list[str] = []
 
@@ -213,12 +214,22 @@ def test_every_module_is_checked() -> None:
     assert {
         "__init__.py",
         "_backoff.py",
+        "_causal.py",
         "_config.py",
+        "_drain.py",
         "_engine.py",
         "_events.py",
-        "_sqlite.py",
+        "_export.py",
+        "_peers.py",
+        "_receive.py",
+        "_requests.py",
+        "_send.py",
         "_state.py",
-        "_store.py",
+        "store/__init__.py",
+        "store/_memory.py",
+        "store/_protocol.py",
+        "store/_segments.py",
+        "store/_sqlite.py",
         "_wire.py",
         "proto/__init__.py",
     } <= set(modules)
@@ -270,12 +281,13 @@ PLANTED = [
     ("_engine.py", "from ..sim import Net\n"),
     # sqlite3 belongs to the SQLite store alone, and so does its sliver of os.
     ("_engine.py", "import sqlite3\n"),
-    ("_store.py", "import sqlite3\n"),
-    ("_store.py", "import os\n"),
+    ("store/_protocol.py", "import sqlite3\n"),
+    ("store/_memory.py", "import os\n"),
+    ("_sqlite.py", "import sqlite3\n"),
     ("proto/_sqlite.py", "import sqlite3\n"),
-    ("_sqlite.py", "import os\npid = os.getpid()\n"),
-    ("_sqlite.py", "from os import environ\n"),
-    ("_sqlite.py", "import time\n"),
+    ("store/_sqlite.py", "import os\npid = os.getpid()\n"),
+    ("store/_sqlite.py", "from os import environ\n"),
+    ("store/_sqlite.py", "import time\n"),
 ]
 
 
@@ -293,7 +305,7 @@ ALLOWED = [
     ("_engine.py", "from .. import errors\n"),
     ("_wire.py", "from google.protobuf.message import DecodeError\n"),
     ("proto/__init__.py", "from . import mvds_pb2\nfrom .. import _wire\n"),
-    ("_sqlite.py", "import os\nimport sqlite3\npath = os.fspath(p)\nT = os.PathLike[str]\n"),
+    ("store/_sqlite.py", "import os\nimport sqlite3\npath = os.fspath(p)\nT = os.PathLike[str]\n"),
     # A local name that merely looks like a module is fine when not used as one.
     ("_engine.py", "def f(epoch: int) -> int:\n    time_left = epoch\n    return time_left\n"),
 ]

@@ -175,7 +175,7 @@ def send_all(s: Scenario, net: Net) -> Sent:
                 out.ephemeral[mid] = name
             else:
                 out.author[mid] = name
-                stored = engine._store.get_message(mid)
+                stored = engine.store_view.get_message(mid)
                 assert stored is not None
                 out.parents[mid] = stored.parents
         net.step()
@@ -300,7 +300,7 @@ def test_exactly_once_causal_order_and_quiet(s: Scenario) -> None:
 
     # Settled: nothing is owed to anyone, and nothing goes out any more.
     for engine in net.engines.values():
-        assert engine._store.record_count() == 0
+        assert engine.store_view.record_count() == 0
         assert engine.next_deadline() is None
     before = {name: engine.statistics.payloads_sent for name, engine in net.engines.items()}
     net.log.clear()

@@ -48,7 +48,9 @@ def member_of(e: Engine, *peers: bytes, group: bytes = G, mode: Mode = Mode.BATC
 
 
 def requests_to(e: Engine, peer: bytes) -> set[bytes]:
-    return {r.message_id for r in e._store.records_for_peer(peer) if r.type is RecordType.REQUEST}
+    return {
+        r.message_id for r in e.store_view.records_for_peer(peer) if r.type is RecordType.REQUEST
+    }
 
 
 def random_ids(rng: random.Random, n: int) -> list[bytes]:
@@ -141,7 +143,7 @@ def test_missing_parents_of_one_group_are_bounded_per_group() -> None:
     # Another group is not affected.
     wire = encode_message(G2, 1, b"elsewhere", parents=random_ids(rng, 3))
     e.receive_payload(HONEST, encode_payload([], [], [], [wire]), now=0.0)
-    assert e._requests.per_group[G2] == 3
+    assert e.outstanding().requests_per_group[G2] == 3
 
 
 def test_unanswered_offers_end_at_request_timeout_and_a_reconnect_does_not_renew_them() -> None:
@@ -193,7 +195,7 @@ def test_phantom_parents_are_given_up_and_the_child_delivered_marked() -> None:
     to_other = [decode_payload(p, LIMITS) for _, peer, p in sent if peer == OTHER]
     assert {m.id for d in to_other for m in d.messages} == {child}
     assert not any(d.requests for d in to_other)
-    assert requests_to(e, HOSTILE) == set() and e._requests.total == 0
+    assert requests_to(e, HOSTILE) == set() and e.outstanding().requests == 0
     events = e.events()
     (delivered,) = [ev for ev in events if isinstance(ev, MessageDelivered)]
     assert delivered.message_id == child and set(delivered.parents_missing) == set(phantoms)
@@ -299,7 +301,7 @@ def test_an_honest_backlog_larger_than_the_bound_arrives_in_rounds() -> None:
     assert sorted(got) == sorted(ids)
     assert b.statistics.requests_refused > 0  # it did take rounds
     net.run_until(net.quiet, max_rounds=2000)
-    assert b._requests.total == 0
+    assert b.outstanding().requests == 0
 
 
 def test_the_counts_and_ages_of_requests_survive_a_restart(tmp_path: Path) -> None:
@@ -314,7 +316,7 @@ def test_the_counts_and_ages_of_requests_survive_a_restart(tmp_path: Path) -> No
     store.close()
     store = SQLiteStore(tmp_path / "store.db")
     e = Engine(store, config=config, now=100.0)  # the clock of a new process
-    assert e._requests.per_peer == {HOSTILE: 10}
+    assert e.outstanding().requests_per_peer == {HOSTILE: 10}
     e.receive_payload(HOSTILE, encode_payload([], fake[10:], [], []), now=100.0)
     # Still full, so refused; episodes live in memory, so this one is reported afresh.
     assert len(requests_to(e, HOSTILE)) == 10

@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 
 from mvds_node.errors import StoreError
-from mvds_node.sync import StoredMessage, _segments
-from mvds_node.sync._segments import PAGE, SegmentWriter
-from mvds_node.sync._sqlite import SQLiteStore
+from mvds_node.sync import StoredMessage
+from mvds_node.sync.store import _segments
+from mvds_node.sync.store._segments import PAGE, SegmentWriter
+from mvds_node.sync.store._sqlite import SQLiteStore
 
 STAGE = _segments._STAGE
 

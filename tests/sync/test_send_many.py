@@ -17,7 +17,7 @@ from mvds_node.sync import (
     StoredMessage,
     SyncConfig,
 )
-from mvds_node.sync._sqlite import EXTERNAL_MIN
+from mvds_node.sync.store._sqlite import EXTERNAL_MIN
 
 G = b"G" * 32
 B, C = b"B" * 32, b"C" * 32

@@ -26,7 +26,7 @@ from mvds_node.sync import (
     StoredMessage,
     SyncConfig,
 )
-from mvds_node.sync._sqlite import APPLICATION_ID, SCHEMA_VERSION, SQLiteStore
+from mvds_node.sync.store._sqlite import APPLICATION_ID, SCHEMA_VERSION, SQLiteStore
 
 G = bytes(range(1, 33))
 H = bytes(range(33, 65))

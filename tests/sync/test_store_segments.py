@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from mvds_node.errors import StoreError
-from mvds_node.sync import Record, RecordType, StoredMessage, _sqlite
-from mvds_node.sync._sqlite import EXTERNAL_MIN, SCHEMA_VERSION, SQLiteStore
+from mvds_node.sync import Record, RecordType, StoredMessage
+from mvds_node.sync.store import _sqlite
+from mvds_node.sync.store._sqlite import EXTERNAL_MIN, SCHEMA_VERSION, SQLiteStore
 
 G = bytes(range(1, 33))
 P = b"P" * 32

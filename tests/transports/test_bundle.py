@@ -293,7 +293,7 @@ def test_a_refused_import_changes_nothing_at_any_cut(
         (tmp_path / "bad").write_bytes(data[:cut])
         with pytest.raises(BundleError):
             import_bundle(bob, tmp_path / "bad", keypair=BOB, now=0.0)
-    assert bob._store.message_count() == 0 and bob.events() == []
+    assert bob.store_view.message_count() == 0 and bob.events() == []
     assert bob.payloads_to_send(now=0.0) == []
     result = import_bundle(bob, tmp_path / "good", keypair=BOB, now=0.0)
     assert result.messages_new == 60
@@ -315,7 +315,7 @@ def test_a_bundle_that_changes_between_verify_and_apply_changes_nothing(
 
     with pytest.raises(BundleError):
         import_bundle(bob, tmp_path / "b", keypair=BOB, now=0.0, progress=swap_after_verify)
-    assert bob._store.message_count() == 0
+    assert bob.store_view.message_count() == 0
     # No deliveries of rolled-back messages, and no ACKs for them to Alice, who would then drop
     # messages Bob does not hold.
     assert bob.events() == [] and bob.payloads_to_send(now=0.0) == []

@@ -173,32 +173,23 @@ class Driver:
         retry_at = -math.inf  # while the store refuses writes: when to try our own work again
         while True:
             now = trio.current_time()
-            engine.handle_timer(now=now)
-            wall = wall_ms()
             if now >= retry_at:
                 # A store failure here (disk full) is the store's, not a bug: the engine rolled
                 # it back, the node reports it and tries again later; it never ends the node.
                 try:
-                    expiry = engine.next_expiry()
-                    if expiry is not None and expiry <= wall:
-                        engine.expire(wall=wall)
+                    # Both clocks at each wake-up: expiry runs, and next_deadline includes the
+                    # next one (a jump of the wall clock is corrected here).
+                    engine.handle_timer(now=now, wall=wall_ms())
                     await self._flush()
                 except StoreError as e:
                     self.store_failed(e)
                     retry_at = trio.current_time() + _STORE_RETRY_SECONDS
                 else:
                     retry_at = -math.inf
+            else:
+                engine.handle_timer(now=now)
             await self._drain_events()
             deadline = engine.next_deadline()
-            try:
-                expiry = engine.next_expiry()
-            except StoreError as e:  # a store that cannot even be read: try again later
-                self.store_failed(e)
-                retry_at = trio.current_time() + _STORE_RETRY_SECONDS
-                expiry = None
-            if expiry is not None:
-                at = trio.current_time() + max(0.0, (expiry - wall_ms()) / 1000)
-                deadline = at if deadline is None else min(deadline, at)
             if retry_at > -math.inf:
                 deadline = retry_at if deadline is None else max(deadline, retry_at)
             with trio.move_on_at(math.inf if deadline is None else deadline):

@@ -7,14 +7,16 @@ monotonic clock) and ``wall`` (Unix milliseconds, only for expiry)::
 
     engine.send(group, body, now=..., timestamp=...)       # app -> engine
     engine.receive_payload(peer, data, now=...)            # network -> engine
-    engine.handle_timer(now=...)                           # a deadline passed
-    engine.expire(wall=...)                                # wall clock moved
+    engine.handle_timer(now=..., wall=...)                 # a deadline passed
     engine.payloads_to_send(now=...) -> [(peer, bytes)]    # engine -> network
     engine.next_event() -> Event | None                    # engine -> app
     engine.next_deadline() -> float | None                 # when to call handle_timer
 
 A driver calls ``payloads_to_send`` and drains ``next_event`` after every input, then waits until
-``next_deadline()``. Nothing here blocks, sleeps or reads a clock.
+``next_deadline()``, the one timer: the next epoch with work and, once ``handle_timer`` has been
+given the wall clock, the next expiry (converted with the clocks' offset at that call, so a jump
+of the wall clock is corrected at the next wake-up). Nothing here blocks, sleeps or reads a
+clock.
 
 Time is cut into epochs of ``SyncConfig.epoch_seconds``. The epoch counter is stored, and after a
 restart it continues from the stored value, so a schedule measured in epochs resumes where it
@@ -24,13 +26,16 @@ already had its payload this epoch is due in the next one. A logical payload is 
 several wire payloads only when it exceeds the size the carrier takes.
 
 Records (what we owe a peer for a message) live in the store, keyed by (message, peer), with the
-epoch they are next due; every change of record type goes through ``_state.TRANSITIONS``. The
-engine keeps in memory only what is derived or transient: the group table, the causal frontier
-of each group (messages without children, kept incrementally rather than scanned), consistent
-delivery's waiting lists, ACKs and ephemeral messages waiting for the next payload, and events.
+epoch they are next due; every change of a record goes through ``_state.apply`` and its table. The
+engine keeps in memory only what is derived or transient: the group table, each peer's state
+(``_peers``: ACKs and ephemeral messages waiting for its next payload, what its carrier
+declared), the causal frontier of each group and consistent delivery's waiting lists
+(``_causal``), the request counts (``_requests``), and events. ``Engine`` is the facade: the
+inputs and outputs above, with the send path in ``_send``, the receive path in ``_receive``,
+the drain in ``_drain`` and snapshots for one-way carriers in ``_export``.
 
 What a member can make us ask for is bounded, because any member can offer IDs that do not exist
-or name parents nobody has. REQUEST records are counted per peer and per group (``_Requests``,
+or name parents nobody has. REQUEST records are counted per peer and per group (``_requests``,
 rebuilt from the store at start-up): past ``Limits.max_requests_per_peer`` a peer's offers and
 parents are ignored, and reported once per episode, so one member filling its own bound costs
 the others nothing. A REQUEST only goes to the peer that offered the message or named it as a
@@ -45,15 +50,16 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from heapq import nsmallest
-from itertools import islice
-from typing import Final, final, overload
+from typing import Final, final
 
 from mvds_node.errors import LocalProtocolError
-from mvds_node.sync._config import DeliveryMode, MissingParents, Mode, RelayPolicy, SyncConfig
+from mvds_node.sync._causal import Causal
+from mvds_node.sync._config import Mode, SyncConfig
+from mvds_node.sync._drain import Drain, Outgoing, split
 from mvds_node.sync._events import (
     Event,
     GaveUp,
@@ -62,40 +68,37 @@ from mvds_node.sync._events import (
     MessageExpired,
     PayloadRejected,
 )
+from mvds_node.sync._export import ExportSnapshot as ExportSnapshot
+from mvds_node.sync._export import SnapshotMessages as SnapshotMessages
+from mvds_node.sync._export import exported_records, take_snapshot
+from mvds_node.sync._peers import Peers
 from mvds_node.sync._reasons import RejectReason
-from mvds_node.sync._state import TRANSITIONS, Input, RecordType
-from mvds_node.sync._store import Record, Store, StoredMessage
+from mvds_node.sync._receive import Receive
+from mvds_node.sync._requests import Requests
+from mvds_node.sync._send import Send
+from mvds_node.sync._state import (
+    Input,
+    Record,
+    RecordType,
+    step,
+)
 from mvds_node.sync._wire import (
     ID_RECORD_SIZE,
     ID_SIZE,
-    DecodedMessage,
     decode_payload,
-    decode_stored,
     encode_message,
-    encode_payload,
     message_id,
-    payload_overhead,
 )
+from mvds_node.sync.store._protocol import Store, StoredMessage, StoreView
 
-__all__ = ["Engine", "EngineStatistics", "ExportSnapshot", "SnapshotMessages"]
+__all__ = ["Engine", "EngineStatistics", "ExportSnapshot", "Outstanding", "SnapshotMessages"]
 
 _NONE: Final = RecordType.NONE
 _OFFER: Final = RecordType.OFFER
 _REQUEST: Final = RecordType.REQUEST
 _MESSAGE: Final = RecordType.MESSAGE
-_PEER_FULL: Final = RejectReason.PEER_FULL
-_GROUP_FULL: Final = RejectReason.GROUP_FULL
-_TOTAL_FULL: Final = RejectReason.TOTAL_FULL
-_Delivery = tuple[bytes, bytes, int, bytes, tuple[bytes, ...], bytes, int, bool]
-"""What :meth:`Engine._deliver` takes: id, group, timestamp, body, parents, sender, expiry, held."""
 _OFFERS_UNANSWERED: Final = RejectReason.OFFERS_UNANSWERED
 _PARENTS_UNANSWERED: Final = RejectReason.PARENTS_UNANSWERED
-# Record types an ACK ends (the others stay: an ACK of a message we asked for ends nothing).
-_ENDED_BY_ACK: Final = frozenset(
-    t for t in RecordType if t is not _NONE and TRANSITIONS[(t, Input.GOT_ACK)] is _NONE
-)
-_DUE_CHUNK: Final = 4096
-_WIRES_AHEAD: Final = 64
 _EXPIRE_CHUNK: Final = 1024
 
 
@@ -128,155 +131,20 @@ class EngineStatistics:
 
 
 @final
-class _Requests:
-    """The REQUEST records we hold, counted per peer and per group, to bound them.
-
-    Kept in memory beside the store (rebuilt from it at start-up and after a rollback), and
-    updated at every change of a REQUEST record, so that checking a bound costs a dict lookup.
-    """
-
-    __slots__ = ("by_id", "per_group", "per_peer", "total")
-
-    def __init__(self) -> None:
-        self.by_id: dict[bytes, dict[bytes, bytes]] = {}
-        """Message ID -> {peer asked -> group (empty: not known, a REQUEST from an offer)}."""
-        self.per_peer: dict[bytes, int] = {}
-        self.per_group: dict[bytes, int] = {}
-        self.total = 0
-
-    def __contains__(self, message_id: bytes) -> bool:
-        return message_id in self.by_id
-
-    def asks(self, message_id: bytes, peer: bytes) -> bool:
-        """Whether we have a REQUEST for ``message_id`` to ``peer``."""
-        peers = self.by_id.get(message_id)
-        return peers is not None and peer in peers
-
-    def add(self, message_id: bytes, peer: bytes, group: bytes) -> None:
-        peers = self.by_id.get(message_id)
-        if peers is None:
-            peers = self.by_id[message_id] = {}
-        elif peer in peers:
-            return
-        peers[peer] = group
-        self.per_peer[peer] = self.per_peer.get(peer, 0) + 1
-        if group:
-            self.per_group[group] = self.per_group.get(group, 0) + 1
-        self.total += 1
-
-    def discard(self, message_id: bytes, peer: bytes) -> None:
-        peers = self.by_id.get(message_id)
-        if peers is None:
-            return
-        group = peers.pop(peer, None)
-        if group is None:
-            return
-        if not peers:
-            del self.by_id[message_id]
-        _decrement(self.per_peer, peer)
-        if group:
-            _decrement(self.per_group, group)
-        self.total -= 1
-
-    def discard_all(self, message_id: bytes) -> None:
-        for peer in list(self.by_id.get(message_id, ())):
-            self.discard(message_id, peer)
-
-
-def _decrement(counts: dict[bytes, int], key: bytes) -> None:
-    n = counts[key] - 1
-    if n:
-        counts[key] = n
-    else:
-        del counts[key]
-
-
-@dataclass(slots=True)
-class _Outgoing:
-    acks: list[bytes]
-    offers: list[bytes]
-    requests: list[bytes]
-    messages: list[bytes]
-
-
-_EXPORT_CHUNK: Final = 256
-"""Messages read from the store at once while a snapshot is taken or its messages are read."""
-
-
-@final
-class SnapshotMessages(Sequence[bytes]):
-    """The wire encodings of a snapshot's messages, read from the store when asked for.
-
-    A snapshot holds the IDs and sizes only, so exporting thousands of large messages never
-    holds them in memory at once: a carrier asks for a slice (one payload's worth) at a time.
-    Read them before anything deletes messages from the store (a message gone meanwhile, by
-    expiry, is left out of the slice that names it).
-    """
-
-    __slots__ = ("_store", "ids", "sizes")
-
-    def __init__(self, store: Store, ids: tuple[bytes, ...], sizes: tuple[int, ...]) -> None:
-        self._store = store
-        self.ids = ids
-        """Message IDs, parents before their children."""
-        self.sizes = sizes
-        """The length of each wire encoding, to cut payloads before reading them."""
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    @overload
-    def __getitem__(self, index: int) -> bytes: ...
-    @overload
-    def __getitem__(self, index: slice) -> list[bytes]: ...
-    def __getitem__(self, index: int | slice) -> bytes | list[bytes]:
-        if isinstance(index, slice):
-            ids = self.ids[index]
-            found = self._store.get_wires(ids)
-            return [found[i] for i in ids if i in found]
-        mid = self.ids[index]
-        wire = self._store.get_wires([mid]).get(mid)
-        if wire is None:
-            raise LookupError(f"message {mid.hex()[:16]} is no longer in the store")
-        return wire
-
-    def __iter__(self) -> Iterator[bytes]:
-        for start in range(0, len(self.ids), _EXPORT_CHUNK):
-            yield from self[start : start + _EXPORT_CHUNK]
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, SnapshotMessages):
-            return self.ids == other.ids
-        if isinstance(other, tuple | list):
-            return list(self) == list(other)
-        return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"SnapshotMessages({len(self.ids)} messages, {sum(self.sizes)} bytes)"
-
-
-@final
 @dataclass(frozen=True, slots=True)
-class ExportSnapshot:
-    """What some peers still need from us, taken for a one-way carrier (a bundle file).
+class Outstanding:
+    """What the engine is waiting for, as of :meth:`Engine.outstanding` (a snapshot)."""
 
-    Taking it changes nothing; :meth:`Engine.commit_export` marks it sent once the carrier holds
-    it for sure (the file is complete and on disk). Dropping it is the abort.
-    """
-
-    peers: tuple[bytes, ...]
-    messages: SnapshotMessages
-    """Wire encodings of the messages the peers lack (full messages, whatever the mode: a
-    one-way carrier cannot wait for a REQUEST), read from the store a slice at a time."""
-    requests: tuple[bytes, ...]
-    """IDs we are asking these peers for."""
-    acks: dict[bytes, tuple[bytes, ...]]
-    """Per peer, the IDs we acknowledge to it."""
-    prerequisites: tuple[bytes, ...]
-    """Parents of included messages that are not included: the reader should have them."""
-    records: tuple[Record, ...]
+    requests: int
+    """REQUEST records in all."""
+    requests_per_peer: dict[bytes, int]
+    """REQUEST records per peer asked."""
+    requests_per_group: dict[bytes, int]
+    """REQUEST records for missing parents, per group."""
+    held: int
+    """Messages held by consistent delivery until their parents are delivered."""
+    missing_parents: int
+    """Parents that held messages wait for."""
 
 
 @final
@@ -292,6 +160,7 @@ class Engine:
 
     def __init__(self, store: Store, *, config: SyncConfig | None = None, now: float) -> None:
         self._store = store
+        self._store_view = StoreView(store)
         self._cfg = cfg = config if config is not None else SyncConfig()
         self._limits = cfg.limits
         self._epoch_seconds = cfg.epoch_seconds
@@ -300,63 +169,57 @@ class Engine:
         self._epoch = self._epoch0
         self.statistics = EngineStatistics()
         self._events: deque[Event] = deque()
-        # Per peer: the last epoch in which its payload went out complete.
-        self._done_epoch: dict[bytes, int] = {}
         self._drain_cut = False
-        self._acks: dict[bytes, dict[bytes, None]] = {}
-        self._ephemeral_out: dict[bytes, deque[bytes]] = {}
         self._seen_ephemeral: dict[bytes, None] = {}
-        self._min_gap: dict[bytes, int] = {}
-        # Peers on a reliable live carrier, and per peer the messages sent to it whose records
-        # were written as transmitted already (see set_peer_reliable): ID -> (kind, group).
-        self._reliable: set[bytes] = set()
-        self._fresh: dict[bytes, dict[bytes, tuple[RecordType, bytes]]] = {}
-        # Bytes of those messages' wires, about: a full payload's worth goes out without waiting
-        # for the next epoch (see _drain_fresh).
-        self._fresh_bytes: dict[bytes, int] = {}
-        self._peer_cap: dict[bytes, int] = {}
+        # Everything in memory about each peer, in one object per peer.
+        self._peers = Peers(ephemeral_queue=cfg.limits.max_ephemeral_queue)
         self._wall = 0
+        # The earliest expiry among stored messages (Unix ms), and the wall clock's offset from
+        # ``now`` (ms) at the last handle_timer that passed it: next_deadline includes expiry.
+        self._expiry: int | None = store.next_expiry()
+        self._wall_offset: float | None = None
         self._stored_epoch = self._epoch0
-        self._held_sender: dict[bytes, bytes] = {}
         # Membership.
         self._groups: dict[bytes, dict[bytes, Mode]] = {}
-        self._peer_groups: dict[bytes, set[bytes]] = {}
         for group, members in store.load_groups().items():
             self._groups[group] = {}
             for peer, mode in members.items():
                 self._join(group, peer, Mode(mode))
-        # Causal frontier per group (ordered set), and consistent delivery's bookkeeping.
-        self._frontier: dict[bytes, dict[bytes, None]] = {
-            g: dict.fromkeys(store.frontier(g)) for g in self._groups
-        }
-        self._missing: dict[bytes, int] = {}
-        self._waiting: dict[bytes, list[bytes]] = {}
-        # Held messages -> the parents we gave up on for them (MissingParents.DELIVER), and
-        # parents given up on lately (Limits.abandoned_parents_window), oldest first.
-        self._abandoned_for: dict[bytes, list[bytes]] = {}
-        self._abandoned: dict[bytes, None] = {}
-        # The REQUEST records we hold, counted per peer and group; and the peers whose requests
-        # hit a bound, each with the counter to watch: the refusal is reported once, until that
-        # counter falls to half its bound.
-        self._requests = self._load_requests()
-        self._full: dict[bytes, tuple[str, bytes]] = {}
-        self._refusal: tuple[str, bytes] = ("", b"")
-        cfg_limits = cfg.limits
-        self._request_epochs = max(1, math.ceil(cfg.request_timeout / cfg.epoch_seconds))
-        self._parent_epochs = max(1, math.ceil(cfg.missing_parent_timeout / cfg.epoch_seconds))
-        self._per_peer_cap = cfg_limits.max_requests_per_peer
+        # Causal frontier per group, and consistent delivery's held messages.
+        self._causal = Causal(store, cfg, self.statistics, self._push)
+        for group in self._groups:
+            self._causal.load_frontier(group)
+        # The REQUEST records we hold, counted per peer and group; and the bound a payload's
+        # requests hit, with the counter to watch (PeerState.full): the refusal is reported
+        # once, until that counter falls to half its bound.
+        self._requests = Requests.load(store, cfg.limits)
+        self._drain = Drain(store, self._groups, self._peers, cfg)
+        self._send = Send(
+            store=store,
+            config=cfg,
+            groups=self._groups,
+            peers=self._peers,
+            causal=self._causal,
+            epoch=lambda: self._epoch,
+            retransmit_epoch=self._drain.retransmit_epoch,
+            schedule=self._schedule,
+            note_expiry=self._note_expiry,
+        )
+        self._receive = Receive(
+            store=store,
+            config=cfg,
+            groups=self._groups,
+            peers=self._peers,
+            requests=self._requests,
+            causal=self._causal,
+            stats=self.statistics,
+            seen_ephemeral=self._seen_ephemeral,
+            push=self._push,
+            schedule=self._schedule,
+            note_expiry=self._note_expiry,
+        )
         self._next_due: int | None = store.min_due_epoch()
-        self._restore_held()
-
-    def _load_requests(self) -> _Requests:
-        """Count the REQUEST records in the store (at start-up and after a rollback)."""
-        requests = _Requests()
-        store = self._store
-        for mid in dict.fromkeys(store.request_ids()):
-            for r in store.records_for_message(mid):
-                if r.type is _REQUEST:
-                    requests.add(mid, r.peer, r.group_id)
-        return requests
+        self._causal.restore_held(self._requests)
 
     # ------------------------------------------------------------------ clock
 
@@ -376,8 +239,9 @@ class Engine:
 
     def _first_due(self, peer: bytes) -> int:
         """The epoch in which a new record for ``peer`` can go out."""
+        state = self._peers.get(peer)
         epoch = self._epoch
-        return epoch + 1 if self._done_epoch.get(peer) == epoch else epoch
+        return epoch + 1 if state is not None and state.done_epoch == epoch else epoch
 
     def _schedule(self, epoch: int) -> None:
         nd = self._next_due
@@ -388,7 +252,7 @@ class Engine:
 
     def _join(self, group: bytes, peer: bytes, mode: Mode) -> None:
         self._groups[group][peer] = mode
-        self._peer_groups.setdefault(peer, set()).add(group)
+        self._peers.state(peer).groups.add(group)
 
     def add_group(self, group_id: bytes) -> None:
         """Start syncing a group (idempotent)."""
@@ -400,7 +264,7 @@ class Engine:
             return
         self._store.put_group(group_id)
         self._groups[group_id] = {}
-        self._frontier[group_id] = dict.fromkeys(self._store.frontier(group_id))
+        self._causal.load_frontier(group_id)
 
     def remove_group(self, group_id: bytes) -> None:
         """Stop syncing a group; stored messages stay, pending records for it stop."""
@@ -410,13 +274,9 @@ class Engine:
         with self._store.transaction():
             for peer in list(members):
                 self._drop_member_records(group_id, peer)
-                groups = self._peer_groups.get(peer)
-                if groups is not None:
-                    groups.discard(group_id)
-                    if not groups:
-                        del self._peer_groups[peer]
+                self._leave(group_id, peer)
             self._store.delete_group(group_id)
-        self._frontier.pop(group_id, None)
+        self._causal.drop_group(group_id)
 
     def add_peer(self, group_id: bytes, peer: bytes, *, mode: Mode = Mode.BATCH) -> None:
         """Add ``peer`` to a group, or change its mode.
@@ -442,21 +302,23 @@ class Engine:
             self._drop_member_records(group_id, peer)
             self._store.delete_member(group_id, peer)
         del members[peer]
-        groups = self._peer_groups[peer]
-        groups.discard(group_id)
-        if not groups:
-            del self._peer_groups[peer]
-            self._acks.pop(peer, None)
-            self._ephemeral_out.pop(peer, None)
-            self._fresh.pop(peer, None)
-            self._fresh_bytes.pop(peer, None)
-            self._full.pop(peer, None)
+        self._leave(group_id, peer)
+
+    def _leave(self, group_id: bytes, peer: bytes) -> None:
+        """``peer`` is no longer a member of ``group_id``; out of its last group, it is
+        forgotten: added again, it starts afresh."""
+        state = self._peers.get(peer)
+        if state is not None:
+            state.groups.discard(group_id)
+            if not state.groups:
+                del self._peers[peer]
 
     def _drop_member_records(self, group_id: bytes, peer: bytes) -> None:
         doomed = [
             r.key
             for r in self._store.records_for_peer(peer)
-            if r.group_id == group_id or (r.type is _REQUEST and len(self._peer_groups[peer]) == 1)
+            if r.group_id == group_id
+            or (r.type is _REQUEST and len(self._peers.groups_of(peer)) == 1)
         ]
         self._store.delete_records(doomed)
         requests = self._requests
@@ -467,6 +329,24 @@ class Engine:
         """Whether the message is stored here (received or sent, and not expired)."""
         return self._store.has_message(message_id)
 
+    @property
+    def store_view(self) -> StoreView:
+        """A read-only view of the store (messages and records as stored), for diagnostics
+        and tests; the engine stays its only writer."""
+        return self._store_view
+
+    def outstanding(self) -> Outstanding:
+        """What the engine waits for now: its REQUESTs, counted as the request bounds count
+        them, and the messages consistent delivery holds."""
+        requests, causal = self._requests, self._causal
+        return Outstanding(
+            requests=requests.total,
+            requests_per_peer=dict(requests.per_peer),
+            requests_per_group=dict(requests.per_group),
+            held=len(causal.missing),
+            missing_parents=len(causal.waiting),
+        )
+
     def groups(self) -> dict[bytes, dict[bytes, Mode]]:
         """A copy of the group table: group ID -> {peer -> mode}."""
         return {g: dict(m) for g, m in self._groups.items()}
@@ -476,10 +356,7 @@ class Engine:
         beyond the one passed to :meth:`payloads_to_send`. A single message larger than this
         still goes out alone in one payload, which such a carrier cannot take: the driver
         routes it over another carrier."""
-        if nbytes is None:
-            self._peer_cap.pop(peer, None)
-        else:
-            self._peer_cap[peer] = max(ID_RECORD_SIZE, nbytes)
+        self._peers.state(peer).cap = None if nbytes is None else max(ID_RECORD_SIZE, nbytes)
 
     def set_peer_latency(self, peer: bytes, seconds: float) -> None:
         """Declare how long the carrier to ``peer`` may take to deliver a payload.
@@ -488,10 +365,7 @@ class Engine:
         on a USB stick, days) does not cause a retransmission storm. 0 restores the default.
         """
         gap = math.ceil(2 * seconds / self._epoch_seconds) if seconds > 0 else 0
-        if gap:
-            self._min_gap[peer] = gap
-        else:
-            self._min_gap.pop(peer, None)
+        self._peers.state(peer).min_gap = gap
 
     def set_peer_reliable(self, peer: bytes, reliable: bool, *, now: float) -> None:
         """Declare whether ``peer`` is reached now over a reliable, live connection (TCP).
@@ -509,23 +383,15 @@ class Engine:
         Call ``payloads_to_send`` next.
         """
         self._advance(now)
+        state = self._peers.state(peer)
+        state.reliable = reliable
         if reliable:
-            self._reliable.add(peer)
             return
-        self._reliable.discard(peer)
-        self._fresh_bytes.pop(peer, None)
-        waiting = self._fresh.pop(peer, None)
+        waiting = state.drop_fresh()
         if not waiting:
             return
-        self._rearm(peer, list(self._store.get_records(list(waiting), peer).values()))
-
-    def _retransmit_epoch(self, peer: bytes, message_id: bytes, epoch: int, count: int) -> int:
-        """When a record transmitted ``count`` times, the last in ``epoch``, is next due."""
-        nxt = self._cfg.backoff.next_epoch(epoch=epoch, send_count=count, key=message_id + peer)
-        gap = self._min_gap.get(peer)
-        if gap is not None and nxt < epoch + gap:
-            nxt = epoch + gap
-        return nxt
+        records = list(self._store.get_records(list(waiting), peer).values())
+        self._rearm(peer, records, Input.REARM)
 
     # -------------------------------------------------------------- app input
 
@@ -570,22 +436,11 @@ class Engine:
         if ephemeral:
             if parents:
                 raise LocalProtocolError("ephemeral messages have no parents")
-            wire = encode_message(group_id, timestamp, body, ephemeral=True)
-            cap = limits.max_ephemeral_queue
-            for peer in members:
-                queue = self._ephemeral_out.get(peer)
-                if queue is None:
-                    queue = self._ephemeral_out[peer] = deque(maxlen=cap)
-                queue.append(wire)
+            self._send.ephemeral(members, encode_message(group_id, timestamp, body, ephemeral=True))
             return mid
-        frontier = self._frontier[group_id]
+        causal = self._causal
         if parents is None:
-            cap = limits.max_parents
-            # The smallest IDs, so that the choice is deterministic; a partial sort when the
-            # frontier is wide (many concurrent messages), where a full sort per send would cost.
-            chosen = (
-                tuple(sorted(frontier)) if len(frontier) <= cap else tuple(nsmallest(cap, frontier))
-            )
+            chosen = causal.choose_parents(group_id)
         else:
             chosen = tuple(parents)
             if len(chosen) > limits.max_parents or any(len(p) != ID_SIZE for p in chosen):
@@ -595,22 +450,7 @@ class Engine:
             if mid in chosen:
                 raise LocalProtocolError("a message cannot be its own parent")
         wire = encode_message(group_id, timestamp, body, parents=chosen, expires_at=expires_at)
-        store = self._store
-        with store.transaction():
-            if not store.add_message(
-                StoredMessage(mid, group_id, timestamp, wire, chosen, expires_at)
-            ):
-                return mid  # the same group, timestamp and body: the same message
-            records, fresh = self._new_records(group_id, (mid,))
-            if records:
-                store.put_records(records)
-        self._note_fresh(fresh, group_id, (mid,), len(wire))
-        if not expires_at:
-            # An expiring message is never a parent, so it cannot stand in for the messages it
-            # names: they stay in the frontier, and the next message names them.
-            for p in chosen:
-                frontier.pop(p, None)
-            frontier[mid] = None
+        self._send.durable(StoredMessage(mid, group_id, timestamp, wire, chosen, expires_at))
         return mid
 
     def send_many(
@@ -640,80 +480,10 @@ class Engine:
         self._advance(now)
         ids = [message_id(group_id, timestamp, body) for body in bodies]
         with self.batch():
-            if len(set(ids)) != len(ids) or not self._send_new(group_id, bodies, ids, timestamp):
+            if len(set(ids)) != len(ids) or not self._send.chain(group_id, bodies, ids, timestamp):
                 # A message already stored, or one twice: the general path says what each does.
                 return [self.send(group_id, b, now=now, timestamp=timestamp) for b in bodies]
         return ids
-
-    def _send_new(
-        self, group_id: bytes, bodies: Sequence[bytes], ids: list[bytes], timestamp: int
-    ) -> bool:
-        """:meth:`send_many` when none of ``ids`` is stored yet; False (nothing done) if one is."""
-        if not ids:
-            return True
-        frontier = self._frontier[group_id]
-        cap = self._limits.max_parents
-        first = tuple(sorted(frontier)) if len(frontier) <= cap else tuple(nsmallest(cap, frontier))
-        messages = []
-        parents: tuple[bytes, ...] = first
-        for mid, body in zip(ids, bodies, strict=True):
-            wire = encode_message(group_id, timestamp, body, parents=parents)
-            messages.append(StoredMessage(mid, group_id, timestamp, wire, parents))
-            parents = (mid,)
-        store = self._store
-        if not store.add_messages(messages):
-            return False
-        records, fresh = self._new_records(group_id, ids)
-        if records:
-            store.put_records(records)
-        for p in first:
-            frontier.pop(p, None)
-        frontier[ids[-1]] = None
-        size = sum(len(m.wire) for m in messages) if fresh else 0
-        self._note_fresh(fresh, group_id, ids, size)
-        return True
-
-    def _new_records(
-        self, group_id: bytes, ids: Sequence[bytes]
-    ) -> tuple[list[Record], list[tuple[bytes, RecordType]]]:
-        """The records of the new messages ``ids`` for every member of the group, scheduled,
-        and the reliable members whose first transmission goes out from memory, with their kind
-        of record (for :meth:`_note_fresh` once the records are stored)."""
-        records: list[Record] = []
-        fresh: list[tuple[bytes, RecordType]] = []
-        epoch = self._epoch
-        cap = self._limits.max_pending_acks
-        for peer, mode in self._groups[group_id].items():
-            kind = _MESSAGE if mode is Mode.BATCH else _OFFER
-            if peer in self._reliable:
-                waiting = self._fresh.get(peer)
-                if waiting is None or len(waiting) + len(ids) <= cap:
-                    # Written once, as transmitted; the transmission follows from memory.
-                    for mid in ids:
-                        due = self._retransmit_epoch(peer, mid, epoch, 1)
-                        records.append(Record(mid, peer, kind, group_id, 1, due, epoch))
-                        self._schedule(due)
-                    fresh.append((peer, kind))
-                    continue
-            due = self._first_due(peer)
-            records.extend(Record(mid, peer, kind, group_id, 0, due) for mid in ids)
-            self._schedule(due)
-        return records, fresh
-
-    def _note_fresh(
-        self,
-        fresh: list[tuple[bytes, RecordType]],
-        group_id: bytes,
-        ids: Sequence[bytes],
-        size: int,
-    ) -> None:
-        """Queue the first transmissions of ``ids`` (``size`` bytes of wires) to ``fresh``."""
-        fresh_bytes = self._fresh_bytes
-        for peer, kind in fresh:
-            waiting = self._fresh.setdefault(peer, {})
-            for mid in ids:
-                waiting[mid] = (kind, group_id)
-            fresh_bytes[peer] = fresh_bytes.get(peer, 0) + size
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
@@ -738,13 +508,15 @@ class Engine:
         drop first transmissions queued for messages that are gone."""
         store = self._store
         for group in self._groups:
-            self._frontier[group] = dict.fromkeys(store.frontier(group))
+            self._causal.load_frontier(group)
         self._next_due = store.min_due_epoch()
-        for peer, waiting in self._fresh.items():
+        self._expiry = store.next_expiry()
+        for state in self._peers.values():
+            waiting = state.fresh
             for mid in [m for m in waiting if not store.has_message(m)]:
                 del waiting[mid]
             if not waiting:
-                self._fresh_bytes.pop(peer, None)
+                state.fresh_bytes = 0
 
     def export_snapshot(self, peers: Sequence[bytes], *, now: float) -> ExportSnapshot:
         """Collect what ``peers`` still need from us, without marking anything sent.
@@ -754,48 +526,11 @@ class Engine:
         once it is safely written; until then nothing changes.
         """
         self._advance(now)
-        store = self._store
-        records: list[Record] = []
-        for peer in dict.fromkeys(peers):
-            records.extend(store.records_for_peer(peer))
-        # Records are kept in creation order, so parents come before their children. The
-        # bodies are read a chunk at a time and let go: the snapshot keeps IDs and sizes.
-        wanted = list(dict.fromkeys(r.message_id for r in records if r.type is not _REQUEST))
-        sizes: dict[bytes, int] = {}
-        prerequisites: dict[bytes, None] = {}
-        for start in range(0, len(wanted), _EXPORT_CHUNK):
-            chunk = wanted[start : start + _EXPORT_CHUNK]
-            found = store.get_wires(chunk)
-            for mid in chunk:
-                wire = found.get(mid)
-                if wire is None:
-                    continue
-                sizes[mid] = len(wire)
-                for p in decode_stored(wire).parents:
-                    if p not in sizes:
-                        prerequisites[p] = None
-        for mid in sizes:  # a parent named before it was seen (not in creation order)
-            prerequisites.pop(mid, None)
-        included = sizes.keys()
-        # ACK what we have of the groups we share with them: the ACK queue lives in memory, and
-        # a reader of a file cannot ask. An ACK for a message the peer did not send is ignored.
-        acks: dict[bytes, tuple[bytes, ...]] = {}
-        for peer in dict.fromkeys(peers):
-            ids = dict.fromkeys(self._acks.get(peer, {}))
-            for group in self._peer_groups.get(peer, ()):
-                ids.update(dict.fromkeys(store.recent_ids(group, self._limits.max_pending_acks)))
-            for mid in included:
-                ids.pop(mid, None)
-            if ids:
-                acks[peer] = tuple(ids)
-        return ExportSnapshot(
-            peers=tuple(dict.fromkeys(peers)),
-            messages=SnapshotMessages(store, tuple(sizes), tuple(sizes.values())),
-            requests=tuple(dict.fromkeys(r.message_id for r in records if r.type is _REQUEST)),
-            acks=acks,
-            prerequisites=tuple(prerequisites),
-            records=tuple(records),
-        )
+        wanted = tuple(dict.fromkeys(peers))
+        known = self._peers
+        groups = {peer: known.groups_of(peer) for peer in wanted}
+        acks = {peer: tuple(state.acks) for peer in wanted if (state := known.get(peer))}
+        return take_snapshot(self._store, wanted, groups, acks, self._limits)
 
     def commit_export(
         self, snapshot: ExportSnapshot, *, now: float, latency_seconds: float
@@ -809,24 +544,16 @@ class Engine:
         epoch = self._advance(now)
         gap = max(1, math.ceil(2 * latency_seconds / self._epoch_seconds))
         store = self._store
-        updates = []
-        for r in snapshot.records:
-            current = store.get_record(r.message_id, r.peer)
-            if current is None or current.type is not r.type:
-                continue
-            current.send_count += 1
-            if current.first_epoch < 0:
-                current.first_epoch = epoch
-            current.send_epoch = max(current.send_epoch, epoch + gap)
-            current.parked = False
-            updates.append(current)
+        updates = exported_records(store, snapshot, epoch=epoch, due=epoch + gap)
         with store.transaction():
             if updates:
                 store.put_records(updates)
         self._next_due = store.min_due_epoch()
+        peers = self._peers
         for peer, acks in snapshot.acks.items():
-            queue = self._acks.get(peer)
-            if queue:
+            state = peers.get(peer)
+            if state is not None and state.acks:
+                queue = state.acks
                 for mid in acks:
                     queue.pop(mid, None)
 
@@ -849,7 +576,8 @@ class Engine:
         self._advance(now)
         events = self._events.copy()
         stats = replace(self.statistics)
-        acks = dict(self._acks.get(peer, {}))
+        state = self._peers.get(peer)
+        acks = {} if state is None else dict(state.acks)
         seen = dict(self._seen_ephemeral)
         try:
             with self._store.transaction():
@@ -895,28 +623,22 @@ class Engine:
             events.append(event)
         self._events = events
         stats.messages_delivered += kept
-        self.statistics = stats
+        for name in EngineStatistics.__dataclass_fields__:  # in place: others hold it
+            setattr(self.statistics, name, getattr(stats, name))
         # ACK only what the store holds.
-        queue = self._acks.get(peer)
-        if queue is not None:
-            for mid in queue:
+        state = self._peers.get(peer)
+        if state is not None:
+            for mid in state.acks:
                 if mid not in acks and store.has_message(mid):
                     acks[mid] = None
             while len(acks) > self._limits.max_pending_acks:
                 del acks[next(iter(acks))]
-            if acks:
-                self._acks[peer] = acks
-            else:
-                del self._acks[peer]
-        self._seen_ephemeral = seen
-        self._requests = self._load_requests()
+            state.acks = acks
+        self._seen_ephemeral.clear()
+        self._seen_ephemeral.update(seen)
+        self._requests.reload(store)
         self._after_rollback()
-        senders = self._held_sender
-        self._missing = {}
-        self._waiting = {}
-        self._abandoned_for = {}
-        self._restore_held()
-        self._held_sender = {m: p for m, p in senders.items() if m in self._missing}
+        self._causal.reload(self._requests)
 
     def payload_not_sent(
         self, peer: bytes, payload: bytes, *, now: float, retry_in_epochs: int = 1
@@ -939,22 +661,21 @@ class Engine:
             r = store.get_record(mid, peer)
             if r is None:
                 continue
-            r.send_count = max(0, r.send_count - 1)
-            r.send_epoch = epoch + max(1, retry_in_epochs)
-            updates.append(r)
+            updates.append(step(r, Input.NOT_SENT, due=epoch + max(1, retry_in_epochs)))
         if updates:
             with store.transaction():
                 store.put_records(updates)
             self._schedule(epoch + max(1, retry_in_epochs))
+        state = self._peers.get(peer)
+        if state is None:
+            return  # it left its groups meanwhile: nothing is owed to it any more
         if decoded.acks:
-            queue = self._ack_queue(peer)
+            queue = self._receive.ack_queue(state)
             for mid in decoded.acks:
                 queue[mid] = None
         for m in decoded.messages:
             if m.ephemeral:
-                self._ephemeral_out.setdefault(
-                    peer, deque(maxlen=self._limits.max_ephemeral_queue)
-                ).append(m.wire)
+                state.ephemeral.append(m.wire)
 
     def reset_peer(self, peer: bytes, *, now: float) -> int:
         """Re-arm every record for ``peer``: the application learned that it is back online.
@@ -964,36 +685,44 @@ class Engine:
         next.
         """
         self._advance(now)
-        self._fresh.pop(peer, None)  # their records are re-armed below
-        self._fresh_bytes.pop(peer, None)
+        state = self._peers.get(peer)
+        if state is not None:
+            state.drop_fresh()  # their records are re-armed below
         records = self._store.records_for_peer(peer)
-        self._rearm(peer, records)
+        self._rearm(peer, records, Input.RESET)
         return len(records)
 
-    def _rearm(self, peer: bytes, records: list[Record]) -> None:
-        """Make ``records`` (``peer``'s) new again: unparked, never sent, due in its next
+    def _rearm(self, peer: bytes, records: list[Record], event: Input) -> None:
+        """Apply ``event`` (REARM or RESET) to ``records`` (``peer``'s): due in its next
         payload."""
         if not records:
             return
         due = self._first_due(peer)
-        for r in records:
-            r.parked = False
-            r.send_count = 0
-            if r.type is not _REQUEST:
-                # A REQUEST keeps its age: a peer that reconnects does not renew what it was
-                # asked and never answered (request_timeout, missing_parent_timeout).
-                r.first_epoch = -1
-            r.send_epoch = due
         with self._store.transaction():
-            self._store.put_records(records)
+            self._store.put_records([step(r, event, due=due) for r in records])
         self._schedule(due)
 
-    def handle_timer(self, *, now: float) -> None:
+    def handle_timer(self, *, now: float, wall: int | None = None) -> None:
         """Tell the engine that time passed (a deadline from ``next_deadline`` was reached).
 
-        Call ``payloads_to_send`` next.
+        Args:
+            now: the driver's monotonic clock, as for every input.
+            wall: the wall clock (Unix ms), from a driver that has one: messages whose expiry
+                is at or before it are deleted (as by :meth:`expire`), and from then on
+                ``next_deadline`` includes the next expiry, converted to the ``now`` clock by
+                the two clocks' offset at this call. A wall clock that jumped is corrected at
+                the next call, so the driver waits on the one deadline and passes both clocks
+                at each wake-up.
+
+        Drain ``next_event`` and call ``payloads_to_send`` next.
         """
         self._advance(now)
+        if wall is None:
+            return
+        self._wall_offset = wall - now * 1000
+        expiry = self._expiry
+        if expiry is not None and expiry <= wall:
+            self.expire(wall=wall)
 
     def expire(self, *, wall: int) -> int:
         """Delete every message whose expiry is at or before ``wall`` (Unix ms); return the count.
@@ -1011,29 +740,37 @@ class Engine:
             if not batch:
                 if count and self._next_due is not None:
                     self._next_due = store.min_due_epoch()  # their records are gone too
+                self._expiry = store.next_expiry()
                 return count
             with store.transaction():
                 for m in batch:
                     store.delete_message(m.id)
             for m in batch:
-                self._forget(m)
+                self._causal.forget(m)
+                self._requests.discard_all(m.id)  # delete_message took every record about it
                 self._push(MessageExpired(m.id, m.group_id))
             count += len(batch)
             self.statistics.expired += len(batch)
 
     def next_expiry(self) -> int | None:
-        """The earliest expiry (Unix ms) among stored messages, for scheduling ``expire``."""
+        """The earliest expiry (Unix ms) among stored messages.
+
+        Deprecated: pass ``wall`` to :meth:`handle_timer`, and ``next_deadline`` includes the
+        next expiry.
+        """
+        warnings.warn(
+            "Engine.next_expiry() is deprecated: pass wall= to handle_timer(), and "
+            "next_deadline() includes the next expiry",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return self._store.next_expiry()
 
-    def _forget(self, m: StoredMessage) -> None:
-        frontier = self._frontier.get(m.group_id)
-        if frontier is not None:
-            frontier.pop(m.id, None)
-        self._missing.pop(m.id, None)
-        self._waiting.pop(m.id, None)
-        self._held_sender.pop(m.id, None)
-        self._abandoned_for.pop(m.id, None)
-        self._requests.discard_all(m.id)  # delete_message took every record about it
+    def _note_expiry(self, expires_at: int) -> None:
+        """A message that expires at ``expires_at`` was stored: the next expiry may be sooner."""
+        expiry = self._expiry
+        if expiry is None or expires_at < expiry:
+            self._expiry = expires_at
 
     # ---------------------------------------------------------- network input
 
@@ -1049,7 +786,8 @@ class Engine:
         stats = self.statistics
         stats.payloads_received += 1
         stats.bytes_received += len(data)
-        if peer not in self._peer_groups:
+        state = self._peers.get(peer)
+        if state is None or not state.groups:
             self._reject(peer, RejectReason.NOT_A_MEMBER, 1, whole=True)
             return
         decoded = decode_payload(data, self._limits)
@@ -1059,482 +797,29 @@ class Engine:
             return
         dropped = decoded.dropped
         store = self._store
-        deletes: list[tuple[bytes, bytes]] = []
-        puts: list[Record] = []
-        refused: dict[str, int] = {}
-        acked = False
-        full = self._full.get(peer)
-        if full is not None and self._below_half(full):
-            del self._full[peer]  # the episode is over: a new refusal is reported again
+        full = state.full
+        if full is not None and self._requests.below_half(full):
+            state.full = None  # the episode is over: a new refusal is reported again
         try:
             with store.transaction():
-                if decoded.acks:
-                    acked = self._on_acks(peer, decoded.acks)
-                if decoded.requests:
-                    self._on_requests(peer, decoded.requests, puts, dropped)
-                if decoded.offers:
-                    self._on_offers(
-                        peer, decoded.offers, puts, deletes, decoded.messages, dropped, refused
-                    )
-                if decoded.messages:
-                    self._on_messages(peer, decoded.messages, puts, deletes, dropped, refused)
-                if deletes:
-                    store.delete_records(deletes)
-                if puts:
-                    store.put_records(puts)
+                changed, refused = self._receive.payload(
+                    peer, decoded, epoch=self._epoch, wall=self._wall
+                )
         except BaseException:
             # The store rolled back (or may have): count the REQUESTs it holds again.
-            self._requests = self._load_requests()
+            self._requests.reload(store)
             raise
-        if (deletes or acked) and self._next_due is not None:
+        if changed and self._next_due is not None:
             # What was acknowledged or answered may have been the next record due.
             self._next_due = store.min_due_epoch()
         for reason, n in dropped.items():
             self._reject(peer, reason, n, whole=False)
         if refused:
             self.statistics.requests_refused += sum(refused.values())
-            if peer not in self._full:
-                self._full[peer] = self._refusal
+            if state.full is None:
+                state.full = self._requests.refusal
                 for reason, n in refused.items():
                     self._reject(peer, reason, n, whole=False)
-
-    def _on_acks(self, peer: bytes, acks: list[bytes]) -> bool:
-        """Delete what the ACKs end; return whether anything was deleted."""
-        push = self._push
-        # An ID acknowledged twice in one payload (the Go code appends one ACK per copy received)
-        # is one acknowledgement: one MessageAcked. The store deletes in one go, without reading
-        # the records first.
-        unique = list(dict.fromkeys(acks))
-        done = self._store.delete_acked(unique, peer, _ENDED_BY_ACK)
-        if done:
-            for mid in unique:
-                if mid in done:
-                    push(MessageAcked(mid, peer))
-        return bool(done)
-
-    def _on_requests(
-        self, peer: bytes, requests: list[bytes], puts: list[Record], dropped: dict[str, int]
-    ) -> None:
-        store = self._store
-        peer_groups = self._peer_groups[peer]
-        due = self._first_due(peer)
-        for mid in requests:
-            m = store.get_message(mid)
-            if m is None:
-                dropped[RejectReason.REQUEST_NOT_HELD] = (
-                    dropped.get(RejectReason.REQUEST_NOT_HELD, 0) + 1
-                )
-                continue
-            if m.group_id not in peer_groups:
-                dropped[RejectReason.REQUEST_OUTSIDE_GROUP] = (
-                    dropped.get(RejectReason.REQUEST_OUTSIDE_GROUP, 0) + 1
-                )
-                continue
-            r = store.get_record(mid, peer)
-            if r is None or r.type is _REQUEST:
-                # A REQUEST of ours is stale: we came to hold the message by our own send.
-                self._requests.discard(mid, peer)
-                r = Record(mid, peer, _NONE, m.group_id)
-            r.type = TRANSITIONS[(r.type, Input.GOT_REQUEST)]
-            r.send_epoch = due  # asked explicitly: answer in the next payload
-            r.parked = False
-            puts.append(r)
-            self._schedule(due)
-
-    def _on_offers(
-        self,
-        peer: bytes,
-        offers: list[bytes],
-        puts: list[Record],
-        deletes: list[tuple[bytes, bytes]],
-        messages: list[DecodedMessage],
-        dropped: dict[str, int],
-        refused: dict[str, int],
-    ) -> None:
-        store = self._store
-        requests = self._requests
-        due = self._first_due(peer)
-        acks = None
-        # A message in the same payload answers its own offer (the Go code sends both): asking
-        # for it would leave a REQUEST for a message we then hold.
-        arriving = {m.id for m in messages}
-        for i, mid in enumerate(offers):
-            if mid in arriving:
-                continue
-            r = store.get_record(mid, peer)
-            current = _NONE if r is None else r.type
-            if store.has_message(mid):
-                if current is _REQUEST:
-                    # Stale: we came to hold the message by our own send; stop asking.
-                    current = TRANSITIONS[(current, Input.GOT_MESSAGE_ELSEWHERE)]
-                if TRANSITIONS[(current, Input.GOT_OFFER_HELD)] is _NONE and r is not None:
-                    deletes.append((mid, peer))
-                    requests.discard(mid, peer)
-                if self._cfg.ack_offers_we_have:
-                    if acks is None:
-                        acks = self._ack_queue(peer)
-                    acks[mid] = None
-                continue
-            new = TRANSITIONS[(current, Input.GOT_OFFER_MISSING)]
-            if r is None:
-                reason = self._refuse_request(peer, b"", refused)
-                if reason is not None:
-                    # Nothing frees room within this payload: the rest of its offers are
-                    # ignored without looking them up (a flood costs what the bound allows).
-                    # Offers of messages we hold among them go unacknowledged this time; the
-                    # peer offers them again.
-                    refused[reason] += len(offers) - i - 1
-                    break
-                puts.append(Record(mid, peer, new, b"", 0, due))
-                requests.add(mid, peer, b"")
-                self._schedule(due)
-
-    def _refuse_request(self, peer: bytes, group: bytes, refused: dict[str, int]) -> str | None:
-        """None if one more REQUEST to ``peer`` (for a parent in ``group``, or an offer: empty)
-        fits under the request bounds; otherwise the reason, counted in ``refused``, with the
-        episode noted (see ``_full``)."""
-        requests = self._requests
-        limits = self._limits
-        if requests.per_peer.get(peer, 0) >= self._per_peer_cap:
-            reason, key = _PEER_FULL, peer
-        elif group and requests.per_group.get(group, 0) >= limits.max_requests_per_group:
-            reason, key = _GROUP_FULL, group
-        elif requests.total >= limits.max_pending_requests:
-            reason, key = _TOTAL_FULL, b""
-        else:
-            return None
-        if not refused:
-            self._refusal = (reason, key)  # opens an episode, unless one is open
-        refused[reason] = refused.get(reason, 0) + 1
-        return reason
-
-    def _below_half(self, full: tuple[str, bytes]) -> bool:
-        """Whether the counter that refused a peer's requests fell to half its bound."""
-        reason, key = full
-        requests = self._requests
-        limits = self._limits
-        if reason is _PEER_FULL:
-            return requests.per_peer.get(key, 0) <= self._per_peer_cap // 2
-        if reason is _GROUP_FULL:
-            return requests.per_group.get(key, 0) <= limits.max_requests_per_group // 2
-        return requests.total <= limits.max_pending_requests // 2
-
-    def _ack_queue(self, peer: bytes) -> dict[bytes, None]:
-        q = self._acks.get(peer)
-        if q is None:
-            q = self._acks[peer] = {}
-        elif len(q) >= self._limits.max_pending_acks:
-            del q[next(iter(q))]
-        return q
-
-    def _on_messages(
-        self,
-        peer: bytes,
-        messages: list[DecodedMessage],
-        puts: list[Record],
-        deletes: list[tuple[bytes, bytes]],
-        dropped: dict[str, int],
-        refused: dict[str, int],
-    ) -> None:
-        store = self._store
-        stats = self.statistics
-        groups = self._groups
-        consistent = self._cfg.delivery is DeliveryMode.CONSISTENT
-        give_up_held = self._cfg.missing_parents is MissingParents.DELIVER
-        relay = self._cfg.relay
-        acks = self._ack_queue(peer)
-        ack_cap = self._limits.max_pending_acks
-        wall = self._wall
-        # A parent that comes later in this same payload is not missing: no REQUEST for it.
-        arriving = {m.id for m in messages} if len(messages) > 1 else ()
-        requests = self._requests
-        abandoned = self._abandoned
-        # Parents named by earlier messages of this payload that were not stored then: when one
-        # of them arrives, it already has a child (no query needed to know it).
-        referenced: set[bytes] = set()
-        for m in messages:
-            mid = m.id
-            members = groups.get(m.group_id)
-            if members is None or peer not in members:
-                reason = (
-                    RejectReason.MESSAGE_UNKNOWN_GROUP
-                    if members is None
-                    else RejectReason.MESSAGE_OUTSIDE_GROUP
-                )
-                dropped[reason] = dropped.get(reason, 0) + 1
-                continue
-            stats.messages_received += 1
-            if m.ephemeral:
-                self._on_ephemeral(peer, m)
-                if mid in requests:
-                    # An answer all the same (we asked for it as an offer or as a parent, and
-                    # it came ephemeral): stop asking, and release what waited for it.
-                    self._clear_records(peer, mid, deletes, set())
-                    self._release_children(mid)
-                continue
-            if len(acks) >= ack_cap:
-                del acks[next(iter(acks))]
-            acks[mid] = None
-            # Records about a message we did not hold can only be our REQUESTs for it, and
-            # ``_requests`` knows those: a new message costs no record lookup.
-            was_requested = mid in requests
-            if m.expires_at and m.expires_at <= wall:
-                if was_requested:  # already expired here: stop asking, never store it
-                    self._clear_records(peer, mid, deletes, set())
-                continue
-            frontier = self._frontier[m.group_id]
-            held: list[bytes] = []
-            if consistent:
-                missing_parents = self._missing
-                # A parent in the frontier is stored and delivered: no query needed for the
-                # common case of a message whose parent is the one before it.
-                held = [
-                    p
-                    for p in m.parents
-                    if p not in frontier and (p in missing_parents or not store.has_message(p))
-                ]
-            if not store.add_message(
-                StoredMessage(
-                    mid, m.group_id, m.timestamp, m.wire, m.parents, m.expires_at, not held
-                )
-            ):
-                stats.duplicates_received += 1
-                # The peer has it: stop offering or sending it there; stop asking for it.
-                self._clear_records(peer, mid, deletes, set())
-                continue
-            if abandoned:
-                abandoned.pop(mid, None)  # it came after all
-            # Peers we were asking offered it to us, so they have it too: no relay to them.
-            has_it = {peer}
-            if was_requested:
-                self._clear_records(peer, mid, deletes, has_it)
-            # Relay to the group's other members.
-            if relay is not RelayPolicy.NONE:
-                for q, mode in members.items():
-                    if q in has_it:
-                        continue
-                    share = (
-                        Input.SHARE_BATCH
-                        if relay is RelayPolicy.MODE and mode is Mode.BATCH
-                        else Input.SHARE_INTERACTIVE
-                    )
-                    due = self._first_due(q)
-                    puts.append(Record(mid, q, TRANSITIONS[(_NONE, share)], m.group_id, 0, due))
-                    self._schedule(due)
-            # Ask the peer that referenced them for parents we lack, at any depth: each parent
-            # that arrives is checked in turn. Only that peer is asked: it named them, and a
-            # peer that names parents nobody has costs the others nothing.
-            gone: list[bytes] = []  # parents we will not ask for: given up on, or over a bound
-            for p in m.parents:
-                if p in frontier:
-                    continue
-                referenced.add(p)
-                if p in arriving:
-                    continue
-                if requests.asks(p, peer) or store.has_message(p):
-                    continue
-                if p in abandoned or self._refuse_request(peer, m.group_id, refused):
-                    if p not in requests:
-                        gone.append(p)
-                    continue
-                due = self._first_due(peer)
-                kind = TRANSITIONS[(_NONE, Input.MISSING_PARENT)]
-                puts.append(Record(p, peer, kind, m.group_id, 0, due))
-                requests.add(p, peer, m.group_id)
-                self._schedule(due)
-            if held and gone and give_up_held:
-                self._abandoned_for[mid] = gone
-                held = [p for p in held if p not in gone]
-                if not held:  # stored as held: delivered now, without those parents
-                    self._deliver(
-                        mid, m.group_id, m.timestamp, m.body, m.parents, peer, m.expires_at, True
-                    )
-                    continue
-            if held:
-                self._held_sender[mid] = peer
-                self._missing[mid] = len(held)
-                for p in held:
-                    self._waiting.setdefault(p, []).append(mid)
-            else:
-                self._deliver(
-                    mid,
-                    m.group_id,
-                    m.timestamp,
-                    m.body,
-                    m.parents,
-                    peer,
-                    m.expires_at,
-                    False,
-                    maybe_parent=was_requested or mid in referenced,
-                )
-
-    def _clear_records(
-        self, peer: bytes, mid: bytes, deletes: list[tuple[bytes, bytes]], has_it: set[bytes]
-    ) -> None:
-        """``peer`` sent us ``mid``: drop the records that this ends, note who has it."""
-        for r in self._store.records_for_message(mid):
-            if r.type is _REQUEST:
-                has_it.add(r.peer)
-            step = Input.GOT_MESSAGE_FROM_PEER if r.peer == peer else Input.GOT_MESSAGE_ELSEWHERE
-            if TRANSITIONS[(r.type, step)] is _NONE:
-                deletes.append(r.key)
-        self._requests.discard_all(mid)
-
-    def _on_ephemeral(self, peer: bytes, m: DecodedMessage) -> None:
-        seen = self._seen_ephemeral
-        if m.id in seen:
-            self.statistics.duplicates_received += 1
-            return
-        seen[m.id] = None
-        if len(seen) > self._limits.ephemeral_dedup_window:
-            del seen[next(iter(seen))]
-        self.statistics.messages_delivered += 1
-        self._push(
-            MessageDelivered(m.id, m.group_id, m.timestamp, m.body, (), True, peer, m.expires_at)
-        )
-
-    def _release_children(self, parent: bytes) -> None:
-        """``parent`` was delivered outside ``_deliver`` (it came ephemeral) or given up on:
-        deliver the held messages that waited only for it."""
-        for child in self._ready_children(parent):
-            self._deliver_held(child)
-
-    def _ready_children(self, parent: bytes) -> list[bytes]:
-        """Count ``parent`` as no longer missing; return the held children now ready, in the
-        order they were held."""
-        children = self._waiting.pop(parent, None)
-        if not children:
-            return []
-        ready = []
-        missing = self._missing
-        for child in children:
-            left = missing.get(child)
-            if left is None:
-                continue
-            if left > 1:
-                missing[child] = left - 1
-                continue
-            del missing[child]
-            ready.append(child)
-        return ready
-
-    def _deliver_held(self, child: bytes) -> None:
-        held = self._held_delivery(child)
-        if held is not None:
-            self._deliver(*held)
-
-    def _held_delivery(self, child: bytes) -> _Delivery | None:
-        """The arguments of :meth:`_deliver` for a held message, read back from the store."""
-        stored = self._store.get_message(child)
-        if stored is None:
-            return None
-        c = decode_stored(stored.wire)
-        return (
-            child,
-            stored.group_id,
-            stored.timestamp,
-            c.body,
-            stored.parents,
-            self._held_sender.pop(child, b""),
-            stored.expires_at,
-            True,
-        )
-
-    def _give_up_parent(self, parent: bytes) -> None:
-        """No REQUEST for the missing ``parent`` is left: remember it (so that naming it again
-        does not renew the asking) and, with ``MissingParents.DELIVER``, deliver the held
-        messages that waited only for it, marked."""
-        abandoned = self._abandoned
-        abandoned[parent] = None
-        if len(abandoned) > self._limits.abandoned_parents_window:
-            del abandoned[next(iter(abandoned))]
-        self.statistics.parents_abandoned += 1
-        if self._cfg.missing_parents is not MissingParents.DELIVER or parent not in self._waiting:
-            return
-        for child in self._waiting.get(parent, ()):
-            if child in self._missing:
-                self._abandoned_for.setdefault(child, []).append(parent)
-        self._release_children(parent)
-
-    def _deliver(
-        self,
-        mid: bytes,
-        group_id: bytes,
-        timestamp: int,
-        body: bytes,
-        parents: tuple[bytes, ...],
-        sender: bytes,
-        expires_at: int,
-        was_held: bool,
-        *,
-        maybe_parent: bool = True,
-    ) -> None:
-        """Hand a message to the app, then every held message that was waiting only for it.
-
-        ``maybe_parent=False`` says no stored message can name this one as a parent yet (it
-        was neither requested nor named earlier in its payload), which saves a query.
-        """
-        stack: list[_Delivery] = [
-            (mid, group_id, timestamp, body, parents, sender, expires_at, was_held)
-        ]
-        first = True
-        store = self._store
-        abandoned_for = self._abandoned_for
-        while stack:
-            mid, group_id, timestamp, body, parents, sender, expires_at, was_held = stack.pop()
-            if was_held:
-                store.mark_delivered(mid)
-            frontier = self._frontier.get(group_id)
-            if frontier is not None:
-                if not expires_at:  # an expiring child is never a parent: its parents stay
-                    for p in parents:
-                        frontier.pop(p, None)
-                check = maybe_parent or not first
-                if not expires_at and not (check and store.is_parent(mid)):
-                    frontier[mid] = None
-            first = False
-            self.statistics.messages_delivered += 1
-            gone = tuple(abandoned_for.pop(mid, ())) if abandoned_for else ()
-            self._push(
-                MessageDelivered(
-                    mid, group_id, timestamp, body, parents, False, sender, expires_at, gone
-                )
-            )
-            ready = self._ready_children(mid)
-            # Reverse so that the first-held child is delivered first.
-            for child in reversed(ready):
-                held = self._held_delivery(child)
-                if held is not None:
-                    stack.append(held)
-
-    def _restore_held(self) -> None:
-        store = self._store
-        held = store.undelivered()
-        held_ids = {m.id for m in held}
-        give_up = self._cfg.missing_parents is MissingParents.DELIVER
-        requests = self._requests
-        for m in held:
-            missing = [p for p in m.parents if p in held_ids or not store.has_message(p)]
-            if give_up:
-                # A parent nobody is asked for any more was given up on before the restart.
-                gone = [p for p in missing if p not in held_ids and p not in requests]
-                if gone:
-                    self._abandoned_for[m.id] = gone
-                    missing = [p for p in missing if p not in gone]
-            if missing:
-                self._missing[m.id] = len(missing)
-                for p in missing:
-                    self._waiting.setdefault(p, []).append(m.id)
-        for m in held:
-            if m.id not in self._missing:
-                # All parents arrived (or were given up on) before a crash cut the delivery
-                # short.
-                c = decode_stored(m.wire)
-                self._deliver(
-                    m.id, m.group_id, m.timestamp, c.body, m.parents, b"", m.expires_at, True
-                )
-
-    # ----------------------------------------------------------------- output
 
     def _push(self, event: Event) -> None:
         events = self._events
@@ -1563,7 +848,9 @@ class Engine:
     def next_deadline(self) -> float | None:
         """When the engine next needs ``handle_timer`` (and a drain), or None if never.
 
-        A value at or before the current time means "drain now".
+        On the ``now`` clock: the start of the next epoch with something to send and, once
+        ``handle_timer`` was passed ``wall``, the next message expiry. A value at or before the
+        current time means "drain now".
         """
         epoch = self._epoch
         best: int | None = None
@@ -1572,20 +859,17 @@ class Engine:
         nd = self._next_due
         if nd is not None and (best is None or nd < best):
             best = max(nd, epoch)
-        done = self._done_epoch
-        full = self._limits.max_payload_bytes
-        fresh_bytes = self._fresh_bytes
-        for table in (self._acks, self._ephemeral_out, self._fresh):
-            for peer, q in table.items():
-                if q:
-                    e = epoch
-                    if done.get(peer) == epoch and not (
-                        table is self._fresh and fresh_bytes.get(peer, 0) >= full
-                    ):
-                        e = epoch + 1
-                    if best is None or e < best:
-                        best = e
-        return None if best is None else self._epoch_start(best)
+        e = self._drain.next_epoch(epoch)  # ACKs, ephemeral messages, first transmissions
+        if e is not None and (best is None or e < best):
+            best = e
+        at = None if best is None else self._epoch_start(best)
+        offset, expiry = self._wall_offset, self._expiry
+        if offset is not None and expiry is not None:
+            # The next expiry on the ``now`` clock, as of the last wall clock passed in.
+            when = (expiry - offset) / 1000
+            if at is None or when < at:
+                at = when
+        return at
 
     def payloads_to_send(
         self, *, now: float, max_payload_bytes: int | None = None
@@ -1605,192 +889,48 @@ class Engine:
         epoch = self._advance(now)
         cap = max_payload_bytes or self._limits.max_payload_bytes
         budget = self._cfg.drain_budget_bytes
-        out: dict[bytes, _Outgoing] = {}
+        out: dict[bytes, Outgoing] = {}
         used = 0
         cut = False
         store = self._store
-        done = self._done_epoch
+        peers = self._peers
+        drain = self._drain
         nd = self._next_due
         with store.transaction():
             if nd is not None and nd <= epoch:
-                used, cut = self._drain_records(epoch, budget, out)
+                drained = drain.records(epoch, budget, out)
+                used, cut = drained.used, drained.cut
                 self._next_due = store.min_due_epoch()
-            if self._fresh and not cut:
-                used, cut = self._drain_fresh(epoch, budget, used, out)
+                for r in drained.gave_up:
+                    self.statistics.gave_up += 1
+                    self._push(GaveUp(r.message_id, r.peer, r.type, r.send_count))
+                if drained.timed_out:  # one report per peer for the whole drain
+                    self._requests_timed_out(drained.timed_out)
+            if not cut and any(state.fresh for state in peers.values()):
+                used, cut = drain.fresh(epoch, budget, used, out)
             if epoch != self._stored_epoch:
                 store.set_epoch(epoch)
                 self._stored_epoch = epoch
         # ACKs and ephemeral messages ride along, or go alone if nothing else is due.
-        for table, kind in ((self._acks, 0), (self._ephemeral_out, 1)):
-            for peer, q in table.items():
-                if not q or done.get(peer) == epoch:
-                    continue
-                o = out.get(peer)
-                if o is None:
-                    o = out[peer] = _Outgoing([], [], [], [])
-                if kind == 0:
-                    o.acks.extend(q)
-                    used += ID_RECORD_SIZE * len(q)
-                else:
-                    o.messages.extend(q)
-                q.clear()
+        drain.ride_along(epoch, out)
         self._drain_cut = cut
         result: list[tuple[bytes, bytes]] = []
         stats = self.statistics
         for peer, o in out.items():
-            if not cut:
-                done[peer] = epoch
+            to = peers.get(peer)
+            if not cut and to is not None:
+                to.done_epoch = epoch
             stats.acks_sent += len(o.acks)
             stats.offers_sent += len(o.offers)
             stats.requests_sent += len(o.requests)
             stats.messages_sent += len(o.messages)
-            peer_cap = self._peer_cap.get(peer)
+            peer_cap = None if to is None else to.cap
             peer_bytes = cap if peer_cap is None else min(cap, peer_cap)
-            for data in _split(o, peer_bytes, self._limits.max_records_per_payload):
+            for data in split(o, peer_bytes, self._limits.max_records_per_payload):
                 stats.payloads_sent += 1
                 stats.bytes_sent += len(data)
                 result.append((peer, data))
         return result
-
-    def _drain_fresh(
-        self, epoch: int, budget: int, used: int, out: dict[bytes, _Outgoing]
-    ) -> tuple[int, bool]:
-        """First transmissions to reliable peers (see set_peer_reliable), oldest first, within
-        what is left of the budget; their records were written as transmitted already. A peer
-        that had its payload this epoch gets another one only if a full payload's worth
-        (``Limits.max_payload_bytes``) is waiting: a bulk sender's messages go out as they are
-        stored, while smaller sends still wait for the next epoch and go out together."""
-        store = self._store
-        groups = self._groups
-        done = self._done_epoch
-        full = self._limits.max_payload_bytes
-        fresh_bytes = self._fresh_bytes
-        for peer, waiting in self._fresh.items():
-            if not waiting or (done.get(peer) == epoch and fresh_bytes.get(peer, 0) < full):
-                continue
-            o = out.get(peer)
-            if o is None:
-                o = out[peer] = _Outgoing([], [], [], [])
-            left = fresh_bytes.get(peer, 0)
-            while waiting:
-                chunk = list(islice(waiting, _WIRES_AHEAD))
-                wires = store.get_wires([m for m in chunk if waiting[m][0] is _MESSAGE])
-                for mid in chunk:
-                    kind, group = waiting.pop(mid)
-                    if peer not in groups.get(group, ()):
-                        continue  # the peer left the group
-                    if kind is _MESSAGE:
-                        wire = wires.get(mid)
-                        if wire is None:
-                            continue  # gone (expired) or never committed
-                        o.messages.append(wire)
-                        used += payload_overhead(len(wire))
-                        left -= len(wire)
-                    else:
-                        o.offers.append(mid)
-                        used += ID_RECORD_SIZE
-                    if used >= budget:
-                        fresh_bytes[peer] = max(0, left)
-                        return used, True
-            fresh_bytes[peer] = 0
-        return used, False
-
-    def _drain_records(
-        self,
-        epoch: int,
-        budget: int,
-        out: dict[bytes, _Outgoing],
-    ) -> tuple[int, bool]:
-        # Each chunk is written back before the next query, so transmitted records (now due
-        # later), parked and deleted ones drop out of the due set and every query makes progress.
-        store = self._store
-        cfg = self._cfg
-        max_attempts = cfg.give_up.max_attempts
-        max_age = cfg.give_up.max_age_epochs
-        retransmit_epoch = self._retransmit_epoch
-        groups = self._groups
-        used = 0
-        cut = False
-        timed_out: list[Record] = []
-        while not cut:
-            due = store.due_records(epoch, _DUE_CHUNK)
-            if not due:
-                break
-            updates: list[Record] = []
-            deletes: list[tuple[bytes, bytes]] = []
-            # Wires are read a slice at a time, as the budget allows: a budget of large messages
-            # is used up long before a chunk of due records is.
-            wires: dict[bytes, bytes] = {}
-            fetched = 0
-            for i, r in enumerate(due):
-                if i == fetched:
-                    fetched += _WIRES_AHEAD
-                    wires.update(
-                        store.get_wires(
-                            [x.message_id for x in due[i:fetched] if x.type is _MESSAGE]
-                        )
-                    )
-                peer = r.peer
-                kind = r.type
-                if kind is _REQUEST:
-                    if r.first_epoch >= 0 and epoch - r.first_epoch >= self._request_age(r):
-                        deletes.append(r.key)  # unanswered for its timeout: stop asking
-                        timed_out.append(r)
-                        continue
-                elif peer not in groups.get(r.group_id, ()):
-                    deletes.append(r.key)  # the peer left the group
-                    continue
-                if (max_attempts is not None and r.send_count >= max_attempts) or (
-                    max_age is not None and r.first_epoch >= 0 and epoch - r.first_epoch >= max_age
-                ):
-                    r.parked = True
-                    updates.append(r)
-                    self.statistics.gave_up += 1
-                    self._push(GaveUp(r.message_id, peer, kind, r.send_count))
-                    continue
-                o = out.get(peer)
-                if o is None:
-                    o = out[peer] = _Outgoing([], [], [], [])
-                if kind is _MESSAGE:
-                    wire = wires.get(r.message_id)
-                    if wire is None:
-                        deletes.append(r.key)  # the message is gone (expired)
-                        continue
-                    o.messages.append(wire)
-                    used += payload_overhead(len(wire))
-                elif kind is _OFFER:
-                    o.offers.append(r.message_id)
-                    used += ID_RECORD_SIZE
-                else:
-                    o.requests.append(r.message_id)
-                    used += ID_RECORD_SIZE
-                count = r.send_count + 1
-                r.send_count = count
-                if r.first_epoch < 0:
-                    r.first_epoch = epoch
-                nxt = retransmit_epoch(peer, r.message_id, epoch, count)
-                if kind is _REQUEST:
-                    # The last retransmission is at the timeout, where the record ends: it never
-                    # outlives its age by a backoff gap.
-                    nxt = min(nxt, max(epoch + 1, r.first_epoch + self._request_age(r)))
-                r.send_epoch = nxt
-                updates.append(r)
-                if used >= budget:
-                    cut = True
-                    break
-            if deletes:
-                store.delete_records(deletes)
-            if updates:
-                store.put_records(updates)
-        if timed_out:  # one report per peer for the whole drain
-            self._requests_timed_out(timed_out)
-        return used, cut
-
-    def _request_age(self, r: Record) -> int:
-        """Epochs after its first transmission at which the REQUEST ``r`` ends unanswered: a
-        parent's timeout (the record names the group) or an offer's. A slow carrier does not
-        stretch it: an answer that comes later is received as any message is."""
-        return self._parent_epochs if r.group_id else self._request_epochs
 
     def _requests_timed_out(self, records: list[Record]) -> None:
         """REQUESTs deleted unanswered: count them down, give up on parents nobody is asked
@@ -1801,40 +941,11 @@ class Engine:
         for r in records:
             mid = r.message_id
             requests.discard(mid, r.peer)
-            parent = bool(r.group_id) or mid in self._waiting
+            parent = bool(r.group_id) or mid in self._causal.waiting
             key = (r.peer, _PARENTS_UNANSWERED if parent else _OFFERS_UNANSWERED)
             reports[key] = reports.get(key, 0) + 1
             if parent and mid not in requests:
-                self._give_up_parent(mid)
+                self.statistics.parents_abandoned += 1
+                self._causal.give_up_parent(mid)
         for (peer, reason), n in reports.items():
             self._reject(peer, reason, n, whole=False)
-
-
-def _split(o: _Outgoing, cap: int, max_records: int) -> Iterable[bytes]:
-    """Encode one peer's records as payloads of at most ``cap`` bytes and ``max_records`` records
-    (one payload if they fit): a peer with our limits refuses a payload over either whole."""
-    total = ID_RECORD_SIZE * (len(o.acks) + len(o.offers) + len(o.requests)) + sum(
-        payload_overhead(len(m)) for m in o.messages
-    )
-    count = len(o.acks) + len(o.offers) + len(o.requests) + len(o.messages)
-    max_records = max(1, max_records)
-    if total <= cap and count <= max_records:
-        yield encode_payload(o.acks, o.offers, o.requests, o.messages)
-        return
-    per_ids = min(max(1, cap // ID_RECORD_SIZE), max_records)
-    for ids_kind in ("acks", "offers", "requests"):
-        ids: list[bytes] = getattr(o, ids_kind)
-        for i in range(0, len(ids), per_ids):
-            chunk = ids[i : i + per_ids]
-            yield encode_payload(**{ids_kind: chunk})
-    batch: list[bytes] = []
-    size = 0
-    for m in o.messages:
-        n = payload_overhead(len(m))
-        if batch and (size + n > cap or len(batch) >= max_records):
-            yield encode_payload(messages=batch)
-            batch, size = [], 0
-        batch.append(m)
-        size += n
-    if batch:
-        yield encode_payload(messages=batch)

@@ -33,7 +33,7 @@ the database. Its bytes are appended to a *segment file* (``<store>.bodies/00000
 and the row holds the segment, offset and length instead (``seg``, ``pos``, ``size``). In SQLite
 such a body would be written twice (to the log, then at the checkpoint) through a chain of
 overflow pages; in a segment it is written once, in whole pages that bypass the page cache
-(:class:`~mvds_node.sync._segments.SegmentWriter`). The order of writes keeps the
+(:class:`~mvds_node.sync.store._segments.SegmentWriter`). The order of writes keeps the
 store's guarantees: the bytes are written before the row that refers to them, and the segment is
 flushed to the disk (``fdatasync``) before the transaction commits, so a committed row never
 refers to bytes that a crash, even a power loss, could lose. Bytes written by a transaction that
@@ -79,9 +79,9 @@ from typing import Final, Literal, final
 
 from mvds_node._files import fsync_directory
 from mvds_node.errors import LocalProtocolError, StoreError
-from mvds_node.sync._segments import SegmentWriter
 from mvds_node.sync._state import RecordType
-from mvds_node.sync._store import Record, StoredMessage
+from mvds_node.sync.store._protocol import Record, StoredMessage
+from mvds_node.sync.store._segments import SegmentWriter
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "SQLiteStore"]
 
@@ -103,7 +103,8 @@ _SEGMENT_BYTES: Final = 256 * 1024 * 1024
 _RECENT_BYTES: Final = 16 * 1024 * 1024
 """Bodies most recently written to segments, kept in memory up to this many bytes: the drain that
 sends them reads them back soon after they are stored, and the segment writes bypass the page
-cache (see :mod:`mvds_node.sync._segments`), so without these that read would go to the disk."""
+cache (see :mod:`mvds_node.sync.store._segments`), so without these that read would go to the
+disk."""
 _WAL_BYTES: Final = 16 * 1024 * 1024
 """The write-ahead log is checkpointed once it holds this much, and cut back to this size after
 a checkpoint that found it larger: a node on a small disk does not lose 40 MiB to a log of a few

@@ -1,7 +1,7 @@
 """Appending message bodies to a segment file: page-aligned writes that bypass the page cache.
 
 :class:`SegmentWriter` is the write side of the SQLite store's segment files (see "Large bodies"
-in :mod:`mvds_node.sync._sqlite`). Bodies are copied into a page-aligned staging buffer and
+in :mod:`mvds_node.sync.store._sqlite`). Bodies are copied into a page-aligned staging buffer and
 written out in whole pages, at page-aligned offsets, with ``O_DIRECT`` where the platform and
 the file system allow it (Linux on ext4, xfs, btrfs, ...). A direct write moves the bytes from
 the buffer to the disk without a copy in the page cache; the flush before a commit then finds

@@ -1,18 +1,5 @@
-"""The store: what the engine keeps durably, behind one protocol, and an in-memory implementation.
-
-Theory of operation: the engine is the only writer. It wraps every input (a send, a received
-payload, a drain) in :meth:`Store.transaction`, so the durable state moves from one consistent
-state to the next; a crash loses at most the input in progress, never half of it. The store holds
-
-* messages, in their canonical wire encoding, with their group, parents, expiry and whether the
-  application has seen them (consistent delivery holds a message back until its parents are in);
-* group membership and each member's mode;
-* per-(message, peer) records with their send count and send epoch (the retransmission state);
-* the engine's epoch counter, so that schedules resume after a restart.
-
-ACKs, ephemeral messages and the causal frontier are not stored: ACKs are re-sent when a message is
-received again, ephemeral messages are by definition not kept, and the frontier is derived from the
-stored parents when the engine starts.
+"""The in-memory store: :class:`MemoryStore`, for tests, the simulator and nodes that need no
+durability. It does no I/O; its semantics define what :class:`~mvds_node.sync.SQLiteStore` keeps.
 """
 
 from __future__ import annotations
@@ -20,154 +7,12 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
-from typing import Protocol, final
+from typing import final
 
-from mvds_node.sync._state import RecordType
+from mvds_node.sync._state import Record, RecordType
+from mvds_node.sync.store._protocol import StoredMessage
 
-__all__ = ["MemoryStore", "Record", "Store", "StoredMessage"]
-
-
-@dataclass(slots=True)
-class Record:
-    """What we owe one peer for one message, and when we next transmit it."""
-
-    message_id: bytes
-    peer: bytes
-    type: RecordType
-    group_id: bytes
-    """The message's group; empty for a REQUEST of a message whose group we do not know yet."""
-    send_count: int = 0
-    send_epoch: int = 0
-    first_epoch: int = -1
-    """Epoch of the first transmission (-1 before it), for the give-up policy's age limit."""
-    parked: bool = False
-    """True once the give-up policy stopped it; parked records are never due."""
-
-    @property
-    def key(self) -> tuple[bytes, bytes]:
-        return (self.message_id, self.peer)
-
-
-@dataclass(frozen=True, slots=True)
-class StoredMessage:
-    """A durable message as the store keeps it."""
-
-    id: bytes
-    group_id: bytes
-    timestamp: int
-    wire: bytes
-    """The canonical ``Message`` encoding, sent as it is."""
-    parents: tuple[bytes, ...]
-    expires_at: int = 0
-    """Unix milliseconds after which the message is deleted everywhere (0: never)."""
-    delivered: bool = True
-    """False while consistent delivery holds the message back until its parents are delivered."""
-
-
-class Store(Protocol):
-    """Durable engine state. Methods are synchronous and must not block for long."""
-
-    def transaction(self) -> AbstractContextManager[None]:
-        """Group the writes of one engine input; commit on success, roll back on error."""
-        ...
-
-    # Messages.
-    def has_message(self, message_id: bytes) -> bool: ...
-    def get_message(self, message_id: bytes) -> StoredMessage | None: ...
-    def get_wires(self, message_ids: Iterable[bytes]) -> dict[bytes, bytes]:
-        """Return the wire encoding of each of ``message_ids`` that is stored."""
-        ...
-
-    def add_message(self, message: StoredMessage) -> bool:
-        """Store ``message``; return False (and change nothing) if it is already stored."""
-        ...
-
-    def add_messages(self, messages: Sequence[StoredMessage]) -> bool:
-        """Store every one of ``messages`` (distinct IDs), or none of them and return False if
-        one is already stored. For a batch of new messages: one call instead of one each."""
-        ...
-
-    def delete_message(self, message_id: bytes) -> None:
-        """Delete a message and every record about it."""
-        ...
-
-    def mark_delivered(self, message_id: bytes) -> None: ...
-    def undelivered(self) -> list[StoredMessage]:
-        """Messages held back by consistent delivery."""
-        ...
-
-    def is_parent(self, message_id: bytes) -> bool:
-        """Whether some stored, non-expiring message names ``message_id`` as a parent (an
-        expiring message is never a parent, so the messages it names stay on the frontier)."""
-        ...
-
-    def frontier(self, group_id: bytes) -> list[bytes]:
-        """Delivered, non-expiring messages of the group that no stored, non-expiring message
-        names as parent."""
-        ...
-
-    def expired(self, wall: int, limit: int) -> list[StoredMessage]:
-        """Up to ``limit`` messages whose expiry is at or before ``wall``."""
-        ...
-
-    def recent_ids(self, group_id: bytes, limit: int) -> list[bytes]:
-        """IDs of up to ``limit`` of the group's delivered messages, newest stored first."""
-        ...
-
-    def request_ids(self) -> list[bytes]:
-        """IDs of the messages we have REQUEST records for (read once, at start-up)."""
-        ...
-
-    def next_expiry(self) -> int | None: ...
-    def message_count(self) -> int: ...
-
-    # Membership.
-    def load_groups(self) -> dict[bytes, dict[bytes, str]]:
-        """Every group, with its members and the mode name of each."""
-        ...
-
-    def put_group(self, group_id: bytes) -> None: ...
-    def delete_group(self, group_id: bytes) -> None: ...
-    def put_member(self, group_id: bytes, peer: bytes, mode: str) -> None: ...
-    def delete_member(self, group_id: bytes, peer: bytes) -> None: ...
-
-    # Records.
-    def get_record(self, message_id: bytes, peer: bytes) -> Record | None: ...
-    def records_for_message(self, message_id: bytes) -> list[Record]: ...
-    def records_for_peer(self, peer: bytes) -> list[Record]: ...
-    def get_records(self, message_ids: Iterable[bytes], peer: bytes) -> dict[bytes, Record]:
-        """The records for ``peer`` about each of ``message_ids`` that has one."""
-        ...
-
-    def put_records(self, records: Iterable[Record]) -> None:
-        """Insert or replace records (keyed by message ID and peer)."""
-        ...
-
-    def delete_records(self, keys: Iterable[tuple[bytes, bytes]]) -> None: ...
-    def delete_acked(
-        self, message_ids: Iterable[bytes], peer: bytes, types: frozenset[RecordType]
-    ) -> set[bytes]:
-        """Delete ``peer``'s records of these ``types`` about ``message_ids`` (what an ACK from
-        it ends); return the IDs whose record was deleted."""
-        ...
-
-    def due_records(self, epoch: int, limit: int) -> list[Record]:
-        """Up to ``limit`` unparked records with ``send_epoch <= epoch``, earliest first."""
-        ...
-
-    def min_due_epoch(self) -> int | None:
-        """The smallest ``send_epoch`` of an unparked record, or None."""
-        ...
-
-    def record_count(self, peer: bytes | None = None) -> int:
-        """How many records there are, or with ``peer`` only ``peer``'s (without reading them)."""
-        ...
-
-    # Engine metadata.
-    def get_epoch(self) -> int: ...
-    def set_epoch(self, epoch: int) -> None: ...
-    def close(self) -> None: ...
+__all__ = ["MemoryStore"]
 
 
 @final

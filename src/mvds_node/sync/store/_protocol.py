@@ -1,0 +1,243 @@
+"""The store protocol: what the engine keeps durably, and a read-only view of it.
+
+Theory of operation: the engine is the only writer. It wraps every input (a send, a received
+payload, a drain) in :meth:`Store.transaction`, so the durable state moves from one consistent
+state to the next; a crash loses at most the input in progress, never half of it. The store holds
+
+* messages, in their canonical wire encoding, with their group, parents, expiry and whether the
+  application has seen them (consistent delivery holds a message back until its parents are in);
+* group membership and each member's mode;
+* per-(message, peer) records with their send count and send epoch (the retransmission state);
+* the engine's epoch counter, so that schedules resume after a restart.
+
+ACKs, ephemeral messages and the causal frontier are not stored: ACKs are re-sent when a message is
+received again, ephemeral messages are by definition not kept, and the frontier is derived from the
+stored parents when the engine starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Protocol, final
+
+from mvds_node.sync._state import Record, RecordType
+
+__all__ = ["Record", "Store", "StoreReader", "StoreView", "StoredMessage"]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A durable message as the store keeps it."""
+
+    id: bytes
+    group_id: bytes
+    timestamp: int
+    wire: bytes
+    """The canonical ``Message`` encoding, sent as it is."""
+    parents: tuple[bytes, ...]
+    expires_at: int = 0
+    """Unix milliseconds after which the message is deleted everywhere (0: never)."""
+    delivered: bool = True
+    """False while consistent delivery holds the message back until its parents are delivered."""
+
+
+class Store(Protocol):
+    """Durable engine state. Methods are synchronous and must not block for long."""
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """Group the writes of one engine input; commit on success, roll back on error."""
+        ...
+
+    # Messages.
+    def has_message(self, message_id: bytes) -> bool: ...
+    def get_message(self, message_id: bytes) -> StoredMessage | None: ...
+    def get_wires(self, message_ids: Iterable[bytes]) -> dict[bytes, bytes]:
+        """Return the wire encoding of each of ``message_ids`` that is stored."""
+        ...
+
+    def add_message(self, message: StoredMessage) -> bool:
+        """Store ``message``; return False (and change nothing) if it is already stored."""
+        ...
+
+    def add_messages(self, messages: Sequence[StoredMessage]) -> bool:
+        """Store every one of ``messages`` (distinct IDs), or none of them and return False if
+        one is already stored. For a batch of new messages: one call instead of one each."""
+        ...
+
+    def delete_message(self, message_id: bytes) -> None:
+        """Delete a message and every record about it."""
+        ...
+
+    def mark_delivered(self, message_id: bytes) -> None: ...
+    def undelivered(self) -> list[StoredMessage]:
+        """Messages held back by consistent delivery."""
+        ...
+
+    def is_parent(self, message_id: bytes) -> bool:
+        """Whether some stored, non-expiring message names ``message_id`` as a parent (an
+        expiring message is never a parent, so the messages it names stay on the frontier)."""
+        ...
+
+    def frontier(self, group_id: bytes) -> list[bytes]:
+        """Delivered, non-expiring messages of the group that no stored, non-expiring message
+        names as parent."""
+        ...
+
+    def expired(self, wall: int, limit: int) -> list[StoredMessage]:
+        """Up to ``limit`` messages whose expiry is at or before ``wall``."""
+        ...
+
+    def recent_ids(self, group_id: bytes, limit: int) -> list[bytes]:
+        """IDs of up to ``limit`` of the group's delivered messages, newest stored first."""
+        ...
+
+    def request_ids(self) -> list[bytes]:
+        """IDs of the messages we have REQUEST records for (read once, at start-up)."""
+        ...
+
+    def next_expiry(self) -> int | None: ...
+    def message_count(self) -> int: ...
+
+    # Membership.
+    def load_groups(self) -> dict[bytes, dict[bytes, str]]:
+        """Every group, with its members and the mode name of each."""
+        ...
+
+    def put_group(self, group_id: bytes) -> None: ...
+    def delete_group(self, group_id: bytes) -> None: ...
+    def put_member(self, group_id: bytes, peer: bytes, mode: str) -> None: ...
+    def delete_member(self, group_id: bytes, peer: bytes) -> None: ...
+
+    # Records.
+    def get_record(self, message_id: bytes, peer: bytes) -> Record | None: ...
+    def records_for_message(self, message_id: bytes) -> list[Record]: ...
+    def records_for_peer(self, peer: bytes) -> list[Record]: ...
+    def get_records(self, message_ids: Iterable[bytes], peer: bytes) -> dict[bytes, Record]:
+        """The records for ``peer`` about each of ``message_ids`` that has one."""
+        ...
+
+    def put_records(self, records: Iterable[Record]) -> None:
+        """Insert or replace records (keyed by message ID and peer)."""
+        ...
+
+    def delete_records(self, keys: Iterable[tuple[bytes, bytes]]) -> None: ...
+    def delete_acked(
+        self, message_ids: Iterable[bytes], peer: bytes, types: frozenset[RecordType]
+    ) -> set[bytes]:
+        """Delete ``peer``'s records of these ``types`` about ``message_ids`` (what an ACK from
+        it ends); return the IDs whose record was deleted."""
+        ...
+
+    def due_records(self, epoch: int, limit: int) -> list[Record]:
+        """Up to ``limit`` unparked records with ``send_epoch <= epoch``, earliest first."""
+        ...
+
+    def min_due_epoch(self) -> int | None:
+        """The smallest ``send_epoch`` of an unparked record, or None."""
+        ...
+
+    def record_count(self, peer: bytes | None = None) -> int:
+        """How many records there are, or with ``peer`` only ``peer``'s (without reading them)."""
+        ...
+
+    # Engine metadata.
+    def get_epoch(self) -> int: ...
+    def set_epoch(self, epoch: int) -> None: ...
+    def close(self) -> None: ...
+
+
+class StoreReader(Protocol):
+    """The reading half of :class:`Store`: what :attr:`Engine.store_view` offers."""
+
+    def has_message(self, message_id: bytes) -> bool: ...
+    def get_message(self, message_id: bytes) -> StoredMessage | None: ...
+    def get_wires(self, message_ids: Iterable[bytes]) -> dict[bytes, bytes]: ...
+    def undelivered(self) -> list[StoredMessage]: ...
+    def frontier(self, group_id: bytes) -> list[bytes]: ...
+    def recent_ids(self, group_id: bytes, limit: int) -> list[bytes]: ...
+    def next_expiry(self) -> int | None: ...
+    def message_count(self) -> int: ...
+    def load_groups(self) -> dict[bytes, dict[bytes, str]]: ...
+    def get_record(self, message_id: bytes, peer: bytes) -> Record | None: ...
+    def records_for_message(self, message_id: bytes) -> list[Record]: ...
+    def records_for_peer(self, peer: bytes) -> list[Record]: ...
+    def get_records(self, message_ids: Iterable[bytes], peer: bytes) -> dict[bytes, Record]: ...
+    def min_due_epoch(self) -> int | None: ...
+    def record_count(self, peer: bytes | None = None) -> int: ...
+    def get_epoch(self) -> int: ...
+
+
+def _copy(r: Record) -> Record:
+    return Record(
+        r.message_id,
+        r.peer,
+        r.type,
+        r.group_id,
+        r.send_count,
+        r.send_epoch,
+        r.first_epoch,
+        r.parked,
+    )
+
+
+@final
+class StoreView:
+    """A read-only view of an engine's store (a :class:`StoreReader`), for diagnostics and
+    tests: what is stored, and each record's state. Records come as copies, so changing one
+    changes nothing; nothing here writes."""
+
+    __slots__ = ("_store",)
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def has_message(self, message_id: bytes) -> bool:
+        return self._store.has_message(message_id)
+
+    def get_message(self, message_id: bytes) -> StoredMessage | None:
+        return self._store.get_message(message_id)
+
+    def get_wires(self, message_ids: Iterable[bytes]) -> dict[bytes, bytes]:
+        return self._store.get_wires(message_ids)
+
+    def undelivered(self) -> list[StoredMessage]:
+        return self._store.undelivered()
+
+    def frontier(self, group_id: bytes) -> list[bytes]:
+        return self._store.frontier(group_id)
+
+    def recent_ids(self, group_id: bytes, limit: int) -> list[bytes]:
+        return self._store.recent_ids(group_id, limit)
+
+    def next_expiry(self) -> int | None:
+        return self._store.next_expiry()
+
+    def message_count(self) -> int:
+        return self._store.message_count()
+
+    def load_groups(self) -> dict[bytes, dict[bytes, str]]:
+        return self._store.load_groups()
+
+    def get_record(self, message_id: bytes, peer: bytes) -> Record | None:
+        r = self._store.get_record(message_id, peer)
+        return None if r is None else _copy(r)
+
+    def records_for_message(self, message_id: bytes) -> list[Record]:
+        return [_copy(r) for r in self._store.records_for_message(message_id)]
+
+    def records_for_peer(self, peer: bytes) -> list[Record]:
+        return [_copy(r) for r in self._store.records_for_peer(peer)]
+
+    def get_records(self, message_ids: Iterable[bytes], peer: bytes) -> dict[bytes, Record]:
+        return {m: _copy(r) for m, r in self._store.get_records(message_ids, peer).items()}
+
+    def min_due_epoch(self) -> int | None:
+        return self._store.min_due_epoch()
+
+    def record_count(self, peer: bytes | None = None) -> int:
+        return self._store.record_count(peer)
+
+    def get_epoch(self) -> int:
+        return self._store.get_epoch()
