@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import subprocess
@@ -30,6 +31,15 @@ def test_embedded_echo_bot() -> None:
     assert "bot: 'echo: are you there?'" in out
 
 
+def _stderr(tmp_path: Path) -> str:
+    """What the two nodes wrote on stderr (shown when the test fails)."""
+    return "; ".join(
+        f"{name}: {(tmp_path / f'{name}.err').read_text(errors='replace')!r}"
+        for name in ("alice", "bob")
+        if (tmp_path / f"{name}.err").exists()
+    )
+
+
 async def test_lan_chat_between_two_terminals(tmp_path: Path) -> None:
     base = random.randint(20000, 60000)
     out = run_example(
@@ -42,6 +52,7 @@ async def test_lan_chat_between_two_terminals(tmp_path: Path) -> None:
     )
     assert "run --chat chat" in out
     procs: list[trio.Process] = []
+    logs = contextlib.ExitStack()
     try:
         with trio.fail_after(60):
             for name in ("alice", "bob"):
@@ -54,6 +65,7 @@ async def test_lan_chat_between_two_terminals(tmp_path: Path) -> None:
                         ],
                         stdin=subprocess.PIPE,
                         stdout=subprocess.PIPE,
+                        stderr=logs.enter_context((tmp_path / f"{name}.err").open("wb")),
                     )
                 )
             alice, bob = procs
@@ -62,7 +74,7 @@ async def test_lan_chat_between_two_terminals(tmp_path: Path) -> None:
             buf = b""
             while b"typed in alice's terminal" not in buf:
                 chunk = await bob.stdout.receive_some(65536)
-                assert chunk, "bob's node exited"
+                assert chunk, f"bob's node exited: {_stderr(tmp_path)}"
                 buf += chunk
             message = next(
                 json.loads(line) for line in buf.splitlines() if b"typed in alice" in line
@@ -72,6 +84,8 @@ async def test_lan_chat_between_two_terminals(tmp_path: Path) -> None:
                 p.terminate()
                 assert await p.wait() == 0
     finally:
+        logs.close()
+        print(_stderr(tmp_path))  # pytest shows it if the test failed
         for p in procs:
             if p.returncode is None:
                 p.kill()

@@ -167,7 +167,15 @@ async def _run(
         return "?" if key is None else names.get(key) or key.hex()[:12]
 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with out, open_node(config) as node, trio.open_nursery() as nursery:
+        # Subscribed as the node opens, before any checkpoint: what it delivers while the
+        # control socket and the printers start waits in these channels instead of being missed.
+        async with (
+            out,
+            open_node(config) as node,
+            node.messages() as inbox,
+            node.events() as events,
+            trio.open_nursery() as nursery,
+        ):
             await nursery.start(serve_control, config.control_path, control_handler(node))
 
             async def stop_on_signal() -> None:
@@ -177,19 +185,17 @@ async def _run(
                     return
 
             async def print_messages() -> None:
-                async with node.messages() as inbox:
-                    async for m in inbox:
-                        await show(message_json(m), message_line(m, who))
+                async for m in inbox:
+                    await show(message_json(m), message_line(m, who))
 
             async def print_events() -> None:
-                async with node.events() as events:
-                    async for event in events:
-                        doc = encode_event(event)
-                        if doc is None:
-                            continue
-                        if isinstance(event, (MessageAcked, LogUploaded)) and not verbose:
-                            continue
-                        await show(doc, event_line(event, doc, who))
+                async for event in events:
+                    doc = encode_event(event)
+                    if doc is None:
+                        continue
+                    if isinstance(event, (MessageAcked, LogUploaded)) and not verbose:
+                        continue
+                    await show(doc, event_line(event, doc, who))
 
             async def send_stdin(group: str) -> None:
                 stream = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
