@@ -206,7 +206,7 @@ def test_apply_progress_follows_the_second_pass(
 
     def track(phase: str) -> Callable[[int, int], None]:
         def progress(done: int, total: int) -> None:
-            calls.append((phase, done, total, bob.statistics.messages_received))
+            calls.append((phase, done, total, bob.statistics().messages_received))
 
         return progress
 

@@ -315,7 +315,7 @@ def test_give_up_after_max_attempts_then_reset_peer_re_arms(new_store: StoreFact
     assert epochs == [0, 2, 6]  # three attempts; when the fourth is due (12), it gives up
     assert events == [(12, GaveUp(mid, B, RecordType.MESSAGE, 3))]
     assert a.next_deadline() is None  # parked: the engine stops asking to be woken
-    assert a.statistics.gave_up == 1
+    assert a.statistics().gave_up == 1
 
     assert a.reset_peer(B, now=40.5) == 1
     assert a.next_deadline() == 40.0  # everything goes out in B's next payload
@@ -734,7 +734,7 @@ def test_restart_of_the_receiver_delivers_no_duplicates(tmp_path: Path) -> None:
         (again,) = a.payloads_to_send(now=2.0)  # A retransmits: no ACK came
         b.receive_payload(A, again[1], now=0.0)
         assert b.events() == []  # not delivered a second time
-        assert b.statistics.duplicates_received == 1
+        assert b.statistics().duplicates_received == 1
         (ack,) = b.payloads_to_send(now=0.0)
         a.receive_payload(B, ack[1], now=2.5)
         assert a.events() == [MessageAcked(mid, B)]
@@ -830,3 +830,18 @@ def test_the_store_view_reads_and_changes_nothing() -> None:
     record.send_epoch = 99
     assert view.get_record(mid, B) == replace(record, send_epoch=0)
     assert a.next_deadline() == 0.0
+
+
+def test_statistics_is_a_frozen_snapshot_and_the_old_attribute_warns(
+    new_store: StoreFactory,
+) -> None:
+    a = node(new_store())
+    before = a.statistics()
+    a.send(G, b"m", now=0.0, timestamp=1)
+    assert a.payloads_to_send(now=0.0)
+    after = a.statistics()
+    assert (before.payloads_sent, after.payloads_sent) == (0, 1)  # the snapshot stays as taken
+    with pytest.raises(AttributeError):
+        after.payloads_sent = 5  # type: ignore[misc]
+    with pytest.warns(DeprecationWarning, match=r"statistics\(\)\.payloads_sent"):
+        assert a.statistics.payloads_sent == 1

@@ -108,7 +108,7 @@ def test_a_bulk_send_is_delivered_in_order_within_the_budget() -> None:
     assert got == [b"m%03d" % i for i in range(100)]
     assert all(len(t.payload) < 4096 + 300 for t in net.log if t.sender == A)
     net.run_until(net.quiet, max_rounds=50)
-    assert a.statistics.messages_sent == 100, "each sent once"
+    assert a.statistics().messages_sent == 100, "each sent once"
 
 
 def test_a_payload_the_carrier_refuses_is_retried_soon() -> None:

@@ -256,14 +256,14 @@ def test_receive_payloads_that_fail_half_way_change_nothing(tmp_path: Path) -> N
     store = SQLiteStore(tmp_path / "b.db")
     b = engine(A, store=store)
     b.receive_payload(A, encode_payload((), (), (), ()), now=0.0)
-    before_stats = (b.statistics.messages_received, b.statistics.messages_delivered)
+    before_stats = (b.statistics().messages_received, b.statistics().messages_delivered)
     with pytest.raises(OSError, match="Input/output"):
         b.receive_payloads(A, failing(payloads, 3), now=0.0)
     assert b.store_view.message_count() == 0
     assert b.events() == []  # no delivery of what the store rolled back
     # Above all, no ACK: the sender would drop messages we do not hold.
     assert b.payloads_to_send(now=0.0) == [] and b.next_deadline() is None
-    assert (b.statistics.messages_received, b.statistics.messages_delivered) == before_stats
+    assert (b.statistics().messages_received, b.statistics().messages_delivered) == before_stats
     # Applied again, whole, everything arrives once.
     b.receive_payloads(A, payloads, now=1.0)
     assert sorted(delivered(b)) == sorted(f"m{i}".encode() for i in range(50))

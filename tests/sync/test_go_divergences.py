@@ -112,7 +112,7 @@ def test_6_no_duplicate_delivery() -> None:
     for _ in range(3):
         b.receive_payload(A, payload, now=0.0)
     assert [type(e) for e in b.events()] == [MessageDelivered]
-    assert b.statistics.duplicates_received == 2
+    assert b.statistics().duplicates_received == 2
     # Every copy is acknowledged (the sender may have lost our first ACK).
     assert decode_payload(b.payloads_to_send(now=0.0)[0][1], Limits()).acks == [
         message_id(G, 1, b"m1")

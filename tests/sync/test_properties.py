@@ -302,11 +302,11 @@ def test_exactly_once_causal_order_and_quiet(s: Scenario) -> None:
     for engine in net.engines.values():
         assert engine.store_view.record_count() == 0
         assert engine.next_deadline() is None
-    before = {name: engine.statistics.payloads_sent for name, engine in net.engines.items()}
+    before = {name: engine.statistics().payloads_sent for name, engine in net.engines.items()}
     net.log.clear()
     net.run(QUIET_ROUNDS)
     assert net.log == []
-    assert {name: e.statistics.payloads_sent for name, e in net.engines.items()} == before
+    assert {name: e.statistics().payloads_sent for name, e in net.engines.items()} == before
 
 
 @settings(

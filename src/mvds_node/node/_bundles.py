@@ -197,7 +197,7 @@ def import_bundle(
         )
     if header.group_id is not None and header.group_id not in groups:
         raise BundleError(f"{bundle.path}: bundle for a group we are not in")
-    stats = engine.statistics
+    stats = engine.statistics()
     before_received = stats.messages_received
     before_dup = stats.duplicates_received
     try:

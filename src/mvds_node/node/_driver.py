@@ -360,7 +360,7 @@ class Driver:
         rolls it back whole (nothing of it is delivered or acknowledged, so the peer sends it
         again later) and the node carries on."""
         engine = self._engine
-        received = engine.statistics.messages_received
+        received = engine.statistics().messages_received
         try:
             # receive_payloads hands each item to receive_payload, which reads a memoryview
             # where it is: no copy of a payload of up to megabytes.
@@ -368,7 +368,7 @@ class Driver:
         except StoreError as e:
             self.store_failed(e)
             return
-        if engine.statistics.messages_received != received:
+        if engine.statistics().messages_received != received:
             self.store_ok()  # a message was stored: the store takes writes again
 
     def _receive_nosync(self, peer: bytes, frame: NoSyncFrame) -> None:

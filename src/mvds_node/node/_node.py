@@ -501,7 +501,7 @@ class Node:
                 GroupStatus(g.name, g.id, g.mode.value, g.members) for g in self.config.groups
             ),
             peers=peers,
-            engine=dataclasses.asdict(self._engine.statistics),
+            engine=dataclasses.asdict(self._engine.statistics()),
             events_dropped=self._subscribers.events_dropped,
             refused=self._driver.refused,
             logs=tuple(self._remote_log.status.values()) if self._remote_log else (),

@@ -766,7 +766,7 @@ class _Sim:
         payloads = 0
         backend = self.backend
         for node in self.nodes:
-            st = node.engine.statistics
+            st = node.engine.statistics()
             per = {
                 "ACK": st.acks_sent,
                 "OFFER": st.offers_sent,

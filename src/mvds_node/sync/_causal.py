@@ -30,7 +30,7 @@ from mvds_node.sync._wire import decode_stored
 from mvds_node.sync.store._protocol import Store, StoredMessage
 
 if TYPE_CHECKING:
-    from mvds_node.sync._engine import EngineStatistics
+    from mvds_node.sync._engine import Counters
 
 __all__ = ["Causal"]
 
@@ -66,7 +66,7 @@ class Causal:
         self,
         store: Store,
         config: SyncConfig,
-        stats: EngineStatistics,
+        stats: Counters,
         push: Callable[[Event], None],
     ) -> None:
         self._store = store

@@ -103,8 +103,9 @@ _EXPIRE_CHUNK: Final = 1024
 
 
 @dataclass(slots=True)
-class EngineStatistics:
-    """Counters since the engine started; the simulator and benchmarks read them."""
+class Counters:
+    """The engine's counters, changed in place as it works (read them through
+    :meth:`Engine.statistics`, a frozen snapshot)."""
 
     payloads_sent: int = 0
     bytes_sent: int = 0
@@ -128,6 +129,62 @@ class EngineStatistics:
     """REQUESTs dropped unanswered after ``request_timeout`` or ``missing_parent_timeout``."""
     parents_abandoned: int = 0
     """Missing parents given up on (no REQUEST for them left)."""
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class EngineStatistics:
+    """The engine's counters since it started, as of :meth:`Engine.statistics` (a snapshot);
+    the fields are those of :class:`Counters`."""
+
+    payloads_sent: int = 0
+    bytes_sent: int = 0
+    payloads_received: int = 0
+    bytes_received: int = 0
+    acks_sent: int = 0
+    offers_sent: int = 0
+    requests_sent: int = 0
+    messages_sent: int = 0
+    messages_received: int = 0
+    duplicates_received: int = 0
+    messages_delivered: int = 0
+    records_rejected: int = 0
+    payloads_rejected: int = 0
+    gave_up: int = 0
+    expired: int = 0
+    events_dropped: int = 0
+    requests_refused: int = 0
+    requests_timed_out: int = 0
+    parents_abandoned: int = 0
+
+
+@final
+class _StatisticsAccess:
+    """What ``Engine.statistics`` is: call it for a snapshot. Reading a counter from it
+    directly (``engine.statistics.payloads_sent``, the attribute of earlier releases) still
+    works, with a ``DeprecationWarning``."""
+
+    __slots__ = ("_counters",)
+
+    def __init__(self, counters: Counters) -> None:
+        self._counters = counters
+
+    def __call__(self) -> EngineStatistics:
+        c = self._counters
+        return EngineStatistics(**{name: getattr(c, name) for name in _COUNTER_NAMES})
+
+    def __getattr__(self, name: str) -> int:
+        if name in _COUNTER_NAMES:
+            warnings.warn(
+                f"Engine.statistics is a method: use engine.statistics().{name}",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            return int(getattr(self._counters, name))
+        raise AttributeError(name)
+
+
+_COUNTER_NAMES: Final = tuple(Counters.__dataclass_fields__)
 
 
 @final
@@ -167,7 +224,7 @@ class Engine:
         self._epoch0 = store.get_epoch()
         self._now0 = now
         self._epoch = self._epoch0
-        self.statistics = EngineStatistics()
+        self._stats = Counters()
         self._events: deque[Event] = deque()
         self._drain_cut = False
         self._seen_ephemeral: dict[bytes, None] = {}
@@ -186,7 +243,7 @@ class Engine:
             for peer, mode in members.items():
                 self._join(group, peer, Mode(mode))
         # Causal frontier per group, and consistent delivery's held messages.
-        self._causal = Causal(store, cfg, self.statistics, self._push)
+        self._causal = Causal(store, cfg, self._stats, self._push)
         for group in self._groups:
             self._causal.load_frontier(group)
         # The REQUEST records we hold, counted per peer and group; and the bound a payload's
@@ -212,7 +269,7 @@ class Engine:
             peers=self._peers,
             requests=self._requests,
             causal=self._causal,
-            stats=self.statistics,
+            stats=self._stats,
             seen_ephemeral=self._seen_ephemeral,
             push=self._push,
             schedule=self._schedule,
@@ -334,6 +391,13 @@ class Engine:
         """A read-only view of the store (messages and records as stored), for diagnostics
         and tests; the engine stays its only writer."""
         return self._store_view
+
+    @property
+    def statistics(self) -> _StatisticsAccess:
+        """Call it: ``engine.statistics()`` is a frozen :class:`EngineStatistics` of the
+        counters since the engine started (payloads, messages, rejections, events dropped ...).
+        """
+        return _StatisticsAccess(self._stats)
 
     def outstanding(self) -> Outstanding:
         """What the engine waits for now: its REQUESTs, counted as the request bounds count
@@ -575,7 +639,7 @@ class Engine:
         """
         self._advance(now)
         events = self._events.copy()
-        stats = replace(self.statistics)
+        stats = replace(self._stats)
         state = self._peers.get(peer)
         acks = {} if state is None else dict(state.acks)
         seen = dict(self._seen_ephemeral)
@@ -591,7 +655,7 @@ class Engine:
         self,
         peer: bytes,
         events: deque[Event],
-        stats: EngineStatistics,
+        stats: Counters,
         acks: dict[bytes, None],
         seen: dict[bytes, None],
     ) -> None:
@@ -600,7 +664,7 @@ class Engine:
         ``acks`` and ``seen`` were copied before the block)."""
         store = self._store
         current = self._events
-        dropped = self.statistics.events_dropped - stats.events_dropped
+        dropped = self._stats.events_dropped - stats.events_dropped
         pushed = len(current) - len(events) + dropped
         new = list(current)[len(current) - pushed :] if pushed > 0 else []
         kept = 0
@@ -623,8 +687,8 @@ class Engine:
             events.append(event)
         self._events = events
         stats.messages_delivered += kept
-        for name in EngineStatistics.__dataclass_fields__:  # in place: others hold it
-            setattr(self.statistics, name, getattr(stats, name))
+        for name in _COUNTER_NAMES:  # in place: others hold it
+            setattr(self._stats, name, getattr(stats, name))
         # ACK only what the store holds.
         state = self._peers.get(peer)
         if state is not None:
@@ -651,7 +715,7 @@ class Engine:
         congested.) Call ``payloads_to_send`` at the next deadline.
         """
         epoch = self._advance(now)
-        stats = self.statistics
+        stats = self._stats
         stats.payloads_sent -= 1
         stats.bytes_sent -= len(payload)
         decoded = decode_payload(payload, self._limits)
@@ -750,7 +814,7 @@ class Engine:
                 self._requests.discard_all(m.id)  # delete_message took every record about it
                 self._push(MessageExpired(m.id, m.group_id))
             count += len(batch)
-            self.statistics.expired += len(batch)
+            self._stats.expired += len(batch)
 
     def next_expiry(self) -> int | None:
         """The earliest expiry (Unix ms) among stored messages.
@@ -783,7 +847,7 @@ class Engine:
         Drain ``next_event`` and call ``payloads_to_send`` next.
         """
         self._advance(now)
-        stats = self.statistics
+        stats = self._stats
         stats.payloads_received += 1
         stats.bytes_received += len(data)
         state = self._peers.get(peer)
@@ -815,7 +879,7 @@ class Engine:
         for reason, n in dropped.items():
             self._reject(peer, reason, n, whole=False)
         if refused:
-            self.statistics.requests_refused += sum(refused.values())
+            self._stats.requests_refused += sum(refused.values())
             if state.full is None:
                 state.full = self._requests.refusal
                 for reason, n in refused.items():
@@ -825,11 +889,11 @@ class Engine:
         events = self._events
         if len(events) >= self._limits.max_queued_events:
             events.popleft()
-            self.statistics.events_dropped += 1
+            self._stats.events_dropped += 1
         events.append(event)
 
     def _reject(self, peer: bytes, reason: str, count: int, *, whole: bool) -> None:
-        stats = self.statistics
+        stats = self._stats
         if whole:
             stats.payloads_rejected += 1
         stats.records_rejected += count
@@ -902,7 +966,7 @@ class Engine:
                 used, cut = drained.used, drained.cut
                 self._next_due = store.min_due_epoch()
                 for r in drained.gave_up:
-                    self.statistics.gave_up += 1
+                    self._stats.gave_up += 1
                     self._push(GaveUp(r.message_id, r.peer, r.type, r.send_count))
                 if drained.timed_out:  # one report per peer for the whole drain
                     self._requests_timed_out(drained.timed_out)
@@ -915,7 +979,7 @@ class Engine:
         drain.ride_along(epoch, out)
         self._drain_cut = cut
         result: list[tuple[bytes, bytes]] = []
-        stats = self.statistics
+        stats = self._stats
         for peer, o in out.items():
             to = peers.get(peer)
             if not cut and to is not None:
@@ -936,7 +1000,7 @@ class Engine:
         """REQUESTs deleted unanswered: count them down, give up on parents nobody is asked
         for any more, and report each peer that did not answer."""
         requests = self._requests
-        self.statistics.requests_timed_out += len(records)
+        self._stats.requests_timed_out += len(records)
         reports: dict[tuple[bytes, str], int] = {}
         for r in records:
             mid = r.message_id
@@ -945,7 +1009,7 @@ class Engine:
             key = (r.peer, _PARENTS_UNANSWERED if parent else _OFFERS_UNANSWERED)
             reports[key] = reports.get(key, 0) + 1
             if parent and mid not in requests:
-                self.statistics.parents_abandoned += 1
+                self._stats.parents_abandoned += 1
                 self._causal.give_up_parent(mid)
         for (peer, reason), n in reports.items():
             self._reject(peer, reason, n, whole=False)

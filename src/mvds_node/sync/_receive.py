@@ -28,7 +28,7 @@ from mvds_node.sync._wire import DecodedMessage, DecodedPayload
 from mvds_node.sync.store._protocol import Store, StoredMessage
 
 if TYPE_CHECKING:
-    from mvds_node.sync._engine import EngineStatistics
+    from mvds_node.sync._engine import Counters
 
 __all__ = ["Receive"]
 
@@ -78,7 +78,7 @@ class Receive:
         peers: Peers,
         requests: Requests,
         causal: Causal,
-        stats: EngineStatistics,
+        stats: Counters,
         seen_ephemeral: dict[bytes, None],
         push: Callable[[Event], None],
         schedule: Callable[[int], None],
