@@ -209,6 +209,7 @@ def import_bundle(
     except MvdsError as e:
         raise BundleError(f"{bundle.path}: could not apply the bundle: {e}") from e
     missing = sum(1 for p in header.prerequisites if not engine.has_message(p))
+    stats = engine.statistics()  # a snapshot: taken again after the payloads
     return ImportResult(
         sender=sender,
         sender_proved=bundle.sender_proved,
