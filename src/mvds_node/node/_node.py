@@ -51,6 +51,7 @@ from typing import Any, Final
 
 import trio
 
+from mvds_node._address import format_address
 from mvds_node.errors import (
     LocalProtocolError,
     NodeFailed,
@@ -592,13 +593,12 @@ class Node:
 def _static_address(peer: PeerConfig | None) -> str | None:
     if peer is None or peer.address is None:
         return None
-    host, port = peer.address
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return format_address(*peer.address)
 
 
 def _describe_listener(listener: trio.SocketListener) -> str:
     host, port = listener.socket.getsockname()[:2]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return format_address(host, port)
 
 
 @contextlib.asynccontextmanager

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from mvds_node._address import format_address as _format_host_port
 from mvds_node.errors import ConfigError
 from mvds_node.sync import DeliveryMode, MissingParents
 from mvds_node.transports import DEFAULT_MULTICAST_GROUP as DEFAULT_GROUP
@@ -82,8 +83,7 @@ def parse_address(text: str, *, where: str = "address") -> tuple[str, int]:
 
 def format_address(address: tuple[str, int]) -> str:
     """The inverse of :func:`parse_address` (IPv6 hosts in brackets)."""
-    host, port = address
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return _format_host_port(*address)
 
 
 def check_ip(text: object, where: str) -> str:

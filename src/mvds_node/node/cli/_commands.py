@@ -16,6 +16,7 @@ from typing import Any
 import click
 import trio
 
+from mvds_node._address import format_address
 from mvds_node.errors import MvdsError
 from mvds_node.node._config import (
     GroupConfig,
@@ -470,7 +471,10 @@ def helper_serve(state: State, /, store: Path, listen: str, **limits: Any) -> No
                         f"cannot listen on {listen}: {e.strerror or e}", kind="os", address=listen
                     ) from None
                 bound = listeners[0].socket.getsockname()
-                print(f"helper serving {store} on http://{bound[0]}:{bound[1]}", flush=True)
+                print(
+                    f"helper serving {store} on http://{format_address(bound[0], bound[1])}",
+                    flush=True,
+                )
                 async for signum in signals:
                     interrupted = signum == signal.SIGINT
                     nursery.cancel_scope.cancel()
