@@ -258,6 +258,30 @@ def test_catch_up_is_told_from_status_snapshots() -> None:
     assert catch_up.look(snapshot(0, 0), names) == []
 
 
+def test_catch_up_from_a_remote_log_is_told_from_status_snapshots() -> None:
+    from mvds_node.node import LogStatus
+    from mvds_node.node.cli._run import CatchUp
+
+    bob = b"\x0b" * 32
+
+    def logs(bob_fetched: int, ours_queued: int = 0) -> list[LogStatus]:
+        return [
+            LogStatus("bob-log", bob, "notes", mine=False, fetched=bob_fetched),
+            LogStatus("our-log", b"\x0a" * 32, "notes", mine=True, queued=ours_queued),
+        ]
+
+    catch_up = CatchUp()
+    names = {bob: "bob"}.__getitem__
+    assert catch_up.look_logs(logs(0, ours_queued=500), names) == []  # our own log: never
+    assert catch_up.look_logs(logs(2_000), names) == [
+        "caught up 2,000 messages from bob's log [notes] (2,000 in all)"
+    ]
+    assert catch_up.look_logs(logs(2_050), names) == []  # a few more: not worth a line
+    assert catch_up.look_logs(logs(2_150), names) == [
+        "caught up 100 messages from bob's log [notes] (2,150 in all)"
+    ]
+
+
 def test_bundles_both_ways_count_in_words(tmp_path: Path) -> None:
     alice, bob = tmp_path / "alice", tmp_path / "bob"
     for directory, name in ((alice, "alice"), (bob, "bob")):

@@ -47,6 +47,7 @@ from mvds_node.node._identity import create_identity as create_identity
 from mvds_node.node._identity import load_identity as load_identity
 from mvds_node.node._node import Node as Node
 from mvds_node.node._node import open_node as open_node
+from mvds_node.node._remotelog import LogStatus as LogStatus
 from mvds_node.node._status import GroupStatus as GroupStatus
 from mvds_node.node._status import NodeStatus as NodeStatus
 from mvds_node.node._status import PeerStatus as PeerStatus
@@ -83,6 +84,7 @@ __all__ = [
     "PeerConnected",
     "PeerDisconnected",
     "PeerStatus",
+    "LogStatus",
     "RemoteLogConfig",
     "StoreFailed",
     "StoreRecovered",

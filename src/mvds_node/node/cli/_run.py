@@ -27,6 +27,7 @@ from mvds_node.node._config import NodeConfig, parse_address
 from mvds_node.node._control import serve_control
 from mvds_node.node._events import LogUploaded
 from mvds_node.node._node import open_node
+from mvds_node.node._remotelog import LogStatus
 from mvds_node.node._schema import format_address
 from mvds_node.node._status import PeerStatus
 from mvds_node.node.cli._app import State, common_options, pass_state, root
@@ -113,6 +114,8 @@ class CatchUp:
     started: dict[bytes, int] = field(default_factory=dict)
     """Peer -> the most records it lacked while catching up."""
     last: dict[bytes, int] = field(default_factory=dict)
+    fetched: dict[str, int] = field(default_factory=dict)
+    """Remote log name -> messages taken from it at the last look."""
 
     def look(self, peers: Sequence[PeerStatus], who: Callable[[bytes], str]) -> list[str]:
         lines = []
@@ -134,6 +137,25 @@ class CatchUp:
                 lines.append(
                     f"catching up {who(p.key)}: {done:,} of {most:,} records "
                     f"({done * 100 // most} %)"
+                )
+        return lines
+
+    def look_logs(self, logs: Sequence[LogStatus], who: Callable[[bytes], str]) -> list[str]:
+        """Lines for the members' remote logs that gave :data:`CATCH_UP_RECORDS` messages or
+        more since the last look: what was caught up from a log while its writer may be away."""
+        lines = []
+        for log in logs:
+            if log.mine:
+                continue
+            before = self.fetched.get(log.name)
+            self.fetched[log.name] = log.fetched
+            if before is None:
+                before = 0  # the first look: what the node took before it was looked at
+            taken = log.fetched - before
+            if taken >= CATCH_UP_RECORDS:
+                lines.append(
+                    f"caught up {taken:,} messages from {who(log.peer)}'s log [{log.group}]"
+                    f" ({log.fetched:,} in all)"
                 )
         return lines
 
@@ -217,7 +239,9 @@ async def _run(
                 catch_up = CatchUp()
                 err = output.console(stderr=True)
                 while True:
-                    for line in catch_up.look(node.status().peers, who):
+                    status = node.status()
+                    lines = catch_up.look(status.peers, who) + catch_up.look_logs(status.logs, who)
+                    for line in lines:
                         err.print(styled((f"* {line}", "dim")))
                     await trio.sleep(CATCH_UP_SECONDS)
 
