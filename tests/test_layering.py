@@ -9,6 +9,8 @@ package. ``tests/sync/test_layering.py`` checks what ``sync/`` may import at all
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parent.parent / "src"
@@ -91,3 +93,18 @@ def test_the_check_sees_every_kind_of_import(tmp_path: Path) -> None:
         "mvds_node/node/_a.py:4: mvds_node.sync._wire",
         "mvds_node/node/_a.py:9: mvds_node.sync._state",
     ]
+
+
+def test_importing_the_library_loads_no_backend_client_and_no_command_line() -> None:
+    # httpx (which also loads click and rich when they are installed), coredis and h11 load
+    # when a backend or the helper is first used, and click and rich with the command line:
+    # an application that embeds a node with a file remote log, or runs the simulator, pays
+    # for none of them at import time.
+    code = (
+        "import sys, mvds_node.node, mvds_node.sim, mvds_node.remotelog;"
+        "print(sorted(m for m in ('httpx', 'coredis', 'h11', 'click', 'rich') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    assert out.strip() == "[]"

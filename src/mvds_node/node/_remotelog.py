@@ -56,16 +56,11 @@ from mvds_node.remotelog import (
     BackendError,
     Cursor,
     FileBackend,
-    HttpBackend,
-    HttpClient,
-    IpfsBackend,
     LogError,
     LogReader,
     LogSettings,
     LogWriter,
-    NatsBackend,
     ReadResult,
-    RedisBackend,
     Resume,
     ack_payloads,
     log_name,
@@ -97,7 +92,11 @@ def _fair_share(backend: Backend, readers: int, wanted: int) -> int:
     share is still one connection, and stalled logs can fill the pool again.)
     """
     http = getattr(backend, "http", None)
-    if not isinstance(http, HttpClient) or readers == 0:
+    if http is None or readers == 0:
+        return wanted
+    from mvds_node.remotelog import HttpClient  # loaded by now: the backend uses it
+
+    if not isinstance(http, HttpClient):
         return wanted
     http.max_connections = max(http.max_connections, min(_MAX_POOL, readers + 1))
     return max(1, min(wanted, (http.max_connections - 1) // readers))
@@ -109,16 +108,19 @@ def backend_for(url: str, *, ipns_ids: dict[str, str] | None = None) -> Backend:
     Raises:
         ConfigError: a scheme we have no backend for.
     """
+    # The other backends' modules (httpx, coredis) load only when a URL names them.
+    import mvds_node.remotelog as remotelog
+
     if url.startswith("file://"):
         return FileBackend(url.removeprefix("file://"))
     if url.startswith("http://"):
-        return HttpBackend(url)
+        return remotelog.HttpBackend(url)
     if url.startswith("redis://"):
-        return RedisBackend(url)
+        return remotelog.RedisBackend(url)
     if url.startswith("nats://"):
-        return NatsBackend(url)
+        return remotelog.NatsBackend(url)
     if url.startswith("ipfs://"):
-        return IpfsBackend(url, ipns_ids=ipns_ids)
+        return remotelog.IpfsBackend(url, ipns_ids=ipns_ids)
     raise ConfigError(f"remote_log.url: no backend for {url!r}")
 
 

@@ -10,6 +10,9 @@ the acknowledgement records (:mod:`._acks`), shared by the node and the simulato
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any, Final
+
 from mvds_node.remotelog._acks import ACK_CHUNK as ACK_CHUNK
 from mvds_node.remotelog._acks import MAX_PUBLISHED as MAX_PUBLISHED
 from mvds_node.remotelog._acks import AckRecords as AckRecords
@@ -29,21 +32,37 @@ from mvds_node.remotelog._backend import MemoryBackendStatistics as MemoryBacken
 from mvds_node.remotelog._format import LogError as LogError
 from mvds_node.remotelog._format import log_name as log_name
 from mvds_node.remotelog._format import public_key as public_key
-from mvds_node.remotelog._helper import HelperLimits as HelperLimits
-from mvds_node.remotelog._helper import serve_helper as serve_helper
-from mvds_node.remotelog._http import ClientTimeouts as ClientTimeouts
-from mvds_node.remotelog._http import HttpBackend as HttpBackend
-from mvds_node.remotelog._http import HttpClient as HttpClient
-from mvds_node.remotelog._http import HttpStatistics as HttpStatistics
-from mvds_node.remotelog._ipfs import IpfsBackend as IpfsBackend
 from mvds_node.remotelog._log import Cursor as Cursor
 from mvds_node.remotelog._log import LogReader as LogReader
 from mvds_node.remotelog._log import LogSettings as LogSettings
 from mvds_node.remotelog._log import LogWriter as LogWriter
 from mvds_node.remotelog._log import ReadResult as ReadResult
 from mvds_node.remotelog._log import Resume as Resume
-from mvds_node.remotelog._nats import NatsBackend as NatsBackend
-from mvds_node.remotelog._redis import RedisBackend as RedisBackend
+
+if TYPE_CHECKING:
+    from mvds_node.remotelog._helper import HelperLimits as HelperLimits
+    from mvds_node.remotelog._helper import serve_helper as serve_helper
+    from mvds_node.remotelog._http import ClientTimeouts as ClientTimeouts
+    from mvds_node.remotelog._http import HttpBackend as HttpBackend
+    from mvds_node.remotelog._http import HttpClient as HttpClient
+    from mvds_node.remotelog._http import HttpStatistics as HttpStatistics
+    from mvds_node.remotelog._ipfs import IpfsBackend as IpfsBackend
+    from mvds_node.remotelog._nats import NatsBackend as NatsBackend
+    from mvds_node.remotelog._redis import RedisBackend as RedisBackend
+
+_LAZY: Final = {
+    "HelperLimits": "mvds_node.remotelog._helper",
+    "serve_helper": "mvds_node.remotelog._helper",
+    "ClientTimeouts": "mvds_node.remotelog._http",
+    "HttpBackend": "mvds_node.remotelog._http",
+    "HttpClient": "mvds_node.remotelog._http",
+    "HttpStatistics": "mvds_node.remotelog._http",
+    "IpfsBackend": "mvds_node.remotelog._ipfs",
+    "NatsBackend": "mvds_node.remotelog._nats",
+    "RedisBackend": "mvds_node.remotelog._redis",
+}
+"""Names whose modules load on first use: they import httpx, h11 or coredis, which an
+application that only reads a file backend, or the simulator, does not need at import time."""
 
 __all__ = [
     "ACK_CHUNK",
@@ -81,3 +100,12 @@ __all__ = [
     "public_key",
     "serve_helper",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # once: later reads find it here
+    return value

@@ -8,9 +8,9 @@ measured in a :class:`SimResult`; :func:`sweep` runs scenarios over the values o
 
 from __future__ import annotations
 
-from mvds_node.sim._cli import JSON_META as JSON_META
-from mvds_node.sim._cli import cmd_sim as cmd_sim
-from mvds_node.sim._cli import sim as sim
+import importlib
+from typing import TYPE_CHECKING, Any, Final
+
 from mvds_node.sim._metrics import SimResult as SimResult
 from mvds_node.sim._net import Net as Net
 from mvds_node.sim._net import Transfer as Transfer
@@ -22,6 +22,19 @@ from mvds_node.sim._scenario import ScenarioError as ScenarioError
 from mvds_node.sim._scenario import load_scenario as load_scenario
 from mvds_node.sim._scenario import preset as preset
 from mvds_node.sim._scenario import with_overrides as with_overrides
+
+if TYPE_CHECKING:
+    from mvds_node.sim._cli import JSON_META as JSON_META
+    from mvds_node.sim._cli import cmd_sim as cmd_sim
+    from mvds_node.sim._cli import sim as sim
+
+_LAZY: Final = {
+    "JSON_META": "mvds_node.sim._cli",
+    "cmd_sim": "mvds_node.sim._cli",
+    "sim": "mvds_node.sim._cli",
+}
+"""The ``mvds-node sim`` command, on click and rich: loaded on first use, so that running the
+simulator from Python imports neither."""
 
 __all__ = [
     "JSON_META",
@@ -39,3 +52,12 @@ __all__ = [
     "sweep",
     "with_overrides",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # once: later reads find it here
+    return value
