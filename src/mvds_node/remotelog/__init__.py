@@ -10,9 +10,9 @@ the acknowledgement records (:mod:`._acks`), shared by the node and the simulato
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
+from mvds_node._lazy import lazy_attributes
 from mvds_node.remotelog._acks import ACK_CHUNK as ACK_CHUNK
 from mvds_node.remotelog._acks import MAX_PUBLISHED as MAX_PUBLISHED
 from mvds_node.remotelog._acks import AckRecords as AckRecords
@@ -102,10 +102,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # once: later reads find it here
-    return value
+__getattr__ = lazy_attributes(__name__, _LAZY)

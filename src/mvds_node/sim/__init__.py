@@ -8,9 +8,9 @@ measured in a :class:`SimResult`; :func:`sweep` runs scenarios over the values o
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
+from mvds_node._lazy import lazy_attributes
 from mvds_node.sim._metrics import SimResult as SimResult
 from mvds_node.sim._net import Net as Net
 from mvds_node.sim._net import Transfer as Transfer
@@ -54,10 +54,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # once: later reads find it here
-    return value
+__getattr__ = lazy_attributes(__name__, _LAZY)
