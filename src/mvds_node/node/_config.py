@@ -176,6 +176,19 @@ class RemoteLogConfig:
     signed: bool = default("remote_log.signed")
     """False writes and reads the spec's bare RemoteLog in the NS (interop): no proof of the
     writer and no rollback detection, and no sealing."""
+    secret: str = default("remote_log.secret")
+    """The backend's password or token, as written: ``env:NAME``, ``file:PATH`` or the text
+    (see :func:`~mvds_node.remotelog.resolve_secret`); empty: only what the URL holds."""
+    ca_file: str = default("remote_log.ca_file")
+    """A CA (PEM) to trust instead of the system's; empty: the system's."""
+    cert_file: str = default("remote_log.cert_file")
+    """A client certificate (PEM); empty: none."""
+    key_file: str = default("remote_log.key_file")
+    """The client certificate's key (PEM)."""
+    creds_file: str = default("remote_log.creds_file")
+    """NATS: a ``.creds`` file."""
+    nkey_file: str = default("remote_log.nkey_file")
+    """NATS: an NKey seed file."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -78,7 +78,7 @@ from mvds_node.node._events import (
 )
 from mvds_node.node._identity import Identity, load_identity
 from mvds_node.node._memory import keep_freed_memory
-from mvds_node.node._remotelog import RemoteLogService, backend_for
+from mvds_node.node._remotelog import RemoteLogService, backend_for, credentials_from
 from mvds_node.node._routing import Route, Router
 from mvds_node.node._status import GroupStatus, NodeStatus, PeerStatus
 from mvds_node.node._subscribers import Message, Subscribers
@@ -191,6 +191,7 @@ class Node:
             self._remote_log = RemoteLogService(
                 backend=backend_for(
                     rl.url,
+                    credentials=credentials_from(rl),
                     ipns_ids={
                         p.log_key.hex(): p.ipns for p in config.peers if p.log_key and p.ipns
                     },

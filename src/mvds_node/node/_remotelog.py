@@ -44,7 +44,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Final, final
+from typing import TYPE_CHECKING, Any, Final, final
 
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -54,6 +54,7 @@ from mvds_node.remotelog import (
     AckRecords,
     Backend,
     BackendError,
+    Credentials,
     Cursor,
     FileBackend,
     LogError,
@@ -62,12 +63,18 @@ from mvds_node.remotelog import (
     LogWriter,
     ReadResult,
     Resume,
+    SecretError,
     ack_payloads,
     log_name,
+    redact_url,
+    resolve_secret,
 )
 from mvds_node.sync import RejectReason, decode_stored, encode_payload
 
-__all__ = ["LogStatus", "RemoteLogService", "backend_for"]
+if TYPE_CHECKING:
+    from mvds_node.node._config import RemoteLogConfig
+
+__all__ = ["LogStatus", "RemoteLogService", "backend_for", "credentials_from"]
 
 _BATCH: Final = 1000
 _FEED_CHUNK: Final = 500
@@ -102,15 +109,49 @@ def _fair_share(backend: Backend, readers: int, wanted: int) -> int:
     return max(1, min(wanted, (http.max_connections - 1) // readers))
 
 
-def backend_for(url: str, *, ipns_ids: dict[str, str] | None = None) -> Backend:
+def credentials_from(config: RemoteLogConfig) -> Credentials:
+    """The :class:`~mvds_node.remotelog.Credentials` that ``[remote_log]`` gives beside its URL.
+
+    Raises:
+        ConfigError: the secret names an unset variable or an unreadable file (the message
+            names the setting, never the secret).
+    """
+
+    def path(text: str) -> Path | None:
+        return Path(text).expanduser() if text else None
+
+    try:
+        secret = resolve_secret(config.secret, what="remote_log.secret") if config.secret else None
+    except SecretError as error:
+        raise ConfigError(str(error)) from None
+    return Credentials(
+        secret=secret,
+        ca_file=path(config.ca_file),
+        cert_file=path(config.cert_file),
+        key_file=path(config.key_file),
+        creds_file=path(config.creds_file),
+        nkey_file=path(config.nkey_file),
+    )
+
+
+def backend_for(
+    url: str,
+    *,
+    credentials: Credentials | None = None,
+    ipns_ids: dict[str, str] | None = None,
+) -> Backend:
     """The backend a ``remote_log.url`` names.
 
     Raises:
-        ConfigError: a scheme we have no backend for.
+        ConfigError: a scheme we have no backend for, or credentials a backend cannot use.
     """
     # The other backends' modules (httpx, coredis) load only when a URL names them.
     import mvds_node.remotelog as remotelog
 
+    if credentials is not None and credentials != Credentials():
+        raise ConfigError(
+            f"remote_log: {redact_url(url)}: this backend takes no secret or TLS files yet"
+        )
     if url.startswith("file://"):
         return FileBackend(url.removeprefix("file://"))
     if url.startswith("http://"):
@@ -121,7 +162,7 @@ def backend_for(url: str, *, ipns_ids: dict[str, str] | None = None) -> Backend:
         return remotelog.NatsBackend(url)
     if url.startswith("ipfs://"):
         return remotelog.IpfsBackend(url, ipns_ids=ipns_ids)
-    raise ConfigError(f"remote_log.url: no backend for {url!r}")
+    raise ConfigError(f"remote_log.url: no backend for {redact_url(url)!r}")
 
 
 @dataclass

@@ -148,14 +148,24 @@ def _page_size(value: Any, where: str) -> int:
     return int(value)
 
 
-URL_SCHEMES: Final = ("file://", "http://", "redis://", "nats://", "ipfs://")
+URL_SCHEMES: Final = (
+    "file://",
+    "http://",
+    "https://",
+    "redis://",
+    "rediss://",
+    "nats://",
+    "tls://",
+    "ipfs://",
+    "ipfs+https://",
+)
 
 
 def _url(value: Any, where: str) -> str:
     if value and not str(value).startswith(URL_SCHEMES):
         raise ConfigError(
-            f"{where}: use file:///path, http://host:port, redis://host:port, "
-            "nats://host:port or ipfs://host:port"
+            f"{where}: use file:///path, http(s)://host:port, redis(s)://host:port, "
+            "nats://host:port (tls:// for TLS) or ipfs://host:port (ipfs+https:// for TLS)"
         )
     return str(value)
 
@@ -355,7 +365,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting("remote_log", "url", "string", "",
             'Where logs live: "file:///path", "http://host:port" (`mvds-node helper serve`), '
             '"redis://host:port", "nats://host:port" or "ipfs://host:port" (an IPFS node\'s '
-            'RPC API); "" for none.',
+            'RPC API); https://, rediss://, tls:// (NATS) and ipfs+https:// for TLS; "" for none.',
             attr="remote_log.url", load=_url),
     Setting("remote_log", "page_size", "integer", 256, "Entries per page of our log.",
             attr="remote_log.page_size", low=1, high=100_000),
@@ -372,6 +382,25 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting("remote_log", "signed", "boolean", True,
             "false: the NS holds the spec's bare RemoteLog (interop; unsigned, unsealed).",
             attr="remote_log.signed"),
+    Setting("remote_log", "secret", "string", "",
+            'The password (with a user in the URL) or token: "env:NAME" reads an environment '
+            'variable, "file:PATH" a file; wins over a password in the URL; never shown.',
+            attr="remote_log.secret"),
+    Setting("remote_log", "ca_file", "string", "",
+            "A CA certificate (PEM) to trust instead of the system's, for TLS URLs.",
+            attr="remote_log.ca_file"),
+    Setting("remote_log", "cert_file", "string", "",
+            "A client certificate (PEM) for servers that ask for one (with key_file).",
+            attr="remote_log.cert_file"),
+    Setting("remote_log", "key_file", "string", "",
+            "The client certificate's private key (PEM).",
+            attr="remote_log.key_file"),
+    Setting("remote_log", "creds_file", "string", "",
+            "NATS: a .creds file (user JWT and NKey seed).",
+            attr="remote_log.creds_file"),
+    Setting("remote_log", "nkey_file", "string", "",
+            "NATS: a file holding an NKey seed.",
+            attr="remote_log.nkey_file"),
 )  # fmt: skip
 
 _BY_NAME: Final = {s.name: s for s in SETTINGS}

@@ -38,6 +38,14 @@ from mvds_node.remotelog._log import LogSettings as LogSettings
 from mvds_node.remotelog._log import LogWriter as LogWriter
 from mvds_node.remotelog._log import ReadResult as ReadResult
 from mvds_node.remotelog._log import Resume as Resume
+from mvds_node.remotelog._secrets import BackendUrl as BackendUrl
+from mvds_node.remotelog._secrets import Credentials as Credentials
+from mvds_node.remotelog._secrets import Secret as Secret
+from mvds_node.remotelog._secrets import SecretError as SecretError
+from mvds_node.remotelog._secrets import parse_backend_url as parse_backend_url
+from mvds_node.remotelog._secrets import redact_url as redact_url
+from mvds_node.remotelog._secrets import resolve_secret as resolve_secret
+from mvds_node.remotelog._secrets import tls_context as tls_context
 
 if TYPE_CHECKING:
     from mvds_node.remotelog._helper import HelperLimits as HelperLimits
@@ -66,19 +74,25 @@ application that only reads a file backend, or the simulator, does not need at i
 
 __all__ = [
     "ACK_CHUNK",
+    "ack_payloads",
     "AckRecords",
     "ArchiveError",
     "ArchiveResult",
     "Backend",
     "BackendError",
+    "BackendUrl",
     "ClientTimeouts",
+    "Credentials",
     "Cursor",
+    "export_log",
     "FileBackend",
     "HelperLimits",
     "HttpBackend",
     "HttpClient",
     "HttpStatistics",
+    "import_log",
     "IpfsBackend",
+    "log_name",
     "LogError",
     "LogReader",
     "LogSettings",
@@ -88,17 +102,19 @@ __all__ = [
     "MemoryBackendStatistics",
     "MemoryLedger",
     "NatsBackend",
+    "parse_backend_url",
     "PendingRecord",
+    "public_key",
     "PublishedLedger",
     "ReadResult",
+    "redact_url",
     "RedisBackend",
+    "resolve_secret",
     "Resume",
-    "ack_payloads",
-    "export_log",
-    "import_log",
-    "log_name",
-    "public_key",
+    "Secret",
+    "SecretError",
     "serve_helper",
+    "tls_context",
 ]
 
 

@@ -305,7 +305,7 @@ def log_group() -> None:
 
 
 def _backend(config: NodeConfig) -> Any:
-    from mvds_node.node._remotelog import backend_for
+    from mvds_node.node._remotelog import backend_for, credentials_from
 
     if not config.remote_log.url:
         fail(
@@ -314,7 +314,7 @@ def _backend(config: NodeConfig) -> Any:
             kind="config",
             file=str(config.config_path),
         )
-    return backend_for(config.remote_log.url)
+    return backend_for(config.remote_log.url, credentials=credentials_from(config.remote_log))
 
 
 @log_group.command("export")
