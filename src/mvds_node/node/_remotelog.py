@@ -437,8 +437,9 @@ class RemoteLogService:
     async def _watch_loop(self) -> None:
         """With a backend that announces updates (Redis pub/sub, NATS), have a log read as soon
         as its writer updates it, not at the next poll. The feed only wakes that log's reader
-        task, so a slow log never holds up the announcements of the others. A feed that fails
-        or ends is opened again with backoff; polling goes on meanwhile."""
+        task, so a slow log never holds up the announcements of the others. Each time the feed
+        is up, every log is read once, for the updates announced while it was not. A feed that
+        fails or ends is opened again with backoff; polling goes on meanwhile."""
         readers = {reader.name: reader.name for reader, _ in self.readers}
         readers.update({reader.name + "/acks": reader.name for reader, _ in self.readers})
         backoff = 1.0
@@ -447,6 +448,10 @@ class RemoteLogService:
                 async with self.backend.watch() as updates:  # type: ignore[attr-defined]
                     self.watch_error = ""
                     backoff = 1.0
+                    # An update announced before the feed was up (at start, or while it was
+                    # down) was heard by no one: read every log once now that it is.
+                    for wake in self._wakes.values():
+                        wake.set()
                     async for name in updates:
                         found = readers.get(name) if isinstance(name, str) else None
                         if found is not None:
