@@ -323,9 +323,10 @@ def apply(
     Raises:
         LocalProtocolError: the pair is not in :data:`TRANSITIONS` (a bug in the engine).
     """
-    step = TRANSITIONS.get((record.type, event))
-    if step is None:
-        raise LocalProtocolError(f"no transition for {record.type.name} + {event.name}")
+    try:
+        step = TRANSITIONS[record.type, event]  # a subscript, not a call: this is the hot path
+    except KeyError:
+        raise LocalProtocolError(f"no transition for {record.type.name} + {event.name}") from None
     to = step.to
     if to is _N:
         return None
@@ -417,13 +418,10 @@ def step(
     Raises:
         LocalProtocolError: the input ended the record (a bug in the engine).
     """
-    return _made(apply(record, event, epoch=epoch, due=due, group_id=group_id), event)
-
-
-def _made(record: Record | None, event: Input) -> Record:
-    if record is None:
+    after = apply(record, event, epoch=epoch, due=due, group_id=group_id)
+    if after is None:
         raise LocalProtocolError(f"{event.name} left no record where one was expected")
-    return record
+    return after
 
 
 def transition(current: RecordType, event: Input) -> RecordType:
