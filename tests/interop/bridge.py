@@ -32,7 +32,7 @@ from mvds_node.sync import (
     SyncConfig,
     decode_payload,
 )
-from mvds_node.sync._wire import DecodedPayload  # the type decode_payload returns
+from mvds_node.sync._wire import DecodedMessage, DecodedPayload  # decode_payload's types
 from tests.interop import gobuild
 
 GROUP = bytes(range(1, 33))
@@ -42,6 +42,21 @@ PY_PEER = b"\x04" + b"\x0b" * 64
 EPOCH = 0.02
 """Seconds per epoch on both sides."""
 MAX_FRAME = 4 << 20
+_MESSAGES_TAG = b"\xe2\xb8\x02"
+"""Field 5004 (Payload.messages), length-delimited."""
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+BACKOFF = ExponentialBackoff(base_epochs=2, factor=1.5, cap_epochs=8, jitter=0.0)
+"""Our retransmission schedule in these tests: 2, 3, 4, ... up to 8 epochs."""
 
 
 def go_driver(name: str) -> Path:
@@ -91,11 +106,14 @@ class Bridge:
     drop: float
     rng: random.Random
     decode: Callable[[bytes], DecodedPayload]
-    go_delivered: list[tuple[bytes, bytes]] = field(default_factory=list)
-    """(id, body) per message the Go subscription received, duplicates included."""
+    go_delivered: list[tuple[bytes, DecodedMessage]] = field(default_factory=list)
+    """(the ID Go computed, the message) per message the Go subscription received, duplicates
+    included."""
     py_delivered: list[MessageDelivered] = field(default_factory=list)
     py_acked: set[bytes] = field(default_factory=set)
     go_ids: list[bytes] = field(default_factory=list)
+    go_empty_payloads: int = 0
+    """Empty payloads the Go node sent, all runs long (quiet windows included)."""
     from_go: Tally = field(default_factory=Tally)
     from_py: Tally = field(default_factory=Tally)
     _appended: trio.Event = field(default_factory=trio.Event)
@@ -135,10 +153,16 @@ class Bridge:
                 decoded = self.decode(data)
                 assert not decoded.dropped, f"the Go node sent records we reject: {decoded}"
                 self.from_go.add(decoded)
+                self.go_empty_payloads += not (
+                    decoded.acks or decoded.offers or decoded.requests or decoded.messages
+                )
                 if not self._lose(self.from_go, decoded):
                     self._inbox.append(data)
             elif kind == b"D":
-                self.go_delivered.append((data[:32], data[32:]))
+                # Our decoder reads a payload: wrap the message as the one MESSAGE record of one.
+                wrapped = self.decode(_MESSAGES_TAG + _varint(len(data) - 32) + data[32:])
+                assert len(wrapped.messages) == 1 and not wrapped.dropped, wrapped
+                self.go_delivered.append((data[:32], wrapped.messages[0]))
             elif kind == b"I":
                 self.go_ids.append(data)
                 self._appended.set()
@@ -164,10 +188,11 @@ class Bridge:
 
     # ------------------------------------------------------------- inputs
 
-    async def go_append(self, body: bytes) -> bytes:
-        """Have the Go node ``AppendMessage`` this body; return the ID it gave."""
+    async def go_append(self, body: bytes, *, ephemeral: bool = False) -> bytes:
+        """Have the Go node ``AppendMessage`` (or ``AppendEphemeralMessage``) this body; return
+        the ID it gave."""
         self._appended = trio.Event()
-        await self._write(b"A", body)
+        await self._write(b"F" if ephemeral else b"A", body)
         await self._appended.wait()
         return self.go_ids[-1]
 
@@ -232,6 +257,8 @@ async def bridge(
     drop: float = 0.0,
     seed: int = 0,
     gap: int = 2,
+    go_args: tuple[str, ...] = (),
+    config: SyncConfig | None = None,
 ) -> AsyncIterator[Bridge]:
     """Start the Go node and our engine, joined; stop the driver when the block ends."""
     argv = [
@@ -242,18 +269,15 @@ async def bridge(
         f"-mode={go_mode}",
         f"-epoch={int(EPOCH * 1000)}ms",
         f"-gap={gap}",
+        *go_args,
     ]
-    config = SyncConfig(
-        epoch_seconds=EPOCH,
-        backoff=ExponentialBackoff(base_epochs=2, factor=1.5, cap_epochs=8, jitter=0.0),
-    )
+    if config is None:
+        config = SyncConfig(epoch_seconds=EPOCH, backoff=BACKOFF)
     limits = config.limits
     engine = Engine(MemoryStore(), config=config, now=trio.current_time())
     engine.add_group(GROUP)
     engine.add_peer(GROUP, GO_PEER, mode=py_mode)
-    process = await trio.lowlevel.open_process(
-        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE
-    )
+    process = await trio.lowlevel.open_process(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     b = Bridge(engine, process, drop, random.Random(seed), lambda d: decode_payload(d, limits))
     try:
         async with trio.open_nursery() as nursery:

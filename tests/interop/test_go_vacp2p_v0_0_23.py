@@ -51,9 +51,10 @@ def _check_delivery(b: Bridge, py_ids: list[bytes], go_ids: list[bytes], n: int)
     # Go received ours under the IDs our engine computed, with the bodies we sent. Go's node does
     # not check its store before delivering (REPORT section 3, bug 6): a copy we retransmitted
     # after a lost ACK reaches its subscriber again. Our side delivers each message once.
-    assert {mid: body for mid, body in b.go_delivered} == dict(
+    assert {mid: m.body for mid, m in b.go_delivered} == dict(
         zip(py_ids, _bodies("from python", n), strict=True)
     )
+    assert all(mid == m.id for mid, m in b.go_delivered)
 
 
 @pytest.mark.parametrize(("go_mode", "py_mode"), MODES)
@@ -68,10 +69,10 @@ async def test_both_directions_without_loss(go_mode: str, py_mode: Mode) -> None
                 assert b.from_py.offers and b.from_go.requests
             else:
                 assert not (b.from_go.offers or b.from_py.offers)
+            await b.settle()
             # The Go node answers a payload without messages with an empty payload (REPORT
             # section 3, bug 2); we answer those with nothing, so the ping-pong stops at once.
-            assert b.from_go.empty
-            await b.settle()
+            assert b.go_empty_payloads
             # Once everything is acknowledged nobody retransmits: over 25 epochs neither side
             # sends an OFFER, REQUEST or MESSAGE, and we send nothing at all.
             go, py = await b.quiet(25 * EPOCH)

@@ -10,7 +10,8 @@
 //	stdout 'R'           the node is started
 //	stdout 'P' payload   a payload the node sends to the other peer (proto.Marshal)
 //	stdout 'I' id        the 32-byte ID AppendMessage returned
-//	stdout 'D' id body   a message the node's subscription received
+//	stdout 'D' id msg    a message the node's subscription received: its ID, then the message
+//	                     as protobuf bytes
 //	stdout 'E' text      an error, then the driver exits
 package main
 
@@ -133,7 +134,11 @@ func main() {
 	go func() {
 		for msg := range sub {
 			id := msg.ID()
-			out.frame('D', id[:], msg.Body)
+			data, err := proto.Marshal(&msg)
+			if err != nil {
+				fail(out, err)
+			}
+			out.frame('D', id[:], data)
 		}
 	}()
 	n.Start(*epoch)
