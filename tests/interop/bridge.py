@@ -9,6 +9,7 @@ and every payload that crossed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import struct
@@ -104,6 +105,7 @@ class Bridge:
     engine: Engine
     process: trio.Process
     drop: float
+    drop_first: bool
     rng: random.Random
     decode: Callable[[bytes], DecodedPayload]
     go_delivered: list[tuple[bytes, DecodedMessage]] = field(default_factory=list)
@@ -173,20 +175,22 @@ class Bridge:
             self._wake.set()
 
     def _lose(self, tally: Tally, payload: DecodedPayload) -> bool:
-        """Whether the bridge drops this payload: a seeded share of them while ``drop`` is set,
-        and always the first one that carries messages, so that every lossy run retransmits."""
-        if not self.drop:
-            return False
-        if payload.messages and not tally.dropped_messages:
+        """Whether the bridge drops this payload: the first one with messages in each direction
+        if ``drop_first``, and a seeded share ``drop`` of them all."""
+        if self.drop_first and payload.messages and not tally.dropped_messages:
             lost = True
         else:
-            lost = self.rng.random() < self.drop
+            lost = bool(self.drop) and self.rng.random() < self.drop
         if lost:
             tally.dropped += 1
             tally.dropped_messages += len(payload.messages)
         return lost
 
     # ------------------------------------------------------------- inputs
+
+    async def send_raw(self, payload: bytes) -> None:
+        """Hand the Go node a payload made by the test, as if from our side."""
+        await self._write(b"P", payload)
 
     async def go_append(self, body: bytes, *, ephemeral: bool = False) -> bytes:
         """Have the Go node ``AppendMessage`` (or ``AppendEphemeralMessage``) this body; return
@@ -196,8 +200,18 @@ class Bridge:
         await self._appended.wait()
         return self.go_ids[-1]
 
-    def py_send(self, body: bytes) -> bytes:
-        return self.engine.send(GROUP, body, now=trio.current_time(), timestamp=int(time.time()))
+    def py_send(self, body: bytes, *, ephemeral: bool = False) -> bytes:
+        now = trio.current_time()
+        return self.engine.send(
+            GROUP, body, now=now, timestamp=int(time.time()), ephemeral=ephemeral
+        )
+
+    def go_message(self, mid: bytes) -> DecodedMessage:
+        """The message the Go node delivered under this ID (the first copy)."""
+        return next(m for got, m in self.go_delivered if got == mid)
+
+    def py_message(self, mid: bytes) -> MessageDelivered:
+        return next(e for e in self.py_delivered if e.message_id == mid)
 
     async def run_until(self, done: Callable[[], bool]) -> None:
         """Drive our engine (its deadlines, the Go node's payloads) until ``done()``."""
@@ -237,7 +251,7 @@ class Bridge:
 
     async def quiet(self, seconds: float) -> tuple[Tally, Tally]:
         """Run ``seconds`` with no loss; return what each side sent meanwhile (Go, ours)."""
-        self.drop = 0.0
+        self.drop, self.drop_first = 0.0, False
         go, py = self.from_go, self.from_py
         self.from_go, self.from_py = Tally(), Tally()
         end = trio.current_time() + seconds
@@ -255,6 +269,7 @@ async def bridge(
     go_mode: str,
     py_mode: Mode,
     drop: float = 0.0,
+    drop_first: bool = False,
     seed: int = 0,
     gap: int = 2,
     go_args: tuple[str, ...] = (),
@@ -278,12 +293,15 @@ async def bridge(
     engine.add_group(GROUP)
     engine.add_peer(GROUP, GO_PEER, mode=py_mode)
     process = await trio.lowlevel.open_process(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    b = Bridge(engine, process, drop, random.Random(seed), lambda d: decode_payload(d, limits))
+    b = Bridge(
+        engine, process, drop, drop_first, random.Random(seed), lambda d: decode_payload(d, limits)
+    )
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(b.reader)
             yield b
-            await b._write(b"Q")
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await b._write(b"Q")  # the driver may be gone already
             nursery.cancel_scope.cancel()
     finally:
         with trio.move_on_after(5):

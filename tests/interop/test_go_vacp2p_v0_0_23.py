@@ -86,7 +86,9 @@ async def test_both_directions_with_loss(go_mode: str, py_mode: Mode, seed: int)
     driver = go_driver(DRIVER)
     n = 20
     with trio.fail_after(60):
-        async with bridge(driver, go_mode=go_mode, py_mode=py_mode, drop=0.3, seed=seed) as b:
+        async with bridge(
+            driver, go_mode=go_mode, py_mode=py_mode, drop=0.3, drop_first=True, seed=seed
+        ) as b:
             py_ids, go_ids = await _exchange(b, n)
             assert b.from_go.dropped_messages and b.from_py.dropped_messages  # loss both ways
             _check_delivery(b, py_ids, go_ids, n)

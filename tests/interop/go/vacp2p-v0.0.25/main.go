@@ -43,15 +43,19 @@ const maxFrame = 4 << 20
 
 // bridge is the node's transport.Transport: Send writes to stdout, Watch reads what stdin brought.
 type bridge struct {
-	spec  bool
-	out   *output
-	other state.PeerID
-	in    chan transport.Packet
+	spec   bool
+	out    *output
+	other  state.PeerID
+	silent map[state.PeerID]bool
+	in     chan transport.Packet
 }
 
 func (b *bridge) Watch() transport.Packet { return <-b.in }
 
 func (b *bridge) Send(_ state.PeerID, peer state.PeerID, payload protobuf.Payload) error {
+	if b.silent[peer] {
+		return nil // a member that is never online
+	}
 	if peer != b.other {
 		return fmt.Errorf("peer unknown: %x", peer[:4])
 	}
@@ -112,6 +116,7 @@ func main() {
 	epoch := flag.Duration("epoch", 20*time.Millisecond, "the epoch length")
 	gap := flag.Int64("gap", 2, "epochs between retransmissions")
 	resolution := flag.String("resolution", "eventual", "eventual or consistent")
+	silent := flag.String("silent", "", "another member of the group, never online (65 bytes, hex)")
 	wire := flag.String("wire", "spec", "spec (5001/6001 numbers) or native (v0.0.25's 1..4)")
 	flag.Parse()
 
@@ -146,7 +151,10 @@ func main() {
 		fail(out, fmt.Errorf("wire is spec or native, not %q", *wire))
 	}
 
-	b := &bridge{spec: *wire == "spec", out: out, other: them, in: make(chan transport.Packet, 64)}
+	b := &bridge{
+		spec: *wire == "spec", out: out, other: them,
+		silent: map[state.PeerID]bool{}, in: make(chan transport.Packet, 64),
+	}
 	next := func(count uint64, epoch int64) int64 { return *gap }
 	// NewEphemeralNode leaves the resolution mode unset (it then resolves consistently), so
 	// the in-memory node is put together from the same parts with the mode chosen.
@@ -156,6 +164,16 @@ func main() {
 	)
 	if err := n.AddPeer(gid, them); err != nil {
 		fail(out, err)
+	}
+	if *silent != "" {
+		id, err := peerID(*silent)
+		if err != nil {
+			fail(out, err)
+		}
+		b.silent[id] = true
+		if err := n.AddPeer(gid, id); err != nil {
+			fail(out, err)
+		}
 	}
 	sub := n.Subscribe()
 	go func() {
