@@ -241,7 +241,7 @@ class Bridge:
             with trio.move_on_at(deadline if deadline is not None else now + EPOCH):
                 await self._wake.wait()
 
-    async def settle(self, epochs: int = 10) -> None:
+    async def settle(self, epochs: int = 25) -> None:
         """End the loss; return once a window of ``epochs`` passed in which the Go node sent no
         OFFER, REQUEST or MESSAGE and we sent nothing (the caller bounds the wait)."""
         while True:
