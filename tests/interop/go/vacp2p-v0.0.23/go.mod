@@ -1,6 +1,6 @@
 module mvds-node.test/interop/vacp2p-v0.0.23
 
-go 1.26
+go 1.22
 
 require (
 	github.com/golang/protobuf v1.3.2
