@@ -57,18 +57,29 @@ def _check_delivery(b: Bridge, py_ids: list[bytes], go_ids: list[bytes], n: int)
     assert all(mid == m.id for mid, m in b.go_delivered)
 
 
-@pytest.mark.parametrize(("go_mode", "py_mode"), MODES)
+MIXED = [
+    pytest.param("batch", Mode.INTERACTIVE, id="go-batch-we-interactive"),
+    pytest.param("interactive", Mode.BATCH, id="go-interactive-we-batch"),
+]
+
+
+@pytest.mark.parametrize(("go_mode", "py_mode"), MODES + MIXED)
 async def test_both_directions_without_loss(go_mode: str, py_mode: Mode) -> None:
     driver = go_driver(DRIVER)
     with trio.fail_after(30):
         async with bridge(driver, go_mode=go_mode, py_mode=py_mode) as b:
             py_ids, go_ids = await _exchange(b, 10)
             _check_delivery(b, py_ids, go_ids, 10)
-            if py_mode is Mode.INTERACTIVE:  # OFFER, REQUEST, MESSAGE, ACK in each direction
+            # Interactive: OFFER, REQUEST, MESSAGE, ACK; batch: MESSAGE, ACK. Each side sends in
+            # its own mode and answers the other's.
+            if go_mode == "interactive":
                 assert b.from_go.offers and b.from_py.requests
+            else:
+                assert not (b.from_go.offers or b.from_py.requests)
+            if py_mode is Mode.INTERACTIVE:
                 assert b.from_py.offers and b.from_go.requests
             else:
-                assert not (b.from_go.offers or b.from_py.offers)
+                assert not (b.from_py.offers or b.from_go.requests)
             await b.settle()
             # The Go node answers a payload without messages with an empty payload (REPORT
             # section 3, bug 2); we answer those with nothing, so the ping-pong stops at once.
