@@ -10,6 +10,9 @@ MVDS reference notes, listed in docs/interop.md) the test says so and expects ou
 
 from __future__ import annotations
 
+import itertools
+
+import pytest
 import trio
 
 from mvds_node.sync import (
@@ -177,3 +180,40 @@ async def test_native_numbering_is_not_the_spec() -> None:
             await b.run_until(lambda: b.from_go.payloads >= 3)
             assert b.from_go.data_records == 0
             assert b.py_delivered == []
+
+
+@pytest.mark.parametrize(
+    ("go_mode", "py_mode"),
+    [
+        pytest.param("batch", Mode.BATCH, id="batch"),
+        pytest.param("interactive", Mode.INTERACTIVE, id="interactive"),
+    ],
+)
+async def test_both_directions_with_loss(go_mode: str, py_mode: Mode) -> None:
+    """30 % of the payloads lost each way, with parents on every message: each side delivers
+    every message of the other under the same ID, our side exactly once, and once everything is
+    acknowledged the retransmissions stop."""
+    driver = go_driver(DRIVER)
+    n = 10
+    with trio.fail_after(60):
+        async with bridge(
+            driver, go_mode=go_mode, py_mode=py_mode, drop=0.3, drop_first=True, seed=3
+        ) as b:
+            py_ids = [b.py_send(f"p{i}".encode()) for i in range(n)]
+            go_ids = [await b.go_append(f"g{i}".encode()) for i in range(n)]
+            await b.run_until(
+                lambda: (
+                    set(py_ids) <= {mid for mid, _ in b.go_delivered}
+                    and set(go_ids) <= {e.message_id for e in b.py_delivered}
+                    and set(py_ids) <= b.py_acked
+                )
+            )
+            assert b.from_go.dropped_messages and b.from_py.dropped_messages
+            assert sorted(e.message_id for e in b.py_delivered) == sorted(go_ids)
+            assert all(mid == m.id for mid, m in b.go_delivered)
+            # Our messages form a chain; Go reads each one's parent as we wrote it.
+            for parent, child in itertools.pairwise(py_ids):
+                assert b.go_message(child).parents == (parent,)
+            await b.settle()
+            go, py = await b.quiet(25 * EPOCH)
+            assert go.data_records == 0 and py.payloads == 0
