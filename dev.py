@@ -207,6 +207,12 @@ def ensure_jsipfs() -> bool:
     return result.returncode == 0
 
 
+def build_go_interop() -> None:
+    """Build the Go MVDS drivers of tests/interop (cached under ~/.cache/mvds-node, keyed by
+    their sources and go.sum: only the first run on a machine builds them; no Go, no build)."""
+    _run(sys.executable, "tests/interop/gobuild.py")
+
+
 FUZZ_TESTS = "tests/fuzz"
 """The fuzz targets' bounded run (tests/fuzz/test_fuzz.py): its own phase, so its time shows."""
 
@@ -217,6 +223,8 @@ def test(pytest_args: list[str]) -> None:
         ensure_services()
     with phase("js-ipfs install"):
         have_ipfs = ensure_jsipfs()
+    with phase("go-interop"):
+        build_go_interop()
     env = _env()
     if have_ipfs and all(shutil.which(b) or Path(f"/usr/sbin/{b}").exists() for b in SERVICES):
         env["MVDS_REQUIRE_SERVICES"] = "1"  # installed: a backend test may not skip

@@ -43,6 +43,7 @@ def test_test_prints_each_phase_time(
         "gencode check",
         "services install",
         "js-ipfs install",
+        "go-interop",
         "pytest",
         "pytest tests/fuzz",
         "total",

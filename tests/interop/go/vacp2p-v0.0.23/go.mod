@@ -1,0 +1,14 @@
+module mvds-node.test/interop/vacp2p-v0.0.23
+
+go 1.22
+
+require (
+	github.com/golang/protobuf v1.3.2
+	github.com/vacp2p/mvds v0.0.23
+)
+
+require (
+	go.uber.org/atomic v1.4.0 // indirect
+	go.uber.org/multierr v1.1.0 // indirect
+	go.uber.org/zap v1.10.0 // indirect
+)
