@@ -208,11 +208,14 @@ async def test_a_member_flooding_offers_and_phantom_parents_costs_the_others_lit
             }
         )
     )
-    assert reconnects and max(reconnects) < 1.0
-    # Within twice the baseline, measured at the resolution of the engine's pace (one epoch),
-    # and no message of bob's stalls behind mallory's reconnections for a second.
+    # Real sockets on a shared machine: every bound is relative to what this run measured
+    # before the attack, so a loaded machine slows both sides alike. A reconnection costs
+    # about what the first connection did (not the re-arming of 100,000 offers), and no
+    # message of bob's stalls behind mallory's reconnections.
+    assert reconnects and max(reconnects) < max(1.0, 5 * first_connect)
+    # Within twice the baseline, measured at the resolution of the engine's pace (one epoch).
     assert median_after <= 2 * max(median_before, a_config.epoch_seconds)
-    assert max(after) < 1.0
+    assert max(after) < max(1.0, 5 * max(before))
 
 
 async def test_a_node_gives_up_on_phantom_parents_and_delivers_marked_if_configured(
