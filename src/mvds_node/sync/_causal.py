@@ -243,6 +243,8 @@ class Causal:
             mid, group_id, timestamp, body, parents, sender, expires_at, was_held = stack.pop()
             if was_held:
                 store.mark_delivered(mid)
+            # In the same transaction: a delivered message is in the application's inbox.
+            store.record_delivery(mid, group_id, sender)
             frontier = self.frontier.get(group_id)
             if frontier is not None:
                 if not expires_at:  # an expiring child is never a parent: its parents stay

@@ -35,6 +35,8 @@ class MemoryStore:
         self._heap: list[int] = []
         self._epoch = 0
         self._closed = False
+        self.inbox: list[tuple[bytes, bytes, bytes]] = []
+        """(message ID, group, sender) of every delivered message, in delivery order."""
 
     @contextmanager
     def _txn(self) -> Iterator[None]:
@@ -96,6 +98,9 @@ class MemoryStore:
                 message.expires_at,
                 True,
             )
+
+    def record_delivery(self, message_id: bytes, group_id: bytes, sender: bytes) -> None:
+        self.inbox.append((message_id, group_id, sender))
 
     def undelivered(self) -> list[StoredMessage]:
         return [m for m in self._messages.values() if not m.delivered]

@@ -80,12 +80,12 @@ from typing import Final, Literal, final
 from mvds_node._files import fsync_directory
 from mvds_node.errors import LocalProtocolError, StoreError
 from mvds_node.sync._state import RecordType
-from mvds_node.sync.store._protocol import Record, StoredMessage
+from mvds_node.sync.store._protocol import InboxEntry, Record, StoredMessage
 from mvds_node.sync.store._segments import SegmentWriter
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "SQLiteStore"]
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 """The schema this code writes (``PRAGMA user_version``); files with a newer one are refused,
 older ones are migrated when opened (see ``_MIGRATIONS``)."""
 
@@ -135,6 +135,25 @@ _RECORDS_INDEXES: Final = (
     "CREATE INDEX records_peer ON records (peer)",
 )
 
+# The application's inbox (schema 3): every message delivered to the application, in delivery
+# order, numbered by ``seq`` (AUTOINCREMENT: a number is never reused, even after retention
+# deleted the last rows), and the durable cursors that say how far each consumer has confirmed.
+# A row is written by the engine in the transaction that delivers the message, so a message the
+# node stored and acknowledged is in the inbox too: there is no window between the two.
+_INBOX_SCHEMA: Final = (
+    """CREATE TABLE inbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        message_id BLOB NOT NULL CHECK (length(message_id) = 32),
+        group_id BLOB NOT NULL,
+        sender BLOB
+    )""",
+    "CREATE INDEX inbox_message ON inbox (message_id)",
+    """CREATE TABLE cursors (
+        name TEXT NOT NULL PRIMARY KEY,
+        position INTEGER NOT NULL CHECK (typeof(position) = 'integer' AND position >= 0)
+    ) WITHOUT ROWID""",
+)
+
 # One statement per entry: executed in order in the transaction that creates a store.
 _SCHEMA: Final = (
     """CREATE TABLE messages (
@@ -169,6 +188,7 @@ _SCHEMA: Final = (
     _RECORDS_TABLE.format(name="records"),
     *_RECORDS_INDEXES,
     "CREATE TABLE meta (key TEXT NOT NULL PRIMARY KEY, value) WITHOUT ROWID",
+    *_INBOX_SCHEMA,
     f"PRAGMA application_id = {APPLICATION_ID}",
     f"PRAGMA user_version = {SCHEMA_VERSION}",
 )
@@ -191,6 +211,14 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
         "DROP TABLE records",
         "ALTER TABLE records_v2 RENAME TO records",
         *_RECORDS_INDEXES,
+    ),
+    # 2 -> 3: the application's inbox and its cursors. Messages delivered before are put in the
+    # inbox in the order they were stored, with no sender (schema 2 did not keep it), so that an
+    # application reading from a new cursor sees them: at least once, never lost.
+    2: (
+        *_INBOX_SCHEMA,
+        "INSERT INTO inbox (message_id, group_id, sender) "
+        "SELECT id, group_id, NULL FROM messages WHERE delivered = 1 ORDER BY rowid",
     ),
 }
 
@@ -291,6 +319,47 @@ _MAX_SEQ: Final = "SELECT max(seq) FROM records"
 _MIN_DUE: Final = "SELECT min(send_epoch) FROM records WHERE parked = 0"
 _COUNT_RECORDS: Final = "SELECT count(*) FROM records"
 _COUNT_PEER_RECORDS: Final = "SELECT count(*) FROM records WHERE peer = ?"
+
+_M_MESSAGE: Final = ", ".join("m." + c for c in _MESSAGE.split(", "))
+_RECORD_DELIVERY: Final = "INSERT INTO inbox (message_id, group_id, sender) VALUES (?, ?, ?)"
+_INBOX_AFTER: Final = (
+    f"SELECT i.seq, i.message_id, i.group_id, i.sender, {_M_MESSAGE} "
+    "FROM inbox AS i LEFT JOIN messages AS m ON m.id = i.message_id "
+    "WHERE i.seq > ? ORDER BY i.seq LIMIT ?"
+)
+_INBOX_END: Final = "SELECT seq FROM sqlite_sequence WHERE name = 'inbox'"
+_INBOX_FIRST: Final = "SELECT min(seq) FROM inbox"
+_HISTORY: Final = (
+    f"SELECT m.rowid, coalesce(i.seq, 0), m.id, m.group_id, i.sender, {_M_MESSAGE} "
+    "FROM messages AS m LEFT JOIN inbox AS i ON i.message_id = m.id "
+    "WHERE m.group_id = ? AND m.delivered = 1 AND m.timestamp >= ? "
+)
+_CURSORS: Final = "SELECT name, position FROM cursors ORDER BY name"
+_SET_CURSOR: Final = "INSERT OR REPLACE INTO cursors (name, position) VALUES (?, ?)"
+_DELETE_CURSOR: Final = "DELETE FROM cursors WHERE name = ?"
+_BAD_CURSORS: Final = (
+    "SELECT name, position FROM cursors WHERE typeof(name) != 'text' "
+    "OR typeof(position) != 'integer' OR position < 0 OR position > ?"
+)
+_BAD_INBOX: Final = (
+    "SELECT seq FROM inbox WHERE typeof(message_id) != 'blob' OR length(message_id) != 32 "
+    "OR typeof(group_id) != 'blob' OR (sender IS NOT NULL AND typeof(sender) != 'blob') LIMIT 1"
+)
+# Retention (see SQLiteStore.retain): inbox rows every cursor has passed, oldest first, with what
+# decides whether they go: the message's timestamp and size, whether a peer still waits for it
+# (a record), and whether a stored message names it as parent (off the frontier).
+_RETAIN_CANDIDATES: Final = (
+    "SELECT i.seq, i.message_id, m.timestamp, length(m.wire) + coalesce(m.size, 0), "
+    "EXISTS (SELECT 1 FROM records AS r WHERE r.message_id = i.message_id), "
+    "m.expires_at = 0 AND NOT EXISTS (SELECT 1 FROM parents AS p WHERE p.parent = i.message_id) "
+    "FROM inbox AS i LEFT JOIN messages AS m ON m.id = i.message_id "
+    "WHERE i.seq <= ? ORDER BY i.seq"
+)
+_INBOX_TOTALS: Final = (
+    "SELECT count(*), coalesce(sum(length(m.wire) + coalesce(m.size, 0)), 0) "
+    "FROM inbox AS i JOIN messages AS m ON m.id = i.message_id"
+)
+_DELETE_INBOX_ROW: Final = "DELETE FROM inbox WHERE seq = ?"
 
 _GET_EPOCH: Final = "SELECT value FROM meta WHERE key = 'epoch'"
 _SET_EPOCH: Final = "INSERT OR REPLACE INTO meta (key, value) VALUES ('epoch', ?)"
@@ -981,6 +1050,172 @@ class SQLiteStore:
             self._cur.execute(_MARK_DELIVERED, (message_id,))
         except sqlite3.Error as e:
             raise self._error(e) from e
+
+    def record_delivery(self, message_id: bytes, group_id: bytes, sender: bytes) -> None:
+        try:
+            self._cur.execute(_RECORD_DELIVERY, (message_id, group_id, sender))
+        except sqlite3.Error as e:
+            raise self._error(e) from e
+
+    # ------------------------------------------------------------------ the inbox
+
+    def _entries(self, rows: list[tuple[object, ...]]) -> list[InboxEntry]:
+        out = []
+        for seq, mid, gid, sender, *m in rows:
+            message = None
+            if m[0] is not None:
+                message = self._messages([tuple(m)])[0]  # type: ignore[list-item]
+            out.append(InboxEntry(seq, mid, gid, sender, message))  # type: ignore[arg-type]
+        return out
+
+    def inbox_after(self, position: int, limit: int) -> list[InboxEntry]:
+        """Up to ``limit`` inbox entries after ``position``, in delivery order; an entry whose
+        message has expired since has ``message=None``."""
+        try:
+            return self._entries(self._cur.execute(_INBOX_AFTER, (position, limit)).fetchall())
+        except sqlite3.Error as e:
+            raise self._error(e) from e
+
+    def inbox_end(self) -> int:
+        """The number of the last message ever put in the inbox (0: none yet)."""
+        try:
+            row = self._cur.execute(_INBOX_END).fetchone()
+        except sqlite3.Error as e:
+            raise self._error(e) from e
+        return int(row[0]) if row is not None else 0
+
+    def inbox_start(self) -> int:
+        """The position before the oldest message the inbox still holds (where a new cursor
+        starts: it reads every message retention has kept)."""
+        try:
+            (first,) = self._cur.execute(_INBOX_FIRST).fetchone()
+        except sqlite3.Error as e:
+            raise self._error(e) from e
+        return self.inbox_end() if first is None else int(first) - 1
+
+    def history(
+        self,
+        group_id: bytes,
+        *,
+        since: int = 0,
+        limit: int | None = None,
+        sender: bytes | None = None,
+    ) -> list[InboxEntry]:
+        """The group's stored, delivered messages (received and sent) in the order they were
+        stored; with ``since`` (Unix ms), those whose timestamp is not earlier; with ``limit``,
+        the last ``limit`` of them; with ``sender``, those that came from that peer (``b""``:
+        those this node sent)."""
+        where = ""
+        args: list[object] = [group_id, since]
+        if sender == b"":
+            where = "AND i.seq IS NULL "
+        elif sender is not None:
+            where = "AND i.sender = ? "
+            args.append(sender)
+        if limit is None:
+            sql = f"{_HISTORY}{where}ORDER BY m.rowid"
+        else:
+            sql = f"SELECT * FROM ({_HISTORY}{where}ORDER BY m.rowid DESC LIMIT ?) ORDER BY 1"
+            args.append(max(0, limit))
+        try:
+            rows = self._cur.execute(sql, args).fetchall()
+        except sqlite3.Error as e:
+            raise self._error(e) from e
+        return self._entries([row[1:] for row in rows])
+
+    def cursors(self) -> dict[str, int]:
+        """Every durable cursor and its position (the last inbox message it confirmed)."""
+        try:
+            return {name: int(pos) for name, pos in self._cur.execute(_CURSORS).fetchall()}
+        except sqlite3.Error as e:
+            raise self._error(e) from e
+
+    def set_cursor(self, name: str, position: int) -> None:
+        """Create or move a cursor; committed before this returns."""
+        try:
+            with self._tx:
+                self._cur.execute(_SET_CURSOR, (name, position))
+        except sqlite3.Error as e:
+            raise self._error(e) from e
+
+    def delete_cursor(self, name: str) -> bool:
+        """Delete a cursor; False if there was none of that name."""
+        try:
+            with self._tx:
+                self._cur.execute(_DELETE_CURSOR, (name,))
+                return self._cur.rowcount > 0
+        except sqlite3.Error as e:
+            raise self._error(e) from e
+
+    def check_inbox(self) -> str | None:
+        """What is wrong with the inbox or a cursor (a row that does not hold what the schema
+        says, a cursor past the inbox's end), or None. Reading every row also finds damage in
+        the pages they are on (SQLite then reports the file corrupt)."""
+        try:
+            end = self.inbox_end()
+            bad = self._cur.execute(_BAD_CURSORS, (end,)).fetchone()
+            if bad is not None:
+                return (
+                    f"cursor {bad[0]!r} is damaged (position {bad[1]!r}, the inbox ends at "
+                    f"{end}); delete it with `mvds-node cursors delete {bad[0]}` (its reader "
+                    "then starts again from the oldest stored message)"
+                )
+            row = self._cur.execute(_BAD_INBOX).fetchone()
+            if row is not None:
+                return (
+                    f"inbox row {row[0]} is damaged; restore the store from a backup, or run "
+                    '`sqlite3 <store> "DELETE FROM inbox WHERE seq = '
+                    f'{row[0]}"` to drop that one entry'
+                )
+        except sqlite3.Error as e:
+            return (
+                f"{_describe(e)}; restore the store from a backup, or move it aside to start "
+                "with an empty one (peers send their messages again)"
+            )
+        return None
+
+    def retain(
+        self,
+        up_to: int,
+        *,
+        older_than: int | None = None,
+        max_messages: int | None = None,
+        max_bytes: int | None = None,
+    ) -> list[bytes]:
+        """Retention: among the inbox messages at or before ``up_to`` (the least position of
+        the durable cursors, so never one a cursor has not passed), delete the oldest while the
+        inbox holds more than ``max_messages`` messages or ``max_bytes`` bytes, and those whose
+        timestamp is before ``older_than`` (Unix ms). A message a peer still waits for, or that
+        no stored message names as parent (it is on the causal frontier), is kept. Entries
+        whose message is gone already (expired) are dropped too. Returns the deleted IDs."""
+        deleted: list[bytes] = []
+        try:
+            count, size = self._cur.execute(_INBOX_TOTALS).fetchone()
+            rows = self._cur.execute(_RETAIN_CANDIDATES, (up_to,)).fetchall()
+            with self._tx:
+                for seq, mid, timestamp, nbytes, pending, frontier in rows:
+                    if timestamp is None:  # expired already: only the entry is left
+                        self._cur.execute(_DELETE_INBOX_ROW, (seq,))
+                        continue
+                    over = (
+                        (max_messages is not None and count > max_messages)
+                        or (max_bytes is not None and size > max_bytes)
+                        or (older_than is not None and timestamp < older_than)
+                    )
+                    if not over:
+                        if older_than is None:
+                            break  # newer ones are not over a count or size either
+                        continue
+                    if pending or frontier:
+                        continue
+                    self._cur.execute(_DELETE_INBOX_ROW, (seq,))
+                    self.delete_message(mid)
+                    count -= 1
+                    size -= nbytes
+                    deleted.append(mid)
+        except sqlite3.Error as e:
+            raise self._error(e) from e
+        return deleted
 
     def undelivered(self) -> list[StoredMessage]:
         """Messages held back by consistent delivery, in the order they were stored."""
