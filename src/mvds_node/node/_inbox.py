@@ -70,6 +70,9 @@ class Inbox:
         store: the node's store (it holds the inbox and the cursors).
         names: group names by ID, for the messages handed out.
         emit: where :class:`InboxSkipped` events go.
+        store_failed: told when an automatic confirmation cannot be stored (a full or
+            read-only disk): the reader goes on, and the message is delivered again after a
+            restart (at least once).
     """
 
     def __init__(
@@ -77,10 +80,12 @@ class Inbox:
         store: SQLiteStore,
         names: Callable[[], dict[bytes, str]],
         emit: Callable[[AnyEvent], None],
+        store_failed: Callable[[StoreError], None] = lambda e: None,
     ) -> None:
         self._store = store
         self._names = names
         self._emit = emit
+        self.store_failed = store_failed
         self._changed = trio.Event()
         self._seen_end = store.inbox_end()
         self.readers = 0
@@ -132,7 +137,10 @@ class Inbox:
 
     def unread(self, name: str) -> int:
         """Messages after cursor ``name``'s position (expired ones included)."""
-        return max(0, self._store.inbox_end() - self.position(name))
+        return self.unread_after(self.position(name))
+
+    def unread_after(self, position: int) -> int:
+        return max(0, self._store.inbox_end() - position)
 
     # ----------------------------------------------------------------- reading
 
@@ -151,6 +159,7 @@ class Inbox:
             sender=entry.sender or b"",
             timestamp=m.timestamp,
             parents=m.parents,
+            parents_missing=entry.parents_missing,
             seq=entry.seq,
             skipped=skipped,
         )
@@ -175,7 +184,7 @@ class Inbox:
             raise  # the last message's work did not finish: it is delivered again
         else:
             if reader.auto:
-                reader.confirm()
+                reader.auto_confirm()
         finally:
             self.readers -= 1
             reader.closed = True
@@ -213,7 +222,7 @@ class InboxReader:
         if self.closed:
             raise trio.ClosedResourceError("the inbox reader's block has ended")
         if self.auto and self._last is not None:
-            self.confirm()
+            self.auto_confirm()
         skipped: list[bytes] = []
         while True:
             if not self._batch:
@@ -222,7 +231,10 @@ class InboxReader:
                 if not self._batch:
                     if skipped:  # told now, not only with the next message
                         self._inbox.skipped(self.cursor, skipped)
-                        self._inbox.confirm(self.cursor, self._position)
+                        skipped = []
+                        if self._last is None:  # nothing unconfirmed before them: move on
+                            self._last = self._position
+                            self.auto_confirm()
                     await self._inbox.wait_for_more(self._position)
                     continue
                 self._batch.reverse()
@@ -243,7 +255,7 @@ class InboxReader:
             trio.WouldBlock: none is.
         """
         if self.auto and self._last is not None:
-            self.confirm()
+            self.auto_confirm()
         while True:
             if not self._batch:
                 self._batch = self._inbox.entries_after(self._position)
@@ -257,9 +269,21 @@ class InboxReader:
                 return self._inbox.to_message(entry)
             self._inbox.skipped(self.cursor, (entry.message_id,))
 
+    def auto_confirm(self) -> None:
+        """Confirm the last message handed out; a store that cannot take it (a full disk) is
+        reported, not raised: the reader goes on, and after a restart the message comes again."""
+        try:
+            self.confirm()
+        except StoreError as e:
+            self._inbox.store_failed(e)
+
     def confirm(self, message: Message | None = None) -> None:
         """Confirm ``message`` and everything before it (default: the last one handed out):
-        after a restart this cursor resumes after it. Committed to the store on return."""
+        after a restart this cursor resumes after it. Committed to the store on return.
+
+        Raises:
+            StoreError: the store cannot take it (the cursor stays where it was).
+        """
         seq = self._last if message is None else message.seq
         if seq is None or seq <= 0:
             return
@@ -270,4 +294,4 @@ class InboxReader:
     @property
     def unread(self) -> int:
         """Messages stored after this reader's place."""
-        return max(0, self._inbox._store.inbox_end() - self._position)
+        return self._inbox.unread_after(self._position)

@@ -192,7 +192,9 @@ class Node:
             max_payload=self._max_payload,
             on_peer_up=self._peer_up,
         )
-        self._inbox = Inbox(store, lambda: self._driver.names, self._driver.emit)
+        self._inbox = Inbox(
+            store, lambda: self._driver.names, self._driver.emit, self._driver.store_failed
+        )
         self._inbox.check()  # a damaged inbox or cursor: refuse to start, never reset it
         self._driver.on_delivered = self._inbox.notify
         self._listening: tuple[str, ...] = ()

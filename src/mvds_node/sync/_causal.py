@@ -243,8 +243,6 @@ class Causal:
             mid, group_id, timestamp, body, parents, sender, expires_at, was_held = stack.pop()
             if was_held:
                 store.mark_delivered(mid)
-            # In the same transaction: a delivered message is in the application's inbox.
-            store.record_delivery(mid, group_id, sender)
             frontier = self.frontier.get(group_id)
             if frontier is not None:
                 if not expires_at:  # an expiring child is never a parent: its parents stay
@@ -255,6 +253,8 @@ class Causal:
                     frontier[mid] = None
             first = False
             gone = tuple(abandoned_for.pop(mid, ())) if abandoned_for else ()
+            # In the same transaction: a delivered message is in the application's inbox.
+            store.record_delivery(mid, group_id, sender, gone)
             self._stats.messages_delivered += 1
             self._push(
                 MessageDelivered(

@@ -99,7 +99,13 @@ class MemoryStore:
                 True,
             )
 
-    def record_delivery(self, message_id: bytes, group_id: bytes, sender: bytes) -> None:
+    def record_delivery(
+        self,
+        message_id: bytes,
+        group_id: bytes,
+        sender: bytes,
+        parents_missing: tuple[bytes, ...] = (),
+    ) -> None:
         self.inbox.append((message_id, group_id, sender))
 
     def undelivered(self) -> list[StoredMessage]:

@@ -56,6 +56,8 @@ class InboxEntry:
     history, for a message this node sent."""
     message: StoredMessage | None
     """The message; None once it is gone (it expired before the reader reached it)."""
+    parents_missing: tuple[bytes, ...] = ()
+    """Parents given up on, that it was delivered without."""
 
 
 class Store(Protocol):
@@ -86,7 +88,13 @@ class Store(Protocol):
         ...
 
     def mark_delivered(self, message_id: bytes) -> None: ...
-    def record_delivery(self, message_id: bytes, group_id: bytes, sender: bytes) -> None:
+    def record_delivery(
+        self,
+        message_id: bytes,
+        group_id: bytes,
+        sender: bytes,
+        parents_missing: tuple[bytes, ...] = (),
+    ) -> None:
         """Append a message delivered to the application to the inbox, in the transaction that
         delivers it (so a stored, acknowledged message is never missing from the inbox)."""
         ...

@@ -145,7 +145,8 @@ _INBOX_SCHEMA: Final = (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
         message_id BLOB NOT NULL CHECK (length(message_id) = 32),
         group_id BLOB NOT NULL,
-        sender BLOB
+        sender BLOB,
+        missing BLOB
     )""",
     "CREATE INDEX inbox_message ON inbox (message_id)",
     """CREATE TABLE cursors (
@@ -217,8 +218,8 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
     # application reading from a new cursor sees them: at least once, never lost.
     2: (
         *_INBOX_SCHEMA,
-        "INSERT INTO inbox (message_id, group_id, sender) "
-        "SELECT id, group_id, NULL FROM messages WHERE delivered = 1 ORDER BY rowid",
+        "INSERT INTO inbox (message_id, group_id, sender, missing) "
+        "SELECT id, group_id, NULL, NULL FROM messages WHERE delivered = 1 ORDER BY rowid",
     ),
 }
 
@@ -321,16 +322,18 @@ _COUNT_RECORDS: Final = "SELECT count(*) FROM records"
 _COUNT_PEER_RECORDS: Final = "SELECT count(*) FROM records WHERE peer = ?"
 
 _M_MESSAGE: Final = ", ".join("m." + c for c in _MESSAGE.split(", "))
-_RECORD_DELIVERY: Final = "INSERT INTO inbox (message_id, group_id, sender) VALUES (?, ?, ?)"
+_RECORD_DELIVERY: Final = (
+    "INSERT INTO inbox (message_id, group_id, sender, missing) VALUES (?, ?, ?, ?)"
+)
 _INBOX_AFTER: Final = (
-    f"SELECT i.seq, i.message_id, i.group_id, i.sender, {_M_MESSAGE} "
+    f"SELECT i.seq, i.message_id, i.group_id, i.sender, i.missing, {_M_MESSAGE} "
     "FROM inbox AS i LEFT JOIN messages AS m ON m.id = i.message_id "
     "WHERE i.seq > ? ORDER BY i.seq LIMIT ?"
 )
 _INBOX_END: Final = "SELECT seq FROM sqlite_sequence WHERE name = 'inbox'"
 _INBOX_FIRST: Final = "SELECT min(seq) FROM inbox"
 _HISTORY: Final = (
-    f"SELECT m.rowid, coalesce(i.seq, 0), m.id, m.group_id, i.sender, {_M_MESSAGE} "
+    f"SELECT m.rowid, coalesce(i.seq, 0), m.id, m.group_id, i.sender, i.missing, {_M_MESSAGE} "
     "FROM messages AS m LEFT JOIN inbox AS i ON i.message_id = m.id "
     "WHERE m.group_id = ? AND m.delivered = 1 AND m.timestamp >= ? "
 )
@@ -343,7 +346,9 @@ _BAD_CURSORS: Final = (
 )
 _BAD_INBOX: Final = (
     "SELECT seq FROM inbox WHERE typeof(message_id) != 'blob' OR length(message_id) != 32 "
-    "OR typeof(group_id) != 'blob' OR (sender IS NOT NULL AND typeof(sender) != 'blob') LIMIT 1"
+    "OR typeof(group_id) != 'blob' OR (sender IS NOT NULL AND typeof(sender) != 'blob') "
+    "OR (missing IS NOT NULL AND (typeof(missing) != 'blob' OR length(missing) % 32 != 0)) "
+    "LIMIT 1"
 )
 # Retention (see SQLiteStore.retain): inbox rows every cursor has passed, oldest first, with what
 # decides whether they go: the message's timestamp and size, whether a peer still waits for it
@@ -1051,9 +1056,16 @@ class SQLiteStore:
         except sqlite3.Error as e:
             raise self._error(e) from e
 
-    def record_delivery(self, message_id: bytes, group_id: bytes, sender: bytes) -> None:
+    def record_delivery(
+        self,
+        message_id: bytes,
+        group_id: bytes,
+        sender: bytes,
+        parents_missing: tuple[bytes, ...] = (),
+    ) -> None:
+        missing = b"".join(parents_missing) or None
         try:
-            self._cur.execute(_RECORD_DELIVERY, (message_id, group_id, sender))
+            self._cur.execute(_RECORD_DELIVERY, (message_id, group_id, sender, missing))
         except sqlite3.Error as e:
             raise self._error(e) from e
 
@@ -1061,11 +1073,12 @@ class SQLiteStore:
 
     def _entries(self, rows: list[tuple[object, ...]]) -> list[InboxEntry]:
         out = []
-        for seq, mid, gid, sender, *m in rows:
+        for seq, mid, gid, sender, missing, *m in rows:
             message = None
             if m[0] is not None:
                 message = self._messages([tuple(m)])[0]  # type: ignore[list-item]
-            out.append(InboxEntry(seq, mid, gid, sender, message))  # type: ignore[arg-type]
+            gone = _split_ids(missing) if missing else ()  # type: ignore[arg-type]
+            out.append(InboxEntry(seq, mid, gid, sender, message, gone))  # type: ignore[arg-type]
         return out
 
     def inbox_after(self, position: int, limit: int) -> list[InboxEntry]:
@@ -1522,6 +1535,9 @@ class SQLiteStore:
         self._recent.clear()
         self._close_readers()
         try:
+            # A statement that failed last (a write on a disk gone read-only) is still active
+            # on the cursor; SQLite would keep the file open after close() until it is reset.
+            self._cur.close()
             self._con.close()
         except sqlite3.Error as e:
             raise StoreError(f"{self._path}: {_describe(e)}") from e
