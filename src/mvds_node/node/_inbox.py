@@ -40,7 +40,14 @@ from mvds_node.node._events import AnyEvent, InboxSkipped
 from mvds_node.node._subscribers import Message
 from mvds_node.sync import InboxEntry, SQLiteStore, decode_stored
 
-__all__ = ["DEFAULT_CURSOR", "Inbox", "InboxReader", "check_cursor_name"]
+__all__ = [
+    "DEFAULT_CURSOR",
+    "Inbox",
+    "InboxReader",
+    "check_cursor_name",
+    "history_messages",
+    "unread_messages",
+]
 
 DEFAULT_CURSOR: Final = "default"
 """The cursor :meth:`Node.messages` reads when none is named."""
@@ -60,6 +67,67 @@ def check_cursor_name(name: str) -> str:
             f"a cursor name is 1-64 letters, digits, '_', '.', ':' or '-', not {name!r}"
         )
     return name
+
+
+def _message(
+    name: str, entry: InboxEntry, sender: bytes, skipped: tuple[bytes, ...] = ()
+) -> Message:
+    m = entry.message
+    assert m is not None
+    return Message(
+        group=name,
+        group_id=entry.group_id,
+        message_id=entry.message_id,
+        body=decode_stored(m.wire).body,
+        sender=sender,
+        timestamp=m.timestamp,
+        parents=m.parents,
+        parents_missing=entry.parents_missing,
+        seq=entry.seq,
+        skipped=skipped,
+    )
+
+
+def history_messages(
+    store: SQLiteStore,
+    group_name: str,
+    group_id: bytes,
+    me: bytes,
+    *,
+    since: int = 0,
+    limit: int | None = None,
+    author: bytes | None = None,
+) -> list[Message]:
+    """A group's stored messages, received and sent, oldest first (see :meth:`Node.history`).
+    Works on a store opened read-only too."""
+    sender = None if author is None else (b"" if author == me else author)
+    entries = store.history(group_id, since=since, limit=limit, sender=sender)
+    return [_message(group_name, e, me if e.seq == 0 else (e.sender or b"")) for e in entries]
+
+
+def unread_messages(
+    store: SQLiteStore,
+    names: dict[bytes, str],
+    cursor: str,
+    *,
+    group_id: bytes | None = None,
+    limit: int = 10_000,
+) -> tuple[list[Message], int]:
+    """Up to ``limit`` inbox messages after ``cursor`` (of ``group_id`` only, if given), and
+    the position to confirm once they are shown (past the entries of other groups, too)."""
+    position = store.cursors().get(check_cursor_name(cursor))
+    if position is None:
+        position = store.inbox_start()
+    out: list[Message] = []
+    while len(out) < limit:
+        entries = store.inbox_after(position, min(_BATCH, limit - len(out)))
+        if not entries:
+            break
+        for e in entries:
+            position = e.seq
+            if e.message is not None and (group_id is None or e.group_id == group_id):
+                out.append(_message(names.get(e.group_id, e.group_id.hex()), e, e.sender or b""))
+    return out, position
 
 
 @final
@@ -148,21 +216,8 @@ class Inbox:
         return self._store.inbox_after(position, limit)
 
     def to_message(self, entry: InboxEntry, skipped: tuple[bytes, ...] = ()) -> Message:
-        m = entry.message
-        assert m is not None
-        decoded = decode_stored(m.wire)
-        return Message(
-            group=self._names().get(entry.group_id, entry.group_id.hex()),
-            group_id=entry.group_id,
-            message_id=entry.message_id,
-            body=decoded.body,
-            sender=entry.sender or b"",
-            timestamp=m.timestamp,
-            parents=m.parents,
-            parents_missing=entry.parents_missing,
-            seq=entry.seq,
-            skipped=skipped,
-        )
+        name = self._names().get(entry.group_id, entry.group_id.hex())
+        return _message(name, entry, entry.sender or b"", skipped)
 
     def skipped(self, cursor: str, ids: Iterable[bytes]) -> None:
         ids = tuple(ids)
@@ -223,15 +278,16 @@ class InboxReader:
             raise trio.ClosedResourceError("the inbox reader's block has ended")
         if self.auto and self._last is not None:
             self.auto_confirm()
-        skipped: list[bytes] = []
+        skipped: list[bytes] = []  # expired before we got to them: told with the next one
+        told = 0  # of those, already told in an InboxSkipped event
         while True:
             if not self._batch:
                 await trio.lowlevel.checkpoint()
                 self._batch = self._inbox.entries_after(self._position)
                 if not self._batch:
-                    if skipped:  # told now, not only with the next message
-                        self._inbox.skipped(self.cursor, skipped)
-                        skipped = []
+                    if len(skipped) > told:  # told now too, not only with the next message
+                        self._inbox.skipped(self.cursor, skipped[told:])
+                        told = len(skipped)
                         if self._last is None:  # nothing unconfirmed before them: move on
                             self._last = self._position
                             self.auto_confirm()
@@ -243,8 +299,8 @@ class InboxReader:
             if entry.message is None:  # expired before we got to it
                 skipped.append(entry.message_id)
                 continue
-            if skipped:
-                self._inbox.skipped(self.cursor, skipped)
+            if len(skipped) > told:
+                self._inbox.skipped(self.cursor, skipped[told:])
             self._last = entry.seq
             return self._inbox.to_message(entry, tuple(skipped))
 

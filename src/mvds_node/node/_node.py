@@ -84,7 +84,13 @@ from mvds_node.node._events import (
     LogUploaded,
 )
 from mvds_node.node._identity import Identity, load_identity
-from mvds_node.node._inbox import DEFAULT_CURSOR, Inbox, InboxReader, check_cursor_name
+from mvds_node.node._inbox import (
+    DEFAULT_CURSOR,
+    Inbox,
+    InboxReader,
+    check_cursor_name,
+    history_messages,
+)
 from mvds_node.node._memory import keep_freed_memory
 from mvds_node.node._remotelog import RemoteLogService, backend_for
 from mvds_node.node._routing import Route, Router
@@ -93,11 +99,9 @@ from mvds_node.node._subscribers import Message, Subscribers
 from mvds_node.remotelog import LogSettings
 from mvds_node.sync import (
     Engine,
-    InboxEntry,
     Limits,
     SQLiteStore,
     SyncConfig,
-    decode_stored,
 )
 from mvds_node.transports import (
     HEADER_SIZE,
@@ -521,6 +525,11 @@ class Node:
         check_cursor_name(cursor)
         return self._inbox.reader(cursor, confirm)
 
+    @property
+    def store(self) -> SQLiteStore:
+        """The node's store (its inbox, cursors and history are read from here)."""
+        return self._store
+
     def cursors(self) -> dict[str, int]:
         """The durable cursors, each with the inbox position it last confirmed."""
         return self._inbox.cursors()
@@ -552,24 +561,14 @@ class Node:
             ConfigError: no such group.
         """
         cfg = self.config.group(group)
-        me = self.identity.public_key
-        sender = None if author is None else (b"" if author == me else author)
-        entries = self._store.history(cfg.id, since=since, limit=limit, sender=sender)
-        return [self._history_message(cfg.name, e) for e in entries]
-
-    def _history_message(self, name: str, entry: InboxEntry) -> Message:
-        m = entry.message
-        assert m is not None
-        own = entry.seq == 0
-        return Message(
-            group=name,
-            group_id=entry.group_id,
-            message_id=entry.message_id,
-            body=decode_stored(m.wire).body,
-            sender=self.identity.public_key if own else (entry.sender or b""),
-            timestamp=m.timestamp,
-            parents=m.parents,
-            seq=entry.seq,
+        return history_messages(
+            self._store,
+            cfg.name,
+            cfg.id,
+            self.identity.public_key,
+            since=since,
+            limit=limit,
+            author=author,
         )
 
     def apply_retention(self) -> int:

@@ -76,6 +76,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Final, Literal, final
+from urllib.parse import quote
 
 from mvds_node._files import fsync_directory
 from mvds_node.errors import LocalProtocolError, StoreError
@@ -379,7 +380,10 @@ def _describe(e: sqlite3.Error) -> str:
     """Say in words what an SQLite error means for the store."""
     name = getattr(e, "sqlite_errorname", None) or ""
     if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
-        what = "the store file is corrupt or not a database"
+        what = (
+            "the store file is corrupt or not a database: restore it from a backup, or move "
+            "it aside to start with an empty store (peers send their messages again)"
+        )
     elif name.startswith("SQLITE_FULL"):
         what = "disk full: no space left for the store"
     elif name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
@@ -534,6 +538,7 @@ class SQLiteStore:
         *,
         synchronous: Literal["normal", "full"] = "normal",
         page_size: int = 4096,
+        read_only: bool = False,
     ) -> None:
         if synchronous not in ("normal", "full"):
             raise LocalProtocolError(f"synchronous must be 'normal' or 'full', not {synchronous!r}")
@@ -557,6 +562,12 @@ class SQLiteStore:
         self._recent_bytes = 0
         self._tx_end = 0
         self._emptied: set[int] = set()
+        self.read_only = read_only
+        """Opened only to read (``mvds-node messages`` while no node runs): no lock held, no
+        write, no migration; a store of an older schema is refused (a node migrates it)."""
+        if read_only:
+            self._open_read_only()
+            return
         if self._bodies is not None and _read_only(self._path):
             # SQLite would open it read-only and fail later, at the first write, with a vague
             # "disk I/O error" (it cannot create the write-ahead log): say what it is, now.
@@ -615,6 +626,34 @@ class SQLiteStore:
     def path(self) -> str:
         """The database file."""
         return self._path
+
+    def _open_read_only(self) -> None:
+        if not os.path.exists(self._path):
+            raise StoreError(f"{self._path}: no store here (the node has never run)")
+        try:
+            con = sqlite3.connect(
+                f"file:{quote(os.path.abspath(self._path))}?mode=ro",
+                uri=True,
+                isolation_level=None,
+                timeout=1.0,
+            )
+            (app_id,) = con.execute("PRAGMA application_id").fetchone()
+            (version,) = con.execute("PRAGMA user_version").fetchone()
+        except sqlite3.Error as e:
+            raise StoreError(f"{self._path}: {_describe(e)}") from e
+        if app_id != APPLICATION_ID:
+            con.close()
+            raise StoreError(f"{self._path}: not an mvds-node store")
+        if version != SCHEMA_VERSION:
+            con.close()
+            raise StoreError(
+                f"{self._path}: the store has schema version {version}, not "
+                f"{SCHEMA_VERSION}; open it read-write (run the node once) to migrate it"
+            )
+        self._con = con
+        self._cur = con.cursor()
+        self._tx = _Transaction(self)
+        self._seq = 0
 
     def _setup(self, con: sqlite3.Connection, synchronous: str) -> None:
         # Before the first read: then SQLite never uses the shared-memory index or per-transaction
