@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from mvds_node.errors import MvdsError
+from mvds_node.errors import MvdsError, StoreError
 from mvds_node.node._bundles import ExportResult, ImportResult
 from mvds_node.node._config import GroupConfig, NodeConfig
 from mvds_node.node._control import (
@@ -323,7 +323,12 @@ async def stored_messages(
             return _messages_op(offline.node(), request)["messages"], False
         finally:
             offline.close()
-    store = SQLiteStore(config.store_path, read_only=True)
+    try:
+        store = SQLiteStore(config.store_path, read_only=True)
+    except StoreError:
+        # A store of an older schema (or in some other state a read-only open cannot take):
+        # no node runs, so open it as a node would, which migrates it or says what is wrong.
+        store = SQLiteStore(config.store_path, synchronous=config.store_sync)
     try:
         me = load_identity(config.identity_path).public_key
         found = history_messages(store, cfg.name, cfg.id, me, since=since, limit=limit)
