@@ -27,6 +27,11 @@ The schema follows :class:`~mvds_node.sync.MemoryStore`, which defines the seman
   deliver them without asking for the parents (ordering by message ID instead cost a quarter of
   the engine benchmark's throughput).
 * ``meta``: the engine's epoch.
+* ``inbox`` (schema 3): every message delivered to the application, in delivery order, keyed by
+  an AUTOINCREMENT ``seq``; a row is written by ``record_delivery`` in the transaction that
+  delivers the message, and stays (its message gone) when the message expires, so a reader
+  that had not reached it can be told. ``cursors``: each durable cursor's name and the last
+  ``seq`` its consumer confirmed. :meth:`SQLiteStore.retain` trims both ends of that story.
 
 Large bodies: a message whose wire encoding is at least :data:`EXTERNAL_MIN` bytes is not kept in
 the database. Its bytes are appended to a *segment file* (``<store>.bodies/00000001.seg``, ...),
