@@ -401,3 +401,22 @@ def test_the_memory_engine_store_keeps_its_inbox_too() -> None:
         engines[1].receive_payloads(b"A" * 32, [payload], now=0.0)
     assert stores[1].inbox == [(mid, G, b"A" * 32)]
     assert any(isinstance(e, MessageDelivered) for e in engines[1].events())
+
+
+def test_a_read_of_the_inbox_holds_a_bounded_amount_of_bodies(tmp_path: Path) -> None:
+    stores = (SQLiteStore(tmp_path / "a.db"), SQLiteStore(tmp_path / "b.db"))
+    engines = [Engine(s, config=SyncConfig(epoch_seconds=1.0), now=0.0) for s in stores]
+    for engine, other in zip(engines, (b"B" * 32, b"A" * 32), strict=True):
+        engine.add_group(G)
+        engine.add_peer(G, other, mode=Mode.BATCH)
+    big = 1_000_000  # near the engine's limit on a body (1 MiB)
+    ids = [engines[0].send(G, bytes([i]) * big, now=0.0, timestamp=i + 1) for i in range(6)]
+    for _, payload in engines[0].payloads_to_send(now=0.0):
+        engines[1].receive_payloads(b"A" * 32, [payload], now=0.0)
+    inbox = stores[1]
+    assert [e.message_id for e in inbox.inbox_after(0, 100)] == ids[:4]  # 4 MiB a read
+    assert [e.message_id for e in inbox.inbox_after(4, 100)] == ids[4:]
+    assert [e.message_id for e in inbox.inbox_after(0, 100, max_bytes=10)] == ids[:1]
+    assert len(inbox.inbox_after(0, 100, max_bytes=10_000_000)) == 6
+    for s in stores:
+        s.close()

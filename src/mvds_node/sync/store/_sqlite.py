@@ -116,6 +116,9 @@ _WAL_BYTES: Final = 16 * 1024 * 1024
 a checkpoint that found it larger: a node on a small disk does not lose 40 MiB to a log of a few
 MiB of data. Measured on 5,000 sends, 16 MiB keeps the throughput of the 40 MiB log (256-byte
 sends lost a quarter of it at 4-8 MiB; 60 KB sends, whose bodies are in segments, nothing)."""
+_INBOX_BATCH_BYTES: Final = 4 * 1024 * 1024
+"""Bodies one read of the inbox brings into memory at most (beyond its first message): a reader
+that reads ahead in batches holds a bounded amount, however large the messages."""
 _MAX_OPEN_SEGMENTS: Final = 16
 """Segments kept open for reading at once (older ones are reopened when read)."""
 
@@ -1125,11 +1128,25 @@ class SQLiteStore:
             out.append(InboxEntry(seq, mid, gid, sender, message, gone))  # type: ignore[arg-type]
         return out
 
-    def inbox_after(self, position: int, limit: int) -> list[InboxEntry]:
-        """Up to ``limit`` inbox entries after ``position``, in delivery order; an entry whose
-        message has expired since has ``message=None``."""
+    def inbox_after(
+        self, position: int, limit: int, *, max_bytes: int = _INBOX_BATCH_BYTES
+    ) -> list[InboxEntry]:
+        """Up to ``limit`` inbox entries after ``position``, in delivery order, and no more
+        than ``max_bytes`` of message bodies (but at least one entry); an entry whose message
+        has expired since has ``message=None``."""
+        rows = []
+        total = 0
         try:
-            return self._entries(self._cur.execute(_INBOX_AFTER, (position, limit)).fetchall())
+            cursor = self._cur.execute(_INBOX_AFTER, (position, limit))
+            for row in cursor:
+                # (..., wire, parents, expires_at, delivered, seg, pos, size): a body in a
+                # segment counts its size, one in the row its length.
+                wire, size = row[8], row[-1]
+                total += size if size is not None else len(wire or b"")
+                if rows and total > max_bytes:
+                    break
+                rows.append(row)
+            return self._entries(rows)
         except sqlite3.Error as e:
             raise self._error(e) from e
 
