@@ -1134,7 +1134,7 @@ class SQLiteStore:
         """Up to ``limit`` inbox entries after ``position``, in delivery order, and no more
         than ``max_bytes`` of message bodies (but at least one entry); an entry whose message
         has expired since has ``message=None``."""
-        rows = []
+        rows: list[tuple[object, ...]] = []
         total = 0
         try:
             cursor = self._cur.execute(_INBOX_AFTER, (position, limit))
