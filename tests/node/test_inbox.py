@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -36,7 +37,7 @@ from mvds_node.sync import (
     SyncConfig,
 )
 
-from .cliutil import ENV, acli, start
+from .cliutil import ENV, Running, acli
 from .helpers import config_for, memory_nodes, next_event
 
 G = b"G" * 32
@@ -348,7 +349,21 @@ async def test_messages_follow_streams_from_the_running_node(tmp_path: Path) -> 
     await aok("--dir", bob, "import", tmp_path / "for-bob")
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
-            node = await start(nursery, bob)
+            # `run --chat` first says what arrived while it was not running, then prints it.
+            argv = [sys.executable, "-m", "mvds_node", "--dir", str(bob), "--json", "run"]
+            process = await trio.lowlevel.open_process(
+                [*argv, "--chat", "notes"],
+                stdout=subprocess.PIPE,
+                stdin=subprocess.PIPE,
+                env=ENV,
+            )
+            node = Running(bob, process)
+            nursery.start_soon(node.pump)
+            await node.wait_for(lambda r: r.messages(), "the message that came while away")
+            kinds = [line["type"] for line in node.lines]
+            assert kinds.index("unread") < kinds.index("message")
+            assert next(x for x in node.lines if x["type"] == "unread")["messages"] == 1
+            assert [m["text"] for m in node.messages()] == ["before"]
             # Through the running node's control socket.
             doc = json.loads(await acli("--dir", bob, "--json", "messages", "notes"))
             assert [m["text"] for m in doc["messages"]] == ["before"]
