@@ -435,3 +435,29 @@ def test_a_read_of_the_inbox_holds_a_bounded_amount_of_bodies(tmp_path: Path) ->
     assert len(inbox.inbox_after(0, 100, max_bytes=10_000_000)) == 6
     for s in stores:
         s.close()
+
+
+async def test_a_node_on_a_memory_store_has_a_memory_inbox(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    from mvds_node.node import Node
+    from mvds_node.transports import MemoryHub
+
+    hub = MemoryHub()
+    ids = {"alice": Identity.generate(), "bob": Identity.generate()}
+    ends = {n: hub.transport(i.public_key) for n, i in ids.items()}
+    nodes = {}
+    for name, me in ids.items():
+        others = {n: i for n, i in ids.items() if n != name}
+        config = config_for(tmp_path, name, me, others, listen=None)
+        nodes[name] = Node(config, me, SQLiteStore.memory(), transports=(ends[name],))
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            for node in nodes.values():
+                await nursery.start(node.run)
+            mid = await nodes["alice"].send("chat", b"in memory")
+            async with nodes["bob"].messages("ui") as inbox:
+                assert (await inbox.receive()).message_id == mid
+            assert nodes["bob"].cursors() == {"ui": 1}
+            assert not (tmp_path / "bob").exists()  # nothing on disk
+            nursery.cancel_scope.cancel()
