@@ -444,8 +444,8 @@ class Node:
     ) -> ImportResult:
         """Authenticate a bundle file completely, then apply it all or nothing.
 
-        Its messages are delivered (to :meth:`messages` subscribers) as if they had come from
-        the sender over the network; its acknowledgements stop our retransmissions. Importing
+        Its messages are delivered (into the inbox :meth:`messages` reads) as if they had come
+        from the sender over the network; its acknowledgements stop our retransmissions. Importing
         the same file again is harmless. ``progress`` follows the check of the file,
         ``apply_progress`` the second pass that applies it; both get (chunks done, chunks).
 

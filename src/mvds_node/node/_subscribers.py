@@ -41,7 +41,8 @@ class Message:
     """The MVDS message ID (empty for an ephemeral NOSYNC message, which has none)."""
     body: bytes
     sender: bytes
-    """Key of the peer it came from (which may have relayed it)."""
+    """Key of the peer it came from (which may have relayed it); empty when not known (a
+    message stored before the store kept senders, schema 2)."""
     timestamp: int
     """Author's clock, Unix milliseconds (0 for ephemeral NOSYNC messages)."""
     ephemeral: bool = False
