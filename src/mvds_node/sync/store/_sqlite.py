@@ -81,7 +81,6 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Final, Literal, final
-from urllib.parse import quote
 
 from mvds_node._files import fsync_directory
 from mvds_node.errors import LocalProtocolError, StoreError
@@ -384,6 +383,11 @@ _TYPES: Final = {t.value: t for t in RecordType}
 _O_CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
 
 
+def _uri_path(path: str) -> str:
+    """``path`` for an SQLite ``file:`` URI: the characters a URI gives a meaning escaped."""
+    return path.replace("%", "%25").replace("?", "%3f").replace("#", "%23")
+
+
 def _describe(e: sqlite3.Error) -> str:
     """Say in words what an SQLite error means for the store."""
     name = getattr(e, "sqlite_errorname", None) or ""
@@ -640,7 +644,7 @@ class SQLiteStore:
             raise StoreError(f"{self._path}: no store here (the node has never run)")
         try:
             con = sqlite3.connect(
-                f"file:{quote(os.path.abspath(self._path))}?mode=ro",
+                f"file:{_uri_path(os.path.abspath(self._path))}?mode=ro",
                 uri=True,
                 isolation_level=None,
                 timeout=1.0,
