@@ -290,6 +290,25 @@ async def test_a_damaged_cursor_or_inbox_stops_the_node_and_says_how_to_repair(
     with trio.fail_after(10):
         async with open_node(cfg, identity=bob) as node:
             assert node.cursors() == {}
+    # A garbled inbox row: refused too, naming the row and the repair.
+    con = sqlite3.connect(cfg.store_path)
+    con.execute("PRAGMA ignore_check_constraints = ON")
+    con.execute("INSERT INTO inbox (message_id, group_id) VALUES (x'0102', x'03')")
+    con.commit()
+    con.close()
+    with pytest.raises(StoreError) as raised, trio.fail_after(10):
+        async with open_node(cfg, identity=bob):
+            pass
+    assert str(cfg.store_path) in str(raised.value) and "inbox row 1 is damaged" in str(
+        raised.value
+    )
+    con = sqlite3.connect(cfg.store_path)
+    con.execute("DELETE FROM inbox WHERE seq = 1")  # the repair the error names
+    con.commit()
+    con.close()
+    with trio.fail_after(10):
+        async with open_node(cfg, identity=bob):
+            pass
     # A truncated store file: refused with the file named and what to do.
     _cut_in_half(cfg.store_path)
     with pytest.raises(StoreError) as raised, trio.fail_after(10):
