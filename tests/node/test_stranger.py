@@ -20,8 +20,8 @@ import trio
 from mvds_node.node import (
     AnyEvent,
     Identity,
+    InboxReader,
     InternalError,
-    Message,
     Node,
     open_node,
     parse_address,
@@ -154,7 +154,7 @@ async def _alice_with_bob_and_carol(
         Node,
         Node,
         trio.MemoryReceiveChannel[AnyEvent],
-        trio.MemoryReceiveChannel[Message],
+        InboxReader,
         NoiseStream,
     ]
 ]:
@@ -175,7 +175,7 @@ async def _alice_with_bob_and_carol(
         yield a, b, events, inbox, noise
 
 
-async def _bob_is_served(a: Node, b: Node, inbox: trio.MemoryReceiveChannel[Message]) -> None:
+async def _bob_is_served(a: Node, b: Node, inbox: InboxReader) -> None:
     """Bob connects to Alice and his message reaches her application, as if nothing happened."""
     connect(b, a, "alice")
     await b.send("chat", b"business as usual")

@@ -77,6 +77,13 @@ async def test_reader_catches_up_from_the_http_helper(tmp_path: Path) -> None:
                 f"logged {i}" for i in range(40)
             )
             assert await bob.stop() == 0
+            # Bob is stopped: what the log brought is in his store, and `messages` reads it.
+            doc = json.loads(await acli("--dir", dirs["bob"], "--json", "messages", "chat"))
+            assert sorted(m["text"] for m in doc["messages"]) == sorted(
+                f"logged {i}" for i in range(40)
+            )
+            alice_key = (await acli("--dir", dirs["alice"], "key")).strip()
+            assert {m["author"] for m in doc["messages"]} == {alice_key}
             helper.terminate()
             await helper.wait()
             await helper.stdout.aclose()

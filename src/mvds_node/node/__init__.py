@@ -23,6 +23,7 @@ from mvds_node.node._config import MulticastConfig as MulticastConfig
 from mvds_node.node._config import NodeConfig as NodeConfig
 from mvds_node.node._config import PeerConfig as PeerConfig
 from mvds_node.node._config import RemoteLogConfig as RemoteLogConfig
+from mvds_node.node._config import RetentionConfig as RetentionConfig
 from mvds_node.node._config import TcpConfig as TcpConfig
 from mvds_node.node._config import default_data_dir as default_data_dir
 from mvds_node.node._config import group_id_for as group_id_for
@@ -31,6 +32,7 @@ from mvds_node.node._config import parse_address as parse_address
 from mvds_node.node._config import render_config as render_config
 from mvds_node.node._config import save_config as save_config
 from mvds_node.node._events import AnyEvent as AnyEvent
+from mvds_node.node._events import InboxSkipped as InboxSkipped
 from mvds_node.node._events import InternalError as InternalError
 from mvds_node.node._events import LogUploaded as LogUploaded
 from mvds_node.node._events import NodeEvent as NodeEvent
@@ -45,6 +47,7 @@ from mvds_node.node._events import to_json as to_json
 from mvds_node.node._identity import Identity as Identity
 from mvds_node.node._identity import create_identity as create_identity
 from mvds_node.node._identity import load_identity as load_identity
+from mvds_node.node._inbox import InboxReader as InboxReader
 from mvds_node.node._node import Node as Node
 from mvds_node.node._node import open_node as open_node
 from mvds_node.node._remotelog import LogStatus as LogStatus
@@ -67,6 +70,7 @@ __all__ = [
     "GroupStatus",
     "Identity",
     "InputRejected",
+    "InboxSkipped",
     "InternalError",
     "LogUploaded",
     "Message",
@@ -85,7 +89,9 @@ __all__ = [
     "PeerDisconnected",
     "PeerStatus",
     "LogStatus",
+    "InboxReader",
     "RemoteLogConfig",
+    "RetentionConfig",
     "StoreFailed",
     "StoreRecovered",
     "TransportFailed",

@@ -47,6 +47,7 @@ __all__ = [
     "NodeConfig",
     "PeerConfig",
     "RemoteLogConfig",
+    "RetentionConfig",
     "default_data_dir",
     "group_id_for",
     "load_config",
@@ -192,6 +193,21 @@ class RemoteLogConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RetentionConfig:
+    """How long received messages stay in the store once every durable cursor has passed them
+    (a message a peer still waits for, or on the causal frontier, always stays)."""
+
+    max_age: float = default("retention.max_age")
+    """Seconds, by the message's timestamp; 0 keeps them."""
+    max_messages: int = default("retention.max_messages")
+    """Received messages kept at most; 0: no limit."""
+    max_bytes: int = default("retention.max_bytes")
+    """Bytes of received messages kept at most; 0: no limit."""
+    interval: float = default("retention.interval")
+    """Seconds between two runs."""
+
+
+@dataclass(frozen=True, slots=True)
 class NodeConfig:
     """Everything a node needs to run; :func:`load_config` reads it from ``config.toml``."""
 
@@ -235,6 +251,7 @@ class NodeConfig:
     multicast: MulticastConfig = field(default_factory=MulticastConfig)
     tcp: TcpConfig = field(default_factory=TcpConfig)
     remote_log: RemoteLogConfig = field(default_factory=RemoteLogConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
 
     @property
     def config_path(self) -> Path:
@@ -377,6 +394,7 @@ _SECTION_TYPES: dict[str, type[Any]] = {
     "multicast": MulticastConfig,
     "tcp": TcpConfig,
     "remote_log": RemoteLogConfig,
+    "retention": RetentionConfig,
 }
 """The dataclass of each settings table that has one (``node`` and ``sync`` fill NodeConfig)."""
 

@@ -3,8 +3,10 @@
 A running node (``mvds-node run``) listens on a Unix socket, ``control.sock`` in its data
 directory, readable only by its owner. Each connection carries one request and one response, each
 a single line of JSON: ``{"op": "send", ...}`` in, ``{"ok": true, ...}`` or
-``{"ok": false, "error": "..."}`` out. Requests are bounded in size; a malformed one gets an
-error response, never a crash. The CLI falls back to opening the store itself when no node runs.
+``{"ok": false, "error": "..."}`` out. A streaming request (``messages --follow``) gets a
+:class:`Stream` instead: one JSON line per document until either side closes. Requests
+are bounded in size; a malformed one gets an error response, never a crash. The CLI falls
+back to opening the store itself when no node runs.
 """
 
 from __future__ import annotations
@@ -13,20 +15,33 @@ import base64
 import contextlib
 import json
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, final
 
 import trio
 
 from mvds_node.errors import MvdsError
 
-__all__ = ["ControlUnavailable", "call", "serve_control"]
+__all__ = ["ControlUnavailable", "Stream", "call", "serve_control", "stream"]
 
 MAX_LINE: Final = 12 * 1024 * 1024
 """A request carries at most one message body (engine limit 8 MiB) in base64, plus a little."""
 
-Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@final
+class Stream:
+    """A response of many lines: ``produce(send)`` sends each document as one line, until it
+    returns or the client hangs up (``send`` then raises, which ends ``produce``)."""
+
+    def __init__(self, produce: Callable[[Send], Awaitable[None]]) -> None:
+        self.produce = produce
+
+
+Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any] | Stream]]
 
 
 class ControlUnavailable(MvdsError):
@@ -57,6 +72,13 @@ async def _serve_one(stream: trio.SocketStream, handler: Handler) -> None:
         except (ValueError, MvdsError, OSError, trio.TooSlowError) as e:
             response = {"ok": False, "error": str(e) or type(e).__name__}
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            if isinstance(response, Stream):
+
+                async def send(document: dict[str, Any]) -> None:
+                    await stream.send_all(json.dumps(document).encode() + b"\n")
+
+                await response.produce(send)
+                return
             await stream.send_all(json.dumps(response).encode() + b"\n")
 
 
@@ -120,6 +142,39 @@ async def call(path: Path, request: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(response, dict):
         raise ControlUnavailable("the node's answer is not a JSON object")
     return response
+
+
+async def stream(path: Path, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    """Send a streaming request to the node on ``path`` and yield each document it sends.
+
+    Raises:
+        ControlUnavailable: no node listens there, or it sent something that is not a line of
+            JSON (or a line over the bound).
+    """
+    try:
+        sock = await trio.open_unix_socket(os.fspath(path))
+    except OSError as e:
+        raise ControlUnavailable(f"no node is running in {path.parent}") from e
+    async with sock:
+        await sock.send_all(json.dumps(request).encode() + b"\n")
+        buf = bytearray()
+        while True:
+            chunk = await sock.receive_some(65536)
+            if not chunk:
+                return
+            buf += chunk
+            while (end := buf.find(b"\n")) >= 0:
+                line = bytes(buf[:end])
+                del buf[: end + 1]
+                try:
+                    document = json.loads(line)
+                except ValueError:
+                    raise ControlUnavailable("the node sent a line that is not JSON") from None
+                if not isinstance(document, dict):
+                    raise ControlUnavailable("the node's answer is not a JSON object")
+                yield document
+            if len(buf) > MAX_LINE:
+                raise ControlUnavailable("the node's answer is too long")
 
 
 def b64(data: bytes) -> str:

@@ -134,6 +134,8 @@ class Driver:
         self._epoch_seconds = epoch_seconds
         self._max_payload = max_payload
         self._on_peer_up = on_peer_up
+        self.on_delivered: Callable[[], None] = lambda: None
+        """Called after each drain of the engine's events (wakes the inbox's readers)."""
         self._queued = [c for c in router.carriers if isinstance(c, Queued)]
         self._inbox_send, self._inbox = trio.open_memory_channel[Input | None](INBOX_SIZE)
         self._caps: dict[bytes, PeerCapabilities] = {}  # what the engine was told, per peer
@@ -280,7 +282,9 @@ class Driver:
         subscribers = self._subscribers
         while (event := engine.next_event()) is not None:
             if isinstance(event, MessageDelivered):
-                await subscribers.deliver(
+                # Never waits: the message is in the inbox already (the engine put it there in
+                # the transaction that stored it); live subscribers get it if they have room.
+                subscribers.deliver_nowait(
                     Message(
                         group=self.names.get(event.group_id, event.group_id.hex()),
                         group_id=event.group_id,
@@ -296,6 +300,7 @@ class Driver:
             elif isinstance(event, PayloadRejected):
                 self.refused += 1
             subscribers.emit(event)
+        self.on_delivered()
 
     def emit(self, event: AnyEvent) -> None:
         self._subscribers.emit(event)

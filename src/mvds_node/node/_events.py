@@ -38,6 +38,7 @@ from mvds_node.transports import InputRejected, Transport, TransportEvent
 
 __all__ = [
     "AnyEvent",
+    "InboxSkipped",
     "InternalError",
     "LogUploaded",
     "NodeEvent",
@@ -71,6 +72,15 @@ class PeerConnected(NodeEvent):
 
     peer: bytes
     address: str
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class InboxSkipped(NodeEvent):
+    """Messages expired before the reader of a durable cursor reached them: they are gone."""
+
+    cursor: str
+    message_ids: tuple[bytes, ...]
 
 
 @final

@@ -38,7 +38,14 @@ file. When a peer comes up its records are re-armed (:meth:`Engine.reset_peer`),
 returning after a long absence gets what it missed at once rather than at the end of a long
 backoff.
 
-*Subscribers* (``_subscribers``): delivered messages wait for a slow reader, events never do.
+*The inbox* (``_inbox``): every durable message delivered to the application is kept in the
+store's inbox, written by the engine in the transaction that stores the message, and
+:meth:`Node.messages` reads it from a durable, named cursor: after a crash or a restart a reader
+resumes after the last message it confirmed (at least once; exactly once for an application
+that confirms). The loop never waits for a reader: a slow application reads behind, from the
+store, and the node goes on syncing. Live subscribers (``messages(live=True)``) and events
+subscribers (``_subscribers``) have bounded buffers and miss what finds them full.
+Retention (``[retention]``) deletes old received messages that every cursor has passed.
 """
 
 from __future__ import annotations
@@ -47,7 +54,7 @@ import contextlib
 import dataclasses
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, Final
+from typing import Any, Final, Literal, overload
 
 import trio
 
@@ -77,6 +84,13 @@ from mvds_node.node._events import (
     LogUploaded,
 )
 from mvds_node.node._identity import Identity, load_identity
+from mvds_node.node._inbox import (
+    DEFAULT_CURSOR,
+    Inbox,
+    InboxReader,
+    check_cursor_name,
+    history_messages,
+)
 from mvds_node.node._memory import keep_freed_memory
 from mvds_node.node._remotelog import RemoteLogService, backend_for, credentials_from
 from mvds_node.node._routing import Route, Router
@@ -182,6 +196,11 @@ class Node:
             max_payload=self._max_payload,
             on_peer_up=self._peer_up,
         )
+        self._inbox = Inbox(
+            store, lambda: self._driver.names, self._driver.emit, self._driver.store_failed
+        )
+        self._inbox.check()  # a damaged inbox or cursor: refuse to start, never reset it
+        self._driver.on_delivered = self._inbox.notify
         self._listening: tuple[str, ...] = ()
         self._apply_config()
         self._remote_log: RemoteLogService | None = None
@@ -289,10 +308,11 @@ class Node:
     ) -> bytes:
         """Send ``body`` to every member of ``group`` (its name or ID).
 
-        A durable message is committed to the store before this returns, and is delivered to
-        every member exactly once, retransmitted as long as it takes. An ephemeral message goes
-        out once, as a NOSYNC packet that never enters the sync engine or the store (typing
-        notices, presence); it returns ``b""``, since ephemeral messages have no ID.
+        A durable message is committed to the store before this returns, and is retransmitted
+        to every member as long as it takes; each member's application gets it at least once
+        (exactly once for one that confirms what it read, see :meth:`messages`). An ephemeral
+        message goes out once, as a NOSYNC packet that never enters the sync engine or the
+        store (typing notices, presence); it returns ``b""``, since ephemeral messages have no ID.
         ``expires_at`` (Unix ms) makes the message delete itself everywhere at that time.
         While a member's connection has more than two payloads queued or being written, a durable
         send first waits for it to drain, for up to an epoch (the application keeps the network's
@@ -425,8 +445,8 @@ class Node:
     ) -> ImportResult:
         """Authenticate a bundle file completely, then apply it all or nothing.
 
-        Its messages are delivered (to :meth:`messages` subscribers) as if they had come from
-        the sender over the network; its acknowledgements stop our retransmissions. Importing
+        Its messages are delivered (into the inbox :meth:`messages` reads) as if they had come
+        from the sender over the network; its acknowledgements stop our retransmissions. Importing
         the same file again is harmless. ``progress`` follows the check of the file,
         ``apply_progress`` the second pass that applies it; both get (chunks done, chunks).
 
@@ -454,17 +474,128 @@ class Node:
 
     # ----------------------------------------------------------------- subscriptions
 
-    def messages(self) -> contextlib.AbstractAsyncContextManager[_Messages]:
-        """Receive every message delivered from now on, in delivery order::
+    @overload
+    def messages(
+        self,
+        cursor: str = ...,
+        *,
+        live: Literal[False] = ...,
+        confirm: Literal["auto", "manual"] = ...,
+    ) -> contextlib.AbstractAsyncContextManager[InboxReader]: ...
+    @overload
+    def messages(
+        self,
+        cursor: str = ...,
+        *,
+        live: Literal[True],
+        confirm: Literal["auto", "manual"] = ...,
+    ) -> contextlib.AbstractAsyncContextManager[_Messages]: ...
+    def messages(
+        self,
+        cursor: str = DEFAULT_CURSOR,
+        *,
+        live: bool = False,
+        confirm: Literal["auto", "manual"] = "auto",
+    ) -> contextlib.AbstractAsyncContextManager[InboxReader | _Messages]:
+        """Read the durable messages delivered to this node, in delivery order, from the durable
+        cursor ``cursor`` (one name per consumer, say ``"ui"``)::
 
             async with node.messages() as inbox:
                 async for message in inbox:
                     ...
 
-        While the block runs, a reader that falls behind slows the node rather than missing
-        messages; leaving the block unsubscribes.
+        A cursor starts before the oldest stored message, so what arrived while no reader ran
+        (a bundle imported while the node was stopped, a remote log caught up) is read first.
+        Confirmation is per message: ``async for`` (or :meth:`InboxReader.receive`) confirms a
+        message once the reader asks for the next one, that is after the loop body ran for it,
+        and leaving the block without an exception confirms the last one. With
+        ``confirm="manual"``, call :meth:`InboxReader.confirm` (for a batch: its last message).
+        After a crash or a restart the cursor resumes after the last confirmed message: every
+        message at least once, exactly once for an application that confirms. The node never
+        waits for a reader: a slow one reads behind, from the store.
+
+        ``live=True`` is a live-only subscription, as before the inbox: messages delivered from
+        now on, ephemeral (NOSYNC) ones included, which are never in the inbox; a live reader
+        that falls 1,024 messages behind misses messages (they stay in the inbox).
+
+        Raises:
+            LocalProtocolError: a bad cursor name or ``confirm`` mode.
         """
-        return self._subscribers.messages()
+        if live:
+            return self._subscribers.messages()
+        check_cursor_name(cursor)
+        return self._inbox.reader(cursor, confirm)
+
+    @property
+    def store(self) -> SQLiteStore:
+        """The node's store (its inbox, cursors and history are read from here)."""
+        return self._store
+
+    def cursors(self) -> dict[str, int]:
+        """The durable cursors, each with the inbox position it last confirmed."""
+        return self._inbox.cursors()
+
+    def delete_cursor(self, name: str) -> bool:
+        """Forget a durable cursor (a consumer that is gone, so retention is not held back by
+        it). Returns False if there was none of that name."""
+        return self._inbox.delete_cursor(name)
+
+    def unread(self, cursor: str = DEFAULT_CURSOR) -> int:
+        """Inbox messages after ``cursor``'s position."""
+        return self._inbox.unread(cursor)
+
+    def history(
+        self,
+        group: str | bytes,
+        *,
+        since: int = 0,
+        limit: int | None = None,
+        author: bytes | None = None,
+    ) -> list[Message]:
+        """The group's stored messages, received and sent, oldest first: those with a
+        timestamp (Unix ms) at or after ``since``; with ``limit``, the last ``limit`` of them;
+        with ``author``, those by that key (this node's own key: those it sent). Until
+        messages carry their author, the author is the peer a message came from
+        (:attr:`Message.sender`). An expired or retained-away message is not there.
+
+        Raises:
+            ConfigError: no such group.
+        """
+        cfg = self.config.group(group)
+        return history_messages(
+            self._store,
+            cfg.name,
+            cfg.id,
+            self.identity.public_key,
+            since=since,
+            limit=limit,
+            author=author,
+        )
+
+    def apply_retention(self) -> int:
+        """Delete what ``[retention]`` says may go (see :meth:`SQLiteStore.retain`), never
+        a message a durable cursor has not passed. Returns how many messages went; the
+        node does this every ``retention.interval`` seconds."""
+        r = self.config.retention
+        if not (r.max_age or r.max_messages or r.max_bytes):
+            return 0
+        cursors = self._inbox.cursors()
+        up_to = min(cursors.values()) if cursors else self._store.inbox_end()
+        deleted = self._store.retain(
+            up_to,
+            older_than=wall_ms() - int(r.max_age * 1000) if r.max_age else None,
+            max_messages=r.max_messages or None,
+            max_bytes=r.max_bytes or None,
+        )
+        return len(deleted)
+
+    async def _retain_periodically(self) -> None:
+        while True:
+            try:
+                self.apply_retention()
+            except StoreError as e:
+                self._driver.store_failed(e)
+            await trio.sleep(self.config.retention.interval)
 
     def events(self) -> contextlib.AbstractAsyncContextManager[_Events]:
         """Receive the node's events from now on: the engine's (delivered, acked, given up,
@@ -537,6 +668,7 @@ class Node:
                 # What reaches each peer now that the carriers are open.
                 self._driver.update_peers(self._members())
                 await nursery.start(self._driver.run)
+                nursery.start_soon(self._retain_periodically)
                 if self._remote_log is not None:
                     await nursery.start(self._remote_log.run)
                 if self.config.discovery.enabled and self._listening:

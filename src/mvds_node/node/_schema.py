@@ -46,7 +46,7 @@ __all__ = [
 Kind = Literal["string", "boolean", "integer", "number", "list"]
 """The TOML type of a setting's value (a list is a list of strings)."""
 
-SECTIONS: Final = ("node", "sync", "discovery", "multicast", "tcp", "remote_log")
+SECTIONS: Final = ("node", "sync", "discovery", "multicast", "tcp", "remote_log", "retention")
 """The tables of ``config.toml`` that hold settings, in the order they are written."""
 
 
@@ -401,6 +401,22 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting("remote_log", "nkey_file", "string", "",
             "NATS: a file holding an NKey seed.",
             attr="remote_log.nkey_file"),
+    # [retention]
+    Setting("retention", "max_age", "number", 0.0,
+            "Delete received messages older than this many seconds (by their timestamp) once "
+            "every durable cursor has passed them; 0 keeps them.",
+            attr="retention.max_age", low=0.0, high=1e10),
+    Setting("retention", "max_messages", "integer", 0,
+            "Keep at most this many received messages, deleting the oldest once every durable "
+            "cursor has passed them; 0: no limit.",
+            attr="retention.max_messages", low=0, high=10**12),
+    Setting("retention", "max_bytes", "integer", 0,
+            "Keep at most this many bytes of received messages, deleting the oldest once every "
+            "durable cursor has passed them; 0: no limit.",
+            attr="retention.max_bytes", low=0, high=10**15),
+    Setting("retention", "interval", "number", 60.0,
+            "How often, in seconds, retention runs.",
+            attr="retention.interval", low=0.01, high=86400.0),
 )  # fmt: skip
 
 _BY_NAME: Final = {s.name: s for s in SETTINGS}

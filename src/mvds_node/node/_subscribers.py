@@ -2,11 +2,13 @@
 
 Theory of operation
 -------------------
-Each :meth:`Node.messages` block is a bounded channel that the node's loop fills in delivery
-order. Messages are lossless: when a reader's channel is full the loop waits for it (a slow
-reader slows the node, it does not miss messages), except ephemeral ones, which never wait and
-may be lost. Each :meth:`Node.events` block is an :class:`~mvds_node.transports.EventQueue`:
-events are advisory, never wait, and those that find a queue full are counted as dropped.
+Durable messages reach the application through the inbox (``_inbox``): the store keeps them,
+and readers read at their own pace. Each live :meth:`Node.messages` block (``live=True``) is a
+bounded channel that the node's loop fills in delivery order without ever waiting: a live reader
+whose channel is full misses the message (counted in ``messages_dropped``), as ephemeral messages
+are missed; the message is still in the inbox for durable cursors. Each :meth:`Node.events`
+block is an :class:`~mvds_node.transports.EventQueue`: events are advisory, never wait, and those
+that find a queue full are counted as dropped.
 
 A subscriber is removed before its channel is closed, with no checkpoint in between, so the
 loop never sends to a channel whose reader is gone.
@@ -39,13 +41,19 @@ class Message:
     """The MVDS message ID (empty for an ephemeral NOSYNC message, which has none)."""
     body: bytes
     sender: bytes
-    """Key of the peer it came from (which may have relayed it)."""
+    """Key of the peer it came from (which may have relayed it); empty when not known (a
+    message stored before the store kept senders, schema 2)."""
     timestamp: int
     """Author's clock, Unix milliseconds (0 for ephemeral NOSYNC messages)."""
     ephemeral: bool = False
     parents: tuple[bytes, ...] = ()
     parents_missing: tuple[bytes, ...] = ()
     """Parents given up on (``missing_parents = "deliver"``): delivered without them."""
+    seq: int = 0
+    """Its place in the node's durable inbox (0 for a live-only or ephemeral message)."""
+    skipped: tuple[bytes, ...] = ()
+    """From a durable cursor: IDs of messages that expired before this reader reached them,
+    just before this one."""
 
 
 @final
@@ -61,6 +69,8 @@ class Subscribers:
         self._messages: list[trio.MemorySendChannel[Message]] = []
         self._events: list[EventQueue[AnyEvent]] = []
         self._dropped_by_gone = 0  # events dropped by subscribers that have left
+        self.messages_dropped = 0
+        """Messages live subscribers missed because their channel was full."""
 
     @property
     def events_dropped(self) -> int:
@@ -95,19 +105,13 @@ class Subscribers:
         for queue in self._events:
             queue.emit(event)
 
-    async def deliver(self, message: Message) -> None:
-        """Give ``message`` to every messages subscriber, waiting for a full one."""
-        for send in list(self._messages):
-            with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
-                try:
-                    send.send_nowait(message)  # the common case: room in the buffer
-                except trio.WouldBlock:
-                    await send.send(message)  # a slow reader: wait for it
-
     def deliver_nowait(self, message: Message) -> None:
-        """Give an ephemeral ``message`` to every subscriber with room; a full one misses it."""
+        """Give ``message`` to every live subscriber with room; a full one misses it (the node's
+        loop never waits for a reader)."""
         for send in self._messages:
-            with contextlib.suppress(
-                trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError
-            ):
+            try:
                 send.send_nowait(message)
+            except trio.WouldBlock:
+                self.messages_dropped += 1
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                pass

@@ -423,7 +423,7 @@ class _Sim:
                 mode = "interactive"
             else:
                 mode = "batch"
-            store = MemoryStore()
+            store = MemoryStore(inbox=False)  # the simulator counts deliveries itself
             engine = Engine(store, config=config, now=0.0)
             engine.add_group(gid)
             for q in sorted(peers[i]):

@@ -56,6 +56,7 @@ from mvds_node.sync._wire import encode_message as encode_message
 from mvds_node.sync._wire import encode_payload as encode_payload
 from mvds_node.sync._wire import message_id as message_id
 from mvds_node.sync._wire import payload_overhead as payload_overhead
+from mvds_node.sync.store import InboxEntry as InboxEntry
 from mvds_node.sync.store import MemoryStore as MemoryStore
 from mvds_node.sync.store._protocol import Store as Store
 from mvds_node.sync.store._protocol import StoredMessage as StoredMessage
@@ -79,6 +80,7 @@ __all__ = [
     "GaveUp",
     "GiveUpPolicy",
     "Limits",
+    "InboxEntry",
     "MemoryStore",
     "MessageAcked",
     "MessageDelivered",

@@ -253,6 +253,8 @@ class Causal:
                     frontier[mid] = None
             first = False
             gone = tuple(abandoned_for.pop(mid, ())) if abandoned_for else ()
+            # In the same transaction: a delivered message is in the application's inbox.
+            store.record_delivery(mid, group_id, sender, gone)
             self._stats.messages_delivered += 1
             self._push(
                 MessageDelivered(

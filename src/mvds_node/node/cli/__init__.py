@@ -16,13 +16,19 @@ The commands are thin: they parse options, build configuration and hand the work
 - ``_commands.py``: init, key, status, send, export/import, log, helper, completion;
 - ``_manage.py``: peers, groups, config get/set (the commands that edit config.toml);
 - ``_run.py``: run; ``_events.py``: its JSON lines and lines for people;
+- ``_messages.py``: messages (stored messages, offline or from the running node), cursors;
 - ``_local.py``: the running node's control socket, or the store opened here;
 - ``mvds_node.sim._cli``: ``sim``.
 """
 
 from __future__ import annotations
 
-from mvds_node.node.cli import _commands, _manage, _run  # noqa: F401 - they register commands
+from mvds_node.node.cli import (  # noqa: F401 - they register commands
+    _commands,
+    _manage,
+    _messages,
+    _run,
+)
 from mvds_node.node.cli._app import main as main
 from mvds_node.node.cli._app import root as root
 from mvds_node.node.cli._events import encode_event as encode_event

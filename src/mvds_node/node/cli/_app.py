@@ -106,7 +106,8 @@ def _version() -> str:
 
 
 _ORDER: Final = (
-    *("init", "key", "run", "send", "status", "peers", "groups", "config"),
+    *("init", "key", "run", "send", "messages", "status", "peers", "groups", "config"),
+    "cursors",
     *("export", "import", "log", "helper", "sim", "completion"),
 )
 """The order ``--help`` lists the commands in: the order a newcomer needs them."""

@@ -6,21 +6,35 @@ data directory's store and do the work here (so ``send``, ``status`` and bundles
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from mvds_node.errors import MvdsError
+from mvds_node.errors import MvdsError, StoreError
 from mvds_node.node._bundles import ExportResult, ImportResult
-from mvds_node.node._config import NodeConfig
-from mvds_node.node._control import ControlUnavailable, b64, call, unb64
+from mvds_node.node._config import GroupConfig, NodeConfig
+from mvds_node.node._control import (
+    ControlUnavailable,
+    Send,
+    Stream,
+    b64,
+    call,
+    stream,
+    unb64,
+)
 from mvds_node.node._identity import load_identity
+from mvds_node.node._inbox import check_cursor_name, history_messages, unread_messages
 from mvds_node.node._node import Node
+from mvds_node.node.cli._events import message_json
 from mvds_node.node.cli._output import ProgressBar
 from mvds_node.sync import SQLiteStore
 
 __all__ = [
     "Offline",
     "bundle_op",
+    "cli_cursor",
+    "cursors",
+    "follow_messages",
+    "stored_messages",
     "control_handler",
     "ask",
     "send_one",
@@ -62,11 +76,19 @@ async def ask(config: NodeConfig, request: dict[str, Any]) -> dict[str, Any] | N
 # --------------------------------------------------------------------------- control ops
 
 
-def control_handler(node: Node) -> Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]:
+def control_handler(
+    node: Node,
+) -> Callable[[dict[str, Any]], Awaitable[dict[str, Any] | Stream]]:
     """What a running node answers on its control socket."""
 
-    async def handle(request: dict[str, Any]) -> dict[str, Any]:
+    async def handle(request: dict[str, Any]) -> dict[str, Any] | Stream:
         op = request["op"]
+        if op == "messages":
+            return _messages_op(node, request)
+        if op == "follow":
+            return _follow_op(node, request)
+        if op == "cursors":
+            return cursors_op(node, request)
         if op == "send":
             group = request.get("group")
             if not isinstance(group, str):
@@ -218,3 +240,152 @@ async def bundle_op(
             )
     finally:
         offline.close()
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def cli_cursor(group: GroupConfig) -> str:
+    """The cursor ``mvds-node messages --unread/--follow`` keeps for ``group``."""
+    try:
+        return check_cursor_name(f"cli:{group.name}")
+    except MvdsError:
+        return f"cli:{group.id.hex()[:16]}"
+
+
+def _messages_op(node: Node, request: dict[str, Any]) -> dict[str, Any]:
+    group = node.group(_text(request, "group"))
+    since, limit = _integer(request, "since"), request.get("limit")
+    if limit is not None and (not isinstance(limit, int) or limit < 0):
+        raise ValueError("limit must be a non-negative integer")
+    if request.get("unread"):
+        store = node.store
+        messages, position = unread_messages(
+            store, {g.id: g.name for g in node.config.groups}, cli_cursor(group), group_id=group.id
+        )
+        messages = [m for m in messages if m.timestamp >= since]
+        store.set_cursor(cli_cursor(group), position)
+    else:
+        messages = node.history(group.id, since=since, limit=limit)
+    return {"ok": True, "messages": [message_json(m) for m in messages]}
+
+
+def _follow_op(node: Node, request: dict[str, Any]) -> Stream:
+    """What ``messages`` would show, then each new message of the group as it arrives: the
+    CLI's cursor is put at the end of what was shown, with no checkpoint in between, so a
+    message that arrives meanwhile is streamed, never missed or shown twice."""
+    group = node.group(_text(request, "group"))
+    cursor = cli_cursor(group)
+    shown = _messages_op(node, {**request, "limit": request.get("limit")})["messages"]
+    if not request.get("unread"):
+        node.store.set_cursor(cursor, node.store.inbox_end())
+
+    async def produce(send: Send) -> None:
+        for doc in shown:
+            await send(doc)
+        async with node.messages(cursor, confirm="manual") as inbox:
+            async for m in inbox:
+                if m.group_id == group.id:
+                    await send(message_json(m))
+                inbox.confirm(m)  # sent to the client: the CLI's cursor moves past it
+
+    return Stream(produce)
+
+
+def _text(request: dict[str, Any], key: str) -> str:
+    value = request.get(key)
+    if not isinstance(value, str):
+        raise ValueError(f"{request.get('op')} needs a {key}")
+    return value
+
+
+def _integer(request: dict[str, Any], key: str) -> int:
+    value = request.get(key, 0)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**63:
+        raise ValueError(f"{key} must be a non-negative integer")
+    return value
+
+
+async def stored_messages(
+    config: NodeConfig, group: str, *, since: int, limit: int | None, unread: bool
+) -> tuple[list[dict[str, Any]], bool]:
+    """The group's stored messages as JSON documents, and whether a running node answered.
+    With no node running the store is opened read-only (``--unread`` moves the CLI's cursor,
+    so it opens the store to write)."""
+    request = {"op": "messages", "group": group, "since": since, "limit": limit, "unread": unread}
+    response = await ask(config, request)
+    if response is not None:
+        return list(response["messages"]), True
+    cfg = config.group(group)
+    if unread:
+        offline = Offline(config)
+        try:
+            return _messages_op(offline.node(), request)["messages"], False
+        finally:
+            offline.close()
+    try:
+        store = SQLiteStore(config.store_path, read_only=True)
+    except StoreError:
+        # A store of an older schema (or in some other state a read-only open cannot take):
+        # no node runs, so open it as a node would, which migrates it or says what is wrong.
+        store = SQLiteStore(config.store_path, synchronous=config.store_sync)
+    try:
+        me = load_identity(config.identity_path).public_key
+        found = history_messages(store, cfg.name, cfg.id, me, since=since, limit=limit)
+    finally:
+        store.close()
+    return [message_json(m) for m in found], False
+
+
+async def follow_messages(
+    config: NodeConfig, group: str, *, since: int, unread: bool
+) -> AsyncIterator[dict[str, Any]]:
+    """The group's stored messages (as :func:`stored_messages`), then the new ones as they
+    arrive, from the running node (the CLI's cursor).
+
+    Raises:
+        MvdsError: no node runs (``--follow`` needs one).
+    """
+    config.group(group)
+    if not config.control_path.exists():
+        raise MvdsError(f"no node is running in {config.data_dir}: --follow needs `mvds-node run`")
+    request = {"op": "follow", "group": group, "since": since, "unread": unread}
+    async for document in stream(config.control_path, request):
+        if document.get("ok") is False:
+            raise MvdsError(str(document.get("error", "the node refused the request")))
+        yield document
+
+
+def cursors_op(node: Node, request: dict[str, Any]) -> dict[str, Any]:
+    if request.get("delete") is not None:
+        return {"ok": True, "deleted": node.delete_cursor(_text(request, "delete"))}
+    end = node.store.inbox_end()
+    return {
+        "ok": True,
+        "cursors": [
+            {"name": n, "position": p, "unread": max(0, end - p)} for n, p in node.cursors().items()
+        ],
+    }
+
+
+async def cursors(config: NodeConfig, delete: str | None = None) -> dict[str, Any]:
+    """List the durable cursors, or delete one: by the running node, else in the store (which
+    opens even when a damaged cursor keeps the node from starting, so it can be deleted)."""
+    request: dict[str, Any] = {"op": "cursors", "delete": delete}
+    response = await ask(config, request)
+    if response is not None:
+        return response
+    store = SQLiteStore(config.store_path)
+    try:
+        if delete is not None:
+            return {"ok": True, "deleted": store.delete_cursor(check_cursor_name(delete))}
+        end = store.inbox_end()
+        return {
+            "ok": True,
+            "cursors": [
+                {"name": n, "position": p, "unread": max(0, end - p)}
+                for n, p in store.cursors().items()
+            ],
+        }
+    finally:
+        store.close()

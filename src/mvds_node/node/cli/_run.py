@@ -34,7 +34,7 @@ from mvds_node.node.cli._app import State, common_options, pass_state, root
 from mvds_node.node.cli._complete import complete_group
 from mvds_node.node.cli._events import encode_event, event_line, message_json, message_line
 from mvds_node.node.cli._local import control_handler
-from mvds_node.node.cli._output import Failure, Output, styled
+from mvds_node.node.cli._output import Failure, Output, plural, styled
 from mvds_node.sync import MessageAcked
 
 __all__ = ["CatchUp"]
@@ -246,6 +246,14 @@ async def _run(
                     await trio.sleep(CATCH_UP_SECONDS)
 
             nursery.start_soon(stop_on_signal)
+            away = node.unread()
+            if chat is not None and away:
+                # The inbox's cursor starts where the last run stopped: what came meanwhile
+                # (over the network, a bundle, a remote log) is printed first.
+                await show(
+                    {"type": "unread", "messages": away},
+                    [(f"* {plural(away, 'message')} arrived while you were away:", "dim")],
+                )
             nursery.start_soon(print_messages)
             nursery.start_soon(print_events)
             if report:

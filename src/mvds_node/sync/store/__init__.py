@@ -13,10 +13,19 @@
 from __future__ import annotations
 
 from mvds_node.sync.store._memory import MemoryStore as MemoryStore
+from mvds_node.sync.store._protocol import InboxEntry as InboxEntry
 from mvds_node.sync.store._protocol import Store as Store
 from mvds_node.sync.store._protocol import StoredMessage as StoredMessage
 from mvds_node.sync.store._protocol import StoreReader as StoreReader
 from mvds_node.sync.store._protocol import StoreView as StoreView
 from mvds_node.sync.store._sqlite import SQLiteStore as SQLiteStore
 
-__all__ = ["MemoryStore", "SQLiteStore", "Store", "StoreReader", "StoreView", "StoredMessage"]
+__all__ = [
+    "InboxEntry",
+    "MemoryStore",
+    "SQLiteStore",
+    "Store",
+    "StoreReader",
+    "StoreView",
+    "StoredMessage",
+]

@@ -23,7 +23,8 @@ class MemoryStore:
     when the due index learns their new send epoch.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, inbox: bool = True) -> None:
+        self._keep_inbox = inbox
         self._messages: dict[bytes, StoredMessage] = {}
         self._parent_refs: dict[bytes, int] = {}  # parent -> children that do not expire
         self._groups: dict[bytes, dict[bytes, str]] = {}
@@ -35,6 +36,9 @@ class MemoryStore:
         self._heap: list[int] = []
         self._epoch = 0
         self._closed = False
+        self.inbox: list[tuple[bytes, bytes, bytes]] = []
+        """(message ID, group, sender) of every delivered message, in delivery order (kept
+        unless ``inbox=False``: the simulator, whose application is itself, keeps none)."""
 
     @contextmanager
     def _txn(self) -> Iterator[None]:
@@ -96,6 +100,16 @@ class MemoryStore:
                 message.expires_at,
                 True,
             )
+
+    def record_delivery(
+        self,
+        message_id: bytes,
+        group_id: bytes,
+        sender: bytes,
+        parents_missing: tuple[bytes, ...] = (),
+    ) -> None:
+        if self._keep_inbox:
+            self.inbox.append((message_id, group_id, sender))
 
     def undelivered(self) -> list[StoredMessage]:
         return [m for m in self._messages.values() if not m.delivered]

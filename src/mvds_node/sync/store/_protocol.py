@@ -24,7 +24,7 @@ from typing import Protocol, final
 
 from mvds_node.sync._state import Record, RecordType
 
-__all__ = ["Record", "Store", "StoreReader", "StoreView", "StoredMessage"]
+__all__ = ["InboxEntry", "Record", "Store", "StoreReader", "StoreView", "StoredMessage"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +41,23 @@ class StoredMessage:
     """Unix milliseconds after which the message is deleted everywhere (0: never)."""
     delivered: bool = True
     """False while consistent delivery holds the message back until its parents are delivered."""
+
+
+@dataclass(frozen=True, slots=True)
+class InboxEntry:
+    """One message of the application's inbox (or of a group's history), as the store keeps it."""
+
+    seq: int
+    """Its place in delivery order (0 in a history for a message this node sent)."""
+    message_id: bytes
+    group_id: bytes
+    sender: bytes | None
+    """The peer it came from; None when not known (delivered before the store kept it) or, in a
+    history, for a message this node sent."""
+    message: StoredMessage | None
+    """The message; None once it is gone (it expired before the reader reached it)."""
+    parents_missing: tuple[bytes, ...] = ()
+    """Parents given up on, that it was delivered without."""
 
 
 class Store(Protocol):
@@ -71,6 +88,17 @@ class Store(Protocol):
         ...
 
     def mark_delivered(self, message_id: bytes) -> None: ...
+    def record_delivery(
+        self,
+        message_id: bytes,
+        group_id: bytes,
+        sender: bytes,
+        parents_missing: tuple[bytes, ...] = (),
+    ) -> None:
+        """Append a message delivered to the application to the inbox, in the transaction that
+        delivers it (so a stored, acknowledged message is never missing from the inbox)."""
+        ...
+
     def undelivered(self) -> list[StoredMessage]:
         """Messages held back by consistent delivery."""
         ...

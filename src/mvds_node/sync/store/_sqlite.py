@@ -27,6 +27,11 @@ The schema follows :class:`~mvds_node.sync.MemoryStore`, which defines the seman
   deliver them without asking for the parents (ordering by message ID instead cost a quarter of
   the engine benchmark's throughput).
 * ``meta``: the engine's epoch.
+* ``inbox`` (schema 3): every message delivered to the application, in delivery order, keyed by
+  an AUTOINCREMENT ``seq``; a row is written by ``record_delivery`` in the transaction that
+  delivers the message, and stays (its message gone) when the message expires, so a reader
+  that had not reached it can be told. ``cursors``: each durable cursor's name and the last
+  ``seq`` its consumer confirmed. :meth:`SQLiteStore.retain` trims both ends of that story.
 
 Large bodies: a message whose wire encoding is at least :data:`EXTERNAL_MIN` bytes is not kept in
 the database. Its bytes are appended to a *segment file* (``<store>.bodies/00000001.seg``, ...),
@@ -80,12 +85,12 @@ from typing import Final, Literal, final
 from mvds_node._files import fsync_directory
 from mvds_node.errors import LocalProtocolError, StoreError
 from mvds_node.sync._state import RecordType
-from mvds_node.sync.store._protocol import Record, StoredMessage
+from mvds_node.sync.store._protocol import InboxEntry, Record, StoredMessage
 from mvds_node.sync.store._segments import SegmentWriter
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "SQLiteStore"]
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 """The schema this code writes (``PRAGMA user_version``); files with a newer one are refused,
 older ones are migrated when opened (see ``_MIGRATIONS``)."""
 
@@ -110,6 +115,9 @@ _WAL_BYTES: Final = 16 * 1024 * 1024
 a checkpoint that found it larger: a node on a small disk does not lose 40 MiB to a log of a few
 MiB of data. Measured on 5,000 sends, 16 MiB keeps the throughput of the 40 MiB log (256-byte
 sends lost a quarter of it at 4-8 MiB; 60 KB sends, whose bodies are in segments, nothing)."""
+_INBOX_BATCH_BYTES: Final = 4 * 1024 * 1024
+"""Bodies one read of the inbox brings into memory at most (beyond its first message): a reader
+that reads ahead in batches holds a bounded amount, however large the messages."""
 _MAX_OPEN_SEGMENTS: Final = 16
 """Segments kept open for reading at once (older ones are reopened when read)."""
 
@@ -133,6 +141,26 @@ _RECORDS_INDEXES: Final = (
     # Ordered by (send_epoch, seq): seq is the rowid every index entry ends with.
     "CREATE INDEX records_due ON records (send_epoch) WHERE parked = 0",
     "CREATE INDEX records_peer ON records (peer)",
+)
+
+# The application's inbox (schema 3): every message delivered to the application, in delivery
+# order, numbered by ``seq`` (AUTOINCREMENT: a number is never reused, even after retention
+# deleted the last rows), and the durable cursors that say how far each consumer has confirmed.
+# A row is written by the engine in the transaction that delivers the message, so a message the
+# node stored and acknowledged is in the inbox too: there is no window between the two.
+_INBOX_SCHEMA: Final = (
+    """CREATE TABLE inbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        message_id BLOB NOT NULL CHECK (length(message_id) = 32),
+        group_id BLOB NOT NULL,
+        sender BLOB,
+        missing BLOB
+    )""",
+    "CREATE INDEX inbox_message ON inbox (message_id)",
+    """CREATE TABLE cursors (
+        name TEXT NOT NULL PRIMARY KEY,
+        position INTEGER NOT NULL CHECK (typeof(position) = 'integer' AND position >= 0)
+    ) WITHOUT ROWID""",
 )
 
 # One statement per entry: executed in order in the transaction that creates a store.
@@ -169,6 +197,7 @@ _SCHEMA: Final = (
     _RECORDS_TABLE.format(name="records"),
     *_RECORDS_INDEXES,
     "CREATE TABLE meta (key TEXT NOT NULL PRIMARY KEY, value) WITHOUT ROWID",
+    *_INBOX_SCHEMA,
     f"PRAGMA application_id = {APPLICATION_ID}",
     f"PRAGMA user_version = {SCHEMA_VERSION}",
 )
@@ -191,6 +220,14 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
         "DROP TABLE records",
         "ALTER TABLE records_v2 RENAME TO records",
         *_RECORDS_INDEXES,
+    ),
+    # 2 -> 3: the application's inbox and its cursors. Messages delivered before are put in the
+    # inbox in the order they were stored, with no sender (schema 2 did not keep it), so that an
+    # application reading from a new cursor sees them: at least once, never lost.
+    2: (
+        *_INBOX_SCHEMA,
+        "INSERT INTO inbox (message_id, group_id, sender, missing) "
+        "SELECT id, group_id, NULL, NULL FROM messages WHERE delivered = 1 ORDER BY rowid",
     ),
 }
 
@@ -292,6 +329,51 @@ _MIN_DUE: Final = "SELECT min(send_epoch) FROM records WHERE parked = 0"
 _COUNT_RECORDS: Final = "SELECT count(*) FROM records"
 _COUNT_PEER_RECORDS: Final = "SELECT count(*) FROM records WHERE peer = ?"
 
+_M_MESSAGE: Final = ", ".join("m." + c for c in _MESSAGE.split(", "))
+_RECORD_DELIVERY: Final = (
+    "INSERT INTO inbox (message_id, group_id, sender, missing) VALUES (?, ?, ?, ?)"
+)
+_INBOX_AFTER: Final = (
+    f"SELECT i.seq, i.message_id, i.group_id, i.sender, i.missing, {_M_MESSAGE} "
+    "FROM inbox AS i LEFT JOIN messages AS m ON m.id = i.message_id "
+    "WHERE i.seq > ? ORDER BY i.seq LIMIT ?"
+)
+_INBOX_END: Final = "SELECT seq FROM sqlite_sequence WHERE name = 'inbox'"
+_INBOX_FIRST: Final = "SELECT min(seq) FROM inbox"
+_HISTORY: Final = (
+    f"SELECT m.rowid, coalesce(i.seq, 0), m.id, m.group_id, i.sender, i.missing, {_M_MESSAGE} "
+    "FROM messages AS m LEFT JOIN inbox AS i ON i.message_id = m.id "
+    "WHERE m.group_id = ? AND m.delivered = 1 AND m.timestamp >= ? "
+)
+_CURSORS: Final = "SELECT name, position FROM cursors ORDER BY name"
+_SET_CURSOR: Final = "INSERT OR REPLACE INTO cursors (name, position) VALUES (?, ?)"
+_DELETE_CURSOR: Final = "DELETE FROM cursors WHERE name = ?"
+_BAD_CURSORS: Final = (
+    "SELECT name, position FROM cursors WHERE typeof(name) != 'text' "
+    "OR typeof(position) != 'integer' OR position < 0 OR position > ?"
+)
+_BAD_INBOX: Final = (
+    "SELECT seq FROM inbox WHERE typeof(message_id) != 'blob' OR length(message_id) != 32 "
+    "OR typeof(group_id) != 'blob' OR (sender IS NOT NULL AND typeof(sender) != 'blob') "
+    "OR (missing IS NOT NULL AND (typeof(missing) != 'blob' OR length(missing) % 32 != 0)) "
+    "LIMIT 1"
+)
+# Retention (see SQLiteStore.retain): inbox rows every cursor has passed, oldest first, with what
+# decides whether they go: the message's timestamp and size, whether a peer still waits for it
+# (a record), and whether a stored message names it as parent (off the frontier).
+_RETAIN_CANDIDATES: Final = (
+    "SELECT i.seq, i.message_id, m.timestamp, length(m.wire) + coalesce(m.size, 0), "
+    "EXISTS (SELECT 1 FROM records AS r WHERE r.message_id = i.message_id), "
+    "m.expires_at = 0 AND NOT EXISTS (SELECT 1 FROM parents AS p WHERE p.parent = i.message_id) "
+    "FROM inbox AS i LEFT JOIN messages AS m ON m.id = i.message_id "
+    "WHERE i.seq <= ? ORDER BY i.seq"
+)
+_INBOX_TOTALS: Final = (
+    "SELECT count(*), coalesce(sum(length(m.wire) + coalesce(m.size, 0)), 0) "
+    "FROM inbox AS i JOIN messages AS m ON m.id = i.message_id"
+)
+_DELETE_INBOX_ROW: Final = "DELETE FROM inbox WHERE seq = ?"
+
 _GET_EPOCH: Final = "SELECT value FROM meta WHERE key = 'epoch'"
 _SET_EPOCH: Final = "INSERT OR REPLACE INTO meta (key, value) VALUES ('epoch', ?)"
 
@@ -301,11 +383,19 @@ _TYPES: Final = {t.value: t for t in RecordType}
 _O_CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
 
 
+def _uri_path(path: str) -> str:
+    """``path`` for an SQLite ``file:`` URI: the characters a URI gives a meaning escaped."""
+    return path.replace("%", "%25").replace("?", "%3f").replace("#", "%23")
+
+
 def _describe(e: sqlite3.Error) -> str:
     """Say in words what an SQLite error means for the store."""
     name = getattr(e, "sqlite_errorname", None) or ""
     if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
-        what = "the store file is corrupt or not a database"
+        what = (
+            "the store file is corrupt or not a database: restore it from a backup, or move "
+            "it aside to start with an empty store (peers send their messages again)"
+        )
     elif name.startswith("SQLITE_FULL"):
         what = "disk full: no space left for the store"
     elif name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
@@ -460,6 +550,7 @@ class SQLiteStore:
         *,
         synchronous: Literal["normal", "full"] = "normal",
         page_size: int = 4096,
+        read_only: bool = False,
     ) -> None:
         if synchronous not in ("normal", "full"):
             raise LocalProtocolError(f"synchronous must be 'normal' or 'full', not {synchronous!r}")
@@ -483,6 +574,12 @@ class SQLiteStore:
         self._recent_bytes = 0
         self._tx_end = 0
         self._emptied: set[int] = set()
+        self.read_only = read_only
+        """Opened only to read (``mvds-node messages`` while no node runs): no lock held, no
+        write, no migration; a store of an older schema is refused (a node migrates it)."""
+        if read_only:
+            self._open_read_only()
+            return
         if self._bodies is not None and _read_only(self._path):
             # SQLite would open it read-only and fail later, at the first write, with a vague
             # "disk I/O error" (it cannot create the write-ahead log): say what it is, now.
@@ -541,6 +638,34 @@ class SQLiteStore:
     def path(self) -> str:
         """The database file."""
         return self._path
+
+    def _open_read_only(self) -> None:
+        if not os.path.exists(self._path):
+            raise StoreError(f"{self._path}: no store here (the node has never run)")
+        try:
+            con = sqlite3.connect(
+                f"file:{_uri_path(os.path.abspath(self._path))}?mode=ro",
+                uri=True,
+                isolation_level=None,
+                timeout=1.0,
+            )
+            (app_id,) = con.execute("PRAGMA application_id").fetchone()
+            (version,) = con.execute("PRAGMA user_version").fetchone()
+        except sqlite3.Error as e:
+            raise StoreError(f"{self._path}: {_describe(e)}") from e
+        if app_id != APPLICATION_ID:
+            con.close()
+            raise StoreError(f"{self._path}: not an mvds-node store")
+        if version != SCHEMA_VERSION:
+            con.close()
+            raise StoreError(
+                f"{self._path}: the store has schema version {version}, not "
+                f"{SCHEMA_VERSION}; open it read-write (run the node once) to migrate it"
+            )
+        self._con = con
+        self._cur = con.cursor()
+        self._tx = _Transaction(self)
+        self._seq = 0
 
     def _setup(self, con: sqlite3.Connection, synchronous: str) -> None:
         # Before the first read: then SQLite never uses the shared-memory index or per-transaction
@@ -982,6 +1107,194 @@ class SQLiteStore:
         except sqlite3.Error as e:
             raise self._error(e) from e
 
+    def record_delivery(
+        self,
+        message_id: bytes,
+        group_id: bytes,
+        sender: bytes,
+        parents_missing: tuple[bytes, ...] = (),
+    ) -> None:
+        missing = b"".join(parents_missing) or None
+        try:
+            self._cur.execute(_RECORD_DELIVERY, (message_id, group_id, sender, missing))
+        except sqlite3.Error as e:
+            raise self._error(e) from e
+
+    # ------------------------------------------------------------------ the inbox
+
+    def _entries(self, rows: list[tuple[object, ...]]) -> list[InboxEntry]:
+        out = []
+        for seq, mid, gid, sender, missing, *m in rows:
+            message = None
+            if m[0] is not None:
+                message = self._messages([tuple(m)])[0]  # type: ignore[list-item]
+            gone = _split_ids(missing) if missing else ()  # type: ignore[arg-type]
+            out.append(InboxEntry(seq, mid, gid, sender, message, gone))  # type: ignore[arg-type]
+        return out
+
+    def inbox_after(
+        self, position: int, limit: int, *, max_bytes: int = _INBOX_BATCH_BYTES
+    ) -> list[InboxEntry]:
+        """Up to ``limit`` inbox entries after ``position``, in delivery order, and no more
+        than ``max_bytes`` of message bodies (but at least one entry); an entry whose message
+        has expired since has ``message=None``."""
+        rows: list[tuple[object, ...]] = []
+        total = 0
+        try:
+            cursor = self._cur.execute(_INBOX_AFTER, (position, limit))
+            for row in cursor:
+                # (..., wire, parents, expires_at, delivered, seg, pos, size): a body in a
+                # segment counts its size, one in the row its length.
+                wire, size = row[8], row[-1]
+                total += size if size is not None else len(wire or b"")
+                if rows and total > max_bytes:
+                    break
+                rows.append(row)
+            return self._entries(rows)
+        except sqlite3.Error as e:
+            raise self._error(e) from e
+
+    def inbox_end(self) -> int:
+        """The number of the last message ever put in the inbox (0: none yet)."""
+        try:
+            row = self._cur.execute(_INBOX_END).fetchone()
+        except sqlite3.Error as e:
+            raise self._error(e) from e
+        return int(row[0]) if row is not None else 0
+
+    def inbox_start(self) -> int:
+        """The position before the oldest message the inbox still holds (where a new cursor
+        starts: it reads every message retention has kept)."""
+        try:
+            (first,) = self._cur.execute(_INBOX_FIRST).fetchone()
+        except sqlite3.Error as e:
+            raise self._error(e) from e
+        return self.inbox_end() if first is None else int(first) - 1
+
+    def history(
+        self,
+        group_id: bytes,
+        *,
+        since: int = 0,
+        limit: int | None = None,
+        sender: bytes | None = None,
+    ) -> list[InboxEntry]:
+        """The group's stored, delivered messages (received and sent) in the order they were
+        stored; with ``since`` (Unix ms), those whose timestamp is not earlier; with ``limit``,
+        the last ``limit`` of them; with ``sender``, those that came from that peer (``b""``:
+        those this node sent)."""
+        where = ""
+        args: list[object] = [group_id, since]
+        if sender == b"":
+            where = "AND i.seq IS NULL "
+        elif sender is not None:
+            where = "AND i.sender = ? "
+            args.append(sender)
+        if limit is None:
+            sql = f"{_HISTORY}{where}ORDER BY m.rowid"
+        else:
+            sql = f"SELECT * FROM ({_HISTORY}{where}ORDER BY m.rowid DESC LIMIT ?) ORDER BY 1"
+            args.append(max(0, limit))
+        try:
+            rows = self._cur.execute(sql, args).fetchall()
+        except sqlite3.Error as e:
+            raise self._error(e) from e
+        return self._entries([row[1:] for row in rows])
+
+    def cursors(self) -> dict[str, int]:
+        """Every durable cursor and its position (the last inbox message it confirmed)."""
+        try:
+            return {name: int(pos) for name, pos in self._cur.execute(_CURSORS).fetchall()}
+        except sqlite3.Error as e:
+            raise self._error(e) from e
+
+    def set_cursor(self, name: str, position: int) -> None:
+        """Create or move a cursor; committed before this returns."""
+        try:
+            with self._tx:
+                self._cur.execute(_SET_CURSOR, (name, position))
+        except sqlite3.Error as e:
+            raise self._error(e) from e
+
+    def delete_cursor(self, name: str) -> bool:
+        """Delete a cursor; False if there was none of that name."""
+        try:
+            with self._tx:
+                self._cur.execute(_DELETE_CURSOR, (name,))
+                return self._cur.rowcount > 0
+        except sqlite3.Error as e:
+            raise self._error(e) from e
+
+    def check_inbox(self) -> str | None:
+        """What is wrong with the inbox or a cursor (a row that does not hold what the schema
+        says, a cursor past the inbox's end), or None. Reading every row also finds damage in
+        the pages they are on (SQLite then reports the file corrupt)."""
+        try:
+            end = self.inbox_end()
+            bad = self._cur.execute(_BAD_CURSORS, (end,)).fetchone()
+            if bad is not None:
+                return (
+                    f"cursor {bad[0]!r} is damaged (position {bad[1]!r}, the inbox ends at "
+                    f"{end}); delete it with `mvds-node cursors delete {bad[0]}` (its reader "
+                    "then starts again from the oldest stored message)"
+                )
+            row = self._cur.execute(_BAD_INBOX).fetchone()
+            if row is not None:
+                return (
+                    f"inbox row {row[0]} is damaged; restore the store from a backup, or run "
+                    '`sqlite3 <store> "DELETE FROM inbox WHERE seq = '
+                    f'{row[0]}"` to drop that one entry'
+                )
+        except sqlite3.Error as e:
+            return (
+                f"{_describe(e)}; restore the store from a backup, or move it aside to start "
+                "with an empty one (peers send their messages again)"
+            )
+        return None
+
+    def retain(
+        self,
+        up_to: int,
+        *,
+        older_than: int | None = None,
+        max_messages: int | None = None,
+        max_bytes: int | None = None,
+    ) -> list[bytes]:
+        """Retention: among the inbox messages at or before ``up_to`` (the least position of
+        the durable cursors, so never one a cursor has not passed), delete the oldest while the
+        inbox holds more than ``max_messages`` messages or ``max_bytes`` bytes, and those whose
+        timestamp is before ``older_than`` (Unix ms). A message a peer still waits for, or that
+        no stored message names as parent (it is on the causal frontier), is kept. Entries
+        whose message is gone already (expired) are dropped too. Returns the deleted IDs."""
+        deleted: list[bytes] = []
+        try:
+            count, size = self._cur.execute(_INBOX_TOTALS).fetchone()
+            rows = self._cur.execute(_RETAIN_CANDIDATES, (up_to,)).fetchall()
+            with self._tx:
+                for seq, mid, timestamp, nbytes, pending, frontier in rows:
+                    if timestamp is None:  # expired already: only the entry is left
+                        self._cur.execute(_DELETE_INBOX_ROW, (seq,))
+                        continue
+                    over = (
+                        (max_messages is not None and count > max_messages)
+                        or (max_bytes is not None and size > max_bytes)
+                        or (older_than is not None and timestamp < older_than)
+                    )
+                    if not over:
+                        if older_than is None:
+                            break  # newer ones are not over a count or size either
+                        continue
+                    if pending or frontier:
+                        continue
+                    self._cur.execute(_DELETE_INBOX_ROW, (seq,))
+                    self.delete_message(mid)
+                    count -= 1
+                    size -= nbytes
+                    deleted.append(mid)
+        except sqlite3.Error as e:
+            raise self._error(e) from e
+        return deleted
+
     def undelivered(self) -> list[StoredMessage]:
         """Messages held back by consistent delivery, in the order they were stored."""
         try:
@@ -1287,6 +1600,9 @@ class SQLiteStore:
         self._recent.clear()
         self._close_readers()
         try:
+            # A statement that failed last (a write on a disk gone read-only) is still active
+            # on the cursor; SQLite would keep the file open after close() until it is reset.
+            self._cur.close()
             self._con.close()
         except sqlite3.Error as e:
             raise StoreError(f"{self._path}: {_describe(e)}") from e
