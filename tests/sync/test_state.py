@@ -174,3 +174,36 @@ def test_no_other_code_assigns_record_fields() -> None:
                 ):
                     found.append(f"{path.name}:{node.lineno} .{t.attr}")
     assert found == []
+
+
+def test_the_fast_paths_agree_with_apply() -> None:
+    """``transmitted`` and ``create_for``, the drain's and the send's shortcuts, give what
+    ``apply`` gives for every record type, and refuse what the table refuses."""
+    from mvds_node.errors import LocalProtocolError
+    from mvds_node.sync._state import (
+        Input,
+        Record,
+        RecordType,
+        apply,
+        blank,
+        create_for,
+        transmitted,
+    )
+
+    for kind in (RecordType.OFFER, RecordType.REQUEST, RecordType.MESSAGE):
+        for first in (-1, 3):
+            a = Record(b"m", b"p", kind, b"g", 2, 5, first)
+            b = Record(b"m", b"p", kind, b"g", 2, 5, first)
+            assert transmitted(a, 7, 9) == apply(b, Input.TRANSMITTED, epoch=7, due=9)
+    with pytest.raises(LocalProtocolError):
+        transmitted(blank(b"m", b"p"), 7, 9)
+    for share in (Input.SHARE_BATCH, Input.SHARE_INTERACTIVE):
+        made = create_for([b"m1", b"m2"], [(b"p1", 4), (b"p2", 6)], b"g", share)
+        expected = [
+            apply(blank(mid, peer, b"g"), share, due=due)
+            for peer, due in [(b"p1", 4), (b"p2", 6)]
+            for mid in (b"m1", b"m2")
+        ]
+        assert made == expected
+    with pytest.raises(LocalProtocolError):
+        create_for([b"m"], [(b"p", 1)], b"g", Input.GOT_ACK)

@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Final, NamedTuple, final
 
-from mvds_node.errors import LocalProtocolError
 from mvds_node.sync._config import Mode, SyncConfig
 from mvds_node.sync._peers import Peers
-from mvds_node.sync._state import Input, Record, RecordType, apply, step
+from mvds_node.sync._state import Input, Record, RecordType, apply, step, transmitted
 from mvds_node.sync._wire import ID_RECORD_SIZE, encode_payload, payload_overhead
 from mvds_node.sync.store._protocol import Store
 
@@ -120,7 +119,6 @@ class Drain:
         cut = False
         timed_out: list[Record] = []
         gave_up: list[Record] = []
-        transmitted = Input.TRANSMITTED
         while not cut:
             due = store.due_records(epoch, _DUE_CHUNK)
             if not due:
@@ -180,10 +178,7 @@ class Drain:
                     # The last retransmission is at the timeout, where the record ends: it never
                     # outlives its age by a backoff gap.
                     nxt = min(nxt, max(epoch + 1, first + self.request_age(r)))
-                sent = apply(r, transmitted, epoch=epoch, due=nxt)
-                if sent is None:  # the table says a transmission ends no record
-                    raise LocalProtocolError(f"TRANSMITTED ended a {kind.name} record")
-                updates.append(sent)
+                updates.append(transmitted(r, epoch, nxt))
                 if used >= budget:
                     cut = True
                     break

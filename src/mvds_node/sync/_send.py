@@ -24,8 +24,8 @@ from mvds_node.sync._state import (
     Record,
     RecordType,
     create,
-    create_many,
-    step,
+    create_for,
+    transmitted,
 )
 from mvds_node.sync._wire import encode_message
 from mvds_node.sync.store._protocol import Store, StoredMessage
@@ -143,22 +143,25 @@ class Send:
         epoch = self._epoch()
         cap = self._cfg.limits.max_pending_acks
         peers = self._peers
+        # The members' records, by mode, made in one call each: (peer, due) per member.
+        targets: dict[Input, list[tuple[bytes, int]]] = {}
         for peer, mode in self._groups[group_id].items():
             share = Input.SHARE_BATCH if mode is Mode.BATCH else Input.SHARE_INTERACTIVE
-            kind = TRANSITIONS[(_NONE, share)].to
             state = peers[peer]
             if state.reliable and len(state.fresh) + len(ids) <= cap:
                 # Written once, as transmitted; the transmission follows from memory.
                 for mid in ids:
                     due = self._retransmit_epoch(peer, mid, epoch, 1)
                     new = create(mid, peer, group_id, share, due=due)
-                    records.append(step(new, Input.TRANSMITTED, epoch=epoch, due=due))
+                    records.append(transmitted(new, epoch, due))
                     self._schedule(due)
-                fresh.append((peer, kind))
+                fresh.append((peer, TRANSITIONS[(_NONE, share)].to))
                 continue
             due = state.first_due(epoch)
-            records.extend(create_many(ids, peer, group_id, share, due=due))
+            targets.setdefault(share, []).append((peer, due))
             self._schedule(due)
+        for share, members in targets.items():
+            records.extend(create_for(ids, members, group_id, share))
         return records, fresh
 
     def _note_fresh(

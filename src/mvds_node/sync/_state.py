@@ -31,7 +31,7 @@ Where we differ from the Go reference on purpose (REPORT.md §3), the table says
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal, NamedTuple
 
@@ -46,9 +46,10 @@ __all__ = [
     "apply",
     "blank",
     "create",
-    "create_many",
+    "create_for",
     "step",
     "transition",
+    "transmitted",
 ]
 
 
@@ -293,6 +294,15 @@ _CREATES: Final = frozenset(
 )
 
 
+_TRANSMITS: Final = frozenset(
+    state
+    for (state, event), result in TRANSITIONS.items()
+    if event is Input.TRANSMITTED and state is not _N and result.to is state and not result.kept
+)
+"""The record types that a transmission keeps (and counts): :func:`transmitted`'s fast path,
+read from the table, so the table stays the one place that says it."""
+
+
 def blank(message_id: bytes, peer: bytes, group_id: bytes = b"") -> Record:
     """The record of a (message, peer) pair that has none: pass it to :func:`apply`."""
     return Record(message_id, peer, _N, group_id)
@@ -392,11 +402,14 @@ def create(message_id: bytes, peer: bytes, group_id: bytes, event: Input, *, due
     return Record(message_id, peer, step.to, group_id, 0, due)
 
 
-def create_many(
-    message_ids: Iterable[bytes], peer: bytes, group_id: bytes, event: Input, *, due: int
+def create_for(
+    message_ids: Sequence[bytes],
+    targets: Iterable[tuple[bytes, int]],
+    group_id: bytes,
+    event: Input,
 ) -> list[Record]:
-    """:func:`create` for several messages and one peer (a bulk send): the table is looked up
-    once.
+    """:func:`create` for several messages and several (peer, due) targets: the records of a
+    send for every member at once, the table looked up once.
 
     Raises:
         LocalProtocolError: ``event`` makes no record from none (a bug in the engine).
@@ -405,7 +418,23 @@ def create_many(
     if first is None or first.to is _N or first.kept or event not in _CREATES:
         raise LocalProtocolError(f"{event.name} makes no record from none")
     to = first.to
-    return [Record(mid, peer, to, group_id, 0, due) for mid in message_ids]
+    return [Record(mid, peer, to, group_id, 0, due) for peer, due in targets for mid in message_ids]
+
+
+def transmitted(record: Record, epoch: int, due: int) -> Record:
+    """:func:`apply` of ``TRANSMITTED`` (the drain's input, once per record sent), without the
+    general dispatch: the table's row for it is read once, at import.
+
+    Raises:
+        LocalProtocolError: the table has no such pair, or it ends the record (a bug).
+    """
+    if record.type not in _TRANSMITS:
+        raise LocalProtocolError(f"TRANSMITTED cannot apply to a {record.type.name} record")
+    if record.first_epoch < 0:
+        record.first_epoch = epoch
+    record.send_count += 1
+    record.send_epoch = due
+    return record
 
 
 def step(
