@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 Every carrier the node holds gets one :func:`supervise` task. It reads packets (and, when the
-carrier has them, events) and puts them on the node's inbox, the one bounded channel its loop
+carrier has them, events) and puts them on the loop's input channel, the one bounded channel it
 reads, so that every engine input goes through that loop and a flood waits in the carrier.
 What happens to the carrier itself goes there too, as :class:`CarrierOpened` and
 :class:`CarrierFailed`: the loop, not this task, updates the routes and reports it.
@@ -74,11 +74,11 @@ def describe(carrier: Transport) -> str:
 
 async def supervise(
     carrier: Transport,
-    inbox: trio.MemorySendChannel[Any],
+    inputs: trio.MemorySendChannel[Any],
     *,
     task_status: trio.TaskStatus[CarrierOpened | CarrierFailed | None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Read ``carrier`` into ``inbox`` until it closes; reopen it if it can (see the module
+    """Read ``carrier`` into ``inputs`` until it closes; reopen it if it can (see the module
     doc). Reports started after the first attempt to open it, whether it opened or not (the
     node runs without it meanwhile), with that attempt's outcome instead of queueing it: None
     for a carrier that is not opened here."""
@@ -107,17 +107,17 @@ async def supervise(
             task_status.started(outcome)
             started = True
         elif outcome is not None:
-            await inbox.send(outcome)
+            await inputs.send(outcome)
         if not down:
             try:
                 while True:
                     peer, packet = await carrier.receive()
-                    await inbox.send((carrier, peer, packet))
+                    await inputs.send((carrier, peer, packet))
             except (TransportClosed, trio.EndOfChannel, trio.ClosedResourceError):
                 return
             except TransportBroken as e:
                 down = True
-                await inbox.send(CarrierFailed(carrier, str(e)))
+                await inputs.send(CarrierFailed(carrier, str(e)))
         if not reopens:
             return
         await trio.sleep(REOPEN_DELAYS[min(attempt, len(REOPEN_DELAYS) - 1)])
@@ -127,8 +127,8 @@ async def supervise(
 async def read_events(
     carrier: Transport,
     events: trio.MemoryReceiveChannel[TransportEvent],
-    inbox: trio.MemorySendChannel[Any],
+    inputs: trio.MemorySendChannel[Any],
 ) -> None:
-    """Forward a carrier's events to ``inbox`` until they end."""
+    """Forward a carrier's events to ``inputs`` until they end."""
     async for event in events:
-        await inbox.send(CarrierEvent(carrier, event))
+        await inputs.send(CarrierEvent(carrier, event))

@@ -7,7 +7,7 @@ One task (:meth:`Driver.run`) owns the cycle::
     feed timers -> drain payloads to the carriers -> drain events to subscribers
         -> wait for the next input, or the engine's next deadline, whichever comes first
 
-Inputs reach it through one bounded channel (the *inbox*): packets, carrier events (a peer up or
+Inputs reach it through one bounded channel (the *inputs*): packets, carrier events (a peer up or
 down), a carrier failing or reopening (``_carriers``), and the remote log's payloads. So a flood
 from the network waits in the carriers (TCP pushes back on the peer) instead of in our memory,
 and each input enters the engine once. Payloads go to the carrier :class:`~._routing.Router`
@@ -67,10 +67,10 @@ from mvds_node.transports import InternalError as TransportInternalError
 
 __all__ = ["Driver", "wall_ms"]
 
-INBOX_SIZE: Final = 256
+INPUTS_SIZE: Final = 256
 """Inputs waiting for the loop. Enough for a burst from every peer; beyond it the carriers
 wait, which pushes back on the senders instead of growing our memory."""
-_INBOX_BATCH: Final = 256
+_INPUTS_BATCH: Final = 256
 """Inputs the loop takes in one go before draining output, so acks go out promptly under load."""
 _STORE_RETRY_SECONDS: Final = 1.0
 """While the store refuses writes (disk full), the loop retries its own work (timers,
@@ -93,7 +93,7 @@ class _LogFeed:
 
 
 Input = tuple[Transport, bytes, bytes] | CarrierEvent | CarrierOpened | CarrierFailed | _LogFeed
-"""What the inbox carries (``None`` is a wake-up)."""
+"""What the loop's input channel carries (``None`` is a wake-up)."""
 
 
 @final
@@ -137,7 +137,7 @@ class Driver:
         self.on_delivered: Callable[[], None] = lambda: None
         """Called after each drain of the engine's events (wakes the inbox's readers)."""
         self._queued = [c for c in router.carriers if isinstance(c, Queued)]
-        self._inbox_send, self._inbox = trio.open_memory_channel[Input | None](INBOX_SIZE)
+        self._inputs_send, self._inputs = trio.open_memory_channel[Input | None](INPUTS_SIZE)
         self._caps: dict[bytes, PeerCapabilities] = {}  # what the engine was told, per peer
         self._congested: dict[bytes, int] = {}
         self._nursery: trio.Nursery | None = None
@@ -155,12 +155,12 @@ class Driver:
         """Why the store refuses writes, while it does (``StoreFailed``)."""
 
     @property
-    def inbox(self) -> trio.MemorySendChannel[Input | None]:
+    def inputs(self) -> trio.MemorySendChannel[Input | None]:
         """Where carriers' supervisors put what they read."""
-        return self._inbox_send
+        return self._inputs_send
 
     def close(self) -> None:
-        self._inbox_send.close()
+        self._inputs_send.close()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the loop until cancelled (see the module doc)."""
@@ -171,7 +171,7 @@ class Driver:
 
     async def _loop(self) -> None:
         engine = self._engine
-        receive = self._inbox
+        receive = self._inputs
         retry_at = -math.inf  # while the store refuses writes: when to try our own work again
         while True:
             now = trio.current_time()
@@ -197,7 +197,7 @@ class Driver:
             with trio.move_on_at(math.inf if deadline is None else deadline):
                 item = await receive.receive()
                 self.handle(item)
-                for _ in range(_INBOX_BATCH - 1):
+                for _ in range(_INPUTS_BATCH - 1):
                     try:
                         item = receive.receive_nowait()
                     except trio.WouldBlock:
@@ -208,7 +208,7 @@ class Driver:
         with contextlib.suppress(
             trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError
         ):
-            self._inbox_send.send_nowait(None)
+            self._inputs_send.send_nowait(None)
 
     # ----------------------------------------------------------------- output
 
@@ -308,7 +308,7 @@ class Driver:
     # ----------------------------------------------------------------- input
 
     def handle(self, item: Input | None) -> None:
-        """One input from the inbox. A bug met on it is reported as an ``InternalError`` and
+        """One input from the input channel. A bug met on it is reported as an ``InternalError`` and
         the loop goes on: one peer's packet never ends the node."""
         try:
             if isinstance(item, tuple):
@@ -459,7 +459,7 @@ class Driver:
         it. A payload the store cannot take is dropped there: the log's cursor moves only over
         messages the store holds, so the next poll fetches it again."""
         feed = _LogFeed(peer, payload)
-        await self._inbox_send.send(feed)
+        await self._inputs_send.send(feed)
         await feed.done.wait()
 
 

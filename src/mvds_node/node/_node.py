@@ -659,12 +659,12 @@ class Node:
                 for carrier in self._transports:
                     # How its first opening went is handled here, before the node reports
                     # started: a carrier that cannot open is in status() from the start.
-                    outcome = await nursery.start(supervise, carrier, self._driver.inbox)
+                    outcome = await nursery.start(supervise, carrier, self._driver.inputs)
                     if outcome is not None:
                         self._driver.handle(outcome)
                     events = getattr(carrier, "events", None)
                     if events is not None:
-                        nursery.start_soon(read_events, carrier, events, self._driver.inbox)
+                        nursery.start_soon(read_events, carrier, events, self._driver.inputs)
                 # What reaches each peer now that the carriers are open.
                 self._driver.update_peers(self._members())
                 await nursery.start(self._driver.run)
