@@ -67,7 +67,7 @@ async def run(root: Path) -> None:
     )
 
     def show(who: str, m: Message) -> None:
-        say(f"  {who:5} got {m.body.decode()!r} from {names.get(m.sender, '?')}")
+        say(f"  {who:5} got {m.body.decode()!r} from {names.get(m.via, '?')}")
 
     with trio.fail_after(60):
         async with (

@@ -32,6 +32,7 @@ from mvds_node.node._config import render_config as render_config
 from mvds_node.node._config import save_config as save_config
 from mvds_node.node._events import AnyEvent as AnyEvent
 from mvds_node.node._events import InternalError as InternalError
+from mvds_node.node._events import EnvelopeMismatch as EnvelopeMismatch
 from mvds_node.node._events import LogUploaded as LogUploaded
 from mvds_node.node._events import NodeEvent as NodeEvent
 from mvds_node.node._events import PeerConnected as PeerConnected
@@ -68,6 +69,7 @@ __all__ = [
     "Identity",
     "InputRejected",
     "InternalError",
+    "EnvelopeMismatch",
     "LogUploaded",
     "Message",
     "MessageAcked",

@@ -71,8 +71,10 @@ from mvds_node.node._config import (
 )
 from mvds_node.node._discovery import Discovery, PeerDiscovered
 from mvds_node.node._driver import Driver, wall_ms
+from mvds_node.node._envelope import Authors, seal
 from mvds_node.node._events import (
     AnyEvent,
+    EnvelopeMismatch,
     InternalError,
     LogUploaded,
 )
@@ -139,7 +141,16 @@ class Node:
             missing_parent_timeout=config.missing_parent_timeout,
             missing_parents=config.missing_parents,
         )
-        self._engine = Engine(store, config=self._sync, now=trio.current_time())
+        # Signed envelopes: who wrote each message (``_envelope``); the engine asks before it
+        # stores a received message.
+        self._author_key = identity.signing_public_key
+        self._authors = Authors(
+            self._author_key, *_author_tables(config), mismatch=self._envelope_mismatch
+        )
+        self._mismatches: set[tuple[bytes, bytes]] = set()
+        self._engine = Engine(
+            store, config=self._sync, now=trio.current_time(), validate=self._authors
+        )
         self._tcp = TcpTransport(
             identity.noise,
             allow=self._allowed,
@@ -181,6 +192,7 @@ class Node:
             epoch_seconds=self._sync.epoch_seconds,
             max_payload=self._max_payload,
             on_peer_up=self._peer_up,
+            authors=self._authors,
         )
         self._listening: tuple[str, ...] = ()
         self._apply_config()
@@ -241,6 +253,7 @@ class Node:
                 if peer not in group.members:
                     engine.remove_peer(group.id, peer)
         self._driver.names = {g.id: g.name for g in self.config.groups}
+        self._authors.update(*_author_tables(self.config))
         self._driver.update_peers(self._members())
 
     def _members(self) -> set[bytes]:
@@ -255,6 +268,7 @@ class Node:
     def add_peer(self, peer: PeerConfig, *, save: bool = False) -> None:
         """Know ``peer`` (accept its connections) and dial it if it has an address."""
         self.config = self.config.with_peer(peer)
+        self._authors.update(*_author_tables(self.config))
         if peer.address is not None:
             self._tcp.dial(peer.key, *peer.address)
         if save:
@@ -305,7 +319,7 @@ class Node:
         """
         if ephemeral:
             cfg = await self._ready_to_send(group, (body,), wait=False)
-            packet = encode_frame(NoSyncFrame(cfg.id, body))
+            packet = encode_frame(NoSyncFrame(cfg.id, self._wrap(cfg, 0, body)))
             for peer in cfg.members:
                 if peer != self.identity.public_key:
                     await self._router.route(peer).send(peer, packet)
@@ -314,10 +328,22 @@ class Node:
         mid = self._commit(
             cfg.id,
             lambda now, stamp: [
-                self._engine.send(cfg.id, body, now=now, timestamp=stamp, expires_at=expires_at)
+                self._engine.send(
+                    cfg.id,
+                    self._wrap(cfg, stamp, body),
+                    now=now,
+                    timestamp=stamp,
+                    expires_at=expires_at,
+                )
             ],
         )
         return mid[0]
+
+    def _wrap(self, group: GroupConfig, timestamp: int, body: bytes) -> bytes:
+        """``body`` as the engine sends it: in a signed envelope, or as it is (a raw group)."""
+        if group.envelope == "raw":
+            return bytes(body)
+        return seal(self.identity.signing, self._author_key, group.id, timestamp, bytes(body))
 
     async def send_many(self, group: str | bytes, bodies: Sequence[bytes]) -> list[bytes]:
         """Send several durable messages to ``group`` in one store transaction.
@@ -333,7 +359,9 @@ class Node:
         cfg = await self._ready_to_send(group, bodies)
         return self._commit(
             cfg.id,
-            lambda now, stamp: self._engine.send_many(cfg.id, bodies, now=now, timestamp=stamp),
+            lambda now, stamp: self._engine.send_many(
+                cfg.id, [self._wrap(cfg, stamp, b) for b in bodies], now=now, timestamp=stamp
+            ),
         )
 
     async def _ready_to_send(
@@ -580,6 +608,16 @@ class Node:
     def _log_internal(self, where: str, error: str, traceback: str) -> None:
         self._driver.emit(InternalError(where, error, traceback))
 
+    def _envelope_mismatch(self, group_id: bytes, peer: bytes, theirs: str) -> None:
+        """A peer's message shows a different envelope setting for a group: said once per
+        group and peer while the node runs."""
+        if (group_id, peer) in self._mismatches:
+            return
+        self._mismatches.add((group_id, peer))
+        ours = "raw" if theirs == "signed" else "signed"
+        name = self._driver.names.get(group_id, group_id.hex())
+        self._driver.emit(EnvelopeMismatch(name, peer, ours, theirs))
+
     def _peer_up(self) -> None:
         if self._remote_log is not None:
             self._remote_log.kick()  # we are online again: read the logs now
@@ -588,6 +626,18 @@ class Node:
         if self._remote_log is not None and ids:
             wires = self._store.get_wires(list(ids))
             self._remote_log.enqueue(group_id, [(i, wires[i]) for i in ids if i in wires])
+
+
+def _author_tables(config: NodeConfig) -> tuple[dict[bytes, frozenset[bytes]], dict[bytes, bytes]]:
+    """What :class:`Authors` needs from the configuration: each signed group's members'
+    Ed25519 keys (their ``log_key``), and each peer's Ed25519 key by its X25519 key."""
+    keys = {p.key: p.log_key for p in config.peers if p.log_key is not None}
+    signed = {
+        g.id: frozenset(keys[m] for m in g.members if m in keys)
+        for g in config.groups
+        if g.envelope == "signed"
+    }
+    return signed, keys
 
 
 def _static_address(peer: PeerConfig | None) -> str | None:

@@ -38,7 +38,9 @@ def message_json(m: Message) -> dict[str, Any]:
         "type": "message",
         "group": m.group,
         "id": m.message_id.hex(),
-        "sender": m.sender.hex(),
+        "author": m.author.hex() if m.author is not None else None,
+        "via": m.via.hex(),
+        "sender": m.via.hex(),
         "timestamp": m.timestamp,
         "ephemeral": m.ephemeral,
         "text": text,
@@ -59,15 +61,27 @@ def encode_event(event: AnyEvent) -> dict[str, Any] | None:
     return event_to_json(event)
 
 
-def message_line(m: Message, who: Callable[[bytes | None], str]) -> list[str | tuple[str, str]]:
-    """A received message for people: ``[group] sender: text``."""
+def message_line(
+    m: Message,
+    who: Callable[[bytes | None], str],
+    author: Callable[[bytes], tuple[str, bytes | None]] | None = None,
+) -> list[str | tuple[str, str]]:
+    """A received message for people: ``[group] author: text``, with ``(via peer)`` when a
+    member relayed it, or ``[group] (no author, via peer): text`` for a message without an
+    envelope (a raw group's, or one stored before envelopes).
+
+    ``who`` names a peer by its X25519 key; ``author`` names an author by its Ed25519 key and
+    gives that author's X25519 key if it is a known peer (default: the key, shortened)."""
     text = m.body.decode(errors="replace")
-    parts: list[str | tuple[str, str]] = [
-        (f"[{m.group}]", "cyan"),
-        " ",
-        (who(m.sender), "bold"),
-        f": {text}",
-    ]
+    parts: list[str | tuple[str, str]] = [(f"[{m.group}]", "cyan"), " "]
+    if m.author is None:
+        parts += [("(no author", "dim"), f", via {who(m.via)}", (")", "dim")]
+    else:
+        name, peer = author(m.author) if author is not None else (m.author.hex()[:12], None)
+        parts.append((name, "bold"))
+        if peer != m.via:
+            parts.append((f" (via {who(m.via)})", "dim"))
+    parts.append(f": {text}")
     if m.ephemeral:
         parts.append((" (ephemeral)", "dim"))
     return parts

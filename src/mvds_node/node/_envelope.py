@@ -1,0 +1,231 @@
+"""The signed envelope: who wrote an application message, inside its MVDS body.
+
+Theory of operation
+-------------------
+MVDS names no author: a message relayed by a member, carried in a group bundle, heard over
+multicast or read from a sealed log proves membership of the group, not which member wrote it.
+So in a group with ``envelope = "signed"`` (the default) the node puts every application body
+in an envelope before the engine sees it: the author's Ed25519 public key (the identity's
+signing key, :class:`~._identity.Identity`) and a signature over a domain-separated hash of
+(group ID, timestamp, inner body). The MVDS wire is unchanged: the envelope is the MVDS body,
+so the message ID covers it, and a plain MVDS peer relays it as opaque bytes.
+
+The bytes (``docs/wire.md`` has them with an example a test checks)::
+
+    offset size  field
+    0      3     magic "mve" (6d 76 65)
+    3      1     version, 0x01
+    4      1     key type, 0x01 = Ed25519
+    5      32    author's Ed25519 public key
+    37     64    Ed25519 signature of the digest below
+    101    4     inner body length n, u32 big-endian (the rest of the body, exactly)
+    105    n     inner body
+
+    digest = SHA-256("mvds-node envelope v1" 0x00 || u16 len(group) || group
+                     || i64 timestamp || u32 n || inner body)     (all big-endian)
+
+:func:`open_envelope` bounds everything it reads (fixed sizes, the length equal to what is
+left and at most the body limit) and raises only :class:`EnvelopeError`.
+
+:class:`Authors` is the node's check (the engine's validator, :data:`~mvds_node.sync.Validator`):
+the author must be a member of the group (its ``log_key`` under ``[[peers]]``) or this node,
+and the signature must verify, except for a message that came straight from its author over
+a Noise session: the session proved the peer, and the peer's Ed25519 key is its configured
+``log_key``, so the signature check (about 109 µs) is skipped then. Relays, bundles,
+multicast and remote logs are verified.
+
+Messages stored before envelopes existed, and every message of a ``raw`` group, have no
+envelope: they open as :func:`unwrap` says, with no author.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Final, final
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from mvds_node.sync import RejectReason
+
+__all__ = [
+    "ENVELOPE_OVERHEAD",
+    "Authors",
+    "EnvelopeError",
+    "Opened",
+    "open_envelope",
+    "seal",
+    "signing_digest",
+    "unwrap",
+]
+
+MAGIC: Final = b"mve"
+VERSION: Final = 1
+KEY_ED25519: Final = 1
+_HEADER: Final = struct.Struct(">3sBB32s64sI")
+ENVELOPE_OVERHEAD: Final = _HEADER.size
+"""Bytes an envelope adds to a body (105)."""
+_DOMAIN: Final = b"mvds-node envelope v1\x00"
+MAX_INNER_BYTES: Final = 1024 * 1024
+"""The largest inner body :func:`open_envelope` accepts (the engine's body limit)."""
+
+
+class EnvelopeError(ValueError):
+    """Bytes that start like an envelope but are not a well-formed one."""
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """An envelope's fields, as read (not yet verified)."""
+
+    author: bytes
+    signature: bytes
+    body: bytes
+
+
+def signing_digest(group_id: bytes, timestamp: int, body: bytes) -> bytes:
+    """The SHA-256 digest an envelope's signature covers."""
+    h = hashlib.sha256(_DOMAIN)
+    h.update(struct.pack(">H", len(group_id)))
+    h.update(group_id)
+    h.update(struct.pack(">qI", timestamp, len(body)))
+    h.update(body)
+    return h.digest()
+
+
+def seal(
+    key: Ed25519PrivateKey, author: bytes, group_id: bytes, timestamp: int, body: bytes
+) -> bytes:
+    """``body`` in an envelope signed by ``key`` (whose public key is ``author``)."""
+    signature = key.sign(signing_digest(group_id, timestamp, body))
+    return _HEADER.pack(MAGIC, VERSION, KEY_ED25519, author, signature, len(body)) + body
+
+
+def is_envelope(data: bytes) -> bool:
+    """Whether ``data`` starts as an envelope does (well-formed or not)."""
+    return data[:3] == MAGIC
+
+
+def open_envelope(data: bytes | memoryview, *, max_body: int = MAX_INNER_BYTES) -> Opened:
+    """Read an envelope's fields (without verifying the signature).
+
+    Raises:
+        EnvelopeError: not an envelope, an unknown version or key type, or a length that does
+            not match the bytes (or exceeds ``max_body``).
+    """
+    if len(data) < _HEADER.size:
+        raise EnvelopeError(f"envelope of {len(data)} bytes is shorter than its header")
+    magic, version, kind, author, signature, n = _HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise EnvelopeError("not an envelope (no magic)")
+    if version != VERSION:
+        raise EnvelopeError(f"envelope version {version} is not supported")
+    if kind != KEY_ED25519:
+        raise EnvelopeError(f"envelope key type {kind} is not supported")
+    if n > max_body:
+        raise EnvelopeError(f"inner body of {n} bytes exceeds {max_body}")
+    if n != len(data) - _HEADER.size:
+        raise EnvelopeError(
+            f"inner body length {n} does not match the {len(data) - _HEADER.size} bytes left"
+        )
+    return Opened(author, signature, bytes(data[_HEADER.size :]))
+
+
+def unwrap(data: bytes) -> tuple[bytes | None, bytes]:
+    """(author, inner body) of a stored body: an envelope's author and body, or (None, data)
+    for a body without one (a raw group's, or one stored before envelopes). The author is
+    the one the node verified when it stored the message; it is not checked again."""
+    if not is_envelope(data):
+        return None, data
+    try:
+        opened = open_envelope(data)
+    except EnvelopeError:
+        return None, data
+    return opened.author, opened.body
+
+
+@final
+class Authors:
+    """Who may write in each signed group, and the check of each received message.
+
+    Args:
+        me: our Ed25519 public key (our own messages, relayed back to us, are ours).
+        signed: group ID -> the Ed25519 keys of its members, for each signed group; groups
+            not in it are raw (no envelope expected).
+        peer_keys: a member's X25519 key (its engine peer ID) -> its Ed25519 key.
+        mismatch: called with (group ID, peer, what came) when a message shows that a peer's
+            envelope setting differs from ours (``"raw"`` or ``"signed"``).
+    """
+
+    __slots__ = ("_keys", "_me", "_mismatch", "_peer_keys", "_signed", "verified", "trusted")
+
+    def __init__(
+        self,
+        me: bytes,
+        signed: Mapping[bytes, frozenset[bytes]],
+        peer_keys: Mapping[bytes, bytes],
+        mismatch: Callable[[bytes, bytes, str], None] = lambda g, p, s: None,
+    ) -> None:
+        self._me = me
+        self._signed = dict(signed)
+        self._peer_keys = dict(peer_keys)
+        self._mismatch = mismatch
+        self._keys: dict[bytes, Ed25519PublicKey] = {}
+        self.verified = 0
+        """Signatures checked since the node started."""
+        self.trusted = 0
+        """Messages taken on the word of their author's Noise session, unchecked."""
+
+    def update(self, signed: Mapping[bytes, frozenset[bytes]], peer_keys: Mapping[bytes, bytes]) -> None:
+        """The configuration changed: new groups, members or keys."""
+        self._signed = dict(signed)
+        self._peer_keys = dict(peer_keys)
+
+    def is_signed(self, group_id: bytes) -> bool:
+        return group_id in self._signed
+
+    def __call__(
+        self, group_id: bytes, peer: bytes, timestamp: int, body: bytes, direct: bool
+    ) -> str | None:
+        members = self._signed.get(group_id)
+        if members is None:  # a raw group: any body, no author
+            if is_envelope(body):
+                try:
+                    open_envelope(body)
+                except EnvelopeError:
+                    pass
+                else:
+                    self._mismatch(group_id, peer, "signed")
+            return None
+        if not is_envelope(body):
+            self._mismatch(group_id, peer, "raw")
+            return RejectReason.UNSIGNED
+        try:
+            opened = open_envelope(body)
+        except EnvelopeError:
+            return RejectReason.ENVELOPE_MALFORMED
+        author = opened.author
+        if author not in members and author != self._me:
+            return RejectReason.UNKNOWN_AUTHOR
+        if direct and self._peer_keys.get(peer) == author:
+            self.trusted += 1  # the Noise session proved the peer, and the peer wrote it
+            return None
+        key = self._keys.get(author)
+        if key is None:
+            try:
+                key = Ed25519PublicKey.from_public_bytes(author)
+            except ValueError:
+                return RejectReason.BAD_SIGNATURE
+            if len(self._keys) >= 4096:
+                self._keys.clear()
+            self._keys[author] = key
+        self.verified += 1
+        try:
+            key.verify(opened.signature, signing_digest(group_id, timestamp, opened.body))
+        except InvalidSignature:
+            return RejectReason.BAD_SIGNATURE
+        return None
