@@ -1,0 +1,292 @@
+"""The signed envelope: its bytes (docs/wire.md section 6), the node's check of who wrote a
+message, and what the application and the CLI see: the author, never the relaying peer."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import struct
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import trio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from mvds_node.node import (
+    EnvelopeMismatch,
+    GroupConfig,
+    Identity,
+    Message,
+    Node,
+    PeerConfig,
+    group_id_for,
+    open_node,
+)
+from mvds_node.node._envelope import (
+    ENVELOPE_OVERHEAD,
+    Authors,
+    EnvelopeError,
+    open_envelope,
+    seal,
+    signing_digest,
+    unwrap,
+)
+from mvds_node.node.cli._events import message_json, message_line
+from mvds_node.sync import PayloadRejected, RejectReason, message_id
+from mvds_node.transports import MemoryHub
+from tests.node.helpers import config_for, memory_nodes, next_event
+
+WIRE_MD = Path(__file__).parents[2] / "docs" / "wire.md"
+CHAT = group_id_for("chat")
+
+
+def public(key: Ed25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+# --------------------------------------------------------------------------- the bytes
+
+
+def test_the_example_in_wire_md_is_what_the_code_writes() -> None:
+    text = WIRE_MD.read_text(encoding="utf-8")
+    block = re.search(r"^```envelope\n(.*?)^```$", text, re.MULTILINE | re.DOTALL)
+    assert block is not None
+    data = bytes.fromhex("".join(line.split("#")[0] for line in block.group(1).splitlines()))
+    key = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+    written = seal(key, public(key), CHAT, 1_700_000_000_000, b"hi carol")
+    assert written.hex() == data.hex()
+    assert CHAT.hex() in text
+    assert signing_digest(CHAT, 1_700_000_000_000, b"hi carol").hex() in text
+    assert len(written) == ENVELOPE_OVERHEAD + 8 and ENVELOPE_OVERHEAD == 105
+    opened = open_envelope(data)
+    assert (opened.author, opened.body) == (public(key), b"hi carol")
+    public_key = key.public_key()
+    public_key.verify(opened.signature, signing_digest(CHAT, 1_700_000_000_000, b"hi carol"))
+
+
+GOOD = seal(Ed25519PrivateKey.generate(), bytes(32), CHAT, 1, b"body")
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (GOOD[:104], "shorter than its header"),
+        (b"mvx" + GOOD[3:], "no magic"),
+        (GOOD[:3] + b"\x02" + GOOD[4:], "version 2"),
+        (GOOD[:4] + b"\x07" + GOOD[5:], "key type 7"),
+        (GOOD[:-1], "does not match"),
+        (GOOD + b"x", "does not match"),
+        (GOOD[:101] + struct.pack(">I", 2**32 - 1) + GOOD[105:], "exceeds"),
+    ],
+)
+def test_the_parser_bounds_every_length(data: bytes, error: str) -> None:
+    with pytest.raises(EnvelopeError, match=error):
+        open_envelope(data)
+    assert unwrap(data) == (None, data)  # never raises: no author
+
+
+def test_a_body_too_long_for_the_limit_is_refused_before_it_is_read() -> None:
+    with pytest.raises(EnvelopeError, match="exceeds 3"):
+        open_envelope(GOOD, max_body=3)
+
+
+# --------------------------------------------------------------------------- the check
+
+
+def test_who_may_write_and_when_the_signature_is_checked() -> None:
+    carol, dave, me = (Ed25519PrivateKey.generate() for _ in range(3))
+    bob_x, carol_x = b"B" * 32, b"C" * 32
+    mismatches: list[tuple[bytes, bytes, str]] = []
+    authors = Authors(
+        public(me),
+        {CHAT: frozenset([public(carol)])},
+        {carol_x: public(carol)},
+        mismatch=lambda g, p, s: mismatches.append((g, p, s)),
+    )
+    by_carol = seal(carol, public(carol), CHAT, 7, b"hi")
+    # Relayed by bob: checked.
+    assert authors(CHAT, bob_x, 7, by_carol, True) is None
+    assert (authors.verified, authors.trusted) == (1, 0)
+    # Straight from carol over Noise: taken on the session's word.
+    assert authors(CHAT, carol_x, 7, by_carol, True) is None
+    assert (authors.verified, authors.trusted) == (1, 1)
+    # ... but not over a carrier that does not prove her (multicast, a bundle, a log).
+    assert authors(CHAT, carol_x, 7, by_carol, False) is None
+    assert authors.verified == 2
+    # Moved to another time or group, or changed: the signature no longer verifies.
+    assert authors(CHAT, bob_x, 8, by_carol, True) == RejectReason.BAD_SIGNATURE
+    forged = by_carol[:-2] + b"yo"
+    assert authors(CHAT, bob_x, 7, forged, True) == RejectReason.BAD_SIGNATURE
+    # A forgery in carol's name sent by bob, who cannot sign as carol.
+    claimed = seal(dave, public(carol), CHAT, 7, b"hi")
+    assert authors(CHAT, bob_x, 7, claimed, True) == RejectReason.BAD_SIGNATURE
+    # Dave is no member; we are one (our messages come back relayed).
+    by_dave = seal(dave, public(dave), CHAT, 7, b"hi")
+    assert authors(CHAT, bob_x, 7, by_dave, True) == RejectReason.UNKNOWN_AUTHOR
+    assert authors(CHAT, bob_x, 7, seal(me, public(me), CHAT, 7, b"x"), True) is None
+    # A signed group refuses a body without an envelope, or a damaged one.
+    assert authors(CHAT, bob_x, 7, b"plain", True) == RejectReason.UNSIGNED
+    assert mismatches == [(CHAT, bob_x, "raw")]
+    assert authors(CHAT, bob_x, 7, by_carol[:-1], True) == RejectReason.ENVELOPE_MALFORMED
+    # A raw group takes anything, and says when a member's envelope shows it is signed there.
+    raw = b"r" * 32
+    assert authors(raw, bob_x, 7, b"plain", False) is None
+    assert authors(raw, bob_x, 7, by_carol, False) is None
+    assert mismatches[-1] == (raw, bob_x, "signed")
+
+
+# --------------------------------------------------------------------------- the nodes
+
+
+@contextlib.asynccontextmanager
+async def line_of_three(tmp_path: Path) -> AsyncIterator[dict[str, Node]]:
+    """alice - bob - carol: carol and alice reach each other only through bob (two hubs)."""
+    ids = {n: Identity.generate() for n in ("alice", "bob", "carol")}
+    left, right = MemoryHub(), MemoryHub()
+    carriers = {
+        "alice": (left.transport(ids["alice"].public_key),),
+        "bob": (left.transport(ids["bob"].public_key), right.transport(ids["bob"].public_key)),
+        "carol": (right.transport(ids["carol"].public_key),),
+    }
+    async with contextlib.AsyncExitStack() as stack:
+        nodes = {}
+        for name, me in ids.items():
+            others = {n: i for n, i in ids.items() if n != name}
+            config = config_for(tmp_path, name, me, others, listen=None)
+            nodes[name] = await stack.enter_async_context(
+                open_node(config, identity=me, transports=carriers[name])
+            )
+        yield nodes
+
+
+async def test_a_relayed_message_names_its_author_and_the_peer_that_relayed_it(
+    tmp_path: Path,
+) -> None:
+    with trio.fail_after(30):
+        async with line_of_three(tmp_path) as nodes, nodes["alice"].messages() as inbox:
+            alice, bob, carol = nodes["alice"], nodes["bob"], nodes["carol"]
+            await carol.send("chat", b"hi from carol")
+            m = await inbox.receive()
+            assert m.body == b"hi from carol"
+            assert m.author == carol.identity.signing_public_key
+            assert m.via == bob.identity.public_key
+            # The CLI shows carol as the author, bob as the relay; the JSON has both.
+            names = {bob.identity.public_key: "bob", carol.identity.public_key: "carol"}
+            authors = {
+                carol.identity.signing_public_key: ("carol", carol.identity.public_key),
+                bob.identity.signing_public_key: ("bob", bob.identity.public_key),
+            }
+            line = message_line(m, lambda k: names.get(k or b"", "?"), authors.__getitem__)
+            shown = "".join(p if isinstance(p, str) else p[0] for p in line)
+            assert shown == "[chat] carol (via bob): hi from carol"
+            doc = message_json(m)
+            assert doc["author"] == carol.identity.signing_public_key.hex()
+            assert doc["via"] == doc["sender"] == bob.identity.public_key.hex()
+            # What bob wrote himself comes straight from him: no "via".
+            await bob.send("chat", b"and bob")
+            m = await inbox.receive()
+            assert (m.author, m.via) == (bob.identity.signing_public_key, bob.identity.public_key)
+            line = message_line(m, lambda k: names.get(k or b"", "?"), authors.__getitem__)
+            assert "".join(p if isinstance(p, str) else p[0] for p in line) == (
+                "[chat] bob: and bob"
+            )
+            # Alice verified carol's signature (relayed), and took bob's on his session's word.
+            assert (alice._authors.verified, alice._authors.trusted) == (1, 1)
+
+
+async def test_a_member_not_known_by_its_key_cannot_write(tmp_path: Path) -> None:
+    """Carol is in alice's group but alice has no Ed25519 key for her: carol's messages, by
+    relay, are refused as unknown-author, and nothing of them is delivered."""
+    with trio.fail_after(30):
+        async with line_of_three(tmp_path) as nodes:
+            alice, carol = nodes["alice"], nodes["carol"]
+            peer = alice.config.peer("carol")
+            alice.add_peer(replace(peer, log_key=None))
+            async with alice.events() as events, alice.messages() as inbox:
+                await carol.send("chat", b"who am I?")
+                rejected = await next_event(events, PayloadRejected)
+                assert rejected.reason == RejectReason.UNKNOWN_AUTHOR
+                assert rejected.peer == nodes["bob"].identity.public_key
+                with pytest.raises(trio.WouldBlock):
+                    inbox.receive_nowait()
+
+
+async def test_a_raw_group_sends_bodies_as_they_are_and_has_no_author(tmp_path: Path) -> None:
+    with trio.fail_after(30):
+        async with memory_nodes(tmp_path) as nodes:
+            alice, bob = nodes["alice"], nodes["bob"]
+            for node in (alice, bob):
+                node.add_group(replace(node.group("chat"), envelope="raw"))
+            async with bob.messages() as inbox:
+                mid = await alice.send("chat", b"plain")
+                m = await inbox.receive()
+            assert (m.body, m.author, m.via) == (b"plain", None, alice.identity.public_key)
+            # The MVDS body is the application's bytes: the ID is MVDS's of exactly those.
+            assert mid == message_id(CHAT, m.timestamp, b"plain")
+            assert bob._engine.has_message(mid)
+            shown = "".join(
+                p if isinstance(p, str) else p[0] for p in message_line(m, lambda k: "alice")
+            )
+            assert shown == "[chat] (no author, via alice): plain"
+
+
+async def test_members_that_disagree_on_the_envelope_are_told(tmp_path: Path) -> None:
+    with trio.fail_after(30):
+        async with memory_nodes(tmp_path) as nodes:
+            alice, bob = nodes["alice"], nodes["bob"]
+            bob.add_group(replace(bob.group("chat"), envelope="raw"))
+            async with alice.events() as events, alice.messages() as inbox:
+                mid = await bob.send("chat", b"raw from bob")
+                mismatch = await next_event(events, EnvelopeMismatch)
+                assert (mismatch.group, mismatch.peer) == ("chat", bob.identity.public_key)
+                assert (mismatch.ours, mismatch.theirs) == ("signed", "raw")
+                rejected = await next_event(events, PayloadRejected)
+                assert rejected.reason == RejectReason.UNSIGNED
+                assert not alice._engine.has_message(mid)
+                with pytest.raises(trio.WouldBlock):
+                    inbox.receive_nowait()
+            # Bob's raw group takes alice's envelope as bytes, and says so.
+            async with bob.events() as events, bob.messages() as inbox:
+                await alice.send("chat", b"signed from alice")
+                mismatch = await next_event(events, EnvelopeMismatch)
+                assert (mismatch.ours, mismatch.theirs) == ("raw", "signed")
+                m = await inbox.receive()
+                assert m.author is None and m.body.endswith(b"signed from alice")
+
+
+async def test_ephemeral_messages_carry_the_envelope_too(tmp_path: Path) -> None:
+    with trio.fail_after(30):
+        async with memory_nodes(tmp_path) as nodes:
+            alice, bob = nodes["alice"], nodes["bob"]
+            async with bob.messages() as inbox:
+                await alice.send("chat", b"typing", ephemeral=True)
+                m = await inbox.receive()
+            assert (m.body, m.ephemeral) == (b"typing", True)
+            assert m.author == alice.identity.signing_public_key
+
+
+def test_sender_is_a_deprecated_alias_of_via() -> None:
+    m = Message("chat", CHAT, b"i" * 32, b"x", b"v" * 32, 1)
+    with pytest.warns(DeprecationWarning, match="Message.via"):
+        assert m.sender == b"v" * 32
+    assert m.author is None
+
+
+def test_the_group_setting_is_parsed_written_and_checked(tmp_path: Path) -> None:
+    from mvds_node.errors import ConfigError
+    from mvds_node.node._config import parse_config, render_config
+
+    doc = {"groups": [{"name": "chat", "envelope": "raw"}]}
+    config = parse_config(doc, data_dir=tmp_path, where="t")
+    assert config.group("chat").envelope == "raw"
+    assert 'envelope = "raw"' in render_config(config)
+    again = parse_config({"groups": [{"name": "chat"}]}, data_dir=tmp_path, where="t")
+    assert again.group("chat") == GroupConfig("chat", CHAT)
+    assert again.group("chat").envelope == "signed"
+    with pytest.raises(ConfigError, match="envelope must be one of signed, raw"):
+        parse_config({"groups": [{"name": "chat", "envelope": "none"}]}, data_dir=tmp_path,
+                     where="t")  # fmt: skip
+    assert PeerConfig  # the members' keys are their log_key (see test_a_member_not_known...)
