@@ -21,7 +21,6 @@ from mvds_node.node import (
     Identity,
     Message,
     Node,
-    PeerConfig,
     group_id_for,
     open_node,
 )
@@ -289,4 +288,3 @@ def test_the_group_setting_is_parsed_written_and_checked(tmp_path: Path) -> None
     with pytest.raises(ConfigError, match="envelope must be one of signed, raw"):
         parse_config({"groups": [{"name": "chat", "envelope": "none"}]}, data_dir=tmp_path,
                      where="t")  # fmt: skip
-    assert PeerConfig  # the members' keys are their log_key (see test_a_member_not_known...)

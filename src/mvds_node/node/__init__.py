@@ -31,8 +31,8 @@ from mvds_node.node._config import parse_address as parse_address
 from mvds_node.node._config import render_config as render_config
 from mvds_node.node._config import save_config as save_config
 from mvds_node.node._events import AnyEvent as AnyEvent
-from mvds_node.node._events import InternalError as InternalError
 from mvds_node.node._events import EnvelopeMismatch as EnvelopeMismatch
+from mvds_node.node._events import InternalError as InternalError
 from mvds_node.node._events import LogUploaded as LogUploaded
 from mvds_node.node._events import NodeEvent as NodeEvent
 from mvds_node.node._events import PeerConnected as PeerConnected

@@ -161,7 +161,7 @@ class Authors:
             envelope setting differs from ours (``"raw"`` or ``"signed"``).
     """
 
-    __slots__ = ("_keys", "_me", "_mismatch", "_peer_keys", "_signed", "verified", "trusted")
+    __slots__ = ("_keys", "_me", "_mismatch", "_peer_keys", "_signed", "trusted", "verified")
 
     def __init__(
         self,
@@ -180,7 +180,9 @@ class Authors:
         self.trusted = 0
         """Messages taken on the word of their author's Noise session, unchecked."""
 
-    def update(self, signed: Mapping[bytes, frozenset[bytes]], peer_keys: Mapping[bytes, bytes]) -> None:
+    def update(
+        self, signed: Mapping[bytes, frozenset[bytes]], peer_keys: Mapping[bytes, bytes]
+    ) -> None:
         """The configuration changed: new groups, members or keys."""
         self._signed = dict(signed)
         self._peer_keys = dict(peer_keys)

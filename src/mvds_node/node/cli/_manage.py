@@ -147,7 +147,11 @@ def peers_list(state: State) -> None:
 @click.argument("key")
 @click.option("--name", help="A human name.")
 @click.option("--address", metavar="HOST:PORT", help="Where to dial it.")
-@click.option("--log-key", help="Its remote-log key (`mvds-node key --log` on its side).")
+@click.option(
+    "--log-key",
+    help="Its Ed25519 key (`mvds-node key --log` on its side): signs its messages in signed "
+    "groups and its remote log.",
+)
 @click.option("--ipns", help="Its IPNS id (`mvds-node key --ipns` on its side).")
 @click.option(
     "--group",
@@ -194,6 +198,13 @@ def peers_add(
         members = tuple(dict.fromkeys((*g.members, raw)))
         config = config.with_group(dataclasses.replace(g, members=members))
     save_config(config)
+    signed = [g.name for g in config.groups if raw in g.members and g.envelope == "signed"]
+    if peer.log_key is None and signed:
+        click.echo(
+            f"mvds-node: warning: {peer.name or _short(raw)} has no --log-key: its messages in "
+            f"{', '.join(signed)} (signed) are refused as unknown-author until it has one",
+            err=True,
+        )
     verb = "updated" if known else "added"
     state.output.show(
         {"peer": _peer_json(config, peer), "added": known is None},
