@@ -30,6 +30,7 @@ from mvds_node.node._envelope import (
     EnvelopeError,
     open_envelope,
     seal,
+    seal_batch,
     signing_digest,
     unwrap,
 )
@@ -49,36 +50,77 @@ def public(key: Ed25519PrivateKey) -> bytes:
 # --------------------------------------------------------------------------- the bytes
 
 
-def test_the_example_in_wire_md_is_what_the_code_writes() -> None:
+def test_the_examples_in_wire_md_are_what_the_code_writes() -> None:
     text = WIRE_MD.read_text(encoding="utf-8")
-    block = re.search(r"^```envelope\n(.*?)^```$", text, re.MULTILINE | re.DOTALL)
-    assert block is not None
-    data = bytes.fromhex("".join(line.split("#")[0] for line in block.group(1).splitlines()))
+    blocks = re.findall(r"^```envelope\n(.*?)^```$", text, re.MULTILINE | re.DOTALL)
+    alone, second = (
+        bytes.fromhex("".join(line.split("#")[0] for line in block.splitlines()))
+        for block in blocks
+    )
     key = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
-    written = seal(key, public(key), CHAT, 1_700_000_000_000, b"hi carol")
-    assert written.hex() == data.hex()
+    t = 1_700_000_000_000
+    written = seal(key, public(key), CHAT, t, b"hi carol")
+    assert written.hex() == alone.hex()
+    batch = seal_batch(key, public(key), CHAT, t, [b"hi carol", b"and bob"])
+    assert batch[1].hex() == second.hex()
     assert CHAT.hex() in text
-    assert signing_digest(CHAT, 1_700_000_000_000, b"hi carol").hex() in text
-    assert len(written) == ENVELOPE_OVERHEAD + 8 and ENVELOPE_OVERHEAD == 105
-    opened = open_envelope(data)
-    assert (opened.author, opened.body) == (public(key), b"hi carol")
+    assert signing_digest(CHAT, t, b"hi carol").hex() in text
+    assert len(written) == ENVELOPE_OVERHEAD + 8 and ENVELOPE_OVERHEAD == 108
     public_key = key.public_key()
-    public_key.verify(opened.signature, signing_digest(CHAT, 1_700_000_000_000, b"hi carol"))
+    opened = open_envelope(alone)
+    assert (opened.author, opened.body, opened.path) == (public(key), b"hi carol", ())
+    public_key.verify(opened.signature, signing_digest(CHAT, t, b"hi carol"))
+    opened = open_envelope(second)
+    assert (opened.body, opened.index, len(opened.path)) == (b"and bob", 1, 1)
+    root = opened.signed_bytes(CHAT, t)
+    assert root.hex() in text
+    public_key.verify(opened.signature, root)
+    # The first of the batch reaches the same root by its own path.
+    assert open_envelope(batch[0]).signed_bytes(CHAT, t) == root
+
+
+@pytest.mark.parametrize("n", [2, 3, 64, 65, 130])
+def test_a_batch_costs_one_signature_and_each_message_is_checked_alone(n: int) -> None:
+    key = Ed25519PrivateKey.generate()
+    bodies = [i.to_bytes(2, "big") * 5 for i in range(n)]
+    sealed = seal_batch(key, public(key), CHAT, 9, bodies)
+    assert [unwrap(e) for e in sealed] == [(public(key), b) for b in bodies]
+    assert len({open_envelope(e).signature for e in sealed}) == (n + 63) // 64
+    authors = Authors(b"m" * 32, {CHAT: frozenset([public(key)])}, {})
+    # The last message alone, as a relay might bring it first: checked by its own proof.
+    assert authors(CHAT, b"r" * 32, 9, sealed[-1], False) is None
+    assert all(authors(CHAT, b"r" * 32, 9, e, False) is None for e in sealed)
+    # A root checked once is remembered (a message signed alone, the 65th, is checked twice).
+    assert authors.verified == (n + 63) // 64 + (n % 64 == 1)
+    for e in sealed:
+        changed = e[:-1] + bytes([e[-1] ^ 1])
+        assert authors(CHAT, b"r" * 32, 9, changed, False) == RejectReason.BAD_SIGNATURE
+        assert authors(CHAT, b"r" * 32, 10, e, False) == RejectReason.BAD_SIGNATURE
+    # Another message's path: it leads to another root, whose signature is not this one.
+    first, second = open_envelope(sealed[0]), open_envelope(sealed[1])
+    swapped = sealed[1][:104] + b"".join(first.path) + sealed[1][104 + 32 * len(first.path) :]
+    assert second.path != first.path
+    assert authors(CHAT, b"r" * 32, 9, swapped, False) == RejectReason.BAD_SIGNATURE
 
 
 GOOD = seal(Ed25519PrivateKey.generate(), bytes(32), CHAT, 1, b"body")
+LONG = seal(Ed25519PrivateKey.generate(), bytes(32), CHAT, 1, bytes(64))
 
 
 @pytest.mark.parametrize(
     ("data", "error"),
     [
-        (GOOD[:104], "shorter than its header"),
+        (GOOD[:107], "shorter than its header"),
         (b"mvx" + GOOD[3:], "no magic"),
         (GOOD[:3] + b"\x02" + GOOD[4:], "version 2"),
         (GOOD[:4] + b"\x07" + GOOD[5:], "key type 7"),
         (GOOD[:-1], "does not match"),
         (GOOD + b"x", "does not match"),
-        (GOOD[:101] + struct.pack(">I", 2**32 - 1) + GOOD[105:], "exceeds"),
+        (GOOD[:104] + struct.pack(">I", 2**32 - 1) + GOOD[108:], "exceeds"),
+        (GOOD[:101] + b"\x11" + GOOD[102:], "depth 17 exceeds 16"),
+        (GOOD[:101] + b"\x00\x00\x01" + GOOD[104:], "index 1 is outside"),
+        (GOOD[:101] + b"\x02\x00\x00" + GOOD[104:], "shorter than its path"),
+        (LONG[:101] + b"\x01\x00\x00" + LONG[104:], "does not match"),
     ],
 )
 def test_the_parser_bounds_every_length(data: bytes, error: str) -> None:

@@ -71,7 +71,7 @@ from mvds_node.node._config import (
 )
 from mvds_node.node._discovery import Discovery, PeerDiscovered
 from mvds_node.node._driver import Driver, wall_ms
-from mvds_node.node._envelope import Authors, seal
+from mvds_node.node._envelope import Authors, seal, seal_batch
 from mvds_node.node._events import (
     AnyEvent,
     EnvelopeMismatch,
@@ -266,7 +266,17 @@ class Node:
                 self._tcp.dial(peer.key, *peer.address)
 
     def add_peer(self, peer: PeerConfig, *, save: bool = False) -> None:
-        """Know ``peer`` (accept its connections) and dial it if it has an address."""
+        """Know ``peer`` (accept its connections) and dial it if it has an address.
+
+        A peer known already keeps its ``log_key`` (its Ed25519 key, which signs its messages)
+        and ``ipns`` when ``peer`` gives none: a new address does not make it a stranger."""
+        known = next((p for p in self.config.peers if p.key == peer.key), None)
+        if known is not None:
+            peer = dataclasses.replace(
+                peer,
+                log_key=peer.log_key if peer.log_key is not None else known.log_key,
+                ipns=peer.ipns or known.ipns,
+            )
         self.config = self.config.with_peer(peer)
         self._authors.update(*_author_tables(self.config))
         if peer.address is not None:
@@ -345,6 +355,16 @@ class Node:
             return bytes(body)
         return seal(self.identity.signing, self._author_key, group.id, timestamp, bytes(body))
 
+    def _wrap_many(
+        self, group: GroupConfig, timestamp: int, bodies: Sequence[bytes]
+    ) -> list[bytes]:
+        """Bodies of one :meth:`send_many`: signed in batches (one signature per
+        ``_envelope.BATCH`` messages, each carrying its Merkle path), or as they are."""
+        if group.envelope == "raw":
+            return [bytes(b) for b in bodies]
+        key, author = self.identity.signing, self._author_key
+        return seal_batch(key, author, group.id, timestamp, [bytes(b) for b in bodies])
+
     async def send_many(self, group: str | bytes, bodies: Sequence[bytes]) -> list[bytes]:
         """Send several durable messages to ``group`` in one store transaction.
 
@@ -360,7 +380,7 @@ class Node:
         return self._commit(
             cfg.id,
             lambda now, stamp: self._engine.send_many(
-                cfg.id, [self._wrap(cfg, stamp, b) for b in bodies], now=now, timestamp=stamp
+                cfg.id, self._wrap_many(cfg, stamp, bodies), now=now, timestamp=stamp
             ),
         )
 
