@@ -22,6 +22,7 @@ from mvds_node.node import (
     Message,
     Node,
     group_id_for,
+    load_config,
     open_node,
 )
 from mvds_node.node._envelope import (
@@ -183,8 +184,11 @@ def test_who_may_write_and_when_the_signature_is_checked() -> None:
 
 
 @contextlib.asynccontextmanager
-async def line_of_three(tmp_path: Path) -> AsyncIterator[dict[str, Node]]:
-    """alice - bob - carol: carol and alice reach each other only through bob (two hubs)."""
+async def line_of_three(
+    tmp_path: Path, *, alice_knows_carol: bool = True
+) -> AsyncIterator[dict[str, Node]]:
+    """alice - bob - carol: carol and alice reach each other only through bob (two hubs);
+    alice knows carol's Ed25519 key unless told otherwise."""
     ids = {n: Identity.generate() for n in ("alice", "bob", "carol")}
     left, right = MemoryHub(), MemoryHub()
     carriers = {
@@ -197,6 +201,8 @@ async def line_of_three(tmp_path: Path) -> AsyncIterator[dict[str, Node]]:
         for name, me in ids.items():
             others = {n: i for n, i in ids.items() if n != name}
             config = config_for(tmp_path, name, me, others, listen=None)
+            if name == "alice" and not alice_knows_carol:
+                config = config.with_peer(replace(config.peer("carol"), log_key=None))
             nodes[name] = await stack.enter_async_context(
                 open_node(config, identity=me, transports=carriers[name])
             )
@@ -242,10 +248,9 @@ async def test_a_member_not_known_by_its_key_cannot_write(tmp_path: Path) -> Non
     """Carol is in alice's group but alice has no Ed25519 key for her: carol's messages, by
     relay, are refused as unknown-author, and nothing of them is delivered."""
     with trio.fail_after(30):
-        async with line_of_three(tmp_path) as nodes:
+        async with line_of_three(tmp_path, alice_knows_carol=False) as nodes:
             alice, carol = nodes["alice"], nodes["carol"]
-            peer = alice.config.peer("carol")
-            alice.add_peer(replace(peer, log_key=None))
+            assert alice.config.peer("carol").log_key is None
             async with alice.events() as events, alice.messages() as inbox:
                 await carol.send("chat", b"who am I?")
                 rejected = await next_event(events, PayloadRejected)
@@ -330,3 +335,29 @@ def test_the_group_setting_is_parsed_written_and_checked(tmp_path: Path) -> None
     with pytest.raises(ConfigError, match="envelope must be one of signed, raw"):
         parse_config({"groups": [{"name": "chat", "envelope": "none"}]}, data_dir=tmp_path,
                      where="t")  # fmt: skip
+
+
+def test_groups_add_sets_the_envelope_and_peers_add_warns(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from mvds_node.node.cli import root
+
+    home = str(tmp_path / "a")
+
+    def run(*args: str) -> str:
+        result = CliRunner().invoke(root, ["--dir", home, *args])
+        assert result.exit_code == 0, (result.stdout, result.stderr)
+        return result.stdout + result.stderr
+
+    run("init", "--name", "a", "--listen", "", "--group", "chat")
+    run("groups", "add", "plain", "--envelope", "raw")
+    assert load_config(home).group("plain").envelope == "raw"
+    assert load_config(home).group("chat").envelope == "signed"
+    bob = Identity.generate()
+    out = run("peers", "add", bob.public_key.hex(), "--name", "bob", "--group", "chat")
+    assert "bob has no --log-key" in out and "unknown-author" in out
+    out = run("peers", "add", bob.public_key.hex(), "--log-key", bob.signing_public_key.hex())
+    assert "no --log-key" not in out
+    assert load_config(home).peer("bob").log_key == bob.signing_public_key
+    out = run("peers", "add", Identity.generate().public_key.hex(), "--group", "plain")
+    assert "no --log-key" not in out  # a raw group has no authors

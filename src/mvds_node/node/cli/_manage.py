@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import secrets
 import tomllib
-from typing import Any
+from typing import Any, Literal
 
 import click
 import trio
@@ -90,6 +90,7 @@ def _group_json(g: GroupConfig) -> dict[str, Any]:
         "mode": g.mode.value,
         "members": [m.hex() for m in g.members],
         "secret": g.secret is not None,
+        "envelope": g.envelope,
     }
 
 
@@ -285,10 +286,21 @@ def groups_list(state: State) -> None:
 )
 @click.option("--mode", type=click.Choice(["batch", "interactive"]), help="How it syncs.")
 @click.option("--secret", help='64 hex digits, or "new" to generate one.')
+@click.option(
+    "--envelope",
+    type=click.Choice(["signed", "raw"]),
+    help="signed: messages carry their author's signature (default); raw: bodies as they are "
+    "(plain MVDS applications). The same on every member.",
+)
 @common_options
 @pass_state
 def groups_add(
-    state: State, name: str, member: tuple[str, ...], mode: str | None, secret: str | None
+    state: State,
+    name: str,
+    member: tuple[str, ...],
+    mode: str | None,
+    secret: str | None,
+    envelope: Literal["signed", "raw"] | None,
 ) -> None:
     """Create the group NAME, or change it (members are added; mode and secret replaced)."""
     config = state.config()
@@ -304,6 +316,7 @@ def groups_add(
         members=tuple(dict.fromkeys(members)),
         mode=Mode(mode) if mode else group.mode,
         secret=key,
+        envelope=envelope or group.envelope,
     )
     save_config(config.with_group(group))
     state.output.show(
