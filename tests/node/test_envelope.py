@@ -361,3 +361,22 @@ def test_groups_add_sets_the_envelope_and_peers_add_warns(tmp_path: Path) -> Non
     assert load_config(home).peer("bob").log_key == bob.signing_public_key
     out = run("peers", "add", Identity.generate().public_key.hex(), "--group", "plain")
     assert "no --log-key" not in out  # a raw group has no authors
+
+
+def test_messages_written_before_envelopes_are_taken_without_an_author(tmp_path: Path) -> None:
+    carol = Ed25519PrivateKey.generate()
+    authors = Authors(b"m" * 32, {CHAT: frozenset([public(carol)])}, {}, legacy_before=1000)
+    assert authors(CHAT, b"b" * 32, 999, b"from the old release", False) is None
+    assert authors.legacy == 1
+    assert authors(CHAT, b"b" * 32, 1000, b"written since", False) == RejectReason.UNSIGNED
+    # NOSYNC has no timestamp, and no earlier release to come from.
+    assert authors(CHAT, b"b" * 32, 0, b"typing", True, ephemeral=True) == RejectReason.UNSIGNED
+    # The node keeps the time it first required envelopes, and refuses a damaged record of it.
+    from mvds_node.errors import ConfigError
+    from mvds_node.node._node import envelopes_since
+
+    first = envelopes_since(tmp_path)
+    assert envelopes_since(tmp_path) == first > 0
+    (tmp_path / "envelopes-since").write_text("yesterday\n")
+    with pytest.raises(ConfigError, match="envelopes-since: damaged"):
+        envelopes_since(tmp_path)

@@ -403,7 +403,7 @@ class Driver:
         authors = self._authors
         if authors is not None and authors.is_signed(group.id):
             # Ephemeral messages carry the envelope too (timestamp 0: NOSYNC has none).
-            reason = authors(group.id, peer, 0, frame.body, direct)
+            reason = authors(group.id, peer, 0, frame.body, direct, ephemeral=True)
             if reason is not None:
                 self.refuse(peer, reason, f"ephemeral message in [{group.name}] refused")
                 return

@@ -256,15 +256,22 @@ class Authors:
         peer_keys: a member's X25519 key (its engine peer ID) -> its Ed25519 key.
         mismatch: called with (group ID, peer, what came) when a message shows that a peer's
             envelope setting differs from ours (``"raw"`` or ``"signed"``).
+        legacy_before: Unix ms since which this node requires envelopes in signed groups: a
+            member's message without one, timestamped before, was written before envelopes
+            existed (stored by an earlier release, still on its way) and is taken without an
+            author (``Message.author`` None, as for a raw group); after it, it is refused
+            (``unsigned``). 0: every unsigned message is refused.
     """
 
     __slots__ = (
         "_batches",
         "_keys",
+        "_legacy_before",
         "_me",
         "_mismatch",
         "_peer_keys",
         "_signed",
+        "legacy",
         "trusted",
         "verified",
     )
@@ -275,8 +282,12 @@ class Authors:
         signed: Mapping[bytes, frozenset[bytes]],
         peer_keys: Mapping[bytes, bytes],
         mismatch: Callable[[bytes, bytes, str], None] = lambda g, p, s: None,
+        legacy_before: int = 0,
     ) -> None:
         self._me = me
+        self._legacy_before = legacy_before
+        self.legacy = 0
+        """Messages without an envelope taken because they predate ``legacy_before``."""
         self._signed = dict(signed)
         self._peer_keys = dict(peer_keys)
         self._mismatch = mismatch
@@ -298,8 +309,17 @@ class Authors:
         return group_id in self._signed
 
     def __call__(
-        self, group_id: bytes, peer: bytes, timestamp: int, body: bytes, direct: bool
+        self,
+        group_id: bytes,
+        peer: bytes,
+        timestamp: int,
+        body: bytes,
+        direct: bool,
+        *,
+        ephemeral: bool = False,
     ) -> str | None:
+        """The engine's validator (``ephemeral``: a NOSYNC message, which has no timestamp and
+        no earlier release to come from: never taken without an envelope)."""
         members = self._signed.get(group_id)
         if members is None:  # a raw group: any body, no author
             if is_envelope(body):
@@ -311,6 +331,9 @@ class Authors:
                     self._mismatch(group_id, peer, "signed")
             return None
         if not is_envelope(body):
+            if not ephemeral and timestamp < self._legacy_before:
+                self.legacy += 1  # written before envelopes: no author, and it says so
+                return None
             self._mismatch(group_id, peer, "raw")
             return RejectReason.UNSIGNED
         try:

@@ -47,12 +47,14 @@ import contextlib
 import dataclasses
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
 from typing import Any, Final
 
 import trio
 
 from mvds_node._address import format_address
 from mvds_node.errors import (
+    ConfigError,
     LocalProtocolError,
     NodeFailed,
     StoreError,
@@ -145,7 +147,10 @@ class Node:
         # stores a received message.
         self._author_key = identity.signing_public_key
         self._authors = Authors(
-            self._author_key, *_author_tables(config), mismatch=self._envelope_mismatch
+            self._author_key,
+            *_author_tables(config),
+            mismatch=self._envelope_mismatch,
+            legacy_before=envelopes_since(config.data_dir),
         )
         self._mismatches: set[tuple[bytes, bytes]] = set()
         self._engine = Engine(
@@ -646,6 +651,47 @@ class Node:
         if self._remote_log is not None and ids:
             wires = self._store.get_wires(list(ids))
             self._remote_log.enqueue(group_id, [(i, wires[i]) for i in ids if i in wires])
+
+
+ENVELOPES_SINCE_NAME: Final = "envelopes-since"
+"""The file in the data directory that says since when (Unix ms) the node requires envelopes."""
+
+
+def envelopes_since(data_dir: Path) -> int:
+    """Since when (Unix ms) this node requires envelopes in signed groups: the time it first
+    ran a release that has them, kept in ``envelopes-since`` in the data directory (written
+    once, atomically). A member's message without an envelope timestamped before it was
+    written by an earlier release (a data directory's pending sends, a remote log's pages) and
+    is delivered without an author; one timestamped after is refused.
+
+    Raises:
+        ConfigError: the file is damaged or cannot be written.
+    """
+    path = data_dir / ENVELOPES_SINCE_NAME
+    try:
+        text = path.read_text(encoding="ascii")
+    except FileNotFoundError:
+        now = wall_ms()
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "w", encoding="ascii") as f:
+                f.write(f"{now}\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot write: {e.strerror}") from None
+        return now
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read: {e}") from None
+    value = text.strip()
+    if not value.isdigit() or len(value) > 19:
+        raise ConfigError(
+            f"{path}: damaged (expected Unix milliseconds); write the time this node first ran "
+            "with envelopes, or delete it to require envelopes from now on"
+        )
+    return int(value)
 
 
 def _author_tables(config: NodeConfig) -> tuple[dict[bytes, frozenset[bytes]], dict[bytes, bytes]]:

@@ -287,9 +287,8 @@ class Receive:
                 dropped[reason] = dropped.get(reason, 0) + 1
                 continue
             # The driver's check (the envelope: who wrote it), before anything is stored or
-            # acknowledged. A relayed copy of a message we hold was checked when it was stored
-            # (a direct one costs the validator little: no lookup for it).
-            if validate is not None and (direct or m.ephemeral or not store.has_message(mid)):
+            # acknowledged. A copy of a message we hold was checked when it was stored.
+            if validate is not None and (m.ephemeral or not store.has_message(mid)):
                 refusal = validate(m.group_id, peer, m.timestamp, m.body, direct)
                 if refusal is not None:
                     dropped[refusal] = dropped.get(refusal, 0) + 1
