@@ -36,7 +36,7 @@ Signing costs about 34 µs, so :meth:`Node.send_many` signs batches: one signatu
 append. Each message still carries its whole proof (the root's signature and its path, 32
 bytes per level), so a relayed message is checked alone, wherever it comes from; a reader
 that checked a root's signature once remembers it (:class:`Authors`), so a relayed batch costs
-one signature check, not one per message.
+one signature check, not one per message (and a copy that comes again, none).
 
 :func:`open_envelope` bounds everything it reads (fixed sizes, the length equal to what is
 left and at most the body limit) and raises only :class:`EnvelopeError`.
@@ -242,7 +242,8 @@ def unwrap(data: bytes) -> tuple[bytes | None, bytes]:
 
 
 _VERIFIED_BATCHES: Final = 4096
-"""Batch roots whose signature a node remembers having checked."""
+"""Signatures (of batch roots, or of messages signed alone) a node remembers having checked:
+a batch relayed whole, or a copy that comes again, costs no second check."""
 
 
 @final
@@ -292,7 +293,8 @@ class Authors:
         self._peer_keys = dict(peer_keys)
         self._mismatch = mismatch
         self._keys: dict[bytes, Ed25519PublicKey] = {}
-        self._batches: dict[bytes, None] = {}  # (author, root, signature) checked, oldest first
+        # (author, what is signed, signature) checked, oldest first.
+        self._batches: dict[bytes, None] = {}
         self.verified = 0
         """Signatures checked since the node started."""
         self.trusted = 0
@@ -347,9 +349,9 @@ class Authors:
             self.trusted += 1  # the Noise session proved the peer, and the peer wrote it
             return None
         signed = opened.signed_bytes(group_id, timestamp)
-        seen = author + signed + opened.signature if opened.path else b""
-        if seen and seen in self._batches:
-            return None  # this batch root's signature was checked already
+        seen = author + signed + opened.signature
+        if seen in self._batches:
+            return None  # this signature was checked already (a batch's root, a copy)
         key = self._keys.get(author)
         if key is None:
             try:
@@ -364,9 +366,8 @@ class Authors:
             key.verify(opened.signature, signed)
         except InvalidSignature:
             return RejectReason.BAD_SIGNATURE
-        if seen:
-            batches = self._batches
-            if len(batches) >= _VERIFIED_BATCHES:
-                del batches[next(iter(batches))]
-            batches[seen] = None
+        batches = self._batches
+        if len(batches) >= _VERIFIED_BATCHES:
+            del batches[next(iter(batches))]
+        batches[seen] = None
         return None
