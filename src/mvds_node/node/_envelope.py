@@ -336,7 +336,7 @@ class Authors:
                     self._mismatch(group_id, peer, "signed")
             return None
         if not is_envelope(body):
-            if not ephemeral and timestamp < self._legacy_before:
+            if not ephemeral and self._legacy_before and timestamp < self._legacy_before:
                 self.legacy += 1  # written before envelopes: no author, and it says so
                 return None
             self._mismatch(group_id, peer, "raw")
