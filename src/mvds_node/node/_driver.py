@@ -291,6 +291,8 @@ class Driver:
                 author, body = None, event.body
                 if authors is not None and authors.is_signed(event.group_id):
                     author, body = unwrap(event.body)
+                    # Subscribers of events see what the author sent, as those of messages do.
+                    event = dataclasses.replace(event, body=body)
                 await subscribers.deliver(
                     Message(
                         group=self.names.get(event.group_id, event.group_id.hex()),
@@ -412,7 +414,7 @@ class Driver:
         self._subscribers.deliver_nowait(
             Message(group.name, group.id, b"", body, peer, 0, ephemeral=True, author=author)
         )
-        self.emit(MessageDelivered(b"", group.id, 0, frame.body, (), True, peer))
+        self.emit(MessageDelivered(b"", group.id, 0, body, (), True, peer))
 
     def _carrier_event(self, carrier: Transport, event: object) -> None:
         now = trio.current_time()
