@@ -239,7 +239,10 @@ def unwrap(data: bytes) -> tuple[bytes | None, bytes]:
     at = _HEADER.size + 32 * depth
     if version != VERSION or kind != KEY_ED25519 or depth > MAX_DEPTH or index >> depth:
         return None, data
-    if len(data) < at + _LENGTH.size or _LENGTH.unpack_from(data, at)[0] != len(data) - at - 4:
+    if len(data) < at + _LENGTH.size:
+        return None, data
+    (n,) = _LENGTH.unpack_from(data, at)
+    if n > MAX_INNER_BYTES or n != len(data) - at - _LENGTH.size:
         return None, data
     return author, data[at + _LENGTH.size :]
 
@@ -341,16 +344,15 @@ class Authors:
                 return None
             self._mismatch(group_id, peer, "raw")
             return RejectReason.UNSIGNED
-        try:
-            opened = open_envelope(body)
-        except EnvelopeError:
+        author, _ = unwrap(body)  # the common case first: well-formed, from its author
+        if author is None:
             return RejectReason.ENVELOPE_MALFORMED
-        author = opened.author
         if author not in members and author != self._me:
             return RejectReason.UNKNOWN_AUTHOR
         if direct and self._peer_keys.get(peer) == author:
             self.trusted += 1  # the Noise session proved the peer, and the peer wrote it
             return None
+        opened = open_envelope(body)  # well-formed: unwrap checked what this checks
         signed = opened.signed_bytes(group_id, timestamp)
         seen = author + signed + opened.signature
         if seen in self._batches:
