@@ -35,7 +35,8 @@ from mvds_node.node._envelope import (
     signing_digest,
     unwrap,
 )
-from mvds_node.node.cli._events import message_json, message_line
+from mvds_node.node._events import event_to_json
+from mvds_node.node.cli._events import event_line, message_json, message_line
 from mvds_node.sync import PayloadRejected, RejectReason, message_id
 from mvds_node.transports import MemoryHub
 from tests.node.helpers import config_for, memory_nodes, next_event
@@ -292,6 +293,12 @@ async def test_members_that_disagree_on_the_envelope_are_told(tmp_path: Path) ->
                 mismatch = await next_event(events, EnvelopeMismatch)
                 assert (mismatch.group, mismatch.peer) == ("chat", bob.identity.public_key)
                 assert (mismatch.ours, mismatch.theirs) == ("signed", "raw")
+                doc = event_to_json(mismatch)
+                assert doc["type"] == "envelope-mismatch" and doc["theirs"] == "raw"
+                parts = event_line(mismatch, doc, lambda k: "bob")
+                assert "[chat] is signed here and raw there" in "".join(
+                    p if isinstance(p, str) else p[0] for p in parts
+                )
                 rejected = await next_event(events, PayloadRejected)
                 assert rejected.reason == RejectReason.UNSIGNED
                 assert not alice._engine.has_message(mid)

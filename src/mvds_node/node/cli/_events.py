@@ -13,6 +13,7 @@ from typing import Any
 from mvds_node.node._control import b64
 from mvds_node.node._events import (
     AnyEvent,
+    EnvelopeMismatch,
     InternalError,
     LogUploaded,
     PeerConnected,
@@ -88,6 +89,7 @@ def message_line(
 
 
 _ALARMS = (
+    EnvelopeMismatch,
     InputRejected,
     PayloadRejected,
     TransportFailed,
@@ -108,6 +110,11 @@ def event_line(
     elif isinstance(event, PayloadRejected):
         human += (
             f": {event.reason} ({event.dropped} dropped{', whole payload' if event.whole else ''})"
+        )
+    elif isinstance(event, EnvelopeMismatch):
+        human += (
+            f": [{event.group}] is {event.ours} here and {event.theirs} there "
+            "(set the group's envelope alike on every member)"
         )
     elif isinstance(event, StoreFailed):
         human = f"* store-failed: {event.reason}"
