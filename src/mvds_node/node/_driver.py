@@ -291,8 +291,21 @@ class Driver:
                 author, body = None, event.body
                 if authors is not None and authors.is_signed(event.group_id):
                     author, body = unwrap(event.body)
-                    # Subscribers of events see what the author sent, as those of messages do.
-                    event = dataclasses.replace(event, body=body)
+                    if subscribers.watching:
+                        # Subscribers of events see what the author sent, as those of
+                        # messages do (built directly: dataclasses.replace costs 10 times more).
+                        e = event
+                        event = MessageDelivered(
+                            e.message_id,
+                            e.group_id,
+                            e.timestamp,
+                            body,
+                            e.parents,
+                            e.ephemeral,
+                            e.sender,
+                            e.expires_at,
+                            e.parents_missing,
+                        )
                 await subscribers.deliver(
                     Message(
                         group=self.names.get(event.group_id, event.group_id.hex()),

@@ -82,6 +82,11 @@ class Subscribers:
         self._dropped_by_gone = 0  # events dropped by subscribers that have left
 
     @property
+    def watching(self) -> bool:
+        """Whether any :meth:`Node.events` block is open."""
+        return bool(self._events)
+
+    @property
     def events_dropped(self) -> int:
         """Events dropped because a subscriber's queue was full, since the node started."""
         return self._dropped_by_gone + sum(q.dropped for q in self._events)
