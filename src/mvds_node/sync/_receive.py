@@ -5,7 +5,8 @@ Theory of operation: :meth:`Receive.payload` takes a payload the engine decoded 
 applies its records in the order 2/MVDS gives them: ACKs end what we owed (``GOT_ACK``),
 REQUESTs are answered with the message (``GOT_REQUEST``), OFFERs of messages we lack are asked
 for (``GOT_OFFER_MISSING``, within the request bounds of ``_requests``) and OFFERs of messages
-we hold end our own records (``GOT_OFFER_HELD``), and MESSAGEs are stored, acknowledged,
+we hold end our own records (``GOT_OFFER_HELD``), and MESSAGEs, once the driver's
+:data:`Validator` (if any) accepts them, are stored, acknowledged,
 relayed to the group's other members (``SHARE_*``), their missing parents asked for
 (``MISSING_PARENT``) and delivered, or held, through ``_causal``. Every record change goes
 through ``_state``; the records to write are collected and written once per payload. What a
