@@ -4,9 +4,10 @@
 
 Creates one data directory per person under DIR (default ``./lan-chat``) with ``mvds-node
 init``, adds everyone's keys (``key``, and ``key --log``, which signs what it writes) to
-everyone else's configuration with ``mvds-node peers add`` (all on 127.0.0.1 with fixed ports, so it works on one machine; on a real LAN, use each
-machine's address), and prints one ``mvds-node run --chat`` command per terminal. Type a line
-in any terminal: it reaches the others, and whoever starts late catches up.
+everyone else's configuration with ``mvds-node peers add`` (all on 127.0.0.1 with fixed ports,
+so it works on one machine; on a real LAN, use each machine's address), and prints one
+``mvds-node run --chat`` command per terminal. Type a line in any terminal: it reaches the
+others, and whoever starts late catches up.
 """
 
 from __future__ import annotations
