@@ -7,8 +7,13 @@ batches of ``--batch``) and the clock stops when Bob has delivered every one and
 every acknowledgement. Cases: 256-byte messages (count per second) and 60 KB messages (MB/s).
 
     python3 dev.py bench node_tcp [--quick] [--only small|large] [--page-size N] [--repeat N]
-                                  [--keep-freed-memory-mib N] [--profile DIR]
+                                  [--envelope signed|raw|both] [--keep-freed-memory-mib N]
+                                  [--profile DIR]
 
+``--envelope`` is the group's setting: ``signed`` (the default of a group: Alice signs every
+message, Bob checks the author and, the message coming straight from her over Noise, skips the
+signature), ``raw`` (bodies as they are), or ``both`` (the default here), which alternates
+signed and raw runs, so that a loaded machine's drift falls on both alike.
 ``--repeat`` runs each case several times and reports every run and the median (the machine may
 be shared: a single run says little). ``--profile DIR`` writes cProfile statistics of both
 processes (``alice-*.prof``, ``bob-*.prof``) for ``python -m pstats``.
@@ -27,8 +32,9 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import trio
 
@@ -48,8 +54,17 @@ from mvds_node.node import (
 T = TypeVar("T")
 
 
+Envelope = Literal["signed", "raw"]
+
+
 def config(
-    directory: Path, me: str, other: bytes, page_size: int = 4096, keep_freed: int = 64
+    directory: Path,
+    me: str,
+    other: bytes,
+    other_log_key: bytes,
+    page_size: int = 4096,
+    keep_freed: int = 64,
+    envelope: Envelope = "signed",
 ) -> NodeConfig:
     return NodeConfig(
         store_page_size=page_size,
@@ -57,8 +72,8 @@ def config(
         data_dir=directory / me,
         name=me,
         listen=("127.0.0.1", 0),
-        peers=(PeerConfig(key=other, name="peer"),),
-        groups=(GroupConfig("bench", group_id_for("bench"), (other,)),),
+        peers=(PeerConfig(key=other, name="peer", log_key=other_log_key),),
+        groups=(GroupConfig("bench", group_id_for("bench"), (other,), envelope=envelope),),
         epoch_seconds=0.05,
     )
 
@@ -99,13 +114,24 @@ async def run(
     page_size: int = 4096,
     profile: str | None = None,
     keep_freed: int = 64,
+    envelope: Envelope = "signed",
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         alice = create_identity(root / "alice" / "identity.key")
         bob = create_identity(root / "bob" / "identity.key")
-        save_config(config(root, "alice", bob.public_key, page_size, keep_freed))
-        save_config(config(root, "bob", alice.public_key, page_size, keep_freed))
+        for me, other in (("alice", bob), ("bob", alice)):
+            save_config(
+                config(
+                    root,
+                    me,
+                    other.public_key,
+                    other.signing_public_key,
+                    page_size,
+                    keep_freed,
+                    envelope,
+                )
+            )
         tag = f"{size}-{page_size}-{time.monotonic_ns()}"
         argv = [sys.executable, __file__, "--receiver", str(root / "bob"), str(messages)]
         if profile:
@@ -120,7 +146,7 @@ async def run(
         address = await lines.__anext__()
         async with open_node(load_config(root / "alice")) as a, a.events() as events:
             host, port = parse_address(address)
-            a.add_peer(PeerConfig(key=bob.public_key, name="bob", address=(host, port)))
+            a.add_peer(replace(a.config.peer(bob.public_key), address=(host, port)))
             async for event in events:
                 if isinstance(event, PeerConnected):
                     break
@@ -144,6 +170,7 @@ async def run(
         await process.stdin.aclose()
         await process.wait()
     return {
+        "envelope": envelope,
         "messages": messages,
         "body_bytes": size,
         "send_batch": batch,
@@ -202,6 +229,12 @@ def main(argv: list[str] | None = None) -> None:
         default=64,
         help="the nodes' keep_freed_memory_mib (0: the C allocator's defaults)",
     )
+    parser.add_argument(
+        "--envelope",
+        choices=("signed", "raw", "both"),
+        default="both",
+        help="the group's envelope; both: signed and raw runs, alternating",
+    )
     parser.add_argument("--profile", metavar="DIR", help="write cProfile stats of both sides")
     parser.add_argument("--receiver", nargs=2, metavar=("DIR", "N"), help=argparse.SUPPRESS)
     parser.add_argument("--tag", default="bob", help=argparse.SUPPRESS)
@@ -219,24 +252,30 @@ def main(argv: list[str] | None = None) -> None:
         cases.append((50_000 // scale, 256, 1000))
     if args.only != "small":
         cases.append((5_000 // scale, 60_000, 100))
+    envelopes: tuple[Envelope, ...] = (
+        ("signed", "raw") if args.envelope == "both" else (args.envelope,)
+    )
     results = []
     for messages, size, batch in cases:
         for page_size in args.page_size or (4096, 65536):
-            runs = [
-                _profiled(
-                    args.profile,
-                    f"alice-{size}-{page_size}-{i}",
-                    run,
-                    messages,
-                    size,
-                    batch,
-                    page_size,
-                    args.profile,
-                    args.keep_freed_memory_mib,
-                )
-                for i in range(args.repeat)
-            ]
-            results.append(_summary(runs))
+            runs: dict[str, list[dict[str, Any]]] = {e: [] for e in envelopes}
+            for i in range(args.repeat):
+                for envelope in envelopes:  # alternating: a drifting load falls on both
+                    runs[envelope].append(
+                        _profiled(
+                            args.profile,
+                            f"alice-{size}-{page_size}-{envelope}-{i}",
+                            run,
+                            messages,
+                            size,
+                            batch,
+                            page_size,
+                            args.profile,
+                            args.keep_freed_memory_mib,
+                            envelope,
+                        )
+                    )
+            results += [_summary(r) for r in runs.values()]
     print(
         json.dumps(
             {

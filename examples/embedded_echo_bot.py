@@ -45,7 +45,7 @@ def config(root: Path, me: str, other: Identity) -> NodeConfig:
         data_dir=root / me,
         name=me,
         listen=("127.0.0.1", 0),
-        peers=(PeerConfig(other.public_key, "other"),),
+        peers=(PeerConfig(other.public_key, "other", log_key=other.signing_public_key),),
         groups=(GroupConfig("chat", group_id_for("chat"), (other.public_key,)),),
         epoch_seconds=0.1,
     )

@@ -45,7 +45,11 @@ def say(text: str) -> None:
 def configs(root: Path, ids: dict[str, Identity]) -> dict[str, NodeConfig]:
     out = {}
     for me in NAMES:
-        peers = tuple(PeerConfig(key=ids[n].public_key, name=n) for n in NAMES if n != me)
+        peers = tuple(
+            PeerConfig(key=ids[n].public_key, name=n, log_key=ids[n].signing_public_key)
+            for n in NAMES
+            if n != me
+        )
         group = GroupConfig("chat", group_id_for("chat"), tuple(p.key for p in peers))
         out[me] = NodeConfig(
             data_dir=root / me,
@@ -67,7 +71,7 @@ async def run(root: Path) -> None:
     )
 
     def show(who: str, m: Message) -> None:
-        say(f"  {who:5} got {m.body.decode()!r} from {names.get(m.sender, '?')}")
+        say(f"  {who:5} got {m.body.decode()!r} from {names.get(m.via, '?')}")
 
     with trio.fail_after(60):
         async with (

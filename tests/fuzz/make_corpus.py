@@ -576,6 +576,22 @@ def nats_backend() -> Seeds:
     )
 
 
+def envelope() -> Seeds:
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from mvds_node.node._envelope import seal as seal_envelope
+
+    key = signing_key("alice")
+    author = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    low, high = -(2**63), 2**63 - 1
+    for timestamp, body in ((0, b""), (1_700_000_000_000, b"hello"), (-1, bytes(300))):
+        sealed = seal_envelope(key, author, GROUP_ID, timestamp, body)
+        for cut in (sealed, sealed[:-1], sealed[:50]):  # whole, one byte short, cut in the key
+            yield Script().flag(False).integer(timestamp, low, high).raw(cut).build()
+    yield Script().flag(True).integer(0, low, high).raw(b"mve\x02" + bytes(200)).build()
+    yield Script().flag(False).integer(5, low, high).raw(b"plain body of a raw group").build()
+
+
 def config() -> Seeds:
     peer = keypair("peer").public.hex()
     docs: list[dict[str, object]] = [
@@ -599,6 +615,7 @@ MAKERS: dict[str, Callable[[], Seeds]] = {
     "archive": archive,
     "bundle": bundle,
     "config": config,
+    "envelope": envelope,
     "framing": framing,
     "helper": helper,
     "http_backend": http_backend,

@@ -43,6 +43,11 @@ def init(directory: Path, name: str) -> str:
     return cli("--dir", directory, "key").strip()
 
 
+def log_key(directory: Path) -> str:
+    """The node's Ed25519 key (``key --log``): what signs its messages and its remote log."""
+    return cli("--dir", directory, "key", "--log").strip()
+
+
 @dataclass
 class Running:
     """A ``mvds-node run --json`` process and what it printed so far."""

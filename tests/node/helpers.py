@@ -37,7 +37,10 @@ def config_for(
 ) -> NodeConfig:
     """``name``'s configuration: it knows ``others`` by name, and they share the group
     ``chat``; it listens on 127.0.0.1 (``listen=None`` in ``changes`` for no TCP at all)."""
-    peers = tuple(PeerConfig(key=i.public_key, name=n) for n, i in others.items())
+    peers = tuple(
+        PeerConfig(key=i.public_key, name=n, log_key=i.signing_public_key)
+        for n, i in others.items()
+    )
     group = GroupConfig(name="chat", id=group_id_for("chat"), members=tuple(p.key for p in peers))
     config = NodeConfig(
         data_dir=tmp_path / name,

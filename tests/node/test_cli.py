@@ -9,7 +9,7 @@ from pathlib import Path
 
 import trio
 
-from .cliutil import Running, acli, cli, init, start
+from .cliutil import Running, acli, cli, init, log_key, start
 
 
 def test_help_is_for_newcomers() -> None:
@@ -42,7 +42,7 @@ def befriend(dirs: dict[str, Path], keys: dict[str, str]) -> None:
         for other in dirs:
             if other != me:
                 cli("--dir", dirs[me], "peers", "add", keys[other], "--name", other,
-                    "--group", "chat")  # fmt: skip
+                    "--group", "chat", "--log-key", log_key(dirs[other]))  # fmt: skip
 
 
 async def dial(directory: Path, name: str, key: str, address: str) -> None:

@@ -287,8 +287,11 @@ def test_bundles_both_ways_count_in_words(tmp_path: Path) -> None:
     for directory, name in ((alice, "alice"), (bob, "bob")):
         ok("--dir", directory, "init", "--name", name, "--listen", "", "--group", "notes")
     keys = {d: ok("--dir", d, "key").strip() for d in (alice, bob)}
-    ok("--dir", alice, "peers", "add", keys[bob], "--name", "bob", "--group", "notes")
-    ok("--dir", bob, "peers", "add", keys[alice], "--name", "alice", "--group", "notes")
+    logs = {d: ok("--dir", d, "key", "--log").strip() for d in (alice, bob)}
+    ok("--dir", alice, "peers", "add", keys[bob], "--name", "bob", "--group", "notes",
+       "--log-key", logs[bob])  # fmt: skip
+    ok("--dir", bob, "peers", "add", keys[alice], "--name", "alice", "--group", "notes",
+       "--log-key", logs[alice])  # fmt: skip
     ok("--dir", alice, "send", "notes", "meeting moved to thursday")
     out = ok("--dir", alice, "export", tmp_path / "for-bob", "--peer", "bob")
     assert out.startswith(f"wrote {tmp_path / 'for-bob'}: 1 message, 0 acks, ")

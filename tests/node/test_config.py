@@ -20,6 +20,7 @@ from mvds_node.node import (
 )
 from mvds_node.node._config import parse_config, setting_value
 from mvds_node.node._schema import (
+    GROUP_SETTINGS,
     SETTINGS,
     Setting,
     find_setting,
@@ -46,6 +47,13 @@ def test_docs_table_is_the_schema() -> None:
     table = text[start:end].split("\n", 1)[1]
     assert table == reference_table()
     assert [line.split("`")[1] for line in table.splitlines()[2:]] == [s.name for s in SETTINGS]
+
+
+def test_docs_group_table_is_the_schema() -> None:
+    text = DOC.read_text()
+    start = text.index("<!-- group settings table: generated from node/_schema.py -->\n")
+    end = text.index("<!-- end of group settings table -->")
+    assert text[start:end].split("\n", 1)[1] == reference_table(GROUP_SETTINGS)
 
 
 def test_the_schema_gives_the_dataclasses_their_defaults() -> None:

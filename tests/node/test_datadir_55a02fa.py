@@ -140,10 +140,12 @@ async def test_the_nodes_open_and_the_pending_sends_go_out(
                 # stored it (sent and received: schema 2 did not say which), sender unknown.
                 before = [await inbox.receive() for _ in manifest["stored"]["bob"]]
                 assert {m.message_id.hex() for m in before} == set(manifest["stored"]["bob"])
-                assert {m.sender for m in before} == {b""}
+                assert {m.via for m in before} == {b""}
                 got = [await inbox.receive() for _ in pending]
                 assert sorted(m.message_id for m in got) == sorted(pending)
-                assert {m.sender for m in got} == {alice_key}
+                assert {m.via for m in got} == {alice_key}
+                # Written before envelopes: no author, and the message says so.
+                assert {m.author for m in got} == {None}
                 assert {m.body.decode() for m in got} == {
                     manifest["stored"]["alice"][m.hex()] for m in pending
                 }
@@ -175,8 +177,9 @@ async def test_the_remote_log_goes_on_from_its_cursor_and_acknowledges(
         ):
             for _ in manifest["stored"]["bob"]:  # what the migration put in the inbox
                 await inbox.receive()
-            got = {(await inbox.receive()).message_id for _ in pending}
-            assert got == pending
+            messages = [await inbox.receive() for _ in pending]
+            assert {m.message_id for m in messages} == pending
+            assert {(m.author, m.via) for m in messages} == {(None, alice_key)}
             acked: set[bytes] = set()
             async for event in a_events:
                 if isinstance(event, MessageAcked) and event.peer == bob_key:

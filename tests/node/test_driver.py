@@ -40,7 +40,7 @@ async def test_two_nodes_on_a_memory_hub_sync_and_ack_at_once(
         mid = await alice.send("chat", b"hello")
         message = await inbox.receive()
         assert (message.message_id, message.body, message.group) == (mid, b"hello", "chat")
-        assert message.sender == alice.identity.public_key
+        assert message.via == alice.identity.public_key
         acked = await next_event(events, MessageAcked)
         assert acked == MessageAcked(mid, bob.identity.public_key)
         # No connection to make and a reliable carrier: there and back within one epoch.

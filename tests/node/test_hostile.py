@@ -24,6 +24,7 @@ from mvds_node.node import (
     parse_address,
     save_config,
 )
+from mvds_node.node._envelope import seal
 from mvds_node.sync import (
     DeliveryMode,
     MissingParents,
@@ -161,7 +162,10 @@ async def test_a_member_flooding_offers_and_phantom_parents_costs_the_others_lit
 
             noise, first_connect = await as_mallory()
             phantoms = [rng.randbytes(32) for _ in range(64)]
-            child = encode_message(group_id_for("chat"), 1, b"orphan", parents=phantoms)
+            # Signed: a member's message, which alice stores and whose parents she asks for.
+            chat = group_id_for("chat")
+            orphan = seal(mallory.signing, mallory.signing_public_key, chat, 1, b"orphan")
+            child = encode_message(chat, 1, orphan, parents=phantoms)
             await noise.send_all(encode_frame(SyncFrame(encode_payload([], [], [], [child]))))
             flood = [rng.randbytes(32) for _ in range(100_000)]
             await noise.send_all(encode_frame(SyncFrame(encode_payload([], flood, [], []))))

@@ -126,7 +126,7 @@ async def test_named_cursors_resume_after_the_last_confirmed_message(tmp_path: P
                 got = [await inbox.receive() for _ in ids]
                 assert [m.message_id for m in got] == ids
                 assert [m.seq for m in got] == [1, 2, 3, 4, 5]
-                assert got[0].sender == alice.public_key and got[0].body == b"m0"
+                assert got[0].via == alice.public_key and got[0].body == b"m0"
             # The block ended cleanly: all five confirmed. "ui" is a cursor of its own.
             assert b.cursors() == {"default": 5}
             async with b.messages("ui", confirm="manual") as ui:
@@ -212,10 +212,16 @@ async def test_history_reads_stored_messages_by_time_count_and_author(tmp_path: 
         everything = bob.history("chat")
         assert [m.body for m in everything] == [b"a0", b"a1", b"a2", b"a3", b"from bob"]
         assert [m.body for m in bob.history("chat", limit=2)] == [b"a3", b"from bob"]
-        mine = bob.history("chat", author=bob.identity.public_key)
+        # By verified author: the Ed25519 key in each message's envelope.
+        mine = bob.history("chat", author=bob.identity.signing_public_key)
         assert [m.body for m in mine] == [b"from bob"]
-        theirs = bob.history("chat", author=alice.identity.public_key)
+        theirs = bob.history("chat", author=alice.identity.signing_public_key)
         assert [m.body for m in theirs] == [b"a0", b"a1", b"a2", b"a3"]
+        assert [
+            m.body for m in bob.history("chat", author=alice.identity.signing_public_key, limit=1)
+        ] == [b"a3"]
+        assert all(m.author == alice.identity.signing_public_key for m in theirs)
+        assert bob.history("chat", author=alice.identity.public_key) == []  # not a signing key
         later = bob.history("chat", since=everything[2].timestamp)
         assert later == [m for m in everything if m.timestamp >= everything[2].timestamp]
 
@@ -325,9 +331,12 @@ def _two_offline_nodes(tmp_path: Path) -> tuple[Path, Path, dict[Path, str]]:
     for directory, name in ((alice, "alice"), (bob, "bob")):
         ok("--dir", directory, "init", "--name", name, "--listen", "", "--group", "notes")
     keys = {d: ok("--dir", d, "key").strip() for d in (alice, bob)}
-    ok("--dir", alice, "peers", "add", keys[bob], "--name", "bob", "--group", "notes")
-    ok("--dir", bob, "peers", "add", keys[alice], "--name", "alice", "--group", "notes")
-    return alice, bob, keys
+    # A member's log key is its signing key: what names it as the author of its messages.
+    log_keys = {d: ok("--dir", d, "key", "--log").strip() for d in (alice, bob)}
+    for me, other, name in ((alice, bob, "bob"), (bob, alice, "alice")):
+        ok("--dir", me, "peers", "add", keys[other], "--name", name, "--group", "notes",
+           "--log-key", log_keys[other])  # fmt: skip
+    return alice, bob, log_keys
 
 
 def test_an_offline_bundle_import_is_read_back_with_messages(tmp_path: Path) -> None:

@@ -42,7 +42,7 @@ async def test_two_nodes_sync_over_tcp_and_ack(tmp_path: Path) -> None:
             ids = [await a.send("chat", f"hello {i}".encode()) for i in range(20)]
             got = [await inbox.receive() for _ in range(20)]
             assert sorted(m.body for m in got) == sorted(f"hello {i}".encode() for i in range(20))
-            assert {m.sender for m in got} == {alice.public_key}
+            assert {m.via for m in got} == {alice.public_key}
             assert {m.group for m in got} == {"chat"}
             acked: set[bytes] = set()
             async for event in a_events:
@@ -179,7 +179,7 @@ async def test_nodes_sync_over_multicast_without_tcp(tmp_path: Path) -> None:
                 await a.send("chat", body)
             got = [await inbox.receive() for _ in bodies]
             assert sorted(m.body for m in got) == sorted(bodies)
-            assert {m.sender for m in got} == {alice.public_key}
+            assert {m.via for m in got} == {alice.public_key}
             await a.send("chat", b"typing", ephemeral=True)
             async for ephemeral in live:  # the durable ones came live too, before it
                 if ephemeral.ephemeral:
@@ -284,7 +284,7 @@ async def test_nodes_find_each_other_by_mdns_and_sync(tmp_path: Path) -> None:
             # No addresses configured anywhere: only mDNS can bring them together.
             await a.send("chat", b"found you")
             message = await inbox.receive()
-            assert (message.body, message.sender) == (b"found you", alice.public_key)
+            assert (message.body, message.via) == (b"found you", alice.public_key)
 
 
 class BreaksWhenTold:

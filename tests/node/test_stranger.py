@@ -32,7 +32,7 @@ from mvds_node.transports._framing import FrameDecoder
 from tests.transports.test_noise import LOW_ORDER_POINTS
 from tests.transports.test_tcp import _buggy_receive_data
 
-from .cliutil import acli, cli, init, start
+from .cliutil import acli, cli, init, log_key, start
 from .helpers import config_for, connect
 
 # Bound on each hostile connection: the node answers (or hangs up) at once, or within its
@@ -84,7 +84,8 @@ async def test_a_stranger_cannot_kill_a_running_node(tmp_path: Path) -> None:
     dirs = {n: tmp_path / n for n in ("alice", "bob")}
     keys = {n: init(d, n) for n, d in dirs.items()}
     for me, other in (("alice", "bob"), ("bob", "alice")):
-        cli("--dir", dirs[me], "peers", "add", keys[other], "--name", other, "--group", "chat")
+        cli("--dir", dirs[me], "peers", "add", keys[other], "--name", other, "--group", "chat",
+            "--log-key", log_key(dirs[other]))  # fmt: skip
     openings = _openings(random.Random(20261207))
     with trio.fail_after(120):
         async with trio.open_nursery() as nursery:
@@ -214,12 +215,12 @@ async def test_a_bug_on_one_packet_or_event_is_reported_and_the_node_serves_on(
     real_reset = Engine.reset_peer
 
     def receive_payloads(
-        self: Engine, peer: bytes, payloads: Iterable[bytes], *, now: float
+        self: Engine, peer: bytes, payloads: Iterable[bytes], *, now: float, direct: bool = False
     ) -> None:
         payloads = list(payloads)
         if any(b"BOOM" in bytes(p) for p in payloads):
             raise RuntimeError("a bug in the engine")
-        real_receive(self, peer, payloads, now=now)
+        real_receive(self, peer, payloads, now=now, direct=direct)
 
     def reset_peer(self: Engine, peer: bytes, *, now: float) -> int:
         if peer == carol.public_key:

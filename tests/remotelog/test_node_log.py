@@ -104,7 +104,7 @@ async def _catch_up_and_ack(
             assert sorted(m.body for m in got) == sorted(
                 [f"note {i}".encode() for i in range(30)] + [b"last one"]
             )
-            assert {m.sender for m in got} == {alice.public_key}
+            assert {m.via for m in got} == {alice.public_key}
             (theirs,) = [log for log in b.status().logs if not log.mine]
             assert (theirs.fetched, theirs.error) == (31, "")
             # Polling again brings nothing twice: caught up.

@@ -111,7 +111,7 @@ async def test_nodes_over_redis_hear_updates_at_once(tmp_path: Path) -> None:
             ):
                 await a.send("chat", b"over redis")
                 message = await inbox.receive()
-                assert (message.body, message.sender) == (b"over redis", alice.public_key)
+                assert (message.body, message.via) == (b"over redis", alice.public_key)
 
 
 async def test_a_server_whose_port_was_taken_starts_on_another(

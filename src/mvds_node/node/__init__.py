@@ -32,6 +32,7 @@ from mvds_node.node._config import parse_address as parse_address
 from mvds_node.node._config import render_config as render_config
 from mvds_node.node._config import save_config as save_config
 from mvds_node.node._events import AnyEvent as AnyEvent
+from mvds_node.node._events import EnvelopeMismatch as EnvelopeMismatch
 from mvds_node.node._events import InboxSkipped as InboxSkipped
 from mvds_node.node._events import InternalError as InternalError
 from mvds_node.node._events import LogUploaded as LogUploaded
@@ -72,6 +73,7 @@ __all__ = [
     "InputRejected",
     "InboxSkipped",
     "InternalError",
+    "EnvelopeMismatch",
     "LogUploaded",
     "Message",
     "MessageAcked",

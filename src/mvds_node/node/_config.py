@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 from mvds_node.errors import ConfigError
 from mvds_node.node._schema import (
+    GROUP_SETTINGS,
     SECTIONS,
     SETTINGS,
     Setting,
@@ -116,6 +117,11 @@ class GroupConfig:
     secret: bytes | None = None
     """Optional 32-byte group key (hex): encrypts the group's multicast datagrams and the bundle
     files exported for the whole group. Every member must have the same one."""
+    envelope: Literal["signed", "raw"] = "signed"
+    """``signed``: each message carries its author's Ed25519 key and signature (see
+    ``node/_envelope.py``), and the members' keys are their ``log_key`` under ``[[peers]]``;
+    ``raw``: bodies as they are, with no author, for plain MVDS applications. Every member must
+    have the same setting."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -455,6 +461,7 @@ def parse_config(doc: Mapping[str, Any], *, data_dir: Path, where: str) -> NodeC
                 raise ConfigError(f"{g.where}: members must be hex keys or peer names")
             known = [p.key for p in peers if m in (p.name, p.key.hex())]
             members.append(known[0] if known else _hex32(m, f"{g.where}: member {m!r}"))
+        extra = {s.attr: g.get_setting(s) for s in GROUP_SETTINGS}
         groups.append(
             GroupConfig(
                 name=gname,
@@ -462,6 +469,7 @@ def parse_config(doc: Mapping[str, Any], *, data_dir: Path, where: str) -> NodeC
                 members=tuple(dict.fromkeys(members)),
                 mode=Mode(g.get_choice("mode", "batch", ("batch", "interactive"))),
                 secret=g.get_key("secret", required=False),
+                **extra,
             )
         )
         g.done()
@@ -554,7 +562,8 @@ def render_config(config: NodeConfig) -> str:
         "",
         "# Groups: name (required), id (default: derived from the name), members (peer names",
         '# or keys), mode ("batch" or "interactive"; default "batch"), secret (64 hex digits;',
-        "# needed for multicast and for group bundles; the same on every member).",
+        "# needed for multicast and for group bundles; the same on every member), envelope",
+        '# ("signed" or "raw"; default "signed"; the same on every member).',
     ]
     names = {p.key: p.name for p in config.peers if p.name}
     for g in config.groups:
@@ -565,6 +574,10 @@ def render_config(config: NodeConfig) -> str:
         lines += [f"members = [{members}]", f"mode = {_q(g.mode.value)}"]
         if g.secret:
             lines.append(f"secret = {_q(g.secret.hex())}")
+        for setting in GROUP_SETTINGS:
+            value = getattr(g, setting.attr)
+            if value != setting.python_default():
+                lines.append(f"{setting.key} = {_q(setting.to_toml(value))}")
     return "\n".join(lines) + "\n"
 
 

@@ -33,6 +33,7 @@ import trio
 from mvds_node.errors import StoreError, TransportError, describe_failure
 from mvds_node.node._carriers import CarrierEvent, CarrierFailed, CarrierOpened, describe
 from mvds_node.node._config import GroupConfig
+from mvds_node.node._envelope import Authors, unwrap
 from mvds_node.node._events import (
     AnyEvent,
     InternalError,
@@ -110,6 +111,8 @@ class Driver:
         epoch_seconds: the engine's epoch (the longest a paced sender waits).
         max_payload: the node's own payload limit, header excluded.
         on_peer_up: called when a carrier reports a peer up.
+        authors: the envelopes' check (signed groups), also the engine's validator; None: every
+            group is raw.
     """
 
     def __init__(
@@ -124,8 +127,10 @@ class Driver:
         epoch_seconds: float,
         max_payload: int,
         on_peer_up: Callable[[], None] = lambda: None,
+        authors: Authors | None = None,
     ) -> None:
         self._engine = engine
+        self._authors = authors
         self._router = router
         self._subscribers = subscribers
         self._store_path = store_path
@@ -280,8 +285,29 @@ class Driver:
     async def _drain_events(self) -> None:
         engine = self._engine
         subscribers = self._subscribers
+        authors = self._authors
         while (event := engine.next_event()) is not None:
             if isinstance(event, MessageDelivered):
+                # A signed group's message was checked before it was stored: its envelope
+                # names the author. A raw group's body is the application's, as it is.
+                author, body = None, event.body
+                if authors is not None and authors.is_signed(event.group_id):
+                    author, body = unwrap(event.body)
+                    if subscribers.watching:
+                        # Subscribers of events see what the author sent, as those of
+                        # messages do (built directly: dataclasses.replace costs 10 times more).
+                        e = event
+                        event = MessageDelivered(
+                            e.message_id,
+                            e.group_id,
+                            e.timestamp,
+                            body,
+                            e.parents,
+                            e.ephemeral,
+                            e.sender,
+                            e.expires_at,
+                            e.parents_missing,
+                        )
                 # Never waits: the message is in the inbox already (the engine put it there in
                 # the transaction that stored it); live subscribers get it if they have room.
                 subscribers.deliver_nowait(
@@ -289,12 +315,13 @@ class Driver:
                         group=self.names.get(event.group_id, event.group_id.hex()),
                         group_id=event.group_id,
                         message_id=event.message_id,
-                        body=event.body,
-                        sender=event.sender,
+                        body=body,
+                        via=event.sender,
                         timestamp=event.timestamp,
                         ephemeral=event.ephemeral,
                         parents=event.parents,
                         parents_missing=event.parents_missing,
+                        author=author,
                     )
                 )
             elif isinstance(event, PayloadRejected):
@@ -336,6 +363,9 @@ class Driver:
         self.emit(InternalError(where, text, trace))
 
     def _handle_packet(self, transport: Transport, peer: bytes, packet: bytes) -> None:
+        # A carrier that proves its peer (Noise) lets the envelope check trust what that peer
+        # wrote itself; what it relays, and whatever other carriers bring, is verified.
+        direct = getattr(transport, "proves_peer", False) is True
         try:
             # A carrier that checked the frame on receipt (TCP's stream decoder, multicast)
             # is taken at its word: the header is checked once on the way in.
@@ -345,14 +375,14 @@ class Driver:
                 # The common case, and up to megabytes: the engine reads the payload where it
                 # is, without a copy into a SyncFrame.
                 with memoryview(packet) as view:
-                    self._receive_sync(peer, view[HEADER_SIZE:])
+                    self._receive_sync(peer, view[HEADER_SIZE:], direct=direct)
                 return
             frame = decode_checked(packet)
         except FrameError as e:
             self.refuse(peer, f"frame:{e.reason.value}", str(e))
             return
         if isinstance(frame, NoSyncFrame):
-            self._receive_nosync(peer, frame)
+            self._receive_nosync(peer, frame, direct=direct)
         elif isinstance(frame, Ping):
             if self._nursery is not None and not getattr(transport, "answers_pings", False):
                 self._nursery.start_soon(_send_quietly, transport, peer, Pong(frame.nonce))
@@ -360,7 +390,9 @@ class Driver:
             self.available_until[peer] = frame.available_until_ms
         # Pong, UnknownControl: nothing to do.
 
-    def _receive_sync(self, peer: bytes, payload: bytes | memoryview) -> None:
+    def _receive_sync(
+        self, peer: bytes, payload: bytes | memoryview, *, direct: bool = False
+    ) -> None:
         """Hand one sync payload to the engine as one input: if the store fails, the engine
         rolls it back whole (nothing of it is delivered or acknowledged, so the peer sends it
         again later) and the node carries on."""
@@ -369,14 +401,16 @@ class Driver:
         try:
             # receive_payloads hands each item to receive_payload, which reads a memoryview
             # where it is: no copy of a payload of up to megabytes.
-            engine.receive_payloads(peer, (cast(bytes, payload),), now=trio.current_time())
+            engine.receive_payloads(
+                peer, (cast(bytes, payload),), now=trio.current_time(), direct=direct
+            )
         except StoreError as e:
             self.store_failed(e)
             return
         if engine.statistics().messages_received != received:
             self.store_ok()  # a message was stored: the store takes writes again
 
-    def _receive_nosync(self, peer: bytes, frame: NoSyncFrame) -> None:
+    def _receive_nosync(self, peer: bytes, frame: NoSyncFrame, *, direct: bool) -> None:
         group = next((g for g in self._groups() if g.id == frame.group_id), None)
         if group is None or peer not in group.members:
             self.refuse(
@@ -385,11 +419,20 @@ class Driver:
                 f"ephemeral message for a group {peer.hex()[:8]} is not in with us",
             )
             return
+        author, body = None, frame.body
+        authors = self._authors
+        if authors is not None and authors.is_signed(group.id):
+            # Ephemeral messages carry the envelope too (timestamp 0: NOSYNC has none).
+            reason = authors(group.id, peer, 0, frame.body, direct, ephemeral=True)
+            if reason is not None:
+                self.refuse(peer, reason, f"ephemeral message in [{group.name}] refused")
+                return
+            author, body = unwrap(frame.body)
         # Ephemeral: never wait for a slow subscriber, a lost one is allowed.
         self._subscribers.deliver_nowait(
-            Message(group.name, group.id, b"", frame.body, peer, 0, ephemeral=True)
+            Message(group.name, group.id, b"", body, peer, 0, ephemeral=True, author=author)
         )
-        self.emit(MessageDelivered(b"", group.id, 0, frame.body, (), True, peer))
+        self.emit(MessageDelivered(b"", group.id, 0, body, (), True, peer))
 
     def _carrier_event(self, carrier: Transport, event: object) -> None:
         now = trio.current_time()

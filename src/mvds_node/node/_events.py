@@ -38,6 +38,7 @@ from mvds_node.transports import InputRejected, Transport, TransportEvent
 
 __all__ = [
     "AnyEvent",
+    "EnvelopeMismatch",
     "InboxSkipped",
     "InternalError",
     "LogUploaded",
@@ -63,6 +64,20 @@ class NodeEvent:
 AnyEvent: TypeAlias = NodeEvent | Event | TransportEvent
 """What :meth:`Node.events` yields: the node's own events, the engine's, and the carriers'
 ``InputRejected``."""
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class EnvelopeMismatch(NodeEvent):
+    """A member's message shows that its envelope setting for a group is not ours: a signed
+    group got a message without an envelope (refused, ``unsigned``), or a raw group got a
+    signed envelope (delivered as the bytes it is). Members must agree on ``envelope``; said
+    once per group and peer while the node runs."""
+
+    group: str
+    peer: bytes
+    ours: str
+    theirs: str
 
 
 @final

@@ -30,12 +30,14 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Collection, Iterable
 from typing import Final, Literal, final
 
 import trio
 
 from mvds_node.errors import LocalProtocolError, StoreError
+from mvds_node.node._config import NodeConfig
+from mvds_node.node._envelope import unwrap
 from mvds_node.node._events import AnyEvent, InboxSkipped
 from mvds_node.node._subscribers import Message
 from mvds_node.sync import InboxEntry, SQLiteStore, decode_stored
@@ -46,6 +48,7 @@ __all__ = [
     "InboxReader",
     "check_cursor_name",
     "history_messages",
+    "signed_groups",
     "unread_messages",
 ]
 
@@ -70,22 +73,37 @@ def check_cursor_name(name: str) -> str:
 
 
 def _message(
-    name: str, entry: InboxEntry, sender: bytes, skipped: tuple[bytes, ...] = ()
+    name: str,
+    entry: InboxEntry,
+    via: bytes,
+    skipped: tuple[bytes, ...] = (),
+    *,
+    signed: bool,
 ) -> Message:
     m = entry.message
     assert m is not None
+    body = decode_stored(m.wire).body
+    # A signed group's message was checked when it was stored: its envelope names the author.
+    # A raw group's body is the application's as it is, whatever its bytes look like.
+    author, body = unwrap(body) if signed else (None, body)
     return Message(
         group=name,
         group_id=entry.group_id,
         message_id=entry.message_id,
-        body=decode_stored(m.wire).body,
-        sender=sender,
+        body=body,
+        via=via,
         timestamp=m.timestamp,
         parents=m.parents,
         parents_missing=entry.parents_missing,
         seq=entry.seq,
         skipped=skipped,
+        author=author,
     )
+
+
+def signed_groups(config: NodeConfig) -> frozenset[bytes]:
+    """The IDs of the groups of ``config`` whose messages carry signed envelopes."""
+    return frozenset(g.id for g in config.groups if g.envelope == "signed")
 
 
 def history_messages(
@@ -94,15 +112,31 @@ def history_messages(
     group_id: bytes,
     me: bytes,
     *,
+    signed: bool,
     since: int = 0,
     limit: int | None = None,
     author: bytes | None = None,
 ) -> list[Message]:
     """A group's stored messages, received and sent, oldest first (see :meth:`Node.history`).
-    Works on a store opened read-only too."""
-    sender = None if author is None else (b"" if author == me else author)
-    entries = store.history(group_id, since=since, limit=limit, sender=sender)
-    return [_message(group_name, e, me if e.seq == 0 else (e.sender or b"")) for e in entries]
+    Works on a store opened read-only too.
+
+    Args:
+        me: this node's key (X25519): the ``via`` of the messages it sent.
+        signed: whether the group's messages carry envelopes (``envelope = "signed"``).
+        author: only the messages whose verified author (Ed25519) is this key.
+    """
+    # The author is inside the envelope, not a column: with a filter, the group's messages
+    # are read and filtered here, and the limit applies to what is left.
+    entries = store.history(group_id, since=since, limit=None if author else limit)
+    found = [
+        _message(group_name, e, me if e.seq == 0 else (e.sender or b""), signed=signed)
+        for e in entries
+    ]
+    if author is not None:
+        found = [m for m in found if m.author == author]
+        if limit is not None:
+            found = found[len(found) - max(0, limit) :] if limit else []
+    return found
 
 
 def unread_messages(
@@ -110,6 +144,7 @@ def unread_messages(
     names: dict[bytes, str],
     cursor: str,
     *,
+    signed: Collection[bytes],
     group_id: bytes | None = None,
     limit: int = 10_000,
 ) -> tuple[list[Message], int]:
@@ -126,7 +161,8 @@ def unread_messages(
         for e in entries:
             position = e.seq
             if e.message is not None and (group_id is None or e.group_id == group_id):
-                out.append(_message(names.get(e.group_id, e.group_id.hex()), e, e.sender or b""))
+                name = names.get(e.group_id, e.group_id.hex())
+                out.append(_message(name, e, e.sender or b"", signed=e.group_id in signed))
     return out, position
 
 
@@ -149,9 +185,12 @@ class Inbox:
         names: Callable[[], dict[bytes, str]],
         emit: Callable[[AnyEvent], None],
         store_failed: Callable[[StoreError], None] = lambda e: None,
+        *,
+        is_signed: Callable[[bytes], bool] = lambda group_id: False,
     ) -> None:
         self._store = store
         self._names = names
+        self._is_signed = is_signed
         self._emit = emit
         self.store_failed = store_failed
         self._changed = trio.Event()
@@ -217,7 +256,8 @@ class Inbox:
 
     def to_message(self, entry: InboxEntry, skipped: tuple[bytes, ...] = ()) -> Message:
         name = self._names().get(entry.group_id, entry.group_id.hex())
-        return _message(name, entry, entry.sender or b"", skipped)
+        signed = self._is_signed(entry.group_id)
+        return _message(name, entry, entry.sender or b"", skipped, signed=signed)
 
     def skipped(self, cursor: str, ids: Iterable[bytes]) -> None:
         ids = tuple(ids)

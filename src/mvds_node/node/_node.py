@@ -54,12 +54,14 @@ import contextlib
 import dataclasses
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
 from typing import Any, Final, Literal, overload
 
 import trio
 
 from mvds_node._address import format_address
 from mvds_node.errors import (
+    ConfigError,
     LocalProtocolError,
     NodeFailed,
     StoreError,
@@ -78,8 +80,10 @@ from mvds_node.node._config import (
 )
 from mvds_node.node._discovery import Discovery, PeerDiscovered
 from mvds_node.node._driver import Driver, wall_ms
+from mvds_node.node._envelope import Authors, seal, seal_batch
 from mvds_node.node._events import (
     AnyEvent,
+    EnvelopeMismatch,
     InternalError,
     LogUploaded,
 )
@@ -153,7 +157,22 @@ class Node:
             missing_parent_timeout=config.missing_parent_timeout,
             missing_parents=config.missing_parents,
         )
-        self._engine = Engine(store, config=self._sync, now=trio.current_time())
+        # Signed envelopes: who wrote each message (``_envelope``); the engine asks before it
+        # stores a received message.
+        self._author_key = identity.signing_public_key
+        self._authors = Authors(
+            self._author_key,
+            *_author_tables(config),
+            mismatch=self._envelope_mismatch,
+            # A store in memory holds nothing from before envelopes, and writes no file.
+            legacy_before=(
+                wall_ms() if store.path in ("", ":memory:") else envelopes_since(config.data_dir)
+            ),
+        )
+        self._mismatches: set[tuple[bytes, bytes]] = set()
+        self._engine = Engine(
+            store, config=self._sync, now=trio.current_time(), validate=self._authors
+        )
         self._tcp = TcpTransport(
             identity.noise,
             allow=self._allowed,
@@ -195,9 +214,14 @@ class Node:
             epoch_seconds=self._sync.epoch_seconds,
             max_payload=self._max_payload,
             on_peer_up=self._peer_up,
+            authors=self._authors,
         )
         self._inbox = Inbox(
-            store, lambda: self._driver.names, self._driver.emit, self._driver.store_failed
+            store,
+            lambda: self._driver.names,
+            self._driver.emit,
+            self._driver.store_failed,
+            is_signed=self._authors.is_signed,
         )
         self._inbox.check()  # a damaged inbox or cursor: refuse to start, never reset it
         self._driver.on_delivered = self._inbox.notify
@@ -261,6 +285,7 @@ class Node:
                 if peer not in group.members:
                     engine.remove_peer(group.id, peer)
         self._driver.names = {g.id: g.name for g in self.config.groups}
+        self._authors.update(*_author_tables(self.config))
         self._driver.update_peers(self._members())
 
     def _members(self) -> set[bytes]:
@@ -273,8 +298,19 @@ class Node:
                 self._tcp.dial(peer.key, *peer.address)
 
     def add_peer(self, peer: PeerConfig, *, save: bool = False) -> None:
-        """Know ``peer`` (accept its connections) and dial it if it has an address."""
+        """Know ``peer`` (accept its connections) and dial it if it has an address.
+
+        A peer known already keeps its ``log_key`` (its Ed25519 key, which signs its messages)
+        and ``ipns`` when ``peer`` gives none: a new address does not make it a stranger."""
+        known = next((p for p in self.config.peers if p.key == peer.key), None)
+        if known is not None:
+            peer = dataclasses.replace(
+                peer,
+                log_key=peer.log_key if peer.log_key is not None else known.log_key,
+                ipns=peer.ipns or known.ipns,
+            )
         self.config = self.config.with_peer(peer)
+        self._authors.update(*_author_tables(self.config))
         if peer.address is not None:
             self._tcp.dial(peer.key, *peer.address)
         if save:
@@ -326,7 +362,7 @@ class Node:
         """
         if ephemeral:
             cfg = await self._ready_to_send(group, (body,), wait=False)
-            packet = encode_frame(NoSyncFrame(cfg.id, body))
+            packet = encode_frame(NoSyncFrame(cfg.id, self._wrap(cfg, 0, body)))
             for peer in cfg.members:
                 if peer != self.identity.public_key:
                     await self._router.route(peer).send(peer, packet)
@@ -335,10 +371,32 @@ class Node:
         mid = self._commit(
             cfg.id,
             lambda now, stamp: [
-                self._engine.send(cfg.id, body, now=now, timestamp=stamp, expires_at=expires_at)
+                self._engine.send(
+                    cfg.id,
+                    self._wrap(cfg, stamp, body),
+                    now=now,
+                    timestamp=stamp,
+                    expires_at=expires_at,
+                )
             ],
         )
         return mid[0]
+
+    def _wrap(self, group: GroupConfig, timestamp: int, body: bytes) -> bytes:
+        """``body`` as the engine sends it: in a signed envelope, or as it is (a raw group)."""
+        if group.envelope == "raw":
+            return bytes(body)
+        return seal(self.identity.signing, self._author_key, group.id, timestamp, bytes(body))
+
+    def _wrap_many(
+        self, group: GroupConfig, timestamp: int, bodies: Sequence[bytes]
+    ) -> list[bytes]:
+        """Bodies of one :meth:`send_many`: signed in batches (one signature per
+        ``_envelope.BATCH`` messages, each carrying its Merkle path), or as they are."""
+        if group.envelope == "raw":
+            return [bytes(b) for b in bodies]
+        key, author = self.identity.signing, self._author_key
+        return seal_batch(key, author, group.id, timestamp, [bytes(b) for b in bodies])
 
     async def send_many(self, group: str | bytes, bodies: Sequence[bytes]) -> list[bytes]:
         """Send several durable messages to ``group`` in one store transaction.
@@ -354,7 +412,9 @@ class Node:
         cfg = await self._ready_to_send(group, bodies)
         return self._commit(
             cfg.id,
-            lambda now, stamp: self._engine.send_many(cfg.id, bodies, now=now, timestamp=stamp),
+            lambda now, stamp: self._engine.send_many(
+                cfg.id, self._wrap_many(cfg, stamp, bodies), now=now, timestamp=stamp
+            ),
         )
 
     async def _ready_to_send(
@@ -554,9 +614,9 @@ class Node:
     ) -> list[Message]:
         """The group's stored messages, received and sent, oldest first: those with a
         timestamp (Unix ms) at or after ``since``; with ``limit``, the last ``limit`` of them;
-        with ``author``, those by that key (this node's own key: those it sent). Until
-        messages carry their author, the author is the peer a message came from
-        (:attr:`Message.sender`). An expired or retained-away message is not there.
+        with ``author``, those whose verified author (:attr:`Message.author`, an Ed25519 key;
+        this node's ``identity.signing_public_key`` for those it sent) is that key; a raw
+        group's messages have no author. An expired or retained-away message is not there.
 
         Raises:
             ConfigError: no such group.
@@ -567,6 +627,7 @@ class Node:
             cfg.name,
             cfg.id,
             self.identity.public_key,
+            signed=self._authors.is_signed(cfg.id),
             since=since,
             limit=limit,
             author=author,
@@ -713,6 +774,16 @@ class Node:
     def _log_internal(self, where: str, error: str, traceback: str) -> None:
         self._driver.emit(InternalError(where, error, traceback))
 
+    def _envelope_mismatch(self, group_id: bytes, peer: bytes, theirs: str) -> None:
+        """A peer's message shows a different envelope setting for a group: said once per
+        group and peer while the node runs."""
+        if (group_id, peer) in self._mismatches:
+            return
+        self._mismatches.add((group_id, peer))
+        ours = "raw" if theirs == "signed" else "signed"
+        name = self._driver.names.get(group_id, group_id.hex())
+        self._driver.emit(EnvelopeMismatch(name, peer, ours, theirs))
+
     def _peer_up(self) -> None:
         if self._remote_log is not None:
             self._remote_log.kick()  # we are online again: read the logs now
@@ -721,6 +792,59 @@ class Node:
         if self._remote_log is not None and ids:
             wires = self._store.get_wires(list(ids))
             self._remote_log.enqueue(group_id, [(i, wires[i]) for i in ids if i in wires])
+
+
+ENVELOPES_SINCE_NAME: Final = "envelopes-since"
+"""The file in the data directory that says since when (Unix ms) the node requires envelopes."""
+
+
+def envelopes_since(data_dir: Path) -> int:
+    """Since when (Unix ms) this node requires envelopes in signed groups: the time it first
+    ran a release that has them, kept in ``envelopes-since`` in the data directory (written
+    once, atomically). A member's message without an envelope timestamped before it was
+    written by an earlier release (a data directory's pending sends, a remote log's pages) and
+    is delivered without an author; one timestamped after is refused.
+
+    Raises:
+        ConfigError: the file is damaged or cannot be written.
+    """
+    path = data_dir / ENVELOPES_SINCE_NAME
+    try:
+        text = path.read_text(encoding="ascii")
+    except FileNotFoundError:
+        now = wall_ms()
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "w", encoding="ascii") as f:
+                f.write(f"{now}\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot write: {e.strerror}") from None
+        return now
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read: {e}") from None
+    value = text.strip()
+    if not value.isdigit() or len(value) > 19:
+        raise ConfigError(
+            f"{path}: damaged (expected Unix milliseconds); write the time this node first ran "
+            "with envelopes, or delete it to require envelopes from now on"
+        )
+    return int(value)
+
+
+def _author_tables(config: NodeConfig) -> tuple[dict[bytes, frozenset[bytes]], dict[bytes, bytes]]:
+    """What :class:`Authors` needs from the configuration: each signed group's members'
+    Ed25519 keys (their ``log_key``), and each peer's Ed25519 key by its X25519 key."""
+    keys = {p.key: p.log_key for p in config.peers if p.log_key is not None}
+    signed = {
+        g.id: frozenset(keys[m] for m in g.members if m in keys)
+        for g in config.groups
+        if g.envelope == "signed"
+    }
+    return signed, keys
 
 
 def _static_address(peer: PeerConfig | None) -> str | None:

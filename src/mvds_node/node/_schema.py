@@ -29,6 +29,7 @@ from mvds_node.transports import DEFAULT_MULTICAST_PORT as DEFAULT_PORT
 from mvds_node.transports import interface_problem
 
 __all__ = [
+    "GROUP_SETTINGS",
     "Kind",
     "Setting",
     "SETTINGS",
@@ -419,6 +420,17 @@ SETTINGS: Final[tuple[Setting, ...]] = (
             attr="retention.interval", low=0.01, high=86400.0),
 )  # fmt: skip
 
+GROUP_SETTINGS: Final[tuple[Setting, ...]] = (
+    Setting("groups", "envelope", "string", "signed",
+            '"signed": every message carries its author\'s Ed25519 key and signature, and '
+            "messages by non-members, forged or unsigned ones are refused; \"raw\": bodies as "
+            "they are, no author (interop with plain MVDS applications). The same on every "
+            "member.",
+            attr="envelope", choices=("signed", "raw")),
+)  # fmt: skip
+"""Settings of each ``[[groups]]`` entry (beside its name, id, members, mode and secret, which
+the parser reads itself): parsed, written and documented from here like :data:`SETTINGS`."""
+
 _BY_NAME: Final = {s.name: s for s in SETTINGS}
 _BY_ATTR: Final = {s.attr: s for s in SETTINGS}
 
@@ -519,13 +531,14 @@ def render_settings(values: Callable[[Setting], Any]) -> list[str]:
     return lines
 
 
-def reference_table() -> str:
-    """The Markdown table of every setting for ``docs/configuration.md``."""
+def reference_table(settings: tuple[Setting, ...] = SETTINGS) -> str:
+    """The Markdown table of every setting for ``docs/configuration.md`` (or of
+    :data:`GROUP_SETTINGS`)."""
     rows = [
         "| setting | type | default | range | what it does |",
         "|---|---|---|---|---|",
     ]
-    for s in SETTINGS:
+    for s in settings:
         shown = "unset" if s.default is None else toml_value(s.default)
         cells = (
             f"`{s.name}`",
@@ -540,3 +553,5 @@ def reference_table() -> str:
 
 if __name__ == "__main__":
     print(reference_table(), end="")
+    print()
+    print(reference_table(GROUP_SETTINGS), end="")

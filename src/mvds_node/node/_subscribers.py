@@ -17,6 +17,7 @@ loop never sends to a channel whose reader is gone.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import final
@@ -40,9 +41,11 @@ class Message:
     message_id: bytes
     """The MVDS message ID (empty for an ephemeral NOSYNC message, which has none)."""
     body: bytes
-    sender: bytes
-    """Key of the peer it came from (which may have relayed it); empty when not known (a
-    message stored before the store kept senders, schema 2)."""
+    """What the author sent (the inner body: the envelope is taken off)."""
+    via: bytes
+    """Key (X25519) of the peer or carrier it came from, which may have relayed it: a bundle's
+    sender, a remote log's writer, the member that passed it on. Empty when not known: a
+    message stored before the store kept senders (schema 2)."""
     timestamp: int
     """Author's clock, Unix milliseconds (0 for ephemeral NOSYNC messages)."""
     ephemeral: bool = False
@@ -54,6 +57,22 @@ class Message:
     skipped: tuple[bytes, ...] = ()
     """From a durable cursor: IDs of messages that expired before this reader reached them,
     just before this one."""
+    author: bytes | None = None
+    """The verified writer: its Ed25519 public key (a member's ``log_key``, or ours), from the
+    message's signed envelope. None when the message has no envelope: a group with
+    ``envelope = "raw"``, or a message stored before envelopes existed; nobody vouches for
+    its writer then."""
+
+    @property
+    def sender(self) -> bytes:
+        """Deprecated alias of :attr:`via` (the peer it came from, not its author)."""
+        warnings.warn(
+            "Message.sender is deprecated: use Message.via (who passed it on) or "
+            "Message.author (who wrote it)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.via
 
 
 @final
@@ -71,6 +90,11 @@ class Subscribers:
         self._dropped_by_gone = 0  # events dropped by subscribers that have left
         self.messages_dropped = 0
         """Messages live subscribers missed because their channel was full."""
+
+    @property
+    def watching(self) -> bool:
+        """Whether any :meth:`Node.events` block is open."""
+        return bool(self._events)
 
     @property
     def events_dropped(self) -> int:

@@ -47,6 +47,7 @@ from mvds_node.sync._events import PayloadRejected as PayloadRejected
 from mvds_node.sync._export import ExportSnapshot as ExportSnapshot
 from mvds_node.sync._export import SnapshotMessages as SnapshotMessages
 from mvds_node.sync._reasons import RejectReason as RejectReason
+from mvds_node.sync._receive import Validator as Validator
 from mvds_node.sync._state import Record as Record
 from mvds_node.sync._state import RecordType as RecordType
 from mvds_node.sync._wire import ID_RECORD_SIZE as ID_RECORD_SIZE
@@ -99,6 +100,7 @@ __all__ = [
     "StoreReader",
     "StoreView",
     "SyncConfig",
+    "Validator",
     "decode_payload",
     "encode_message",
     "encode_payload",

@@ -73,7 +73,7 @@ from mvds_node.sync._export import SnapshotMessages as SnapshotMessages
 from mvds_node.sync._export import exported_records, take_snapshot
 from mvds_node.sync._peers import Peers
 from mvds_node.sync._reasons import RejectReason
-from mvds_node.sync._receive import Receive
+from mvds_node.sync._receive import Receive, Validator
 from mvds_node.sync._requests import Requests
 from mvds_node.sync._send import Send
 from mvds_node.sync._state import (
@@ -213,9 +213,18 @@ class Engine:
             only writer and restores its state from it.
         config: limits, timing and behaviour.
         now: the current time on the driver's monotonic clock.
+        validate: the driver's check of each received message before it is stored (see
+            :data:`~mvds_node.sync.Validator`); None accepts every message of a member.
     """
 
-    def __init__(self, store: Store, *, config: SyncConfig | None = None, now: float) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        config: SyncConfig | None = None,
+        now: float,
+        validate: Validator | None = None,
+    ) -> None:
         self._store = store
         self._store_view = StoreView(store)
         self._cfg = cfg = config if config is not None else SyncConfig()
@@ -274,6 +283,7 @@ class Engine:
             push=self._push,
             schedule=self._schedule,
             note_expiry=self._note_expiry,
+            validate=validate,
         )
         self._next_due: int | None = store.min_due_epoch()
         self._causal.restore_held(self._requests)
@@ -621,7 +631,9 @@ class Engine:
                 for mid in acks:
                     queue.pop(mid, None)
 
-    def receive_payloads(self, peer: bytes, payloads: Iterable[bytes], *, now: float) -> None:
+    def receive_payloads(
+        self, peer: bytes, payloads: Iterable[bytes], *, now: float, direct: bool = False
+    ) -> None:
         """Process ``payloads`` from ``peer`` as one input: all of them, or none.
 
         For a carrier that hands over many payloads at once and must apply them whole (a bundle
@@ -646,7 +658,7 @@ class Engine:
         try:
             with self._store.transaction():
                 for payload in payloads:
-                    self.receive_payload(peer, payload, now=now)
+                    self.receive_payload(peer, payload, now=now, direct=direct)
         except BaseException:
             self._undo_receive(peer, events, stats, acks, seen)
             raise
@@ -839,9 +851,17 @@ class Engine:
     # ---------------------------------------------------------- network input
 
     def receive_payload(
-        self, peer: bytes, data: bytes | bytearray | memoryview, *, now: float
+        self,
+        peer: bytes,
+        data: bytes | bytearray | memoryview,
+        *,
+        now: float,
+        direct: bool = False,
     ) -> None:
         """Process a payload received from ``peer``. Never raises on remote input.
+
+        ``direct``: the carrier proved that the payload comes from ``peer`` (a Noise session),
+        passed on to the validator, which may then trust what ``peer`` wrote itself.
 
         Invalid input is dropped (whole, or record by record) and reported as ``PayloadRejected``.
         Drain ``next_event`` and call ``payloads_to_send`` next.
@@ -867,7 +887,7 @@ class Engine:
         try:
             with store.transaction():
                 changed, refused = self._receive.payload(
-                    peer, decoded, epoch=self._epoch, wall=self._wall
+                    peer, decoded, epoch=self._epoch, wall=self._wall, direct=direct
                 )
         except BaseException:
             # The store rolled back (or may have): count the REQUESTs it holds again.

@@ -45,6 +45,16 @@ class RejectReason(enum.StrEnum):
         "named parents nobody sent; gave up on them (SyncConfig.missing_parent_timeout)"
     )
 
+    # --- the engine's validator (the node's envelopes), per message -----------------------
+    BAD_SIGNATURE = "bad-signature"
+    """A signed envelope whose signature does not verify against its author's key."""
+    UNKNOWN_AUTHOR = "unknown-author"
+    """A signed envelope by a key that is not a member's of the group (nor ours)."""
+    UNSIGNED = "unsigned"
+    """A message without an envelope in a group whose envelope is ``signed``."""
+    ENVELOPE_MALFORMED = "envelope-malformed"
+    """An envelope that opens like ours but whose bytes are damaged (lengths, version)."""
+
     # --- the node (InputRejected.reason, beside the carriers' tokens) ------------------------
     NOSYNC_NOT_MEMBER = "nosync-not-member"
     """An ephemeral (NOSYNC) message for a group the sender is not in with us."""

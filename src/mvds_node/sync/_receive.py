@@ -5,7 +5,8 @@ Theory of operation: :meth:`Receive.payload` takes a payload the engine decoded 
 applies its records in the order 2/MVDS gives them: ACKs end what we owed (``GOT_ACK``),
 REQUESTs are answered with the message (``GOT_REQUEST``), OFFERs of messages we lack are asked
 for (``GOT_OFFER_MISSING``, within the request bounds of ``_requests``) and OFFERs of messages
-we hold end our own records (``GOT_OFFER_HELD``), and MESSAGEs are stored, acknowledged,
+we hold end our own records (``GOT_OFFER_HELD``), and MESSAGEs, once the driver's
+:data:`Validator` (if any) accepts them, are stored, acknowledged,
 relayed to the group's other members (``SHARE_*``), their missing parents asked for
 (``MISSING_PARENT``) and delivered, or held, through ``_causal``. Every record change goes
 through ``_state``; the records to write are collected and written once per payload. What a
@@ -15,7 +16,7 @@ record cannot do is counted in ``dropped`` by reason, for the engine to report.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final, final
+from typing import TYPE_CHECKING, Final, TypeAlias, final
 
 from mvds_node.sync._causal import Causal
 from mvds_node.sync._config import DeliveryMode, MissingParents, Mode, RelayPolicy, SyncConfig
@@ -30,7 +31,15 @@ from mvds_node.sync.store._protocol import Store, StoredMessage
 if TYPE_CHECKING:
     from mvds_node.sync._engine import Counters
 
-__all__ = ["Receive"]
+__all__ = ["Receive", "Validator"]
+
+Validator: TypeAlias = Callable[[bytes, bytes, int, bytes, bool], "str | None"]
+"""The driver's check of a received message before it is stored: ``validate(group_id, peer,
+timestamp, body, direct)`` returns None to accept it, or the reason to refuse it (a
+:class:`~mvds_node.sync.RejectReason`). ``peer`` is who handed it to us, ``direct`` whether the
+carrier proved that peer (a Noise session): the engine knows neither authors nor envelopes. A
+refused message is not stored, acknowledged, relayed or delivered, and is reported in
+``PayloadRejected`` with that reason. It must not raise."""
 
 _NONE: Final = RecordType.NONE
 _REQUEST: Final = RecordType.REQUEST
@@ -66,6 +75,7 @@ class Receive:
         "_seen",
         "_stats",
         "_store",
+        "_validate",
         "_wall",
     )
 
@@ -83,8 +93,10 @@ class Receive:
         push: Callable[[Event], None],
         schedule: Callable[[int], None],
         note_expiry: Callable[[int], None],
+        validate: Validator | None = None,
     ) -> None:
         self._store = store
+        self._validate = validate
         self._cfg = config
         self._limits = config.limits
         self._groups = groups
@@ -100,10 +112,11 @@ class Receive:
         self._wall = 0
 
     def payload(
-        self, peer: bytes, decoded: DecodedPayload, *, epoch: int, wall: int
+        self, peer: bytes, decoded: DecodedPayload, *, epoch: int, wall: int, direct: bool = False
     ) -> tuple[bool, dict[str, int]]:
         """Apply ``decoded`` from ``peer`` (a member) in ``epoch``, with ``wall`` the last wall
-        clock seen (Unix ms, for messages that arrive expired). Returns whether records were
+        clock seen (Unix ms, for messages that arrive expired) and ``direct`` whether the
+        carrier proved the peer (for the validator). Returns whether records were
         deleted (the next due epoch may have changed) and the REQUESTs refused by a bound, by
         reason; records dropped are counted in ``decoded.dropped``."""
         self._epoch = epoch
@@ -120,7 +133,7 @@ class Receive:
         if decoded.offers:
             self._offers(peer, decoded.offers, puts, deletes, decoded.messages, dropped, refused)
         if decoded.messages:
-            self._messages(peer, decoded.messages, puts, deletes, dropped, refused)
+            self._messages(peer, decoded.messages, puts, deletes, dropped, refused, direct)
         store = self._store
         if deletes:
             store.delete_records(deletes)
@@ -243,10 +256,12 @@ class Receive:
         deletes: list[tuple[bytes, bytes]],
         dropped: dict[str, int],
         refused: dict[str, int],
+        direct: bool,
     ) -> None:
         store = self._store
         stats = self._stats
         groups = self._groups
+        validate = self._validate
         consistent = self._cfg.delivery is DeliveryMode.CONSISTENT
         give_up_held = self._cfg.missing_parents is MissingParents.DELIVER
         relay = self._cfg.relay
@@ -272,6 +287,15 @@ class Receive:
                 )
                 dropped[reason] = dropped.get(reason, 0) + 1
                 continue
+            # The driver's check (the envelope: who wrote it), before anything is stored or
+            # acknowledged. A relayed copy of a message we hold was checked when it was stored;
+            # one straight from a proved peer is checked again (the validator's cheap case),
+            # saving a lookup per message on the common path.
+            if validate is not None and (direct or m.ephemeral or not store.has_message(mid)):
+                refusal = validate(m.group_id, peer, m.timestamp, m.body, direct)
+                if refusal is not None:
+                    dropped[refusal] = dropped.get(refusal, 0) + 1
+                    continue
             stats.messages_received += 1
             if m.ephemeral:
                 self._ephemeral(peer, m)

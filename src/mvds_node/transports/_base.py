@@ -20,6 +20,8 @@ A carrier may also say, and a driver routes by these (``mvds_node.node`` names n
 * ``checks_frames = True``: every packet ``receive`` returns is already one checked frame, so
   the driver does not check its header again; without it, the driver checks.
 * ``answers_pings = True``: the carrier answers a ``Ping`` itself, on the connection it came on.
+* ``proves_peer = True``: the peer ``receive`` names is proved, not claimed (a Noise session's
+  static key; an in-process hub), so a node may take what that peer wrote on its word.
 * ``description``: what a person reads about the carrier when it fails.
 
 Errors follow trio's resource contract, in our exception tree: after *we* call ``aclose()``,

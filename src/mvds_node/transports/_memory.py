@@ -123,6 +123,9 @@ class MemoryTransport:
         self._inbound_receive = receive
         self._closed = False
 
+    proves_peer: Final = True
+    """The hub names each packet's sender by its endpoint, in this process."""
+
     @property
     def reliable(self) -> bool:
         return self._hub._loss == 0.0

@@ -426,6 +426,8 @@ class TcpTransport:
     """Every packet :meth:`receive` returns is one checked frame (the stream's decoder)."""
     answers_pings: Final = True
     """A ping is answered on the connection it came on, before :meth:`receive` returns it."""
+    proves_peer: Final = True
+    """The peer of each packet is the static key its Noise session proved."""
 
     def reaches(self, peer: bytes) -> bool:
         """True while ``peer`` has a live connection."""

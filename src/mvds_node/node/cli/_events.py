@@ -13,6 +13,7 @@ from typing import Any
 from mvds_node.node._control import b64
 from mvds_node.node._events import (
     AnyEvent,
+    EnvelopeMismatch,
     InternalError,
     LogUploaded,
     PeerConnected,
@@ -38,8 +39,9 @@ def message_json(m: Message) -> dict[str, Any]:
         "type": "message",
         "group": m.group,
         "id": m.message_id.hex(),
-        "sender": m.sender.hex(),
-        "author": m.sender.hex(),
+        "author": m.author.hex() if m.author is not None else None,
+        "via": m.via.hex(),
+        "sender": m.via.hex(),
         "timestamp": m.timestamp,
         "seq": m.seq,
         "ephemeral": m.ephemeral,
@@ -61,21 +63,34 @@ def encode_event(event: AnyEvent) -> dict[str, Any] | None:
     return event_to_json(event)
 
 
-def message_line(m: Message, who: Callable[[bytes | None], str]) -> list[str | tuple[str, str]]:
-    """A received message for people: ``[group] sender: text``."""
+def message_line(
+    m: Message,
+    who: Callable[[bytes | None], str],
+    author: Callable[[bytes], tuple[str, bytes | None]] | None = None,
+) -> list[str | tuple[str, str]]:
+    """A received message for people: ``[group] author: text``, with ``(via peer)`` when a
+    member relayed it, or ``[group] (no author, via peer): text`` for a message without an
+    envelope (a raw group's, or one stored before envelopes).
+
+    ``who`` names a peer by its X25519 key; ``author`` names an author by its Ed25519 key and
+    gives that author's X25519 key if it is a known peer (default: the key, shortened)."""
     text = m.body.decode(errors="replace")
-    parts: list[str | tuple[str, str]] = [
-        (f"[{m.group}]", "cyan"),
-        " ",
-        (who(m.sender), "bold"),
-        f": {text}",
-    ]
+    parts: list[str | tuple[str, str]] = [(f"[{m.group}]", "cyan"), " "]
+    if m.author is None:
+        parts += [("(no author", "dim"), f", via {who(m.via)}", (")", "dim")]
+    else:
+        name, peer = author(m.author) if author is not None else (m.author.hex()[:12], None)
+        parts.append((name, "bold"))
+        if peer != m.via:
+            parts.append((f" (via {who(m.via)})", "dim"))
+    parts.append(f": {text}")
     if m.ephemeral:
         parts.append((" (ephemeral)", "dim"))
     return parts
 
 
 _ALARMS = (
+    EnvelopeMismatch,
     InputRejected,
     PayloadRejected,
     TransportFailed,
@@ -96,6 +111,11 @@ def event_line(
     elif isinstance(event, PayloadRejected):
         human += (
             f": {event.reason} ({event.dropped} dropped{', whole payload' if event.whole else ''})"
+        )
+    elif isinstance(event, EnvelopeMismatch):
+        human += (
+            f": [{event.group}] is {event.ours} here and {event.theirs} there "
+            "(set the group's envelope alike on every member)"
         )
     elif isinstance(event, StoreFailed):
         human = f"* store-failed: {event.reason}"

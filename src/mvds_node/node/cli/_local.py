@@ -22,7 +22,12 @@ from mvds_node.node._control import (
     unb64,
 )
 from mvds_node.node._identity import load_identity
-from mvds_node.node._inbox import check_cursor_name, history_messages, unread_messages
+from mvds_node.node._inbox import (
+    check_cursor_name,
+    history_messages,
+    signed_groups,
+    unread_messages,
+)
 from mvds_node.node._node import Node
 from mvds_node.node.cli._events import message_json
 from mvds_node.node.cli._output import ProgressBar
@@ -261,7 +266,11 @@ def _messages_op(node: Node, request: dict[str, Any]) -> dict[str, Any]:
     if request.get("unread"):
         store = node.store
         messages, position = unread_messages(
-            store, {g.id: g.name for g in node.config.groups}, cli_cursor(group), group_id=group.id
+            store,
+            {g.id: g.name for g in node.config.groups},
+            cli_cursor(group),
+            signed=signed_groups(node.config),
+            group_id=group.id,
         )
         messages = [m for m in messages if m.timestamp >= since]
         store.set_cursor(cli_cursor(group), position)
@@ -331,7 +340,9 @@ async def stored_messages(
         store = SQLiteStore(config.store_path, synchronous=config.store_sync)
     try:
         me = load_identity(config.identity_path).public_key
-        found = history_messages(store, cfg.name, cfg.id, me, since=since, limit=limit)
+        found = history_messages(
+            store, cfg.name, cfg.id, me, signed=cfg.envelope == "signed", since=since, limit=limit
+        )
     finally:
         store.close()
     return [message_json(m) for m in found], False

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import secrets
 import tomllib
-from typing import Any
+from typing import Any, Literal
 
 import click
 import trio
@@ -90,6 +90,7 @@ def _group_json(g: GroupConfig) -> dict[str, Any]:
         "mode": g.mode.value,
         "members": [m.hex() for m in g.members],
         "secret": g.secret is not None,
+        "envelope": g.envelope,
     }
 
 
@@ -147,7 +148,11 @@ def peers_list(state: State) -> None:
 @click.argument("key")
 @click.option("--name", help="A human name.")
 @click.option("--address", metavar="HOST:PORT", help="Where to dial it.")
-@click.option("--log-key", help="Its remote-log key (`mvds-node key --log` on its side).")
+@click.option(
+    "--log-key",
+    help="Its Ed25519 key (`mvds-node key --log` on its side): signs its messages in signed "
+    "groups and its remote log.",
+)
 @click.option("--ipns", help="Its IPNS id (`mvds-node key --ipns` on its side).")
 @click.option(
     "--group",
@@ -194,6 +199,13 @@ def peers_add(
         members = tuple(dict.fromkeys((*g.members, raw)))
         config = config.with_group(dataclasses.replace(g, members=members))
     save_config(config)
+    signed = [g.name for g in config.groups if raw in g.members and g.envelope == "signed"]
+    if peer.log_key is None and signed:
+        click.echo(
+            f"mvds-node: warning: {peer.name or _short(raw)} has no --log-key: its messages in "
+            f"{', '.join(signed)} (signed) are refused as unknown-author until it has one",
+            err=True,
+        )
     verb = "updated" if known else "added"
     state.output.show(
         {"peer": _peer_json(config, peer), "added": known is None},
@@ -274,10 +286,21 @@ def groups_list(state: State) -> None:
 )
 @click.option("--mode", type=click.Choice(["batch", "interactive"]), help="How it syncs.")
 @click.option("--secret", help='64 hex digits, or "new" to generate one.')
+@click.option(
+    "--envelope",
+    type=click.Choice(["signed", "raw"]),
+    help="signed: messages carry their author's signature (default); raw: bodies as they are "
+    "(plain MVDS applications). The same on every member.",
+)
 @common_options
 @pass_state
 def groups_add(
-    state: State, name: str, member: tuple[str, ...], mode: str | None, secret: str | None
+    state: State,
+    name: str,
+    member: tuple[str, ...],
+    mode: str | None,
+    secret: str | None,
+    envelope: Literal["signed", "raw"] | None,
 ) -> None:
     """Create the group NAME, or change it (members are added; mode and secret replaced)."""
     config = state.config()
@@ -293,6 +316,7 @@ def groups_add(
         members=tuple(dict.fromkeys(members)),
         mode=Mode(mode) if mode else group.mode,
         secret=key,
+        envelope=envelope or group.envelope,
     )
     save_config(config.with_group(group))
     state.output.show(

@@ -11,6 +11,9 @@ from typing import Any
 import click
 import trio
 
+from mvds_node.errors import MvdsError
+from mvds_node.node._config import NodeConfig
+from mvds_node.node._identity import load_identity
 from mvds_node.node._node import wall_ms
 from mvds_node.node.cli._app import State, common_options, fail, pass_state, root
 from mvds_node.node.cli._complete import complete_group
@@ -46,19 +49,38 @@ def parse_since(text: str, *, now_ms: int) -> int:
     return int(when.timestamp() * 1000)
 
 
-def _line(out: Output, doc: dict[str, Any], names: dict[str, str]) -> None:
+def _line(out: Output, doc: dict[str, Any], authors: dict[str, str], peers: dict[str, str]) -> None:
+    """``TIME [group] author: text``; ``(no author, via peer)`` for a message without an
+    envelope (a raw group's, or one stored before envelopes)."""
     when = datetime.datetime.fromtimestamp(doc["timestamp"] / 1000, tz=datetime.UTC)
-    author = doc.get("author") or ""
-    who = names.get(author) or (author[:12] if author else "?")
+    author, via = doc.get("author"), doc.get("via") or ""
+    if author:
+        who: str | tuple[str, str] = (authors.get(author) or author[:12], "bold")
+    else:
+        who = (f"(no author, via {peers.get(via) or via[:12] or '?'})", "dim")
     text = doc["text"] if doc["text"] is not None else f"({len(doc['body_b64']) * 3 // 4} bytes)"
     out.line(
         (when.strftime("%Y-%m-%d %H:%M:%S"), "dim"),
         " ",
         (f"[{doc['group']}]", "cyan"),
         " ",
-        (who, "bold"),
+        who,
         f": {text}",
     )
+
+
+def _names(config: NodeConfig) -> tuple[dict[str, str], dict[str, str]]:
+    """Authors by Ed25519 key (members' ``log_key``, and this node) and peers by X25519 key,
+    as hex, for :func:`_line`."""
+    peers = {p.key.hex(): p.name for p in config.peers if p.name}
+    authors = {p.log_key.hex(): p.name for p in config.peers if p.name and p.log_key}
+    try:
+        me = load_identity(config.identity_path)
+    except (OSError, MvdsError):
+        return authors, peers  # no key file: `messages` still shows what is stored
+    authors[me.signing_public_key.hex()] = config.name or "me"
+    peers[me.public_key.hex()] = config.name or "me"
+    return authors, peers
 
 
 @root.command()
@@ -86,8 +108,7 @@ def messages(
     config.group(group)
     since_ms = parse_since(since, now_ms=wall_ms()) if since else 0
     out = state.output
-    names = {p.key.hex(): p.name for p in config.peers if p.name}
-    names[""] = "?"
+    authors, peers = _names(config)
     if follow and limit is not None:
         fail("--follow shows every new message; it takes no --limit", kind="usage")
     if follow:
@@ -97,7 +118,7 @@ def messages(
                 if out.json:
                     out.document(doc)
                 else:
-                    _line(out, doc, names)
+                    _line(out, doc, authors, peers)
 
         try:
             trio.run(stream)
@@ -113,7 +134,7 @@ def messages(
         out.document({"group": group, "messages": shown})
         return
     for doc in shown:
-        _line(out, doc, names)
+        _line(out, doc, authors, peers)
     if not shown:
         out.line(("no messages" + (" unread" if unread else ""), "dim"))
 

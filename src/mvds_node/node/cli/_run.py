@@ -188,6 +188,14 @@ async def _run(
     def who(key: bytes | None) -> str:
         return "?" if key is None else names.get(key) or key.hex()[:12]
 
+    # Authors are Ed25519 keys: a peer's log_key under [[peers]], or our own.
+    authors: dict[bytes, tuple[str, bytes | None]] = {
+        p.log_key: (p.name or p.log_key.hex()[:12], p.key) for p in config.peers if p.log_key
+    }
+
+    def author(key: bytes) -> tuple[str, bytes | None]:
+        return authors.get(key) or (key.hex()[:12], None)
+
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         # Subscribed as the node opens, before any checkpoint: what it delivers while the
         # control socket and the printers start waits in these channels instead of being missed.
@@ -199,6 +207,8 @@ async def _run(
             trio.open_nursery() as nursery,
         ):
             await nursery.start(serve_control, config.control_path, control_handler(node))
+            me = node.identity
+            authors[me.signing_public_key] = (config.name or "me", me.public_key)
 
             async def stop_on_signal() -> None:
                 async for signum in signals:
@@ -208,7 +218,7 @@ async def _run(
 
             async def print_messages() -> None:
                 async for m in inbox:
-                    await show(message_json(m), message_line(m, who))
+                    await show(message_json(m), message_line(m, who, author))
 
             async def print_events() -> None:
                 async for event in events:
