@@ -152,9 +152,7 @@ def backend_for(
         raise ConfigError(f"remote_log: {error}") from None
 
 
-def _backend_for(
-    url: str, *, credentials: Credentials, ipns_ids: dict[str, str] | None
-) -> Backend:
+def _backend_for(url: str, *, credentials: Credentials, ipns_ids: dict[str, str] | None) -> Backend:
     # The other backends' modules (httpx, coredis) load only when a URL names them.
     import mvds_node.remotelog as remotelog
 

@@ -182,8 +182,9 @@ class HelperTokens:
             if not words or words[0].startswith("#"):
                 continue
             if len(words) != 2 or words[0] not in ("read", "write"):
-                raise SecretError(f"--tokens: {path} line {number}: write 'read TOKEN' or "
-                                  "'write TOKEN'")
+                raise SecretError(
+                    f"--tokens: {path} line {number}: write 'read TOKEN' or 'write TOKEN'"
+                )
             right: Right = "write" if words[0] == "write" else "read"
             tokens.append((right, Secret(words[1])))
         if not tokens:
@@ -675,9 +676,7 @@ class _Helper:
             self._refund(quotas, len(data))
             raise
 
-    async def update(
-        self, name: str, record: bytes, client: _Client | tuple[_Client, ...]
-    ) -> None:
+    async def update(self, name: str, record: bytes, client: _Client | tuple[_Client, ...]) -> None:
         """Only the key holder may update: a valid signed head, for its own name, going up."""
         quotas = client if isinstance(client, tuple) else (client,)
         writer = _writer_of(name)

@@ -300,8 +300,7 @@ class HttpBackend:
             base += "/" + parsed.path
         self.url = base
         """The helper's URL without its token."""
-        token = credentials.secret or parsed.password
-        self._token = token.reveal() if token else ""
+        self._token = credentials.secret or parsed.password
         if parsed.tls and ssl is None:
             try:
                 ssl = tls_context(credentials, what=f"helper {base}")
@@ -313,7 +312,7 @@ class HttpBackend:
             )
         all_headers = dict(headers or {})
         if self._token:
-            all_headers["Authorization"] = f"Bearer {self._token}"
+            all_headers["Authorization"] = f"Bearer {self._token.reveal()}"
         self.http = HttpClient(
             base,
             what=f"helper {base.removeprefix('http://')}",
@@ -349,7 +348,7 @@ class HttpBackend:
             return None
         text = (msg or payload.decode(errors="replace"))[:_ERROR_TEXT]
         if self._token:
-            text = text.replace(self._token, REDACTED)  # a server that echoes what it got
+            text = text.replace(self._token.reveal(), REDACTED)  # a server echoing what it got
         hint = ""
         if status == 401:
             hint = (

@@ -157,9 +157,8 @@ class RedisBackend:
         """The URL as the node shows it (password masked)."""
         self.db = _database(parsed.path, self.url)
         self.username = parsed.username
-        secret = credentials.secret or parsed.password
-        self._password = secret.reveal() if secret else None
-        if self.username is not None and self._password is None:
+        self._password = credentials.secret or parsed.password
+        if self.username is not None and not self._password:
             raise BackendError(
                 f"{self.server}: user {self.username} needs a password: set remote_log.secret "
                 "(or write it in the URL)"
@@ -200,7 +199,7 @@ class RedisBackend:
             timeout=self.timeout,
             max_connections=_POOL_SIZE,
             username=self.username,
-            password=self._password,
+            password=self._password.reveal() if self._password else None,
             db=self.db,
             ssl_context=self._ssl,
         )
@@ -252,8 +251,9 @@ class RedisBackend:
 
     def _error(self, e: BaseException) -> BackendError:
         error = self._describe(e)
-        if self._password and self._password in str(error):
-            return BackendError(str(error).replace(self._password, REDACTED))
+        password = self._password.reveal() if self._password else ""
+        if password and password in str(error):
+            return BackendError(str(error).replace(password, REDACTED))
         return error
 
     def _describe(self, e: BaseException) -> BackendError:
@@ -298,10 +298,17 @@ class RedisBackend:
             return BackendError(f"{self.server}: {e}")
         if isinstance(e, coredis.exceptions.ConnectionError | OSError):
             cause = e.__cause__ or e
+            said = str(cause) or type(cause).__name__
             hint = ""
-            if self._ssl is not None and "closed" in str(cause).lower():
-                hint = " (not a TLS port? use redis://)"
-            return BackendError(f"{self.server} unreachable: {cause}{hint}")
+            if not isinstance(cause, OSError) or isinstance(cause, EOFError):
+                # Connected, then closed by the server before any answer.
+                hint = (
+                    " (the server closed the connection: a TLS port? use rediss://)"
+                    if self._ssl is None
+                    else " (the server closed the connection: if it wants a client certificate, "
+                    "set remote_log.cert_file and key_file; if it is no TLS port, use redis://)"
+                )
+            return BackendError(f"{self.server} unreachable: {said}{hint}")
         if isinstance(e, BaseExceptionGroup) and len(e.exceptions) == 1:
             return self._describe(e.exceptions[0])
         return BackendError(f"{self.server} sent a malformed reply ({type(e).__name__}: {e})")
