@@ -182,9 +182,13 @@ def test_unusable_settings_are_refused_at_once(tmp_path: Path) -> None:
     assert_no_secret(repr(vars(backend)) + backend.server)
 
 
-def _log_config(cfg: NodeConfig, url: str, keys: dict[bytes, bytes], **settings: str) -> NodeConfig:
+def _log_config(
+    cfg: NodeConfig, url: str, keys: dict[bytes, bytes], *, secret: str, ca_file: Path
+) -> NodeConfig:
     peers = tuple(replace(p, log_key=keys.get(p.key)) for p in cfg.peers)
-    remote = RemoteLogConfig(url=url, page_size=8, inline=3, poll_seconds=3600, **settings)
+    remote = RemoteLogConfig(
+        url=url, page_size=8, inline=3, poll_seconds=3600, secret=secret, ca_file=str(ca_file)
+    )
     return replace(cfg, listen=None, peers=peers, remote_log=remote)
 
 
@@ -198,16 +202,19 @@ async def test_nodes_sync_through_an_authenticated_tls_redis_and_a_wrong_passwor
     with trio.fail_after(60):
         async with tls_redis(tmp_path) as server:
             url = f"rediss://alice@127.0.0.1:{server.port}/5"
-            settings = {"secret": f"file:{secret_file}", "ca_file": str(server.pki.ca)}
             a_cfg = _log_config(
-                config_for(tmp_path, "alice", alice, {"bob": bob}), url, keys, **settings
+                config_for(tmp_path, "alice", alice, {"bob": bob}),
+                url,
+                keys,
+                secret=f"file:{secret_file}",
+                ca_file=server.pki.ca,
             )
             b_cfg = _log_config(
                 config_for(tmp_path, "bob", bob, {"alice": alice}),
                 url,
                 keys,
                 secret=ALICE,
-                ca_file=str(server.pki.ca),
+                ca_file=server.pki.ca,
             )
             seen: list[AnyEvent] = []
             # A wrong password: the node runs, the message waits in the queue, the status says

@@ -207,7 +207,7 @@ class HttpClient:
         except httpx.TimeoutException as e:
             raise BackendError(f"{where}: timed out ({type(e).__name__})") from None
         except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as e:
-            raise BackendError(f"{where}: unreachable: {type(e).__name__}: {e}") from None
+            raise BackendError(_unreachable(where, e)) from None
         except ValueError as e:
             # h11 turns some malformed headers (a Content-Length of thousands of digits) into
             # ValueError rather than a protocol error.
@@ -218,6 +218,26 @@ class HttpClient:
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
+
+
+def _unreachable(where: str, e: Exception) -> str:
+    """The message for a request that failed below HTTP: for TLS, what to check."""
+    cause: BaseException | None = e
+    for _ in range(8):
+        if cause is None:
+            break
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return (
+                f"{where}: TLS: the server's certificate is not trusted "
+                f"({cause.verify_message}): check remote_log.ca_file"
+            )
+        if isinstance(cause, ssl.SSLError):
+            return (
+                f"{where}: TLS handshake failed ({cause.reason or cause}): is it an https:// "
+                "server? does it want a client certificate (remote_log.cert_file)?"
+            )
+        cause = cause.__cause__ or cause.__context__
+    return f"{where}: unreachable: {type(e).__name__}: {e}"
 
 
 class _Body(httpx.AsyncByteStream):
