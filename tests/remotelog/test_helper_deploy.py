@@ -147,7 +147,8 @@ async def test_public_reads_still_need_a_token_to_write(
         writer = HttpBackend(url, credentials=Credentials(secret=Secret(WRITER)))
         anyone = HttpBackend(url)
         await _write_and_read(writer, anyone)
-        text = await _refusal(anyone.ns_update(name_of(2), sign_head(KEY, name_of(2), 1, b"", 0)))
+        head = sign_head(KEY, name_of(2), 1, b"", False)
+        text = await _refusal(anyone.ns_update(name_of(2), head))
         assert "401 unauthenticated" in text and "writes only with a bearer token" in text
         await writer.aclose()
         await anyone.aclose()
