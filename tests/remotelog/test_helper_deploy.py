@@ -297,3 +297,30 @@ async def test_helper_serve_with_cert_key_and_tokens(tmp_path: Path) -> None:
         process.terminate()
         await process.wait()
         await process.stdout.aclose()
+
+
+async def test_a_tls_helper_outlasts_clients_that_do_not_speak_tls(
+    tmp_path: Path, nursery: trio.Nursery, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pki = make_pki(tmp_path / "pki", name="helper")
+    limits = HelperLimits(idle_timeout=0.5, max_connections_per_address=2)
+    port = await start(nursery, tmp_path, pki=pki, tokens=None, limits=limits)
+    with trio.fail_after(30):
+        # Plain HTTP to the TLS port: the connection is closed, nothing is answered in clear.
+        plain = await trio.open_tcp_stream("127.0.0.1", port)
+        await plain.send_all(b"POST /twirp/vac.cas.CAS/Get HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+        received = b""
+        while chunk := await plain.receive_some(65536):
+            received += chunk
+        assert b"HTTP/1.1" not in received
+        await plain.aclose()
+        # Clients that connect and never start a handshake hold their slot for the idle
+        # timeout only: then the address may connect again.
+        stalled = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(2)]
+        for stream in stalled:
+            assert await stream.receive_some(65536) == b""  # closed by the helper
+            await stream.aclose()
+        client = HttpBackend(f"https://127.0.0.1:{port}", credentials=Credentials(ca_file=pki.ca))
+        assert await client.cas_get(b"\x00" * 32) is None
+        await client.aclose()
+    assert "internal error" not in capsys.readouterr().err
