@@ -400,8 +400,9 @@ class _Helper:
         answer, which ends the drain."""
         with trio.move_on_after(_CLOSE_DRAIN_SECONDS):
             try:
-                if isinstance(stream, trio.abc.HalfCloseableStream):
-                    await stream.send_eof()
+                send_eof = getattr(stream, "send_eof", None)  # TCP has it, TLS not
+                if send_eof is not None:
+                    await send_eof()
                 drained = 0
                 while drained < _CLOSE_DRAIN_BYTES:
                     chunk = await stream.receive_some(65536)
