@@ -125,11 +125,13 @@ async def redis_deployment(
     users: dict[str, str],
     tls: tuple[Path, Path, Path] | None = None,
     auth_clients: str = "optional",
+    acl: tuple[str, ...] = (),
 ) -> AsyncIterator[int]:
     """A redis-server set up as a deployment is: the ``default`` user's password
     (``requirepass``), ACL users (``user NAME on >PASSWORD ~* &* +@all``) and, with
     ``tls=(ca, cert, key)``, TLS only (``port 0``, ``tls-port``) asking client certificates as
-    ``auth_clients`` says (``optional``, ``yes`` or ``no``). Yields the port once it is ready."""
+    ``auth_clients`` says (``optional``, ``yes`` or ``no``); ``acl`` adds ``user`` lines as they
+    are. Yields the port once it is ready."""
     binary = need("redis-server", "redis-server")
     os.makedirs(tmp, exist_ok=True)
 
@@ -142,6 +144,7 @@ async def redis_deployment(
             "daemonize no",
             f"requirepass {requirepass}",
             *(f"user {name} on >{password} ~* &* +@all" for name, password in users.items()),
+            *acl,
         ]
         if tls is None:
             lines.append(f"port {port}")

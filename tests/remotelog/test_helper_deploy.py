@@ -324,3 +324,26 @@ async def test_a_tls_helper_outlasts_clients_that_do_not_speak_tls(
         assert await client.cas_get(b"\x00" * 32) is None
         await client.aclose()
     assert "internal error" not in capsys.readouterr().err
+
+
+def test_helper_serve_refuses_unusable_tls_and_token_options(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from mvds_node.node.cli import root
+
+    pki = make_pki(tmp_path / "pki", name="helper")
+    bad = tmp_path / "bad-tokens"
+    bad.write_text(f"write {WRITER}\nadmin {READER}\n")
+    store = str(tmp_path / "s")
+    for args, expected in [
+        (["--cert", str(pki.server_cert)], "--cert and --key go together"),
+        (["--public-reads"], "--public-reads goes with --tokens"),
+        (["--cert", str(pki.ca), "--key", str(pki.server_key)], "--cert"),
+        (["--tokens", str(bad)], "line 2"),
+    ]:
+        result = CliRunner().invoke(
+            root, ["helper", "serve", store, "--listen", "127.0.0.1:0", *args]
+        )
+        assert result.exit_code == 1, result.output
+        assert expected in result.stderr
+        assert_no_secret(result.output + result.stderr)

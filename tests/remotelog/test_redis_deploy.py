@@ -106,8 +106,14 @@ async def test_an_acl_user_over_tls_with_a_client_certificate_reads_and_writes(
 async def test_the_password_in_the_url_and_requirepass(tmp_path: Path) -> None:
     with trio.fail_after(30):
         async with redis_deployment(
-            tmp_path / "redis", requirepass=ADMIN, users={"alice": ALICE}
+            tmp_path / "redis",
+            requirepass=ADMIN,
+            users={"alice": ALICE},
+            acl=(f"user carol on >{ALICE} ~other:* +@all",),
         ) as port:
+            # A user whose ACL does not cover our keys: told which right is missing.
+            text = await _refusal(RedisBackend(f"redis://carol:{ALICE}@127.0.0.1:{port}"))
+            assert "user carol may not do this (NOPERM)" in text
             await _round_trip(RedisBackend(f"redis://:{ADMIN}@127.0.0.1:{port}"))
             await _round_trip(RedisBackend(f"redis://alice:{ALICE}@127.0.0.1:{port}/1"))  # db 1
             # remote_log.secret wins over the URL's password.
