@@ -347,3 +347,18 @@ def test_helper_serve_refuses_unusable_tls_and_token_options(tmp_path: Path) -> 
         assert result.exit_code == 1, result.output
         assert expected in result.stderr
         assert_no_secret(result.output + result.stderr)
+
+
+async def test_guessing_tokens_costs_the_address_its_request_rate(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    tokens = HelperTokens([("write", Secret(WRITER))])
+    limits = HelperLimits(requests_per_second=0.001, burst=3)
+    port = await start(nursery, tmp_path, pki=None, tokens=tokens, limits=limits)
+    url = f"http://127.0.0.1:{port}"
+    with trio.fail_after(30):
+        guesser = HttpBackend(url, credentials=Credentials(secret=Secret(WRONG)))
+        for _ in range(3):
+            assert "401" in await _refusal(guesser.cas_get(b"\x00" * 32))
+        assert "429" in await _refusal(guesser.cas_get(b"\x00" * 32))
+        await guesser.aclose()

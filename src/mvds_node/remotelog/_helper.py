@@ -538,12 +538,13 @@ class _Helper:
         except _Refused as e:
             refusal = e  # answered once the body is read, so the connection stays usable
         try:
-            allowed = refusal is None and self._allow(client)
+            # Refused requests count too: guessing tokens costs the rate like any request.
+            allowed = self._allow(client)
             body = bytearray()
             while True:
                 part = await self._next_event(conn, stream)
                 if isinstance(part, h11.Data):
-                    if allowed:  # a refused body is read and dropped, to keep the framing
+                    if allowed and refusal is None:  # a refused body is read and dropped
                         body += part.data
                 elif isinstance(part, h11.EndOfMessage):
                     break
@@ -552,10 +553,10 @@ class _Helper:
         except (h11.RemoteProtocolError, ValueError) as e:
             return self._malformed(conn, e)
         try:
-            if refusal is not None:
-                raise refusal
             if not allowed:
                 raise _Refused(429, "resource_exhausted", "too many requests")
+            if refusal is not None:
+                raise refusal
             if event.method != b"POST":
                 raise _Refused(405, "bad_route", "Twirp routes take POST")
             quotas = (client,) if token_client is None else (client, token_client)
