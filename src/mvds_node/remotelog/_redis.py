@@ -119,11 +119,14 @@ def _causes(e: BaseException) -> list[BaseException]:
     return chain
 
 
-def _database(path: str, shown: str) -> int:
+def _database(path: str, server: str) -> int:
     if not path:
         return 0
     if not path.isdigit() or len(path) > 7 or int(path) > MAX_DATABASE:
-        raise BackendError(f"redis {shown}: the database {path!r} is not a number (redis://host/2)")
+        raise BackendError(
+            f"{server}: the database {path[:16]!r} is not a number from 0 to {MAX_DATABASE} "
+            "(redis://host/2)"
+        )
     return int(path)
 
 
@@ -155,7 +158,7 @@ class RedisBackend:
         self.host, self.port = parsed.host, parsed.port
         self.url = parsed.redacted()
         """The URL as the node shows it (password masked)."""
-        self.db = _database(parsed.path, self.url)
+        self.db = _database(parsed.path, self.server)
         self.username = parsed.username
         self._password = credentials.secret or parsed.password
         if self.username is not None and not self._password:
