@@ -118,6 +118,55 @@ async def redis_server(tmp: Path) -> AsyncIterator[str]:
 
 
 @asynccontextmanager
+async def redis_deployment(
+    tmp: Path,
+    *,
+    requirepass: str,
+    users: dict[str, str],
+    tls: tuple[Path, Path, Path] | None = None,
+    auth_clients: str = "optional",
+    acl: tuple[str, ...] = (),
+) -> AsyncIterator[int]:
+    """A redis-server set up as a deployment is: the ``default`` user's password
+    (``requirepass``), ACL users (``user NAME on >PASSWORD ~* &* +@all``) and, with
+    ``tls=(ca, cert, key)``, TLS only (``port 0``, ``tls-port``) asking client certificates as
+    ``auth_clients`` says (``optional``, ``yes`` or ``no``); ``acl`` adds ``user`` lines as they
+    are. Yields the port once it is ready."""
+    binary = need("redis-server", "redis-server")
+    os.makedirs(tmp, exist_ok=True)
+
+    def argv(port: int) -> list[str]:
+        lines = [
+            "bind 127.0.0.1",
+            f"dir {tmp}",
+            'save ""',
+            "appendonly no",
+            "daemonize no",
+            f"requirepass {requirepass}",
+            *(f"user {name} on >{password} ~* &* +@all" for name, password in users.items()),
+            *acl,
+        ]
+        if tls is None:
+            lines.append(f"port {port}")
+        else:
+            ca, cert, key = tls
+            lines += [
+                "port 0",
+                f"tls-port {port}",
+                f"tls-ca-cert-file {ca}",
+                f"tls-cert-file {cert}",
+                f"tls-key-file {key}",
+                f"tls-auth-clients {auth_clients}",
+            ]
+        conf = tmp / f"redis-{port}.conf"
+        conf.write_text("\n".join(lines) + "\n")
+        return [binary, str(conf)]
+
+    async with _on_free_port(argv, b"Ready to accept connections", on_stderr=False) as port:
+        yield port
+
+
+@asynccontextmanager
 async def nats_server(tmp: Path) -> AsyncIterator[str]:
     """A nats-server with JetStream on a free loopback port; yields its URL once it listens."""
     binary = need("nats-server", "nats-server")

@@ -143,21 +143,29 @@ def backend_for(
     """The backend a ``remote_log.url`` names.
 
     Raises:
-        ConfigError: a scheme we have no backend for, or credentials a backend cannot use.
+        ConfigError: a scheme we have no backend for, a malformed URL, or credentials a backend
+            cannot use (the message shows the URL redacted).
     """
+    try:
+        return _backend_for(url, credentials=credentials or Credentials(), ipns_ids=ipns_ids)
+    except (BackendError, SecretError) as error:
+        raise ConfigError(f"remote_log: {error}") from None
+
+
+def _backend_for(url: str, *, credentials: Credentials, ipns_ids: dict[str, str] | None) -> Backend:
     # The other backends' modules (httpx, coredis) load only when a URL names them.
     import mvds_node.remotelog as remotelog
 
-    if credentials is not None and credentials != Credentials():
+    if url.startswith(("http://", "https://")):
+        return remotelog.HttpBackend(url, credentials=credentials)
+    if url.startswith(("redis://", "rediss://")):
+        return remotelog.RedisBackend(url, credentials=credentials)
+    if credentials != Credentials():
         raise ConfigError(
             f"remote_log: {redact_url(url)}: this backend takes no secret or TLS files yet"
         )
     if url.startswith("file://"):
         return FileBackend(url.removeprefix("file://"))
-    if url.startswith("http://"):
-        return remotelog.HttpBackend(url)
-    if url.startswith("redis://"):
-        return remotelog.RedisBackend(url)
     if url.startswith("nats://"):
         return remotelog.NatsBackend(url)
     if url.startswith("ipfs://"):

@@ -49,6 +49,8 @@ from mvds_node.remotelog._secrets import tls_context as tls_context
 
 if TYPE_CHECKING:
     from mvds_node.remotelog._helper import HelperLimits as HelperLimits
+    from mvds_node.remotelog._helper import HelperTokens as HelperTokens
+    from mvds_node.remotelog._helper import helper_tls_context as helper_tls_context
     from mvds_node.remotelog._helper import serve_helper as serve_helper
     from mvds_node.remotelog._http import ClientTimeouts as ClientTimeouts
     from mvds_node.remotelog._http import HttpBackend as HttpBackend
@@ -60,6 +62,8 @@ if TYPE_CHECKING:
 
 _LAZY: Final = {
     "HelperLimits": "mvds_node.remotelog._helper",
+    "HelperTokens": "mvds_node.remotelog._helper",
+    "helper_tls_context": "mvds_node.remotelog._helper",
     "serve_helper": "mvds_node.remotelog._helper",
     "ClientTimeouts": "mvds_node.remotelog._http",
     "HttpBackend": "mvds_node.remotelog._http",
@@ -86,7 +90,9 @@ __all__ = [
     "Cursor",
     "export_log",
     "FileBackend",
+    "helper_tls_context",
     "HelperLimits",
+    "HelperTokens",
     "HttpBackend",
     "HttpClient",
     "HttpStatistics",

@@ -22,18 +22,36 @@ whatever the connection caps allow (256 x 8 MiB would be 2 GiB). A refused reque
 was read in full (404, 400, 429, ...) leaves the connection open; only a broken framing (bad
 HTTP, body too large, a body not read) closes it, after the answer. Quota accounting is kept
 in memory for the run.
+
+*Deployments.* With a certificate and key (``--cert``, ``--key``) every connection is TLS (a
+``trio.SSLStream`` around the TCP stream; the handshake must finish within the idle timeout).
+With a tokens file (:class:`HelperTokens`) a request carries ``Authorization: Bearer TOKEN``:
+writes (``Add``, ``Update``) need a ``write`` token, reads (``Get``, ``Fetch``) a ``read`` or
+``write`` token unless reads are public. A missing or unknown token gets a 401 (with
+``WWW-Authenticate: Bearer``), a read token that writes a 403; its body is read and dropped, so
+the connection stays usable. Tokens are compared in constant time (``hmac.compare_digest``,
+against every token, so the time does not tell which one matched). Each token has quotas of
+its own beside its address's (names created and bytes stored,
+``HelperLimits.max_names_per_token`` and ``max_bytes_per_token``): a token shared by one
+person's devices is bounded wherever they connect from, and a writer behind a shared address
+(a NAT) can be given a token of its own. Names and bytes are charged to both; the first
+exhausted refuses.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hmac
 import ipaddress
 import json
+import ssl
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Final, final
+from pathlib import Path
+from typing import Final, Literal, final
 
 import h11
 import trio
@@ -48,9 +66,10 @@ from mvds_node.remotelog._format import (
     open_head,
     signed_seq,
 )
+from mvds_node.remotelog._secrets import Secret, SecretError, read_secret_file
 from mvds_node.remotelog.proto import cas_pb2, ns_pb2
 
-__all__ = ["MAX_SEQUENCE", "HelperLimits", "serve_helper"]
+__all__ = ["MAX_SEQUENCE", "HelperLimits", "HelperTokens", "helper_tls_context", "serve_helper"]
 
 MAX_HEADER_BYTES: Final = 16 * 1024
 MAX_BODY_BYTES: Final = MAX_OBJECT_BYTES + 1024
@@ -63,6 +82,12 @@ _MAX_REFUSING: Final = 1024
 """Connections told 503 at once; beyond, new ones over a cap are closed without an answer."""
 _CLOSE_DRAIN_SECONDS: Final = 1.0
 _CLOSE_DRAIN_BYTES: Final = 256 * 1024
+MAX_TOKENS: Final = 10_000
+"""Tokens one tokens file may hold."""
+MIN_TOKEN_CHARS: Final = 16
+"""Shorter tokens are refused when the file is read: a guessable token protects nothing."""
+MAX_TOKEN_CHARS: Final = 1024
+_WRITE_ROUTES: Final = frozenset({"/twirp/vac.cas.CAS/Add", "/twirp/vac.ns.NS/Update"})
 
 
 @final
@@ -90,6 +115,107 @@ class HelperLimits:
     """Request bodies held at once in all, by their announced ``Content-Length``: beyond, 503."""
     max_body_bytes_in_flight_per_address: int = 64 * 1024 * 1024
     """Request bodies one address may have the helper hold at once: beyond, 503 to it alone."""
+    max_names_per_token: int = 1024
+    """Names one bearer token may create in a run (with a tokens file; beside the address's)."""
+    max_bytes_per_token: int = 1024 * 1024 * 1024
+    """Bytes one bearer token may add in a run (with a tokens file; beside the address's)."""
+
+
+Right = Literal["read", "write"]
+
+
+@final
+class HelperTokens:
+    """The bearer tokens a helper accepts, each with its right: ``write`` (which includes
+    reading) or ``read``.
+
+    Args:
+        tokens: ``(right, token)`` pairs.
+        public_reads: reads need no token (writes still do).
+
+    Raises:
+        SecretError: a token is shorter than :data:`MIN_TOKEN_CHARS`, too long, holds spaces or
+            control characters, or appears twice; or there are over :data:`MAX_TOKENS`.
+    """
+
+    __slots__ = ("_tokens", "public_reads")
+
+    def __init__(self, tokens: list[tuple[Right, Secret]], *, public_reads: bool = False) -> None:
+        if len(tokens) > MAX_TOKENS:
+            raise SecretError(f"tokens: over {MAX_TOKENS}")
+        seen: set[str] = set()
+        for number, (right, token) in enumerate(tokens, 1):
+            text = token.reveal()
+            if right not in ("read", "write"):
+                raise SecretError(f"token {number}: the right is read or write, not {right!r}")
+            if not MIN_TOKEN_CHARS <= len(text) <= MAX_TOKEN_CHARS:
+                raise SecretError(
+                    f"token {number}: a token has {MIN_TOKEN_CHARS} to {MAX_TOKEN_CHARS} characters"
+                )
+            if not text.isprintable() or any(c.isspace() for c in text):
+                raise SecretError(f"token {number}: spaces or control characters in the token")
+            if text in seen:
+                raise SecretError(f"token {number}: given twice")
+            seen.add(text)
+        self._tokens = [(right, token.reveal().encode()) for right, token in tokens]
+        self.public_reads = public_reads
+
+    def __repr__(self) -> str:
+        return f"HelperTokens({len(self._tokens)} tokens, public_reads={self.public_reads})"
+
+    def __len__(self) -> int:
+        return len(self._tokens)
+
+    @classmethod
+    def from_file(cls, path: Path, *, public_reads: bool = False) -> HelperTokens:
+        """Tokens from a file of lines ``write TOKEN`` or ``read TOKEN``; blank lines and lines
+        starting with ``#`` are skipped.
+
+        Raises:
+            SecretError: the file cannot be read or a line is malformed (the message gives its
+                number, never its text).
+        """
+        text = read_secret_file(path, what="--tokens")
+        tokens: list[tuple[Right, Secret]] = []
+        for number, line in enumerate(text.splitlines(), 1):
+            words = line.split()
+            if not words or words[0].startswith("#"):
+                continue
+            if len(words) != 2 or words[0] not in ("read", "write"):
+                raise SecretError(
+                    f"--tokens: {path} line {number}: write 'read TOKEN' or 'write TOKEN'"
+                )
+            right: Right = "write" if words[0] == "write" else "read"
+            tokens.append((right, Secret(words[1])))
+        if not tokens:
+            raise SecretError(f"--tokens: {path} holds no token")
+        try:
+            return cls(tokens, public_reads=public_reads)
+        except SecretError as e:
+            raise SecretError(f"--tokens: {path}: {e}") from None
+
+    def find(self, presented: bytes) -> tuple[int, Right] | None:
+        """The index and right of the token ``presented``, or None. Every token is compared,
+        each in constant time, so the time taken tells nothing of which (if any) matched."""
+        found: tuple[int, Right] | None = None
+        for index, (right, token) in enumerate(self._tokens):
+            if hmac.compare_digest(presented, token) and found is None:
+                found = (index, right)
+        return found
+
+
+def helper_tls_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
+    """A server TLS context from a certificate chain and its key (PEM files).
+
+    Raises:
+        SecretError: a file cannot be read or is not a certificate or key.
+    """
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(str(cert_file), str(key_file))
+    except (OSError, ssl.SSLError) as error:
+        raise SecretError(f"--cert {cert_file} / --key {key_file}: {error}") from None
+    return context
 
 
 class _Refused(Exception):
@@ -102,7 +228,7 @@ class _Refused(Exception):
 
 @dataclass
 class _Client:
-    """What one address holds and has used."""
+    """What one address (or one bearer token) holds and has used."""
 
     tokens: float
     stamp: float = field(default_factory=time.monotonic)
@@ -111,6 +237,8 @@ class _Client:
     stored: int = 0
     receiving: int = 0
     """Announced body bytes of this address's requests in progress."""
+    kind: str = "address"
+    """What the quotas are counted for: "address" or "token"."""
 
 
 def _address_key(host: str) -> str:
@@ -153,10 +281,21 @@ def _writer_of(name: str) -> bytes:
 
 
 class _Helper:
-    def __init__(self, store: FileBackend, limits: HelperLimits) -> None:
+    def __init__(
+        self,
+        store: FileBackend,
+        limits: HelperLimits,
+        *,
+        tokens: HelperTokens | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.store = store
         self.limits = limits
+        self.tokens = tokens
+        self.tls = tls
         self.clients: dict[str, _Client] = {}
+        self.token_clients: dict[int, _Client] = {}
+        """Quotas per token, by its index in :attr:`tokens`."""
         self.connections = 0
         self.refusing = 0
         """Connections being told 503 (each takes up to two seconds)."""
@@ -209,8 +348,13 @@ class _Helper:
             return
         self.connections += 1
         client.connections += 1
+        served: trio.abc.Stream = stream
         try:
-            await self._serve(stream, client)
+            if self.tls is not None:
+                served = await self._handshake(stream, self.limits.idle_timeout)
+                if served is stream:
+                    return
+            await self._serve(served, client)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         except Exception as e:
@@ -218,7 +362,20 @@ class _Helper:
         finally:
             self.connections -= 1
             client.connections -= 1
-            await trio.aclose_forcefully(stream)
+            await trio.aclose_forcefully(served)
+
+    async def _handshake(self, stream: trio.SocketStream, seconds: float) -> trio.abc.Stream:
+        """``stream`` wrapped in TLS once its handshake is done; ``stream`` itself if the
+        handshake failed or took over ``seconds`` (a client that is not TLS, or a stalled one)."""
+        assert self.tls is not None
+        wrapped = trio.SSLStream(stream, self.tls, server_side=True, https_compatible=True)
+        with trio.move_on_after(seconds):
+            try:
+                await wrapped.do_handshake()
+                return wrapped
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+        return stream
 
     async def _refuse_connection(self, stream: trio.SocketStream) -> None:
         body = json.dumps({"code": "unavailable", "msg": "too many connections"}).encode()
@@ -226,16 +383,26 @@ class _Helper:
             "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
         )
+        served: trio.abc.Stream = stream
+        if self.tls is not None:
+            served = await self._handshake(stream, _CLOSE_DRAIN_SECONDS)
+            if served is stream:
+                await trio.aclose_forcefully(stream)
+                return
         with trio.move_on_after(_CLOSE_DRAIN_SECONDS):
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                await stream.send_all(head.encode() + body)
-        await self._close_gracefully(stream)
+                await served.send_all(head.encode() + body)
+        await self._close_gracefully(served)
 
-    async def _close_gracefully(self, stream: trio.SocketStream) -> None:
-        """Half-close and drain a little, so the client reads our answer instead of a reset."""
+    async def _close_gracefully(self, stream: trio.abc.Stream) -> None:
+        """Half-close (plain TCP) and drain a little, so the client reads our answer instead of
+        a reset. TLS has no half-close: the client closes after a ``Connection: close``
+        answer, which ends the drain."""
         with trio.move_on_after(_CLOSE_DRAIN_SECONDS):
             try:
-                await stream.send_eof()
+                send_eof = getattr(stream, "send_eof", None)  # TCP has it, TLS not
+                if send_eof is not None:
+                    await send_eof()
                 drained = 0
                 while drained < _CLOSE_DRAIN_BYTES:
                     chunk = await stream.receive_some(65536)
@@ -247,16 +414,29 @@ class _Helper:
         await trio.aclose_forcefully(stream)
 
     def _answer(
-        self, conn: h11.Connection, status: int, code: str, msg: str, *, close: bool = False
+        self,
+        conn: h11.Connection,
+        status: int,
+        code: str,
+        msg: str,
+        *,
+        close: bool = False,
+        extra: tuple[tuple[str, str], ...] = (),
     ) -> bytes:
         body = json.dumps({"code": code, "msg": msg}).encode()
-        return self._response(conn, status, body, "application/json", close=close)
+        return self._response(conn, status, body, "application/json", close=close, extra=extra)
 
     @staticmethod
     def _response(
-        conn: h11.Connection, status: int, body: bytes, content_type: str, *, close: bool = False
+        conn: h11.Connection,
+        status: int,
+        body: bytes,
+        content_type: str,
+        *,
+        close: bool = False,
+        extra: tuple[tuple[str, str], ...] = (),
     ) -> bytes:
-        headers = [("Content-Type", content_type), ("Content-Length", str(len(body)))]
+        headers = [("Content-Type", content_type), ("Content-Length", str(len(body))), *extra]
         if close:
             headers.append(("Connection", "close"))
         reason = HTTPStatus(status).phrase.encode() if status in _STATUSES else b""
@@ -265,14 +445,14 @@ class _Helper:
         out += conn.send(h11.EndOfMessage()) or b""
         return out
 
-    async def _next_event(self, conn: h11.Connection, stream: trio.SocketStream) -> h11.Event:
+    async def _next_event(self, conn: h11.Connection, stream: trio.abc.Stream) -> h11.Event:
         while True:
             event = conn.next_event()
             if event is not h11.NEED_DATA:
                 return event  # type: ignore[return-value]
-            conn.receive_data(await stream.receive_some(65536))
+            conn.receive_data(bytes(await stream.receive_some(65536)))
 
-    async def _serve(self, stream: trio.SocketStream, client: _Client) -> None:
+    async def _serve(self, stream: trio.abc.Stream, client: _Client) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
         limits = self.limits
         while True:
@@ -282,7 +462,7 @@ class _Helper:
                     data = await stream.receive_some(65536)
                 if idle.cancelled_caught:
                     return
-                conn.receive_data(data)
+                conn.receive_data(bytes(data))
             try:
                 with trio.fail_after(limits.request_timeout):
                     answer = await self._one_request(conn, stream, client)
@@ -297,7 +477,7 @@ class _Helper:
             conn.start_next_cycle()
 
     async def _one_request(
-        self, conn: h11.Connection, stream: trio.SocketStream, client: _Client
+        self, conn: h11.Connection, stream: trio.abc.Stream, client: _Client
     ) -> bytes | None:
         """Read one request and answer it: the bytes to send; None when the client is gone."""
         try:
@@ -347,16 +527,24 @@ class _Helper:
         return self._answer(conn, status, "malformed", str(e)[:200], close=True)
 
     async def _read_and_route(
-        self, conn: h11.Connection, stream: trio.SocketStream, client: _Client, event: h11.Request
+        self, conn: h11.Connection, stream: trio.abc.Stream, client: _Client, event: h11.Request
     ) -> bytes | None:
         """Read the body of ``event`` and answer it."""
+        path = event.target.decode("latin-1")
+        refusal: _Refused | None = None
+        token_client: _Client | None = None
         try:
+            token_client = self._authorize(path, event.headers)
+        except _Refused as e:
+            refusal = e  # answered once the body is read, so the connection stays usable
+        try:
+            # Refused requests count too: guessing tokens costs the rate like any request.
             allowed = self._allow(client)
             body = bytearray()
             while True:
                 part = await self._next_event(conn, stream)
                 if isinstance(part, h11.Data):
-                    if allowed:  # a refused body is read and dropped, to keep the framing
+                    if allowed and refusal is None:  # a refused body is read and dropped
                         body += part.data
                 elif isinstance(part, h11.EndOfMessage):
                     break
@@ -367,11 +555,15 @@ class _Helper:
         try:
             if not allowed:
                 raise _Refused(429, "resource_exhausted", "too many requests")
+            if refusal is not None:
+                raise refusal
             if event.method != b"POST":
                 raise _Refused(405, "bad_route", "Twirp routes take POST")
-            reply = await self.route(event.target.decode("latin-1"), bytes(body), client)
+            quotas = (client,) if token_client is None else (client, token_client)
+            reply = await self.route(path, bytes(body), quotas)
         except _Refused as e:
-            return self._answer(conn, e.status, e.code, e.msg)
+            extra = (("WWW-Authenticate", "Bearer"),) if e.status == 401 else ()
+            return self._answer(conn, e.status, e.code, e.msg, extra=extra)
         except Exception as e:
             # A bug met on one request: it alone fails, the operator sees why, the client
             # learns nothing of the helper's insides.
@@ -379,13 +571,53 @@ class _Helper:
             return self._answer(conn, 500, "internal", "the helper failed on this request")
         return self._response(conn, 200, reply, "application/protobuf")
 
+    def _authorize(self, path: str, headers: Iterable[tuple[bytes, bytes]]) -> _Client | None:
+        """Whether the request may go on: the quotas of its token (None without tokens, or a
+        public read without one).
+
+        Raises:
+            _Refused: 401 (no token where one is needed, or an unknown one) or 403 (a read
+                token writing).
+        """
+        if self.tokens is None:
+            return None
+        write = path in _WRITE_ROUTES
+        presented = None
+        for name, value in headers:
+            if name.lower() == b"authorization":
+                scheme, _, token = value.strip().partition(b" ")
+                if scheme.lower() != b"bearer" or not token.strip():
+                    raise _Refused(401, "unauthenticated", "send Authorization: Bearer TOKEN")
+                presented = token.strip()
+                break
+        if presented is None:
+            if not write and self.tokens.public_reads:
+                return None
+            what = "writes" if write else "reads"
+            raise _Refused(
+                401, "unauthenticated", f"this helper takes {what} only with a bearer token"
+            )
+        found = self.tokens.find(presented)
+        if found is None:
+            raise _Refused(401, "unauthenticated", "this helper does not know that bearer token")
+        index, right = found
+        if write and right != "write":
+            raise _Refused(403, "permission_denied", "this token may only read")
+        quota = self.token_clients.get(index)
+        if quota is None:
+            quota = self.token_clients[index] = _Client(0.0, kind="token")
+        return quota
+
     # --- routes -----------------------------------------------------------------------------
 
-    async def route(self, path: str, body: bytes, client: _Client) -> bytes:
+    async def route(self, path: str, body: bytes, client: _Client | tuple[_Client, ...]) -> bytes:
+        """Answer one request to ``path``; ``client`` is whose quotas it is charged to (its
+        address, and its token when it has one)."""
+        quotas = client if isinstance(client, tuple) else (client,)
         try:
             if path == "/twirp/vac.cas.CAS/Add":
                 data = cas_pb2.Content.FromString(body).data
-                return cas_pb2.Address(id=await self.add(data, client)).SerializeToString()
+                return cas_pb2.Address(id=await self.add(data, quotas)).SerializeToString()
             if path == "/twirp/vac.cas.CAS/Get":
                 found = await self.store.cas_get(cas_pb2.Address.FromString(body).id)
                 if found is None:
@@ -393,7 +625,7 @@ class _Helper:
                 return cas_pb2.Content(data=found).SerializeToString()
             if path == "/twirp/vac.ns.NS/Update":
                 update = ns_pb2.NameUpdate.FromString(body)
-                await self.update(update.name, update.content, client)
+                await self.update(update.name, update.content, quotas)
                 return ns_pb2.Response(data=b"ok").SerializeToString()
             if path == "/twirp/vac.ns.NS/Fetch":
                 name = ns_pb2.Query.FromString(body).name
@@ -409,31 +641,46 @@ class _Helper:
             raise _Refused(500, "internal", "the helper's store failed") from None
         raise _Refused(404, "bad_route", "no such route")
 
-    def _charge(self, client: _Client, size: int) -> None:
-        if client.stored + size > self.limits.max_bytes_per_address:
-            raise _Refused(
-                429,
-                "resource_exhausted",
-                f"this address has stored its {self.limits.max_bytes_per_address} bytes",
-            )
-        client.stored += size
+    def _limits(self, c: _Client) -> tuple[int, int]:
+        """``(names, bytes)`` ``c`` may create and store."""
+        if c.kind == "token":
+            return self.limits.max_names_per_token, self.limits.max_bytes_per_token
+        return self.limits.max_names_per_address, self.limits.max_bytes_per_address
 
-    async def add(self, data: bytes, client: _Client) -> bytes:
+    def _charge(self, quotas: tuple[_Client, ...], size: int) -> None:
+        """Count ``size`` stored bytes to every one of ``quotas``, or refuse without counting."""
+        for c in quotas:
+            limit = self._limits(c)[1]
+            if c.stored + size > limit:
+                raise _Refused(
+                    429, "resource_exhausted", f"this {c.kind} has stored its {limit} bytes"
+                )
+        for c in quotas:
+            c.stored += size
+
+    @staticmethod
+    def _refund(quotas: tuple[_Client, ...], size: int) -> None:
+        for c in quotas:
+            c.stored -= size
+
+    async def add(self, data: bytes, client: _Client | tuple[_Client, ...]) -> bytes:
+        quotas = client if isinstance(client, tuple) else (client,)
         if len(data) > MAX_OBJECT_BYTES:
             raise _Refused(400, "invalid_argument", f"object over {MAX_OBJECT_BYTES} bytes")
         address = address_of(data)
         path = self.store.root / "cas" / address.hex()
         if await trio.to_thread.run_sync(path.exists):
             return address  # content addressed: already there, costs nothing
-        self._charge(client, len(data))  # reserved before the await: concurrent adds count
+        self._charge(quotas, len(data))  # reserved before the await: concurrent adds count
         try:
             return await self.store.cas_add(data)
         except BaseException:
-            client.stored -= len(data)
+            self._refund(quotas, len(data))
             raise
 
-    async def update(self, name: str, record: bytes, client: _Client) -> None:
+    async def update(self, name: str, record: bytes, client: _Client | tuple[_Client, ...]) -> None:
         """Only the key holder may update: a valid signed head, for its own name, going up."""
+        quotas = client if isinstance(client, tuple) else (client,)
         writer = _writer_of(name)
         seq = signed_seq(record)
         if seq is None:
@@ -456,13 +703,13 @@ class _Helper:
             async with lock:  # read, compare and write as one step per name
                 current = await self.store.ns_fetch(name)
                 if current is None:
-                    if client.names >= self.limits.max_names_per_address:
-                        raise _Refused(
-                            429,
-                            "resource_exhausted",
-                            f"this address has created its {self.limits.max_names_per_address}"
-                            " names",
-                        )
+                    for c in quotas:
+                        if c.names >= (names := self._limits(c)[0]):
+                            raise _Refused(
+                                429,
+                                "resource_exhausted",
+                                f"this {c.kind} has created its {names} names",
+                            )
                     growth = len(record)
                 else:
                     old = signed_seq(current)
@@ -471,14 +718,15 @@ class _Helper:
                             409, "already_exists", f"sequence {head.seq} is not above {old}"
                         )
                     growth = max(0, len(record) - len(current))
-                self._charge(client, growth)
+                self._charge(quotas, growth)
                 try:
                     await self.store.ns_update(name, record)
                 except BaseException:
-                    client.stored -= growth
+                    self._refund(quotas, growth)
                     raise
                 if current is None:
-                    client.names += 1
+                    for c in quotas:
+                        c.names += 1
         finally:
             if not lock.locked() and lock.statistics().tasks_waiting == 0:
                 self._name_locks.pop(name, None)
@@ -490,6 +738,8 @@ async def serve_helper(
     port: int,
     *,
     limits: HelperLimits | None = None,
+    tokens: HelperTokens | None = None,
+    tls: ssl.SSLContext | None = None,
     task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the helper on ``host:port`` until cancelled (0 picks a port; the listeners are
@@ -497,9 +747,11 @@ async def serve_helper(
 
     Args:
         root: the directory the objects and names are stored in.
-        limits: connection caps, timeouts and per-address quotas (defaults: :class:`HelperLimits`).
+        limits: connection caps, timeouts and quotas (defaults: :class:`HelperLimits`).
+        tokens: the bearer tokens requests need (None: anyone may read and write).
+        tls: a server TLS context (:func:`helper_tls_context`) to serve HTTPS; None: HTTP.
     """
-    helper = _Helper(FileBackend(root), limits or HelperLimits())
+    helper = _Helper(FileBackend(root), limits or HelperLimits(), tokens=tokens, tls=tls)
     listeners = await trio.open_tcp_listeners(port, host=host)
     async with trio.open_nursery() as nursery:
         task_status.started(listeners)

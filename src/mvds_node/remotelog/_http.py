@@ -19,8 +19,12 @@ then closed, never reused, so a half-read answer cannot be mistaken for the next
 failure — the library's exceptions, a wrong status, an oversized or undecodable answer — comes
 out as one :class:`BackendError` that names the host and the route.
 
-TLS and bearer tokens are not built yet; :class:`HttpClient` takes an ``ssl`` context and extra
-headers so they can be passed through when they are.
+*Deployments.* ``https://host:port`` is TLS with the system's CAs, or only
+``remote_log.ca_file``'s, hostnames checked, and a client certificate when ``cert_file`` is set.
+A bearer token (``remote_log.secret``, or the password of the URL, ``https://:TOKEN@host``) goes
+in every request's ``Authorization: Bearer`` header; the URL's user part is never sent.
+Messages name the helper by its host and port only, so no token can appear in them; a refusal
+for want of a token (401) or of a right (403) says which setting to check.
 """
 
 from __future__ import annotations
@@ -40,12 +44,21 @@ from google.protobuf.message import DecodeError
 from mvds_node.remotelog._backend import BackendError
 from mvds_node.remotelog._format import MAX_OBJECT_BYTES
 from mvds_node.remotelog._helper import HelperLimits as HelperLimits
+from mvds_node.remotelog._helper import HelperTokens as HelperTokens
 from mvds_node.remotelog._helper import serve_helper as serve_helper
+from mvds_node.remotelog._secrets import (
+    REDACTED,
+    Credentials,
+    SecretError,
+    parse_backend_url,
+    tls_context,
+)
 from mvds_node.remotelog.proto import cas_pb2, ns_pb2
 
 __all__ = [
     "ClientTimeouts",
     "HelperLimits",
+    "HelperTokens",
     "HttpBackend",
     "HttpClient",
     "HttpStatistics",
@@ -89,13 +102,13 @@ class HttpClient:
     :class:`BackendError`.
 
     Args:
-        base_url: ``http://host:port`` (``https://`` once ``ssl`` is given a context).
+        base_url: ``http://host:port`` or ``https://host:port``.
         what: how messages name the server (``"helper 127.0.0.1:8001"``).
         timeouts: per-request timeouts.
         max_connections: connections kept open to the server at most; requests beyond wait
             for one (up to ``timeouts.pool``).
-        ssl: a TLS context for ``https://`` URLs (none built yet); None: plain HTTP.
-        headers: sent with every request (room for ``Authorization: Bearer ...``).
+        ssl: the TLS context for an ``https://`` URL; None: the system's CAs.
+        headers: sent with every request (``Authorization: Bearer ...``).
     """
 
     def __init__(
@@ -194,7 +207,7 @@ class HttpClient:
         except httpx.TimeoutException as e:
             raise BackendError(f"{where}: timed out ({type(e).__name__})") from None
         except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as e:
-            raise BackendError(f"{where}: unreachable: {type(e).__name__}: {e}") from None
+            raise BackendError(_unreachable(where, e)) from None
         except ValueError as e:
             # h11 turns some malformed headers (a Content-Length of thousands of digits) into
             # ValueError rather than a protocol error.
@@ -205,6 +218,26 @@ class HttpClient:
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
+
+
+def _unreachable(where: str, e: Exception) -> str:
+    """The message for a request that failed below HTTP: for TLS, what to check."""
+    cause: BaseException | None = e
+    for _ in range(8):
+        if cause is None:
+            break
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return (
+                f"{where}: TLS: the server's certificate is not trusted "
+                f"({cause.verify_message}): check remote_log.ca_file"
+            )
+        if isinstance(cause, ssl.SSLError):
+            return (
+                f"{where}: TLS handshake failed ({cause.reason or cause}): is it an https:// "
+                "server? does it want a client certificate (remote_log.cert_file)?"
+            )
+        cause = cause.__cause__ or cause.__context__
+    return f"{where}: unreachable: {type(e).__name__}: {e}"
 
 
 class _Body(httpx.AsyncByteStream):
@@ -251,31 +284,62 @@ class HttpBackend:
     """The client side: a :class:`~mvds_node.remotelog.Backend` that talks to an HTTP helper.
 
     Args:
-        url: ``http://host:port``.
+        url: ``http://host:port`` or ``https://host:port``; ``https://:TOKEN@host:port`` gives
+            the bearer token in the URL.
+        credentials: the bearer token (``secret``, over one in the URL) and, for ``https://``,
+            the CA file and client certificate.
         timeouts: per-request timeouts (defaults: :class:`ClientTimeouts`).
         max_connections: pooled connections to the helper.
-        ssl: reserved for ``https://`` helpers.
+        ssl: a TLS context to use instead of the one made from ``credentials``.
         headers: sent with every request.
+
+    Raises:
+        BackendError: the URL is malformed, or a TLS file cannot be used.
     """
 
     def __init__(
         self,
         url: str,
         *,
+        credentials: Credentials | None = None,
         timeouts: ClientTimeouts | None = None,
         max_connections: int = 8,
         ssl: ssl.SSLContext | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        base = url.rstrip("/")
+        credentials = credentials or Credentials()
+        try:
+            parsed = parse_backend_url(url, default_port=443 if url.startswith("https:") else 80)
+        except SecretError as e:
+            raise BackendError(f"helper {e}") from None
+        if parsed.scheme not in ("http", "https"):
+            raise BackendError(f"helper {parsed.redacted()}: use http:// or https://")
+        host = f"[{parsed.host}]" if ":" in parsed.host else parsed.host
+        base = f"{parsed.scheme}://{host}:{parsed.port}"
+        if parsed.path:
+            base += "/" + parsed.path
         self.url = base
+        """The helper's URL without its token."""
+        self._token = credentials.secret or parsed.password
+        if parsed.tls and ssl is None:
+            try:
+                ssl = tls_context(credentials, what=f"helper {base}")
+            except SecretError as e:
+                raise BackendError(str(e)) from None
+        elif not parsed.tls and (credentials.ca_file or credentials.cert_file):
+            raise BackendError(
+                f"helper {base}: remote_log.ca_file and cert_file are for TLS: use https://"
+            )
+        all_headers = dict(headers or {})
+        if self._token:
+            all_headers["Authorization"] = f"Bearer {self._token.reveal()}"
         self.http = HttpClient(
             base,
             what=f"helper {base.removeprefix('http://')}",
             timeouts=timeouts,
             max_connections=max_connections,
             ssl=ssl,
-            headers=headers,
+            headers=all_headers,
         )
 
     def statistics(self) -> HttpStatistics:
@@ -302,10 +366,20 @@ class HttpBackend:
         code, msg = twirp_error(payload)
         if status == 404 and code == "not_found":
             return None
-        text = msg or payload.decode(errors="replace")
+        text = (msg or payload.decode(errors="replace"))[:_ERROR_TEXT]
+        if self._token:
+            text = text.replace(self._token.reveal(), REDACTED)  # a server echoing what it got
+        hint = ""
+        if status == 401:
+            hint = (
+                ": check remote_log.secret (the helper's token)"
+                if self._token
+                else ": this helper wants a token: set remote_log.secret"
+            )
+        elif status == 403:
+            hint = ": the token lacks this right (a read-only token writing?)"
         raise BackendError(
-            f"{self.http.what} {path}: answered {status} {code or '(not Twirp)'}: "
-            f"{text[:_ERROR_TEXT]}"
+            f"{self.http.what} {path}: answered {status} {code or '(not Twirp)'}: {text}{hint}"
         )
 
     async def cas_add(self, data: bytes) -> bytes:

@@ -30,6 +30,7 @@ from mvds_node._address import format_address
 from mvds_node.remotelog._backend import BackendError
 from mvds_node.remotelog._format import MAX_OBJECT_BYTES, address_of, signed_seq
 from mvds_node.remotelog._lines import LineReader
+from mvds_node.remotelog._secrets import SecretError, parse_backend_url
 
 __all__ = ["NatsBackend"]
 
@@ -197,13 +198,11 @@ class NatsBackend:
     """A :class:`~mvds_node.remotelog.Backend` on NATS JetStream (key-value and object store)."""
 
     def __init__(self, url: str) -> None:
-        rest = url.removeprefix("nats://").rstrip("/")
-        host, _, port = rest.partition(":")
-        self.host = host or "127.0.0.1"
         try:
-            self.port = _number(port or "4222", "port", 65536)
-        except BackendError:
-            raise BackendError(f"{url}: unusable port {port!r}") from None
+            parsed = parse_backend_url(url, default_port=4222, many_hosts=True)
+        except SecretError as e:
+            raise BackendError(f"nats {e}") from None
+        self.host, self.port = parsed.host, parsed.port
         self._conn: _Conn | None = None
         self._inbox = f"_INBOX.{os.urandom(8).hex()}"
         self._n = 0

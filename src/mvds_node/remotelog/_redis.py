@@ -1,4 +1,5 @@
-"""A Redis backend (``redis://host:port``) on coredis, a maintained Redis client that runs on Trio.
+"""A Redis backend (``redis://host:port``, ``rediss://`` for TLS) on coredis, a maintained Redis
+client that runs on Trio.
 
 * CAS: ``SET mvds:cas:<address hex> <bytes> NX`` (content addressed: a second write of the same
   bytes changes nothing), ``GET``.
@@ -20,14 +21,23 @@ if it is longer than an object may be (:data:`~mvds_node.remotelog._format.MAX_O
 coredis buffers a reply until it is complete, so a hostile server can make us hold what it
 sends within one deadline before the size check refuses it.
 
-TLS (``rediss://``), an ACL user and password and a database number are options of the
-coredis client this module builds in one place (:meth:`RedisBackend._new_client`).
+*Deployments.* ``redis://[user[:password]@]host[:port][/db]``: an ACL user and its password
+(``AUTH user password`` through coredis's ``HELLO``), or a password alone for ``requirepass``
+(the ``default`` user); ``remote_log.secret`` gives the password instead of the URL. The
+database number follows the hosts. ``rediss://`` is TLS: the system's CAs or
+``remote_log.ca_file``, hostnames checked, a client certificate (``cert_file``, ``key_file``) for
+a server with ``tls-auth-clients``. All of it is set in one place,
+:meth:`RedisBackend._new_client`, so the pooled connections, the one-call pools and the pub/sub
+connection of :meth:`RedisBackend.watch` all authenticate and use TLS alike. Errors name the
+server by its redacted URL (``redis rediss://alice:***@host:6380/2``), and any text of the
+password is masked in them too, whatever the server or the library put in a message.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import Any, Final, TypeVar
@@ -38,9 +48,15 @@ import coredis.pool
 import coredis.retry
 import trio
 
-from mvds_node._address import format_address
 from mvds_node.remotelog._backend import BackendError
 from mvds_node.remotelog._format import MAX_OBJECT_BYTES, address_of, signed_seq
+from mvds_node.remotelog._secrets import (
+    REDACTED,
+    Credentials,
+    SecretError,
+    parse_backend_url,
+    tls_context,
+)
 
 __all__ = ["TIMEOUT", "RedisBackend"]
 
@@ -49,6 +65,8 @@ TIMEOUT: Final = 10.0
 _POOL_SIZE: Final = 8
 """Connections per pool: the node runs one writer and a reader per peer log, a few at once."""
 _CHANNEL: Final = b"mvds:ns"
+MAX_DATABASE: Final = 1_000_000
+"""Highest database number a URL may name (Redis has 16 unless ``databases`` says more)."""
 # KEYS[1] record key, KEYS[2] sequence key; ARGV[1] record, ARGV[2] sequence, ARGV[3] name.
 _CAS_SCRIPT: Final = """
 local cur = redis.call('GET', KEYS[2])
@@ -101,31 +119,64 @@ def _causes(e: BaseException) -> list[BaseException]:
     return chain
 
 
-def _parse_url(url: str) -> tuple[str, int]:
-    rest = url.removeprefix("redis://").rstrip("/")
-    host, _, port = rest.rpartition(":") if rest.count(":") == 1 else (rest, "", "")
-    try:
-        number = int(port or 6379)
-    except ValueError:
-        raise BackendError(f"{url}: the port is not a number") from None
-    if not 0 < number < 65536:
-        raise BackendError(f"{url}: port {number} is out of range")
-    return host or "127.0.0.1", number
+def _database(path: str, server: str) -> int:
+    if not path:
+        return 0
+    if not path.isdigit() or len(path) > 7 or int(path) > MAX_DATABASE:
+        raise BackendError(
+            f"{server}: the database {path[:16]!r} is not a number from 0 to {MAX_DATABASE} "
+            "(redis://host/2)"
+        )
+    return int(path)
 
 
 class RedisBackend:
     """A :class:`~mvds_node.remotelog.Backend` on a Redis server.
 
     Args:
-        url: ``redis://host:port`` (port 6379 if left out).
+        url: ``redis://[user[:password]@]host[:port][/db]`` (port 6379 if left out);
+            ``rediss://`` for TLS.
+        credentials: the password (``secret``, over one in the URL) and the TLS files.
         timeout: seconds one call may take.
 
     Raises:
-        BackendError: the URL's port is unusable.
+        BackendError: the URL is malformed, a user is named without a password, TLS files are
+            given for a ``redis://`` URL, or a TLS file cannot be used (the message names the
+            server, redacted).
     """
 
-    def __init__(self, url: str, *, timeout: float = TIMEOUT) -> None:
-        self.host, self.port = _parse_url(url)
+    def __init__(
+        self, url: str, *, credentials: Credentials | None = None, timeout: float = TIMEOUT
+    ) -> None:
+        credentials = credentials or Credentials()
+        try:
+            parsed = parse_backend_url(url, default_port=6379)
+        except SecretError as e:
+            raise BackendError(f"redis {e}") from None
+        if parsed.scheme not in ("redis", "rediss"):
+            raise BackendError(f"redis {parsed.redacted()}: use redis:// or rediss:// (TLS)")
+        self.host, self.port = parsed.host, parsed.port
+        self.url = parsed.redacted()
+        """The URL as the node shows it (password masked)."""
+        self.db = _database(parsed.path, self.server)
+        self.username = parsed.username
+        self._password = credentials.secret or parsed.password
+        if self.username is not None and not self._password:
+            raise BackendError(
+                f"{self.server}: user {self.username} needs a password: set remote_log.secret "
+                "(or write it in the URL)"
+            )
+        self._ssl: ssl.SSLContext | None = None
+        if parsed.tls:
+            try:
+                self._ssl = tls_context(credentials, what=self.server)
+            except SecretError as e:
+                raise BackendError(str(e)) from None
+        elif credentials.ca_file or credentials.cert_file or credentials.key_file:
+            raise BackendError(
+                f"{self.server}: remote_log.ca_file, cert_file and key_file are for TLS: "
+                "use a rediss:// URL"
+            )
         self.timeout = timeout
         self._client = self._new_client()
         # Set in the task that opened the pool (and inherited by the tasks it starts): a call
@@ -136,11 +187,13 @@ class RedisBackend:
 
     @property
     def server(self) -> str:
-        """The server, as error messages name it."""
-        return f"redis {format_address(self.host, self.port)}"
+        """The server, as error messages and status name it: ``redis 127.0.0.1:6379``, or
+        with what else its URL holds, the password masked (``redis rediss://alice:***@h:6380/2``).
+        """
+        return f"redis {self.url.removeprefix('redis://')}"
 
     def _new_client(self) -> coredis.Redis[bytes]:
-        # Connection options (TLS, ACL user and password, database number) go here.
+        # Every connection (pooled, one-call, pub/sub) is made here: all authenticate alike.
         pool = coredis.pool.ConnectionPool(
             connection_class=_Connection,
             location=coredis.connection.TCPLocation(self.host, self.port),
@@ -148,6 +201,10 @@ class RedisBackend:
             connect_timeout=self.timeout,
             timeout=self.timeout,
             max_connections=_POOL_SIZE,
+            username=self.username,
+            password=self._password.reveal() if self._password else None,
+            db=self.db,
+            ssl_context=self._ssl,
         )
         return coredis.Redis(
             connection_pool=pool,
@@ -196,19 +253,67 @@ class RedisBackend:
         self._client = self._new_client()
 
     def _error(self, e: BaseException) -> BackendError:
+        error = self._describe(e)
+        password = self._password.reveal() if self._password else ""
+        if password and password in str(error):
+            return BackendError(str(error).replace(password, REDACTED))
+        return error
+
+    def _describe(self, e: BaseException) -> BackendError:
         if isinstance(e, BackendError):
             return e
+        causes = _causes(e)
         # A Cancelled inside a coredis error is one of its own deadlines (connecting).
         timed_out = (trio.TooSlowError, TimeoutError, trio.Cancelled)
-        if any(isinstance(c, timed_out) for c in _causes(e)):
-            return BackendError(f"{self.server} did not answer within {self.timeout:g} s")
+        if any(isinstance(c, timed_out) for c in causes):
+            hint = ""
+            if self._ssl is None:
+                hint = " (a TLS port? use rediss://)"
+            return BackendError(f"{self.server} did not answer within {self.timeout:g} s{hint}")
+        for cause in causes:
+            if isinstance(cause, coredis.exceptions.AuthenticationFailureError):
+                return BackendError(
+                    f"{self.server}: authentication failed (WRONGPASS): check remote_log.secret "
+                    "or the user and password in the URL"
+                )
+            if isinstance(cause, coredis.exceptions.AuthenticationRequiredError):
+                return BackendError(
+                    f"{self.server}: the server wants a password (NOAUTH): set remote_log.secret "
+                    "or write redis://user:password@host"
+                )
+            if isinstance(cause, coredis.exceptions.AuthorizationError):
+                who = self.username or "default"
+                return BackendError(
+                    f"{self.server}: user {who} may not do this (NOPERM): grant it ~mvds:* "
+                    "and +@all (or the commands get, set, eval, publish, subscribe) in its ACL"
+                )
+            if isinstance(cause, ssl.SSLCertVerificationError):
+                return BackendError(
+                    f"{self.server}: TLS: the server's certificate is not trusted "
+                    f"({cause.verify_message}): check remote_log.ca_file"
+                )
+            if isinstance(cause, ssl.SSLError):
+                return BackendError(
+                    f"{self.server}: TLS handshake failed ({cause.reason or cause}): check the "
+                    "server's TLS port and remote_log.cert_file / key_file"
+                )
         if isinstance(e, coredis.exceptions.ResponseError):
             return BackendError(f"{self.server}: {e}")
         if isinstance(e, coredis.exceptions.ConnectionError | OSError):
             cause = e.__cause__ or e
-            return BackendError(f"{self.server} unreachable: {cause}")
+            said = str(cause) or type(cause).__name__
+            hint = ""
+            if not isinstance(cause, OSError) or isinstance(cause, EOFError):
+                # Connected, then closed by the server before any answer.
+                hint = (
+                    " (the server closed the connection: a TLS port? use rediss://)"
+                    if self._ssl is None
+                    else " (the server closed the connection: if it wants a client certificate, "
+                    "set remote_log.cert_file and key_file; if it is no TLS port, use redis://)"
+                )
+            return BackendError(f"{self.server} unreachable: {said}{hint}")
         if isinstance(e, BaseExceptionGroup) and len(e.exceptions) == 1:
-            return self._error(e.exceptions[0])
+            return self._describe(e.exceptions[0])
         return BackendError(f"{self.server} sent a malformed reply ({type(e).__name__}: {e})")
 
     async def _call(self, request: Callable[[coredis.Redis[bytes]], Awaitable[_T]]) -> _T:

@@ -430,6 +430,8 @@ def _helper_options(f: Any) -> Any:
             d.max_body_bytes_in_flight_per_address,
             "request body bytes held at once per address",
         ),
+        ("--max-names-per-token", int, d.max_names_per_token, "names one token may create"),
+        ("--max-bytes-per-token", int, d.max_bytes_per_token, "bytes one token may store"),
     ]
     for flag, kind, value, text in reversed(options):
         f = click.option(
@@ -438,17 +440,58 @@ def _helper_options(f: Any) -> Any:
     return f
 
 
+_FILE = click.Path(dir_okay=False, path_type=Path)
+
+
 @helper_group.command("serve")
 @click.argument("store", metavar="DIR", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--listen", default="127.0.0.1:8001", show_default=True, help="host:port")
+@click.option("--cert", type=_FILE, help="Serve HTTPS with this certificate chain (PEM).")
+@click.option("--key", type=_FILE, help="The certificate's private key (PEM).")
+@click.option(
+    "--tokens",
+    type=_FILE,
+    help="Bearer tokens requests need: lines 'write TOKEN' or 'read TOKEN'.",
+)
+@click.option("--public-reads", is_flag=True, help="With --tokens: reads need no token.")
 @_helper_options
 @common_options
 @pass_state
-def helper_serve(state: State, /, store: Path, listen: str, **limits: Any) -> None:
-    """Serve the Twirp CAS and NS routes over HTTP, storing logs in DIR."""
-    from mvds_node.remotelog import HelperLimits, serve_helper
+def helper_serve(
+    state: State,
+    /,
+    store: Path,
+    listen: str,
+    cert: Path | None,
+    key: Path | None,
+    tokens: Path | None,
+    public_reads: bool,
+    **limits: Any,
+) -> None:
+    """Serve the Twirp CAS and NS routes over HTTP (HTTPS with --cert), storing logs in DIR.
+
+    With --tokens, writes need a write token and reads a read or write token (or none with
+    --public-reads), sent as Authorization: Bearer TOKEN. Quotas apply per client address and
+    per token. See docs/remote-log.md.
+    """
+    from mvds_node.remotelog import (
+        HelperLimits,
+        HelperTokens,
+        SecretError,
+        helper_tls_context,
+        serve_helper,
+    )
 
     host, port = parse_address(listen, where="--listen")
+    if (cert is None) != (key is None):
+        fail("--cert and --key go together")
+    if public_reads and tokens is None:
+        fail("--public-reads goes with --tokens")
+    try:
+        tls = helper_tls_context(cert, key) if cert is not None and key is not None else None
+        allowed = HelperTokens.from_file(tokens, public_reads=public_reads) if tokens else None
+    except SecretError as e:
+        fail(str(e))
     rate = limits.pop("rate")
     burst = limits.pop("burst")
     settings = HelperLimits(
@@ -464,15 +507,29 @@ def helper_serve(state: State, /, store: Path, listen: str, **limits: Any) -> No
             async with trio.open_nursery() as nursery:
                 try:
                     listeners = await nursery.start(
-                        functools.partial(serve_helper, str(store), host, port, limits=settings)
+                        functools.partial(
+                            serve_helper,
+                            str(store),
+                            host,
+                            port,
+                            limits=settings,
+                            tokens=allowed,
+                            tls=tls,
+                        )
                     )
                 except OSError as e:
                     raise Failure(
                         f"cannot listen on {listen}: {e.strerror or e}", kind="os", address=listen
                     ) from None
                 bound = listeners[0].socket.getsockname()
+                scheme = "https" if tls is not None else "http"
+                access = ""
+                if allowed is not None:
+                    access = f", {plural(len(allowed), 'token')}"
+                    access += " (reads public)" if allowed.public_reads else ""
                 print(
-                    f"helper serving {store} on http://{format_address(bound[0], bound[1])}",
+                    f"helper serving {store} on {scheme}://{format_address(bound[0], bound[1])}"
+                    + access,
                     flush=True,
                 )
                 async for signum in signals:

@@ -336,6 +336,21 @@ def config_group() -> None:
     """
 
 
+def _redacted(name: str, value: Any) -> Any:
+    """A setting's value as the CLI prints it: a password in ``remote_log.url`` and a literal
+    ``remote_log.secret`` are ``***`` (``env:NAME`` and ``file:PATH`` only say where the secret
+    is, and show). ``config.toml`` itself holds the real text."""
+    if not isinstance(value, str) or not value:
+        return value
+    if name == "remote_log.url":
+        from mvds_node.remotelog import redact_url  # a light module: no backend client loads
+
+        return redact_url(value)
+    if name == "remote_log.secret" and not value.startswith(("env:", "file:")):
+        return "***"
+    return value
+
+
 def _shown(value: Any) -> str:
     return "(unset)" if value is None else toml_value(value)
 
@@ -345,19 +360,22 @@ def _shown(value: Any) -> str:
 @common_options
 @pass_state
 def config_get(state: State, name: str | None) -> None:
-    """Print the setting NAME (SECTION.KEY), or every setting."""
+    """Print the setting NAME (SECTION.KEY), or every setting.
+
+    A password in remote_log.url and the text of remote_log.secret show as ***.
+    """
     config = state.config()
     out = state.output
     if name is not None:
         setting = find_setting(name)
-        value = setting_value(config, setting)
+        value = _redacted(setting.name, setting_value(config, setting))
         if out.json:
             out.document({"setting": setting.name, "value": value, "default": setting.default})
         else:
             # A string prints bare, so that `$(mvds-node config get remote_log.url)` is the URL.
             out.line(value if isinstance(value, str) else _shown(value))
         return
-    values = {s.name: setting_value(config, s) for s in SETTINGS}
+    values = {s.name: _redacted(s.name, setting_value(config, s)) for s in SETTINGS}
     if out.json:
         out.document(values)
         return
@@ -391,7 +409,7 @@ def config_set(state: State, name: str, value: str) -> None:
         table[setting.key] = raw
     changed = parse_config(doc, data_dir=config.data_dir, where="mvds-node config set")
     save_config(changed)
-    after = setting_value(changed, setting)
+    after = _redacted(setting.name, setting_value(changed, setting))
     running = config.control_path.exists()
     state.output.show(
         {"setting": setting.name, "value": after},
