@@ -120,7 +120,7 @@ async def test_a_malformed_message_is_a_backend_error(answer: Answer) -> None:
     with trio.fail_after(20):
         async with hostile_nats("$JS.API.DIRECT.GET.", answer) as (url, connections):
             backend = NatsBackend(url)
-            with pytest.raises(BackendError, match=r"nats 127\.0\.0\.1:\d+"):
+            with pytest.raises(BackendError, match=r"nats nats://127\.0\.0\.1:\d+"):
                 await backend.ns_fetch("name")
             assert await backend.ns_fetch("name") is None  # again, on a new connection
             assert connections[0] == 2
