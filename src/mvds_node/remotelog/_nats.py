@@ -320,7 +320,8 @@ class NatsBackend:
             self._nkey = read_nkey(credentials.nkey_file, what="remote_log.nkey_file")
         else:
             secret = credentials.secret or parsed.password
-            if parsed.username is not None and (secret is not None or ":" in url.split("@")[0]):
+            userinfo = base.partition("://")[2].partition("/")[0].rpartition("@")[0]
+            if parsed.username is not None and (secret is not None or ":" in userinfo):
                 self._auth, self._user, self._secret = "user", parsed.username, secret
             elif parsed.username is not None:  # nats://TOKEN@host
                 self._auth, self._secret = "token", Secret(parsed.username)
@@ -402,7 +403,7 @@ class NatsBackend:
             }
             options.update(self._auth_options(info))
             await stream.send_all(f"CONNECT {json.dumps(options)}\r\nPING\r\n".encode())
-            while (line := await conn._line()) != "PONG":
+            while (line := await self._answer(conn)) != "PONG":
                 if line.startswith("-ERR"):
                     text = line[4:].strip().strip("'")[:200]
                     if "authoriz" in text.lower() or "authentic" in text.lower():
@@ -415,6 +416,19 @@ class NatsBackend:
             raise
         self._next = self._servers.index((host, port)) if (host, port) in self._servers else 0
         return conn
+
+    async def _answer(self, conn: _Conn) -> str:
+        """The server's next line after CONNECT; a TLS connection it closes here most likely
+        wanted a client certificate (TLS 1.3 tells so only after the handshake)."""
+        try:
+            return await conn._line()
+        except BackendError as e:
+            if isinstance(conn.stream, trio.SSLStream) and self._credentials.cert_file is None:
+                raise BackendError(
+                    f"{e}: if the server asks for a client certificate, set "
+                    "remote_log.cert_file and remote_log.key_file"
+                ) from None
+            raise
 
     async def _start_tls(self, stream: trio.abc.Stream, host: str) -> trio.SSLStream[Any]:
         if self._ssl is None:  # the server asks for TLS; the URL did not

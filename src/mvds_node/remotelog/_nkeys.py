@@ -105,9 +105,9 @@ def read_nkey(path: Path, *, what: str) -> NKey:
     """A user's seed from a file (the file may hold other lines, as ``nsc`` writes them)."""
     text = read_secret_file(path, what=what)
     for line in text.splitlines():
-        if line.strip().startswith("SU"):
+        if line.strip().startswith("S"):
             return decode_seed(line, what=f"{what} {path}")
-    raise SecretError(f"{what}: {path} holds no user NKey seed (a line SU...)")
+    raise SecretError(f"{what}: {path} holds no NKey seed (a line SU...)")
 
 
 _BLOCK: Final = re.compile(r"-{3,}[^\n]*BEGIN ([A-Z ]+?)-{3,}\r?\n\s*([\w.=-]+)\s*\r?\n-{3,}")
