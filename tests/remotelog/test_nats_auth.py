@@ -6,17 +6,23 @@ that names the backend and the setting to fix, and never the secret."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from mvds_node.node import Identity, NodeConfig
 from mvds_node.remotelog import BackendError, Credentials, Secret, SecretError, log_name
 from mvds_node.remotelog._format import public_key, sign_head, signed_seq
 from mvds_node.remotelog._nats import NatsBackend
+from tests.node.cliutil import acli, init, start
+from tests.node.helpers import config_for
+from tests.remotelog.test_node_log import _catch_up_and_ack, with_log
 
 from .certs_nats import Certs, make_certs
 from .nats_accounts import new_operator, new_pair
@@ -176,3 +182,105 @@ async def test_creds_of_an_operator_deployment(tmp_path: Path) -> None:
         seed = bad.read_text().split("-----BEGIN USER NKEY SEED-----\n")[1][:58]
         text = await refused(backend, seed)
         assert "check remote_log.creds_file" in text
+
+
+async def test_a_node_with_a_wrong_password_keeps_running_loses_nothing_and_shows_no_secret(
+    tmp_path: Path,
+) -> None:
+    """Through the CLI: ``run`` with a password file holding the wrong password, then the right
+    one. The message sent meanwhile waits in the queue and goes up once the password is fixed;
+    neither ``status`` (text and JSON) nor the node's events show the password."""
+    certs = make_certs(tmp_path / "certs")
+    directory = tmp_path / "alice"
+    init(directory, "alice")
+    secret_file = tmp_path / "nats-password"
+    secret_file.write_text(f"not-{PASSWORD}\n")
+    async with server(tmp_path / "nats", lambda port: tls_block(certs) + USERS) as port:
+        url = f"tls://alice@127.0.0.1:{port}"
+        for name, value in (
+            ("remote_log.url", url),
+            ("remote_log.secret", f"file:{secret_file}"),
+            ("remote_log.ca_file", str(certs.ca)),
+        ):
+            await acli("--dir", directory, "config", "set", name, value)
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                node = await start(nursery, directory)
+                await acli("--dir", directory, "send", "chat", "kept while the password is wrong")
+                while True:  # each look is a `status` command: bounded by fail_after
+                    doc = json.loads(await acli("--dir", directory, "--json", "status"))
+                    (mine,) = [log for log in doc["logs"] if log["mine"]]
+                    if mine["error"]:
+                        break
+                assert doc["running"] and mine["queued"] == 1
+                assert (
+                    f"nats tls://alice@127.0.0.1:{port}: authorization violation" in mine["error"]
+                )
+                assert "remote_log.secret" in mine["error"]
+                text = await acli("--dir", directory, "status")
+                assert "authorization violation" in text
+                printed = json.dumps(node.lines)
+                for shown in (json.dumps(doc), text, printed):
+                    assert PASSWORD not in shown  # neither the wrong one nor the right one
+                assert await node.stop() == 0
+
+                secret_file.write_text(f"{PASSWORD}\n")
+                node = await start(nursery, directory)
+                await node.wait_for(
+                    lambda r: any(line["type"] == "log-uploaded" for line in r.lines),
+                    "the queued message uploaded",
+                )
+                doc = json.loads(await acli("--dir", directory, "--json", "status"))
+                (mine,) = [log for log in doc["logs"] if log["mine"]]
+                assert (mine["queued"], mine["error"]) == (0, "") and mine["seq"] >= 1
+                assert PASSWORD not in json.dumps(doc) + json.dumps(node.lines)
+                assert await node.stop() == 0
+                nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("deployment", ["tls+user", "token", "nkey", "creds"])
+async def test_nodes_catch_up_through_an_authenticated_server(
+    tmp_path: Path, deployment: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two nodes that never meet, through ``open_node``: one writes its log, goes away; the
+    other reads it and acknowledges; the first reads the acknowledgements."""
+    certs = make_certs(tmp_path / "certs")
+    user, operator = new_pair("user"), new_operator()
+    (tmp_path / "user.nk").write_text(user.seed)
+    creds = operator.creds(tmp_path / "user.creds")
+    monkeypatch.setenv("MVDS_TEST_NATS_TOKEN", TOKEN)
+    configs: dict[str, tuple[Callable[[int], str], str, dict[str, str]]] = {
+        "tls+user": (
+            lambda port: tls_block(certs) + USERS,
+            "tls://alice@127.0.0.1:{port}",
+            {"secret": f"file:{tmp_path / 'pw'}", "ca_file": str(certs.ca)},
+        ),
+        "token": (
+            lambda port: f'authorization {{ token: "{TOKEN}" }}\n',
+            "nats://127.0.0.1:{port}",
+            {"secret": "env:MVDS_TEST_NATS_TOKEN"},
+        ),
+        "nkey": (
+            lambda port: f'authorization {{ users = [ {{ nkey: "{user.public}" }} ] }}\n',
+            "nats://127.0.0.1:{port}",
+            {"nkey_file": str(tmp_path / "user.nk")},
+        ),
+        "creds": (
+            lambda port: operator.server_config(),
+            "nats://127.0.0.1:{port}",
+            {"creds_file": str(creds)},
+        ),
+    }
+    (tmp_path / "pw").write_text(PASSWORD)
+    config, url, settings = configs[deployment]
+    alice, bob = Identity.generate(), Identity.generate()
+    keys = {alice.public_key: alice.signing_public_key, bob.public_key: bob.signing_public_key}
+    async with server(tmp_path / "nats", config) as port:
+
+        def configured(cfg: NodeConfig) -> NodeConfig:
+            cfg = with_log(cfg, url.format(port=port), keys)
+            return replace(cfg, remote_log=replace(cfg.remote_log, **settings))
+
+        a_cfg = configured(config_for(tmp_path, "alice", alice, {"bob": bob}))
+        b_cfg = configured(config_for(tmp_path, "bob", bob, {"alice": alice}))
+        await _catch_up_and_ack(a_cfg, b_cfg, alice, bob)

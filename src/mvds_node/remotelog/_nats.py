@@ -323,6 +323,8 @@ class NatsBackend:
             userinfo = base.partition("://")[2].partition("/")[0].rpartition("@")[0]
             if parsed.username is not None and (secret is not None or ":" in userinfo):
                 self._auth, self._user, self._secret = "user", parsed.username, secret
+                if ":" not in userinfo:
+                    self.server = url  # a user name alone: nothing secret in the URL
             elif parsed.username is not None:  # nats://TOKEN@host
                 self._auth, self._secret = "token", Secret(parsed.username)
             elif secret is not None:
