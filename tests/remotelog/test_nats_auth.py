@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -249,7 +250,7 @@ async def test_nodes_catch_up_through_an_authenticated_server(
     (tmp_path / "user.nk").write_text(user.seed)
     creds = operator.creds(tmp_path / "user.creds")
     monkeypatch.setenv("MVDS_TEST_NATS_TOKEN", TOKEN)
-    configs: dict[str, tuple[Callable[[int], str], str, dict[str, str]]] = {
+    configs: dict[str, tuple[Callable[[int], str], str, dict[str, Any]]] = {
         "tls+user": (
             lambda port: tls_block(certs) + USERS,
             "tls://alice@127.0.0.1:{port}",
