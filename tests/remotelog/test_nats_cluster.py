@@ -12,7 +12,7 @@ import trio
 
 from mvds_node.node import Identity, LogUploaded, open_node
 from mvds_node.remotelog import BackendError, LogReader, LogSettings
-from mvds_node.remotelog._nats import KV_STREAM, NatsBackend
+from mvds_node.remotelog._nats import KV_STREAM, OBJ_STREAM, NatsBackend
 from tests.node.helpers import config_for
 from tests.remotelog.services import NatsCluster, nats_cluster
 from tests.remotelog.test_node_log import with_log
@@ -127,4 +127,44 @@ async def test_servers_killed_during_an_upload_and_a_catch_up_lose_nothing(
             )
             result = await reader.poll(lambda m: False)
             assert len(result.ids) == TOTAL == len(set(result.ids))
+            await backend.aclose_connection()
+
+
+async def test_a_url_naming_one_server_learns_the_others_and_moves_to_them(
+    tmp_path: Path,
+) -> None:
+    """The cluster announces its servers (INFO ``connect_urls``): a backend whose URL names
+    one of them goes on through another when that one dies. Its streams, made with one
+    replica by an older configuration, are raised to three by ``?replicas=3``."""
+    with trio.fail_after(60):
+        async with nats_cluster(tmp_path / "cluster") as cluster:
+            first = cluster.url.split(",")[0]
+            single = NatsBackend(first)
+            address = await single.cas_add(b"before the move")
+            info = await single._api(f"$JS.API.STREAM.INFO.{KV_STREAM}")
+            assert info["config"]["num_replicas"] == 1
+            await single.aclose_connection()
+
+            backend = NatsBackend(first + "?replicas=3")
+            assert await backend.cas_get(address) == b"before the move"
+            for stream in (KV_STREAM, OBJ_STREAM):
+                info = await backend._api(f"$JS.API.STREAM.INFO.{stream}")
+                assert info["config"]["num_replicas"] == 3
+            assert len(backend.servers) == 3  # the two others, announced
+            # Wait until both new replicas hold the content, then kill the URL's server.
+            for i in (1, 2):
+                await cluster.healthy(i)
+            while True:
+                info = await backend._api(f"$JS.API.STREAM.INFO.{OBJ_STREAM}")
+                replicas = info["cluster"].get("replicas", [])
+                if len(replicas) == 2 and all(r.get("current") for r in replicas):
+                    break
+            cluster.kill(0)
+            got = None
+            while got is None:  # requests fail until the cluster has elected new leaders
+                try:
+                    got = await backend.cas_get(address)
+                except BackendError as e:
+                    assert "127.0.0.1" in str(e)
+            assert got == b"before the move"
             await backend.aclose_connection()
