@@ -40,6 +40,8 @@ class LineReader:
             if len(self.buf) > MAX_LINE:
                 raise BackendError(f"{self.server} sent an overlong line")
             await self._fill()
+        if i > MAX_LINE:
+            raise BackendError(f"{self.server} sent an overlong line")
         line = bytes(self.buf[:i])
         del self.buf[: i + 2]
         return line

@@ -458,7 +458,7 @@ class NatsBackend:
         if self._nkey is not None:
             nonce = info.get("nonce")
             if not (isinstance(nonce, str) and 0 < len(nonce) <= _MAX_NONCE and nonce.isascii()):
-                raise _Fatal(f"the server sent no usable nonce to sign: {_auth_hint('')}")
+                raise _Fatal("the server sent no usable nonce to sign (is it nats-server?)")
             signed = {"sig": self._nkey.sign(nonce)}
             if self._jwt is not None:
                 return {**signed, "jwt": self._jwt}
