@@ -310,13 +310,14 @@ async def test_a_server_that_wants_credentials_is_told_none_without_a_connect() 
 
 
 async def test_the_servers_a_cluster_announces_are_bounded() -> None:
-    announced = [f"10.0.{i // 250}.{i % 250}:4222" for i in range(2000)]
-    announced += ["no-port", "[::1]:99999", 7, "h:" + "9" * 400]
+    announced: list[object] = ["no-port", "[::1]:99999", 7, "h:" + "9" * 400, "[::1]:5"]
+    announced += [f"10.0.{i // 250}.{i % 250}:4222" for i in range(2000)]
     info = json.dumps({"connect_urls": announced, "headers": True}).encode()
     with trio.fail_after(20):
         async with greeting(b"INFO " + info + b"\r\n") as url:
             backend = NatsBackend(url)
             conn = await backend._connect()
             await conn.stream.aclose()
-            assert len(backend.servers) == MAX_SERVERS
-            assert backend.servers[1] == "10.0.0.0:4222"
+            # The URL's server, and of the first MAX_SERVERS announced the usable ones.
+            assert len(backend.servers) == 1 + MAX_SERVERS - 4
+            assert backend.servers[1:3] == ["[::1]:5", "10.0.0.0:4222"]
