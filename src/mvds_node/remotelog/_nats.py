@@ -471,6 +471,12 @@ class NatsBackend:
             raise _Fatal(_auth_hint(""))
         return {}
 
+    async def _drop(self) -> None:
+        """Close the connection after a failure; the next one starts at the next server."""
+        if self._conn is not None:
+            self._next += 1
+        await self.aclose_connection()
+
     async def aclose_connection(self) -> None:
         if self._conn is not None:
             await trio.aclose_forcefully(self._conn.stream)
@@ -512,15 +518,15 @@ class NatsBackend:
             trio.ClosedResourceError,
             trio.TooSlowError,
         ) as e:
-            await self.aclose_connection()
+            await self._drop()
             raise BackendError(f"nats {self.server} unreachable: {e!r}") from None
         except BackendError as e:
-            await self.aclose_connection()
+            await self._drop()
             raise BackendError(f"nats {self.server}: {e}") from None
         if msg.status.startswith("503"):
             # No one answers the subject: JetStream is not up there (a cluster electing its
             # leaders). Another server may do better.
-            await self.aclose_connection()
+            await self._drop()
             raise BackendError(f"nats {self.server}: no JetStream answers {subject} now")
         return msg
 
@@ -534,7 +540,7 @@ class NatsBackend:
         try:
             return interpret()
         except BackendError as e:
-            await self.aclose_connection()
+            await self._drop()
             raise BackendError(f"nats {self.server}: {e}") from None
 
     async def _ensure(self) -> None:
@@ -701,7 +707,7 @@ class NatsBackend:
                     raise BackendError(f"nats: chunk of {address.hex()[:16]}: {msg.status}")
                 got += len(msg.data)
                 if got > size:
-                    await self.aclose_connection()
+                    await self._drop()
                     raise BackendError(f"nats: object {address.hex()[:16]} is over {size} bytes")
                 parts.append(msg.data)
                 seq = await self._checked(functools.partial(_sequence_of, msg)) + 1
