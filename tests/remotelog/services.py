@@ -238,3 +238,137 @@ async def ipfs_node(repo: Path, *, online: bool = False) -> AsyncIterator[tuple[
         process.kill()
         await process.wait()
         await process.stdout.aclose()
+
+
+@asynccontextmanager
+async def nats_server_with(tmp: Path, config: Callable[[int], str]) -> AsyncIterator[int]:
+    """A nats-server run from a configuration file, as deployments run it: ``config(port)`` is
+    the file's text (TLS, users, an operator) for a server on ``port``; yields the port once the
+    server is ready. JetStream is on, its store in ``tmp``."""
+    binary = need("nats-server", "nats-server")
+    os.makedirs(tmp, exist_ok=True)
+
+    def argv(port: int) -> list[str]:
+        path = tmp / "nats.conf"
+        text = f'listen: "127.0.0.1:{port}"\njetstream {{ store_dir: "{tmp / "js"}" }}\n'
+        path.write_text(text + config(port))
+        return [binary, "-c", str(path)]
+
+    async with _on_free_port(argv, b"Server is ready", on_stderr=True) as port:
+        yield port
+
+
+class NatsCluster:
+    """Three (or more) nats-server processes on 127.0.0.1, clustered by routes, each with
+    JetStream and a monitoring port. :meth:`kill` ends one with SIGKILL; :meth:`start` runs it
+    again on its ports and store. Every wait is bounded."""
+
+    def __init__(self, tmp: Path, nursery: trio.Nursery, size: int) -> None:
+        self.binary = need("nats-server", "nats-server")
+        self.tmp = tmp
+        self.nursery = nursery
+        self.ports = [(_free_port(), _free_port(), _free_port()) for _ in range(size)]
+        """(client, route, monitoring) of each server."""
+        self.processes: list[trio.Process | None] = [None] * size
+        self._started: list[trio.Process] = []
+        self.logs: list[bytearray] = [bytearray() for _ in range(size)]
+
+    @property
+    def url(self) -> str:
+        """The URL that lists every server (``nats://a,b,c``)."""
+        return self.url_from(0)
+
+    def url_from(self, first: int) -> str:
+        """The URL listing every server, server ``first`` first."""
+        clients = [client for client, _, _ in self.ports]
+        order = clients[first:] + clients[:first]
+        return "nats://" + ",".join(f"127.0.0.1:{client}" for client in order)
+
+    def _config(self, i: int) -> Path:
+        client, route, monitor = self.ports[i]
+        routes = ", ".join(f"nats-route://127.0.0.1:{r}" for _, r, _ in self.ports)
+        path = self.tmp / f"n{i}.conf"
+        path.write_text(
+            f'server_name: "n{i}"\nlisten: "127.0.0.1:{client}"\nhttp: "127.0.0.1:{monitor}"\n'
+            f'jetstream {{ store_dir: "{self.tmp / f"n{i}"}" }}\n'
+            f'cluster {{ name: "mvds", listen: "127.0.0.1:{route}", routes: [{routes}] }}\n'
+        )
+        return path
+
+    async def start(self, i: int) -> None:
+        """Run server ``i``; returns once its log says it is ready."""
+        argv = [self.binary, "-c", str(self._config(i))]
+        process = await trio.lowlevel.open_process(argv, stderr=subprocess.PIPE)
+        self.processes[i] = process
+        self._started.append(process)
+        ready = trio.Event()
+        log = self.logs[i]
+        log.clear()
+
+        async def drain() -> None:  # read its log to the end, or the pipe would fill
+            assert process.stderr is not None
+            async with process.stderr:
+                while chunk := await process.stderr.receive_some(65536):
+                    log.extend(chunk)
+                    del log[:-16384]
+                    if b"Server is ready" in log:
+                        ready.set()
+            ready.set()
+
+        self.nursery.start_soon(drain)
+        with trio.fail_after(20):
+            await ready.wait()
+        if process.poll() is not None:
+            raise RuntimeError(f"nats-server n{i} exited: {log.decode(errors='replace')}")
+
+    async def healthy(self, i: int, *, js_enabled_only: bool = False) -> None:
+        """Wait until server ``i``'s ``/healthz`` says ok (with ``js_enabled_only``: that
+        JetStream is on; without: also that it is current with the cluster's streams)."""
+        import httpx
+
+        query = "?js-enabled-only=true" if js_enabled_only else ""
+        url = f"http://127.0.0.1:{self.ports[i][2]}/healthz{query}"
+        with trio.fail_after(30):
+            async with httpx.AsyncClient(timeout=2) as client:
+                while True:
+                    try:
+                        answer = await client.get(url)
+                        if answer.status_code == 200 and answer.json().get("status") == "ok":
+                            return
+                    except httpx.HTTPError:
+                        pass
+                    await trio.sleep(0.05)  # the next look at the endpoint
+
+    def kill(self, i: int) -> None:
+        """End server ``i`` at once (SIGKILL), as a crash would."""
+        process = self.processes[i]
+        assert process is not None
+        process.kill()
+
+    async def stop(self) -> None:
+        for process in self._started:
+            if process.poll() is None:
+                process.kill()
+            with trio.move_on_after(5):
+                await process.wait()
+
+
+@asynccontextmanager
+async def nats_cluster(tmp: Path, size: int = 3) -> AsyncIterator[NatsCluster]:
+    """A JetStream cluster of ``size`` servers on 127.0.0.1; yields it once every server's
+    health endpoint says ok."""
+    os.makedirs(tmp, exist_ok=True)
+    async with trio.open_nursery() as nursery:
+        cluster = NatsCluster(tmp, nursery, size)
+        try:
+            for i in range(size):
+                await cluster.start(i)
+            for i in range(size):
+                await cluster.healthy(i, js_enabled_only=True)
+            for i in range(size):
+                await cluster.healthy(i)
+            yield cluster
+        finally:
+            with trio.CancelScope(shield=True):
+                await cluster.stop()
+            nursery.cancel_scope.cancel()

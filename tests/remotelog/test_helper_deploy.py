@@ -257,7 +257,7 @@ async def test_nodes_sync_through_an_https_helper_and_a_wrong_token_loses_nothin
         async with open_node(b_cfg, identity=bob) as b, b.messages() as inbox:
             await b.poll_remote_logs()
             message = await inbox.receive()
-            assert (message.body, message.sender) == (
+            assert (message.body, message.via) == (
                 b"kept while the token is wrong",
                 alice.public_key,
             )

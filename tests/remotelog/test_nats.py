@@ -78,3 +78,44 @@ async def test_server_down_is_a_backend_error(tmp_path: Path) -> None:
     with pytest.raises(BackendError):
         await writer.append(messages(6))
     assert writer.seq == 1
+
+
+class AnswerLost:
+    """A backend whose next NS update is written but answered with a failure, as when the
+    server dies between writing it and answering."""
+
+    def __init__(self, backend: NatsBackend) -> None:
+        self.backend = backend
+        self.lose = 0
+
+    async def ns_update(self, name: str, record: bytes) -> None:
+        await self.backend.ns_update(name, record)
+        if self.lose:
+            self.lose -= 1
+            raise BackendError("nats: the connection broke")
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.backend, name)
+
+
+async def test_an_update_whose_answer_was_lost_is_neither_stuck_nor_doubled(
+    tmp_path: Path,
+) -> None:
+    async with nats_server(tmp_path) as url:
+        settings = LogSettings(page_size=4, inline=2)
+        backend = AnswerLost(NatsBackend(url))
+        writer = LogWriter(backend, KEY, G, settings=settings)  # type: ignore[arg-type]
+        sent = messages(30)
+        await writer.append(sent[:5])
+        backend.lose = 1
+        with pytest.raises(BackendError):
+            await writer.append(sent[5:12])  # landed, pages frozen, but reported failed
+        await writer.append(sent[5:20])  # the same again, with more
+        await writer.append(sent[20:])
+        await backend.backend.aclose_connection()
+        reading = NatsBackend(url)
+        reader = LogReader(reading, public_key(KEY), G, settings=settings)
+        result = await reader.poll(lambda m: False)
+        await reading.aclose_connection()
+        assert sorted(result.messages) == sorted(w for _, w in sent)  # each once
+        assert writer.seq == 4

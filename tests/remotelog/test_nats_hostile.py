@@ -12,14 +12,17 @@ import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
+from pathlib import Path
 
 import pytest
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from mvds_node.remotelog import BackendError
+from mvds_node.remotelog import BackendError, Credentials
 from mvds_node.remotelog._format import sign_head
-from mvds_node.remotelog._nats import NatsBackend
+from mvds_node.remotelog._nats import MAX_SERVERS, NatsBackend
+
+from .nats_accounts import new_pair
 
 KEY = Ed25519PrivateKey.generate()
 RECORD = sign_head(KEY, "n", 5, b"", False)
@@ -120,7 +123,7 @@ async def test_a_malformed_message_is_a_backend_error(answer: Answer) -> None:
     with trio.fail_after(20):
         async with hostile_nats("$JS.API.DIRECT.GET.", answer) as (url, connections):
             backend = NatsBackend(url)
-            with pytest.raises(BackendError, match=r"nats 127\.0\.0\.1:\d+"):
+            with pytest.raises(BackendError, match=r"nats nats://127\.0\.0\.1:\d+"):
                 await backend.ns_fetch("name")
             assert await backend.ns_fetch("name") is None  # again, on a new connection
             assert connections[0] == 2
@@ -255,3 +258,66 @@ async def test_a_watch_whose_server_sends_garbage_ends_with_a_backend_error() ->
             with pytest.raises(BackendError, match="not a number"):
                 await watch()
             nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def greeting(info: bytes) -> AsyncIterator[str]:
+    """A fake server that greets with ``info`` and answers PING; yields its URL."""
+
+    async def serve(stream: trio.SocketStream) -> None:
+        async with stream:
+            await stream.send_all(info)
+            async for line in _lines(stream, bytearray()):
+                if line.startswith(b"PING"):
+                    await stream.send_all(b"PONG\r\n")
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, serve, 0, host="127.0.0.1"))
+        yield f"nats://127.0.0.1:{listeners[0].socket.getsockname()[1]}"
+        nursery.cancel_scope.cancel()
+
+
+BAD_GREETINGS = {
+    "an INFO that is not JSON": (b"INFO {nope\r\n", "INFO is not JSON"),
+    "an INFO nested too deep": (b"INFO " + DEEP + b"\r\n", "nested over"),
+    "an INFO over the line limit": (b"INFO {" + b" " * 70_000 + b"}\r\n", "overlong line"),
+    "no INFO": (b"HELLO\r\n", "not a NATS server"),
+    "a nonce too long to sign": (
+        b'INFO {"nonce": "' + b"n" * 300 + b'"}\r\n',
+        "no usable nonce",
+    ),
+    "a nonce that is not text": (b'INFO {"nonce": 5}\r\n', "no usable nonce"),
+}
+
+
+@pytest.mark.parametrize(("info", "error"), BAD_GREETINGS.values(), ids=BAD_GREETINGS.keys())
+async def test_a_bad_greeting_is_a_backend_error(info: bytes, error: str, tmp_path: Path) -> None:
+    user = new_pair("user")
+    (tmp_path / "user.nk").write_text(user.seed)
+    with trio.fail_after(20):
+        async with greeting(info) as url:
+            backend = NatsBackend(url, credentials=Credentials(nkey_file=tmp_path / "user.nk"))
+            with pytest.raises(BackendError, match=error) as raised:
+                await backend.ns_fetch("n")
+            assert user.seed not in str(raised.value)
+
+
+async def test_a_server_that_wants_credentials_is_told_none_without_a_connect() -> None:
+    with trio.fail_after(20):
+        async with greeting(b'INFO {"auth_required": true}\r\n') as url:
+            with pytest.raises(BackendError, match="the server wants credentials"):
+                await NatsBackend(url).ns_fetch("n")
+
+
+async def test_the_servers_a_cluster_announces_are_bounded() -> None:
+    announced: list[object] = ["no-port", "[::1]:99999", 7, "h:" + "9" * 400, "[::1]:5"]
+    announced += [f"10.0.{i // 250}.{i % 250}:4222" for i in range(2000)]
+    info = json.dumps({"connect_urls": announced, "headers": True}).encode()
+    with trio.fail_after(20):
+        async with greeting(b"INFO " + info + b"\r\n") as url:
+            backend = NatsBackend(url)
+            conn = await backend._connect()
+            await conn.stream.aclose()
+            # The URL's server, and of the first MAX_SERVERS announced the usable ones.
+            assert len(backend.servers) == 1 + MAX_SERVERS - 4
+            assert backend.servers[1:3] == ["[::1]:5", "10.0.0.0:4222"]

@@ -253,7 +253,7 @@ async def test_nodes_sync_through_an_authenticated_tls_redis_and_a_wrong_passwor
                 await b.poll_remote_logs()
                 message = await inbox.receive()
                 assert message.body == b"kept while the password is wrong"
-                assert message.sender == alice.public_key
+                assert message.via == alice.public_key
 
 
 def test_credentials_from_the_environment_reach_the_backend(

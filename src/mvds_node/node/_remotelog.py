@@ -160,14 +160,14 @@ def _backend_for(url: str, *, credentials: Credentials, ipns_ids: dict[str, str]
         return remotelog.HttpBackend(url, credentials=credentials)
     if url.startswith(("redis://", "rediss://")):
         return remotelog.RedisBackend(url, credentials=credentials)
+    if url.startswith(("nats://", "tls://")):
+        return remotelog.NatsBackend(url, credentials=credentials)
     if credentials != Credentials():
         raise ConfigError(
             f"remote_log: {redact_url(url)}: this backend takes no secret or TLS files yet"
         )
     if url.startswith("file://"):
         return FileBackend(url.removeprefix("file://"))
-    if url.startswith("nats://"):
-        return remotelog.NatsBackend(url)
     if url.startswith("ipfs://"):
         return remotelog.IpfsBackend(url, ipns_ids=ipns_ids)
     raise ConfigError(f"remote_log.url: no backend for {redact_url(url)!r}")

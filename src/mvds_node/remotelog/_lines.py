@@ -20,7 +20,7 @@ MAX_LINE: Final = 64 * 1024
 class LineReader:
     """Buffered reads of lines and of exact byte counts (each followed by CRLF)."""
 
-    def __init__(self, stream: trio.SocketStream, server: str) -> None:
+    def __init__(self, stream: trio.abc.Stream, server: str) -> None:
         self.stream = stream
         self.server = server
         self.buf = bytearray()
@@ -40,6 +40,8 @@ class LineReader:
             if len(self.buf) > MAX_LINE:
                 raise BackendError(f"{self.server} sent an overlong line")
             await self._fill()
+        if i > MAX_LINE:
+            raise BackendError(f"{self.server} sent an overlong line")
         line = bytes(self.buf[:i])
         del self.buf[: i + 2]
         return line

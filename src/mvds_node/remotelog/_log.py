@@ -147,6 +147,10 @@ class LogWriter:
         # IDs appended lately (bounded), so that appending a message twice is harmless even
         # after its entry left the head page.
         self._recent: dict[bytes, None] = {}
+        # An update whose answer never came: (record, seq, head, tail, IDs). It may be in the
+        # NS (a server that wrote it and died before answering); the next append reads the NS
+        # again, and if this record is there, goes on from it.
+        self._unsure: tuple[bytes, int, list[Pair], bytes, list[bytes]] | None = None
 
     def _seal(self, data: bytes) -> bytes:
         return seal(self.group_key, data) if self.group_key is not None else data
@@ -154,7 +158,12 @@ class LogWriter:
     async def load(self) -> None:
         """Pick up where this writer's log stands in the NS (after a restart)."""
         record = await self.backend.ns_fetch(self.name)
-        if record is not None and not self.settings.signed:
+        unsure, self._unsure = self._unsure, None  # kept if the fetch fails
+        if unsure is not None and record == unsure[0]:
+            # Our last update did land: its pages and IDs are as we made them.
+            _, self.seq, self.head, self.tail, ids = unsure
+            self._remember(ids)
+        elif record is not None and not self.settings.signed:
             page = parse_page(record, self.name)
             self.seq, self.head, self.tail = 1, list(page.pairs), page.tail
         elif record is not None:
@@ -210,10 +219,21 @@ class LogWriter:
             record = sign_head(self.signing, self.name, seq, log, self.group_key is not None)
         else:
             record = log  # the spec's RemoteLog, as it is
-        await self.backend.ns_update(self.name, record)
+        try:
+            await self.backend.ns_update(self.name, record)
+        except BackendError:
+            # It may have landed all the same: the next append reads the NS first, so that it
+            # neither writes this sequence again (refused forever) nor adds these messages to
+            # the log twice.
+            self._unsure = (record, seq, head, tail, [mid for mid, _ in messages])
+            self._loaded = False
+            raise
         self.seq, self.head, self.tail = seq, head, tail
+        self._remember([mid for mid, _ in messages])
+
+    def _remember(self, ids: Sequence[bytes]) -> None:
         recent = self._recent
-        for mid, _ in messages:
+        for mid in ids:
             recent[mid] = None
         while len(recent) > _RECENT:
             del recent[next(iter(recent))]

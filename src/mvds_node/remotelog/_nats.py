@@ -1,4 +1,5 @@
-"""A NATS JetStream backend (``nats://host:port``), speaking the NATS protocol over Trio.
+"""A NATS JetStream backend (``nats://host:port``, ``tls://`` for TLS), speaking the NATS protocol
+over Trio.
 
 * NS: a JetStream key-value bucket (stream ``KV_mvds``, subjects ``$KV.mvds.<key>``, one value
   per key). An update reads the current value and its revision, refuses a record whose signed
@@ -10,7 +11,23 @@
   the object named by its address.
 
 Reads use JetStream's direct get. One connection per backend, one request at a time; every size
-read from the server is bounded.
+read from the server is bounded (the INFO line, its nonce and server list, message sizes).
+
+Why our own client: the maintained one, nats-py, runs on asyncio only, and under Trio it needs
+trio-asyncio, whose crossing costs more than a request (docs/remote-log.md has the figures).
+There is no NATS client on Trio or anyio.
+
+*Deployments.* The URL may carry a user and password (``nats://alice:pw@host``) or a token
+(``nats://TOKEN@host``); ``remote_log.secret`` gives the password (with a user in the URL) or
+the token instead; ``remote_log.nkey_file`` an NKey seed and ``remote_log.creds_file`` a
+``.creds`` file (user JWT and seed), with which we sign the server's nonce (see
+:mod:`~mvds_node.remotelog._nkeys`). ``tls://`` (or a server whose INFO says ``tls_required``)
+upgrades the connection to TLS after INFO, as NATS does, with
+:func:`~mvds_node.remotelog.tls_context`. A URL may list a cluster's servers
+(``nats://a:4222,b:4222,c:4222``); each connection tries them in turn, starting after the one
+that failed last, together with the servers the cluster announces in INFO ``connect_urls``
+(at most :data:`MAX_SERVERS` in all). ``?replicas=3`` makes the streams with three replicas
+(and raises the replicas of streams made with fewer).
 """
 
 from __future__ import annotations
@@ -21,6 +38,7 @@ import functools
 import hashlib
 import json
 import os
+import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any, Final, TypeVar
 
@@ -30,7 +48,15 @@ from mvds_node._address import format_address
 from mvds_node.remotelog._backend import BackendError
 from mvds_node.remotelog._format import MAX_OBJECT_BYTES, address_of, signed_seq
 from mvds_node.remotelog._lines import LineReader
-from mvds_node.remotelog._secrets import SecretError, parse_backend_url
+from mvds_node.remotelog._nkeys import NKey, read_creds, read_nkey
+from mvds_node.remotelog._secrets import (
+    Credentials,
+    Secret,
+    SecretError,
+    parse_backend_url,
+    redact_url,
+    tls_context,
+)
 
 __all__ = ["NatsBackend"]
 
@@ -40,6 +66,13 @@ OBJ_STREAM: Final = f"OBJ_{BUCKET}"
 CHUNK: Final = 128 * 1024
 _MAX_MSG: Final = MAX_OBJECT_BYTES + 64 * 1024
 _TIMEOUT: Final = 10.0
+"""Seconds for one request, connecting included, and for connecting to one server."""
+MAX_SERVERS: Final = 64
+"""Servers a backend knows at most: the URL's, then those the cluster announces."""
+_MAX_NONCE: Final = 256
+"""nats-server's nonces are 11 random bytes in base64 (15 characters)."""
+_MAX_REPLICAS: Final = 5
+"""JetStream's own limit of a stream's replicas."""
 
 
 _T = TypeVar("_T")
@@ -123,9 +156,16 @@ class _Msg:
         )
 
 
+class _Fatal(BackendError):
+    """A failure another server of the cluster would not mend (credentials, TLS trust)."""
+
+
 class _Conn(LineReader):
-    def __init__(self, stream: trio.SocketStream) -> None:
+    def __init__(
+        self, stream: trio.abc.Stream, on_info: Callable[[str], None] | None = None
+    ) -> None:
         super().__init__(stream, "nats")
+        self.on_info = on_info
 
     async def _line(self) -> str:
         return (await self.line()).decode(errors="replace")
@@ -140,7 +180,10 @@ class _Conn(LineReader):
             op = line.split(" ", 1)[0].upper()
             if op == "PING":
                 await self.stream.send_all(b"PONG\r\n")
-            elif op in ("PONG", "+OK", "INFO", ""):
+            elif op == "INFO":
+                if self.on_info is not None:
+                    self.on_info(line)  # a cluster announcing its servers anew
+            elif op in ("PONG", "+OK", ""):
                 continue
             elif op == "-ERR":
                 raise BackendError(f"nats: {line[5:]}")
@@ -194,37 +237,245 @@ def _object_meta(data: bytes) -> tuple[str, int, int]:
     return nuid, size, chunks
 
 
-class NatsBackend:
-    """A :class:`~mvds_node.remotelog.Backend` on NATS JetStream (key-value and object store)."""
+def _replicas(query: str, shown: str) -> int:
+    """The ``replicas`` of a URL's query (``?replicas=3``); 1 without one."""
+    replicas = 1
+    for part in query.split("&") if query else ():
+        key, _, value = part.partition("=")
+        if key != "replicas":
+            raise SecretError(f"{shown}: unknown setting {key!r} (only ?replicas=N)")
+        if not (value.isascii() and value.isdigit() and 1 <= int(value) <= _MAX_REPLICAS):
+            raise SecretError(f"{shown}: replicas must be 1 to {_MAX_REPLICAS}, not {value!r}")
+        replicas = int(value)
+    return replicas
 
-    def __init__(self, url: str) -> None:
-        try:
-            parsed = parse_backend_url(url, default_port=4222, many_hosts=True)
-        except SecretError as e:
-            raise BackendError(f"nats {e}") from None
-        self.host, self.port = parsed.host, parsed.port
+
+def _announced(value: Any) -> list[tuple[str, int]]:
+    """The servers of an INFO's ``connect_urls`` (``host:port`` each); malformed ones skipped,
+    at most :data:`MAX_SERVERS`."""
+    found: list[tuple[str, int]] = []
+    if not isinstance(value, list):
+        return found
+    for item in value[:MAX_SERVERS]:
+        if not isinstance(item, str) or len(item) > 300:
+            continue
+        host, _, port = item.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")
+        if host and port.isascii() and port.isdigit() and 0 < int(port) < 65536:
+            found.append((host, int(port)))
+    return found
+
+
+def _auth_hint(auth: str) -> str:
+    return {
+        "creds": "check remote_log.creds_file (its user JWT and seed, and the account's JWT "
+        "on the server)",
+        "nkey": "check remote_log.nkey_file (is its public key a user of the server?)",
+        "user": "check the user in remote_log.url and its password (remote_log.secret or the URL)",
+        "token": "check the token (remote_log.secret, or nats://TOKEN@host)",
+        "": "the server wants credentials: a user and password or a token in remote_log.url "
+        "or remote_log.secret, remote_log.nkey_file or remote_log.creds_file",
+    }[auth]
+
+
+class NatsBackend:
+    """A :class:`~mvds_node.remotelog.Backend` on NATS JetStream (key-value and object store).
+
+    Args:
+        url: ``nats://`` or ``tls://``, with one server or a list, optional credentials and
+            ``?replicas=N``.
+        credentials: the ``[remote_log]`` secret and files.
+
+    Raises:
+        SecretError: the URL is malformed, or a credential file cannot be read or used.
+    """
+
+    def __init__(self, url: str, *, credentials: Credentials | None = None) -> None:
+        credentials = credentials or Credentials()
+        base, _, query = url.partition("?")
+        parsed = parse_backend_url(base.rstrip("/"), default_port=4222, many_hosts=True)
+        self.server = redact_url(url)
+        """The URL as errors and the status show it (secrets as ``***``)."""
+        if parsed.scheme not in ("nats", "tls"):
+            raise SecretError(f"{self.server}: not a nats:// or tls:// URL")
+        self.replicas = _replicas(query, self.server)
+        self._servers: list[tuple[str, int]] = list(parsed.hosts)
+        self._next = 0
+        self._tls = parsed.tls
+        self._ssl: ssl.SSLContext | None = None
+        if parsed.tls or credentials.ca_file or credentials.cert_file:
+            self._ssl = tls_context(credentials, what=f"nats {self.server}")
+        self._credentials = credentials
+        # What CONNECT says; at most one way of authenticating.
+        self._auth = ""
+        self._user: str | None = None
+        self._secret: Secret | None = None
+        self._nkey: NKey | None = None
+        self._jwt: str | None = None
+        if credentials.creds_file is not None:
+            self._auth = "creds"
+            self._jwt, self._nkey = read_creds(credentials.creds_file, what="remote_log.creds_file")
+        elif credentials.nkey_file is not None:
+            self._auth = "nkey"
+            self._nkey = read_nkey(credentials.nkey_file, what="remote_log.nkey_file")
+        else:
+            secret = credentials.secret or parsed.password
+            userinfo = base.partition("://")[2].partition("/")[0].rpartition("@")[0]
+            if parsed.username is not None and (secret is not None or ":" in userinfo):
+                self._auth, self._user, self._secret = "user", parsed.username, secret
+                if ":" not in userinfo:
+                    self.server = url  # a user name alone: nothing secret in the URL
+            elif parsed.username is not None:  # nats://TOKEN@host
+                self._auth, self._secret = "token", Secret(parsed.username)
+            elif secret is not None:
+                self._auth, self._secret = "token", secret
         self._conn: _Conn | None = None
         self._inbox = f"_INBOX.{os.urandom(8).hex()}"
         self._n = 0
         self._lock = trio.Lock()
         self._ready = False
 
+    @property
+    def servers(self) -> list[str]:
+        """The servers a connection tries, in order (the URL's, then those announced)."""
+        return [format_address(h, p) for h, p in self._servers]
+
+    def _learn(self, info: dict[str, Any]) -> None:
+        for server in _announced(info.get("connect_urls")):
+            if server not in self._servers and len(self._servers) < MAX_SERVERS:
+                self._servers.append(server)
+
+    def _learn_line(self, line: str) -> None:
+        with contextlib.suppress(BackendError):
+            self._learn(_json_object(line[4:].encode(), "INFO"))
+
     async def _connect(self) -> _Conn:
-        stream = await trio.open_tcp_stream(self.host, self.port)
+        """A connection to one of the servers, tried in turn from the one after the server
+        that failed last, each within :data:`_TIMEOUT`.
+
+        Raises:
+            BackendError: no server could be reached (the reasons of each, shortened), or one
+                refused our credentials or failed the TLS check (which another would too).
+        """
+        reasons: list[str] = []
+        for _ in range(len(self._servers)):
+            i = self._next % len(self._servers)
+            host, port = self._servers[i]
+            try:
+                with trio.fail_after(_TIMEOUT):
+                    conn = await self._connect_to(host, port)
+            except _Fatal as e:
+                raise BackendError(f"nats {self.server}: {e}") from None
+            except (OSError, trio.TooSlowError, trio.BrokenResourceError, BackendError) as e:
+                why = "timed out" if isinstance(e, trio.TooSlowError) else str(e) or repr(e)
+                reasons.append(f"{format_address(host, port)}: {why}"[:200])
+                self._next = i + 1
+                continue
+            return conn
+        shown = "; ".join(reasons[:4]) + (
+            f"; and {len(reasons) - 4} more" if len(reasons) > 4 else ""
+        )
+        raise BackendError(f"nats {self.server} unreachable: {shown}")
+
+    async def _connect_to(self, host: str, port: int) -> _Conn:
+        stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
         try:
-            conn = _Conn(stream)
-            info = await conn._line()
-            if not info.startswith("INFO"):
+            conn = _Conn(stream, self._learn_line)
+            line = await conn._line()
+            if not line.startswith("INFO "):
                 raise BackendError("not a NATS server")
-            options = {"verbose": False, "pedantic": False, "headers": True, "protocol": 1}
+            info = _json_object(line[5:].encode(), "INFO")
+            self._learn(info)
+            if self._tls or info.get("tls_required") is True:
+                if self._tls and not (info.get("tls_required") or info.get("tls_available")):
+                    raise _Fatal("the server does not offer TLS: use nats://, or enable TLS on it")
+                if conn.buf:
+                    raise BackendError("sent more than INFO before TLS")
+                stream = await self._start_tls(stream, host)
+                conn = _Conn(stream, self._learn_line)
+            options: dict[str, Any] = {
+                "verbose": False,
+                "pedantic": False,
+                "headers": True,
+                "no_responders": True,
+                "protocol": 1,
+                "lang": "python-trio",
+                "name": "mvds-node",
+                "tls_required": isinstance(stream, trio.SSLStream),
+            }
+            options.update(self._auth_options(info))
             await stream.send_all(f"CONNECT {json.dumps(options)}\r\nPING\r\n".encode())
-            while (line := await conn._line()) != "PONG":
+            while (line := await self._answer(conn)) != "PONG":
                 if line.startswith("-ERR"):
-                    raise BackendError(f"nats: {line[:200]}")
+                    text = line[4:].strip().strip("'")[:200]
+                    if "authoriz" in text.lower() or "authentic" in text.lower():
+                        raise _Fatal(f"{text.lower()}: {_auth_hint(self._auth)}")
+                    raise BackendError(f"-ERR {text}")
+                if line.startswith("PING"):
+                    await stream.send_all(b"PONG\r\n")
         except BaseException:
             await trio.aclose_forcefully(stream)
             raise
+        self._next = self._servers.index((host, port)) if (host, port) in self._servers else 0
         return conn
+
+    async def _answer(self, conn: _Conn) -> str:
+        """The server's next line after CONNECT; a TLS connection it closes here most likely
+        wanted a client certificate (TLS 1.3 tells so only after the handshake)."""
+        try:
+            return await conn._line()
+        except BackendError as e:
+            if isinstance(conn.stream, trio.SSLStream) and self._credentials.cert_file is None:
+                raise BackendError(
+                    f"{e}: if the server asks for a client certificate, set "
+                    "remote_log.cert_file and remote_log.key_file"
+                ) from None
+            raise
+
+    async def _start_tls(self, stream: trio.abc.Stream, host: str) -> trio.SSLStream[Any]:
+        if self._ssl is None:  # the server asks for TLS; the URL did not
+            self._ssl = tls_context(self._credentials, what=f"nats {self.server}")
+        tls = trio.SSLStream(stream, self._ssl, server_hostname=host)
+        try:
+            await tls.do_handshake()
+        except trio.BrokenResourceError as e:
+            cause = e.__cause__
+            if isinstance(cause, ssl.SSLCertVerificationError):
+                raise _Fatal(
+                    f"TLS: {cause.verify_message or cause.reason}: the server's certificate "
+                    "is not trusted; check remote_log.ca_file (the CA that signed it)"
+                ) from None
+            if isinstance(cause, ssl.SSLError):
+                raise _Fatal(
+                    f"TLS: {cause.reason or cause}: check remote_log.cert_file and key_file "
+                    "if the server asks for a client certificate"
+                ) from None
+            raise
+        return tls
+
+    def _auth_options(self, info: dict[str, Any]) -> dict[str, Any]:
+        """CONNECT's fields for our credentials (revealed here only, for the wire)."""
+        if self._nkey is not None:
+            nonce = info.get("nonce")
+            if not (isinstance(nonce, str) and 0 < len(nonce) <= _MAX_NONCE and nonce.isascii()):
+                raise _Fatal("the server sent no usable nonce to sign (is it nats-server?)")
+            signed = {"sig": self._nkey.sign(nonce)}
+            if self._jwt is not None:
+                return {**signed, "jwt": self._jwt}
+            return {**signed, "nkey": self._nkey.public}
+        if self._auth == "user":
+            return {"user": self._user, "pass": self._secret.reveal() if self._secret else ""}
+        if self._auth == "token" and self._secret is not None:
+            return {"auth_token": self._secret.reveal()}
+        if info.get("auth_required") is True:
+            raise _Fatal(_auth_hint(""))
+        return {}
+
+    async def _drop(self) -> None:
+        """Close the connection after a failure; the next one starts at the next server."""
+        if self._conn is not None:
+            self._next += 1
+        await self.aclose_connection()
 
     async def aclose_connection(self) -> None:
         if self._conn is not None:
@@ -235,12 +486,18 @@ class NatsBackend:
     async def _request(
         self, subject: str, data: bytes = b"", headers: dict[str, str] | None = None
     ) -> _Msg:
+        if self._conn is None:
+            conn = await self._connect()
+            try:
+                with trio.fail_after(_TIMEOUT):
+                    await conn.stream.send_all(f"SUB {self._inbox}.* 1\r\n".encode())
+            except (OSError, trio.BrokenResourceError, trio.TooSlowError) as e:
+                await trio.aclose_forcefully(conn.stream)
+                raise BackendError(f"nats {self.server} unreachable: {e!r}") from None
+            self._conn = conn
+        conn = self._conn
         try:
             with trio.fail_after(_TIMEOUT):
-                if self._conn is None:
-                    self._conn = await self._connect()
-                    await self._conn.stream.send_all(f"SUB {self._inbox}.* 1\r\n".encode())
-                conn = self._conn
                 self._n += 1
                 reply = f"{self._inbox}.{self._n}"
                 if headers:
@@ -254,20 +511,24 @@ class NatsBackend:
                 while True:
                     msg = await conn.next_msg()
                     if msg.subject == reply:
-                        return msg
+                        break
         except (
             OSError,
             trio.BrokenResourceError,
             trio.ClosedResourceError,
             trio.TooSlowError,
         ) as e:
-            await self.aclose_connection()
-            raise BackendError(
-                f"nats {format_address(self.host, self.port)} unreachable: {e!r}"
-            ) from None
+            await self._drop()
+            raise BackendError(f"nats {self.server} unreachable: {e!r}") from None
         except BackendError as e:
-            await self.aclose_connection()
-            raise BackendError(f"nats {format_address(self.host, self.port)}: {e}") from None
+            await self._drop()
+            raise BackendError(f"nats {self.server}: {e}") from None
+        if msg.status.startswith("503"):
+            # No one answers the subject: JetStream is not up there (a cluster electing its
+            # leaders). Another server may do better.
+            await self._drop()
+            raise BackendError(f"nats {self.server}: no JetStream answers {subject} now")
+        return msg
 
     async def _api(self, subject: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         msg = await self._request(subject, json.dumps(body).encode() if body is not None else b"")
@@ -279,8 +540,8 @@ class NatsBackend:
         try:
             return interpret()
         except BackendError as e:
-            await self.aclose_connection()
-            raise BackendError(f"nats {format_address(self.host, self.port)}: {e}") from None
+            await self._drop()
+            raise BackendError(f"nats {self.server}: {e}") from None
 
     async def _ensure(self) -> None:
         if self._ready:
@@ -291,8 +552,14 @@ class NatsBackend:
                 (OBJ_STREAM, [f"$O.{BUCKET}.C.>", f"$O.{BUCKET}.M.>"], -1),
             ):
                 info = await self._api(f"$JS.API.STREAM.INFO.{name}")
-                if "error" not in info:
+                error = info.get("error")
+                if error is None:
+                    await self._scale(name, info)
                     continue
+                if not (isinstance(error, dict) and error.get("code") == 404):
+                    # Not "no such stream": JetStream is down or busy (a cluster without a
+                    # leader yet); creating would fail the same way.
+                    raise BackendError(f"nats {self.server}: {name}: {_error_text(info)}")
                 config = {
                     "name": name,
                     "subjects": subjects,
@@ -301,14 +568,34 @@ class NatsBackend:
                     "allow_rollup_hdrs": True,
                     "allow_direct": True,
                     "storage": "file",
-                    "num_replicas": 1,
+                    "num_replicas": self.replicas,
                 }
                 created = await self._api(f"$JS.API.STREAM.CREATE.{name}", config)
                 error = created.get("error")
                 exists = isinstance(error, dict) and error.get("err_code") == 10058
                 if error is not None and not exists:
-                    raise BackendError(f"nats: cannot create {name}: {_error_text(created)}")
+                    raise BackendError(
+                        f"nats {self.server}: cannot create {name}: {_error_text(created)}"
+                    )
             self._ready = True
+
+    async def _scale(self, name: str, info: dict[str, Any]) -> None:
+        """Raise a stream's replicas to ours (a group moving from one server to a cluster);
+        never lowers them."""
+        config = info.get("config")
+        if not isinstance(config, dict):
+            return
+        have = config.get("num_replicas", 1)
+        if not isinstance(have, int) or isinstance(have, bool) or have >= self.replicas:
+            return
+        updated = await self._api(
+            f"$JS.API.STREAM.UPDATE.{name}", {**config, "num_replicas": self.replicas}
+        )
+        if "error" in updated:
+            raise BackendError(
+                f"nats {self.server}: cannot raise {name} to {self.replicas} replicas: "
+                f"{_error_text(updated)}"
+            )
 
     async def _publish(self, subject: str, data: bytes, headers: dict[str, str] | None) -> int:
         msg = await self._request(subject, data, headers)
@@ -358,18 +645,12 @@ class NatsBackend:
             BackendError: the server is unreachable or misbehaves (on entry, or out of the
                 iteration later).
         """
-        try:
-            with trio.fail_after(_TIMEOUT):
-                conn = await self._connect()
-        except (OSError, trio.TooSlowError) as e:
-            raise BackendError(
-                f"nats {format_address(self.host, self.port)} unreachable: {e!r}"
-            ) from None
+        conn = await self._connect()
         async with conn.stream:
             try:
                 await conn.stream.send_all(f"SUB $KV.{BUCKET}.> 1\r\nPING\r\n".encode())
             except (OSError, trio.BrokenResourceError) as e:
-                raise BackendError(f"nats {format_address(self.host, self.port)}: {e!r}") from None
+                raise BackendError(f"nats {self.server}: {e!r}") from None
 
             async def names() -> AsyncGenerator[str, None]:
                 prefix = f"$KV.{BUCKET}."
@@ -426,7 +707,7 @@ class NatsBackend:
                     raise BackendError(f"nats: chunk of {address.hex()[:16]}: {msg.status}")
                 got += len(msg.data)
                 if got > size:
-                    await self.aclose_connection()
+                    await self._drop()
                     raise BackendError(f"nats: object {address.hex()[:16]} is over {size} bytes")
                 parts.append(msg.data)
                 seq = await self._checked(functools.partial(_sequence_of, msg)) + 1
