@@ -52,6 +52,9 @@ class MessageAcked(Event):
 
     message_id: bytes
     peer: bytes
+    via: str = ""
+    """The carrier the acknowledgement came over (``tcp``, ``bundle``, ``remote-log`` ...),
+    as the driver named it; empty when it did not say."""
 
 
 @final

@@ -41,6 +41,9 @@ class StoredMessage:
     """Unix milliseconds after which the message is deleted everywhere (0: never)."""
     delivered: bool = True
     """False while consistent delivery holds the message back until its parents are delivered."""
+    stored_at: int = 0
+    """When it was stored, Unix ms, as the engine knew the wall clock then (0: unknown, or
+    stored before schema 3). Read back by ``get_message``; other reads leave it 0."""
 
 
 class Store(Protocol):
@@ -142,6 +145,26 @@ class Store(Protocol):
         """How many records there are, or with ``peer`` only ``peer``'s (without reading them)."""
         ...
 
+    # Trace facts (see Engine.trace).
+    def put_acks(self, acks: Sequence[tuple[bytes, bytes, int, str]]) -> None:
+        """Keep ``(message_id, peer, acked_at, via)`` for each acknowledgement that ended a
+        record; ``delete_message`` deletes a message's."""
+        ...
+
+    def acks_for_message(self, message_id: bytes) -> list[tuple[bytes, int, str]]:
+        """``(peer, acked_at, via)`` of each acknowledgement of ``message_id``, by peer."""
+        ...
+
+    def put_contacts(self, contacts: Sequence[tuple[bytes, str, int, int]]) -> None:
+        """Keep ``(peer, carrier, sent_at, received_at)``, the last contact each way."""
+        ...
+
+    def load_contacts(self) -> list[tuple[bytes, str, int, int]]: ...
+    def pending(self, peer: bytes) -> tuple[int, int]:
+        """``peer``'s records and the bytes of the messages among them, without reading
+        other peers' records."""
+        ...
+
     # Engine metadata.
     def get_epoch(self) -> int: ...
     def set_epoch(self, epoch: int) -> None: ...
@@ -166,6 +189,9 @@ class StoreReader(Protocol):
     def get_records(self, message_ids: Iterable[bytes], peer: bytes) -> dict[bytes, Record]: ...
     def min_due_epoch(self) -> int | None: ...
     def record_count(self, peer: bytes | None = None) -> int: ...
+    def acks_for_message(self, message_id: bytes) -> list[tuple[bytes, int, str]]: ...
+    def load_contacts(self) -> list[tuple[bytes, str, int, int]]: ...
+    def pending(self, peer: bytes) -> tuple[int, int]: ...
     def get_epoch(self) -> int: ...
 
 
@@ -238,6 +264,15 @@ class StoreView:
 
     def record_count(self, peer: bytes | None = None) -> int:
         return self._store.record_count(peer)
+
+    def acks_for_message(self, message_id: bytes) -> list[tuple[bytes, int, str]]:
+        return self._store.acks_for_message(message_id)
+
+    def load_contacts(self) -> list[tuple[bytes, str, int, int]]:
+        return self._store.load_contacts()
+
+    def pending(self, peer: bytes) -> tuple[int, int]:
+        return self._store.pending(peer)
 
     def get_epoch(self) -> int:
         return self._store.get_epoch()

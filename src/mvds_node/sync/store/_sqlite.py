@@ -85,7 +85,7 @@ from mvds_node.sync.store._segments import SegmentWriter
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "SQLiteStore"]
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 """The schema this code writes (``PRAGMA user_version``); files with a newer one are refused,
 older ones are migrated when opened (see ``_MIGRATIONS``)."""
 
@@ -135,6 +135,31 @@ _RECORDS_INDEXES: Final = (
     "CREATE INDEX records_peer ON records (peer)",
 )
 
+# Trace facts (``Engine.trace``, ``node.status``): when each message was stored (wall clock, Unix
+# ms; 0 for messages stored before schema 3), each peer's acknowledgement of each of our messages
+# (when, and over which carrier: "tcp", "bundle", "remote-log" ...), and the last contact with each
+# peer per carrier, in each direction. A store of schema 2 gains them in one migration step,
+# ``_TRACE_MIGRATION``; a new store creates them with the rest of the schema.
+_TRACE_SCHEMA: Final = (
+    "ALTER TABLE messages ADD COLUMN stored_at INTEGER NOT NULL DEFAULT 0",
+    """CREATE TABLE acks (
+        message_id BLOB NOT NULL,
+        peer BLOB NOT NULL,
+        acked_at INTEGER NOT NULL,
+        via TEXT NOT NULL,
+        PRIMARY KEY (message_id, peer)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE contacts (
+        peer BLOB NOT NULL,
+        carrier TEXT NOT NULL,
+        sent_at INTEGER NOT NULL,
+        received_at INTEGER NOT NULL,
+        PRIMARY KEY (peer, carrier)
+    ) WITHOUT ROWID""",
+)
+_TRACE_MIGRATION: Final = _TRACE_SCHEMA
+"""2 -> 3: the trace facts (see ``_TRACE_SCHEMA``); every stored message and record is kept."""
+
 # One statement per entry: executed in order in the transaction that creates a store.
 _SCHEMA: Final = (
     """CREATE TABLE messages (
@@ -169,6 +194,7 @@ _SCHEMA: Final = (
     _RECORDS_TABLE.format(name="records"),
     *_RECORDS_INDEXES,
     "CREATE TABLE meta (key TEXT NOT NULL PRIMARY KEY, value) WITHOUT ROWID",
+    *_TRACE_SCHEMA,
     f"PRAGMA application_id = {APPLICATION_ID}",
     f"PRAGMA user_version = {SCHEMA_VERSION}",
 )
@@ -192,6 +218,8 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
         "ALTER TABLE records_v2 RENAME TO records",
         *_RECORDS_INDEXES,
     ),
+    # 2 -> 3: trace facts.
+    2: _TRACE_MIGRATION,
 }
 
 _BEGIN: Final = "BEGIN IMMEDIATE"
@@ -203,13 +231,14 @@ _ROLLBACK: Final = "ROLLBACK"
 
 _MESSAGE: Final = "id, group_id, timestamp, wire, parents, expires_at, delivered, seg, pos, size"
 _ADD_MESSAGE: Final = (
-    f"INSERT OR IGNORE INTO messages ({_MESSAGE}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT OR IGNORE INTO messages ({_MESSAGE}, stored_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _ADD_PARENT: Final = "INSERT OR IGNORE INTO parents (parent, child) VALUES (?, ?)"
 _HAS_MESSAGE: Final = "SELECT 1 FROM messages WHERE id = ?"
 _GET_MESSAGE: Final = (
-    "SELECT group_id, timestamp, wire, parents, expires_at, delivered, seg, pos, size "
-    "FROM messages WHERE id = ?"
+    "SELECT group_id, timestamp, wire, parents, expires_at, delivered, seg, pos, size, "
+    "stored_at FROM messages WHERE id = ?"
 )
 _GET_WIRE: Final = "SELECT wire, seg, pos, size FROM messages WHERE id = ?"
 # Lookups by many IDs go in chunks (_padded_chunks); a chunk is padded to a power of two so that
@@ -240,6 +269,7 @@ _SEGMENT_END: Final = "SELECT max(pos + size) FROM messages WHERE seg = ?"
 _DELETE_MESSAGE: Final = "DELETE FROM messages WHERE rowid = ?"
 _DELETE_PARENT: Final = "DELETE FROM parents WHERE parent = ? AND child = ?"
 _DELETE_MESSAGE_RECORDS: Final = "DELETE FROM records WHERE message_id = ?"
+_DELETE_MESSAGE_ACKS: Final = "DELETE FROM acks WHERE message_id = ?"
 _MARK_DELIVERED: Final = "UPDATE messages SET delivered = 1 WHERE id = ? AND delivered = 0"
 _UNDELIVERED: Final = f"SELECT {_MESSAGE} FROM messages WHERE delivered = 0 ORDER BY rowid"
 # An expiring message is never a parent: only children that do not expire count.
@@ -291,6 +321,21 @@ _MAX_SEQ: Final = "SELECT max(seq) FROM records"
 _MIN_DUE: Final = "SELECT min(send_epoch) FROM records WHERE parked = 0"
 _COUNT_RECORDS: Final = "SELECT count(*) FROM records"
 _COUNT_PEER_RECORDS: Final = "SELECT count(*) FROM records WHERE peer = ?"
+
+_PUT_ACK: Final = "INSERT OR REPLACE INTO acks (message_id, peer, acked_at, via) VALUES (?, ?, ?, ?)"
+_MESSAGE_ACKS: Final = "SELECT peer, acked_at, via FROM acks WHERE message_id = ? ORDER BY peer"
+_PUT_CONTACT: Final = (
+    "INSERT OR REPLACE INTO contacts (peer, carrier, sent_at, received_at) VALUES (?, ?, ?, ?)"
+)
+_CONTACTS: Final = "SELECT peer, carrier, sent_at, received_at FROM contacts"
+# What a peer still needs from us: its records (the peer index), and the bytes of the messages
+# among them (one lookup per MESSAGE record by the messages' unique index).
+_PEER_PENDING: Final = (
+    "SELECT count(*), coalesce(sum(CASE WHEN r.type = 2 THEN "
+    "coalesce(m.size, length(m.wire)) ELSE 0 END), 0) "
+    "FROM records AS r LEFT JOIN messages AS m ON r.type = 2 AND m.id = r.message_id "
+    "WHERE r.peer = ?"
+)
 
 _GET_EPOCH: Final = "SELECT value FROM meta WHERE key = 'epoch'"
 _SET_EPOCH: Final = "INSERT OR REPLACE INTO meta (key, value) VALUES ('epoch', ?)"
@@ -796,7 +841,7 @@ class SQLiteStore:
             raise self._error(e) from e
         if row is None:
             return None
-        group_id, timestamp, wire, parents, expires_at, delivered, seg, pos, size = row
+        group_id, timestamp, wire, parents, expires_at, delivered, seg, pos, size, at = row
         return StoredMessage(
             message_id,
             group_id,
@@ -805,6 +850,7 @@ class SQLiteStore:
             _split_ids(parents),
             expires_at,
             delivered != 0,
+            at,
         )
 
     def get_wires(self, message_ids: Iterable[bytes]) -> dict[bytes, bytes]:
@@ -870,6 +916,7 @@ class SQLiteStore:
                         seg,
                         pos,
                         None if seg is None else size,
+                        message.stored_at,
                     ),
                 )
                 if cur.rowcount != 1:
@@ -929,6 +976,7 @@ class SQLiteStore:
                                 seg,
                                 pos,
                                 length,
+                                m.stored_at,
                             )
                         )
                     cur.executemany(_ADD_MESSAGE, rows)
@@ -973,6 +1021,7 @@ class SQLiteStore:
                     if self._message_count is not None:
                         self._message_count -= 1
                 cur.execute(_DELETE_MESSAGE_RECORDS, (message_id,))
+                cur.execute(_DELETE_MESSAGE_ACKS, (message_id,))
         except sqlite3.Error as e:
             raise self._error(e) from e
 
@@ -1254,6 +1303,52 @@ class SQLiteStore:
         except sqlite3.Error as e:
             raise self._error(e) from e
         return count
+
+    # ------------------------------------------------------------------ trace facts
+
+    def put_acks(self, acks: Sequence[tuple[bytes, bytes, int, str]]) -> None:
+        """Keep ``(message_id, peer, acked_at, via)`` for each acknowledgement (the last one
+        of a pair replaces an earlier one)."""
+        try:
+            if len(acks) == 1:
+                self._cur.execute(_PUT_ACK, acks[0])
+            elif acks:
+                with self._tx:
+                    self._cur.executemany(_PUT_ACK, acks)
+        except sqlite3.Error as e:
+            raise self._error(e) from e
+
+    def acks_for_message(self, message_id: bytes) -> list[tuple[bytes, int, str]]:
+        """``(peer, acked_at, via)`` of each peer's acknowledgement of ``message_id``."""
+        try:
+            return list(self._cur.execute(_MESSAGE_ACKS, (message_id,)).fetchall())
+        except sqlite3.Error as e:
+            raise self._error(e) from e
+
+    def put_contacts(self, contacts: Sequence[tuple[bytes, str, int, int]]) -> None:
+        """Keep ``(peer, carrier, sent_at, received_at)``: the last contact with a peer over a
+        carrier, each way (Unix ms, 0: never)."""
+        try:
+            if contacts:
+                with self._tx:
+                    self._cur.executemany(_PUT_CONTACT, contacts)
+        except sqlite3.Error as e:
+            raise self._error(e) from e
+
+    def load_contacts(self) -> list[tuple[bytes, str, int, int]]:
+        try:
+            return list(self._cur.execute(_CONTACTS).fetchall())
+        except sqlite3.Error as e:
+            raise self._error(e) from e
+
+    def pending(self, peer: bytes) -> tuple[int, int]:
+        """``peer``'s records, and the bytes of the messages among them (what it still needs
+        from us): read through the peer index, without a scan of other peers' records."""
+        try:
+            count, size = self._cur.execute(_PEER_PENDING, (peer,)).fetchone()
+        except sqlite3.Error as e:
+            raise self._error(e) from e
+        return int(count), int(size)
 
     # ------------------------------------------------------------------- engine
 
