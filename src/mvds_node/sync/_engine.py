@@ -482,7 +482,9 @@ class Engine:
         self._now = now
         self._contacts.sent(peer, carrier, self._to_wall(now))
 
-    def trace(self, message_id: bytes) -> MessageTrace:
+    def trace(
+        self, message_id: bytes, *, now: float | None = None, wall: int | None = None
+    ) -> MessageTrace:
         """Every fact the engine holds about one message, as a snapshot (nothing changes).
 
         Stored or not, when, expiry, held by consistent delivery and for which missing parents
@@ -491,14 +493,24 @@ class Engine:
         transmission, given up), the carrier of the peer's latest payload, or the
         acknowledgement (when, over which carrier). A message the engine knows nothing of
         gives ``MessageTrace(message_id, stored=False)`` (``known`` is False).
+
+        Times on the ``now`` clock are also given as Unix ms, converted by the clocks' offset
+        at the last ``handle_timer`` that passed ``wall``, or by ``now`` and ``wall`` when both
+        are passed here (a driver that has not run a timer yet, say).
         """
+        if now is not None and wall is not None:
+            offset = wall - now * 1000
+
+            def to_wall(at: float) -> int:
+                return int(at * 1000 + offset)
+
+        else:
+            to_wall = self._to_wall
         store = self._store
         causal = self._causal
         m = store.get_message(message_id)
         contacts = self._contacts
-        fresh = {
-            peer for peer, state in self._peers.items() if message_id in state.fresh
-        }
+        fresh = {peer for peer, state in self._peers.items() if message_id in state.fresh}
         peers: dict[bytes, PeerTrace] = {}
         group_id = b"" if m is None else m.group_id
         for r in store.records_for_message(message_id):
@@ -510,9 +522,9 @@ class Engine:
                 peer=r.peer,
                 state=_STATE_NAMES[r.type],
                 transmissions=r.send_count,
-                first_sent_ms=0 if start is None else self._to_wall(start),
+                first_sent_ms=0 if start is None else to_wall(start),
                 next_retry_at=due,
-                next_retry_ms=0 if due is None else self._to_wall(due),
+                next_retry_ms=0 if due is None else to_wall(due),
                 given_up=r.parked,
                 queued=r.peer in fresh,
                 carrier=contacts.latest_sent(r.peer),
@@ -533,9 +545,7 @@ class Engine:
         asked = tuple(
             (
                 p,
-                tuple(
-                    sorted(r.peer for r in store.records_for_message(p) if r.type is _REQUEST)
-                ),
+                tuple(sorted(r.peer for r in store.records_for_message(p) if r.type is _REQUEST)),
             )
             for p in missing
         )

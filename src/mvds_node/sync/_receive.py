@@ -59,6 +59,7 @@ class Receive:
         "_groups",
         "_limits",
         "_note_expiry",
+        "_now_wall",
         "_peers",
         "_push",
         "_requests",
@@ -66,7 +67,6 @@ class Receive:
         "_seen",
         "_stats",
         "_store",
-        "_now_wall",
         "_via",
         "_wall",
     )

@@ -106,7 +106,7 @@ def _version() -> str:
 
 
 _ORDER: Final = (
-    *("init", "key", "run", "send", "status", "peers", "groups", "config"),
+    *("init", "key", "run", "send", "status", "trace", "peers", "groups", "config"),
     *("export", "import", "log", "helper", "sim", "completion"),
 )
 """The order ``--help`` lists the commands in: the order a newcomer needs them."""

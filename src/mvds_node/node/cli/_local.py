@@ -26,6 +26,7 @@ __all__ = [
     "send_one",
     "send_lines",
     "node_status",
+    "node_trace",
 ]
 
 
@@ -87,6 +88,8 @@ def control_handler(node: Node) -> Callable[[dict[str, Any]], Awaitable[dict[str
             return {"ok": True, "ids": [i.hex() for i in ids]}
         if op == "status":
             return {"ok": True, "status": node.status().to_json(), "running": True}
+        if op == "trace":
+            return {"ok": True, "trace": node.trace(_message_id(request.get("id"))).to_json()}
         if op == "export":
             path = request.get("path")
             if not isinstance(path, str):
@@ -106,6 +109,37 @@ def control_handler(node: Node) -> Callable[[dict[str, Any]], Awaitable[dict[str
         raise ValueError(f"unknown op {op!r}")
 
     return handle
+
+
+def _message_id(text: object) -> bytes:
+    """A message ID in hex, as ``trace`` takes it."""
+    if not isinstance(text, str):
+        raise ValueError("trace needs a message id (64 hex digits)")
+    try:
+        mid = bytes.fromhex(text)
+    except ValueError:
+        raise ValueError(f"not a message id (64 hex digits): {text!r}") from None
+    if len(mid) != 32:
+        raise ValueError(f"not a message id (64 hex digits): {text!r}")
+    return mid
+
+
+async def node_trace(config: NodeConfig, message_id: str) -> dict[str, Any]:
+    """The trace document (``Trace.to_json``) of one message with ``running``: from the
+    running node over the control socket, else read from the data directory."""
+    mid = _message_id(message_id)  # checked here first: a bad ID fails the same either way
+    response = await ask(config, {"op": "trace", "id": mid.hex()})
+    if response is not None:
+        trace: dict[str, Any] = response["trace"]
+        trace["running"] = True
+        return trace
+    offline = Offline(config)
+    try:
+        trace = offline.node().trace(mid).to_json()
+    finally:
+        offline.close()
+    trace["running"] = False
+    return trace
 
 
 async def node_status(config: NodeConfig) -> dict[str, Any]:

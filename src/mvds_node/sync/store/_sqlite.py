@@ -322,7 +322,9 @@ _MIN_DUE: Final = "SELECT min(send_epoch) FROM records WHERE parked = 0"
 _COUNT_RECORDS: Final = "SELECT count(*) FROM records"
 _COUNT_PEER_RECORDS: Final = "SELECT count(*) FROM records WHERE peer = ?"
 
-_PUT_ACK: Final = "INSERT OR REPLACE INTO acks (message_id, peer, acked_at, via) VALUES (?, ?, ?, ?)"
+_PUT_ACK: Final = (
+    "INSERT OR REPLACE INTO acks (message_id, peer, acked_at, via) VALUES (?, ?, ?, ?)"
+)
 _MESSAGE_ACKS: Final = "SELECT peer, acked_at, via FROM acks WHERE message_id = ? ORDER BY peer"
 _PUT_CONTACT: Final = (
     "INSERT OR REPLACE INTO contacts (peer, carrier, sent_at, received_at) VALUES (?, ?, ?, ?)"
