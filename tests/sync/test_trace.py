@@ -271,3 +271,13 @@ def test_a_schema_2_store_migrates_and_keeps_everything(tmp_path: Path) -> None:
     store.close()
     (version,) = sqlite3.connect(path).execute("PRAGMA user_version").fetchone()
     assert version == 3
+
+
+def test_an_engine_given_the_wall_clock_at_start_stamps_from_the_first_send(
+    store: Store,
+) -> None:
+    a = Engine(store, config=config(), now=10.0, wall=WALL0)
+    a.add_group(G)
+    a.add_peer(G, B)
+    mid = a.send(G, b"hi", now=12.0, timestamp=1)
+    assert a.trace(mid).stored_ms == WALL0 + 2000

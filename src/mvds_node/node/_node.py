@@ -146,7 +146,7 @@ class Node:
             missing_parent_timeout=config.missing_parent_timeout,
             missing_parents=config.missing_parents,
         )
-        self._engine = Engine(store, config=self._sync, now=trio.current_time())
+        self._engine = Engine(store, config=self._sync, now=trio.current_time(), wall=wall_ms())
         self._tcp = TcpTransport(
             identity.noise,
             allow=self._allowed,

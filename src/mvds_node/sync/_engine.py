@@ -261,9 +261,19 @@ class Engine:
             only writer and restores its state from it.
         config: limits, timing and behaviour.
         now: the current time on the driver's monotonic clock.
+        wall: the wall clock (Unix ms) at ``now``, from a driver that has one: from the start,
+            the times :meth:`trace` reports (when a message was stored, acknowledged) are on
+            it, as after a ``handle_timer`` that passed ``wall``.
     """
 
-    def __init__(self, store: Store, *, config: SyncConfig | None = None, now: float) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        config: SyncConfig | None = None,
+        now: float,
+        wall: int | None = None,
+    ) -> None:
         self._store = store
         self._store_view = StoreView(store)
         self._cfg = cfg = config if config is not None else SyncConfig()
@@ -283,7 +293,7 @@ class Engine:
         # The earliest expiry among stored messages (Unix ms), and the wall clock's offset from
         # ``now`` (ms) at the last handle_timer that passed it: next_deadline includes expiry.
         self._expiry: int | None = store.next_expiry()
-        self._wall_offset: float | None = None
+        self._wall_offset: float | None = None if wall is None else wall - now * 1000
         self._stored_epoch = self._epoch0
         # The last contact with each peer per carrier (Engine.trace, sync_status): updated per
         # payload in memory, written with the epoch counter.

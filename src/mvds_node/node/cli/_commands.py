@@ -290,8 +290,11 @@ def trace(state: State, message_id: str) -> None:
             out.line(f"  peer      {who}: ", ("acked", "green"), f" {when}{how}")
             continue
         what = {"offering": "offered", "sending": "sent", "requesting": "requested"}[p["state"]]
-        times = plural(p["transmissions"], "time")
-        text = f" {times}" + (f" over {p['carrier']}" if p["carrier"] else "")
+        if p["transmissions"]:
+            text = f" {plural(p['transmissions'], 'time')}"
+            text += f", last over {p['carrier']}" if p["carrier"] else ""
+        else:
+            what, text = f"to be {what}", ""
         if p["queued"]:
             text += ", first transmission queued"
         if p["given_up"]:
