@@ -104,3 +104,14 @@ async def test_trace_through_the_running_node(home: Path) -> None:
             result = await trio.to_thread.run_sync(lambda: mvds("--dir", home, "status"))
             assert "(running)" in result.stdout and "1 pending" in result.stdout
             nursery.cancel_scope.cancel()
+
+
+def test_trace_takes_the_short_id_send_shows(home: Path) -> None:
+    out = ok("--dir", home, "send", "chat", "short")
+    short = out.split()[1]  # "sent 3f0c1a2b4d5e6f70 (node not running: ...)"
+    assert len(short) == 16
+    doc = json.loads(ok("--dir", home, "--json", "trace", short))
+    assert doc["message_id"].startswith(short) and doc["stored"]
+    missing = mvds("--dir", home, "trace", "ffffffff" if not short.startswith("ff") else "00000000")
+    assert missing.exit_code == 1 and "no stored message starts with" in missing.stderr
+    assert mvds("--dir", home, "trace", short[:6]).exit_code == 2  # too short to be an ID

@@ -552,6 +552,11 @@ class Node:
             store_error=self._driver.store_error,
         )
 
+    def message_ids(self, prefix: bytes, *, limit: int = 2) -> list[bytes]:
+        """Up to ``limit`` stored message IDs that start with ``prefix`` (for an ID written
+        short, as ``mvds-node send`` shows it), read from the store's ID index."""
+        return self._engine.store_view.ids_with_prefix(prefix, limit)
+
     def trace(self, message_id: bytes) -> Trace:
         """Every fact the node holds about one message: stored when, expiry, held for causal
         order and which parents are missing (and whom we ask for them); per peer: offered,

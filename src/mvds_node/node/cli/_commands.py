@@ -242,10 +242,12 @@ def _names(names: dict[str, str], keys: list[str]) -> str:
 def trace(state: State, message_id: str) -> None:
     """Show every fact the node holds about one message: stored when, held or not, parents
     missing; per peer offered, sent or requested (how often, over which carrier, next retry,
-    given up) or acknowledged (when, how); our remote log's head sequence; expiry."""
+    given up) or acknowledged (when, how); our remote log's head sequence; expiry.
+
+    ID is the message ID in hex, or its first digits (at least 8) as `send` shows them."""
     config = state.config()
     try:
-        doc = trio.run(node_trace, config, message_id.strip().lower())
+        doc = trio.run(node_trace, config, message_id)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="ID") from None
     out = state.output

@@ -53,6 +53,9 @@ class MemoryStore:
     def get_message(self, message_id: bytes) -> StoredMessage | None:
         return self._messages.get(message_id)
 
+    def ids_with_prefix(self, prefix: bytes, limit: int) -> list[bytes]:
+        return sorted(m for m in self._messages if m.startswith(prefix))[:limit]
+
     def get_wires(self, message_ids: Iterable[bytes]) -> dict[bytes, bytes]:
         messages = self._messages
         return {i: messages[i].wire for i in message_ids if i in messages}

@@ -236,6 +236,9 @@ _ADD_MESSAGE: Final = (
 )
 _ADD_PARENT: Final = "INSERT OR IGNORE INTO parents (parent, child) VALUES (?, ?)"
 _HAS_MESSAGE: Final = "SELECT 1 FROM messages WHERE id = ?"
+# Message IDs that start with a prefix: a range of the unique index (``id < ?`` unless the prefix
+# is all 0xff bytes).
+_IDS_FROM: Final = "SELECT id FROM messages WHERE id >= ? ORDER BY id LIMIT ?"
 _GET_MESSAGE: Final = (
     "SELECT group_id, timestamp, wire, parents, expires_at, delivered, seg, pos, size, "
     "stored_at FROM messages WHERE id = ?"
@@ -833,6 +836,19 @@ class SQLiteStore:
     def has_message(self, message_id: bytes) -> bool:
         try:
             return self._cur.execute(_HAS_MESSAGE, (message_id,)).fetchone() is not None
+        except sqlite3.Error as e:
+            raise self._error(e) from e
+
+    def ids_with_prefix(self, prefix: bytes, limit: int) -> list[bytes]:
+        """Up to ``limit`` stored message IDs that start with ``prefix``, in order (a range of
+        the ID index: no scan)."""
+        try:
+            out = []
+            for (mid,) in self._cur.execute(_IDS_FROM, (prefix, limit)):
+                if not mid.startswith(prefix):
+                    break
+                out.append(mid)
+            return out
         except sqlite3.Error as e:
             raise self._error(e) from e
 
