@@ -281,3 +281,20 @@ def test_an_engine_given_the_wall_clock_at_start_stamps_from_the_first_send(
     a.add_peer(G, B)
     mid = a.send(G, b"hi", now=12.0, timestamp=1)
     assert a.trace(mid).stored_ms == WALL0 + 2000
+
+
+def test_what_status_reads_goes_through_indexes(tmp_path: Path) -> None:
+    """``pending`` (every status call, per peer) and the prefix lookup never scan a table."""
+    from mvds_node.sync.store import _sqlite
+
+    path = tmp_path / "a.db"
+    SQLiteStore(path).close()
+    con = sqlite3.connect(path)
+    for statement, args in (
+        (_sqlite._PEER_PENDING, (B,)),
+        (_sqlite._IDS_FROM, (b"\x01", 2)),
+        (_sqlite._MESSAGE_ACKS, (B,)),
+    ):
+        plan = [row[-1] for row in con.execute(f"EXPLAIN QUERY PLAN {statement}", args)]
+        assert plan and all(not step.startswith("SCAN") for step in plan), plan
+    con.close()
