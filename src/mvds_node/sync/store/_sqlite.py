@@ -140,14 +140,18 @@ _RECORDS_INDEXES: Final = (
 # (when, and over which carrier: "tcp", "bundle", "remote-log" ...), and the last contact with each
 # peer per carrier, in each direction. A store of schema 2 gains them in one migration step,
 # ``_TRACE_MIGRATION``; a new store creates them with the rest of the schema.
+# Acknowledgements are keyed by the message's ``stored_at`` first: a message is acknowledged soon
+# after it is stored, so a transaction's ACKs land on the last pages of the table instead of one
+# random page each (what a key by message ID would cost in log writes).
 _TRACE_SCHEMA: Final = (
     "ALTER TABLE messages ADD COLUMN stored_at INTEGER NOT NULL DEFAULT 0",
     """CREATE TABLE acks (
+        stored_at INTEGER NOT NULL,
         message_id BLOB NOT NULL,
         peer BLOB NOT NULL,
         acked_at INTEGER NOT NULL,
         via TEXT NOT NULL,
-        PRIMARY KEY (message_id, peer)
+        PRIMARY KEY (stored_at, message_id, peer)
     ) WITHOUT ROWID""",
     """CREATE TABLE contacts (
         peer BLOB NOT NULL,
@@ -266,13 +270,13 @@ _GET_PEER_RECORDS: Final = {
     f"({', '.join('?' * n)})"
     for n in _CHUNK_SIZES
 }
-_FIND_MESSAGE: Final = "SELECT rowid, parents, seg FROM messages WHERE id = ?"
+_FIND_MESSAGE: Final = "SELECT rowid, parents, seg, stored_at FROM messages WHERE id = ?"
 _SEGMENT_USED: Final = "SELECT 1 FROM messages WHERE seg = ? LIMIT 1"
 _SEGMENT_END: Final = "SELECT max(pos + size) FROM messages WHERE seg = ?"
 _DELETE_MESSAGE: Final = "DELETE FROM messages WHERE rowid = ?"
 _DELETE_PARENT: Final = "DELETE FROM parents WHERE parent = ? AND child = ?"
 _DELETE_MESSAGE_RECORDS: Final = "DELETE FROM records WHERE message_id = ?"
-_DELETE_MESSAGE_ACKS: Final = "DELETE FROM acks WHERE message_id = ?"
+_DELETE_MESSAGE_ACKS: Final = "DELETE FROM acks WHERE stored_at = ? AND message_id = ?"
 _MARK_DELIVERED: Final = "UPDATE messages SET delivered = 1 WHERE id = ? AND delivered = 0"
 _UNDELIVERED: Final = f"SELECT {_MESSAGE} FROM messages WHERE delivered = 0 ORDER BY rowid"
 # An expiring message is never a parent: only children that do not expire count.
@@ -325,10 +329,15 @@ _MIN_DUE: Final = "SELECT min(send_epoch) FROM records WHERE parked = 0"
 _COUNT_RECORDS: Final = "SELECT count(*) FROM records"
 _COUNT_PEER_RECORDS: Final = "SELECT count(*) FROM records WHERE peer = ?"
 
+# Only a stored message is acknowledged (an ACK ends only OFFER and MESSAGE records).
 _PUT_ACK: Final = (
-    "INSERT OR REPLACE INTO acks (message_id, peer, acked_at, via) VALUES (?, ?, ?, ?)"
+    "INSERT OR REPLACE INTO acks (stored_at, message_id, peer, acked_at, via) "
+    "SELECT stored_at, id, ?2, ?3, ?4 FROM messages WHERE id = ?1"
 )
-_MESSAGE_ACKS: Final = "SELECT peer, acked_at, via FROM acks WHERE message_id = ? ORDER BY peer"
+_MESSAGE_ACKS: Final = (
+    "SELECT a.peer, a.acked_at, a.via FROM messages AS m JOIN acks AS a "
+    "ON a.stored_at = m.stored_at AND a.message_id = m.id WHERE m.id = ? ORDER BY a.peer"
+)
 _PUT_CONTACT: Final = (
     "INSERT OR REPLACE INTO contacts (peer, carrier, sent_at, received_at) VALUES (?, ?, ?, ?)"
 )
@@ -1028,7 +1037,7 @@ class SQLiteStore:
                 cur = self._cur
                 row = cur.execute(_FIND_MESSAGE, (message_id,)).fetchone()
                 if row is not None:
-                    rowid, parents, seg = row
+                    rowid, parents, seg, stored_at = row
                     cur.execute(_DELETE_MESSAGE, (rowid,))
                     if seg is not None:
                         self._emptied.add(seg)
@@ -1038,8 +1047,8 @@ class SQLiteStore:
                         )
                     if self._message_count is not None:
                         self._message_count -= 1
+                    cur.execute(_DELETE_MESSAGE_ACKS, (stored_at, message_id))
                 cur.execute(_DELETE_MESSAGE_RECORDS, (message_id,))
-                cur.execute(_DELETE_MESSAGE_ACKS, (message_id,))
         except sqlite3.Error as e:
             raise self._error(e) from e
 
