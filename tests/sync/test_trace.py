@@ -298,3 +298,14 @@ def test_what_status_reads_goes_through_indexes(tmp_path: Path) -> None:
         plan = [row[-1] for row in con.execute(f"EXPLAIN QUERY PLAN {statement}", args)]
         assert plan and all(not step.startswith("SCAN") for step in plan), plan
     con.close()
+
+
+def test_an_offered_message_we_lack_counts_in_the_group_of_who_offered_it(store: Store) -> None:
+    a = engine(store)
+    missing = message_id(G, 5, b"offered")
+    a.receive_payload(B, encode_payload(offers=[missing]), now=0.0, via="tcp")
+    peers, groups = a.sync_status([B])
+    assert peers[0].requested == 1
+    assert (groups[0].lacking, groups[0].lacking_ids) == (1, ((missing, (B,)),))
+    t = a.trace(missing)
+    assert not t.stored and [(p.peer, p.state) for p in t.peers] == [(B, "requesting")]

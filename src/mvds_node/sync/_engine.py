@@ -583,7 +583,9 @@ class Engine:
         peer index, not a scan of the whole store), messages we ask it for, and the last
         contact per carrier. Per group: messages we know of but lack (with whom we ask) and
         messages held for a missing parent (with which), counted from what the engine keeps
-        in memory; at most ``limit`` of each are listed.
+        in memory; at most ``limit`` of each are listed. An offered message whose group is not
+        known yet counts in the group the peers that offered it share with us, if they share
+        one only (and in every case in their ``requested``).
         """
         store = self._store
         requests = self._requests
@@ -599,8 +601,15 @@ class Engine:
         )
         lacking: dict[bytes, list[tuple[bytes, tuple[bytes, ...]]]] = {}
         lacking_count: dict[bytes, int] = {}
+        groups_of = self._peers.groups_of
         for mid, asked in requests.by_id.items():
-            for group in set(asked.values()):
+            named = {g for g in asked.values() if g}
+            if not named:
+                # Offered, its group not known yet: the group it must be in, if the peers
+                # that offered it share only one with us (else it counts per peer only).
+                shared = set.intersection(*(set(groups_of(p)) for p in asked))
+                named = shared if len(shared) == 1 else set()
+            for group in named:
                 lacking_count[group] = lacking_count.get(group, 0) + 1
                 listed = lacking.setdefault(group, [])
                 if len(listed) < limit:

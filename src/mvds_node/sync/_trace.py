@@ -132,11 +132,6 @@ class Contacts:
                 stored[key] = (sent, received)
         return out
 
-    def forget(self, peer: bytes) -> None:
-        for key in [k for k in self.last if k[0] == peer]:
-            del self.last[key]
-            self._stored.pop(key, None)
-
     def of(self, peer: bytes) -> dict[str, tuple[int, int]]:
         """``carrier -> (sent_ms, received_ms)`` for ``peer``."""
         return {c: (v[0], v[1]) for (p, c), v in self.last.items() if p == peer}
