@@ -123,7 +123,7 @@ def key(state: State, log: bool, ipns: bool) -> None:
 @common_options
 @pass_state
 def status(state: State) -> None:
-    """Show identity, groups, peers and counters."""
+    """Show identity, groups, peers, what is pending, counters."""
     config = state.config()
     doc = trio.run(node_status, config)
     out = state.output
@@ -240,9 +240,11 @@ def _names(names: dict[str, str], keys: list[str]) -> str:
 @common_options
 @pass_state
 def trace(state: State, message_id: str) -> None:
-    """Show every fact the node holds about one message: stored when, held or not, parents
-    missing; per peer offered, sent or requested (how often, over which carrier, next retry,
-    given up) or acknowledged (when, how); our remote log's head sequence; expiry.
+    """Show where a message is: stored, sent, acked.
+
+    Every fact the node holds about it: stored when, held or not, parents missing; per peer
+    offered, sent or requested (how often, over which carrier, next retry, given up) or
+    acknowledged (when, how); our remote log's head sequence; expiry.
 
     ID is the message ID in hex, or its first digits (at least 8) as `send` shows them."""
     config = state.config()
