@@ -503,6 +503,7 @@ class Node:
                 pending=sync[k].pending if k in sync else 0,
                 available_until_ms=self._driver.available_until.get(k, 0),
                 pending_bytes=sync[k].pending_bytes if k in sync else 0,
+                pending_bytes_exact=sync[k].pending_bytes_exact if k in sync else True,
                 requested=sync[k].requested if k in sync else 0,
                 contacts=tuple(
                     Contact(c, sent, received)

@@ -44,7 +44,9 @@ class PeerStatus:
     """Records (messages, offers, requests) still waiting for this peer's acknowledgement."""
     available_until_ms: int = 0
     pending_bytes: int = 0
-    """Bytes of the messages among them: what is still to go to it."""
+    """Bytes of the messages among them: what is still to go to it (estimated past 1,000
+    messages: the oldest 1,000 at their mean size)."""
+    pending_bytes_exact: bool = True
     requested: int = 0
     """Messages we lack and ask this peer for."""
     contacts: tuple[Contact, ...] = ()

@@ -228,6 +228,8 @@ class PeerSync:
     """Records still owed to it (messages, offers) or asked of it (requests)."""
     pending_bytes: int
     """Bytes of the messages among them: what is still to go to it."""
+    pending_bytes_exact: bool
+    """False past ``sample`` messages: the bytes of the oldest ``sample`` at their mean size."""
     requested: int
     """Messages we lack and ask it for."""
     contacts: dict[str, tuple[int, int]]
@@ -575,7 +577,7 @@ class Engine:
         )
 
     def sync_status(
-        self, peers: Iterable[bytes], *, limit: int = 10
+        self, peers: Iterable[bytes], *, limit: int = 10, sample: int = 1000
     ) -> tuple[tuple[PeerSync, ...], tuple[GroupSync, ...]]:
         """How far each of ``peers`` and each group is in sync, as a snapshot.
 
@@ -583,9 +585,11 @@ class Engine:
         peer index, not a scan of the whole store), messages we ask it for, and the last
         contact per carrier. Per group: messages we know of but lack (with whom we ask) and
         messages held for a missing parent (with which), counted from what the engine keeps
-        in memory; at most ``limit`` of each are listed. An offered message whose group is not
-        known yet counts in the group the peers that offered it share with us, if they share
-        one only (and in every case in their ``requested``).
+        in memory; at most ``limit`` of each are listed. Pending bytes are exact up to
+        ``sample`` messages per peer; past it the oldest ``sample`` are read and the rest
+        counted at their mean size (``pending_bytes_exact`` says which). An offered message
+        whose group is not known yet counts in the group the peers that offered it share with
+        us, if they share one only (and in every case in their ``requested``).
         """
         store = self._store
         requests = self._requests
@@ -593,7 +597,7 @@ class Engine:
         per_peer = tuple(
             PeerSync(
                 peer,
-                *store.pending(peer),
+                *store.pending(peer, sample),
                 requested=requests.per_peer.get(peer, 0),
                 contacts=contacts.of(peer),
             )

@@ -170,7 +170,8 @@ def status(state: State) -> None:
         up = ("connected", "green") if p["connected"] else ("not connected", "dim")
         pending = f", {p['pending']} pending"
         if p.get("pending_bytes"):
-            pending += f" ({_bytes(p['pending_bytes'])} to go)"
+            about = "" if p.get("pending_bytes_exact", True) else "about "
+            pending += f" ({about}{_bytes(p['pending_bytes'])} to go)"
         if p.get("requested"):
             pending += f", {p['requested']} asked of it"
         out.line(f"  peer      {p['name'] or p['key'][:16]}: ", up, pending)

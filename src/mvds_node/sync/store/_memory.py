@@ -275,15 +275,20 @@ class MemoryStore:
     def load_contacts(self) -> list[tuple[bytes, str, int, int]]:
         return [(p, c, s, r) for (p, c), (s, r) in self._contacts.items()]
 
-    def pending(self, peer: bytes) -> tuple[int, int]:
-        count = size = 0
+    def pending(self, peer: bytes, sample: int) -> tuple[int, int, bool]:
+        count = size = read = kinds = 0
         messages = self._messages
         for r in self._records.values():
             if r.peer == peer:
                 count += 1
-                if r.type is RecordType.MESSAGE and (m := messages.get(r.message_id)):
-                    size += len(m.wire)
-        return count, size
+                if r.type is RecordType.MESSAGE:
+                    kinds += 1
+                    if read < sample and (m := messages.get(r.message_id)):
+                        size += len(m.wire)
+                        read += 1
+        if kinds <= sample:
+            return count, size, True
+        return count, size * kinds // max(1, read), False
 
     # Engine metadata.
     def get_epoch(self) -> int:

@@ -164,9 +164,10 @@ class Store(Protocol):
         ...
 
     def load_contacts(self) -> list[tuple[bytes, str, int, int]]: ...
-    def pending(self, peer: bytes) -> tuple[int, int]:
-        """``peer``'s records and the bytes of the messages among them, without reading
-        other peers' records."""
+    def pending(self, peer: bytes, sample: int) -> tuple[int, int, bool]:
+        """``peer``'s records and the bytes of the messages among them, and whether those
+        bytes are exact: past ``sample`` messages, the oldest ``sample`` are read and the rest
+        counted at their mean size. Never reads other peers' records."""
         ...
 
     # Engine metadata.
@@ -196,7 +197,7 @@ class StoreReader(Protocol):
     def record_count(self, peer: bytes | None = None) -> int: ...
     def acks_for_message(self, message_id: bytes) -> list[tuple[bytes, int, str]]: ...
     def load_contacts(self) -> list[tuple[bytes, str, int, int]]: ...
-    def pending(self, peer: bytes) -> tuple[int, int]: ...
+    def pending(self, peer: bytes, sample: int) -> tuple[int, int, bool]: ...
     def get_epoch(self) -> int: ...
 
 
@@ -279,8 +280,8 @@ class StoreView:
     def load_contacts(self) -> list[tuple[bytes, str, int, int]]:
         return self._store.load_contacts()
 
-    def pending(self, peer: bytes) -> tuple[int, int]:
-        return self._store.pending(peer)
+    def pending(self, peer: bytes, sample: int) -> tuple[int, int, bool]:
+        return self._store.pending(peer, sample)
 
     def get_epoch(self) -> int:
         return self._store.get_epoch()

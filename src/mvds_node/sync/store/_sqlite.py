@@ -342,13 +342,14 @@ _PUT_CONTACT: Final = (
     "INSERT OR REPLACE INTO contacts (peer, carrier, sent_at, received_at) VALUES (?, ?, ?, ?)"
 )
 _CONTACTS: Final = "SELECT peer, carrier, sent_at, received_at FROM contacts"
-# What a peer still needs from us: its records (the peer index), and the bytes of the messages
-# among them (one lookup per MESSAGE record by the messages' unique index).
-_PEER_PENDING: Final = (
-    "SELECT count(*), coalesce(sum(CASE WHEN r.type = 2 THEN "
-    "coalesce(m.size, length(m.wire)) ELSE 0 END), 0) "
-    "FROM records AS r LEFT JOIN messages AS m ON r.type = 2 AND m.id = r.message_id "
-    "WHERE r.peer = ?"
+# What a peer still needs from us: its records and how many are MESSAGEs (the peer index), and
+# the bytes of up to a sample of those messages, the oldest (one lookup each by the messages'
+# unique index).
+_PEER_PENDING: Final = "SELECT count(*), coalesce(sum(type = 2), 0) FROM records WHERE peer = ?"
+_PEER_PENDING_BYTES: Final = (
+    "SELECT count(*), coalesce(sum(coalesce(m.size, length(m.wire))), 0) FROM "
+    "(SELECT message_id FROM records WHERE peer = ? AND type = 2 ORDER BY seq LIMIT ?) AS r "
+    "JOIN messages AS m ON m.id = r.message_id"
 )
 
 _GET_EPOCH: Final = "SELECT value FROM meta WHERE key = 'epoch'"
@@ -1368,14 +1369,18 @@ class SQLiteStore:
         except sqlite3.Error as e:
             raise self._error(e) from e
 
-    def pending(self, peer: bytes) -> tuple[int, int]:
+    def pending(self, peer: bytes, sample: int) -> tuple[int, int, bool]:
         """``peer``'s records, and the bytes of the messages among them (what it still needs
-        from us): read through the peer index, without a scan of other peers' records."""
+        from us), exact up to ``sample`` messages, past it the oldest ``sample`` at their mean
+        size: read through the peer index, without a scan of other peers' records."""
         try:
-            count, size = self._cur.execute(_PEER_PENDING, (peer,)).fetchone()
+            count, kinds = self._cur.execute(_PEER_PENDING, (peer,)).fetchone()
+            read, size = self._cur.execute(_PEER_PENDING_BYTES, (peer, sample)).fetchone()
         except sqlite3.Error as e:
             raise self._error(e) from e
-        return int(count), int(size)
+        if kinds <= sample:
+            return int(count), int(size), True
+        return int(count), int(size) * int(kinds) // max(1, int(read)), False
 
     # ------------------------------------------------------------------- engine
 
