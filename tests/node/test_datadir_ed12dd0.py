@@ -22,6 +22,7 @@ from click.testing import CliRunner
 from mvds_node.node import load_config, open_node
 from mvds_node.node.cli import root as cli_root
 from mvds_node.sync import SQLiteStore
+from mvds_node.sync.store._sqlite import SCHEMA_VERSION
 from mvds_node.transports import MemoryHub
 
 from .test_datadir_55a02fa import HubCarrier, key, without_remote_log
@@ -56,7 +57,8 @@ def test_the_store_migrates_keeps_every_message_and_fills_the_inbox(tmp_path: Pa
         with SQLiteStore(path) as again:  # opened again: migrated once, nothing added
             assert len(again.inbox_after(0, 100)) == len(manifest["stored"][name])
         con = sqlite3.connect(path)
-        assert con.execute("PRAGMA user_version").fetchone()[0] == 3  # the inbox's schema
+        # Through the inbox (3) and the trace facts (4).
+        assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
         con.close()
 
 

@@ -148,6 +148,7 @@ async def test_events_are_the_engines_and_encode_to_json(
             "type": "acked",
             "message_id": mid.hex(),
             "peer": bob.identity.public_key.hex(),
+            "via": "memory",  # the carrier the acknowledgement came over
         }
         json.dumps(alice.status().to_json())  # the snapshot is JSON all through
         await alice.send("chat", b"typing", ephemeral=True)

@@ -215,12 +215,18 @@ async def test_a_bug_on_one_packet_or_event_is_reported_and_the_node_serves_on(
     real_reset = Engine.reset_peer
 
     def receive_payloads(
-        self: Engine, peer: bytes, payloads: Iterable[bytes], *, now: float, direct: bool = False
+        self: Engine,
+        peer: bytes,
+        payloads: Iterable[bytes],
+        *,
+        now: float,
+        direct: bool = False,
+        via: str = "",
     ) -> None:
         payloads = list(payloads)
         if any(b"BOOM" in bytes(p) for p in payloads):
             raise RuntimeError("a bug in the engine")
-        real_receive(self, peer, payloads, now=now, direct=direct)
+        real_receive(self, peer, payloads, now=now, direct=direct, via=via)
 
     def reset_peer(self: Engine, peer: bytes, *, now: float) -> int:
         if peer == carol.public_key:

@@ -52,9 +52,12 @@ from mvds_node.node._inbox import InboxReader as InboxReader
 from mvds_node.node._node import Node as Node
 from mvds_node.node._node import open_node as open_node
 from mvds_node.node._remotelog import LogStatus as LogStatus
+from mvds_node.node._status import Contact as Contact
 from mvds_node.node._status import GroupStatus as GroupStatus
 from mvds_node.node._status import NodeStatus as NodeStatus
 from mvds_node.node._status import PeerStatus as PeerStatus
+from mvds_node.node._status import Trace as Trace
+from mvds_node.node._status import WaitingFor as WaitingFor
 from mvds_node.node._subscribers import Message as Message
 from mvds_node.sync import GaveUp as GaveUp
 from mvds_node.sync import MessageAcked as MessageAcked
@@ -85,6 +88,9 @@ __all__ = [
     "NodeConfig",
     "NodeEvent",
     "NodeStatus",
+    "Contact",
+    "Trace",
+    "WaitingFor",
     "PayloadRejected",
     "PeerConfig",
     "PeerConnected",

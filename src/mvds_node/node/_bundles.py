@@ -202,7 +202,10 @@ def import_bundle(
     before_dup = stats.duplicates_received
     try:
         engine.receive_payloads(
-            sender, _counted(bundle.payloads(), header.chunks, apply_progress), now=now
+            sender,
+            _counted(bundle.payloads(), header.chunks, apply_progress),
+            now=now,
+            via="bundle",
         )
     except BundleError:
         raise

@@ -24,7 +24,15 @@ import trio
 from mvds_node.errors import TransportBroken, TransportClosed
 from mvds_node.transports import Transport, TransportEvent
 
-__all__ = ["CarrierEvent", "CarrierFailed", "CarrierOpened", "describe", "read_events", "supervise"]
+__all__ = [
+    "carrier_name",
+    "CarrierEvent",
+    "CarrierFailed",
+    "CarrierOpened",
+    "describe",
+    "read_events",
+    "supervise",
+]
 
 REOPEN_DELAYS: Final = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 """Seconds between attempts to reopen a failed carrier (the last one repeats)."""
@@ -64,6 +72,15 @@ class CarrierEvent:
 
     carrier: Transport
     event: TransportEvent
+
+
+def carrier_name(carrier: Transport) -> str:
+    """A carrier's short name, as traces and ``status`` show it: its ``name`` attribute, else
+    its class name without ``Transport``, in lower case (``tcp``, ``multicast``, ``memory``)."""
+    name = getattr(carrier, "name", None)
+    if isinstance(name, str) and name:
+        return name
+    return type(carrier).__name__.removesuffix("Transport").lower() or "carrier"
 
 
 def describe(carrier: Transport) -> str:

@@ -31,7 +31,13 @@ from typing import Final, cast, final
 import trio
 
 from mvds_node.errors import StoreError, TransportError, describe_failure
-from mvds_node.node._carriers import CarrierEvent, CarrierFailed, CarrierOpened, describe
+from mvds_node.node._carriers import (
+    CarrierEvent,
+    CarrierFailed,
+    CarrierOpened,
+    carrier_name,
+    describe,
+)
 from mvds_node.node._config import GroupConfig
 from mvds_node.node._envelope import Authors, unwrap
 from mvds_node.node._events import (
@@ -76,6 +82,11 @@ _INPUTS_BATCH: Final = 256
 _STORE_RETRY_SECONDS: Final = 1.0
 """While the store refuses writes (disk full), the loop retries its own work (timers,
 retransmissions) at most this often instead of at once: no busy loop against a full disk."""
+
+
+LOG_VIA: Final = "remote-log"
+"""How payloads read from a remote log (messages, and ACKs from acknowledgement records) are
+named as they enter the engine (``via``)."""
 
 
 def wall_ms() -> int:
@@ -145,6 +156,7 @@ class Driver:
         self._inputs_send, self._inputs = trio.open_memory_channel[Input | None](INPUTS_SIZE)
         self._caps: dict[bytes, PeerCapabilities] = {}  # what the engine was told, per peer
         self._congested: dict[bytes, int] = {}
+        self._names: dict[int, str] = {}  # id(carrier) -> its short name
         self._nursery: trio.Nursery | None = None
         self.names: dict[bytes, str] = {}
         """Group names by ID, for delivered messages."""
@@ -251,6 +263,7 @@ class Driver:
         # records stay due) before the error reaches the loop.
         with self._engine.batch():
             payloads = self._engine.payloads_to_send(now=now, max_payload_bytes=self._max_payload)
+        engine = self._engine
         for peer, payload in payloads:
             carrier = router.route(peer)
             frame = encode_frame(SyncFrame(payload))
@@ -264,6 +277,7 @@ class Driver:
                 # congestion lasts, instead of a retransmission gap or a stalled loop.
                 if carrier.offer(peer, frame):
                     self._congested.pop(peer, None)
+                    engine.payload_sent(peer, self.name_of(carrier), now=now)
                 else:
                     n = self._congested[peer] = self._congested.get(peer, 0) + 1
                     self._not_sent(peer, payload, now=now, retry_in_epochs=min(8, n))
@@ -271,6 +285,14 @@ class Driver:
                 continue
             with contextlib.suppress(TransportError):  # the engine retransmits
                 await carrier.send(peer, frame)
+                engine.payload_sent(peer, self.name_of(carrier), now=now)
+
+    def name_of(self, carrier: Transport) -> str:
+        """The carrier's short name (``carrier_name``), looked up once."""
+        name = self._names.get(id(carrier))
+        if name is None:
+            name = self._names[id(carrier)] = carrier_name(carrier)
+        return name
 
     def _not_sent(
         self, peer: bytes, payload: bytes, *, now: float, retry_in_epochs: int = 1
@@ -344,7 +366,7 @@ class Driver:
                 self._carrier_event(item.carrier, item.event)
             elif isinstance(item, _LogFeed):
                 try:
-                    self._receive_sync(item.peer, item.payload)
+                    self._receive_sync(item.peer, item.payload, LOG_VIA)
                 finally:
                     item.done.set()
             elif isinstance(item, CarrierOpened):
@@ -375,7 +397,9 @@ class Driver:
                 # The common case, and up to megabytes: the engine reads the payload where it
                 # is, without a copy into a SyncFrame.
                 with memoryview(packet) as view:
-                    self._receive_sync(peer, view[HEADER_SIZE:], direct=direct)
+                    self._receive_sync(
+                        peer, view[HEADER_SIZE:], self.name_of(transport), direct=direct
+                    )
                 return
             frame = decode_checked(packet)
         except FrameError as e:
@@ -391,7 +415,7 @@ class Driver:
         # Pong, UnknownControl: nothing to do.
 
     def _receive_sync(
-        self, peer: bytes, payload: bytes | memoryview, *, direct: bool = False
+        self, peer: bytes, payload: bytes | memoryview, via: str, *, direct: bool = False
     ) -> None:
         """Hand one sync payload to the engine as one input: if the store fails, the engine
         rolls it back whole (nothing of it is delivered or acknowledged, so the peer sends it
@@ -402,7 +426,7 @@ class Driver:
             # receive_payloads hands each item to receive_payload, which reads a memoryview
             # where it is: no copy of a payload of up to megabytes.
             engine.receive_payloads(
-                peer, (cast(bytes, payload),), now=trio.current_time(), direct=direct
+                peer, (cast(bytes, payload),), now=trio.current_time(), direct=direct, via=via
             )
         except StoreError as e:
             self.store_failed(e)

@@ -98,7 +98,14 @@ from mvds_node.node._inbox import (
 from mvds_node.node._memory import keep_freed_memory
 from mvds_node.node._remotelog import RemoteLogService, backend_for, credentials_from
 from mvds_node.node._routing import Route, Router
-from mvds_node.node._status import GroupStatus, NodeStatus, PeerStatus
+from mvds_node.node._status import (
+    Contact,
+    GroupStatus,
+    NodeStatus,
+    PeerStatus,
+    Trace,
+    WaitingFor,
+)
 from mvds_node.node._subscribers import Message, Subscribers
 from mvds_node.remotelog import LogSettings
 from mvds_node.sync import (
@@ -171,7 +178,11 @@ class Node:
         )
         self._mismatches: set[tuple[bytes, bytes]] = set()
         self._engine = Engine(
-            store, config=self._sync, now=trio.current_time(), validate=self._authors
+            store,
+            config=self._sync,
+            now=trio.current_time(),
+            wall=wall_ms(),
+            validate=self._authors,
         )
         self._tcp = TcpTransport(
             identity.noise,
@@ -668,12 +679,17 @@ class Node:
     # ----------------------------------------------------------------- status
 
     def status(self) -> NodeStatus:
-        """A snapshot of identity, groups, peers (connected, pending records) and counters."""
-        pending: dict[bytes, int] = {}
-        for peer in {m for g in self.config.groups for m in g.members}:
-            pending[peer] = self._store.record_count(peer)
+        """A snapshot of identity, groups, peers and counters, and how far each peer and group
+        is in sync: per peer, records pending and their bytes, messages asked of it and the
+        last contact per carrier; per group, messages we lack (and whom we ask), messages held
+        for a missing parent (and which), and the remote log's lag. It reads the store through
+        its indexes (each peer's records), never a scan of every message."""
+        members = dict.fromkeys(m for g in self.config.groups for m in g.members)
+        members.pop(self.identity.public_key, None)
+        per_peer, per_group = self._engine.sync_status(members)
+        sync = {p.peer: p for p in per_peer}
         known = {p.key: p for p in self.config.peers}
-        keys = dict.fromkeys([*known, *pending, *self._driver.connected])
+        keys = dict.fromkeys([*known, *sync, *self._driver.connected])
         keys.pop(self.identity.public_key, None)
         peers = tuple(
             PeerStatus(
@@ -681,26 +697,97 @@ class Node:
                 name=known[k].name if k in known else "",
                 address=self._driver.connected.get(k) or _static_address(known.get(k)),
                 connected=k in self._driver.connected,
-                pending=pending.get(k, 0),
+                pending=sync[k].pending if k in sync else 0,
                 available_until_ms=self._driver.available_until.get(k, 0),
+                pending_bytes=sync[k].pending_bytes if k in sync else 0,
+                pending_bytes_exact=sync[k].pending_bytes_exact if k in sync else True,
+                requested=sync[k].requested if k in sync else 0,
+                contacts=tuple(
+                    Contact(c, sent, received)
+                    for c, (sent, received) in sorted(sync[k].contacts.items())
+                )
+                if k in sync
+                else (),
             )
             for k in keys
         )
+        groups_sync = {g.group_id: g for g in per_group}
+        logs = tuple(self._remote_log.status.values()) if self._remote_log else ()
+        groups = []
+        for g in self.config.groups:
+            gs = groups_sync.get(g.id)
+            mine = [log for log in logs if log.group == g.name]
+            groups.append(
+                GroupStatus(
+                    g.name,
+                    g.id,
+                    g.mode.value,
+                    g.members,
+                    lacking=0 if gs is None else gs.lacking,
+                    lacking_ids=()
+                    if gs is None
+                    else tuple(WaitingFor(m, on) for m, on in gs.lacking_ids),
+                    held=0 if gs is None else gs.held,
+                    held_ids=()
+                    if gs is None
+                    else tuple(WaitingFor(m, on) for m, on in gs.held_ids),
+                    log_behind=sum(log.behind for log in mine if not log.mine),
+                    log_queued=sum(log.queued for log in mine if log.mine),
+                )
+            )
         return NodeStatus(
             key=self.identity.public_key,
             name=self.config.name,
             listening=self._listening,
             messages_stored=self._store.message_count(),
-            groups=tuple(
-                GroupStatus(g.name, g.id, g.mode.value, g.members) for g in self.config.groups
-            ),
+            groups=tuple(groups),
             peers=peers,
             engine=dataclasses.asdict(self._engine.statistics()),
             events_dropped=self._subscribers.events_dropped,
             refused=self._driver.refused,
-            logs=tuple(self._remote_log.status.values()) if self._remote_log else (),
+            logs=logs,
             carriers_down=tuple(self._driver.down.values()),
             store_error=self._driver.store_error,
+        )
+
+    def message_ids(self, prefix: bytes, *, limit: int = 2) -> list[bytes]:
+        """Up to ``limit`` stored message IDs that start with ``prefix`` (for an ID written
+        short, as ``mvds-node send`` shows it), read from the store's ID index."""
+        return self._engine.store_view.ids_with_prefix(prefix, limit)
+
+    def trace(self, message_id: bytes) -> Trace:
+        """Every fact the node holds about one message: stored when, expiry, held for causal
+        order and which parents are missing (and whom we ask for them); per peer: offered,
+        sent or requested (transmissions, carrier, next retry, given up) or acknowledged (when,
+        and how: ``tcp``, ``bundle``, ``remote-log`` ...); in our remote log at which head
+        sequence. A snapshot: nothing changes. Works on a node that is not running too (the
+        facts are in the store; next retries then count running time from now)."""
+        now, wall = trio.current_time(), wall_ms()
+        t = self._engine.trace(message_id, now=now, wall=wall)
+        names = {g.id: g.name for g in self.config.groups}
+        group = names.get(t.group_id, t.group_id.hex()) if t.group_id else ""
+        seq, queued = (
+            self._remote_log.position(message_id)
+            if self._remote_log is not None and t.stored
+            else (0, False)
+        )
+        return Trace(
+            message_id=message_id,
+            known=t.known,
+            stored=t.stored,
+            group=group,
+            group_id=t.group_id,
+            timestamp=t.timestamp,
+            stored_ms=t.stored_ms,
+            expires_ms=t.expires_ms,
+            held=t.held,
+            parents=t.parents,
+            parents_missing=tuple(WaitingFor(p, peers) for p, peers in t.asked),
+            waiting_children=t.waiting_children,
+            peers=t.peers,
+            log_seq=seq,
+            log_queued=queued,
+            taken_ms=wall,
         )
 
     # ----------------------------------------------------------------- the service

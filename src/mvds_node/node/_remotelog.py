@@ -345,6 +345,16 @@ class RemoteLogService:
                 ),
             )
 
+    def position(self, message_id: bytes) -> tuple[int, bool]:
+        """Where one of our messages is in our remote log: the head sequence it went out in
+        (0: not published, or no longer in the ledger: acknowledged by every reader, or older
+        than the ledger keeps), and whether it still waits in the upload queue."""
+        row = self._db.execute(
+            "SELECT min(seq) FROM published WHERE id = ?", (message_id,)
+        ).fetchone()
+        queued = self._db.execute("SELECT 1 FROM queue WHERE id = ? LIMIT 1", (message_id,))
+        return (int(row[0]) if row and row[0] is not None else 0), queued.fetchone() is not None
+
     def close(self) -> None:
         self._db.close()
 

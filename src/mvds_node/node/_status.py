@@ -1,4 +1,5 @@
-"""Snapshots of a running node for people and scripts (``mvds-node status``)."""
+"""Snapshots of a node for people and scripts: ``mvds-node status`` (:class:`NodeStatus`) and
+``mvds-node trace`` (:class:`Trace`)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,29 @@ from typing import Any, final
 
 from mvds_node.node._events import to_json
 from mvds_node.node._remotelog import LogStatus
+from mvds_node.sync import PeerTrace
 
-__all__ = ["GroupStatus", "NodeStatus", "PeerStatus"]
+__all__ = ["Contact", "GroupStatus", "NodeStatus", "PeerStatus", "Trace", "WaitingFor"]
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """The last contact with a peer over one carrier, each way (Unix ms; 0: never)."""
+
+    carrier: str
+    sent_ms: int
+    received_ms: int
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class WaitingFor:
+    """A message and what it waits for: the peers asked for a message we lack, or the
+    parents a held message waits for."""
+
+    message_id: bytes
+    on: tuple[bytes, ...]
 
 
 @final
@@ -21,6 +43,14 @@ class PeerStatus:
     pending: int
     """Records (messages, offers, requests) still waiting for this peer's acknowledgement."""
     available_until_ms: int = 0
+    pending_bytes: int = 0
+    """Bytes of the messages among them: what is still to go to it (estimated past 1,000
+    messages: the oldest 1,000 at their mean size)."""
+    pending_bytes_exact: bool = True
+    requested: int = 0
+    """Messages we lack and ask this peer for."""
+    contacts: tuple[Contact, ...] = ()
+    """The last contact per carrier, each way (kept across restarts)."""
 
 
 @final
@@ -30,6 +60,18 @@ class GroupStatus:
     id: bytes
     mode: str
     members: tuple[bytes, ...]
+    lacking: int = 0
+    """Messages we know of (offered, or named as a parent) but lack."""
+    lacking_ids: tuple[WaitingFor, ...] = ()
+    """Some of them (up to 10), each with the peers we ask for it."""
+    held: int = 0
+    """Messages held by consistent delivery until a missing parent arrives."""
+    held_ids: tuple[WaitingFor, ...] = ()
+    """Some of them (up to 10), each with the parents it waits for."""
+    log_behind: int = 0
+    """The remote log's lag: messages of members' logs we lacked at the last poll."""
+    log_queued: int = 0
+    """Our messages waiting to be uploaded to our remote log."""
 
 
 @final
@@ -54,5 +96,45 @@ class NodeStatus:
 
     def to_json(self) -> dict[str, Any]:
         """The snapshot as JSON data, in the encoding of :func:`~mvds_node.node.to_json`."""
+        data: dict[str, Any] = to_json(self)
+        return data
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Trace:
+    """Every fact the node holds about one message (``node.trace``, ``mvds-node trace``)."""
+
+    message_id: bytes
+    known: bool
+    """Whether the node knows anything of it (stored, owed, asked for, or waited for)."""
+    stored: bool
+    group: str = ""
+    """The group's name (its ID in hex if it is not configured; empty: not known)."""
+    group_id: bytes = b""
+    timestamp: int = 0
+    stored_ms: int = 0
+    """When it was stored here (Unix ms; 0: not known)."""
+    expires_ms: int = 0
+    """When it expires everywhere (Unix ms; 0: never)."""
+    held: bool = False
+    """Consistent delivery holds it until its parents are delivered."""
+    parents: tuple[bytes, ...] = ()
+    parents_missing: tuple[WaitingFor, ...] = ()
+    """Its parents we lack, each with the peers we ask for it."""
+    waiting_children: tuple[bytes, ...] = ()
+    """Messages held until this one arrives (it is a parent we lack)."""
+    peers: tuple[PeerTrace, ...] = ()
+    """Each peer's part: offered, sent or requested (transmissions, next retry, given up,
+    carrier), or acknowledged (when, over which carrier)."""
+    log_seq: int = 0
+    """The head sequence of our remote log it went out in (0: not in it, or not known)."""
+    log_queued: bool = False
+    """It waits to be uploaded to our remote log."""
+    taken_ms: int = 0
+    """When this trace was taken (Unix ms): next retries are relative to it."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The trace as JSON data, in the encoding of :func:`~mvds_node.node.to_json`."""
         data: dict[str, Any] = to_json(self)
         return data

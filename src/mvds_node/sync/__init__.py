@@ -20,7 +20,7 @@ Inside the package, a message's path runs through: ``_engine`` (the facade: inpu
 out) → ``_send`` or ``_receive`` → ``_state`` (every record change, one table) and the store →
 ``_causal`` (frontier, held messages, delivery order) → ``_drain`` (packing payloads); per-peer
 memory is in ``_peers``, request bounds in ``_requests``, snapshots for one-way carriers in
-``_export``.
+``_export``, and what :meth:`Engine.trace` reports about one message in ``_trace``.
 """
 
 from __future__ import annotations
@@ -37,7 +37,11 @@ from mvds_node.sync._config import RelayPolicy as RelayPolicy
 from mvds_node.sync._config import SyncConfig as SyncConfig
 from mvds_node.sync._engine import Engine as Engine
 from mvds_node.sync._engine import EngineStatistics as EngineStatistics
+from mvds_node.sync._engine import GroupSync as GroupSync
+from mvds_node.sync._engine import MessageTrace as MessageTrace
 from mvds_node.sync._engine import Outstanding as Outstanding
+from mvds_node.sync._engine import PeerSync as PeerSync
+from mvds_node.sync._engine import PeerTrace as PeerTrace
 from mvds_node.sync._events import Event as Event
 from mvds_node.sync._events import GaveUp as GaveUp
 from mvds_node.sync._events import MessageAcked as MessageAcked
@@ -89,6 +93,10 @@ __all__ = [
     "MissingParents",
     "Mode",
     "Outstanding",
+    "GroupSync",
+    "MessageTrace",
+    "PeerSync",
+    "PeerTrace",
     "PayloadRejected",
     "Record",
     "RecordType",

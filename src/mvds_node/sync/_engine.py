@@ -82,6 +82,9 @@ from mvds_node.sync._state import (
     RecordType,
     step,
 )
+from mvds_node.sync._trace import ACKED, OFFERING, REQUESTING, SENDING, Contacts
+from mvds_node.sync._trace import MessageTrace as MessageTrace
+from mvds_node.sync._trace import PeerTrace as PeerTrace
 from mvds_node.sync._wire import (
     ID_RECORD_SIZE,
     ID_SIZE,
@@ -91,7 +94,17 @@ from mvds_node.sync._wire import (
 )
 from mvds_node.sync.store._protocol import Store, StoredMessage, StoreView
 
-__all__ = ["Engine", "EngineStatistics", "ExportSnapshot", "Outstanding", "SnapshotMessages"]
+__all__ = [
+    "Engine",
+    "EngineStatistics",
+    "ExportSnapshot",
+    "GroupSync",
+    "MessageTrace",
+    "Outstanding",
+    "PeerSync",
+    "PeerTrace",
+    "SnapshotMessages",
+]
 
 _NONE: Final = RecordType.NONE
 _OFFER: Final = RecordType.OFFER
@@ -100,6 +113,7 @@ _MESSAGE: Final = RecordType.MESSAGE
 _OFFERS_UNANSWERED: Final = RejectReason.OFFERS_UNANSWERED
 _PARENTS_UNANSWERED: Final = RejectReason.PARENTS_UNANSWERED
 _EXPIRE_CHUNK: Final = 1024
+_STATE_NAMES: Final = {_OFFER: OFFERING, _REQUEST: REQUESTING, _MESSAGE: SENDING}
 
 
 @dataclass(slots=True)
@@ -205,6 +219,42 @@ class Outstanding:
 
 
 @final
+@dataclass(frozen=True, slots=True)
+class PeerSync:
+    """How far one peer is in sync with us, as of :meth:`Engine.sync_status`."""
+
+    peer: bytes
+    pending: int
+    """Records still owed to it (messages, offers) or asked of it (requests)."""
+    pending_bytes: int
+    """Bytes of the messages among them: what is still to go to it."""
+    pending_bytes_exact: bool
+    """False past ``sample`` messages: the bytes of the oldest ``sample`` at their mean size."""
+    requested: int
+    """Messages we lack and ask it for."""
+    contacts: dict[str, tuple[int, int]]
+    """Per carrier: the last payload sent to it and received from it (Unix ms, 0: never)."""
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class GroupSync:
+    """What one group waits for, as of :meth:`Engine.sync_status`; lists are cut at ``limit``
+    entries (the counts are whole)."""
+
+    group_id: bytes
+    lacking: int
+    """Messages of the group we know of (a peer offered them, or a message names them as a
+    parent) but do not hold."""
+    lacking_ids: tuple[tuple[bytes, tuple[bytes, ...]], ...]
+    """Some of them, each with the peers asked for it."""
+    held: int
+    """Messages consistent delivery holds until a missing parent arrives."""
+    held_ids: tuple[tuple[bytes, tuple[bytes, ...]], ...]
+    """Some of them, each with the parents it waits for."""
+
+
+@final
 class Engine:
     """One node's MVDS state machine.
 
@@ -215,6 +265,9 @@ class Engine:
         now: the current time on the driver's monotonic clock.
         validate: the driver's check of each received message before it is stored (see
             :data:`~mvds_node.sync.Validator`); None accepts every message of a member.
+        wall: the wall clock (Unix ms) at ``now``, from a driver that has one: from the start,
+            the times :meth:`trace` reports (when a message was stored, acknowledged) are on
+            it, as after a ``handle_timer`` that passed ``wall``.
     """
 
     def __init__(
@@ -224,6 +277,7 @@ class Engine:
         config: SyncConfig | None = None,
         now: float,
         validate: Validator | None = None,
+        wall: int | None = None,
     ) -> None:
         self._store = store
         self._store_view = StoreView(store)
@@ -232,6 +286,7 @@ class Engine:
         self._epoch_seconds = cfg.epoch_seconds
         self._epoch0 = store.get_epoch()
         self._now0 = now
+        self._now = now
         self._epoch = self._epoch0
         self._stats = Counters()
         self._events: deque[Event] = deque()
@@ -243,8 +298,11 @@ class Engine:
         # The earliest expiry among stored messages (Unix ms), and the wall clock's offset from
         # ``now`` (ms) at the last handle_timer that passed it: next_deadline includes expiry.
         self._expiry: int | None = store.next_expiry()
-        self._wall_offset: float | None = None
+        self._wall_offset: float | None = None if wall is None else wall - now * 1000
         self._stored_epoch = self._epoch0
+        # The last contact with each peer per carrier (Engine.trace, sync_status): updated per
+        # payload in memory, written with the epoch counter.
+        self._contacts = Contacts(store.load_contacts(), resolution_ms=1)
         # Membership.
         self._groups: dict[bytes, dict[bytes, Mode]] = {}
         for group, members in store.load_groups().items():
@@ -270,6 +328,7 @@ class Engine:
             retransmit_epoch=self._drain.retransmit_epoch,
             schedule=self._schedule,
             note_expiry=self._note_expiry,
+            wall=self._wall_now,
         )
         self._receive = Receive(
             store=store,
@@ -291,6 +350,7 @@ class Engine:
     # ------------------------------------------------------------------ clock
 
     def _advance(self, now: float) -> int:
+        self._now = now
         epoch = self._epoch0 + math.floor((now - self._now0) / self._epoch_seconds)
         if epoch > self._epoch:
             self._epoch = epoch
@@ -298,6 +358,15 @@ class Engine:
 
     def _epoch_start(self, epoch: int) -> float:
         return self._now0 + (epoch - self._epoch0) * self._epoch_seconds
+
+    def _wall_now(self) -> int:
+        """The wall clock (Unix ms) at the last ``now`` passed in, by the offset of the last
+        ``handle_timer`` that passed ``wall``; 0 before one did."""
+        return self._to_wall(self._now)
+
+    def _to_wall(self, at: float) -> int:
+        offset = self._wall_offset
+        return 0 if offset is None else int(at * 1000 + offset)
 
     @property
     def epoch(self) -> int:
@@ -421,6 +490,174 @@ class Engine:
             missing_parents=len(causal.waiting),
         )
 
+    def payload_sent(self, peer: bytes, carrier: str, *, now: float) -> None:
+        """``carrier`` (a short name: ``tcp``, ``multicast``, ``memory`` ...) took a payload
+        for ``peer`` from :meth:`payloads_to_send`: kept as the last contact with the peer over
+        it, for :meth:`trace` and :meth:`sync_status` (written to the store with the epoch
+        counter, so it survives a restart). A dictionary update: call it for every payload."""
+        self._now = now
+        self._contacts.sent(peer, carrier, self._to_wall(now))
+
+    def trace(
+        self, message_id: bytes, *, now: float | None = None, wall: int | None = None
+    ) -> MessageTrace:
+        """Every fact the engine holds about one message, as a snapshot (nothing changes).
+
+        Stored or not, when, expiry, held by consistent delivery and for which missing parents
+        (and whom we ask for them), the messages waiting for it, and per peer: the record we
+        keep about it (offering, sending, requesting; transmissions, first and next
+        transmission, given up), the carrier of the peer's latest payload, or the
+        acknowledgement (when, over which carrier). A message the engine knows nothing of
+        gives ``MessageTrace(message_id, stored=False)`` (``known`` is False).
+
+        Times on the ``now`` clock are also given as Unix ms, converted by the clocks' offset
+        at the last ``handle_timer`` that passed ``wall``, or by ``now`` and ``wall`` when both
+        are passed here (a driver that has not run a timer yet, say).
+        """
+        if now is not None and wall is not None:
+            offset = wall - now * 1000
+
+            def to_wall(at: float) -> int:
+                return int(at * 1000 + offset)
+
+        else:
+            to_wall = self._to_wall
+        store = self._store
+        causal = self._causal
+        m = store.get_message(message_id)
+        contacts = self._contacts
+        fresh = {peer for peer, state in self._peers.items() if message_id in state.fresh}
+        peers: dict[bytes, PeerTrace] = {}
+        group_id = b"" if m is None else m.group_id
+        for r in store.records_for_message(message_id):
+            if not group_id and r.group_id:
+                group_id = r.group_id
+            start = None if r.first_epoch < 0 else self._epoch_start(r.first_epoch)
+            due = None if r.parked else self._epoch_start(max(r.send_epoch, self._epoch))
+            peers[r.peer] = PeerTrace(
+                peer=r.peer,
+                state=_STATE_NAMES[r.type],
+                transmissions=r.send_count,
+                first_sent_ms=0 if start is None else to_wall(start),
+                next_retry_at=due,
+                next_retry_ms=0 if due is None else to_wall(due),
+                given_up=r.parked,
+                queued=r.peer in fresh,
+                carrier=contacts.latest_sent(r.peer),
+            )
+        for peer, at, via in store.acks_for_message(message_id):
+            if peer not in peers:
+                peers[peer] = PeerTrace(peer=peer, state=ACKED, acked_ms=at, acked_via=via)
+        waiting = tuple(causal.waiting.get(message_id, ()))
+        if m is None:
+            return MessageTrace(
+                message_id,
+                stored=False,
+                group_id=group_id,
+                waiting_children=waiting,
+                peers=tuple(peers[p] for p in sorted(peers)),
+            )
+        missing = tuple(p for p in m.parents if not store.has_message(p))
+        asked = tuple(
+            (
+                p,
+                tuple(sorted(r.peer for r in store.records_for_message(p) if r.type is _REQUEST)),
+            )
+            for p in missing
+        )
+        return MessageTrace(
+            message_id,
+            stored=True,
+            group_id=m.group_id,
+            timestamp=m.timestamp,
+            stored_ms=m.stored_at,
+            expires_ms=m.expires_at,
+            held=not m.delivered,
+            parents=m.parents,
+            parents_missing=missing,
+            asked=asked,
+            waiting_children=waiting,
+            peers=tuple(peers[p] for p in sorted(peers)),
+        )
+
+    def sync_status(
+        self, peers: Iterable[bytes], *, limit: int = 10, sample: int = 1000
+    ) -> tuple[tuple[PeerSync, ...], tuple[GroupSync, ...]]:
+        """How far each of ``peers`` and each group is in sync, as a snapshot.
+
+        Per peer: records pending and the bytes of their messages (read through the store's
+        peer index, not a scan of the whole store), messages we ask it for, and the last
+        contact per carrier. Per group: messages we know of but lack (with whom we ask) and
+        messages held for a missing parent (with which), counted from what the engine keeps
+        in memory; at most ``limit`` of each are listed. Pending bytes are exact up to
+        ``sample`` messages per peer; past it the oldest ``sample`` are read and the rest
+        counted at their mean size (``pending_bytes_exact`` says which). An offered message
+        whose group is not known yet counts in the group the peers that offered it share with
+        us, if they share one only (and in every case in their ``requested``).
+        """
+        store = self._store
+        requests = self._requests
+        contacts = self._contacts
+        per_peer = tuple(
+            PeerSync(
+                peer,
+                *store.pending(peer, sample),
+                requested=requests.per_peer.get(peer, 0),
+                contacts=contacts.of(peer),
+            )
+            for peer in dict.fromkeys(peers)
+        )
+        lacking: dict[bytes, list[tuple[bytes, tuple[bytes, ...]]]] = {}
+        lacking_count: dict[bytes, int] = {}
+        groups_of = self._peers.groups_of
+        for mid, asked in requests.by_id.items():
+            named = {g for g in asked.values() if g}
+            if not named:
+                # Offered, its group not known yet: the group it must be in, if the peers
+                # that offered it share only one with us (else it counts per peer only).
+                shared = set.intersection(*(set(groups_of(p)) for p in asked))
+                named = shared if len(shared) == 1 else set()
+            for group in named:
+                lacking_count[group] = lacking_count.get(group, 0) + 1
+                listed = lacking.setdefault(group, [])
+                if len(listed) < limit:
+                    listed.append((mid, tuple(sorted(asked))))
+        causal = self._causal
+        held: dict[bytes, list[tuple[bytes, tuple[bytes, ...]]]] = {}
+        held_count: dict[bytes, int] = {}
+        parents_of: dict[bytes, list[bytes]] = {}
+        for parent, children in causal.waiting.items():
+            for child in children:
+                parents_of.setdefault(child, []).append(parent)
+        by_id = requests.by_id
+        for child in causal.missing:
+            # The group of a held message: from the REQUEST for a parent it waits for (in
+            # memory), else from the store.
+            found: bytes | None = next(
+                (g for p in parents_of.get(child, ()) for g in by_id.get(p, {}).values() if g),
+                None,
+            )
+            if found is not None:
+                group = found
+            else:
+                stored = store.get_message(child)
+                group = b"" if stored is None else stored.group_id
+            held_count[group] = held_count.get(group, 0) + 1
+            listed = held.setdefault(group, [])
+            if len(listed) < limit:
+                listed.append((child, tuple(parents_of.get(child, ()))))
+        groups = tuple(
+            GroupSync(
+                g,
+                lacking=lacking_count.get(g, 0),
+                lacking_ids=tuple(lacking.get(g, ())),
+                held=held_count.get(g, 0),
+                held_ids=tuple(held.get(g, ())),
+            )
+            for g in self._groups
+        )
+        return per_peer, groups
+
     def groups(self) -> dict[bytes, dict[bytes, Mode]]:
         """A copy of the group table: group ID -> {peer -> mode}."""
         return {g: dict(m) for g, m in self._groups.items()}
@@ -524,7 +761,11 @@ class Engine:
             if mid in chosen:
                 raise LocalProtocolError("a message cannot be its own parent")
         wire = encode_message(group_id, timestamp, body, parents=chosen, expires_at=expires_at)
-        self._send.durable(StoredMessage(mid, group_id, timestamp, wire, chosen, expires_at))
+        self._send.durable(
+            StoredMessage(
+                mid, group_id, timestamp, wire, chosen, expires_at, stored_at=self._wall_now()
+            )
+        )
         return mid
 
     def send_many(
@@ -623,6 +864,9 @@ class Engine:
             if updates:
                 store.put_records(updates)
         self._next_due = store.min_due_epoch()
+        wall = self._wall_now()
+        for peer in snapshot.peers:
+            self._contacts.sent(peer, "bundle", wall)
         peers = self._peers
         for peer, acks in snapshot.acks.items():
             state = peers.get(peer)
@@ -632,7 +876,13 @@ class Engine:
                     queue.pop(mid, None)
 
     def receive_payloads(
-        self, peer: bytes, payloads: Iterable[bytes], *, now: float, direct: bool = False
+        self,
+        peer: bytes,
+        payloads: Iterable[bytes],
+        *,
+        now: float,
+        direct: bool = False,
+        via: str = "",
     ) -> None:
         """Process ``payloads`` from ``peer`` as one input: all of them, or none.
 
@@ -658,7 +908,7 @@ class Engine:
         try:
             with self._store.transaction():
                 for payload in payloads:
-                    self.receive_payload(peer, payload, now=now, direct=direct)
+                    self.receive_payload(peer, payload, now=now, direct=direct, via=via)
         except BaseException:
             self._undo_receive(peer, events, stats, acks, seen)
             raise
@@ -857,11 +1107,15 @@ class Engine:
         *,
         now: float,
         direct: bool = False,
+        via: str = "",
     ) -> None:
         """Process a payload received from ``peer``. Never raises on remote input.
 
         ``direct``: the carrier proved that the payload comes from ``peer`` (a Noise session),
-        passed on to the validator, which may then trust what ``peer`` wrote itself.
+        passed on to the validator, which may then trust what ``peer`` wrote itself. ``via``
+        names the carrier it came over (``tcp``, ``bundle``, ``remote-log`` ...): kept as the
+        last contact with the peer over it, and with each acknowledgement it carries
+        (:meth:`trace`).
 
         Invalid input is dropped (whole, or record by record) and reported as ``PayloadRejected``.
         Drain ``next_event`` and call ``payloads_to_send`` next.
@@ -884,10 +1138,19 @@ class Engine:
         full = state.full
         if full is not None and self._requests.below_half(full):
             state.full = None  # the episode is over: a new refusal is reported again
+        wall = self._wall_now()
+        if via:
+            self._contacts.received(peer, via, wall)
         try:
             with store.transaction():
                 changed, refused = self._receive.payload(
-                    peer, decoded, epoch=self._epoch, wall=self._wall, direct=direct
+                    peer,
+                    decoded,
+                    epoch=self._epoch,
+                    wall=self._wall,
+                    now_wall=wall,
+                    direct=direct,
+                    via=via,
                 )
         except BaseException:
             # The store rolled back (or may have): count the REQUESTs it holds again.
@@ -995,6 +1258,9 @@ class Engine:
             if epoch != self._stored_epoch:
                 store.set_epoch(epoch)
                 self._stored_epoch = epoch
+                contacts = self._contacts.dirty()
+                if contacts:
+                    store.put_contacts(contacts)
         # ACKs and ephemeral messages ride along, or go alone if nothing else is due.
         drain.ride_along(epoch, out)
         self._drain_cut = cut

@@ -5,7 +5,7 @@ Each event is one fact, a frozen slotted dataclass under :class:`Event`; none is
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import final
 
 from mvds_node.sync._state import RecordType
@@ -52,6 +52,10 @@ class MessageAcked(Event):
 
     message_id: bytes
     peer: bytes
+    via: str = field(default="", compare=False)
+    """The carrier the acknowledgement came over (``tcp``, ``bundle``, ``remote-log`` ...),
+    as the driver named it; empty when it did not say. Not compared: an acknowledgement is
+    the same event whichever way it came."""
 
 
 @final

@@ -68,6 +68,7 @@ class Receive:
         "_groups",
         "_limits",
         "_note_expiry",
+        "_now_wall",
         "_peers",
         "_push",
         "_requests",
@@ -76,6 +77,7 @@ class Receive:
         "_stats",
         "_store",
         "_validate",
+        "_via",
         "_wall",
     )
 
@@ -110,17 +112,31 @@ class Receive:
         self._note_expiry = note_expiry
         self._epoch = 0
         self._wall = 0
+        self._now_wall = 0
+        self._via = ""
 
     def payload(
-        self, peer: bytes, decoded: DecodedPayload, *, epoch: int, wall: int, direct: bool = False
+        self,
+        peer: bytes,
+        decoded: DecodedPayload,
+        *,
+        epoch: int,
+        wall: int,
+        now_wall: int = 0,
+        direct: bool = False,
+        via: str = "",
     ) -> tuple[bool, dict[str, int]]:
         """Apply ``decoded`` from ``peer`` (a member) in ``epoch``, with ``wall`` the last wall
-        clock seen (Unix ms, for messages that arrive expired) and ``direct`` whether the
-        carrier proved the peer (for the validator). Returns whether records were
+        clock seen (Unix ms, for messages that arrive expired), ``now_wall`` the wall clock now
+        as the engine knows it (when messages are stored and ACKs arrive; 0: unknown),
+        ``direct`` whether the carrier proved the peer (for the validator) and ``via`` the
+        carrier it came over (kept with each ACK). Returns whether records were
         deleted (the next due epoch may have changed) and the REQUESTs refused by a bound, by
         reason; records dropped are counted in ``decoded.dropped``."""
         self._epoch = epoch
         self._wall = wall
+        self._now_wall = now_wall
+        self._via = via
         dropped = decoded.dropped
         deletes: list[tuple[bytes, bytes]] = []
         puts: list[Record] = []
@@ -161,11 +177,15 @@ class Receive:
         # is one acknowledgement: one MessageAcked. The store deletes in one go, without reading
         # the records first.
         unique = list(dict.fromkeys(acks))
-        done = self._store.delete_acked(unique, peer, _ENDED_BY_ACK)
+        store = self._store
+        done = store.delete_acked(unique, peer, _ENDED_BY_ACK)
         if done:
-            for mid in unique:
-                if mid in done:
-                    push(MessageAcked(mid, peer))
+            at, via = self._now_wall, self._via
+            acked = [mid for mid in unique if mid in done]
+            # Kept for Engine.trace: when and over which carrier each record ended.
+            store.put_acks([(mid, peer, at, via) for mid in acked])
+            for mid in acked:
+                push(MessageAcked(mid, peer, via))
         return bool(done)
 
     def _requests_of(
@@ -319,7 +339,14 @@ class Receive:
             held = causal.held_parents(m.group_id, m.parents) if consistent else []
             if not store.add_message(
                 StoredMessage(
-                    mid, m.group_id, m.timestamp, m.wire, m.parents, m.expires_at, not held
+                    mid,
+                    m.group_id,
+                    m.timestamp,
+                    m.wire,
+                    m.parents,
+                    m.expires_at,
+                    not held,
+                    self._now_wall,
                 )
             ):
                 stats.duplicates_received += 1

@@ -57,6 +57,7 @@ class Send:
         "_retransmit_epoch",
         "_schedule",
         "_store",
+        "_wall",
     )
 
     def __init__(
@@ -71,8 +72,10 @@ class Send:
         retransmit_epoch: Callable[[bytes, bytes, int, int], int],
         schedule: Callable[[int], None],
         note_expiry: Callable[[int], None],
+        wall: Callable[[], int] = lambda: 0,
     ) -> None:
         self._store = store
+        self._wall = wall
         self._cfg = config
         self._groups = groups
         self._peers = peers
@@ -117,9 +120,12 @@ class Send:
         first = self._causal.choose_parents(group_id)
         messages = []
         parents: tuple[bytes, ...] = first
+        stored_at = self._wall()
         for mid, body in zip(ids, bodies, strict=True):
             wire = encode_message(group_id, timestamp, body, parents=parents)
-            messages.append(StoredMessage(mid, group_id, timestamp, wire, parents))
+            messages.append(
+                StoredMessage(mid, group_id, timestamp, wire, parents, stored_at=stored_at)
+            )
             parents = (mid,)
         store = self._store
         if not store.add_messages(messages):

@@ -106,7 +106,7 @@ def _version() -> str:
 
 
 _ORDER: Final = (
-    *("init", "key", "run", "send", "messages", "status", "peers", "groups", "config"),
+    *("init", "key", "run", "send", "messages", "status", "trace", "peers", "groups", "config"),
     "cursors",
     *("export", "import", "log", "helper", "sim", "completion"),
 )

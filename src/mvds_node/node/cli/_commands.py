@@ -29,7 +29,7 @@ from mvds_node.node._identity import create_identity, load_identity
 from mvds_node.node._node import wall_ms
 from mvds_node.node.cli._app import State, common_options, error_kind, fail, pass_state, root
 from mvds_node.node.cli._complete import complete_group, complete_peer
-from mvds_node.node.cli._local import bundle_op, node_status, send_lines, send_one
+from mvds_node.node.cli._local import bundle_op, node_status, node_trace, send_lines, send_one
 from mvds_node.node.cli._output import Failure, plural
 
 __all__ = ["about_file"]
@@ -123,7 +123,7 @@ def key(state: State, log: bool, ipns: bool) -> None:
 @common_options
 @pass_state
 def status(state: State) -> None:
-    """Show identity, groups, peers and counters."""
+    """Show identity, groups, peers, what is pending, counters."""
     config = state.config()
     doc = trio.run(node_status, config)
     out = state.output
@@ -143,9 +143,43 @@ def status(state: State) -> None:
     out.line(f"  messages  {doc['messages_stored']} stored")
     for g in doc["groups"]:
         out.line(f"  group     {g['name']} ({g['mode']}, {plural(len(g['members']), 'member')})")
+        if g.get("lacking"):
+            asked = ", ".join(
+                f"{w['message_id'][:16]} from {_names(names, w['on'])}"
+                for w in g.get("lacking_ids", [])[:3]
+            )
+            out.line(
+                f"            {g['lacking']} known but lacking", f" ({asked})" if asked else ""
+            )
+        if g.get("held"):
+            held = ", ".join(
+                f"{w['message_id'][:16]} waits for {_short(w['on'])}"
+                for w in g.get("held_ids", [])[:3]
+            )
+            out.line(
+                (f"            {g['held']} held for a missing parent", "yellow"),
+                f" ({held})" if held else "",
+            )
+        if g.get("log_behind") or g.get("log_queued"):
+            out.line(
+                f"            remote log: {g.get('log_behind', 0)} behind, "
+                f"{g.get('log_queued', 0)} to upload"
+            )
+    now = wall_ms()
     for p in doc["peers"]:
         up = ("connected", "green") if p["connected"] else ("not connected", "dim")
-        out.line(f"  peer      {p['name'] or p['key'][:16]}: ", up, f", {p['pending']} pending")
+        pending = f", {p['pending']} pending"
+        if p.get("pending_bytes"):
+            about = "" if p.get("pending_bytes_exact", True) else "about "
+            pending += f" ({about}{_bytes(p['pending_bytes'])} to go)"
+        if p.get("requested"):
+            pending += f", {p['requested']} asked of it"
+        out.line(f"  peer      {p['name'] or p['key'][:16]}: ", up, pending)
+        for c in p.get("contacts", []):
+            out.line(
+                f"            {c['carrier']}: sent {_ago(c['sent_ms'], now)}, "
+                f"heard {_ago(c['received_ms'], now)}"
+            )
     for log in doc.get("logs", []):
         whose = "ours" if log["mine"] else (names.get(log["peer"]) or log["peer"][:16])
         state_text = (f"error: {log['error']}", "red") if log["error"] else ("ok", "green")
@@ -163,6 +197,118 @@ def status(state: State) -> None:
         f"{e['payloads_received']} in ({e['bytes_received']} B), "
         f"{e['messages_delivered']} delivered"
     )
+
+
+def _ago(ms: int, now: int) -> str:
+    """``ms`` (Unix ms) relative to ``now``, for people: "never", "3 s ago", "in 4 s"."""
+    if not ms:
+        return "never"
+    delta = (ms - now) / 1000
+    span = abs(delta)
+    text = (
+        f"{span:.0f} s"
+        if span < 120
+        else f"{span / 60:.0f} min"
+        if span < 7200
+        else f"{span / 3600:.0f} h"
+        if span < 172800
+        else f"{span / 86400:.0f} days"
+    )
+    return f"in {text}" if delta > 0.5 else "now" if delta > -0.5 else f"{text} ago"
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024 or unit == "MiB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} B"  # pragma: no cover
+
+
+def _short(keys: list[str]) -> str:
+    return ", ".join(k[:16] for k in keys) or "nobody"
+
+
+def _names(names: dict[str, str], keys: list[str]) -> str:
+    return ", ".join(names.get(k) or k[:16] for k in keys) or "nobody"
+
+
+# --------------------------------------------------------------------------- trace
+
+
+@root.command()
+@click.argument("message_id", metavar="ID")
+@common_options
+@pass_state
+def trace(state: State, message_id: str) -> None:
+    """Show where a message is: stored, sent, acked.
+
+    Every fact the node holds about it: stored when, held or not, parents missing; per peer
+    offered, sent or requested (how often, over which carrier, next retry, given up) or
+    acknowledged (when, how); our remote log's head sequence; expiry.
+
+    ID is the message ID in hex, or its first digits (at least 8) as `send` shows them."""
+    config = state.config()
+    try:
+        doc = trio.run(node_trace, config, message_id)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="ID") from None
+    out = state.output
+    if out.json:
+        out.document(doc)
+        return
+    names = {p.key.hex(): p.name for p in config.peers if p.name}
+    now = doc["taken_ms"]
+    running = ("running", "green") if doc["running"] else ("not running", "yellow")
+    out.line(("message ", "bold"), (doc["message_id"], "bold"), " (node ", running, ")")
+    if not doc["known"]:
+        out.line(("  unknown   ", "yellow"), "this node holds nothing about it")
+        return
+    if doc["group"]:
+        out.line(f"  group     {doc['group']}")
+    if doc["stored"]:
+        when = _ago(doc["stored_ms"], now) if doc["stored_ms"] else "before this was recorded"
+        out.line(f"  stored    {when}")
+    else:
+        out.line(("  lacking   ", "yellow"), "not in the store")
+    if doc["expires_ms"]:
+        out.line(f"  expires   {_ago(doc['expires_ms'], now)}")
+    if doc["held"]:
+        out.line(("  held      ", "yellow"), "until its parents are delivered")
+    for w in doc["parents_missing"]:
+        out.line(
+            ("  missing   ", "yellow"),
+            f"parent {w['message_id'][:16]}, asked of ",
+            _names(names, w["on"]),
+        )
+    if doc["waiting_children"]:
+        out.line(f"  waited on by {plural(len(doc['waiting_children']), 'held message')}")
+    if doc["log_seq"]:
+        out.line(f"  log       in our remote log at head sequence {doc['log_seq']}")
+    elif doc["log_queued"]:
+        out.line("  log       waiting to be uploaded to our remote log")
+    for p in doc["peers"]:
+        who = names.get(p["peer"]) or p["peer"][:16]
+        if p["state"] == "acked":
+            how = f" via {p['acked_via']}" if p["acked_via"] else ""
+            when = _ago(p["acked_ms"], now) if p["acked_ms"] else "(time not known)"
+            out.line(f"  peer      {who}: ", ("acked", "green"), f" {when}{how}")
+            continue
+        what = {"offering": "offered", "sending": "sent", "requesting": "requested"}[p["state"]]
+        if p["transmissions"]:
+            text = f" {plural(p['transmissions'], 'time')}"
+            text += f", last over {p['carrier']}" if p["carrier"] else ""
+        else:
+            what, text = f"to be {what}", ""
+        if p["queued"]:
+            text += ", first transmission queued"
+        if p["given_up"]:
+            retry: tuple[str, str] | str = (", given up until it reconnects", "red")
+        elif p["next_retry_ms"]:
+            retry = f", next retry {_ago(p['next_retry_ms'], now)}"
+        else:
+            retry = ""
+        out.line(f"  peer      {who}: ", (what, "yellow"), text, retry)
 
 
 # --------------------------------------------------------------------------- send

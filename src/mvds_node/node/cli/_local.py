@@ -7,7 +7,7 @@ data directory's store and do the work here (so ``send``, ``status`` and bundles
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, Final
 
 from mvds_node.errors import MvdsError, StoreError
 from mvds_node.node._bundles import ExportResult, ImportResult
@@ -45,6 +45,7 @@ __all__ = [
     "send_one",
     "send_lines",
     "node_status",
+    "node_trace",
 ]
 
 
@@ -114,6 +115,9 @@ def control_handler(
             return {"ok": True, "ids": [i.hex() for i in ids]}
         if op == "status":
             return {"ok": True, "status": node.status().to_json(), "running": True}
+        if op == "trace":
+            mid = resolve_id(node, request.get("id"))
+            return {"ok": True, "trace": node.trace(mid).to_json()}
         if op == "export":
             path = request.get("path")
             if not isinstance(path, str):
@@ -133,6 +137,64 @@ def control_handler(
         raise ValueError(f"unknown op {op!r}")
 
     return handle
+
+
+_MIN_PREFIX: Final = 8
+"""Hex digits of the shortest message ID prefix ``trace`` takes."""
+
+
+def check_id(text: object) -> str:
+    """A message ID, or a prefix of one, in hex (lower case), as ``trace`` takes it."""
+    if not isinstance(text, str):
+        raise ValueError("trace needs a message id (64 hex digits, or at least 8 of them)")
+    text = text.strip().lower()
+    if not _MIN_PREFIX <= len(text) <= 64 or any(c not in "0123456789abcdef" for c in text):
+        raise ValueError(
+            f"not a message id (64 hex digits, or at least {_MIN_PREFIX} of them): {text!r}"
+        )
+    return text
+
+
+def resolve_id(node: Node, text: object) -> bytes:
+    """The message ID ``text`` names: 64 hex digits as they are (stored or not), a prefix
+    only if exactly one stored message starts with it.
+
+    Raises:
+        ValueError: not hex, or too short.
+        MvdsError: no stored message, or more than one, starts with the prefix.
+    """
+    hex_id = check_id(text)
+    if len(hex_id) == 64:
+        return bytes.fromhex(hex_id)
+    found = [
+        mid
+        for mid in node.message_ids(bytes.fromhex(hex_id[: len(hex_id) // 2 * 2]), limit=16)
+        if mid.hex().startswith(hex_id)
+    ]
+    if not found:
+        raise MvdsError(f"no stored message starts with {hex_id}: give all 64 hex digits")
+    if len(found) > 1:
+        raise MvdsError(f"{hex_id} starts more than one stored message: give more digits")
+    return found[0]
+
+
+async def node_trace(config: NodeConfig, message_id: str) -> dict[str, Any]:
+    """The trace document (``Trace.to_json``) of one message with ``running``: from the
+    running node over the control socket, else read from the data directory."""
+    hex_id = check_id(message_id)  # checked here first: a bad ID fails the same either way
+    response = await ask(config, {"op": "trace", "id": hex_id})
+    if response is not None:
+        trace: dict[str, Any] = response["trace"]
+        trace["running"] = True
+        return trace
+    offline = Offline(config)
+    try:
+        node = offline.node()
+        trace = node.trace(resolve_id(node, hex_id)).to_json()
+    finally:
+        offline.close()
+    trace["running"] = False
+    return trace
 
 
 async def node_status(config: NodeConfig) -> dict[str, Any]:

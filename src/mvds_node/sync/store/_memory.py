@@ -7,6 +7,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import replace
 from typing import final
 
 from mvds_node.sync._state import Record, RecordType
@@ -34,6 +35,8 @@ class MemoryStore:
         self._indexed: dict[tuple[bytes, bytes], int] = {}
         self._buckets: dict[int, dict[tuple[bytes, bytes], None]] = {}
         self._heap: list[int] = []
+        self._acks: dict[bytes, dict[bytes, tuple[int, str]]] = {}
+        self._contacts: dict[tuple[bytes, str], tuple[int, int]] = {}
         self._epoch = 0
         self._closed = False
         self.inbox: list[tuple[bytes, bytes, bytes]] = []
@@ -53,6 +56,9 @@ class MemoryStore:
 
     def get_message(self, message_id: bytes) -> StoredMessage | None:
         return self._messages.get(message_id)
+
+    def ids_with_prefix(self, prefix: bytes, limit: int) -> list[bytes]:
+        return sorted(m for m in self._messages if m.startswith(prefix))[:limit]
 
     def get_wires(self, message_ids: Iterable[bytes]) -> dict[bytes, bytes]:
         messages = self._messages
@@ -87,19 +93,12 @@ class MemoryStore:
                     self._parent_refs.pop(p, None)
         peers = self._by_message.get(message_id, ())
         self.delete_records([(message_id, peer) for peer in list(peers)])
+        self._acks.pop(message_id, None)
 
     def mark_delivered(self, message_id: bytes) -> None:
         message = self._messages.get(message_id)
         if message is not None and not message.delivered:
-            self._messages[message_id] = StoredMessage(
-                message.id,
-                message.group_id,
-                message.timestamp,
-                message.wire,
-                message.parents,
-                message.expires_at,
-                True,
-            )
+            self._messages[message_id] = replace(message, delivered=True)
 
     def record_delivery(
         self,
@@ -273,6 +272,37 @@ class MemoryStore:
         if peer is None:
             return len(self._records)
         return sum(1 for r in self._records.values() if r.peer == peer)
+
+    # Trace facts.
+    def put_acks(self, acks: Sequence[tuple[bytes, bytes, int, str]]) -> None:
+        for mid, peer, at, via in acks:
+            self._acks.setdefault(mid, {})[peer] = (at, via)
+
+    def acks_for_message(self, message_id: bytes) -> list[tuple[bytes, int, str]]:
+        acks = self._acks.get(message_id, {})
+        return [(peer, *acks[peer]) for peer in sorted(acks)]
+
+    def put_contacts(self, contacts: Sequence[tuple[bytes, str, int, int]]) -> None:
+        for peer, carrier, sent_at, received_at in contacts:
+            self._contacts[(peer, carrier)] = (sent_at, received_at)
+
+    def load_contacts(self) -> list[tuple[bytes, str, int, int]]:
+        return [(p, c, s, r) for (p, c), (s, r) in self._contacts.items()]
+
+    def pending(self, peer: bytes, sample: int) -> tuple[int, int, bool]:
+        count = size = read = kinds = 0
+        messages = self._messages
+        for r in self._records.values():
+            if r.peer == peer:
+                count += 1
+                if r.type is RecordType.MESSAGE:
+                    kinds += 1
+                    if read < sample and (m := messages.get(r.message_id)):
+                        size += len(m.wire)
+                        read += 1
+        if kinds <= sample:
+            return count, size, True
+        return count, size * kinds // max(1, read), False
 
     # Engine metadata.
     def get_epoch(self) -> int:

@@ -41,6 +41,9 @@ class StoredMessage:
     """Unix milliseconds after which the message is deleted everywhere (0: never)."""
     delivered: bool = True
     """False while consistent delivery holds the message back until its parents are delivered."""
+    stored_at: int = 0
+    """When it was stored, Unix ms, as the engine knew the wall clock then (0: unknown, or
+    stored before schema 3). Read back by ``get_message``; other reads leave it 0."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +73,10 @@ class Store(Protocol):
     # Messages.
     def has_message(self, message_id: bytes) -> bool: ...
     def get_message(self, message_id: bytes) -> StoredMessage | None: ...
+    def ids_with_prefix(self, prefix: bytes, limit: int) -> list[bytes]:
+        """Up to ``limit`` stored message IDs that start with ``prefix``, in order."""
+        ...
+
     def get_wires(self, message_ids: Iterable[bytes]) -> dict[bytes, bytes]:
         """Return the wire encoding of each of ``message_ids`` that is stored."""
         ...
@@ -170,6 +177,27 @@ class Store(Protocol):
         """How many records there are, or with ``peer`` only ``peer``'s (without reading them)."""
         ...
 
+    # Trace facts (see Engine.trace).
+    def put_acks(self, acks: Sequence[tuple[bytes, bytes, int, str]]) -> None:
+        """Keep ``(message_id, peer, acked_at, via)`` for each acknowledgement that ended a
+        record; ``delete_message`` deletes a message's."""
+        ...
+
+    def acks_for_message(self, message_id: bytes) -> list[tuple[bytes, int, str]]:
+        """``(peer, acked_at, via)`` of each acknowledgement of ``message_id``, by peer."""
+        ...
+
+    def put_contacts(self, contacts: Sequence[tuple[bytes, str, int, int]]) -> None:
+        """Keep ``(peer, carrier, sent_at, received_at)``, the last contact each way."""
+        ...
+
+    def load_contacts(self) -> list[tuple[bytes, str, int, int]]: ...
+    def pending(self, peer: bytes, sample: int) -> tuple[int, int, bool]:
+        """``peer``'s records and the bytes of the messages among them, and whether those
+        bytes are exact: past ``sample`` messages, the oldest ``sample`` are read and the rest
+        counted at their mean size. Never reads other peers' records."""
+        ...
+
     # Engine metadata.
     def get_epoch(self) -> int: ...
     def set_epoch(self, epoch: int) -> None: ...
@@ -181,6 +209,7 @@ class StoreReader(Protocol):
 
     def has_message(self, message_id: bytes) -> bool: ...
     def get_message(self, message_id: bytes) -> StoredMessage | None: ...
+    def ids_with_prefix(self, prefix: bytes, limit: int) -> list[bytes]: ...
     def get_wires(self, message_ids: Iterable[bytes]) -> dict[bytes, bytes]: ...
     def undelivered(self) -> list[StoredMessage]: ...
     def frontier(self, group_id: bytes) -> list[bytes]: ...
@@ -194,6 +223,9 @@ class StoreReader(Protocol):
     def get_records(self, message_ids: Iterable[bytes], peer: bytes) -> dict[bytes, Record]: ...
     def min_due_epoch(self) -> int | None: ...
     def record_count(self, peer: bytes | None = None) -> int: ...
+    def acks_for_message(self, message_id: bytes) -> list[tuple[bytes, int, str]]: ...
+    def load_contacts(self) -> list[tuple[bytes, str, int, int]]: ...
+    def pending(self, peer: bytes, sample: int) -> tuple[int, int, bool]: ...
     def get_epoch(self) -> int: ...
 
 
@@ -226,6 +258,9 @@ class StoreView:
 
     def get_message(self, message_id: bytes) -> StoredMessage | None:
         return self._store.get_message(message_id)
+
+    def ids_with_prefix(self, prefix: bytes, limit: int) -> list[bytes]:
+        return self._store.ids_with_prefix(prefix, limit)
 
     def get_wires(self, message_ids: Iterable[bytes]) -> dict[bytes, bytes]:
         return self._store.get_wires(message_ids)
@@ -266,6 +301,15 @@ class StoreView:
 
     def record_count(self, peer: bytes | None = None) -> int:
         return self._store.record_count(peer)
+
+    def acks_for_message(self, message_id: bytes) -> list[tuple[bytes, int, str]]:
+        return self._store.acks_for_message(message_id)
+
+    def load_contacts(self) -> list[tuple[bytes, str, int, int]]:
+        return self._store.load_contacts()
+
+    def pending(self, peer: bytes, sample: int) -> tuple[int, int, bool]:
+        return self._store.pending(peer, sample)
 
     def get_epoch(self) -> int:
         return self._store.get_epoch()

@@ -32,6 +32,9 @@ The schema follows :class:`~mvds_node.sync.MemoryStore`, which defines the seman
   delivers the message, and stays (its message gone) when the message expires, so a reader
   that had not reached it can be told. ``cursors``: each durable cursor's name and the last
   ``seq`` its consumer confirmed. :meth:`SQLiteStore.retain` trims both ends of that story.
+* ``acks`` and ``contacts`` (schema 4), and ``messages.stored_at``: the facts ``Engine.trace``
+  and the status report (when a message was stored, when and over which carrier each peer
+  acknowledged it, the last contact with each peer per carrier).
 
 Large bodies: a message whose wire encoding is at least :data:`EXTERNAL_MIN` bytes is not kept in
 the database. Its bytes are appended to a *segment file* (``<store>.bodies/00000001.seg``, ...),
@@ -90,7 +93,7 @@ from mvds_node.sync.store._segments import SegmentWriter
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "SQLiteStore"]
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 """The schema this code writes (``PRAGMA user_version``); files with a newer one are refused,
 older ones are migrated when opened (see ``_MIGRATIONS``)."""
 
@@ -163,6 +166,35 @@ _INBOX_SCHEMA: Final = (
     ) WITHOUT ROWID""",
 )
 
+# Trace facts (``Engine.trace``, ``node.status``): when each message was stored (wall clock, Unix
+# ms; 0 for messages stored before schema 4), each peer's acknowledgement of each of our messages
+# (when, and over which carrier: "tcp", "bundle", "remote-log" ...), and the last contact with each
+# peer per carrier, in each direction. A store of schema 3 gains them in one migration step,
+# ``_TRACE_MIGRATION``; a new store creates them with the rest of the schema.
+# Acknowledgements are keyed by the message's ``stored_at`` first: a message is acknowledged soon
+# after it is stored, so a transaction's ACKs land on the last pages of the table instead of one
+# random page each (what a key by message ID would cost in log writes).
+_TRACE_SCHEMA: Final = (
+    "ALTER TABLE messages ADD COLUMN stored_at INTEGER NOT NULL DEFAULT 0",
+    """CREATE TABLE acks (
+        stored_at INTEGER NOT NULL,
+        message_id BLOB NOT NULL,
+        peer BLOB NOT NULL,
+        acked_at INTEGER NOT NULL,
+        via TEXT NOT NULL,
+        PRIMARY KEY (stored_at, message_id, peer)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE contacts (
+        peer BLOB NOT NULL,
+        carrier TEXT NOT NULL,
+        sent_at INTEGER NOT NULL,
+        received_at INTEGER NOT NULL,
+        PRIMARY KEY (peer, carrier)
+    ) WITHOUT ROWID""",
+)
+_TRACE_MIGRATION: Final = _TRACE_SCHEMA
+"""3 -> 4: the trace facts (see ``_TRACE_SCHEMA``); every stored message and record is kept."""
+
 # One statement per entry: executed in order in the transaction that creates a store.
 _SCHEMA: Final = (
     """CREATE TABLE messages (
@@ -198,6 +230,7 @@ _SCHEMA: Final = (
     *_RECORDS_INDEXES,
     "CREATE TABLE meta (key TEXT NOT NULL PRIMARY KEY, value) WITHOUT ROWID",
     *_INBOX_SCHEMA,
+    *_TRACE_SCHEMA,
     f"PRAGMA application_id = {APPLICATION_ID}",
     f"PRAGMA user_version = {SCHEMA_VERSION}",
 )
@@ -229,6 +262,8 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
         "INSERT INTO inbox (message_id, group_id, sender, missing) "
         "SELECT id, group_id, NULL, NULL FROM messages WHERE delivered = 1 ORDER BY rowid",
     ),
+    # 3 -> 4: trace facts.
+    3: _TRACE_MIGRATION,
 }
 
 _BEGIN: Final = "BEGIN IMMEDIATE"
@@ -240,13 +275,17 @@ _ROLLBACK: Final = "ROLLBACK"
 
 _MESSAGE: Final = "id, group_id, timestamp, wire, parents, expires_at, delivered, seg, pos, size"
 _ADD_MESSAGE: Final = (
-    f"INSERT OR IGNORE INTO messages ({_MESSAGE}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT OR IGNORE INTO messages ({_MESSAGE}, stored_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _ADD_PARENT: Final = "INSERT OR IGNORE INTO parents (parent, child) VALUES (?, ?)"
 _HAS_MESSAGE: Final = "SELECT 1 FROM messages WHERE id = ?"
+# Message IDs that start with a prefix: a range of the unique index (``id < ?`` unless the prefix
+# is all 0xff bytes).
+_IDS_FROM: Final = "SELECT id FROM messages WHERE id >= ? ORDER BY id LIMIT ?"
 _GET_MESSAGE: Final = (
-    "SELECT group_id, timestamp, wire, parents, expires_at, delivered, seg, pos, size "
-    "FROM messages WHERE id = ?"
+    "SELECT group_id, timestamp, wire, parents, expires_at, delivered, seg, pos, size, "
+    "stored_at FROM messages WHERE id = ?"
 )
 _GET_WIRE: Final = "SELECT wire, seg, pos, size FROM messages WHERE id = ?"
 # Lookups by many IDs go in chunks (_padded_chunks); a chunk is padded to a power of two so that
@@ -271,12 +310,13 @@ _GET_PEER_RECORDS: Final = {
     f"({', '.join('?' * n)})"
     for n in _CHUNK_SIZES
 }
-_FIND_MESSAGE: Final = "SELECT rowid, parents, seg FROM messages WHERE id = ?"
+_FIND_MESSAGE: Final = "SELECT rowid, parents, seg, stored_at FROM messages WHERE id = ?"
 _SEGMENT_USED: Final = "SELECT 1 FROM messages WHERE seg = ? LIMIT 1"
 _SEGMENT_END: Final = "SELECT max(pos + size) FROM messages WHERE seg = ?"
 _DELETE_MESSAGE: Final = "DELETE FROM messages WHERE rowid = ?"
 _DELETE_PARENT: Final = "DELETE FROM parents WHERE parent = ? AND child = ?"
 _DELETE_MESSAGE_RECORDS: Final = "DELETE FROM records WHERE message_id = ?"
+_DELETE_MESSAGE_ACKS: Final = "DELETE FROM acks WHERE stored_at = ? AND message_id = ?"
 _MARK_DELIVERED: Final = "UPDATE messages SET delivered = 1 WHERE id = ? AND delivered = 0"
 _UNDELIVERED: Final = f"SELECT {_MESSAGE} FROM messages WHERE delivered = 0 ORDER BY rowid"
 # An expiring message is never a parent: only children that do not expire count.
@@ -373,6 +413,28 @@ _INBOX_TOTALS: Final = (
     "FROM inbox AS i JOIN messages AS m ON m.id = i.message_id"
 )
 _DELETE_INBOX_ROW: Final = "DELETE FROM inbox WHERE seq = ?"
+# Only a stored message is acknowledged (an ACK ends only OFFER and MESSAGE records).
+_PUT_ACK: Final = (
+    "INSERT OR REPLACE INTO acks (stored_at, message_id, peer, acked_at, via) "
+    "SELECT stored_at, id, ?2, ?3, ?4 FROM messages WHERE id = ?1"
+)
+_MESSAGE_ACKS: Final = (
+    "SELECT a.peer, a.acked_at, a.via FROM messages AS m JOIN acks AS a "
+    "ON a.stored_at = m.stored_at AND a.message_id = m.id WHERE m.id = ? ORDER BY a.peer"
+)
+_PUT_CONTACT: Final = (
+    "INSERT OR REPLACE INTO contacts (peer, carrier, sent_at, received_at) VALUES (?, ?, ?, ?)"
+)
+_CONTACTS: Final = "SELECT peer, carrier, sent_at, received_at FROM contacts"
+# What a peer still needs from us: its records and how many are MESSAGEs (the peer index), and
+# the bytes of up to a sample of those messages, the oldest (one lookup each by the messages'
+# unique index).
+_PEER_PENDING: Final = "SELECT count(*), coalesce(sum(type = 2), 0) FROM records WHERE peer = ?"
+_PEER_PENDING_BYTES: Final = (
+    "SELECT count(*), coalesce(sum(coalesce(m.size, length(m.wire))), 0) FROM "
+    "(SELECT message_id FROM records WHERE peer = ? AND type = 2 ORDER BY seq LIMIT ?) AS r "
+    "JOIN messages AS m ON m.id = r.message_id"
+)
 
 _GET_EPOCH: Final = "SELECT value FROM meta WHERE key = 'epoch'"
 _SET_EPOCH: Final = "INSERT OR REPLACE INTO meta (key, value) VALUES ('epoch', ?)"
@@ -914,6 +976,19 @@ class SQLiteStore:
         except sqlite3.Error as e:
             raise self._error(e) from e
 
+    def ids_with_prefix(self, prefix: bytes, limit: int) -> list[bytes]:
+        """Up to ``limit`` stored message IDs that start with ``prefix``, in order (a range of
+        the ID index: no scan)."""
+        try:
+            out = []
+            for (mid,) in self._cur.execute(_IDS_FROM, (prefix, limit)):
+                if not mid.startswith(prefix):
+                    break
+                out.append(mid)
+            return out
+        except sqlite3.Error as e:
+            raise self._error(e) from e
+
     def get_message(self, message_id: bytes) -> StoredMessage | None:
         try:
             row = self._cur.execute(_GET_MESSAGE, (message_id,)).fetchone()
@@ -921,7 +996,7 @@ class SQLiteStore:
             raise self._error(e) from e
         if row is None:
             return None
-        group_id, timestamp, wire, parents, expires_at, delivered, seg, pos, size = row
+        group_id, timestamp, wire, parents, expires_at, delivered, seg, pos, size, at = row
         return StoredMessage(
             message_id,
             group_id,
@@ -930,6 +1005,7 @@ class SQLiteStore:
             _split_ids(parents),
             expires_at,
             delivered != 0,
+            at,
         )
 
     def get_wires(self, message_ids: Iterable[bytes]) -> dict[bytes, bytes]:
@@ -995,6 +1071,7 @@ class SQLiteStore:
                         seg,
                         pos,
                         None if seg is None else size,
+                        message.stored_at,
                     ),
                 )
                 if cur.rowcount != 1:
@@ -1054,6 +1131,7 @@ class SQLiteStore:
                                 seg,
                                 pos,
                                 length,
+                                m.stored_at,
                             )
                         )
                     cur.executemany(_ADD_MESSAGE, rows)
@@ -1087,7 +1165,7 @@ class SQLiteStore:
                 cur = self._cur
                 row = cur.execute(_FIND_MESSAGE, (message_id,)).fetchone()
                 if row is not None:
-                    rowid, parents, seg = row
+                    rowid, parents, seg, stored_at = row
                     cur.execute(_DELETE_MESSAGE, (rowid,))
                     if seg is not None:
                         self._emptied.add(seg)
@@ -1097,6 +1175,7 @@ class SQLiteStore:
                         )
                     if self._message_count is not None:
                         self._message_count -= 1
+                    cur.execute(_DELETE_MESSAGE_ACKS, (stored_at, message_id))
                 cur.execute(_DELETE_MESSAGE_RECORDS, (message_id,))
         except sqlite3.Error as e:
             raise self._error(e) from e
@@ -1567,6 +1646,56 @@ class SQLiteStore:
         except sqlite3.Error as e:
             raise self._error(e) from e
         return count
+
+    # ------------------------------------------------------------------ trace facts
+
+    def put_acks(self, acks: Sequence[tuple[bytes, bytes, int, str]]) -> None:
+        """Keep ``(message_id, peer, acked_at, via)`` for each acknowledgement (the last one
+        of a pair replaces an earlier one)."""
+        try:
+            if len(acks) == 1:
+                self._cur.execute(_PUT_ACK, acks[0])
+            elif acks:
+                with self._tx:
+                    self._cur.executemany(_PUT_ACK, acks)
+        except sqlite3.Error as e:
+            raise self._error(e) from e
+
+    def acks_for_message(self, message_id: bytes) -> list[tuple[bytes, int, str]]:
+        """``(peer, acked_at, via)`` of each peer's acknowledgement of ``message_id``."""
+        try:
+            return list(self._cur.execute(_MESSAGE_ACKS, (message_id,)).fetchall())
+        except sqlite3.Error as e:
+            raise self._error(e) from e
+
+    def put_contacts(self, contacts: Sequence[tuple[bytes, str, int, int]]) -> None:
+        """Keep ``(peer, carrier, sent_at, received_at)``: the last contact with a peer over a
+        carrier, each way (Unix ms, 0: never)."""
+        try:
+            if contacts:
+                with self._tx:
+                    self._cur.executemany(_PUT_CONTACT, contacts)
+        except sqlite3.Error as e:
+            raise self._error(e) from e
+
+    def load_contacts(self) -> list[tuple[bytes, str, int, int]]:
+        try:
+            return list(self._cur.execute(_CONTACTS).fetchall())
+        except sqlite3.Error as e:
+            raise self._error(e) from e
+
+    def pending(self, peer: bytes, sample: int) -> tuple[int, int, bool]:
+        """``peer``'s records, and the bytes of the messages among them (what it still needs
+        from us), exact up to ``sample`` messages, past it the oldest ``sample`` at their mean
+        size: read through the peer index, without a scan of other peers' records."""
+        try:
+            count, kinds = self._cur.execute(_PEER_PENDING, (peer,)).fetchone()
+            read, size = self._cur.execute(_PEER_PENDING_BYTES, (peer, sample)).fetchone()
+        except sqlite3.Error as e:
+            raise self._error(e) from e
+        if kinds <= sample:
+            return int(count), int(size), True
+        return int(count), int(size) * int(kinds) // max(1, int(read)), False
 
     # ------------------------------------------------------------------- engine
 
