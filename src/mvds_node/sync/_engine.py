@@ -82,8 +82,10 @@ from mvds_node.sync._state import (
     RecordType,
     step,
 )
-from mvds_node.sync._trace import ACKED, OFFERING, REQUESTING, SENDING, Contacts
+from mvds_node.sync._trace import Contacts, offset_clock, sync_status, trace_message
+from mvds_node.sync._trace import GroupSync as GroupSync
 from mvds_node.sync._trace import MessageTrace as MessageTrace
+from mvds_node.sync._trace import PeerSync as PeerSync
 from mvds_node.sync._trace import PeerTrace as PeerTrace
 from mvds_node.sync._wire import (
     ID_RECORD_SIZE,
@@ -113,7 +115,6 @@ _MESSAGE: Final = RecordType.MESSAGE
 _OFFERS_UNANSWERED: Final = RejectReason.OFFERS_UNANSWERED
 _PARENTS_UNANSWERED: Final = RejectReason.PARENTS_UNANSWERED
 _EXPIRE_CHUNK: Final = 1024
-_STATE_NAMES: Final = {_OFFER: OFFERING, _REQUEST: REQUESTING, _MESSAGE: SENDING}
 
 
 @dataclass(slots=True)
@@ -216,42 +217,6 @@ class Outstanding:
     """Messages held by consistent delivery until their parents are delivered."""
     missing_parents: int
     """Parents that held messages wait for."""
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class PeerSync:
-    """How far one peer is in sync with us, as of :meth:`Engine.sync_status`."""
-
-    peer: bytes
-    pending: int
-    """Records still owed to it (messages, offers) or asked of it (requests)."""
-    pending_bytes: int
-    """Bytes of the messages among them: what is still to go to it."""
-    pending_bytes_exact: bool
-    """False past ``sample`` messages: the bytes of the oldest ``sample`` at their mean size."""
-    requested: int
-    """Messages we lack and ask it for."""
-    contacts: dict[str, tuple[int, int]]
-    """Per carrier: the last payload sent to it and received from it (Unix ms, 0: never)."""
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class GroupSync:
-    """What one group waits for, as of :meth:`Engine.sync_status`; lists are cut at ``limit``
-    entries (the counts are whole)."""
-
-    group_id: bytes
-    lacking: int
-    """Messages of the group we know of (a peer offered them, or a message names them as a
-    parent) but do not hold."""
-    lacking_ids: tuple[tuple[bytes, tuple[bytes, ...]], ...]
-    """Some of them, each with the peers asked for it."""
-    held: int
-    """Messages consistent delivery holds until a missing parent arrives."""
-    held_ids: tuple[tuple[bytes, tuple[bytes, ...]], ...]
-    """Some of them, each with the parents it waits for."""
 
 
 @final
@@ -514,70 +479,15 @@ class Engine:
         at the last ``handle_timer`` that passed ``wall``, or by ``now`` and ``wall`` when both
         are passed here (a driver that has not run a timer yet, say).
         """
-        if now is not None and wall is not None:
-            offset = wall - now * 1000
-
-            def to_wall(at: float) -> int:
-                return int(at * 1000 + offset)
-
-        else:
-            to_wall = self._to_wall
-        store = self._store
-        causal = self._causal
-        m = store.get_message(message_id)
-        contacts = self._contacts
-        fresh = {peer for peer, state in self._peers.items() if message_id in state.fresh}
-        peers: dict[bytes, PeerTrace] = {}
-        group_id = b"" if m is None else m.group_id
-        for r in store.records_for_message(message_id):
-            if not group_id and r.group_id:
-                group_id = r.group_id
-            start = None if r.first_epoch < 0 else self._epoch_start(r.first_epoch)
-            due = None if r.parked else self._epoch_start(max(r.send_epoch, self._epoch))
-            peers[r.peer] = PeerTrace(
-                peer=r.peer,
-                state=_STATE_NAMES[r.type],
-                transmissions=r.send_count,
-                first_sent_ms=0 if start is None else to_wall(start),
-                next_retry_at=due,
-                next_retry_ms=0 if due is None else to_wall(due),
-                given_up=r.parked,
-                queued=r.peer in fresh,
-                carrier=contacts.latest_sent(r.peer),
-            )
-        for peer, at, via in store.acks_for_message(message_id):
-            if peer not in peers:
-                peers[peer] = PeerTrace(peer=peer, state=ACKED, acked_ms=at, acked_via=via)
-        waiting = tuple(causal.waiting.get(message_id, ()))
-        if m is None:
-            return MessageTrace(
-                message_id,
-                stored=False,
-                group_id=group_id,
-                waiting_children=waiting,
-                peers=tuple(peers[p] for p in sorted(peers)),
-            )
-        missing = tuple(p for p in m.parents if not store.has_message(p))
-        asked = tuple(
-            (
-                p,
-                tuple(sorted(r.peer for r in store.records_for_message(p) if r.type is _REQUEST)),
-            )
-            for p in missing
-        )
-        return MessageTrace(
+        return trace_message(
             message_id,
-            stored=True,
-            group_id=m.group_id,
-            timestamp=m.timestamp,
-            stored_ms=m.stored_at,
-            expires_ms=m.expires_at,
-            held=not m.delivered,
-            parents=m.parents,
-            parents_missing=missing,
-            asked=asked,
-            waiting_children=waiting,
-            peers=tuple(peers[p] for p in sorted(peers)),
+            store=self._store,
+            causal=self._causal,
+            peer_states=self._peers,
+            contacts=self._contacts,
+            epoch=self._epoch,
+            epoch_start=self._epoch_start,
+            to_wall=self._to_wall if now is None or wall is None else offset_clock(now, wall),
         )
 
     def sync_status(
@@ -595,68 +505,17 @@ class Engine:
         whose group is not known yet counts in the group the peers that offered it share with
         us, if they share one only (and in every case in their ``requested``).
         """
-        store = self._store
-        requests = self._requests
-        contacts = self._contacts
-        per_peer = tuple(
-            PeerSync(
-                peer,
-                *store.pending(peer, sample),
-                requested=requests.per_peer.get(peer, 0),
-                contacts=contacts.of(peer),
-            )
-            for peer in dict.fromkeys(peers)
+        return sync_status(
+            peers,
+            store=self._store,
+            causal=self._causal,
+            requests=self._requests,
+            peer_states=self._peers,
+            contacts=self._contacts,
+            group_ids=self._groups,
+            limit=limit,
+            sample=sample,
         )
-        lacking: dict[bytes, list[tuple[bytes, tuple[bytes, ...]]]] = {}
-        lacking_count: dict[bytes, int] = {}
-        groups_of = self._peers.groups_of
-        for mid, asked in requests.by_id.items():
-            named = {g for g in asked.values() if g}
-            if not named:
-                # Offered, its group not known yet: the group it must be in, if the peers
-                # that offered it share only one with us (else it counts per peer only).
-                shared = set.intersection(*(set(groups_of(p)) for p in asked))
-                named = shared if len(shared) == 1 else set()
-            for group in named:
-                lacking_count[group] = lacking_count.get(group, 0) + 1
-                listed = lacking.setdefault(group, [])
-                if len(listed) < limit:
-                    listed.append((mid, tuple(sorted(asked))))
-        causal = self._causal
-        held: dict[bytes, list[tuple[bytes, tuple[bytes, ...]]]] = {}
-        held_count: dict[bytes, int] = {}
-        parents_of: dict[bytes, list[bytes]] = {}
-        for parent, children in causal.waiting.items():
-            for child in children:
-                parents_of.setdefault(child, []).append(parent)
-        by_id = requests.by_id
-        for child in causal.missing:
-            # The group of a held message: from the REQUEST for a parent it waits for (in
-            # memory), else from the store.
-            found: bytes | None = next(
-                (g for p in parents_of.get(child, ()) for g in by_id.get(p, {}).values() if g),
-                None,
-            )
-            if found is not None:
-                group = found
-            else:
-                stored = store.get_message(child)
-                group = b"" if stored is None else stored.group_id
-            held_count[group] = held_count.get(group, 0) + 1
-            listed = held.setdefault(group, [])
-            if len(listed) < limit:
-                listed.append((child, tuple(parents_of.get(child, ()))))
-        groups = tuple(
-            GroupSync(
-                g,
-                lacking=lacking_count.get(g, 0),
-                lacking_ids=tuple(lacking.get(g, ())),
-                held=held_count.get(g, 0),
-                held_ids=tuple(held.get(g, ())),
-            )
-            for g in self._groups
-        )
-        return per_peer, groups
 
     def groups(self) -> dict[bytes, dict[bytes, Mode]]:
         """A copy of the group table: group ID -> {peer -> mode}."""

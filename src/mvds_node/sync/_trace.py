@@ -13,10 +13,28 @@ clock with the offset of the last ``handle_timer`` that passed one; 0 means "not
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Final, final
+from typing import TYPE_CHECKING, Final, final
 
-__all__ = ["Contacts", "MessageTrace", "PeerTrace"]
+from mvds_node.sync._state import RecordType
+
+if TYPE_CHECKING:
+    from mvds_node.sync._causal import Causal
+    from mvds_node.sync._peers import Peers
+    from mvds_node.sync._requests import Requests
+    from mvds_node.sync.store._protocol import Store
+
+__all__ = [
+    "Contacts",
+    "GroupSync",
+    "MessageTrace",
+    "PeerSync",
+    "PeerTrace",
+    "offset_clock",
+    "sync_status",
+    "trace_message",
+]
 
 OFFERING: Final = "offering"
 SENDING: Final = "sending"
@@ -143,3 +161,200 @@ class Contacts:
             if p == peer and v[0] > at:
                 best, at = c, v[0]
         return best
+
+
+_STATE_NAMES: Final = {
+    RecordType.OFFER: OFFERING,
+    RecordType.REQUEST: REQUESTING,
+    RecordType.MESSAGE: SENDING,
+}
+_REQUEST: Final = RecordType.REQUEST
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class PeerSync:
+    """How far one peer is in sync with us, as of :meth:`Engine.sync_status`."""
+
+    peer: bytes
+    pending: int
+    """Records still owed to it (messages, offers) or asked of it (requests)."""
+    pending_bytes: int
+    """Bytes of the messages among them: what is still to go to it."""
+    pending_bytes_exact: bool
+    """False past ``sample`` messages: the bytes of the oldest ``sample`` at their mean size."""
+    requested: int
+    """Messages we lack and ask it for."""
+    contacts: dict[str, tuple[int, int]]
+    """Per carrier: the last payload sent to it and received from it (Unix ms, 0: never)."""
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class GroupSync:
+    """What one group waits for, as of :meth:`Engine.sync_status`; lists are cut at ``limit``
+    entries (the counts are whole)."""
+
+    group_id: bytes
+    lacking: int
+    """Messages of the group we know of (a peer offered them, or a message names them as a
+    parent) but do not hold."""
+    lacking_ids: tuple[tuple[bytes, tuple[bytes, ...]], ...]
+    """Some of them, each with the peers asked for it."""
+    held: int
+    """Messages consistent delivery holds until a missing parent arrives."""
+    held_ids: tuple[tuple[bytes, tuple[bytes, ...]], ...]
+    """Some of them, each with the parents it waits for."""
+
+
+def offset_clock(now: float, wall: int) -> Callable[[float], int]:
+    """A converter from the engine's ``now`` clock to Unix ms, by the offset of one reading
+    of both."""
+    offset = wall - now * 1000
+
+    def to_wall(at: float) -> int:
+        return int(at * 1000 + offset)
+
+    return to_wall
+
+
+def trace_message(
+    message_id: bytes,
+    *,
+    store: Store,
+    causal: Causal,
+    peer_states: Peers,
+    contacts: Contacts,
+    epoch: int,
+    epoch_start: Callable[[int], float],
+    to_wall: Callable[[float], int],
+) -> MessageTrace:
+    """:meth:`Engine.trace`, from the engine's parts (read only)."""
+    m = store.get_message(message_id)
+    fresh = {peer for peer, state in peer_states.items() if message_id in state.fresh}
+    peers: dict[bytes, PeerTrace] = {}
+    group_id = b"" if m is None else m.group_id
+    for r in store.records_for_message(message_id):
+        if not group_id and r.group_id:
+            group_id = r.group_id
+        start = None if r.first_epoch < 0 else epoch_start(r.first_epoch)
+        due = None if r.parked else epoch_start(max(r.send_epoch, epoch))
+        peers[r.peer] = PeerTrace(
+            peer=r.peer,
+            state=_STATE_NAMES[r.type],
+            transmissions=r.send_count,
+            first_sent_ms=0 if start is None else to_wall(start),
+            next_retry_at=due,
+            next_retry_ms=0 if due is None else to_wall(due),
+            given_up=r.parked,
+            queued=r.peer in fresh,
+            carrier=contacts.latest_sent(r.peer),
+        )
+    for peer, at, via in store.acks_for_message(message_id):
+        if peer not in peers:
+            peers[peer] = PeerTrace(peer=peer, state=ACKED, acked_ms=at, acked_via=via)
+    waiting = tuple(causal.waiting.get(message_id, ()))
+    if m is None:
+        return MessageTrace(
+            message_id,
+            stored=False,
+            group_id=group_id,
+            waiting_children=waiting,
+            peers=tuple(peers[p] for p in sorted(peers)),
+        )
+    missing = tuple(p for p in m.parents if not store.has_message(p))
+    asked = tuple(
+        (
+            p,
+            tuple(sorted(r.peer for r in store.records_for_message(p) if r.type is _REQUEST)),
+        )
+        for p in missing
+    )
+    return MessageTrace(
+        message_id,
+        stored=True,
+        group_id=m.group_id,
+        timestamp=m.timestamp,
+        stored_ms=m.stored_at,
+        expires_ms=m.expires_at,
+        held=not m.delivered,
+        parents=m.parents,
+        parents_missing=missing,
+        asked=asked,
+        waiting_children=waiting,
+        peers=tuple(peers[p] for p in sorted(peers)),
+    )
+
+
+def sync_status(
+    peers: Iterable[bytes],
+    *,
+    store: Store,
+    causal: Causal,
+    requests: Requests,
+    peer_states: Peers,
+    contacts: Contacts,
+    group_ids: Iterable[bytes],
+    limit: int,
+    sample: int,
+) -> tuple[tuple[PeerSync, ...], tuple[GroupSync, ...]]:
+    """:meth:`Engine.sync_status`, from the engine's parts (read only)."""
+
+    per_peer = tuple(
+        PeerSync(
+            peer,
+            *store.pending(peer, sample),
+            requested=requests.per_peer.get(peer, 0),
+            contacts=contacts.of(peer),
+        )
+        for peer in dict.fromkeys(peers)
+    )
+    lacking: dict[bytes, list[tuple[bytes, tuple[bytes, ...]]]] = {}
+    lacking_count: dict[bytes, int] = {}
+    groups_of = peer_states.groups_of
+    for mid, asked in requests.by_id.items():
+        named = {g for g in asked.values() if g}
+        if not named:
+            # Offered, its group not known yet: the group it must be in, if the peers
+            # that offered it share only one with us (else it counts per peer only).
+            shared = set.intersection(*(set(groups_of(p)) for p in asked))
+            named = shared if len(shared) == 1 else set()
+        for group in named:
+            lacking_count[group] = lacking_count.get(group, 0) + 1
+            listed = lacking.setdefault(group, [])
+            if len(listed) < limit:
+                listed.append((mid, tuple(sorted(asked))))
+    held: dict[bytes, list[tuple[bytes, tuple[bytes, ...]]]] = {}
+    held_count: dict[bytes, int] = {}
+    parents_of: dict[bytes, list[bytes]] = {}
+    for parent, children in causal.waiting.items():
+        for child in children:
+            parents_of.setdefault(child, []).append(parent)
+    by_id = requests.by_id
+    for child in causal.missing:
+        # The group of a held message: from the REQUEST for a parent it waits for (in
+        # memory), else from the store.
+        found: bytes | None = next(
+            (g for p in parents_of.get(child, ()) for g in by_id.get(p, {}).values() if g),
+            None,
+        )
+        if found is not None:
+            group = found
+        else:
+            stored = store.get_message(child)
+            group = b"" if stored is None else stored.group_id
+        held_count[group] = held_count.get(group, 0) + 1
+        listed = held.setdefault(group, [])
+        if len(listed) < limit:
+            listed.append((child, tuple(parents_of.get(child, ()))))
+    groups = tuple(
+        GroupSync(
+            g,
+            lacking=lacking_count.get(g, 0),
+            lacking_ids=tuple(lacking.get(g, ())),
+            held=held_count.get(g, 0),
+            held_ids=tuple(held.get(g, ())),
+        )
+        for g in group_ids
+    )
+    return per_peer, groups
