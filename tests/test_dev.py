@@ -19,7 +19,7 @@ def no_venv(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, ...]]:
     monkeypatch.setattr(dev, "ensure_venv", lambda: None)
     monkeypatch.setattr(dev, "check_gencode", lambda: None)
     monkeypatch.setattr(dev, "ensure_services", lambda: None)
-    monkeypatch.setattr(dev, "ensure_jsipfs", lambda: False)
+    monkeypatch.setattr(dev, "ensure_kubo", lambda: None)
     monkeypatch.setattr(dev, "_run", lambda *argv, env=None: ran.append(tuple(map(str, argv))))
     return ran
 
@@ -42,7 +42,7 @@ def test_test_prints_each_phase_time(
         "mypy --strict",
         "gencode check",
         "services install",
-        "js-ipfs install",
+        "kubo build",
         "pytest",
         "pytest tests/fuzz",
         "total",

@@ -148,6 +148,11 @@ def backend_for(
     # The other backends' modules (httpx, coredis) load only when a URL names them.
     import mvds_node.remotelog as remotelog
 
+    if url.startswith(("ipfs://", "ipfs+https://")):
+        try:
+            return remotelog.IpfsBackend(url, ipns_ids=ipns_ids, credentials=credentials)
+        except SecretError as error:
+            raise ConfigError(f"remote_log: {error}") from None
     if credentials is not None and credentials != Credentials():
         raise ConfigError(
             f"remote_log: {redact_url(url)}: this backend takes no secret or TLS files yet"
@@ -160,8 +165,6 @@ def backend_for(
         return remotelog.RedisBackend(url)
     if url.startswith("nats://"):
         return remotelog.NatsBackend(url)
-    if url.startswith("ipfs://"):
-        return remotelog.IpfsBackend(url, ipns_ids=ipns_ids)
     raise ConfigError(f"remote_log.url: no backend for {redact_url(url)!r}")
 
 
