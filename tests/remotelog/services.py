@@ -181,9 +181,12 @@ def kubo_config(config: dict[str, Any], authorizations: dict[str, Any] | None) -
     config.setdefault("Pubsub", {})["Enabled"] = True
     config["Bootstrap"] = []
     config["Discovery"]["MDNS"]["Enabled"] = False
-    config.setdefault("Plugins", {}).setdefault("Plugins", {})["telemetry"] = {
-        "Config": {"Mode": "off"}
+    plugins = config.get("Plugins") or {}
+    plugins["Plugins"] = {
+        **(plugins.get("Plugins") or {}),
+        "telemetry": {"Config": {"Mode": "off"}},
     }
+    config["Plugins"] = plugins
     if authorizations is not None:
         config["API"]["Authorizations"] = authorizations
 

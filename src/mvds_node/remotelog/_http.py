@@ -194,7 +194,7 @@ class HttpClient:
         except httpx.TimeoutException as e:
             raise BackendError(f"{where}: timed out ({type(e).__name__})") from None
         except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as e:
-            raise BackendError(f"{where}: unreachable: {type(e).__name__}: {e}") from None
+            raise BackendError(f"{where}: unreachable: {type(e).__name__}: {_reason(e)}") from None
         except ValueError as e:
             # h11 turns some malformed headers (a Content-Length of thousands of digits) into
             # ValueError rather than a protocol error.
@@ -205,6 +205,19 @@ class HttpClient:
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
+
+
+def _reason(error: BaseException) -> str:
+    """The text of ``error``, or of the first exception under it that has one: httpx wraps some
+    failures (a TLS certificate refused) in exceptions of no text."""
+    seen: BaseException | None = error
+    for _ in range(8):
+        if seen is None:
+            break
+        if str(seen):
+            return str(seen)
+        seen = seen.__cause__ or seen.__context__
+    return ""
 
 
 class _Body(httpx.AsyncByteStream):

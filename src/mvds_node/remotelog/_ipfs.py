@@ -300,7 +300,10 @@ class IpfsBackend:
             data = await self._block(cid_of(address))
         except BackendError as e:
             # Absent (or not found in the network within the timeout): None, as for every CAS.
-            if any(w in str(e).lower() for w in ("not found", "timeout", "timed out")):
+            if any(
+                w in str(e).lower()
+                for w in ("not found", "timeout", "timed out", "deadline exceeded")
+            ):
                 return None
             raise
         return data
@@ -325,7 +328,9 @@ class IpfsBackend:
 
     async def _read_directory(self, ipns_id: str) -> dict[str, str] | None:
         try:
-            reply = await self._json("name/resolve", arg=f"/ipns/{ipns_id}")
+            reply = await self._json(
+                "name/resolve", arg=f"/ipns/{ipns_id}", nocache="true", dht_timeout=GET_TIMEOUT
+            )
         except BackendError as e:
             if "could not resolve" in str(e).lower() or "not found" in str(e).lower():
                 return None
