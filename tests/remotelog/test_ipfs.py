@@ -197,7 +197,9 @@ async def test_kubo_api_authorizations_admit_the_right_credentials_only(tmp_path
             # Right, but Kubo's AllowedPaths admit only reads for this one.
             reads = Credentials(secret=Secret("bearer:only-reads"))
             await _refused(IpfsBackend(url, credentials=reads), "AllowedPaths")
-            assert await IpfsBackend(url, credentials=reads).cas_get(address_of(b"x")) is None
+            reader = IpfsBackend(url, credentials=reads)
+            assert await reader.cas_get(address_of(b"x")) is None
+            await reader.aclose_connection()
 
 
 async def test_a_node_with_a_wrong_secret_keeps_running_and_loses_nothing(
