@@ -28,6 +28,7 @@ from mvds_node.remotelog._ipfs import IpfsBackend, authorization_header, cid_of
 from mvds_node.sync import encode_message, message_id
 from tests.node.helpers import config_for
 
+from . import services
 from .certs_kubo import make_server_certs
 from .services import kubo_node, tls_proxy
 from .test_node_log import with_log
@@ -323,3 +324,23 @@ def test_backend_for_hands_the_credentials_to_the_ipfs_backend(tmp_path: Path) -
         with pytest.raises(ConfigError, match=needle) as caught:
             backend_for(url, credentials=credentials)
         assert PASSWORD not in str(caught.value)
+
+
+def test_without_go_the_kubo_tests_skip_and_with_go_but_no_build_they_fail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dev
+
+    monkeypatch.setattr(dev, "kubo_path", lambda: tmp_path / "ipfs")
+    monkeypatch.setattr(services.shutil, "which", lambda name: None)
+    monkeypatch.setenv("MVDS_REQUIRE_SERVICES", "1")
+    with pytest.raises(pytest.skip.Exception, match="Go is not installed"):
+        services.kubo_binary()
+    monkeypatch.setattr(services.shutil, "which", lambda name: "/usr/bin/go")
+    with pytest.raises(pytest.fail.Exception, match="not built"):
+        services.kubo_binary()
+    monkeypatch.delenv("MVDS_REQUIRE_SERVICES")
+    with pytest.raises(pytest.skip.Exception, match="not built"):
+        services.kubo_binary()
+    (tmp_path / "ipfs").write_bytes(b"")
+    assert services.kubo_binary() == str(tmp_path / "ipfs")
