@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -108,7 +109,7 @@ def test_kubo_build_is_skipped_once_the_binary_is_cached(
     def no_build(*args: object, **kwargs: object) -> None:
         raise AssertionError("built again")
 
-    monkeypatch.setattr(dev.subprocess, "run", no_build)
+    monkeypatch.setattr(subprocess, "run", no_build)
     dev.ensure_kubo()
 
 

@@ -4,6 +4,7 @@ bitswap and IPNS over pubsub, API authorizations and a TLS proxy in front of the
 from __future__ import annotations
 
 import secrets
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -332,11 +333,11 @@ def test_without_go_the_kubo_tests_skip_and_with_go_but_no_build_they_fail(
     import dev
 
     monkeypatch.setattr(dev, "kubo_path", lambda: tmp_path / "ipfs")
-    monkeypatch.setattr(services.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     monkeypatch.setenv("MVDS_REQUIRE_SERVICES", "1")
     with pytest.raises(pytest.skip.Exception, match="Go is not installed"):
         services.kubo_binary()
-    monkeypatch.setattr(services.shutil, "which", lambda name: "/usr/bin/go")
+    monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/go")
     with pytest.raises(pytest.fail.Exception, match="not built"):
         services.kubo_binary()
     monkeypatch.delenv("MVDS_REQUIRE_SERVICES")
