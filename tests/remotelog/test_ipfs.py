@@ -3,6 +3,8 @@ bitswap and IPNS over pubsub, API authorizations and a TLS proxy in front of the
 
 from __future__ import annotations
 
+import json
+import re
 import secrets
 import shutil
 from dataclasses import replace
@@ -345,3 +347,40 @@ def test_without_go_the_kubo_tests_skip_and_with_go_but_no_build_they_fail(
         services.kubo_binary()
     (tmp_path / "ipfs").write_bytes(b"")
     assert services.kubo_binary() == str(tmp_path / "ipfs")
+
+
+async def test_status_shows_a_refused_password_as_stars(tmp_path: Path) -> None:
+    """``mvds-node status`` (text and --json) of a running node whose Kubo refuses its password:
+    the reason, the URL with ``***``, never the password."""
+    from tests.node.cliutil import acli, cli, init, start
+
+    home = tmp_path / "alice"
+    init(home, "alice")
+    with trio.fail_after(90):
+        async with (
+            kubo_node(tmp_path / "k", authorizations=AUTHORIZATIONS) as kubo,
+            trio.open_nursery() as nursery,
+        ):
+            url = f"ipfs://bob:{PASSWORD}-old@127.0.0.1:{kubo.api_port}"
+            cli("--dir", home, "config", "set", "remote_log.url", url)
+            node = await start(nursery, home)
+            await acli("--dir", home, "send", "chat", "hello")
+            errors: list[str] = []
+            while not errors:  # the first upload is refused at once; status is read anew
+                document = await acli("--dir", home, "--json", "status")
+                errors = [log["error"] for log in json.loads(document)["logs"] if log["error"]]
+                if not errors:
+                    await trio.sleep(0.1)
+            text = await acli("--dir", home, "status")
+            for shown in (document, text, *(str(line) for line in node.lines)):
+                assert PASSWORD not in shown
+            (error,) = errors  # the call that met the refusal first (key/list, block/put)
+            prefix, _, rest = error.partition(": ")
+            assert re.fullmatch(rf"ipfs bob:\*\*\*@127\.0\.0\.1:{kubo.api_port} [a-z/]+", prefix)
+            assert rest == (
+                "access denied (403): check remote_log.secret against the node's "
+                "API.Authorizations (AuthSecret, and AllowedPaths holding /api/v0)"
+            )
+            assert "access denied (403)" in text
+            assert json.loads(document)["running"]
+            assert await node.stop() == 0
