@@ -319,14 +319,14 @@ def test_backend_for_hands_the_credentials_to_the_ipfs_backend(tmp_path: Path) -
     refused = [
         ("ipfs://127.0.0.1:5001", Credentials(ca_file=tmp_path / "ca.pem"), "need an ipfs"),
         ("ipfs://127.0.0.1:5001", Credentials(creds_file=tmp_path / "x.creds"), "NATS"),
-        ("ipfs://bob@127.0.0.1:5001", Credentials(), "needs a password"),
+        (f"ipfs://{TOKEN}@127.0.0.1:5001", Credentials(), "needs a password"),
         ("ipfs://127.0.0.1:5001", Credentials(secret=Secret(f"x:{PASSWORD}")), "AuthSecret"),
         ("ipfs+https://127.0.0.1:5001", Credentials(ca_file=tmp_path / "none.pem"), "CA file"),
     ]
     for url, credentials, needle in refused:
         with pytest.raises(ConfigError, match=needle) as caught:
             backend_for(url, credentials=credentials)
-        assert PASSWORD not in str(caught.value)
+        assert PASSWORD not in str(caught.value) and TOKEN not in str(caught.value)
 
 
 def test_without_go_the_kubo_tests_skip_and_with_go_but_no_build_they_fail(

@@ -167,9 +167,10 @@ def _authorization(url: BackendUrl, credentials: Credentials) -> str | None:
     secret = credentials.secret or url.password
     if url.username is not None:
         if not secret:
+            # Not echoed: a lone word before "@" may be a token written in the wrong place.
             raise SecretError(
-                f"{url.redacted()}: the user {url.username!r} needs a password, in the URL or "
-                "in remote_log.secret"
+                f"ipfs {format_address(url.host, url.port)}: the user name in the URL needs a "
+                "password, in the URL or in remote_log.secret (a token goes in remote_log.secret)"
             )
         pair = f"{url.username}:{secret.reveal()}"
         if any(c in pair for c in "\r\n\0"):
