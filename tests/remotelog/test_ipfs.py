@@ -362,7 +362,8 @@ async def test_status_shows_a_refused_password_as_stars(tmp_path: Path) -> None:
             trio.open_nursery() as nursery,
         ):
             url = f"ipfs://bob:{PASSWORD}-old@127.0.0.1:{kubo.api_port}"
-            cli("--dir", home, "config", "set", "remote_log.url", url)
+            echoed = cli("--dir", home, "config", "set", "remote_log.url", url)
+            assert echoed == f'remote_log.url = "ipfs://bob:***@127.0.0.1:{kubo.api_port}"\n'
             node = await start(nursery, home)
             await acli("--dir", home, "send", "chat", "hello")
             errors: list[str] = []
@@ -384,3 +385,10 @@ async def test_status_shows_a_refused_password_as_stars(tmp_path: Path) -> None:
             assert "access denied (403)" in text
             assert json.loads(document)["running"]
             assert await node.stop() == 0
+            # With the password right, `key --ipns` asks this Kubo node for our IPNS id.
+            right = f"ipfs://bob:{PASSWORD}@127.0.0.1:{kubo.api_port}"
+            cli("--dir", home, "config", "set", "remote_log.url", right)
+            shown = json.loads(await acli("--dir", home, "--json", "key", "--ipns"))
+            backend = IpfsBackend(right)
+            assert shown["ipns"] == await backend.own_ipns_id(shown["log_key"])
+            await backend.aclose_connection()

@@ -368,6 +368,14 @@ def config_set(state: State, name: str, value: str) -> None:
     changed = parse_config(doc, data_dir=config.data_dir, where="mvds-node config set")
     save_config(changed)
     after = setting_value(changed, setting)
+    if isinstance(after, str) and after:
+        from mvds_node.remotelog import redact_url
+
+        # Echoed without its secret: a terminal's scrollback and a shell log keep what is shown.
+        if setting.name == "remote_log.url":
+            after = redact_url(after)
+        elif setting.name == "remote_log.secret" and not after.startswith(("env:", "file:")):
+            after = "***"
     running = config.control_path.exists()
     state.output.show(
         {"setting": setting.name, "value": after},
