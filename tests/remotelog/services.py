@@ -1,8 +1,9 @@
 """Real servers for backend tests: started per test on 127.0.0.1, stopped after.
 
-``python3 dev.py test`` installs them (Debian packages) and sets MVDS_REQUIRE_SERVICES=1, so a
-missing server fails the run there; a developer running pytest alone without them gets a skip
-that says what to install.
+``python3 dev.py test`` installs them (redis-server and nats-server from Debian; Kubo built with
+Go, see ``dev.ensure_kubo``) and sets MVDS_REQUIRE_SERVICES=1, so a missing server fails the run
+there (Kubo only where Go is installed); a developer running pytest alone without them gets a
+skip that says what to install.
 """
 
 from __future__ import annotations
