@@ -136,7 +136,7 @@ async def main_async(n: int, only: set[str]) -> list[dict[str, Any]]:
                     ("http helper", HttpBackend(url)),
                     ("redis", RedisBackend(redis_url)),
                     ("nats jetstream", NatsBackend(nats_url)),
-                    ("ipfs (js-ipfs)", IpfsBackend(ipfs_url)),
+                    ("ipfs (Kubo)", IpfsBackend(ipfs_url)),
                 ]
                 for name, backend in backends:
                     if only and name.split(" ")[0] not in only:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -19,7 +20,7 @@ def no_venv(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, ...]]:
     monkeypatch.setattr(dev, "ensure_venv", lambda: None)
     monkeypatch.setattr(dev, "check_gencode", lambda: None)
     monkeypatch.setattr(dev, "ensure_services", lambda: None)
-    monkeypatch.setattr(dev, "ensure_jsipfs", lambda: False)
+    monkeypatch.setattr(dev, "ensure_kubo", lambda: None)
     monkeypatch.setattr(dev, "_run", lambda *argv, env=None: ran.append(tuple(map(str, argv))))
     return ran
 
@@ -42,8 +43,8 @@ def test_test_prints_each_phase_time(
         "mypy --strict",
         "gencode check",
         "services install",
-        "js-ipfs install",
         "go-interop",
+        "kubo build",
         "pytest",
         "pytest tests/fuzz",
         "total",
@@ -95,3 +96,51 @@ def test_fuzz_refuses_an_unknown_target(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(dev, "VENV", Path(sys.executable).parent.parent)
     with pytest.raises(SystemExit, match="no fuzz target nope"):
         dev.main(["fuzz", "--target", "nope"])
+
+
+def test_kubo_build_is_skipped_once_the_binary_is_cached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    binary = tmp_path / "mvds-node" / f"kubo-{dev.KUBO_VERSION}" / "ipfs"
+    assert dev.kubo_path() == binary
+    binary.parent.mkdir(parents=True)
+    binary.write_bytes(b"")
+
+    def no_build(*args: object, **kwargs: object) -> None:
+        raise AssertionError("built again")
+
+    monkeypatch.setattr(subprocess, "run", no_build)
+    dev.ensure_kubo()
+
+
+def test_kubo_build_without_go_says_so_and_with_a_failing_go_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    dev.ensure_kubo()  # no Go at all
+    assert "Go is missing: the Kubo tests skip" in capsys.readouterr().err
+    (tmp_path / "bin").mkdir()
+    go = tmp_path / "bin" / "go"
+    go.write_text("#!/bin/sh\necho 'proxy said no' >&2\nexit 1\n")
+    go.chmod(0o755)
+    with pytest.raises(dev.KuboBuildFailed):
+        dev.ensure_kubo()
+    err = capsys.readouterr().err
+    assert "Kubo build failed at `go mod download`" in err and "proxy said no" in err
+    assert not dev.kubo_path().exists()
+
+
+def test_a_failed_kubo_build_fails_its_phase_and_the_tests_still_run(
+    no_venv: list[tuple[str, ...]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def fails() -> None:
+        raise dev.KuboBuildFailed("build")
+
+    monkeypatch.setattr(dev, "ensure_kubo", fails)
+    dev.main(["test"])
+    rows = {" ".join(r[: r.index("s") - 1]): r[-1] for r in _phases(capsys.readouterr().err)}
+    assert rows["kubo build"] == "failed" and rows["pytest"] == "ok"

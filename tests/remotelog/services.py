@@ -1,20 +1,27 @@
 """Real servers for backend tests: started per test on 127.0.0.1, stopped after.
 
-``python3 dev.py test`` installs them (Debian packages) and sets MVDS_REQUIRE_SERVICES=1, so a
-missing server fails the run there; a developer running pytest alone without them gets a skip
-that says what to install.
+``python3 dev.py test`` installs them (redis-server and nats-server from Debian; Kubo built with
+Go, see ``dev.ensure_kubo``) and sets MVDS_REQUIRE_SERVICES=1, so a missing server fails the run
+there (Kubo only where Go is installed); a developer running pytest alone without them gets a
+skip that says what to install.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
+import re
 import shutil
 import socket
+import ssl
 import subprocess
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -179,43 +186,79 @@ async def nats_server(tmp: Path) -> AsyncIterator[str]:
         yield f"nats://127.0.0.1:{port}"
 
 
-JSIPFS_DIR = Path(__file__).resolve().parents[2] / "services" / "jsipfs"
+def kubo_binary() -> str:
+    """The Kubo binary ``dev.py test`` builds (cached per version), or a skip or failure that
+    says why there is none: without Go the Kubo tests skip; with Go, under
+    MVDS_REQUIRE_SERVICES=1, a missing binary means its build failed, and they fail."""
+    import dev
+
+    path = dev.kubo_path()
+    if path.exists():
+        return str(path)
+    if shutil.which("go") is None:
+        pytest.skip(f"Kubo tests skipped: Go is not installed (Kubo {dev.KUBO_VERSION} is built "
+                    "from source)")  # fmt: skip
+    message = f"Kubo {dev.KUBO_VERSION} is not built at {path} (python3 dev.py test builds it)"
+    if os.environ.get("MVDS_REQUIRE_SERVICES") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@dataclass(frozen=True)
+class Kubo:
+    """A running Kubo daemon."""
+
+    url: str
+    """``ipfs://127.0.0.1:PORT``, its RPC API."""
+    api_port: int
+    swarm: str
+    """Its swarm address with its peer id, for ``swarm/connect``."""
+    peer_id: str
+
+
+_API_LINE = re.compile(rb"RPC API server listening on /ip4/127\.0\.0\.1/tcp/(\d+)")
+_SWARM_LINE = re.compile(rb"Swarm listening on 127\.0\.0\.1:(\d+) ")
+_PEER_LINE = re.compile(rb"PeerID: (\w+)")
+
+
+def kubo_config(config: dict[str, Any], authorizations: dict[str, Any] | None) -> None:
+    """A deployment's settings for a node of a private group, on top of ``init --profile test``
+    (every listener on 127.0.0.1 port 0, no bootstrap peers, no mDNS, no AutoTLS/AutoConf):
+    no DHT (``Routing.Type`` "none": peers are connected on purpose), IPNS over pubsub so a
+    name resolves between connected peers, telemetry off, and the API's authorizations."""
+    config["Routing"]["Type"] = "none"
+    config.setdefault("Ipns", {})["UsePubsub"] = True
+    config.setdefault("Pubsub", {})["Enabled"] = True
+    config["Bootstrap"] = []
+    config["Discovery"]["MDNS"]["Enabled"] = False
+    plugins = config.get("Plugins") or {}
+    plugins["Plugins"] = {
+        **(plugins.get("Plugins") or {}),
+        "telemetry": {"Config": {"Mode": "off"}},
+    }
+    config["Plugins"] = plugins
+    if authorizations is not None:
+        config["API"]["Authorizations"] = authorizations
 
 
 @asynccontextmanager
-async def ipfs_node(repo: Path, *, online: bool = False) -> AsyncIterator[tuple[str, str]]:
-    """A js-ipfs node on 127.0.0.1 (no bootstrap, no mDNS); yields (RPC URL, swarm address)."""
-    binary = JSIPFS_DIR / "node_modules" / ".bin" / "jsipfs"
-    if not binary.exists():
-        message = "js-ipfs is not installed (services/jsipfs: npm ci; dev.py test does it)"
-        if os.environ.get("MVDS_REQUIRE_SERVICES") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    env = {
-        **os.environ,
-        "IPFS_PATH": str(repo),
-        "NODE_OPTIONS": f"--require {JSIPFS_DIR / 'polyfill.cjs'}",
-    }
-    api, swarm = _free_port(), _free_port()
-    await trio.run_process([str(binary), "init", "--profile", "test"], env=env, capture_stdout=True)
+async def kubo_node(
+    repo: Path, *, authorizations: dict[str, Any] | None = None
+) -> AsyncIterator[Kubo]:
+    """A Kubo daemon on 127.0.0.1 (see :func:`kubo_config`); yields it once it is ready."""
+    binary = kubo_binary()
+    env = {**os.environ, "IPFS_PATH": str(repo), "IPFS_TELEMETRY": "off"}
+    await trio.run_process(
+        [binary, "init", "--profile", "test", "--empty-repo"], env=env, capture_stdout=True
+    )
     config_path = repo / "config"
     config = json.loads(config_path.read_text())
-    config["Addresses"].update(
-        {
-            "Swarm": [f"/ip4/127.0.0.1/tcp/{swarm}"],
-            "API": f"/ip4/127.0.0.1/tcp/{api}",
-            "Gateway": f"/ip4/127.0.0.1/tcp/{_free_port()}",
-            "RPC": f"/ip4/127.0.0.1/tcp/{_free_port()}",
-            "Delegates": [],
-        }
-    )
-    config["Bootstrap"] = []
-    config["Discovery"]["MDNS"]["Enabled"] = False
-    config["Routing"] = {"Type": "dhtserver"}
+    kubo_config(config, authorizations)
     config_path.write_text(json.dumps(config))
-    mode = ["--enable-namesys-pubsub"] if online else ["--offline"]
-    argv = [str(binary), "daemon", *mode, "--enable-preload=false"]
-    process = await trio.lowlevel.open_process(argv, env=env, stdout=subprocess.PIPE)
+    with (repo / "daemon.log").open("wb") as log:
+        process = await trio.lowlevel.open_process(
+            [binary, "daemon"], env=env, stdout=subprocess.PIPE, stderr=log
+        )
     assert process.stdout is not None
     try:
         with trio.fail_after(60):
@@ -223,14 +266,18 @@ async def ipfs_node(repo: Path, *, online: bool = False) -> AsyncIterator[tuple[
             while b"Daemon is ready" not in seen:
                 chunk = await process.stdout.receive_some(4096)
                 if not chunk:
-                    raise RuntimeError(f"jsipfs exited: {seen.decode(errors='replace')}")
+                    errors = (repo / "daemon.log").read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"kubo exited: {seen.decode(errors='replace')}{errors}")
                 seen = (seen + chunk)[-16384:]
-        peer_id = next(
-            line.split("/p2p/")[1].strip()
-            for line in seen.decode(errors="replace").splitlines()
-            if "Swarm listening on" in line and "/p2p/" in line
+        api, swarm, peer = (r.search(seen) for r in (_API_LINE, _SWARM_LINE, _PEER_LINE))
+        assert api and swarm and peer, seen.decode(errors="replace")
+        peer_id = peer.group(1).decode()
+        yield Kubo(
+            url=f"ipfs://127.0.0.1:{int(api.group(1))}",
+            api_port=int(api.group(1)),
+            swarm=f"/ip4/127.0.0.1/tcp/{int(swarm.group(1))}/p2p/{peer_id}",
+            peer_id=peer_id,
         )
-        yield f"ipfs://127.0.0.1:{api}", f"/ip4/127.0.0.1/tcp/{swarm}/p2p/{peer_id}"
     finally:
         process.terminate()
         with trio.move_on_after(10):
@@ -372,3 +419,38 @@ async def nats_cluster(tmp: Path, size: int = 3) -> AsyncIterator[NatsCluster]:
             with trio.CancelScope(shield=True):
                 await cluster.stop()
             nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def ipfs_node(repo: Path) -> AsyncIterator[tuple[str, str]]:
+    """A Kubo daemon (see :func:`kubo_node`); yields (RPC URL, swarm address)."""
+    async with kubo_node(repo) as node:
+        yield node.url, node.swarm
+
+
+async def tls_proxy(nursery: trio.Nursery, context: ssl.SSLContext, port: int) -> int:
+    """A TLS-terminating proxy on a free loopback port in front of 127.0.0.1:``port`` (as a
+    deployment puts one in front of Kubo's API, which has no TLS of its own); its port."""
+
+    async def forward(client: trio.SSLStream[trio.SocketStream]) -> None:
+        async with client:
+            try:
+                upstream = await trio.open_tcp_stream("127.0.0.1", port)
+            except OSError:
+                return
+            async with upstream, trio.open_nursery() as pumps:
+
+                async def pump(source: trio.abc.Stream, sink: trio.abc.Stream) -> None:
+                    # A refused handshake or a closed side ends both directions.
+                    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                        while data := await source.receive_some(65536):
+                            await sink.send_all(data)
+                    pumps.cancel_scope.cancel()
+
+                pumps.start_soon(pump, client, upstream)
+                pumps.start_soon(pump, upstream, client)
+
+    serve = functools.partial(trio.serve_ssl_over_tcp, forward, 0, context, host="127.0.0.1")
+    listeners = await nursery.start(serve)
+    proxy_port: int = listeners[0].transport_listener.socket.getsockname()[1]
+    return proxy_port

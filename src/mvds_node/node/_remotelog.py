@@ -162,14 +162,14 @@ def _backend_for(url: str, *, credentials: Credentials, ipns_ids: dict[str, str]
         return remotelog.RedisBackend(url, credentials=credentials)
     if url.startswith(("nats://", "tls://")):
         return remotelog.NatsBackend(url, credentials=credentials)
+    if url.startswith(("ipfs://", "ipfs+https://")):
+        return remotelog.IpfsBackend(url, ipns_ids=ipns_ids, credentials=credentials)
     if credentials != Credentials():
         raise ConfigError(
             f"remote_log: {redact_url(url)}: this backend takes no secret or TLS files yet"
         )
     if url.startswith("file://"):
         return FileBackend(url.removeprefix("file://"))
-    if url.startswith("ipfs://"):
-        return remotelog.IpfsBackend(url, ipns_ids=ipns_ids)
     raise ConfigError(f"remote_log.url: no backend for {redact_url(url)!r}")
 
 

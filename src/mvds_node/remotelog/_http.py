@@ -237,7 +237,20 @@ def _unreachable(where: str, e: Exception) -> str:
                 "server? does it want a client certificate (remote_log.cert_file)?"
             )
         cause = cause.__cause__ or cause.__context__
-    return f"{where}: unreachable: {type(e).__name__}: {e}"
+    return f"{where}: unreachable: {type(e).__name__}: {_reason(e)}"
+
+
+def _reason(error: BaseException) -> str:
+    """The text of ``error``, or of the first exception under it that has one: httpx wraps some
+    failures (a TLS certificate refused) in exceptions of no text."""
+    seen: BaseException | None = error
+    for _ in range(8):
+        if seen is None:
+            break
+        if str(seen):
+            return str(seen)
+        seen = seen.__cause__ or seen.__context__
+    return ""
 
 
 class _Body(httpx.AsyncByteStream):

@@ -1,8 +1,10 @@
-"""An IPFS backend (``ipfs://host:port``, the Kubo RPC API), tested against js-ipfs.
+"""An IPFS backend (``ipfs://host:port``, or ``ipfs+https://host:port`` through a TLS proxy: the
+Kubo RPC API), tested against Kubo 0.43.
 
-* CAS: ``block/put?format=raw&mhtype=sha2-256`` and ``block/get``. A raw CIDv1 with a SHA-256
+* CAS: ``block/put?cid-codec=raw&mhtype=sha2-256`` and ``block/get``. A raw CIDv1 with a SHA-256
   multihash *is* our address in another spelling, so no mapping is stored: the CID is computed
-  from the address. (These parameter forms are the ones both js-ipfs and Kubo accept.)
+  from the address. (Every parameter is in the form Kubo's RPC reference documents; every call
+  is a POST, as Kubo requires.)
 * NS: IPNS names belong to IPFS keys, so each writer publishes one *directory* under one key it
   generates (``key/gen``, named ``mvds-directory-<log key prefix>``): a small block mapping each
   of its log names to the CID of that name's current record. ``ns_update`` stores the record
@@ -10,6 +12,14 @@
   directory through the writer's IPNS id, which it must be told (``ipns_ids``: log key hex ->
   IPNS id; a node learns it from the peer's configuration; ``mvds-node key --ipns`` prints
   ours).
+
+*Access.* Kubo's ``API.Authorizations`` admits a request by its ``Authorization`` header: a
+user name and password (in the URL, or the password in ``remote_log.secret``) are sent as HTTP
+Basic; a secret alone is read as Kubo writes its ``AuthSecret`` (``bearer:TOKEN``,
+``basic:USER:PASSWORD``, or a bare token, taken as bearer) and sent as Kubo expects it. A refusal
+(403) is a :class:`BackendError` that says what to check, never the secret. Kubo's API has no TLS
+of its own: ``ipfs+https://`` talks to a TLS proxy in front of it, trusting the system's CAs or
+``remote_log.ca_file``.
 
 The records themselves are signed and sequence-checked by the reader as with every backend;
 IPNS adds nothing to trust here, only reachability.
@@ -28,11 +38,22 @@ from collections.abc import Mapping
 from typing import Any, Final
 from urllib.parse import quote
 
+from mvds_node._address import format_address
 from mvds_node.remotelog._backend import BackendError
 from mvds_node.remotelog._format import MAX_OBJECT_BYTES, address_of
 from mvds_node.remotelog._http import ClientTimeouts, HttpClient
+from mvds_node.remotelog._secrets import (
+    BackendUrl,
+    Credentials,
+    SecretError,
+    parse_backend_url,
+    tls_context,
+)
 
-__all__ = ["IpfsBackend", "cid_of"]
+__all__ = ["IpfsBackend", "authorization_header", "cid_of"]
+
+DEFAULT_PORT: Final = 5001
+"""Kubo's RPC API port."""
 
 DIRECTORY_KEY: Final = "mvds-directory"
 GET_TIMEOUT: Final = "3s"
@@ -112,12 +133,102 @@ def _multipart(data: bytes) -> bytes:
     )
 
 
-class IpfsBackend:
-    """A :class:`~mvds_node.remotelog.Backend` on an IPFS node's RPC API."""
+def authorization_header(secret: str) -> str:
+    """The ``Authorization`` header Kubo expects for an ``AuthSecret`` of its
+    ``API.Authorizations`` (as Kubo's own ``ConvertAuthSecret`` reads it): ``bearer:TOKEN`` ->
+    ``Bearer TOKEN``; ``basic:USER:PASSWORD`` -> ``Basic`` and their base64;
+    ``basic:BASE64`` -> ``Basic BASE64``; a token with no ``:`` -> ``Bearer TOKEN``.
 
-    def __init__(self, url: str, *, ipns_ids: Mapping[str, str] | None = None) -> None:
-        host = url.removeprefix("ipfs://").rstrip("/")
-        self.http = HttpClient("http://" + host, what=f"ipfs {host}", timeouts=_TIMEOUTS)
+    Raises:
+        SecretError: another ``type:`` (Kubo admits no request with it), an empty value, or
+            characters a header cannot carry; the message never shows the secret.
+    """
+    kind, colon, value = secret.partition(":")
+    if not colon:
+        kind, value = "bearer", secret
+    elif kind not in ("basic", "bearer"):
+        raise SecretError(
+            "remote_log.secret: not a Kubo AuthSecret: write bearer:TOKEN or "
+            "basic:USER:PASSWORD (a user name in the URL makes the secret its password)"
+        )
+    if not value:
+        raise SecretError(f"remote_log.secret: the {kind} secret is empty")
+    if kind == "basic" and ":" in value:
+        return "Basic " + base64.b64encode(value.encode()).decode()
+    if not all(0x21 <= ord(c) <= 0x7E for c in value):
+        raise SecretError(
+            f"remote_log.secret: a {kind} secret may hold only visible ASCII characters"
+        )
+    return ("Basic " if kind == "basic" else "Bearer ") + value
+
+
+def _authorization(url: BackendUrl, credentials: Credentials) -> str | None:
+    """The ``Authorization`` header for ``url`` and ``credentials``; None: send none."""
+    secret = credentials.secret or url.password
+    if url.username is not None:
+        if not secret:
+            # Not echoed: a lone word before "@" may be a token written in the wrong place.
+            raise SecretError(
+                f"ipfs {format_address(url.host, url.port)}: the user name in the URL needs a "
+                "password, in the URL or in remote_log.secret (a token goes in remote_log.secret)"
+            )
+        pair = f"{url.username}:{secret.reveal()}"
+        if any(c in pair for c in "\r\n\0"):
+            raise SecretError(f"{url.redacted()}: the user name or password has a line break")
+        return "Basic " + base64.b64encode(pair.encode()).decode()
+    return authorization_header(secret.reveal()) if secret else None
+
+
+class IpfsBackend:
+    """A :class:`~mvds_node.remotelog.Backend` on an IPFS node's RPC API.
+
+    Args:
+        url: ``ipfs://[user:password@]host:port``, or ``ipfs+https://...`` for a TLS proxy in
+            front of the API.
+        ipns_ids: the IPNS id of each writer whose log we read (log key hex -> id).
+        credentials: ``remote_log``'s secret and CA or client certificate files.
+
+    Raises:
+        SecretError: the URL is malformed, the secret is not in a form Kubo admits, TLS files
+            are given for a plain ``ipfs://`` URL, or a TLS file cannot be read.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        ipns_ids: Mapping[str, str] | None = None,
+        credentials: Credentials | None = None,
+    ) -> None:
+        credentials = credentials or Credentials()
+        parsed = parse_backend_url(url.rstrip("/"), default_port=DEFAULT_PORT)
+        if parsed.scheme not in ("ipfs", "ipfs+https"):
+            raise SecretError(f"{parsed.redacted()}: not an ipfs:// or ipfs+https:// URL")
+        if parsed.path:
+            raise SecretError(f"{parsed.redacted()}: an IPFS URL has no path (ipfs://host:port)")
+        if credentials.creds_file or credentials.nkey_file:
+            raise SecretError(f"{parsed.redacted()}: creds_file and nkey_file are for NATS only")
+        shown = parsed.redacted().removeprefix("ipfs://")
+        self.server = shown
+        """How errors and statistics name the node (any password as ``***``)."""
+        address = format_address(parsed.host, parsed.port)
+        if parsed.tls:
+            context = tls_context(credentials, what=f"ipfs {shown}")
+        elif credentials.ca_file or credentials.cert_file or credentials.key_file:
+            raise SecretError(
+                f"{parsed.redacted()}: ca_file, cert_file and key_file need an ipfs+https:// URL"
+            )
+        else:
+            context = None
+        header = _authorization(parsed, credentials)
+        self.http = HttpClient(
+            ("https://" if parsed.tls else "http://") + address,
+            what=f"ipfs {shown}",
+            timeouts=_TIMEOUTS,
+            ssl=context,
+            headers={"Authorization": header} if header else None,
+        )
+        self._authorized = header is not None
         self.ipns_ids = dict(ipns_ids or {})
         self._own_ids: dict[str, str] = {}
         self._directories: dict[str, dict[str, str]] = {}
@@ -138,6 +249,15 @@ class IpfsBackend:
             status, payload = await self.http.post(
                 path, b"", "application/octet-stream", max_bytes=max_bytes
             )
+        if status in (401, 403):
+            check = (
+                "check remote_log.secret against the node's API.Authorizations (AuthSecret, and "
+                "AllowedPaths holding /api/v0)"
+                if self._authorized
+                else "the node asks for credentials: set remote_log.secret (bearer:TOKEN or "
+                "basic:USER:PASSWORD) or user:password in the URL"
+            )
+            raise BackendError(f"{self.http.what} {command}: access denied ({status}): {check}")
         if status != 200:
             raise BackendError(
                 f"{self.http.what} {command}: {status} {payload[:200].decode(errors='replace')}"
@@ -166,7 +286,7 @@ class IpfsBackend:
     async def cas_add(self, data: bytes) -> bytes:
         address = address_of(data)
         where = f"{self.http.what} block/put"
-        reply = await self._json("block/put", data, format="raw", mhtype="sha2-256")
+        reply = await self._json("block/put", data, cid_codec="raw", mhtype="sha2-256")
         key = _field(reply, "Key", str, where)
         if key != cid_of(address):
             raise BackendError(f"{where}: stored the block as {key[:100]!r}, not {cid_of(address)}")
@@ -181,7 +301,10 @@ class IpfsBackend:
             data = await self._block(cid_of(address))
         except BackendError as e:
             # Absent (or not found in the network within the timeout): None, as for every CAS.
-            if any(w in str(e).lower() for w in ("not found", "timeout", "timed out")):
+            if any(
+                w in str(e).lower()
+                for w in ("not found", "timeout", "timed out", "deadline exceeded")
+            ):
                 return None
             raise
         return data
@@ -206,7 +329,9 @@ class IpfsBackend:
 
     async def _read_directory(self, ipns_id: str) -> dict[str, str] | None:
         try:
-            reply = await self._json("name/resolve", arg=f"/ipns/{ipns_id}")
+            reply = await self._json(
+                "name/resolve", arg=f"/ipns/{ipns_id}", nocache="true", dht_timeout=GET_TIMEOUT
+            )
         except BackendError as e:
             if "could not resolve" in str(e).lower() or "not found" in str(e).lower():
                 return None

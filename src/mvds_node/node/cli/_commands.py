@@ -99,14 +99,16 @@ def key(state: State, log: bool, ipns: bool) -> None:
     document = {"key": public, "log_key": log_key}
     shown = log_key if log else public
     if ipns:
+        from mvds_node.node._remotelog import backend_for, credentials_from
         from mvds_node.remotelog import IpfsBackend
 
-        url = state.config().remote_log.url
-        if not url.startswith("ipfs://"):
+        remote_log = state.config().remote_log
+        if not remote_log.url.startswith(("ipfs://", "ipfs+https://")):
             fail("--ipns needs an ipfs:// remote log (mvds-node config set remote_log.url ...)")
+        backend = backend_for(remote_log.url, credentials=credentials_from(remote_log))
+        assert isinstance(backend, IpfsBackend)
 
         async def own() -> str:
-            backend = IpfsBackend(url)
             try:
                 return await backend.own_ipns_id(log_key)
             finally:
