@@ -19,6 +19,7 @@ import random
 import signal
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,6 @@ import trio
 
 from mvds_node.node import (
     Identity,
-    PeerConfig,
     create_identity,
     load_config,
     open_node,
@@ -168,7 +168,7 @@ async def run_kills(
         host, port = parse_address(a.status().listening[0])
         b_cfg = config_for(tmp, "bob", bob, {"alice": alice})
         (p,) = b_cfg.peers
-        b_cfg = b_cfg.with_peer(PeerConfig(key=p.key, name=p.name, address=(host, port)))
+        b_cfg = b_cfg.with_peer(replace(p, address=(host, port)))  # its log key too
         save_config(b_cfg)
         sending = trio.CancelScope()
 
