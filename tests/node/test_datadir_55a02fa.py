@@ -1,7 +1,7 @@
 """Data directories written by the code at commit 55a02fa open with today's code and keep every
 message: the stores, the configuration, the key files and the remote-log state.
 
-The fixture (``tests/fixtures/datadir-55a02fa/``, made by ``tests/fixtures/make_datadir_55a02fa.py``
+The fixture (``tests/fixtures/datadir-55a02fa/``, made by ``tests/fixtures/make_datadir.py 55a02fa``
 run on 55a02fa) holds alice and bob, who synced seven messages and read each other's remote
 log, and three messages alice sent after bob stopped, pending to bob and to carol (who never
 ran). Each test works on a copy.

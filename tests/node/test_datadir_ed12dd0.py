@@ -1,11 +1,11 @@
 """Data directories written by the code at commit ed12dd0 (the store's schema 2, before the
-inbox) open with today's code: the store migrates to schema 3, keeps every message, and puts
-the messages it had delivered in the inbox, where ``messages()``, ``history()`` and
-``mvds-node messages`` find them.
+inbox) open with today's code: the store migrates to schema 4 (through 3, the inbox), keeps
+every message, and puts the messages it had delivered in the inbox, where ``messages()``,
+``history()`` and ``mvds-node messages`` find them.
 
-The fixture (``tests/fixtures/datadir-ed12dd0/``, made by ``tests/fixtures/make_datadir_ed12dd0.py``
-run on ed12dd0) is the scenario of the 55a02fa fixture: alice and bob synced seven messages,
-then alice sent three more, pending to bob and to carol. Each test works on a copy.
+The fixture (``tests/fixtures/datadir-ed12dd0/``, made by ``tests/fixtures/make_datadir.py
+ed12dd0`` run on ed12dd0) is the scenario of the 55a02fa fixture: alice and bob synced seven
+messages, then alice sent three more, pending to bob and to carol. Each test works on a copy.
 """
 
 from __future__ import annotations

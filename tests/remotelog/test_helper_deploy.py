@@ -31,7 +31,7 @@ from mvds_node.remotelog import (
 from mvds_node.remotelog._format import public_key, sign_head
 from tests.node.helpers import config_for
 
-from .certs_creds import Pki, make_pki
+from .certs import Pki, make_pki
 
 KEY = Ed25519PrivateKey.generate()
 WRITER = "w-token-0123456789abcdef"

@@ -32,7 +32,7 @@ from mvds_node.sync import encode_message, message_id
 from tests.node.helpers import config_for
 
 from . import services
-from .certs_kubo import make_server_certs
+from .certs import make_pki
 from .services import kubo_node, tls_proxy
 from .test_node_log import with_log
 
@@ -248,7 +248,7 @@ async def test_a_node_with_a_wrong_secret_keeps_running_and_loses_nothing(
 
 
 async def test_ipfs_https_through_a_tls_proxy_with_a_configured_ca(tmp_path: Path) -> None:
-    certs = make_server_certs(tmp_path / "certs")
+    certs = make_pki(tmp_path / "certs")
     settings = LogSettings(page_size=4, inline=2)
     with trio.fail_after(90):
         async with (
@@ -258,16 +258,14 @@ async def test_ipfs_https_through_a_tls_proxy_with_a_configured_ca(tmp_path: Pat
             port = await tls_proxy(nursery, certs.server_context(), kubo.api_port)
             url = f"ipfs+https://127.0.0.1:{port}"
             secret = Secret(f"bearer:{TOKEN}")
-            backend = backend_for(
-                url, credentials=Credentials(secret=secret, ca_file=certs.ca_file)
-            )
+            backend = backend_for(url, credentials=Credentials(secret=secret, ca_file=certs.ca))
             assert isinstance(backend, IpfsBackend)
             await LogWriter(backend, KEY, G, settings=settings).append(messages(9))
             ipns_id = await backend.own_ipns_id(WRITER.hex())
             reader = IpfsBackend(
                 url,
                 ipns_ids={WRITER.hex(): ipns_id},
-                credentials=Credentials(secret=secret, ca_file=certs.ca_file),
+                credentials=Credentials(secret=secret, ca_file=certs.ca),
             )
             result = await LogReader(reader, WRITER, G, settings=settings).poll(lambda m: False)
             assert result.messages == [w for _, w in messages(9)]
@@ -280,7 +278,7 @@ async def test_ipfs_https_through_a_tls_proxy_with_a_configured_ca(tmp_path: Pat
             )
             assert "certificate is not trusted" in text and "remote_log.ca_file" in text
             # Over TLS a wrong token is refused by Kubo as over plain HTTP.
-            wrong = Credentials(secret=Secret("bearer:nope"), ca_file=certs.ca_file)
+            wrong = Credentials(secret=Secret("bearer:nope"), ca_file=certs.ca)
             await _refused(IpfsBackend(url, credentials=wrong), "access denied (403)")
             nursery.cancel_scope.cancel()
 

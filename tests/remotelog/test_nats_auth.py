@@ -25,7 +25,7 @@ from tests.node.cliutil import acli, init, start
 from tests.node.helpers import config_for
 from tests.remotelog.test_node_log import _catch_up_and_ack, with_log
 
-from .certs_nats import Certs, make_certs
+from .certs import Pki, make_pki
 from .nats_accounts import new_operator, new_pair
 from .services import nats_server_with
 
@@ -67,7 +67,7 @@ async def server(tmp: Path, config: Callable[[int], str]) -> AsyncIterator[int]:
             yield port
 
 
-def tls_block(certs: Certs, *, verify: bool = False) -> str:
+def tls_block(certs: Pki, *, verify: bool = False) -> str:
     extra = f'  ca_file: "{certs.ca}"\n  verify: true\n' if verify else ""
     return (
         f'tls {{\n  cert_file: "{certs.server_cert}"\n  key_file: "{certs.server_key}"\n{extra}}}\n'
@@ -78,7 +78,7 @@ USERS = f'authorization {{ users = [ {{ user: "alice", password: "{PASSWORD}" }}
 
 
 async def test_tls_and_a_user_with_a_password(tmp_path: Path) -> None:
-    certs = make_certs(tmp_path / "certs")
+    certs = make_pki(tmp_path / "certs")
     trusted = Credentials(ca_file=certs.ca)
     async with server(tmp_path / "nats", lambda port: tls_block(certs) + USERS) as port:
         # In the URL, or as remote_log.secret (which wins over the URL's).
@@ -102,7 +102,7 @@ async def test_tls_and_a_user_with_a_password(tmp_path: Path) -> None:
         missing = await refused(NatsBackend(f"tls://127.0.0.1:{port}", credentials=trusted))
         assert "the server wants credentials" in missing
         # The system's CAs (or another CA) do not vouch for the server: remote_log.ca_file.
-        other = make_certs(tmp_path / "other", ca_name="another CA")
+        other = make_pki(tmp_path / "other", name="another")
         untrusted = NatsBackend(
             f"tls://alice:{PASSWORD}@127.0.0.1:{port}", credentials=Credentials(ca_file=other.ca)
         )
@@ -112,7 +112,7 @@ async def test_tls_and_a_user_with_a_password(tmp_path: Path) -> None:
 
 
 async def test_a_server_that_asks_for_a_client_certificate(tmp_path: Path) -> None:
-    certs = make_certs(tmp_path / "certs")
+    certs = make_pki(tmp_path / "certs")
     async with server(tmp_path / "nats", lambda port: tls_block(certs, verify=True)) as port:
         mine = Credentials(ca_file=certs.ca, cert_file=certs.client_cert, key_file=certs.client_key)
         await round_trip(NatsBackend(f"tls://127.0.0.1:{port}", credentials=mine))
@@ -191,7 +191,7 @@ async def test_a_node_with_a_wrong_password_keeps_running_loses_nothing_and_show
     """Through the CLI: ``run`` with a password file holding the wrong password, then the right
     one. The message sent meanwhile waits in the queue and goes up once the password is fixed;
     neither ``status`` (text and JSON) nor the node's events show the password."""
-    certs = make_certs(tmp_path / "certs")
+    certs = make_pki(tmp_path / "certs")
     directory = tmp_path / "alice"
     init(directory, "alice")
     secret_file = tmp_path / "nats-password"
@@ -245,7 +245,7 @@ async def test_nodes_catch_up_through_an_authenticated_server(
 ) -> None:
     """Two nodes that never meet, through ``open_node``: one writes its log, goes away; the
     other reads it and acknowledges; the first reads the acknowledgements."""
-    certs = make_certs(tmp_path / "certs")
+    certs = make_pki(tmp_path / "certs")
     user, operator = new_pair("user"), new_operator()
     (tmp_path / "user.nk").write_text(user.seed)
     creds = operator.creds(tmp_path / "user.creds")

@@ -21,7 +21,7 @@ from mvds_node.remotelog._format import public_key, sign_head
 from mvds_node.remotelog._redis import RedisBackend
 from tests.node.helpers import config_for
 
-from .certs_creds import Pki, make_pki
+from .certs import Pki, make_pki
 from .services import redis_deployment
 
 ADMIN = "admin-pass-4d1c"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,12 @@ class Pki:
     server_key: Path
     client_cert: Path
     client_key: Path
+
+    def server_context(self) -> ssl.SSLContext:
+        """A server's TLS context with this server certificate (for a TLS proxy in a test)."""
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(str(self.server_cert), str(self.server_key))
+        return context
 
 
 def _name(common: str) -> x509.Name:
