@@ -489,3 +489,20 @@ async def test_a_node_on_a_memory_store_has_a_memory_inbox(
             assert nodes["bob"].cursors() == {"ui": 1}
             assert not (tmp_path / "bob").exists()  # nothing on disk
             nursery.cancel_scope.cancel()
+
+
+async def test_status_shows_each_cursor_and_what_live_readers_missed(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    with trio.fail_after(30):
+        async with memory_nodes(tmp_path) as nodes:
+            alice, bob = nodes["alice"], nodes["bob"]
+            async with bob.messages("ui", confirm="manual") as inbox:
+                for i in range(3):
+                    await alice.send("chat", b"m%d" % i)
+                got = [await inbox.receive() for _ in range(3)]
+                inbox.confirm(got[1])  # the first two
+            status = bob.status()
+            assert [(c.name, c.position, c.unread) for c in status.cursors] == [("ui", 2, 1)]
+            assert status.to_json()["cursors"] == [{"name": "ui", "position": 2, "unread": 1}]
+            assert status.live_messages_dropped == 0

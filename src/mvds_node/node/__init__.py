@@ -53,6 +53,7 @@ from mvds_node.node._node import Node as Node
 from mvds_node.node._node import open_node as open_node
 from mvds_node.node._remotelog import LogStatus as LogStatus
 from mvds_node.node._status import Contact as Contact
+from mvds_node.node._status import CursorStatus as CursorStatus
 from mvds_node.node._status import GroupStatus as GroupStatus
 from mvds_node.node._status import NodeStatus as NodeStatus
 from mvds_node.node._status import PeerStatus as PeerStatus
@@ -89,6 +90,7 @@ __all__ = [
     "NodeEvent",
     "NodeStatus",
     "Contact",
+    "CursorStatus",
     "Trace",
     "WaitingFor",
     "PayloadRejected",

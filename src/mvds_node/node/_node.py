@@ -100,6 +100,7 @@ from mvds_node.node._remotelog import RemoteLogService, backend_for, credentials
 from mvds_node.node._routing import Route, Router
 from mvds_node.node._status import (
     Contact,
+    CursorStatus,
     GroupStatus,
     NodeStatus,
     PeerStatus,
@@ -748,6 +749,11 @@ class Node:
             logs=logs,
             carriers_down=tuple(self._driver.down.values()),
             store_error=self._driver.store_error,
+            cursors=tuple(
+                CursorStatus(name, position, self._inbox.unread_after(position))
+                for name, position in self._inbox.cursors().items()
+            ),
+            live_messages_dropped=self._subscribers.messages_dropped,
         )
 
     def message_ids(self, prefix: bytes, *, limit: int = 2) -> list[bytes]:

@@ -10,7 +10,15 @@ from mvds_node.node._events import to_json
 from mvds_node.node._remotelog import LogStatus
 from mvds_node.sync import PeerTrace
 
-__all__ = ["Contact", "GroupStatus", "NodeStatus", "PeerStatus", "Trace", "WaitingFor"]
+__all__ = [
+    "CursorStatus",
+    "Contact",
+    "GroupStatus",
+    "NodeStatus",
+    "PeerStatus",
+    "Trace",
+    "WaitingFor",
+]
 
 
 @final
@@ -93,11 +101,28 @@ class NodeStatus:
     """Carriers that failed and are not back (``TransportFailed``): what failed, and why."""
     store_error: str | None = None
     """Why the store refuses writes (``StoreFailed``), until it takes them again."""
+    cursors: tuple[CursorStatus, ...] = ()
+    """The inbox's durable cursors, and how much each has not read yet."""
+    live_messages_dropped: int = 0
+    """Messages a live-only subscriber (``messages(live=True)``) missed because it was full
+    (durable readers miss nothing: they read the inbox)."""
 
     def to_json(self) -> dict[str, Any]:
         """The snapshot as JSON data, in the encoding of :func:`~mvds_node.node.to_json`."""
         data: dict[str, Any] = to_json(self)
         return data
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class CursorStatus:
+    """One durable cursor of the inbox, as ``status`` shows it."""
+
+    name: str
+    position: int
+    """The last inbox position its consumer confirmed."""
+    unread: int
+    """Inbox entries after it (expired ones included)."""
 
 
 @final

@@ -143,6 +143,13 @@ def status(state: State) -> None:
     if doc.get("store_error"):
         out.line("  store     ", (f"refuses writes: {doc['store_error']}", "red"))
     out.line(f"  messages  {doc['messages_stored']} stored")
+    for c in doc.get("cursors", []):
+        out.line(f"  cursor    {c['name']}: {c['unread']} unread")
+    if doc.get("live_messages_dropped"):
+        out.line(
+            "  live      ",
+            (f"{doc['live_messages_dropped']} messages missed by full live subscribers", "yellow"),
+        )
     for g in doc["groups"]:
         out.line(f"  group     {g['name']} ({g['mode']}, {plural(len(g['members']), 'member')})")
         if g.get("lacking"):
