@@ -43,7 +43,8 @@ def run_snippet(code: str, cwd: Path) -> str:
     (cwd / "snippet.py").write_text(code)
     (cwd / "runner.py").write_text(RUNNER)
     result = subprocess.run(
-        [sys.executable, "runner.py", "snippet.py"],
+        # A deprecated name in the README is an error: readers copy what it shows.
+        [sys.executable, "-W", "error::DeprecationWarning", "runner.py", "snippet.py"],
         cwd=cwd,
         capture_output=True,
         text=True,
