@@ -167,7 +167,8 @@ _INBOX_SCHEMA: Final = (
 )
 
 # Trace facts (``Engine.trace``, ``node.status``): when each message was stored (wall clock, Unix
-# ms; 0 for messages stored before schema 4), each peer's acknowledgement of each of our messages
+# ms; 0 for messages stored before schema 4), the carrier of each record's last transmission,
+# each peer's acknowledgement of each of our messages
 # (when, and over which carrier: "tcp", "bundle", "remote-log" ...), and the last contact with each
 # peer per carrier, in each direction. A store of schema 3 gains them in one migration step,
 # ``_TRACE_MIGRATION``; a new store creates them with the rest of the schema.
@@ -176,6 +177,8 @@ _INBOX_SCHEMA: Final = (
 # random page each (what a key by message ID would cost in log writes).
 _TRACE_SCHEMA: Final = (
     "ALTER TABLE messages ADD COLUMN stored_at INTEGER NOT NULL DEFAULT 0",
+    # The carrier each record's last transmission was handed to ('': never sent, or not known).
+    "ALTER TABLE records ADD COLUMN carrier TEXT NOT NULL DEFAULT ''",
     """CREATE TABLE acks (
         stored_at INTEGER NOT NULL,
         message_id BLOB NOT NULL,
@@ -305,7 +308,7 @@ _DELETE_ACKED: Final = {
     for n in _CHUNK_SIZES
 }
 _GET_PEER_RECORDS: Final = {
-    n: "SELECT message_id, type, group_id, send_count, send_epoch, first_epoch, parked "
+    n: "SELECT message_id, type, group_id, send_count, send_epoch, first_epoch, parked, carrier "
     f"FROM records WHERE peer = ? AND message_id IN "
     f"({', '.join('?' * n)})"
     for n in _CHUNK_SIZES
@@ -345,16 +348,18 @@ _COUNT_MESSAGES: Final = "SELECT count(*) FROM messages"
 _PUT_GROUP: Final = "INSERT OR IGNORE INTO groups (group_id) VALUES (?)"
 _PUT_MEMBER: Final = "INSERT OR REPLACE INTO members (group_id, peer, mode) VALUES (?, ?, ?)"
 
-_RECORD: Final = "message_id, peer, type, group_id, send_count, send_epoch, first_epoch, parked"
-_STATE: Final = "type, group_id, send_count, send_epoch, first_epoch, parked"
+_RECORD: Final = (
+    "message_id, peer, type, group_id, send_count, send_epoch, first_epoch, parked, carrier"
+)
+_STATE: Final = "type, group_id, send_count, send_epoch, first_epoch, parked, carrier"
 # An upsert rewrites the row in place and touches only the indexes whose columns changed
 # (send_epoch, parked); INSERT OR REPLACE would delete and re-insert every index entry.
 _PUT_RECORD: Final = (
-    f"INSERT INTO records ({_RECORD}, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    f"INSERT INTO records ({_RECORD}, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (message_id, peer) DO UPDATE SET type = excluded.type, "
     "group_id = excluded.group_id, send_count = excluded.send_count, "
     "send_epoch = excluded.send_epoch, first_epoch = excluded.first_epoch, "
-    "parked = excluded.parked"
+    "parked = excluded.parked, carrier = excluded.carrier"
 )
 _DELETE_RECORD: Final = "DELETE FROM records WHERE message_id = ? AND peer = ?"
 _GET_RECORD: Final = f"SELECT {_STATE} FROM records WHERE message_id = ? AND peer = ?"
@@ -1496,9 +1501,11 @@ class SQLiteStore:
             raise self._error(e) from e
         if row is None:
             return None
-        kind, group, count, due, first, parked = row
+        kind, group, count, due, first, parked, carrier = row
         try:
-            return Record(message_id, peer, _TYPES[kind], group, count, due, first, parked != 0)
+            return Record(
+                message_id, peer, _TYPES[kind], group, count, due, first, parked != 0, carrier
+            )
         except KeyError as err:
             raise _unknown_type(err) from None
 
@@ -1515,10 +1522,10 @@ class SQLiteStore:
         types = _TYPES
         try:
             for size, chunk in _padded_chunks(ids):
-                for m, kind, group, count, due, first, parked in self._cur.execute(
+                for m, kind, group, count, due, first, parked, c in self._cur.execute(
                     _GET_PEER_RECORDS[size], [peer, *chunk]
                 ).fetchall():
-                    out[m] = Record(m, peer, types[kind], group, count, due, first, parked != 0)
+                    out[m] = Record(m, peer, types[kind], group, count, due, first, parked != 0, c)
         except sqlite3.Error as e:
             raise self._error(e) from e
         except KeyError as err:
@@ -1533,7 +1540,8 @@ class SQLiteStore:
         types = _TYPES
         try:
             return [
-                Record(message_id, p, types[t], g, n, d, f, k != 0) for p, t, g, n, d, f, k in rows
+                Record(message_id, p, types[t], g, n, d, f, k != 0, c)
+                for p, t, g, n, d, f, k, c in rows
             ]
         except KeyError as err:
             raise _unknown_type(err) from None
@@ -1545,7 +1553,9 @@ class SQLiteStore:
             raise self._error(e) from e
         types = _TYPES
         try:
-            return [Record(m, peer, types[t], g, n, d, f, k != 0) for m, t, g, n, d, f, k in rows]
+            return [
+                Record(m, peer, types[t], g, n, d, f, k != 0, c) for m, t, g, n, d, f, k, c in rows
+            ]
         except KeyError as err:
             raise _unknown_type(err) from None
 
@@ -1563,6 +1573,7 @@ class SQLiteStore:
                 r.send_epoch,
                 r.first_epoch,
                 r.parked,
+                r.carrier,
                 seq + i,
             )
             for i, r in enumerate(records, 1)
@@ -1625,7 +1636,9 @@ class SQLiteStore:
             raise self._error(e) from e
         types = _TYPES
         try:
-            return [Record(m, p, types[t], g, n, d, f, k != 0) for m, p, t, g, n, d, f, k in rows]
+            return [
+                Record(m, p, types[t], g, n, d, f, k != 0, c) for m, p, t, g, n, d, f, k, c in rows
+            ]
         except KeyError as err:
             raise _unknown_type(err) from None
 
