@@ -403,21 +403,27 @@ _BAD_INBOX: Final = (
     "OR (missing IS NOT NULL AND (typeof(missing) != 'blob' OR length(missing) % 32 != 0)) "
     "LIMIT 1"
 )
-# Retention (see SQLiteStore.retain): inbox rows every cursor has passed, oldest first, with what
-# decides whether they go: the message's timestamp and size, whether a peer still waits for it
-# (a record), and whether a stored message names it as parent (off the frontier).
+# Retention (see SQLiteStore.retain): every delivered message, oldest stored first (received ones,
+# which are in the inbox, and the ones this node sent, which are not), with what decides whether
+# it goes: its last inbox position (NULL: not in the inbox), its timestamp and size, whether a
+# peer still waits for it (a record), and whether a stored message names it as parent (off the
+# frontier). Then the inbox rows every cursor has passed whose message is gone (expired).
 _RETAIN_CANDIDATES: Final = (
-    "SELECT i.seq, i.message_id, m.timestamp, length(m.wire) + coalesce(m.size, 0), "
-    "EXISTS (SELECT 1 FROM records AS r WHERE r.message_id = i.message_id), "
-    "m.expires_at = 0 AND NOT EXISTS (SELECT 1 FROM parents AS p WHERE p.parent = i.message_id) "
-    "FROM inbox AS i LEFT JOIN messages AS m ON m.id = i.message_id "
-    "WHERE i.seq <= ? ORDER BY i.seq"
+    "SELECT (SELECT max(i.seq) FROM inbox AS i WHERE i.message_id = m.id), m.id, m.timestamp, "
+    "length(m.wire) + coalesce(m.size, 0), "
+    "EXISTS (SELECT 1 FROM records AS r WHERE r.message_id = m.id), "
+    "m.expires_at = 0 AND NOT EXISTS (SELECT 1 FROM parents AS p WHERE p.parent = m.id) "
+    "FROM messages AS m WHERE m.delivered = 1 ORDER BY m.rowid"
 )
-_INBOX_TOTALS: Final = (
-    "SELECT count(*), coalesce(sum(length(m.wire) + coalesce(m.size, 0)), 0) "
-    "FROM inbox AS i JOIN messages AS m ON m.id = i.message_id"
+_RETAIN_TOTALS: Final = (
+    "SELECT count(*), coalesce(sum(length(wire) + coalesce(size, 0)), 0) "
+    "FROM messages WHERE delivered = 1"
 )
-_DELETE_INBOX_ROW: Final = "DELETE FROM inbox WHERE seq = ?"
+_DROP_ORPHAN_INBOX_ROWS: Final = (
+    "DELETE FROM inbox WHERE seq <= ? AND NOT EXISTS "
+    "(SELECT 1 FROM messages AS m WHERE m.id = inbox.message_id)"
+)
+_DELETE_INBOX_ROWS: Final = "DELETE FROM inbox WHERE message_id = ?"
 # Only a stored message is acknowledged (an ACK ends only OFFER and MESSAGE records).
 _PUT_ACK: Final = (
     "INSERT OR REPLACE INTO acks (stored_at, message_id, peer, acked_at, via) "
@@ -1344,21 +1350,21 @@ class SQLiteStore:
         max_messages: int | None = None,
         max_bytes: int | None = None,
     ) -> list[bytes]:
-        """Retention: among the inbox messages at or before ``up_to`` (the least position of
-        the durable cursors, so never one a cursor has not passed), delete the oldest while the
-        inbox holds more than ``max_messages`` messages or ``max_bytes`` bytes, and those whose
-        timestamp is before ``older_than`` (Unix ms). A message a peer still waits for, or that
-        no stored message names as parent (it is on the causal frontier), is kept. Entries
-        whose message is gone already (expired) are dropped too. Returns the deleted IDs."""
+        """Retention, over the delivered messages, received (in the inbox) and sent by this
+        node alike: delete the oldest stored while they number more than ``max_messages`` or
+        hold more than ``max_bytes`` bytes, and those whose timestamp is before ``older_than``
+        (Unix ms). A received message goes only once it is at or before ``up_to`` in the inbox
+        (the least position of the durable cursors, so never one a cursor has not passed). A
+        message a peer still waits for (a record), or that no stored message names as parent
+        (it is on the causal frontier), is kept. Inbox entries at or before ``up_to`` whose
+        message is gone already (expired) are dropped too. Returns the deleted IDs."""
         deleted: list[bytes] = []
         try:
-            count, size = self._cur.execute(_INBOX_TOTALS).fetchone()
-            rows = self._cur.execute(_RETAIN_CANDIDATES, (up_to,)).fetchall()
+            count, size = self._cur.execute(_RETAIN_TOTALS).fetchone()
+            rows = self._cur.execute(_RETAIN_CANDIDATES).fetchall()
             with self._tx:
+                self._cur.execute(_DROP_ORPHAN_INBOX_ROWS, (up_to,))
                 for seq, mid, timestamp, nbytes, pending, frontier in rows:
-                    if timestamp is None:  # expired already: only the entry is left
-                        self._cur.execute(_DELETE_INBOX_ROW, (seq,))
-                        continue
                     over = (
                         (max_messages is not None and count > max_messages)
                         or (max_bytes is not None and size > max_bytes)
@@ -1368,9 +1374,10 @@ class SQLiteStore:
                         if older_than is None:
                             break  # newer ones are not over a count or size either
                         continue
-                    if pending or frontier:
+                    if pending or frontier or (seq is not None and seq > up_to):
                         continue
-                    self._cur.execute(_DELETE_INBOX_ROW, (seq,))
+                    if seq is not None:
+                        self._cur.execute(_DELETE_INBOX_ROWS, (mid,))
                     self.delete_message(mid)
                     count -= 1
                     size -= nbytes
