@@ -3,6 +3,7 @@ for the ones it received. Real engines on SQLite stores, payloads handed across 
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,8 +41,12 @@ def test_our_sends_go_once_acked_and_off_the_frontier(
     # Each names the one before as parent; B acknowledged none yet: every one is awaited.
     assert store.retain(store.inbox_end(), max_messages=1) == []
     a.receive_payload(B, encode_payload(acks=ids[:3]), now=1.0)
+    assert [p for p, _, _ in store.acks_for_message(ids[0])] == [B]
     assert store.retain(store.inbox_end(), max_messages=1) == ids[:3]
     assert store.has_message(ids[3])  # awaited by B, and on the frontier besides
+    # The acknowledgement facts went with their messages: no row is left behind.
+    with sqlite3.connect(store.path) as con:
+        assert con.execute("SELECT count(*) FROM acks").fetchone() == (0,)
     a.receive_payload(B, encode_payload(acks=ids[3:]), now=2.0)
     assert store.retain(store.inbox_end(), older_than=DAY_MS) == []  # the frontier stays
 

@@ -111,6 +111,15 @@ def test_each_record_names_the_carrier_its_own_transmission_went_over(store: Sto
     assert {p.peer: p.carrier for p in a.trace(third).peers} == {B: "", C: ""}  # never sent
 
 
+def test_a_payload_the_carrier_refused_leaves_its_records_unsent(store: Store) -> None:
+    a = engine(store)
+    mid = a.send(G, b"hi", now=0.0, timestamp=1)
+    ((peer, payload),) = a.payloads_to_send(now=0.0, carrier_of=lambda p: "multicast")
+    a.payload_not_sent(peer, payload, now=0.0)
+    (traced,) = a.trace(mid).peers
+    assert (traced.transmissions, traced.carrier) == (0, "")
+
+
 def test_a_record_keeps_its_carrier_across_a_restart(tmp_path: Path) -> None:
     path = tmp_path / "a.db"
     store = SQLiteStore(path)

@@ -368,6 +368,8 @@ def apply(
     if event is Input.NOT_SENT:
         r.send_count = max(0, r.send_count - 1)
         r.send_epoch = due
+        if not r.send_count:
+            r.carrier = ""  # it never went out after all
         return r
     if event is Input.EXPORTED:
         r.send_count += 1

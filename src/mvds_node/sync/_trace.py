@@ -156,14 +156,6 @@ class Contacts:
         """``carrier -> (sent_ms, received_ms)`` for ``peer``."""
         return {c: (v[0], v[1]) for (p, c), v in self.last.items() if p == peer}
 
-    def latest_sent(self, peer: bytes) -> str:
-        """The carrier that took ``peer``'s latest payload ("" if none did)."""
-        best, at = "", 0
-        for (p, c), v in self.last.items():
-            if p == peer and v[0] > at:
-                best, at = c, v[0]
-        return best
-
 
 _STATE_NAMES: Final = {
     RecordType.OFFER: OFFERING,
