@@ -149,6 +149,27 @@ def test_an_exported_record_names_the_bundle(store: Store) -> None:
     assert a.trace(mid).peers[0].carrier == "bundle"
 
 
+def test_every_ack_of_a_large_payload_is_kept_with_its_time_and_carrier(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    store = SQLiteStore(path)
+    a = engine(store, me_peers=(B, C))
+    ids = [a.send(G, b"m%d" % i, now=0.0, timestamp=i + 1) for i in range(70)]  # > one chunk
+    a.payloads_to_send(now=0.0)
+    a.receive_payload(B, encode_payload(acks=ids), now=1.5, via="tcp")
+    a.receive_payload(C, encode_payload(acks=ids[:5]), now=2.0, via="multicast")
+    store.close()
+    store = SQLiteStore(path)
+    b = Engine(store, config=config(), now=100.0)
+    for i, mid in enumerate(ids):
+        facts = {p.peer: (p.state, p.acked_ms, p.acked_via) for p in b.trace(mid).peers}
+        assert facts[B] == ("acked", WALL0 + 1500, "tcp")
+        if i < 5:
+            assert facts[C] == ("acked", WALL0 + 2000, "multicast")
+        else:
+            assert facts[C][0] == "sending"
+    store.close()
+
+
 def test_an_ack_event_names_its_carrier(store: Store) -> None:
     a = engine(store)
     mid = a.send(G, b"hi", now=0.0, timestamp=1)

@@ -429,6 +429,12 @@ _PUT_ACK: Final = (
     "INSERT OR REPLACE INTO acks (stored_at, message_id, peer, acked_at, via) "
     "SELECT stored_at, id, ?2, ?3, ?4 FROM messages WHERE id = ?1"
 )
+# The ACKs of one payload (one peer, time and carrier), by chunks of IDs (_padded_chunks).
+_PUT_ACKS: Final = {
+    n: "INSERT OR REPLACE INTO acks (stored_at, message_id, peer, acked_at, via) "
+    f"SELECT stored_at, id, ?, ?, ? FROM messages WHERE id IN ({', '.join('?' * n)})"
+    for n in _CHUNK_SIZES
+}
 _MESSAGE_ACKS: Final = (
     "SELECT a.peer, a.acked_at, a.via FROM messages AS m JOIN acks AS a "
     "ON a.stored_at = m.stored_at AND a.message_id = m.id WHERE m.id = ? ORDER BY a.peer"
@@ -1671,13 +1677,20 @@ class SQLiteStore:
 
     def put_acks(self, acks: Sequence[tuple[bytes, bytes, int, str]]) -> None:
         """Keep ``(message_id, peer, acked_at, via)`` for each acknowledgement (the last one
-        of a pair replaces an earlier one)."""
+        of a pair replaces an earlier one). The ACKs of one payload share peer, time and
+        carrier: one statement per 64 of them, each bound once."""
         try:
             if len(acks) == 1:
                 self._cur.execute(_PUT_ACK, acks[0])
             elif acks:
+                same: dict[tuple[bytes, int, str], list[bytes]] = {}
+                for mid, peer, at, via in acks:
+                    same.setdefault((peer, at, via), []).append(mid)
                 with self._tx:
-                    self._cur.executemany(_PUT_ACK, acks)
+                    execute = self._cur.execute
+                    for (peer, at, via), ids in same.items():
+                        for size, chunk in _padded_chunks(ids):
+                            execute(_PUT_ACKS[size], [peer, at, via, *chunk])
         except sqlite3.Error as e:
             raise self._error(e) from e
 
