@@ -31,10 +31,13 @@ The schema follows :class:`~mvds_node.sync.MemoryStore`, which defines the seman
   an AUTOINCREMENT ``seq``; a row is written by ``record_delivery`` in the transaction that
   delivers the message, and stays (its message gone) when the message expires, so a reader
   that had not reached it can be told. ``cursors``: each durable cursor's name and the last
-  ``seq`` its consumer confirmed. :meth:`SQLiteStore.retain` trims both ends of that story.
-* ``acks`` and ``contacts`` (schema 4), and ``messages.stored_at``: the facts ``Engine.trace``
-  and the status report (when a message was stored, when and over which carrier each peer
-  acknowledged it, the last contact with each peer per carrier).
+  ``seq`` its consumer confirmed. :meth:`SQLiteStore.retain` trims both ends of that story, and
+  the messages this node sent (which are not in the inbox) by the same rules.
+* ``acks`` and ``contacts`` (schema 4), ``messages.stored_at`` and ``records.carrier``: the facts
+  ``Engine.trace`` and the status report (when a message was stored, the carrier each record's
+  last transmission was handed to, when and over which carrier each peer acknowledged it, the
+  last contact with each peer per carrier). A message's ``acks`` rows go with it (expiry,
+  retention).
 
 Large bodies: a message whose wire encoding is at least :data:`EXTERNAL_MIN` bytes is not kept in
 the database. Its bytes are appended to a *segment file* (``<store>.bodies/00000001.seg``, ...),
