@@ -268,6 +268,24 @@ async def test_retention_never_drops_what_a_cursor_has_not_passed(tmp_path: Path
             assert [m.message_id for m in bob.history("chat")] == ids[4:]
 
 
+async def test_retention_trims_our_own_sends_once_no_peer_waits_for_them(tmp_path: Path) -> None:
+    retention = RetentionConfig(max_messages=2, interval=3600.0)
+    async with (
+        memory_nodes(tmp_path, retention=retention) as nodes,
+        nodes["alice"].events() as events,
+    ):
+        alice, bob = nodes["alice"], nodes["bob"]
+        with trio.fail_after(20):
+            ids = [await alice.send("chat", b"s%d" % i) for i in range(6)]
+            await all_acked(events, ids)
+            # Six of ours, none awaited by a peer: the oldest four go, as received ones do.
+            assert alice.apply_retention() == 4
+            assert [m.message_id for m in alice.history("chat")] == ids[4:]
+            assert alice.apply_retention() == 0
+            # Bob's copies are his: received, in his inbox, still unread by his cursor.
+            assert [m.message_id for m in bob.history("chat")] == ids
+
+
 # ----------------------------------------------------------------- damage
 
 

@@ -71,7 +71,7 @@ def test_a_message_sent_then_acked_tells_each_step(store: Store) -> None:
     assert (peer.peer, peer.state, peer.transmissions, peer.given_up) == (B, "sending", 0, False)
     assert peer.next_retry_at == 0.0  # due now: never sent yet
 
-    out = a.payloads_to_send(now=0.0)
+    out = a.payloads_to_send(now=0.0, carrier_of=lambda p: "tcp")
     assert [p for p, _ in out] == [B]
     a.payload_sent(B, "tcp", now=0.0)
     peer = a.trace(mid).peers[0]
@@ -84,6 +84,90 @@ def test_a_message_sent_then_acked_tells_each_step(store: Store) -> None:
     (peer,) = a.trace(mid).peers
     assert (peer.state, peer.acked_ms, peer.acked_via) == ("acked", WALL0 + 2500, "tcp")
     assert peer.next_retry_at is None
+
+
+def test_each_record_names_the_carrier_its_own_transmission_went_over(store: Store) -> None:
+    a = engine(store, me_peers=(B, C))
+    routes = {B: "multicast", C: "tcp"}
+    asked: list[bytes] = []
+
+    def carrier_of(peer: bytes) -> str:
+        asked.append(peer)
+        return routes[peer]
+
+    first = a.send(G, b"one", now=0.0, timestamp=1)
+    a.payloads_to_send(now=0.0, carrier_of=carrier_of)
+    assert sorted(asked) == [B, C]  # once per peer, not per record
+    routes[B] = "tcp"  # B is reached over TCP from now on
+    a.handle_timer(now=1.0)
+    second = a.send(G, b"two", now=1.0, timestamp=2)
+    a.payloads_to_send(now=1.0, carrier_of=carrier_of)
+    a.payload_sent(B, "tcp", now=1.0)
+    third = a.send(G, b"three", now=1.0, timestamp=3)  # not drained yet
+
+    by_peer = {p.peer: p for p in a.trace(first).peers}
+    assert (by_peer[B].carrier, by_peer[C].carrier) == ("multicast", "tcp")
+    assert {p.peer: p.carrier for p in a.trace(second).peers} == {B: "tcp", C: "tcp"}
+    assert {p.peer: p.carrier for p in a.trace(third).peers} == {B: "", C: ""}  # never sent
+
+
+def test_a_payload_the_carrier_refused_leaves_its_records_unsent(store: Store) -> None:
+    a = engine(store)
+    mid = a.send(G, b"hi", now=0.0, timestamp=1)
+    ((peer, payload),) = a.payloads_to_send(now=0.0, carrier_of=lambda p: "multicast")
+    a.payload_not_sent(peer, payload, now=0.0)
+    (traced,) = a.trace(mid).peers
+    assert (traced.transmissions, traced.carrier) == (0, "")
+
+
+def test_a_record_keeps_its_carrier_across_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    store = SQLiteStore(path)
+    a = engine(store)
+    mid = a.send(G, b"hi", now=0.0, timestamp=1)
+    a.payloads_to_send(now=0.0, carrier_of=lambda p: "multicast")
+    store.close()
+    store = SQLiteStore(path)
+    b = Engine(store, config=config(), now=100.0)
+    (peer,) = b.trace(mid).peers
+    assert (peer.state, peer.transmissions, peer.carrier) == ("sending", 1, "multicast")
+    store.close()
+
+
+def test_a_first_transmission_from_memory_names_the_reliable_carrier(store: Store) -> None:
+    a = engine(store)
+    a.set_peer_reliable(B, True, now=0.0, carrier="tcp")
+    mid = a.send(G, b"hi", now=0.0, timestamp=1)
+    (peer,) = a.trace(mid).peers
+    assert (peer.queued, peer.transmissions, peer.carrier) == (True, 1, "tcp")
+
+
+def test_an_exported_record_names_the_bundle(store: Store) -> None:
+    a = engine(store)
+    mid = a.send(G, b"hi", now=0.0, timestamp=1)
+    a.commit_export(a.export_snapshot([B], now=0.0), now=0.0, latency_seconds=60.0)
+    assert a.trace(mid).peers[0].carrier == "bundle"
+
+
+def test_every_ack_of_a_large_payload_is_kept_with_its_time_and_carrier(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    store = SQLiteStore(path)
+    a = engine(store, me_peers=(B, C))
+    ids = [a.send(G, b"m%d" % i, now=0.0, timestamp=i + 1) for i in range(70)]  # > one chunk
+    a.payloads_to_send(now=0.0)
+    a.receive_payload(B, encode_payload(acks=ids), now=1.5, via="tcp")
+    a.receive_payload(C, encode_payload(acks=ids[:5]), now=2.0, via="multicast")
+    store.close()
+    store = SQLiteStore(path)
+    b = Engine(store, config=config(), now=100.0)
+    for i, mid in enumerate(ids):
+        facts = {p.peer: (p.state, p.acked_ms, p.acked_via) for p in b.trace(mid).peers}
+        assert facts[B] == ("acked", WALL0 + 1500, "tcp")
+        if i < 5:
+            assert facts[C] == ("acked", WALL0 + 2000, "multicast")
+        else:
+            assert facts[C][0] == "sending"
+    store.close()
 
 
 def test_an_ack_event_names_its_carrier(store: Store) -> None:

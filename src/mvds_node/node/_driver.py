@@ -262,7 +262,9 @@ class Driver:
         # In a batch: if the store fails, the engine takes its state back from the store (the
         # records stay due) before the error reaches the loop.
         with self._engine.batch():
-            payloads = self._engine.payloads_to_send(now=now, max_payload_bytes=self._max_payload)
+            payloads = self._engine.payloads_to_send(
+                now=now, max_payload_bytes=self._max_payload, carrier_of=self.carrier_of
+            )
         engine = self._engine
         for peer, payload in payloads:
             carrier = router.route(peer)
@@ -286,6 +288,10 @@ class Driver:
             with contextlib.suppress(TransportError):  # the engine retransmits
                 await carrier.send(peer, frame)
                 engine.payload_sent(peer, self.name_of(carrier), now=now)
+
+    def carrier_of(self, peer: bytes) -> str:
+        """The short name of the carrier that takes ``peer``'s next payload."""
+        return self.name_of(self._router.route(peer))
 
     def name_of(self, carrier: Transport) -> str:
         """The carrier's short name (``carrier_name``), looked up once."""
@@ -499,7 +505,12 @@ class Driver:
         engine.set_peer_max_payload(peer, caps.max_payload)
         try:
             # Reached reliably: new messages for it are stored once and sent from memory.
-            engine.set_peer_reliable(peer, caps.reliable, now=trio.current_time())
+            engine.set_peer_reliable(
+                peer,
+                caps.reliable,
+                now=trio.current_time(),
+                carrier=self.carrier_of(peer) if caps.reliable else "",
+            )
         except StoreError as e:
             self.store_failed(e)
 

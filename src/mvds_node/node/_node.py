@@ -45,7 +45,8 @@ resumes after the last message it confirmed (at least once; exactly once for an 
 that confirms). The loop never waits for a reader: a slow application reads behind, from the
 store, and the node goes on syncing. Live subscribers (``messages(live=True)``) and events
 subscribers (``_subscribers``) have bounded buffers and miss what finds them full.
-Retention (``[retention]``) deletes old received messages that every cursor has passed.
+Retention (``[retention]``) deletes old messages, received and sent alike, that no peer waits
+for, off the causal frontier, and (received ones) that every cursor has passed.
 """
 
 from __future__ import annotations
@@ -646,8 +647,9 @@ class Node:
         )
 
     def apply_retention(self) -> int:
-        """Delete what ``[retention]`` says may go (see :meth:`SQLiteStore.retain`), never
-        a message a durable cursor has not passed. Returns how many messages went; the
+        """Delete what ``[retention]`` says may go (see :meth:`SQLiteStore.retain`), our own
+        sends as well as received messages, never a received message a durable cursor has not
+        passed. Returns how many messages went; the
         node does this every ``retention.interval`` seconds."""
         r = self.config.retention
         if not (r.max_age or r.max_messages or r.max_bytes):

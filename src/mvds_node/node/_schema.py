@@ -404,16 +404,16 @@ SETTINGS: Final[tuple[Setting, ...]] = (
             attr="remote_log.nkey_file"),
     # [retention]
     Setting("retention", "max_age", "number", 0.0,
-            "Delete received messages older than this many seconds (by their timestamp) once "
-            "every durable cursor has passed them; 0 keeps them.",
+            "Delete messages (received or sent) older than this many seconds (by their "
+            "timestamp) once every durable cursor has passed them; 0 keeps them.",
             attr="retention.max_age", low=0.0, high=1e10),
     Setting("retention", "max_messages", "integer", 0,
-            "Keep at most this many received messages, deleting the oldest once every durable "
-            "cursor has passed them; 0: no limit.",
+            "Keep at most this many messages (received or sent), deleting the oldest once every "
+            "durable cursor has passed them; 0: no limit.",
             attr="retention.max_messages", low=0, high=10**12),
     Setting("retention", "max_bytes", "integer", 0,
-            "Keep at most this many bytes of received messages, deleting the oldest once every "
-            "durable cursor has passed them; 0: no limit.",
+            "Keep at most this many bytes of messages (received or sent), deleting the oldest "
+            "once every durable cursor has passed them; 0: no limit.",
             attr="retention.max_bytes", low=0, high=10**15),
     Setting("retention", "interval", "number", 60.0,
             "How often, in seconds, retention runs.",

@@ -15,7 +15,7 @@ events, REQUESTs that timed out) is the engine's to report.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import islice
 from typing import Final, NamedTuple, final
@@ -102,9 +102,17 @@ class Drain:
         stretch it: an answer that comes later is received as any message is."""
         return self._parent_epochs if r.group_id else self._request_epochs
 
-    def records(self, epoch: int, budget: int, out: dict[bytes, Outgoing]) -> Drained:
+    def records(
+        self,
+        epoch: int,
+        budget: int,
+        out: dict[bytes, Outgoing],
+        carrier_of: Callable[[bytes], str] | None = None,
+    ) -> Drained:
         """Records due by ``epoch``, oldest due first, into ``out``, within ``budget`` bytes;
-        each counted as transmitted (``TRANSMITTED``), parked at the give-up policy's limit
+        each counted as transmitted (``TRANSMITTED``) over the carrier ``carrier_of`` names for
+        its peer (asked once per peer and drain; none: not known), parked at the give-up
+        policy's limit
         (``GIVE_UP``), or ended: a REQUEST past its timeout (``TIMED_OUT``), a peer out of the
         record's group (``PEER_LEFT``), a message gone (``EXPIRED``)."""
         # Each chunk is written back before the next query, so transmitted records (now due
@@ -115,6 +123,7 @@ class Drain:
         max_age = cfg.give_up.max_age_epochs
         retransmit_epoch = self.retransmit_epoch
         groups = self._groups
+        carriers: dict[bytes, str] = {}
         used = 0
         cut = False
         timed_out: list[Record] = []
@@ -178,7 +187,10 @@ class Drain:
                     # The last retransmission is at the timeout, where the record ends: it never
                     # outlives its age by a backoff gap.
                     nxt = min(nxt, max(epoch + 1, first + self.request_age(r)))
-                updates.append(transmitted(r, epoch, nxt))
+                carrier = carriers.get(peer)
+                if carrier is None:
+                    carrier = carriers[peer] = "" if carrier_of is None else carrier_of(peer)
+                updates.append(transmitted(r, epoch, nxt, carrier))
                 if used >= budget:
                     cut = True
                     break

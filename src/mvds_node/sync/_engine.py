@@ -52,7 +52,7 @@ import contextlib
 import math
 import warnings
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Final, final
 
@@ -471,7 +471,7 @@ class Engine:
         Stored or not, when, expiry, held by consistent delivery and for which missing parents
         (and whom we ask for them), the messages waiting for it, and per peer: the record we
         keep about it (offering, sending, requesting; transmissions, first and next
-        transmission, given up), the carrier of the peer's latest payload, or the
+        transmission, given up, the carrier its last transmission was handed to), or the
         acknowledgement (when, over which carrier). A message the engine knows nothing of
         gives ``MessageTrace(message_id, stored=False)`` (``known`` is False).
 
@@ -484,7 +484,6 @@ class Engine:
             store=self._store,
             causal=self._causal,
             peer_states=self._peers,
-            contacts=self._contacts,
             epoch=self._epoch,
             epoch_start=self._epoch_start,
             to_wall=self._to_wall if now is None or wall is None else offset_clock(now, wall),
@@ -537,7 +536,9 @@ class Engine:
         gap = math.ceil(2 * seconds / self._epoch_seconds) if seconds > 0 else 0
         self._peers.state(peer).min_gap = gap
 
-    def set_peer_reliable(self, peer: bytes, reliable: bool, *, now: float) -> None:
+    def set_peer_reliable(
+        self, peer: bytes, reliable: bool, *, now: float, carrier: str = ""
+    ) -> None:
         """Declare whether ``peer`` is reached now over a reliable, live connection (TCP).
 
         While it is, a message sent to it has its record written once, at ``send``, in the state
@@ -548,13 +549,16 @@ class Engine:
         durable, due at the retransmission time, and a reconnection re-arms it at once with
         :meth:`reset_peer`). At most ``Limits.max_pending_acks`` messages per peer wait in
         memory; beyond that, sends use the records as usual. Declaring the peer unreliable again
-        (the connection went down) re-arms the records of messages still waiting.
+        (the connection went down) re-arms the records of messages still waiting. ``carrier``
+        names the connection's carrier (``tcp``): kept in the records written so, for
+        :meth:`trace`.
 
         Call ``payloads_to_send`` next.
         """
         self._advance(now)
         state = self._peers.state(peer)
         state.reliable = reliable
+        state.carrier = carrier if reliable else ""
         if reliable:
             return
         waiting = state.drop_fresh()
@@ -1078,7 +1082,11 @@ class Engine:
         return at
 
     def payloads_to_send(
-        self, *, now: float, max_payload_bytes: int | None = None
+        self,
+        *,
+        now: float,
+        max_payload_bytes: int | None = None,
+        carrier_of: Callable[[bytes], str] | None = None,
     ) -> list[tuple[bytes, bytes]]:
         """Return the payloads due now, as ``(peer, payload)`` pairs, and mark them sent.
 
@@ -1090,7 +1098,9 @@ class Engine:
         again at once.
 
         The records count as transmitted when this returns; a payload the carrier then fails to
-        deliver is simply retransmitted later.
+        deliver is simply retransmitted later. ``carrier_of(peer)`` names the carrier that takes
+        ``peer``'s payloads (``tcp``, ``multicast`` ...): kept in each record transmitted, in
+        the write that counts it, for :meth:`trace` (asked once per peer with records due).
         """
         epoch = self._advance(now)
         cap = max_payload_bytes or self._limits.max_payload_bytes
@@ -1104,7 +1114,7 @@ class Engine:
         nd = self._next_due
         with store.transaction():
             if nd is not None and nd <= epoch:
-                drained = drain.records(epoch, budget, out)
+                drained = drain.records(epoch, budget, out, carrier_of)
                 used, cut = drained.used, drained.cut
                 self._next_due = store.min_due_epoch()
                 for r in drained.gave_up:

@@ -27,6 +27,7 @@ class PeerState:
     __slots__ = (
         "acks",
         "cap",
+        "carrier",
         "done_epoch",
         "ephemeral",
         "fresh",
@@ -48,6 +49,8 @@ class PeerState:
         """Ephemeral messages (wire encodings) for its next payload, sent once."""
         self.reliable = False
         """Reached now over a live reliable connection (``Engine.set_peer_reliable``)."""
+        self.carrier = ""
+        """That connection's carrier, if the driver named it."""
         self.fresh: dict[bytes, tuple[RecordType, bytes]] = {}
         """Messages whose records were written as transmitted already, their first
         transmission waiting here: ID -> (kind of record, group)."""

@@ -159,7 +159,7 @@ class Send:
                 for mid in ids:
                     due = self._retransmit_epoch(peer, mid, epoch, 1)
                     new = create(mid, peer, group_id, share, due=due)
-                    records.append(transmitted(new, epoch, due))
+                    records.append(transmitted(new, epoch, due, state.carrier))
                     self._schedule(due)
                 fresh.append((peer, TRANSITIONS[(_NONE, share)].to))
                 continue

@@ -80,6 +80,9 @@ class Record:
     """Epoch of the first transmission (-1 before it), for the give-up policy's age limit."""
     parked: bool = False
     """True once the give-up policy stopped it; parked records are never due."""
+    carrier: str = ""
+    """The carrier its last transmission was handed to (``tcp``, ``multicast`` ...; empty:
+    never transmitted, or not known): what the driver named for the peer's payloads."""
 
     @property
     def key(self) -> tuple[bytes, bytes]:
@@ -365,6 +368,8 @@ def apply(
     if event is Input.NOT_SENT:
         r.send_count = max(0, r.send_count - 1)
         r.send_epoch = due
+        if not r.send_count:
+            r.carrier = ""  # it never went out after all
         return r
     if event is Input.EXPORTED:
         r.send_count += 1
@@ -372,6 +377,7 @@ def apply(
             r.first_epoch = epoch
         r.send_epoch = max(r.send_epoch, due)
         r.parked = False
+        r.carrier = "bundle"
         return r
     if event is Input.GIVE_UP:
         r.parked = True
@@ -421,9 +427,10 @@ def create_for(
     return [Record(mid, peer, to, group_id, 0, due) for peer, due in targets for mid in message_ids]
 
 
-def transmitted(record: Record, epoch: int, due: int) -> Record:
+def transmitted(record: Record, epoch: int, due: int, carrier: str = "") -> Record:
     """:func:`apply` of ``TRANSMITTED`` (the drain's input, once per record sent), without the
-    general dispatch: the table's row for it is read once, at import.
+    general dispatch: the table's row for it is read once, at import. ``carrier`` is the one
+    that takes the transmission (kept in the record, written with the rest of it).
 
     Raises:
         LocalProtocolError: the table has no such pair, or it ends the record (a bug).
@@ -434,6 +441,7 @@ def transmitted(record: Record, epoch: int, due: int) -> Record:
         record.first_epoch = epoch
     record.send_count += 1
     record.send_epoch = due
+    record.carrier = carrier
     return record
 
 

@@ -1,7 +1,9 @@
 """What the engine knows about one message, as a read-only snapshot (:meth:`Engine.trace`).
 
-Theory of operation: nothing here is kept for the trace alone except three facts the engine
+Theory of operation: nothing here is kept for the trace alone except four facts the engine
 records as it works, in the store: when each message was stored (``StoredMessage.stored_at``),
+the carrier each record's last transmission was handed to (``Record.carrier``: the drain sets
+it in the write that counts the transmission, from the driver's ``carrier_of``),
 each acknowledgement that ended one of our records (when, and over which carrier: the ``via``
 the driver passes with a payload), and the last contact with each peer per carrier, each way
 (:class:`Contacts`, written at most once per epoch per peer and carrier, so the hot paths pay a
@@ -64,8 +66,8 @@ class PeerTrace:
     queued: bool = False
     """Its first transmission waits in memory for the peer's next payload (a reliable peer)."""
     carrier: str = ""
-    """The carrier that took the peer's latest payload from us (when a record is still owed:
-    the one its last transmission went over)."""
+    """The carrier the record's last transmission was handed to (``tcp``, ``multicast``,
+    ``bundle`` ...; empty: never sent, or sent before carriers were recorded)."""
     acked_ms: int = 0
     """When the acknowledgement arrived (Unix ms; 0: not acked, or not known)."""
     acked_via: str = ""
@@ -154,14 +156,6 @@ class Contacts:
         """``carrier -> (sent_ms, received_ms)`` for ``peer``."""
         return {c: (v[0], v[1]) for (p, c), v in self.last.items() if p == peer}
 
-    def latest_sent(self, peer: bytes) -> str:
-        """The carrier that took ``peer``'s latest payload ("" if none did)."""
-        best, at = "", 0
-        for (p, c), v in self.last.items():
-            if p == peer and v[0] > at:
-                best, at = c, v[0]
-        return best
-
 
 _STATE_NAMES: Final = {
     RecordType.OFFER: OFFERING,
@@ -224,7 +218,6 @@ def trace_message(
     store: Store,
     causal: Causal,
     peer_states: Peers,
-    contacts: Contacts,
     epoch: int,
     epoch_start: Callable[[int], float],
     to_wall: Callable[[float], int],
@@ -248,7 +241,7 @@ def trace_message(
             next_retry_ms=0 if due is None else to_wall(due),
             given_up=r.parked,
             queued=r.peer in fresh,
-            carrier=contacts.latest_sent(r.peer),
+            carrier=r.carrier,
         )
     for peer, at, via in store.acks_for_message(message_id):
         if peer not in peers:

@@ -239,6 +239,7 @@ def _copy(r: Record) -> Record:
         r.send_epoch,
         r.first_epoch,
         r.parked,
+        r.carrier,
     )
 
 

@@ -31,10 +31,13 @@ The schema follows :class:`~mvds_node.sync.MemoryStore`, which defines the seman
   an AUTOINCREMENT ``seq``; a row is written by ``record_delivery`` in the transaction that
   delivers the message, and stays (its message gone) when the message expires, so a reader
   that had not reached it can be told. ``cursors``: each durable cursor's name and the last
-  ``seq`` its consumer confirmed. :meth:`SQLiteStore.retain` trims both ends of that story.
-* ``acks`` and ``contacts`` (schema 4), and ``messages.stored_at``: the facts ``Engine.trace``
-  and the status report (when a message was stored, when and over which carrier each peer
-  acknowledged it, the last contact with each peer per carrier).
+  ``seq`` its consumer confirmed. :meth:`SQLiteStore.retain` trims both ends of that story, and
+  the messages this node sent (which are not in the inbox) by the same rules.
+* ``acks`` and ``contacts`` (schema 4), ``messages.stored_at`` and ``records.carrier``: the facts
+  ``Engine.trace`` and the status report (when a message was stored, the carrier each record's
+  last transmission was handed to, when and over which carrier each peer acknowledged it, the
+  last contact with each peer per carrier). A message's ``acks`` rows go with it (expiry,
+  retention).
 
 Large bodies: a message whose wire encoding is at least :data:`EXTERNAL_MIN` bytes is not kept in
 the database. Its bytes are appended to a *segment file* (``<store>.bodies/00000001.seg``, ...),
@@ -167,7 +170,8 @@ _INBOX_SCHEMA: Final = (
 )
 
 # Trace facts (``Engine.trace``, ``node.status``): when each message was stored (wall clock, Unix
-# ms; 0 for messages stored before schema 4), each peer's acknowledgement of each of our messages
+# ms; 0 for messages stored before schema 4), the carrier of each record's last transmission,
+# each peer's acknowledgement of each of our messages
 # (when, and over which carrier: "tcp", "bundle", "remote-log" ...), and the last contact with each
 # peer per carrier, in each direction. A store of schema 3 gains them in one migration step,
 # ``_TRACE_MIGRATION``; a new store creates them with the rest of the schema.
@@ -176,6 +180,8 @@ _INBOX_SCHEMA: Final = (
 # random page each (what a key by message ID would cost in log writes).
 _TRACE_SCHEMA: Final = (
     "ALTER TABLE messages ADD COLUMN stored_at INTEGER NOT NULL DEFAULT 0",
+    # The carrier each record's last transmission was handed to ('': never sent, or not known).
+    "ALTER TABLE records ADD COLUMN carrier TEXT NOT NULL DEFAULT ''",
     """CREATE TABLE acks (
         stored_at INTEGER NOT NULL,
         message_id BLOB NOT NULL,
@@ -305,7 +311,7 @@ _DELETE_ACKED: Final = {
     for n in _CHUNK_SIZES
 }
 _GET_PEER_RECORDS: Final = {
-    n: "SELECT message_id, type, group_id, send_count, send_epoch, first_epoch, parked "
+    n: "SELECT message_id, type, group_id, send_count, send_epoch, first_epoch, parked, carrier "
     f"FROM records WHERE peer = ? AND message_id IN "
     f"({', '.join('?' * n)})"
     for n in _CHUNK_SIZES
@@ -345,16 +351,18 @@ _COUNT_MESSAGES: Final = "SELECT count(*) FROM messages"
 _PUT_GROUP: Final = "INSERT OR IGNORE INTO groups (group_id) VALUES (?)"
 _PUT_MEMBER: Final = "INSERT OR REPLACE INTO members (group_id, peer, mode) VALUES (?, ?, ?)"
 
-_RECORD: Final = "message_id, peer, type, group_id, send_count, send_epoch, first_epoch, parked"
-_STATE: Final = "type, group_id, send_count, send_epoch, first_epoch, parked"
+_RECORD: Final = (
+    "message_id, peer, type, group_id, send_count, send_epoch, first_epoch, parked, carrier"
+)
+_STATE: Final = "type, group_id, send_count, send_epoch, first_epoch, parked, carrier"
 # An upsert rewrites the row in place and touches only the indexes whose columns changed
 # (send_epoch, parked); INSERT OR REPLACE would delete and re-insert every index entry.
 _PUT_RECORD: Final = (
-    f"INSERT INTO records ({_RECORD}, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    f"INSERT INTO records ({_RECORD}, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (message_id, peer) DO UPDATE SET type = excluded.type, "
     "group_id = excluded.group_id, send_count = excluded.send_count, "
     "send_epoch = excluded.send_epoch, first_epoch = excluded.first_epoch, "
-    "parked = excluded.parked"
+    "parked = excluded.parked, carrier = excluded.carrier"
 )
 _DELETE_RECORD: Final = "DELETE FROM records WHERE message_id = ? AND peer = ?"
 _GET_RECORD: Final = f"SELECT {_STATE} FROM records WHERE message_id = ? AND peer = ?"
@@ -398,26 +406,38 @@ _BAD_INBOX: Final = (
     "OR (missing IS NOT NULL AND (typeof(missing) != 'blob' OR length(missing) % 32 != 0)) "
     "LIMIT 1"
 )
-# Retention (see SQLiteStore.retain): inbox rows every cursor has passed, oldest first, with what
-# decides whether they go: the message's timestamp and size, whether a peer still waits for it
-# (a record), and whether a stored message names it as parent (off the frontier).
+# Retention (see SQLiteStore.retain): every delivered message, oldest stored first (received ones,
+# which are in the inbox, and the ones this node sent, which are not), with what decides whether
+# it goes: its last inbox position (NULL: not in the inbox), its timestamp and size, whether a
+# peer still waits for it (a record), and whether a stored message names it as parent (off the
+# frontier). Then the inbox rows every cursor has passed whose message is gone (expired).
 _RETAIN_CANDIDATES: Final = (
-    "SELECT i.seq, i.message_id, m.timestamp, length(m.wire) + coalesce(m.size, 0), "
-    "EXISTS (SELECT 1 FROM records AS r WHERE r.message_id = i.message_id), "
-    "m.expires_at = 0 AND NOT EXISTS (SELECT 1 FROM parents AS p WHERE p.parent = i.message_id) "
-    "FROM inbox AS i LEFT JOIN messages AS m ON m.id = i.message_id "
-    "WHERE i.seq <= ? ORDER BY i.seq"
+    "SELECT (SELECT max(i.seq) FROM inbox AS i WHERE i.message_id = m.id), m.id, m.timestamp, "
+    "length(m.wire) + coalesce(m.size, 0), "
+    "EXISTS (SELECT 1 FROM records AS r WHERE r.message_id = m.id), "
+    "m.expires_at = 0 AND NOT EXISTS (SELECT 1 FROM parents AS p WHERE p.parent = m.id) "
+    "FROM messages AS m WHERE m.delivered = 1 ORDER BY m.rowid"
 )
-_INBOX_TOTALS: Final = (
-    "SELECT count(*), coalesce(sum(length(m.wire) + coalesce(m.size, 0)), 0) "
-    "FROM inbox AS i JOIN messages AS m ON m.id = i.message_id"
+_RETAIN_TOTALS: Final = (
+    "SELECT count(*), coalesce(sum(length(wire) + coalesce(size, 0)), 0) "
+    "FROM messages WHERE delivered = 1"
 )
-_DELETE_INBOX_ROW: Final = "DELETE FROM inbox WHERE seq = ?"
+_DROP_ORPHAN_INBOX_ROWS: Final = (
+    "DELETE FROM inbox WHERE seq <= ? AND NOT EXISTS "
+    "(SELECT 1 FROM messages AS m WHERE m.id = inbox.message_id)"
+)
+_DELETE_INBOX_ROWS: Final = "DELETE FROM inbox WHERE message_id = ?"
 # Only a stored message is acknowledged (an ACK ends only OFFER and MESSAGE records).
 _PUT_ACK: Final = (
     "INSERT OR REPLACE INTO acks (stored_at, message_id, peer, acked_at, via) "
     "SELECT stored_at, id, ?2, ?3, ?4 FROM messages WHERE id = ?1"
 )
+# The ACKs of one payload (one peer, time and carrier), by chunks of IDs (_padded_chunks).
+_PUT_ACKS: Final = {
+    n: "INSERT OR REPLACE INTO acks (stored_at, message_id, peer, acked_at, via) "
+    f"SELECT stored_at, id, ?, ?, ? FROM messages WHERE id IN ({', '.join('?' * n)})"
+    for n in _CHUNK_SIZES
+}
 _MESSAGE_ACKS: Final = (
     "SELECT a.peer, a.acked_at, a.via FROM messages AS m JOIN acks AS a "
     "ON a.stored_at = m.stored_at AND a.message_id = m.id WHERE m.id = ? ORDER BY a.peer"
@@ -1339,21 +1359,21 @@ class SQLiteStore:
         max_messages: int | None = None,
         max_bytes: int | None = None,
     ) -> list[bytes]:
-        """Retention: among the inbox messages at or before ``up_to`` (the least position of
-        the durable cursors, so never one a cursor has not passed), delete the oldest while the
-        inbox holds more than ``max_messages`` messages or ``max_bytes`` bytes, and those whose
-        timestamp is before ``older_than`` (Unix ms). A message a peer still waits for, or that
-        no stored message names as parent (it is on the causal frontier), is kept. Entries
-        whose message is gone already (expired) are dropped too. Returns the deleted IDs."""
+        """Retention, over the delivered messages, received (in the inbox) and sent by this
+        node alike: delete the oldest stored while they number more than ``max_messages`` or
+        hold more than ``max_bytes`` bytes, and those whose timestamp is before ``older_than``
+        (Unix ms). A received message goes only once it is at or before ``up_to`` in the inbox
+        (the least position of the durable cursors, so never one a cursor has not passed). A
+        message a peer still waits for (a record), or that no stored message names as parent
+        (it is on the causal frontier), is kept. Inbox entries at or before ``up_to`` whose
+        message is gone already (expired) are dropped too. Returns the deleted IDs."""
         deleted: list[bytes] = []
         try:
-            count, size = self._cur.execute(_INBOX_TOTALS).fetchone()
-            rows = self._cur.execute(_RETAIN_CANDIDATES, (up_to,)).fetchall()
+            count, size = self._cur.execute(_RETAIN_TOTALS).fetchone()
+            rows = self._cur.execute(_RETAIN_CANDIDATES).fetchall()
             with self._tx:
+                self._cur.execute(_DROP_ORPHAN_INBOX_ROWS, (up_to,))
                 for seq, mid, timestamp, nbytes, pending, frontier in rows:
-                    if timestamp is None:  # expired already: only the entry is left
-                        self._cur.execute(_DELETE_INBOX_ROW, (seq,))
-                        continue
                     over = (
                         (max_messages is not None and count > max_messages)
                         or (max_bytes is not None and size > max_bytes)
@@ -1363,9 +1383,10 @@ class SQLiteStore:
                         if older_than is None:
                             break  # newer ones are not over a count or size either
                         continue
-                    if pending or frontier:
+                    if pending or frontier or (seq is not None and seq > up_to):
                         continue
-                    self._cur.execute(_DELETE_INBOX_ROW, (seq,))
+                    if seq is not None:
+                        self._cur.execute(_DELETE_INBOX_ROWS, (mid,))
                     self.delete_message(mid)
                     count -= 1
                     size -= nbytes
@@ -1496,9 +1517,11 @@ class SQLiteStore:
             raise self._error(e) from e
         if row is None:
             return None
-        kind, group, count, due, first, parked = row
+        kind, group, count, due, first, parked, carrier = row
         try:
-            return Record(message_id, peer, _TYPES[kind], group, count, due, first, parked != 0)
+            return Record(
+                message_id, peer, _TYPES[kind], group, count, due, first, parked != 0, carrier
+            )
         except KeyError as err:
             raise _unknown_type(err) from None
 
@@ -1515,10 +1538,10 @@ class SQLiteStore:
         types = _TYPES
         try:
             for size, chunk in _padded_chunks(ids):
-                for m, kind, group, count, due, first, parked in self._cur.execute(
+                for m, kind, group, count, due, first, parked, c in self._cur.execute(
                     _GET_PEER_RECORDS[size], [peer, *chunk]
                 ).fetchall():
-                    out[m] = Record(m, peer, types[kind], group, count, due, first, parked != 0)
+                    out[m] = Record(m, peer, types[kind], group, count, due, first, parked != 0, c)
         except sqlite3.Error as e:
             raise self._error(e) from e
         except KeyError as err:
@@ -1533,7 +1556,8 @@ class SQLiteStore:
         types = _TYPES
         try:
             return [
-                Record(message_id, p, types[t], g, n, d, f, k != 0) for p, t, g, n, d, f, k in rows
+                Record(message_id, p, types[t], g, n, d, f, k != 0, c)
+                for p, t, g, n, d, f, k, c in rows
             ]
         except KeyError as err:
             raise _unknown_type(err) from None
@@ -1545,7 +1569,9 @@ class SQLiteStore:
             raise self._error(e) from e
         types = _TYPES
         try:
-            return [Record(m, peer, types[t], g, n, d, f, k != 0) for m, t, g, n, d, f, k in rows]
+            return [
+                Record(m, peer, types[t], g, n, d, f, k != 0, c) for m, t, g, n, d, f, k, c in rows
+            ]
         except KeyError as err:
             raise _unknown_type(err) from None
 
@@ -1563,6 +1589,7 @@ class SQLiteStore:
                 r.send_epoch,
                 r.first_epoch,
                 r.parked,
+                r.carrier,
                 seq + i,
             )
             for i, r in enumerate(records, 1)
@@ -1625,7 +1652,9 @@ class SQLiteStore:
             raise self._error(e) from e
         types = _TYPES
         try:
-            return [Record(m, p, types[t], g, n, d, f, k != 0) for m, p, t, g, n, d, f, k in rows]
+            return [
+                Record(m, p, types[t], g, n, d, f, k != 0, c) for m, p, t, g, n, d, f, k, c in rows
+            ]
         except KeyError as err:
             raise _unknown_type(err) from None
 
@@ -1651,13 +1680,20 @@ class SQLiteStore:
 
     def put_acks(self, acks: Sequence[tuple[bytes, bytes, int, str]]) -> None:
         """Keep ``(message_id, peer, acked_at, via)`` for each acknowledgement (the last one
-        of a pair replaces an earlier one)."""
+        of a pair replaces an earlier one). The ACKs of one payload share peer, time and
+        carrier: one statement per 64 of them, each bound once."""
         try:
             if len(acks) == 1:
                 self._cur.execute(_PUT_ACK, acks[0])
             elif acks:
+                same: dict[tuple[bytes, int, str], list[bytes]] = {}
+                for mid, peer, at, via in acks:
+                    same.setdefault((peer, at, via), []).append(mid)
                 with self._tx:
-                    self._cur.executemany(_PUT_ACK, acks)
+                    execute = self._cur.execute
+                    for (peer, at, via), ids in same.items():
+                        for size, chunk in _padded_chunks(ids):
+                            execute(_PUT_ACKS[size], [peer, at, via, *chunk])
         except sqlite3.Error as e:
             raise self._error(e) from e
 
