@@ -55,6 +55,8 @@ from mvds_node.node._subscribers import Message, Subscribers
 from mvds_node.sync import Engine, MessageDelivered, PayloadRejected, RejectReason
 from mvds_node.transports import (
     HEADER_SIZE,
+    Author,
+    Frame,
     FrameError,
     FrameMode,
     Hello,
@@ -124,6 +126,10 @@ class Driver:
         on_peer_up: called when a carrier reports a peer up.
         authors: the envelopes' check (signed groups), also the engine's validator; None: every
             group is raw.
+        author: our ``AUTHOR`` frame (our Ed25519 key bound to our X25519 key), sent beside
+            the ``HELLO`` on every carrier that proves the peer; None: never sent.
+        on_author: called with (peer, frame) for an ``AUTHOR`` frame that came over a carrier
+            that proves the peer; one from any other carrier is refused (``author-unproved``).
     """
 
     def __init__(
@@ -139,8 +145,12 @@ class Driver:
         max_payload: int,
         on_peer_up: Callable[[], None] = lambda: None,
         authors: Authors | None = None,
+        author: Author | None = None,
+        on_author: Callable[[bytes, Author], None] = lambda peer, frame: None,
     ) -> None:
         self._engine = engine
+        self._author = author
+        self._on_author = on_author
         self._authors = authors
         self._router = router
         self._subscribers = subscribers
@@ -412,6 +422,17 @@ class Driver:
                 self._nursery.start_soon(_send_quietly, transport, peer, Pong(frame.nonce))
         elif isinstance(frame, Hello):
             self.available_until[peer] = frame.available_until_ms
+        elif isinstance(frame, Author):
+            # Only a carrier that proved the peer's X25519 key can bind a signing key to it:
+            # a multicast datagram or a file only claims who sent it.
+            if direct:
+                self._on_author(peer, frame)
+            else:
+                self.refuse(
+                    peer,
+                    "author-unproved",
+                    f"AUTHOR frame over {self.name_of(transport)}, which does not prove the peer",
+                )
         # Pong, UnknownControl: nothing to do.
 
     def _receive_sync(
@@ -471,7 +492,10 @@ class Driver:
             self.emit(PeerConnected(event.peer, event.address))
             self._on_peer_up()  # we are online again: read the remote logs now, say
             if self._nursery is not None:
-                self._nursery.start_soon(_send_quietly, carrier, event.peer, Hello())
+                frames: list[Frame] = [Hello()]
+                if self._author is not None and getattr(carrier, "proves_peer", False) is True:
+                    frames.append(self._author)  # our signing key, bound to our Noise key
+                self._nursery.start_soon(_send_quietly, carrier, event.peer, *frames)
         elif isinstance(event, PeerDown):
             self.connected.pop(event.peer, None)
             self.update_peer(event.peer)
@@ -530,9 +554,10 @@ class Driver:
         await feed.done.wait()
 
 
-async def _send_quietly(transport: Transport, peer: bytes, frame: Ping | Pong | Hello) -> None:
+async def _send_quietly(transport: Transport, peer: bytes, *frames: Frame) -> None:
     with contextlib.suppress(TransportError):
-        await transport.send(peer, encode_frame(frame))
+        for frame in frames:
+            await transport.send(peer, encode_frame(frame))
 
 
 def _describe_input(item: Input | None) -> str:

@@ -80,9 +80,11 @@ from mvds_node.node._config import (
 )
 from mvds_node.node._discovery import Discovery, PeerDiscovered
 from mvds_node.node._driver import Driver, wall_ms
-from mvds_node.node._envelope import Authors, seal, seal_batch
+from mvds_node.node._envelope import Authors, seal, seal_batch, sign_binding, verify_binding
 from mvds_node.node._events import (
     AnyEvent,
+    AuthorLearned,
+    AuthorMismatch,
     EnvelopeMismatch,
     InternalError,
     LogUploaded,
@@ -116,6 +118,7 @@ from mvds_node.sync import (
 )
 from mvds_node.transports import (
     HEADER_SIZE,
+    Author,
     MulticastTransport,
     NoSyncFrame,
     TcpTransport,
@@ -177,6 +180,7 @@ class Node:
             ),
         )
         self._mismatches: set[tuple[bytes, bytes]] = set()
+        self._author_mismatches: set[tuple[bytes, bytes]] = set()
         self._engine = Engine(
             store,
             config=self._sync,
@@ -226,6 +230,10 @@ class Node:
             max_payload=self._max_payload,
             on_peer_up=self._peer_up,
             authors=self._authors,
+            # Our signing key, bound to our Noise key: members that list us without a
+            # log_key learn it when we connect (``_learn_author``).
+            author=Author(self._author_key, sign_binding(identity.signing, identity.public_key)),
+            on_author=self._learn_author,
         )
         self._inbox = Inbox(
             store,
@@ -870,6 +878,58 @@ class Node:
         ours = "raw" if theirs == "signed" else "signed"
         name = self._driver.names.get(group_id, group_id.hex())
         self._driver.emit(EnvelopeMismatch(name, peer, ours, theirs))
+
+    def _learn_author(self, peer: bytes, frame: Author) -> None:
+        """A peer's ``AUTHOR`` frame, over a carrier that proved its Noise key: trust on first
+        use. A member listed without ``log_key`` gets the key (in memory, and in
+        ``config.toml`` when the node runs from one, where ``peers list``, the CLI's author
+        names and the next start read it); a configured key is never replaced, and a key
+        that is already another member's (or ours) is never taken."""
+        key = frame.signing_key
+        if not verify_binding(key, peer, frame.signature):
+            self._driver.refuse(
+                peer, "author-bad-signature", "AUTHOR frame's signature does not bind its key"
+            )
+            return
+        config = self.config
+        entry = next((p for p in config.peers if p.key == peer), None)
+        if entry is None or entry.log_key == key:
+            return  # a stranger teaches nothing; a known key needs nothing
+        if entry.log_key is not None:
+            self._author_mismatch(peer, key, "configured", configured=entry.log_key)
+            return
+        if key == self._author_key:
+            self._author_mismatch(peer, key, "in-use", owner=self.identity.public_key)
+            return
+        owner = next((p.key for p in config.peers if p.log_key == key), None)
+        if owner is not None:
+            self._author_mismatch(peer, key, "in-use", owner=owner)
+            return
+        self.config = config.with_peer(dataclasses.replace(entry, log_key=key))
+        self._authors.update(*_author_tables(self.config))
+        saved, detail = False, "the configuration has no file"
+        if self.config.config_path.exists():
+            try:
+                save_config(self.config)
+            except ConfigError as e:
+                detail = str(e)
+            else:
+                saved, detail = True, ""
+        self._driver.emit(AuthorLearned(peer, key, saved, detail))
+
+    def _author_mismatch(
+        self,
+        peer: bytes,
+        key: bytes,
+        reason: str,
+        *,
+        configured: bytes | None = None,
+        owner: bytes | None = None,
+    ) -> None:
+        if (peer, key) in self._author_mismatches:
+            return
+        self._author_mismatches.add((peer, key))
+        self._driver.emit(AuthorMismatch(peer, key, reason, configured, owner))
 
     def _peer_up(self) -> None:
         if self._remote_log is not None:
