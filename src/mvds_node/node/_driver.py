@@ -50,7 +50,7 @@ from mvds_node.node._events import (
     TransportFailed,
     TransportRestored,
 )
-from mvds_node.node._routing import PeerCapabilities, Queued, Router
+from mvds_node.node._routing import PeerCapabilities, Queued, Reaches, Router
 from mvds_node.node._subscribers import Message, Subscribers
 from mvds_node.sync import Engine, MessageDelivered, PayloadRejected, RejectReason
 from mvds_node.transports import (
@@ -151,6 +151,9 @@ class Driver:
         self._engine = engine
         self._author = author
         self._on_author = on_author
+        # (id(carrier), peer) our AUTHOR went to since the peer came up there.
+        self._introduced: set[tuple[int, bytes]] = set()
+        self._members: Collection[bytes] = ()
         self._authors = authors
         self._router = router
         self._subscribers = subscribers
@@ -193,6 +196,7 @@ class Driver:
         """Run the loop until cancelled (see the module doc)."""
         async with trio.open_nursery() as nursery:  # for pings and hellos, sent on the side
             self._nursery = nursery
+            self._introduce(self._members)
             task_status.started()
             await self._loop()
 
@@ -427,6 +431,9 @@ class Driver:
             # a multicast datagram or a file only claims who sent it.
             if direct:
                 self._on_author(peer, frame)
+                # A carrier without peer events (memory) tells us it is up this way: answer
+                # with ours, once, so a peer that came after our introduction learns it too.
+                self._send_author(transport, peer)
             else:
                 self.refuse(
                     peer,
@@ -491,12 +498,15 @@ class Driver:
             self.update_peer(event.peer)
             self.emit(PeerConnected(event.peer, event.address))
             self._on_peer_up()  # we are online again: read the remote logs now, say
+            self._introduced.discard((id(carrier), event.peer))
             if self._nursery is not None:
                 frames: list[Frame] = [Hello()]
                 if self._author is not None and getattr(carrier, "proves_peer", False) is True:
                     frames.append(self._author)  # our signing key, bound to our Noise key
+                    self._introduced.add((id(carrier), event.peer))
                 self._nursery.start_soon(_send_quietly, carrier, event.peer, *frames)
         elif isinstance(event, PeerDown):
+            self._introduced.discard((id(carrier), event.peer))
             self.connected.pop(event.peer, None)
             self.update_peer(event.peer)
             self.emit(PeerDisconnected(event.peer, event.address, event.reason))
@@ -511,6 +521,36 @@ class Driver:
         for peer in peers:
             if peer != self._me:
                 self.update_peer(peer)
+
+    def set_members(self, members: Collection[bytes]) -> None:
+        """The configured members changed: tell the engine their carriers, and introduce us
+        (our ``AUTHOR``) to those a carrier without peer events reaches."""
+        self._members = members
+        self.update_peers(members)
+        self._introduce(members)
+
+    def _introduce(self, peers: Collection[bytes]) -> None:
+        """Send our ``AUTHOR`` to ``peers`` on each carrier that proves the peer but reports no
+        peer events (memory): there is no "peer up" to send it on. TCP sends it on PeerUp."""
+        if self._author is None or self._nursery is None:
+            return
+        for carrier in self._router.carriers:
+            if getattr(carrier, "proves_peer", False) is not True:
+                continue
+            if getattr(carrier, "events", None) is not None:
+                continue
+            for peer in peers:
+                if peer != self._me and isinstance(carrier, Reaches) and carrier.reaches(peer):
+                    self._send_author(carrier, peer)
+
+    def _send_author(self, carrier: Transport, peer: bytes) -> None:
+        """Our ``AUTHOR`` to ``peer`` on ``carrier``, unless it went there already."""
+        if self._author is None or self._nursery is None:
+            return
+        if (id(carrier), peer) in self._introduced:
+            return
+        self._introduced.add((id(carrier), peer))
+        self._nursery.start_soon(_send_quietly, carrier, peer, self._author)
 
     def update_peer(self, peer: bytes) -> None:
         """Tell the engine what ``peer``'s carrier now is, if that changed (see *Routing*)."""

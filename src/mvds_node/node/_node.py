@@ -305,7 +305,7 @@ class Node:
                     engine.remove_peer(group.id, peer)
         self._driver.names = {g.id: g.name for g in self.config.groups}
         self._authors.update(*_author_tables(self.config))
-        self._driver.update_peers(self._members())
+        self._driver.set_members(self._members())
 
     def _members(self) -> set[bytes]:
         me = self.identity.public_key
@@ -822,7 +822,7 @@ class Node:
                     if events is not None:
                         nursery.start_soon(read_events, carrier, events, self._driver.inputs)
                 # What reaches each peer now that the carriers are open.
-                self._driver.update_peers(self._members())
+                self._driver.set_members(self._members())
                 await nursery.start(self._driver.run)
                 nursery.start_soon(self._retain_periodically)
                 if self._remote_log is not None:
