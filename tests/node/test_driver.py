@@ -57,16 +57,20 @@ async def test_a_carrier_that_reaches_the_peer_is_preferred_reliable_first(
     ids = {"alice": Identity.generate(), "bob": Identity.generate()}
     a_lossy = lossy.transport(ids["alice"].public_key)
     b_lossy = lossy.transport(ids["bob"].public_key)
+    # Both on the lossless hub before either starts: alice introduces herself (AUTHOR) on the
+    # carrier that reaches bob when she starts.
+    a_lossless = lossless.transport(ids["alice"].public_key)
+    b_lossless = lossless.transport(ids["bob"].public_key)
     async with (
         open_node(
             config_for(tmp_path, "alice", ids["alice"], {"bob": ids["bob"]}, listen=None),
             identity=ids["alice"],
-            transports=(a_lossy, lossless.transport(ids["alice"].public_key)),
+            transports=(a_lossy, a_lossless),
         ) as alice,
         open_node(
             config_for(tmp_path, "bob", ids["bob"], {"alice": ids["alice"]}, listen=None),
             identity=ids["bob"],
-            transports=(b_lossy, lossless.transport(ids["bob"].public_key)),
+            transports=(b_lossy, b_lossless),
         ) as bob,
         bob.messages() as inbox,
     ):

@@ -530,18 +530,22 @@ class Driver:
         self._introduce(members)
 
     def _introduce(self, peers: Collection[bytes]) -> None:
-        """Send our ``AUTHOR`` to ``peers`` on each carrier that proves the peer but reports no
-        peer events (memory): there is no "peer up" to send it on. TCP sends it on PeerUp."""
+        """Send our ``AUTHOR`` to each of ``peers`` on the carrier the router takes for it, if
+        that carrier proves the peer but reports no peer events (memory): there is no "peer
+        up" to send it on. TCP sends it on PeerUp."""
         if self._author is None or self._nursery is None:
             return
-        for carrier in self._router.carriers:
-            if getattr(carrier, "proves_peer", False) is not True:
+        for peer in peers:
+            if peer == self._me:
                 continue
-            if getattr(carrier, "events", None) is not None:
-                continue
-            for peer in peers:
-                if peer != self._me and isinstance(carrier, Reaches) and carrier.reaches(peer):
-                    self._send_author(carrier, peer)
+            carrier = self._router.route(peer)
+            if (
+                getattr(carrier, "proves_peer", False) is True
+                and getattr(carrier, "events", None) is None
+                and isinstance(carrier, Reaches)
+                and carrier.reaches(peer)
+            ):
+                self._send_author(carrier, peer)
 
     def _send_author(self, carrier: Transport, peer: bytes) -> None:
         """Our ``AUTHOR`` to ``peer`` on ``carrier``, unless it went there already."""
