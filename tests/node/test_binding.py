@@ -467,3 +467,25 @@ async def test_a_data_directory_without_log_keys_syncs_after_the_upgrade(
             assert m.via == alice_key
     assert load_config(root / "bob").peer("alice").log_key == alice.identity.signing_public_key
     assert load_config(root / "alice").peer("bob").log_key == bob.identity.signing_public_key
+
+
+def test_the_events_read_for_people() -> None:
+    from mvds_node.node.cli._events import event_line
+
+    bob, carol = b"\x0b" * 32, b"\x0c" * 32
+    names = {bob: "bob", carol: "carol"}
+
+    def line(event: AuthorLearned | AuthorMismatch) -> str:
+        parts = event_line(event, event_to_json(event), lambda k: names.get(k or b"", "?"))
+        return "".join(p if isinstance(p, str) else p[0] for p in parts)
+
+    assert line(AuthorLearned(bob, b"\xaa" * 32, True)) == (
+        "* author-learned bob: signs with aaaaaaaaaaaa (saved in config.toml)"
+    )
+    assert line(AuthorMismatch(bob, b"\xaa" * 32, "configured", configured=b"\xbb" * 32)) == (
+        "* author-mismatch bob: offers the signing key aaaaaaaaaaaa, config.toml says "
+        "bbbbbbbbbbbb (kept; check its `mvds-node key --log`)"
+    )
+    assert line(AuthorMismatch(bob, b"\xaa" * 32, "in-use", owner=carol)) == (
+        "* author-mismatch bob: offers the signing key aaaaaaaaaaaa, already carol's (refused)"
+    )
