@@ -489,3 +489,33 @@ def test_the_events_read_for_people() -> None:
     assert line(AuthorMismatch(bob, b"\xaa" * 32, "in-use", owner=carol)) == (
         "* author-mismatch bob: offers the signing key aaaaaaaaaaaa, already carol's (refused)"
     )
+
+
+async def test_over_tcp_the_noise_session_teaches_the_keys(tmp_path: Path) -> None:
+    """The real carrier: two nodes on 127.0.0.1 that list each other without log_key sync
+    signed messages once one dials the other."""
+    from tests.node.helpers import config_for, connected
+
+    ids = {"alice": Identity.generate(), "bob": Identity.generate()}
+
+    def unkeyed(name: str, other: str) -> NodeConfig:
+        config = config_for(tmp_path, name, ids[name], {other: ids[other]})
+        return config.with_peer(replace(config.peer(other), log_key=None))
+
+    with trio.fail_after(30):
+        async with (
+            open_node(unkeyed("alice", "bob"), identity=ids["alice"]) as alice,
+            open_node(unkeyed("bob", "alice"), identity=ids["bob"]) as bob,
+            alice.events() as a_events,
+            bob.events() as b_events,
+            bob.messages() as inbox,
+        ):
+            await connected(alice, bob, "bob", a_events)
+            assert (await next_event(a_events, AuthorLearned)).key == ids["bob"].signing_public_key
+            assert (await next_event(b_events, AuthorLearned)).key == (
+                ids["alice"].signing_public_key
+            )
+            await alice.send("chat", b"over noise")
+            m = await inbox.receive()
+            assert (m.body, m.author) == (b"over noise", ids["alice"].signing_public_key)
+            assert bob._authors.trusted >= 1  # direct over Noise: taken on the session's word
