@@ -928,6 +928,8 @@ class Node:
     ) -> None:
         if (peer, key) in self._author_mismatches:
             return
+        if len(self._author_mismatches) >= 4096:  # a peer making up keys: bounded, said again
+            self._author_mismatches.clear()
         self._author_mismatches.add((peer, key))
         self._driver.emit(AuthorMismatch(peer, key, reason, configured, owner))
 
