@@ -450,23 +450,48 @@ async def test_a_data_directory_without_log_keys_syncs_after_the_upgrade(
         path.write_text(text)
     alice_cfg, bob_cfg = load_config(root / "alice"), load_config(root / "bob")
     assert all(p.log_key is None for p in (*alice_cfg.peers, *bob_cfg.peers))
+    alice_id = load_identity(alice_cfg.identity_path)
+    bob_key = load_identity(bob_cfg.identity_path).public_key
+    # Dave is new: alice adds him by his Noise key, as she added bob then.
+    dave = Identity.generate()
+    alice_cfg = alice_cfg.with_peer(PeerConfig(key=dave.public_key, name="dave"))
+    chat = alice_cfg.group("chat")
+    alice_cfg = alice_cfg.with_group(replace(chat, members=(*chat.members, dave.public_key)))
+    save_config(alice_cfg)
+    dave_cfg = written_config(tmp_path, "dave", {"alice": (alice_id, False)}, ["alice"])
     hub = MemoryHub()
     with trio.fail_after(120):
-        alice_key = load_identity(alice_cfg.identity_path).public_key
-        bob_key = load_identity(bob_cfg.identity_path).public_key
         async with (
-            open_node(alice_cfg, transports=(hub.transport(alice_key),)) as alice,
+            open_node(alice_cfg, transports=(hub.transport(alice_id.public_key),)) as alice,
+            alice.messages() as a_inbox,
             open_node(bob_cfg, transports=(hub.transport(bob_key),)) as bob,
-            bob.messages() as inbox,
+            bob.messages() as b_inbox,
+            open_node(dave_cfg, identity=dave, transports=(hub.transport(dave.public_key),)) as d,
+            d.messages() as d_inbox,
         ):
             mid = await alice.send("chat", b"after the upgrade")
-            async for m in inbox:
+            async for m in b_inbox:  # bob's inbox holds what the migration put there first
                 if m.message_id == mid:
                     break
-            assert m.author == alice.identity.signing_public_key
-            assert m.via == alice_key
-    assert load_config(root / "bob").peer("alice").log_key == alice.identity.signing_public_key
-    assert load_config(root / "alice").peer("bob").log_key == bob.identity.signing_public_key
+            assert (m.author, m.via) == (alice_id.signing_public_key, alice_id.public_key)
+            async for m in d_inbox:
+                if m.message_id == mid:
+                    break
+            assert m.author == alice_id.signing_public_key
+            await d.send("chat", b"hello alice")
+            async for m in a_inbox:
+                if m.body == b"hello alice" and m.author == dave.signing_public_key:
+                    break
+            await bob.send("chat", b"bob too")
+            async for m in a_inbox:
+                if m.body == b"bob too":
+                    break
+            assert m.author == bob.identity.signing_public_key
+    assert load_config(root / "bob").peer("alice").log_key == alice_id.signing_public_key
+    saved = load_config(root / "alice")
+    assert saved.peer("bob").log_key == bob.identity.signing_public_key
+    assert saved.peer("dave").log_key == dave.signing_public_key
+    assert load_config(tmp_path / "dave").peer("alice").log_key == alice_id.signing_public_key
 
 
 def test_the_events_read_for_people() -> None:
