@@ -544,3 +544,33 @@ async def test_over_tcp_the_noise_session_teaches_the_keys(tmp_path: Path) -> No
             m = await inbox.receive()
             assert (m.body, m.author) == (b"over noise", ids["alice"].signing_public_key)
             assert bob._authors.trusted >= 1  # direct over Noise: taken on the session's word
+
+
+async def test_a_learned_key_keeps_an_edit_made_while_the_node_runs(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """`peers add` writes config.toml while alice runs; the key alice learns afterwards goes
+    into the file as it is then, so the edit stays."""
+    ids = {"alice": Identity.generate(), "bob": Identity.generate()}
+    carol = Identity.generate()
+    hub = MemoryHub()
+    a_cfg = written_config(tmp_path, "alice", {"bob": (ids["bob"], False)}, ["bob"])
+    b_cfg = written_config(tmp_path, "bob", {"alice": (ids["alice"], True)}, ["alice"])
+    a_end = hub.transport(ids["alice"].public_key)
+    with trio.fail_after(60):
+        async with (
+            open_node(a_cfg, identity=ids["alice"], transports=(a_end,)) as alice,
+            alice.events() as events,
+        ):
+            edited = load_config(tmp_path / "alice").with_peer(
+                PeerConfig(key=carol.public_key, name="carol")
+            )
+            save_config(edited)
+            async with open_node(
+                b_cfg, identity=ids["bob"], transports=(hub.transport(ids["bob"].public_key),)
+            ):
+                learned = await next_event(events, AuthorLearned)
+                assert learned.saved, learned.detail
+    on_disk = load_config(tmp_path / "alice")
+    assert on_disk.peer("carol").key == carol.public_key
+    assert on_disk.peer("bob").log_key == ids["bob"].signing_public_key

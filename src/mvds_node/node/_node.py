@@ -75,6 +75,7 @@ from mvds_node.node._config import (
     GroupConfig,
     NodeConfig,
     PeerConfig,
+    load_config,
     parse_address,
     save_config,
 )
@@ -907,15 +908,25 @@ class Node:
             return
         self.config = config.with_peer(dataclasses.replace(entry, log_key=key))
         self._authors.update(*_author_tables(self.config))
-        saved, detail = False, "the configuration has no file"
-        if self.config.config_path.exists():
-            try:
-                save_config(self.config)
-            except ConfigError as e:
-                detail = str(e)
-            else:
-                saved, detail = True, ""
+        saved, detail = self._save_author(peer, key)
         self._driver.emit(AuthorLearned(peer, key, saved, detail))
+
+    def _save_author(self, peer: bytes, key: bytes) -> tuple[bool, str]:
+        """Write a learned key into ``config.toml``: into the file as it is now, not the
+        configuration the node started with, so an edit made while the node runs (``peers
+        add``, ``config set``) is kept. Returns (saved, why not)."""
+        path = self.config.config_path
+        if not path.exists():
+            return False, "the configuration has no file"
+        try:
+            on_disk = load_config(self.config.data_dir)
+            entry = next((p for p in on_disk.peers if p.key == peer), None)
+            if entry is None or entry.log_key is not None:
+                return False, f"{path} changed: it lists this peer differently now"
+            save_config(on_disk.with_peer(dataclasses.replace(entry, log_key=key)))
+        except ConfigError as e:
+            return False, str(e)
+        return True, ""
 
     def _author_mismatch(
         self,
