@@ -194,7 +194,7 @@ class Driver:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the loop until cancelled (see the module doc)."""
-        async with trio.open_nursery() as nursery:  # for pings and hellos, sent on the side
+        async with trio.open_nursery() as nursery:  # pings, hellos, authors: sent on the side
             self._nursery = nursery
             self._introduce(self._members)
             task_status.started()
