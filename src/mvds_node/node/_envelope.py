@@ -45,8 +45,8 @@ left and at most the body limit) and raises only :class:`EnvelopeError`.
 the author must be a member of the group (its ``log_key`` under ``[[peers]]``) or this node,
 and the signature must verify, except for a message that came straight from its author over
 a Noise session: the session proved the peer, and the peer's Ed25519 key is its ``log_key``
-(configured, or learned from its ``AUTHOR`` frame), so the signature check (about 109 µs) is skipped then. Relays, bundles,
-multicast and remote logs are verified.
+(configured, or learned from its ``AUTHOR`` frame), so the signature check (about 109 µs)
+is skipped then. Relays, bundles, multicast and remote logs are verified.
 
 Messages stored before envelopes existed, and every message of a ``raw`` group, have no
 envelope: they open as :func:`unwrap` says, with no author.
