@@ -82,7 +82,7 @@ async def test_reader_catches_up_from_the_http_helper(tmp_path: Path) -> None:
             assert sorted(m["text"] for m in doc["messages"]) == sorted(
                 f"logged {i}" for i in range(40)
             )
-            alice_key = (await acli("--dir", dirs["alice"], "key")).strip()
+            alice_key = (await acli("--dir", dirs["alice"], "key", "--log")).strip()  # Ed25519
             assert {m["author"] for m in doc["messages"]} == {alice_key}
             helper.terminate()
             await helper.wait()
