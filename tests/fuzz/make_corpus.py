@@ -57,6 +57,7 @@ from mvds_node.sync import encode_message, encode_payload, message_id
 from mvds_node.transports._file import BundleHeader
 from mvds_node.transports._framing import (
     AVAILABLE_ALWAYS,
+    Author,
     Capability,
     Hello,
     NoSyncFrame,
@@ -117,6 +118,7 @@ def framing() -> Seeds:
             available_until_ms=AVAILABLE_ALWAYS,
         ),
         UnknownControl(0x7F, b"later"),
+        Author(keypair("author").public, bytes(range(64))),
     ]
     for frame in frames:
         yield Script().flag(False).integer(0, 0, 8).raw(encode_frame(frame)).build()

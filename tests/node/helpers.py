@@ -27,7 +27,7 @@ from mvds_node.node import (
     open_node,
     parse_address,
 )
-from mvds_node.transports import MemoryHub, Transport
+from mvds_node.transports import FrameMode, MemoryHub, MemoryTransport, Transport
 
 E = TypeVar("E")
 
@@ -102,3 +102,12 @@ async def memory_nodes(
                 open_node(config, identity=me, transports=transports)
             )
         yield nodes
+
+
+async def next_sync(endpoint: MemoryTransport) -> tuple[bytes, bytes]:
+    """The next SYNC packet a hand-driven endpoint receives, past the control frames a node
+    sends on its own (its AUTHOR introduction)."""
+    while True:
+        sender, packet = await endpoint.receive()
+        if packet[3] == FrameMode.SYNC:
+            return sender, packet

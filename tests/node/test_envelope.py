@@ -366,6 +366,7 @@ def test_groups_add_sets_the_envelope_and_peers_add_warns(tmp_path: Path) -> Non
     bob = Identity.generate()
     out = run("peers", "add", bob.public_key.hex(), "--name", "bob", "--group", "chat")
     assert "bob has no --log-key" in out and "unknown-author" in out
+    assert "learned on the first direct connection" in out
     out = run("peers", "add", bob.public_key.hex(), "--log-key", bob.signing_public_key.hex())
     assert "no --log-key" not in out
     assert load_config(home).peer("bob").log_key == bob.signing_public_key

@@ -16,7 +16,7 @@ import trio.testing
 
 from mvds_node.node import Identity, MessageAcked, Node, open_node
 from mvds_node.transports import MemoryHub
-from tests.node.helpers import config_for, connect, next_event
+from tests.node.helpers import config_for, connect, next_event, next_sync
 
 
 def _peer(node: Node, key: bytes) -> dict[str, Any]:
@@ -113,7 +113,7 @@ async def test_a_held_message_shows_its_missing_parent_and_who_is_asked(
                 ids["alice"].public_key, encode_frame(SyncFrame(encode_payload(messages=[wire])))
             )
             # Alice stores it, holds it and asks Bob for the parent: his endpoint hears that.
-            sender, packet = await bob_end.receive()
+            sender, packet = await next_sync(bob_end)
             assert sender == ids["alice"].public_key
             assert decode_payload(packet[HEADER_SIZE:], SyncConfig().limits).requests == [parent]
             t = alice.trace(child)

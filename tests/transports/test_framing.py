@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 from mvds_node.errors import LocalProtocolError, RemoteProtocolError
 from mvds_node.transports import (
     AVAILABLE_ALWAYS,
+    DEFAULT_LIMITS,
     HEADER_SIZE,
+    Author,
     Capability,
     Frame,
     FrameDecoder,
@@ -46,6 +48,7 @@ FRAMES: list[Frame] = [
         available_until_ms=AVAILABLE_ALWAYS,
         max_frame_bytes=2**32 - 1,
     ),
+    Author(bytes(range(32)), bytes(range(64))),
     UnknownControl(0x00, b""),
     UnknownControl(0xFF, b"future"),
 ]
@@ -82,6 +85,10 @@ def test_unknown_capability_bits_survive() -> None:
         (Hello(version=256), SMALL),
         (Hello(available_until_ms=2**64), SMALL),
         (Hello(max_frame_bytes=-1), SMALL),
+        (Author(bytes(31), bytes(64)), DEFAULT_LIMITS),
+        (Author(bytes(32), bytes(65)), DEFAULT_LIMITS),
+        (Author(bytes(32), bytes(64), key_type=2), DEFAULT_LIMITS),
+        (UnknownControl(0x04, b""), SMALL),  # AUTHOR's kind
         (UnknownControl(0x01, b""), SMALL),  # PING's kind: would not decode as UnknownControl
         (UnknownControl(256, b""), SMALL),
         (Frame(), SMALL),
@@ -288,8 +295,53 @@ frames = st.one_of(
         available_until_ms=st.integers(0, 2**64 - 1),
         max_frame_bytes=st.integers(0, 2**32 - 1),
     ),
-    st.builds(UnknownControl, st.integers(4, 255), st.binary(max_size=20)),
+    st.builds(UnknownControl, st.integers(5, 255), st.binary(max_size=20)),
 )
+
+
+def _control(body: bytes) -> bytes:
+    return b"MV\x01\x03" + len(body).to_bytes(4, "big") + body
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"\x04",  # the kind alone
+        b"\x04\x01" + bytes(95),  # one byte short
+        b"\x04\x01" + bytes(97),  # one byte over
+        b"\x04\x02" + bytes(96),  # not Ed25519
+        b"\x04\x00" + bytes(96),
+    ],
+    ids=["kind-only", "short", "long", "key-type-2", "key-type-0"],
+)
+def test_malformed_author_is_refused(body: bytes) -> None:
+    with pytest.raises(FrameError) as caught:
+        decode_frame(_control(body))
+    assert caught.value.reason is FrameErrorReason.MALFORMED_BODY
+    decoder = FrameDecoder()
+    decoder.receive_data(_control(body))
+    with pytest.raises(FrameError):
+        decoder.next_frame()
+
+
+@settings(max_examples=300)
+@given(
+    st.binary(min_size=32, max_size=32),
+    st.binary(min_size=64, max_size=64),
+    st.lists(st.integers(0, 105), max_size=4),
+    st.lists(st.integers(0, 255), max_size=4),
+    st.integers(0, 120),
+)
+def test_fuzz_author_frames(
+    key: bytes, signature: bytes, positions: list[int], values: list[int], cut: int
+) -> None:
+    """An AUTHOR frame, mutated or cut short, decodes to exactly its bytes or is refused."""
+    data = mutate(encode_frame(Author(key, signature)), positions, values)[:cut]
+    try:
+        decoded = decode_frame(data)
+    except FrameError:
+        return
+    assert encode_frame(decoded) == data
 
 
 def pieces(data: bytes, size: int) -> list[bytes]:

@@ -32,6 +32,8 @@ from mvds_node.node._config import parse_address as parse_address
 from mvds_node.node._config import render_config as render_config
 from mvds_node.node._config import save_config as save_config
 from mvds_node.node._events import AnyEvent as AnyEvent
+from mvds_node.node._events import AuthorLearned as AuthorLearned
+from mvds_node.node._events import AuthorMismatch as AuthorMismatch
 from mvds_node.node._events import EnvelopeMismatch as EnvelopeMismatch
 from mvds_node.node._events import InboxSkipped as InboxSkipped
 from mvds_node.node._events import InternalError as InternalError
@@ -77,6 +79,8 @@ __all__ = [
     "InputRejected",
     "InboxSkipped",
     "InternalError",
+    "AuthorLearned",
+    "AuthorMismatch",
     "EnvelopeMismatch",
     "LogUploaded",
     "Message",

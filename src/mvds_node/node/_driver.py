@@ -50,11 +50,13 @@ from mvds_node.node._events import (
     TransportFailed,
     TransportRestored,
 )
-from mvds_node.node._routing import PeerCapabilities, Queued, Router
+from mvds_node.node._routing import PeerCapabilities, Queued, Reaches, Router
 from mvds_node.node._subscribers import Message, Subscribers
 from mvds_node.sync import Engine, MessageDelivered, PayloadRejected, RejectReason
 from mvds_node.transports import (
     HEADER_SIZE,
+    Author,
+    Frame,
     FrameError,
     FrameMode,
     Hello,
@@ -124,6 +126,10 @@ class Driver:
         on_peer_up: called when a carrier reports a peer up.
         authors: the envelopes' check (signed groups), also the engine's validator; None: every
             group is raw.
+        author: our ``AUTHOR`` frame (our Ed25519 key bound to our X25519 key), sent beside
+            the ``HELLO`` on every carrier that proves the peer; None: never sent.
+        on_author: called with (peer, frame) for an ``AUTHOR`` frame that came over a carrier
+            that proves the peer; one from any other carrier is refused (``author-unproved``).
     """
 
     def __init__(
@@ -139,8 +145,15 @@ class Driver:
         max_payload: int,
         on_peer_up: Callable[[], None] = lambda: None,
         authors: Authors | None = None,
+        author: Author | None = None,
+        on_author: Callable[[bytes, Author], None] = lambda peer, frame: None,
     ) -> None:
         self._engine = engine
+        self._author = author
+        self._on_author = on_author
+        # (id(carrier), peer) our AUTHOR went to since the peer came up there.
+        self._introduced: set[tuple[int, bytes]] = set()
+        self._members: Collection[bytes] = ()
         self._authors = authors
         self._router = router
         self._subscribers = subscribers
@@ -181,8 +194,9 @@ class Driver:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the loop until cancelled (see the module doc)."""
-        async with trio.open_nursery() as nursery:  # for pings and hellos, sent on the side
+        async with trio.open_nursery() as nursery:  # pings, hellos, authors: sent on the side
             self._nursery = nursery
+            self._introduce(self._members)
             task_status.started()
             await self._loop()
 
@@ -418,6 +432,20 @@ class Driver:
                 self._nursery.start_soon(_send_quietly, transport, peer, Pong(frame.nonce))
         elif isinstance(frame, Hello):
             self.available_until[peer] = frame.available_until_ms
+        elif isinstance(frame, Author):
+            # Only a carrier that proved the peer's X25519 key can bind a signing key to it:
+            # a multicast datagram or a file only claims who sent it.
+            if direct:
+                self._on_author(peer, frame)
+                # A carrier without peer events (memory) tells us it is up this way: answer
+                # with ours, once, so a peer that came after our introduction learns it too.
+                self._send_author(transport, peer)
+            else:
+                self.refuse(
+                    peer,
+                    "author-unproved",
+                    f"AUTHOR frame over {self.name_of(transport)}, which does not prove the peer",
+                )
         # Pong, UnknownControl: nothing to do.
 
     def _receive_sync(
@@ -476,9 +504,15 @@ class Driver:
             self.update_peer(event.peer)
             self.emit(PeerConnected(event.peer, event.address))
             self._on_peer_up()  # we are online again: read the remote logs now, say
+            self._introduced.discard((id(carrier), event.peer))
             if self._nursery is not None:
-                self._nursery.start_soon(_send_quietly, carrier, event.peer, Hello())
+                frames: list[Frame] = [Hello()]
+                if self._author is not None and getattr(carrier, "proves_peer", False) is True:
+                    frames.append(self._author)  # our signing key, bound to our Noise key
+                    self._introduced.add((id(carrier), event.peer))
+                self._nursery.start_soon(_send_quietly, carrier, event.peer, *frames)
         elif isinstance(event, PeerDown):
+            self._introduced.discard((id(carrier), event.peer))
             self.connected.pop(event.peer, None)
             self.update_peer(event.peer)
             self.emit(PeerDisconnected(event.peer, event.address, event.reason))
@@ -493,6 +527,40 @@ class Driver:
         for peer in peers:
             if peer != self._me:
                 self.update_peer(peer)
+
+    def set_members(self, members: Collection[bytes]) -> None:
+        """The configured members changed: tell the engine their carriers, and introduce us
+        (our ``AUTHOR``) to those a carrier without peer events reaches."""
+        self._members = members
+        self.update_peers(members)
+        self._introduce(members)
+
+    def _introduce(self, peers: Collection[bytes]) -> None:
+        """Send our ``AUTHOR`` to each of ``peers`` on the carrier the router takes for it, if
+        that carrier proves the peer but reports no peer events (memory): there is no "peer
+        up" to send it on. TCP sends it on PeerUp."""
+        if self._author is None or self._nursery is None:
+            return
+        for peer in peers:
+            if peer == self._me:
+                continue
+            carrier = self._router.route(peer)
+            if (
+                getattr(carrier, "proves_peer", False) is True
+                and getattr(carrier, "events", None) is None
+                and isinstance(carrier, Reaches)
+                and carrier.reaches(peer)
+            ):
+                self._send_author(carrier, peer)
+
+    def _send_author(self, carrier: Transport, peer: bytes) -> None:
+        """Our ``AUTHOR`` to ``peer`` on ``carrier``, unless it went there already."""
+        if self._author is None or self._nursery is None:
+            return
+        if (id(carrier), peer) in self._introduced:
+            return
+        self._introduced.add((id(carrier), peer))
+        self._nursery.start_soon(_send_quietly, carrier, peer, self._author)
 
     def update_peer(self, peer: bytes) -> None:
         """Tell the engine what ``peer``'s carrier now is, if that changed (see *Routing*)."""
@@ -541,9 +609,10 @@ class Driver:
         await feed.done.wait()
 
 
-async def _send_quietly(transport: Transport, peer: bytes, frame: Ping | Pong | Hello) -> None:
+async def _send_quietly(transport: Transport, peer: bytes, *frames: Frame) -> None:
     with contextlib.suppress(TransportError):
-        await transport.send(peer, encode_frame(frame))
+        for frame in frames:
+            await transport.send(peer, encode_frame(frame))
 
 
 def _describe_input(item: Input | None) -> str:

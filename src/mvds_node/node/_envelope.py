@@ -44,12 +44,20 @@ left and at most the body limit) and raises only :class:`EnvelopeError`.
 :class:`Authors` is the node's check (the engine's validator, :data:`~mvds_node.sync.Validator`):
 the author must be a member of the group (its ``log_key`` under ``[[peers]]``) or this node,
 and the signature must verify, except for a message that came straight from its author over
-a Noise session: the session proved the peer, and the peer's Ed25519 key is its configured
-``log_key``, so the signature check (about 109 µs) is skipped then. Relays, bundles,
-multicast and remote logs are verified.
+a Noise session: the session proved the peer, and the peer's Ed25519 key is its ``log_key``
+(configured, or learned from its ``AUTHOR`` frame), so the signature check (about 109 µs)
+is skipped then. Relays, bundles, multicast and remote logs are verified.
 
 Messages stored before envelopes existed, and every message of a ``raw`` group, have no
 envelope: they open as :func:`unwrap` says, with no author.
+
+A member added by its Noise key alone (no ``log_key``) teaches its Ed25519 key when it
+connects: it sends an ``AUTHOR`` control frame on every carrier that proves the peer, with its
+Ed25519 key and a signature of :func:`binding_digest` of its own X25519 key
+(:func:`sign_binding`). The receiver checks the signature against the X25519 key the session
+proved (:func:`verify_binding`), so the frame binds the two keys of one identity: a relay, a
+bundle or multicast cannot teach it, and a peer cannot claim another's signing key (it could
+not sign our binding digest with it). The node adopts the key (``Node``), trust on first use.
 """
 
 from __future__ import annotations
@@ -70,11 +78,14 @@ __all__ = [
     "Authors",
     "EnvelopeError",
     "Opened",
+    "binding_digest",
     "open_envelope",
     "seal",
     "seal_batch",
+    "sign_binding",
     "signing_digest",
     "unwrap",
+    "verify_binding",
 ]
 
 MAGIC: Final = b"mve"
@@ -89,6 +100,7 @@ BATCH: Final = 64
 """Messages per signature in :func:`seal_batch` (a path of 6 hashes, 192 bytes)."""
 _DOMAIN: Final = b"mvds-node envelope v1\x00"
 _BATCH_DOMAIN: Final = b"mvds-node envelope batch v1\x00"
+_BINDING_DOMAIN: Final = b"mvds-node author binding v1\x00"
 _PAD: Final = hashlib.sha256(b"\x02").digest()
 MAX_INNER_BYTES: Final = 1024 * 1024
 """The largest inner body :func:`open_envelope` accepts (the engine's body limit)."""
@@ -130,6 +142,27 @@ def signing_digest(group_id: bytes, timestamp: int, body: bytes) -> bytes:
     h.update(struct.pack(">qI", timestamp, len(body)))
     h.update(body)
     return h.digest()
+
+
+def binding_digest(noise_key: bytes) -> bytes:
+    """What an ``AUTHOR`` frame's signature covers: SHA-256 of the domain and the sender's
+    X25519 static key (its Noise identity)."""
+    return hashlib.sha256(_BINDING_DOMAIN + noise_key).digest()
+
+
+def sign_binding(key: Ed25519PrivateKey, noise_key: bytes) -> bytes:
+    """The signature that binds ``key``'s public key to the X25519 key ``noise_key``."""
+    return key.sign(binding_digest(noise_key))
+
+
+def verify_binding(signing_key: bytes, noise_key: bytes, signature: bytes) -> bool:
+    """Whether ``signature`` by the Ed25519 key ``signing_key`` binds it to ``noise_key``;
+    never raises (a malformed key or signature is ``False``)."""
+    try:
+        Ed25519PublicKey.from_public_bytes(signing_key).verify(signature, binding_digest(noise_key))
+    except (InvalidSignature, ValueError):
+        return False
+    return True
 
 
 def _leaf(digest: bytes) -> bytes:

@@ -38,6 +38,8 @@ from mvds_node.transports import InputRejected, Transport, TransportEvent
 
 __all__ = [
     "AnyEvent",
+    "AuthorLearned",
+    "AuthorMismatch",
     "EnvelopeMismatch",
     "InboxSkipped",
     "InternalError",
@@ -78,6 +80,36 @@ class EnvelopeMismatch(NodeEvent):
     peer: bytes
     ours: str
     theirs: str
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class AuthorLearned(NodeEvent):
+    """A member listed without ``log_key`` proved its Ed25519 signing key over a session that
+    proved its Noise key (an ``AUTHOR`` frame): the node adopted it, so the messages it signs
+    are accepted from now on, relayed ones too. ``saved``: written to ``config.toml``
+    (``False`` for a configuration that has no file, or one that could not be written,
+    ``detail`` says why)."""
+
+    peer: bytes
+    key: bytes
+    saved: bool
+    detail: str = ""
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class AuthorMismatch(NodeEvent):
+    """A peer's ``AUTHOR`` frame offers a signing key the node did not adopt. ``reason``:
+    ``configured``, its ``[[peers]]`` entry names another ``log_key`` (``configured``; the
+    configured one stays); ``in-use``, the key is already another member's, or ours
+    (``owner``: that member's Noise key). Said once per peer and key while the node runs."""
+
+    peer: bytes
+    offered: bytes
+    reason: str
+    configured: bytes | None = None
+    owner: bytes | None = None
 
 
 @final

@@ -76,14 +76,17 @@ from mvds_node.node._config import (
     GroupConfig,
     NodeConfig,
     PeerConfig,
+    load_config,
     parse_address,
     save_config,
 )
 from mvds_node.node._discovery import Discovery, PeerDiscovered
 from mvds_node.node._driver import Driver, wall_ms
-from mvds_node.node._envelope import Authors, seal, seal_batch
+from mvds_node.node._envelope import Authors, seal, seal_batch, sign_binding, verify_binding
 from mvds_node.node._events import (
     AnyEvent,
+    AuthorLearned,
+    AuthorMismatch,
     EnvelopeMismatch,
     InternalError,
     LogUploaded,
@@ -118,6 +121,7 @@ from mvds_node.sync import (
 )
 from mvds_node.transports import (
     HEADER_SIZE,
+    Author,
     MulticastTransport,
     NoSyncFrame,
     TcpTransport,
@@ -179,6 +183,7 @@ class Node:
             ),
         )
         self._mismatches: set[tuple[bytes, bytes]] = set()
+        self._author_mismatches: set[tuple[bytes, bytes]] = set()
         self._engine = Engine(
             store,
             config=self._sync,
@@ -228,6 +233,10 @@ class Node:
             max_payload=self._max_payload,
             on_peer_up=self._peer_up,
             authors=self._authors,
+            # Our signing key, bound to our Noise key: members that list us without a
+            # log_key learn it when we connect (``_learn_author``).
+            author=Author(self._author_key, sign_binding(identity.signing, identity.public_key)),
+            on_author=self._learn_author,
         )
         self._inbox = Inbox(
             store,
@@ -299,7 +308,7 @@ class Node:
                     engine.remove_peer(group.id, peer)
         self._driver.names = {g.id: g.name for g in self.config.groups}
         self._authors.update(*_author_tables(self.config))
-        self._driver.update_peers(self._members())
+        self._driver.set_members(self._members())
 
     def _members(self) -> set[bytes]:
         me = self.identity.public_key
@@ -822,7 +831,7 @@ class Node:
                     if events is not None:
                         nursery.start_soon(read_events, carrier, events, self._driver.inputs)
                 # What reaches each peer now that the carriers are open.
-                self._driver.update_peers(self._members())
+                self._driver.set_members(self._members())
                 await nursery.start(self._driver.run)
                 nursery.start_soon(self._retain_periodically)
                 if self._remote_log is not None:
@@ -878,6 +887,70 @@ class Node:
         ours = "raw" if theirs == "signed" else "signed"
         name = self._driver.names.get(group_id, group_id.hex())
         self._driver.emit(EnvelopeMismatch(name, peer, ours, theirs))
+
+    def _learn_author(self, peer: bytes, frame: Author) -> None:
+        """A peer's ``AUTHOR`` frame, over a carrier that proved its Noise key: trust on first
+        use. A member listed without ``log_key`` gets the key (in memory, and in
+        ``config.toml`` when the node runs from one, where ``peers list``, the CLI's author
+        names and the next start read it); a configured key is never replaced, and a key
+        that is already another member's (or ours) is never taken."""
+        key = frame.signing_key
+        if not verify_binding(key, peer, frame.signature):
+            self._driver.refuse(
+                peer, "author-bad-signature", "AUTHOR frame's signature does not bind its key"
+            )
+            return
+        config = self.config
+        entry = next((p for p in config.peers if p.key == peer), None)
+        if entry is None or entry.log_key == key:
+            return  # a stranger teaches nothing; a known key needs nothing
+        if entry.log_key is not None:
+            self._author_mismatch(peer, key, "configured", configured=entry.log_key)
+            return
+        if key == self._author_key:
+            self._author_mismatch(peer, key, "in-use", owner=self.identity.public_key)
+            return
+        owner = next((p.key for p in config.peers if p.log_key == key), None)
+        if owner is not None:
+            self._author_mismatch(peer, key, "in-use", owner=owner)
+            return
+        self.config = config.with_peer(dataclasses.replace(entry, log_key=key))
+        self._authors.update(*_author_tables(self.config))
+        saved, detail = self._save_author(peer, key)
+        self._driver.emit(AuthorLearned(peer, key, saved, detail))
+
+    def _save_author(self, peer: bytes, key: bytes) -> tuple[bool, str]:
+        """Write a learned key into ``config.toml``: into the file as it is now, not the
+        configuration the node started with, so an edit made while the node runs (``peers
+        add``, ``config set``) is kept. Returns (saved, why not)."""
+        path = self.config.config_path
+        if not path.exists():
+            return False, "the configuration has no file"
+        try:
+            on_disk = load_config(self.config.data_dir)
+            entry = next((p for p in on_disk.peers if p.key == peer), None)
+            if entry is None or entry.log_key is not None:
+                return False, f"{path} changed: it lists this peer differently now"
+            save_config(on_disk.with_peer(dataclasses.replace(entry, log_key=key)))
+        except ConfigError as e:
+            return False, str(e)
+        return True, ""
+
+    def _author_mismatch(
+        self,
+        peer: bytes,
+        key: bytes,
+        reason: str,
+        *,
+        configured: bytes | None = None,
+        owner: bytes | None = None,
+    ) -> None:
+        if (peer, key) in self._author_mismatches:
+            return
+        if len(self._author_mismatches) >= 4096:  # a peer making up keys: bounded, said again
+            self._author_mismatches.clear()
+        self._author_mismatches.add((peer, key))
+        self._driver.emit(AuthorMismatch(peer, key, reason, configured, owner))
 
     def _peer_up(self) -> None:
         if self._remote_log is not None:

@@ -29,7 +29,7 @@ from typing import Protocol, final, runtime_checkable
 
 from mvds_node.transports import HEADER_SIZE, Transport
 
-__all__ = ["Queued", "Route", "Router", "PeerCapabilities"]
+__all__ = ["PeerCapabilities", "Queued", "Reaches", "Route", "Router"]
 
 
 @runtime_checkable

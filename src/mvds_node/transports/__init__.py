@@ -34,6 +34,7 @@ from mvds_node.transports._framing import DEFAULT_LIMITS as DEFAULT_LIMITS
 from mvds_node.transports._framing import HEADER_SIZE as HEADER_SIZE
 from mvds_node.transports._framing import MAGIC as MAGIC
 from mvds_node.transports._framing import WIRE_VERSION as WIRE_VERSION
+from mvds_node.transports._framing import Author as Author
 from mvds_node.transports._framing import Capability as Capability
 from mvds_node.transports._framing import ControlKind as ControlKind
 from mvds_node.transports._framing import Frame as Frame
@@ -84,6 +85,7 @@ __all__ = [
     "DEFAULT_MULTICAST_PORT",
     "AVAILABLE_ALWAYS",
     "AVAILABLE_UNKNOWN",
+    "Author",
     "BROADCAST",
     "BundleError",
     "BundleHeader",

@@ -14,8 +14,8 @@ Every packet is one *frame*: an 8-byte header, then a body of the length the hea
 ``SYNC`` carries an MVDS payload for the sync engine, opaque here. ``NOSYNC`` carries an ephemeral
 application message for a group (u8 group-id length, the group id, then the body); it never
 enters the engine. ``CONTROL`` carries one control message: a kind byte and a fixed layout per
-kind (ping, pong, hello). ``docs/wire.md`` documents every byte, with examples that a test checks
-against this module.
+kind (ping, pong, hello, author). ``docs/wire.md`` documents every byte, with examples that a
+test checks against this module.
 
 The header is fixed binary rather than protobuf because a receiver must classify a packet, and on
 a stream find where it ends, before trusting any of it: field order is not a header. The magic
@@ -50,6 +50,7 @@ __all__ = [
     "MAGIC",
     "WIRE_VERSION",
     "Capability",
+    "Author",
     "ControlKind",
     "Frame",
     "FrameDecoder",
@@ -100,6 +101,7 @@ class ControlKind(enum.IntEnum):
     PING = 0x01
     PONG = 0x02
     HELLO = 0x03
+    AUTHOR = 0x04
 
 
 class Capability(enum.IntFlag, boundary=enum.KEEP):
@@ -231,6 +233,25 @@ class Hello(Frame):
     """The largest frame the sender accepts (u32), header included."""
 
 
+AUTHOR_KEY_ED25519: Final = 0x01
+"""``Author.key_type`` of an Ed25519 key, the only type there is."""
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Author(Frame):
+    """``CONTROL``/``AUTHOR``: the Ed25519 key that signs the sender's envelopes, bound to the
+    sender's X25519 (Noise) static key by a signature over that key (``node/_envelope.py``
+    makes and checks it; this layer reads only the bytes)."""
+
+    signing_key: bytes
+    """The sender's Ed25519 public key (32 bytes)."""
+    signature: bytes
+    """Its Ed25519 signature of the binding digest (64 bytes)."""
+    key_type: int = AUTHOR_KEY_ED25519
+    """The key's type (u8); only :data:`AUTHOR_KEY_ED25519` is accepted."""
+
+
 @final
 @dataclass(frozen=True, slots=True)
 class UnknownControl(Frame):
@@ -250,6 +271,7 @@ _MODES: Final = frozenset(m.value for m in FrameMode)
 _CONTROL_KINDS: Final = frozenset(k.value for k in ControlKind)
 _NONCE: Final = struct.Struct(">BQ")
 _HELLO: Final = struct.Struct(">BBIQI")
+_AUTHOR: Final = struct.Struct(">BB32s64s")
 
 
 def _encode_body(frame: Frame, limits: FrameLimits) -> tuple[FrameMode, bytes]:
@@ -281,6 +303,15 @@ def _encode_body(frame: Frame, limits: FrameLimits) -> tuple[FrameMode, bytes]:
             frame.available_until_ms,
             frame.max_frame_bytes,
         )
+        return FrameMode.CONTROL, body
+    if isinstance(frame, Author):
+        if (
+            frame.key_type != AUTHOR_KEY_ED25519
+            or len(frame.signing_key) != 32
+            or len(frame.signature) != 64
+        ):
+            raise LocalProtocolError(f"an Author field is out of range: {frame!r}")
+        body = _AUTHOR.pack(ControlKind.AUTHOR, frame.key_type, frame.signing_key, frame.signature)
         return FrameMode.CONTROL, body
     if isinstance(frame, UnknownControl):
         if frame.kind in _CONTROL_KINDS or not 0 <= frame.kind <= 255:
@@ -378,6 +409,18 @@ def _decode_body(mode: int, body: bytes, limits: FrameLimits) -> Frame:
             available_until_ms=until,
             max_frame_bytes=max_frame,
         )
+    if kind == ControlKind.AUTHOR:
+        if len(body) != _AUTHOR.size:
+            raise FrameError(
+                FrameErrorReason.MALFORMED_BODY,
+                f"AUTHOR body must be {_AUTHOR.size} bytes, got {len(body)}",
+            )
+        _, key_type, signing_key, signature = _AUTHOR.unpack(body)
+        if key_type != AUTHOR_KEY_ED25519:
+            raise FrameError(
+                FrameErrorReason.MALFORMED_BODY, f"AUTHOR key type {key_type} is not Ed25519"
+            )
+        return Author(signing_key, signature, key_type)
     return UnknownControl(kind, body[1:])
 
 

@@ -13,6 +13,8 @@ from typing import Any
 from mvds_node.node._control import b64
 from mvds_node.node._events import (
     AnyEvent,
+    AuthorLearned,
+    AuthorMismatch,
     EnvelopeMismatch,
     InternalError,
     LogUploaded,
@@ -90,6 +92,7 @@ def message_line(
 
 
 _ALARMS = (
+    AuthorMismatch,
     EnvelopeMismatch,
     InputRejected,
     PayloadRejected,
@@ -112,6 +115,21 @@ def event_line(
         human += (
             f": {event.reason} ({event.dropped} dropped{', whole payload' if event.whole else ''})"
         )
+    elif isinstance(event, AuthorLearned):
+        human += f": signs with {event.key.hex()[:12]}" + (
+            " (saved in config.toml)" if event.saved else f" (not saved: {event.detail})"
+        )
+    elif isinstance(event, AuthorMismatch):
+        if event.reason == "configured":
+            human += (
+                f": offers the signing key {event.offered.hex()[:12]}, config.toml says "
+                f"{(event.configured or b'').hex()[:12]} (kept; check its `mvds-node key --log`)"
+            )
+        else:
+            human += (
+                f": offers the signing key {event.offered.hex()[:12]}, already "
+                f"{who(event.owner)}'s (refused)"
+            )
     elif isinstance(event, EnvelopeMismatch):
         human += (
             f": [{event.group}] is {event.ours} here and {event.theirs} there "

@@ -202,8 +202,10 @@ def peers_add(
     signed = [g.name for g in config.groups if raw in g.members and g.envelope == "signed"]
     if peer.log_key is None and signed:
         click.echo(
-            f"mvds-node: warning: {peer.name or _short(raw)} has no --log-key: its messages in "
-            f"{', '.join(signed)} (signed) are refused as unknown-author until it has one",
+            f"mvds-node: warning: {peer.name or _short(raw)} has no --log-key: it is learned on "
+            "the first direct connection (TCP), and until then its messages in "
+            f"{', '.join(signed)} (signed) are refused as unknown-author (its messages relayed "
+            "by others too)",
             err=True,
         )
     verb = "updated" if known else "added"

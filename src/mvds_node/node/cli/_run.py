@@ -26,7 +26,7 @@ from mvds_node.errors import NodeFailed
 from mvds_node.node._config import NodeConfig, parse_address
 from mvds_node.node._control import serve_control
 from mvds_node.node._events import LogUploaded
-from mvds_node.node._node import open_node
+from mvds_node.node._node import Node, open_node
 from mvds_node.node._remotelog import LogStatus
 from mvds_node.node._schema import format_address
 from mvds_node.node._status import PeerStatus
@@ -193,8 +193,16 @@ async def _run(
         p.log_key: (p.name or p.log_key.hex()[:12], p.key) for p in config.peers if p.log_key
     }
 
+    running: list[Node] = []  # the node, once open: its configuration has learned keys too
+
     def author(key: bytes) -> tuple[str, bytes | None]:
-        return authors.get(key) or (key.hex()[:12], None)
+        known = authors.get(key)
+        if known is None and running:
+            # A key learned from a member's AUTHOR frame while the node runs.
+            peer = next((p for p in running[0].config.peers if p.log_key == key), None)
+            if peer is not None:
+                known = authors[key] = (peer.name or key.hex()[:12], peer.key)
+        return known or (key.hex()[:12], None)
 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         # Subscribed as the node opens, before any checkpoint: what it delivers while the
@@ -209,6 +217,7 @@ async def _run(
             await nursery.start(serve_control, config.control_path, control_handler(node))
             me = node.identity
             authors[me.signing_public_key] = (config.name or "me", me.public_key)
+            running.append(node)
 
             async def stop_on_signal() -> None:
                 async for signum in signals:
