@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol, final
 
 from mvds_node.sync._state import Record, RecordType
@@ -230,17 +230,9 @@ class StoreReader(Protocol):
 
 
 def _copy(r: Record) -> Record:
-    return Record(
-        r.message_id,
-        r.peer,
-        r.type,
-        r.group_id,
-        r.send_count,
-        r.send_epoch,
-        r.first_epoch,
-        r.parked,
-        r.carrier,
-    )
+    # Every field, whatever fields a Record gains: the view hands out copies, never the
+    # store's own objects.
+    return replace(r)
 
 
 @final
