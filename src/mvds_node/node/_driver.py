@@ -510,7 +510,14 @@ class Driver:
                 if self._author is not None and getattr(carrier, "proves_peer", False) is True:
                     frames.append(self._author)  # our signing key, bound to our Noise key
                     self._introduced.add((id(carrier), event.peer))
-                self._nursery.start_soon(_send_quietly, carrier, event.peer, *frames)
+                if isinstance(carrier, Queued):
+                    # Queued now, ahead of the sync payloads the next drain queues: the peer
+                    # learns our signing key before it checks our first message.
+                    for frame in frames:
+                        with contextlib.suppress(TransportError):
+                            carrier.offer(event.peer, encode_frame(frame))
+                else:
+                    self._nursery.start_soon(_send_quietly, carrier, event.peer, *frames)
         elif isinstance(event, PeerDown):
             self._introduced.discard((id(carrier), event.peer))
             self.connected.pop(event.peer, None)
