@@ -111,3 +111,11 @@ async def next_sync(endpoint: MemoryTransport) -> tuple[bytes, bytes]:
         sender, packet = await endpoint.receive()
         if packet[3] == FrameMode.SYNC:
             return sender, packet
+
+
+async def read_until_closed(stream: trio.abc.ReceiveStream) -> None:
+    """Read what a node sends on a hand-driven connection (its greeting comes first) until it
+    closes the connection; bound it with the test's ``fail_after``."""
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        while await stream.receive_some():
+            pass

@@ -92,7 +92,7 @@ async def test_hostile_frames_from_a_proved_peer(tmp_path: Path) -> None:
                 noise = await NoiseStream.handshake(stream, bob.noise, initiator=True)
                 try:
                     await noise.send_all(attack)
-                    await noise.receive_some()  # alice closes the connection
+                    await noise.receive_some()  # her greeting, or the close
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     pass
                 await noise.aclose()

@@ -506,17 +506,15 @@ class Driver:
             self._on_peer_up()  # we are online again: read the remote logs now, say
             self._introduced.discard((id(carrier), event.peer))
             if self._nursery is not None:
-                frames: list[Frame] = [Hello()]
-                if self._author is not None and getattr(carrier, "proves_peer", False) is True:
-                    frames.append(self._author)  # our signing key, bound to our Noise key
+                proves = self._author is not None and getattr(carrier, "proves_peer", False)
+                if proves is True:
                     self._introduced.add((id(carrier), event.peer))
-                if isinstance(carrier, Queued):
-                    # Queued now, ahead of the sync payloads the next drain queues: the peer
-                    # learns our signing key before it checks our first message.
-                    for frame in frames:
-                        with contextlib.suppress(TransportError):
-                            carrier.offer(event.peer, encode_frame(frame))
-                else:
+                if not getattr(carrier, "greeting", ()):
+                    # A carrier that writes no greeting of its own (see TcpTransport.greeting)
+                    # gets the Hello, and our signing key bound to our Noise key, from here.
+                    frames: list[Frame] = [Hello()]
+                    if proves is True and self._author is not None:
+                        frames.append(self._author)
                     self._nursery.start_soon(_send_quietly, carrier, event.peer, *frames)
         elif isinstance(event, PeerDown):
             self._introduced.discard((id(carrier), event.peer))

@@ -122,6 +122,7 @@ from mvds_node.sync import (
 from mvds_node.transports import (
     HEADER_SIZE,
     Author,
+    Hello,
     MulticastTransport,
     NoSyncFrame,
     TcpTransport,
@@ -222,6 +223,11 @@ class Node:
         self._router = Router(routes, fallback=self._tcp, max_payload=self._max_payload)
         self._transports = [r.carrier for r in routes]
         self._subscribers = Subscribers(_SUBSCRIBER_BUFFER)
+        # Our signing key, bound to our Noise key: members that list us without a log_key
+        # learn it when we connect (``_learn_author``). TCP writes it, after the Hello, first on
+        # every connection, so it arrives before our first message is checked.
+        author = Author(self._author_key, sign_binding(identity.signing, identity.public_key))
+        self._tcp.greeting = (encode_frame(Hello()), encode_frame(author))
         self._driver = Driver(
             self._engine,
             self._router,
@@ -233,9 +239,7 @@ class Node:
             max_payload=self._max_payload,
             on_peer_up=self._peer_up,
             authors=self._authors,
-            # Our signing key, bound to our Noise key: members that list us without a
-            # log_key learn it when we connect (``_learn_author``).
-            author=Author(self._author_key, sign_binding(identity.signing, identity.public_key)),
+            author=author,
             on_author=self._learn_author,
         )
         self._inbox = Inbox(

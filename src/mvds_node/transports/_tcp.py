@@ -422,6 +422,11 @@ class TcpTransport:
         """Peer up/down, rejected input, dropped packets and failed dials; ends after aclose()."""
         return self._events.receive
 
+    greeting: tuple[bytes, ...] = ()
+    """Frames written first on every new connection, before any packet :meth:`send` queued
+    (the node's ``Hello`` and its ``AUTHOR``): the peer reads them before anything else we
+    send it. Set before the connection opens; each must be one frame."""
+
     checks_frames: Final = True
     """Every packet :meth:`receive` returns is one checked frame (the stream's decoder)."""
     answers_pings: Final = True
@@ -804,6 +809,8 @@ class TcpTransport:
             self._emit(PeerUp(key, address, outbound))
         try:
             with connection.cancel_scope:
+                for frame in self.greeting:  # before the writers start: nothing overtakes it
+                    await stream.send_all(frame)
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._writer, connection, state)
                     nursery.start_soon(self._control_writer, connection)
